@@ -1,0 +1,55 @@
+# moonstack: the two commands a fresh Debian machine needs are `make run` and `make test`.
+# Both install missing packages (apt), configure and build first.
+BUILD       ?= build
+BUILD_ASAN  ?= build-asan
+BUILD_TYPE  ?= RelWithDebInfo
+JOBS        ?= $(shell nproc)
+PREFIX      ?= /usr/local
+CMAKE_FLAGS ?=
+
+MOONSTACK := $(BUILD)/runtime/moonstack
+
+.PHONY: all deps deps-build build run test test-asan asan install bench lint format clean
+
+all: build
+
+deps-build:
+	@scripts/install-deps.sh build
+
+deps:
+	@scripts/install-deps.sh test
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+
+build: deps-build $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+## run: the main job on its embedded default (today: the runtime self-check)
+run: build
+	$(MOONSTACK) selfcheck
+
+## test: every suite through CTest (unit-c, unit-lua, binding, functional, lint)
+test: deps build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+## test-asan: the C and binding suites (and functional) under ASan + UBSan
+test-asan: deps
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DMOONSTACK_SANITIZE=ON $(CMAKE_FLAGS)
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+	ctest --test-dir $(BUILD_ASAN) --output-on-failure -j $(JOBS) -L 'unit-c|binding|functional'
+
+install: build
+	cmake --install $(BUILD)
+
+bench: build
+	@if [ -x tests/bench/run.sh ]; then tests/bench/run.sh $(MOONSTACK); else echo "no benchmarks yet"; fi
+
+lint: deps build
+	ctest --test-dir $(BUILD) --output-on-failure -L lint
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

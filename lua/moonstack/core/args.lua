@@ -1,0 +1,148 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- Command-line parsing for subcommands: a declarative spec gives parsing, clear errors that
+-- name the option and the reason, and the --help text.
+local M = {}
+
+--- A spec is
+---   { usage = 'moonstack x [OPTIONS] FILE', summary = '...', description = '...',
+---     options = { { '-c', '--config', arg = 'FILE', help = '...', default = ..., required = bool,
+---                   multiple = bool }, { '--json', help = '...' } },
+---     positional = { { 'FILE', help = '...', required = true } }, rest = bool }
+--- An option with `arg` takes a value; otherwise it is a boolean flag. The option's key in
+--- the result is its long name without dashes, with '-' turned into '_'.
+
+local function key_of(opt)
+  local long
+  for _, name in ipairs(opt) do
+    if name:sub(1, 2) == '--' then
+      long = name
+    end
+  end
+  local name = long or opt[1]
+  return (name:gsub('^%-+', ''):gsub('-', '_'))
+end
+
+--- Render the help text for a spec.
+function M.help(spec)
+  local lines = { 'usage: ' .. (spec.usage or '') }
+  if spec.summary then
+    lines[#lines + 1] = ''
+    lines[#lines + 1] = spec.summary
+  end
+  if spec.description then
+    lines[#lines + 1] = ''
+    lines[#lines + 1] = spec.description
+  end
+  if spec.positional and #spec.positional > 0 then
+    lines[#lines + 1] = ''
+    lines[#lines + 1] = 'arguments:'
+    for _, p in ipairs(spec.positional) do
+      lines[#lines + 1] = ('  %-24s %s'):format(p[1], p.help or '')
+    end
+  end
+  lines[#lines + 1] = ''
+  lines[#lines + 1] = 'options:'
+  local opts = {}
+  for _, o in ipairs(spec.options or {}) do
+    opts[#opts + 1] = o
+  end
+  opts[#opts + 1] = { '-h', '--help', help = 'show this help and exit' }
+  for _, o in ipairs(opts) do
+    local names = table.concat(o, ', ')
+    if o.arg then
+      names = names .. ' ' .. o.arg
+    end
+    local help = o.help or ''
+    if o.default ~= nil then
+      help = help .. (' (default: %s)'):format(tostring(o.default))
+    end
+    lines[#lines + 1] = ('  %-24s %s'):format(names, help)
+  end
+  return table.concat(lines, '\n') .. '\n'
+end
+
+--- Parse `argv` (array of strings) against `spec`.
+--- Returns `opts` (keyed by option key, plus `opts.args`: positional values in order, and
+--- `opts.help = true` when -h/--help was given), or nil, message.
+function M.parse(spec, argv)
+  local by_name = {}
+  local result = { args = {} }
+  for _, o in ipairs(spec.options or {}) do
+    for _, name in ipairs(o) do
+      by_name[name] = o
+    end
+    local k = key_of(o)
+    if o.multiple then
+      result[k] = {}
+    elseif o.default ~= nil then
+      result[k] = o.default
+    elseif not o.arg then
+      result[k] = false
+    end
+  end
+  local i = 1
+  local only_positional = false
+  while i <= #argv do
+    local a = argv[i]
+    if only_positional or a == '-' or a:sub(1, 1) ~= '-' then
+      result.args[#result.args + 1] = a
+      if spec.rest and #result.args >= #(spec.positional or {}) then
+        -- everything after the last declared positional goes to the command untouched
+        only_positional = true
+      end
+    elseif a == '--' then
+      only_positional = true
+    elseif a == '-h' or a == '--help' then
+      result.help = true
+    else
+      local name, value = a:match('^(%-%-[^=]+)=(.*)$')
+      name = name or a
+      local o = by_name[name]
+      if not o then
+        return nil, ("unknown option '%s' (see --help)"):format(name)
+      end
+      local k = key_of(o)
+      if o.arg then
+        if value == nil then
+          i = i + 1
+          value = argv[i]
+          if value == nil then
+            return nil, ("option '%s' needs a value %s"):format(name, o.arg)
+          end
+        end
+        if o.multiple then
+          local list = result[k]
+          list[#list + 1] = value
+        else
+          result[k] = value
+        end
+      else
+        if value ~= nil then
+          return nil, ("option '%s' takes no value"):format(name)
+        end
+        result[k] = true
+      end
+    end
+    i = i + 1
+  end
+  if result.help then
+    return result
+  end
+  for _, o in ipairs(spec.options or {}) do
+    if o.required and result[key_of(o)] == nil then
+      return nil, ("option '%s' is required"):format(o[#o])
+    end
+  end
+  local declared = spec.positional or {}
+  for idx, p in ipairs(declared) do
+    if p.required and result.args[idx] == nil then
+      return nil, ('missing argument %s'):format(p[1])
+    end
+  end
+  if not spec.rest and #result.args > #declared then
+    return nil, ("unexpected argument '%s'"):format(result.args[#declared + 1])
+  end
+  return result
+end
+
+return M

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian packages moonstack needs to build, test and run, only if missing.
+# Usage: scripts/install-deps.sh [build|test]   (test adds the test and lint tools)
+set -euo pipefail
+what=${1:-test}
+
+build_pkgs=(build-essential cmake pkg-config libluajit-5.1-dev luajit libssl-dev libuv1-dev
+  lua-luv-dev lua-cjson-dev libwebsockets-dev libwebsockets-evlib-uv libedit-dev
+  libsecp256k1-dev)
+test_pkgs=(libcmocka-dev lua-busted lua-check clang-format curl socat valgrind tmux nodejs npm
+  procps)
+
+pkgs=("${build_pkgs[@]}")
+[ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  # npm/nodejs may come from outside apt (a preinstalled node): accept the commands.
+  case "$p" in
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
+  esac
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,6 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- Runs busted inside the moonstack binary (`moonstack run tests/helpers/busted.lua SPEC...`),
+-- so specs get the real natives and the real loop, as Neovim runs its specs with `nvim -l`.
+local src = os.getenv('MOONSTACK_SRC') or '.'
+package.path = src .. '/tests/helpers/?.lua;' .. package.path
+require('busted.runner')({ standalone = false })

@@ -1,0 +1,63 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- Test helper: drive the runtime's loop from a spec (specs run before the main loop starts).
+local uv = require('luv')
+
+local M = {}
+
+--- Run the loop until `done()` returns true or `timeout_ms` passes. Returns true if done.
+function M.run_until(done, timeout_ms)
+  timeout_ms = timeout_ms or 5000
+  local deadline = uv.now() + timeout_ms
+  local timer = uv.new_timer()
+  -- a short repeating timer keeps the loop from blocking forever without work
+  timer:start(10, 10, function() end)
+  while not done() do
+    if uv.now() >= deadline then
+      break
+    end
+    uv.run('once')
+    uv.update_time()
+  end
+  timer:close()
+  uv.run('nowait')
+  return done() and true or false
+end
+
+--- Run `fn` in a coroutine (so it may use moonstack.core.task waits) and drive the loop
+--- until it finishes. Re-raises its error; returns its results.
+function M.run_task(fn, timeout_ms)
+  local results, err, finished
+  local co = coroutine.create(function()
+    local packed = { xpcall(fn, debug.traceback) }
+    finished = true
+    if packed[1] then
+      results = { unpack(packed, 2) }
+    else
+      err = packed[2]
+    end
+  end)
+  local ok, e = coroutine.resume(co)
+  if not ok then
+    error(e, 2)
+  end
+  if not M.run_until(function() return finished end, timeout_ms) then
+    error(('task did not finish within %d ms'):format(timeout_ms or 5000), 2)
+  end
+  if err then
+    error(err, 2)
+  end
+  return unpack(results)
+end
+
+--- Number of libuv handles still alive, excluding those in `except` (a set of handles).
+function M.live_handles(except)
+  local n = 0
+  uv.walk(function(h)
+    if not (except and except[h]) and not h:is_closing() then
+      n = n + 1
+    end
+  end)
+  return n
+end
+
+return M
