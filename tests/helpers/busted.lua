@@ -2,5 +2,6 @@
 -- Runs busted inside the moonstack binary (`moonstack run tests/helpers/busted.lua SPEC...`),
 -- so specs get the real natives and the real loop, as Neovim runs its specs with `nvim -l`.
 local src = os.getenv('MOONSTACK_SRC') or '.'
-package.path = src .. '/tests/helpers/?.lua;' .. package.path
+-- appended, not prepended: this file is itself named busted.lua and busted requires 'busted'
+package.path = package.path .. ';' .. src .. '/tests/helpers/?.lua'
 require('busted.runner')({ standalone = false })
