@@ -1,0 +1,114 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- Config files: a Lua chunk (text only, never bytecode) that returns a table, run in an
+-- environment with a small safe set of globals, then validated against a schema
+-- (moonstack.core.schema). Failures follow the error contract: nil, 'CODE: message', CODE.
+--
+-- Globals a config chunk sees (nothing else; reading any other global raises, which catches
+-- typos such as `port = PROT`):
+--   assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall
+--   string (without string.dump), table, math: copies of the standard libraries
+--   os.getenv, os.time, os.date, os.clock
+--   anything passed in opts.env (e.g. host-provided values)
+-- A chunk may set globals; they stay in its private environment.
+local schema_mod = require('moonstack.core.schema')
+
+local M = {}
+
+local SAFE = {
+  'assert', 'error', 'ipairs', 'next', 'pairs', 'pcall', 'select', 'tonumber', 'tostring', 'type',
+  'unpack', 'xpcall',
+}
+
+local function copy_lib(lib, skip)
+  local out = {}
+  for k, v in pairs(lib) do
+    if not (skip and skip[k]) then
+      out[k] = v
+    end
+  end
+  return out
+end
+
+--- A fresh environment for one config chunk (see the top of this file).
+function M.env(extra)
+  local env = {}
+  for _, name in ipairs(SAFE) do
+    env[name] = _G[name]
+  end
+  env.string = copy_lib(string, { dump = true })
+  env.table = copy_lib(table)
+  env.math = copy_lib(math)
+  env.os = { getenv = os.getenv, time = os.time, date = os.date, clock = os.clock }
+  for k, v in pairs(extra or {}) do
+    env[k] = v
+  end
+  env._G = env
+  return setmetatable(env, {
+    __index = function(_, k)
+      error(("undefined global '%s'"):format(tostring(k)), 2)
+    end,
+  })
+end
+
+local function fail(code, msg)
+  return nil, ('%s: %s'):format(code, msg), code
+end
+
+--- Load config text `src`. `name` is used in messages (e.g. the file path). `schema` is
+--- optional; `opts.env` adds globals; `opts.root` names the value in key paths (default
+--- 'config'). Returns the validated table (a copy with defaults applied), or nil, msg, code
+--- with code EPARSE (syntax error, bytecode) or EINVAL (error while running the chunk, no
+--- table returned, schema violation).
+function M.load_string(src, name, schema, opts)
+  if type(src) ~= 'string' then
+    error('config.load_string: src must be a string', 2)
+  end
+  name = name or '=config'
+  opts = opts or {}
+  local label = name:gsub('^[@=]', '')
+  if src:byte(1) == 27 then
+    return fail('EPARSE', label .. ': binary chunks are not allowed')
+  end
+  local chunkname = name:match('^[@=]') and name or '@' .. name
+  local chunk, perr = load(src, chunkname, 't', M.env(opts.env))
+  if not chunk then
+    return fail('EPARSE', perr)
+  end
+  local ok, result = pcall(chunk)
+  if not ok then
+    return fail('EINVAL', tostring(result))
+  end
+  if type(result) ~= 'table' then
+    return fail('EINVAL', ('%s: must return a table, got %s'):format(label, type(result)))
+  end
+  if schema == nil then
+    return result
+  end
+  local out, msg = schema_mod.validate(result, schema, opts.root or 'config')
+  if not out then
+    return fail('EINVAL', label .. ': ' .. (msg:gsub('^EINVAL: ', '')))
+  end
+  return out
+end
+
+local ERRNO = { [2] = 'ENOENT', [13] = 'EACCES', [21] = 'EISDIR' }
+
+--- Load the config file at `path` (see load_string). Adds codes ENOENT, EACCES, EISDIR or
+--- EIO when the file cannot be read.
+function M.load(path, schema, opts)
+  if type(path) ~= 'string' then
+    error('config.load: path must be a string', 2)
+  end
+  local f, oerr, errno = io.open(path, 'rb')
+  if not f then
+    return fail(ERRNO[errno] or 'EIO', oerr)
+  end
+  local src, rerr, rerrno = f:read('*a')
+  f:close()
+  if not src then
+    return fail(ERRNO[rerrno] or 'EIO', ('%s: %s'):format(path, tostring(rerr)))
+  end
+  return M.load_string(src, '@' .. path, schema, opts)
+end
+
+return M
