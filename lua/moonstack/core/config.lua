@@ -54,6 +54,16 @@ local function fail(code, msg)
   return nil, ('%s: %s'):format(code, msg), code
 end
 
+-- Lua shortens long chunk names in messages ('...ild/tests/x.lua:3: ...'): put the whole
+-- name back so the operator sees which file failed.
+local function full_source(msg, label)
+  local src, rest = msg:match('^(.-)(:%d+: .*)$')
+  if src and src:sub(1, 3) == '...' and #src > 3 and label:sub(-(#src - 3)) == src:sub(4) then
+    return label .. rest
+  end
+  return msg
+end
+
 --- Load config text `src`. `name` is used in messages (e.g. the file path). `schema` is
 --- optional; `opts.env` adds globals; `opts.root` names the value in key paths (default
 --- 'config'). Returns the validated table (a copy with defaults applied), or nil, msg, code
@@ -72,11 +82,11 @@ function M.load_string(src, name, schema, opts)
   local chunkname = name:match('^[@=]') and name or '@' .. name
   local chunk, perr = load(src, chunkname, 't', M.env(opts.env))
   if not chunk then
-    return fail('EPARSE', perr)
+    return fail('EPARSE', full_source(perr, label))
   end
   local ok, result = pcall(chunk)
   if not ok then
-    return fail('EINVAL', tostring(result))
+    return fail('EINVAL', full_source(tostring(result), label))
   end
   if type(result) ~= 'table' then
     return fail('EINVAL', ('%s: must return a table, got %s'):format(label, type(result)))

@@ -1,0 +1,71 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- moonstack.core.errors: error objects {code, msg, detail}, the nil/msg/code contract,
+-- wrapping of raised values and the code -> HTTP status map.
+local cjson = require('cjson')
+local errors = require('moonstack.core.errors')
+
+describe('core.errors', function()
+  it('creates error objects that print as CODE: msg (detail)', function()
+    local e = errors.new('EDENIED', 'app not allowed')
+    assert.are.equal('EDENIED', e.code)
+    assert.are.equal('app not allowed', e.msg)
+    assert.is_nil(e.detail)
+    assert.are.equal('EDENIED: app not allowed', tostring(e))
+    assert.are.equal('ENOENT: no key (k1)', tostring(errors.new('ENOENT', 'no key', 'k1')))
+    local d = errors.new('EQUOTE', 'bad quote', { tcb = 'out of date', n = 2 })
+    local json = tostring(d):match('^EQUOTE: bad quote %((.*)%)$')
+    assert.are.same({ tcb = 'out of date', n = 2 }, cjson.decode(json))
+    assert.are.equal('42', errors.new('EINVAL', 42).msg)
+  end)
+
+  it('refuses codes that are not upper-case E... strings', function()
+    for _, bad in ipairs({ 'denied', 'DENIED', 'E', 'Edenied', 42 }) do
+      assert.has_error(function() errors.new(bad, 'x') end,
+        ('errors: code must be an upper-case string starting with E, got %s'):format(tostring(bad)))
+    end
+    assert.has_error(function() errors.fail('nope', 'x') end)
+  end)
+
+  it('is() tells error objects apart, optionally by code', function()
+    local e = errors.new('EAUTH', 'x')
+    assert.is_true(errors.is(e))
+    assert.is_true(errors.is(e, 'EAUTH'))
+    assert.is_false(errors.is(e, 'EDENIED'))
+    assert.is_false(errors.is({ code = 'EAUTH', msg = 'x' }))
+    assert.is_false(errors.is('EAUTH: x'))
+  end)
+
+  it('raise() throws the object itself', function()
+    local ok, e = pcall(errors.raise, 'ECONFLICT', 'exists', { id = 1 })
+    assert.is_false(ok)
+    assert.is_true(errors.is(e, 'ECONFLICT'))
+    assert.are.same({ id = 1 }, e.detail)
+  end)
+
+  it('fail() returns nil, "CODE: msg", CODE', function()
+    assert.are.same({ nil, 'ETIMEDOUT: no answer', 'ETIMEDOUT' }, { errors.fail('ETIMEDOUT', 'no answer') })
+    assert.are.equal(3, select('#', errors.fail('EINVAL', 'x')))
+  end)
+
+  it('wrap() turns raised values into error objects', function()
+    local e = errors.new('EPERM', 'x')
+    assert.are.equal(e, errors.wrap(e))
+    local coded = errors.wrap('EUNAVAILABLE: backend down')
+    assert.are.equal('EUNAVAILABLE', coded.code)
+    assert.are.equal('backend down', coded.msg)
+    local plain = errors.wrap('file.lua:3: attempt to index a nil value')
+    assert.are.equal('EINTERNAL', plain.code)
+    assert.are.equal('file.lua:3: attempt to index a nil value', plain.msg)
+    assert.are.equal('EPARSE', errors.wrap('garbage', 'EPARSE').code)
+    assert.are.equal('nil', errors.wrap(nil).msg)
+  end)
+
+  it('maps codes to HTTP statuses for the API layer', function()
+    assert.are.equal(400, errors.status_for('EINVAL'))
+    assert.are.equal(403, errors.status_for(errors.new('EDENIED', 'x')))
+    assert.are.equal(404, errors.status_for('ENOENT'))
+    assert.are.equal(504, errors.status_for('ETIMEDOUT'))
+    assert.are.equal(500, errors.status_for('EWHATEVER'))
+    assert.are.equal(500, errors.status_for(nil))
+  end)
+end)
