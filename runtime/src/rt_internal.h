@@ -19,6 +19,7 @@ struct rt_runtime {
 	unsigned long callback_errors;
 	char *lua_dir;
 	struct rt_shutdown_hook *hooks;
+	int shutdown_work; /**< asynchronous teardown still in progress */
 };
 
 /** Install the module searchers (dev --lua-dir, then embedded) into package.loaders. */

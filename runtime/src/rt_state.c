@@ -86,6 +86,27 @@ void rt_off_shutdown(struct rt_runtime *rt, rt_shutdown_fn fn, void *ud)
 	}
 }
 
+void rt_shutdown_work_begin(struct rt_runtime *rt)
+{
+	rt->shutdown_work++;
+}
+
+void rt_shutdown_work_done(struct rt_runtime *rt)
+{
+	if (rt->shutdown_work > 0)
+		rt->shutdown_work--;
+}
+
+/* Turn the loop without blocking until announced teardown work is finished (bounded). */
+static void drain_shutdown_work(struct rt_runtime *rt)
+{
+	for (int i = 0; rt->shutdown_work > 0 && i < 10000; i++)
+		uv_run(&rt->loop, UV_RUN_NOWAIT);
+	if (rt->shutdown_work > 0)
+		rt_log(RT_LOG_WARN, "runtime", "%d teardown tasks did not finish",
+		       rt->shutdown_work);
+}
+
 static void run_hooks(struct rt_runtime *rt, int stage)
 {
 	struct rt_shutdown_hook *h = rt->hooks;
@@ -164,12 +185,13 @@ void rt_destroy(struct rt_runtime *rt)
 	if (!rt)
 		return;
 	run_hooks(rt, 0);
-	uv_run(&rt->loop, UV_RUN_NOWAIT);
+	drain_shutdown_work(rt);
 	// Handles still open belong to Lua (luv) or to no one: close them so the loop drains.
 	// luv frees its handle data from the userdata's __gc, which lua_close runs below.
 	uv_walk(&rt->loop, close_walk_cb, NULL);
 	uv_run(&rt->loop, UV_RUN_DEFAULT);
 	run_hooks(rt, 1);
+	drain_shutdown_work(rt);
 	uv_run(&rt->loop, UV_RUN_DEFAULT);
 	lua_close(rt->L);
 	uv_run(&rt->loop, UV_RUN_DEFAULT);

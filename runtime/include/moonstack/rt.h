@@ -80,6 +80,15 @@ unsigned long rt_callback_errors(const struct rt_runtime *rt);
  */
 int rt_on_shutdown(struct rt_runtime *rt, rt_shutdown_fn fn, void *ud);
 
+/**
+ * Announce asynchronous shutdown work (e.g. a library closing its handles over several loop
+ * turns). rt_destroy() turns the loop until every begun piece of work is done.
+ */
+void rt_shutdown_work_begin(struct rt_runtime *rt);
+
+/** Mark one piece of work announced with rt_shutdown_work_begin() as done. */
+void rt_shutdown_work_done(struct rt_runtime *rt);
+
 /** Remove a hook registered with rt_on_shutdown() (no-op if absent). */
 void rt_off_shutdown(struct rt_runtime *rt, rt_shutdown_fn fn, void *ud);
 

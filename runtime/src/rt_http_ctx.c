@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The libwebsockets context on the runtime's loop. It lives while servers or client requests
+ * use it: an idle lws context keeps the loop alive, so the last user destroys it, in the two
+ * stages lws needs on a foreign loop (destroy, let the loop drain, destroy again).
+ */
+#include <string.h>
+
+#include "rt_http.h"
+#include "rt_internal.h"
+
+/* The context currently accepting users, per runtime (one runtime per process in practice). */
+static struct rt_http_ctx *live_ctx;
+
+static void lws_log_emit(int level, const char *line)
+{
+	enum rt_log_level l = level == LLL_ERR	    ? RT_LOG_ERROR
+			      : level == LLL_WARN   ? RT_LOG_WARN
+			      : level == LLL_NOTICE ? RT_LOG_INFO
+						    : RT_LOG_DEBUG;
+	char msg[1024];
+	size_t n = strlen(line);
+	if (n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	memcpy(msg, line, n);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		n--;
+	msg[n] = '\0';
+	// lws prefixes its own timestamp and level letter: keep only the message.
+	const char *p = msg;
+	const char *close = strchr(p, ']');
+	if (p[0] == '[' && close)
+		p = close + 1;
+	while (*p == ' ')
+		p++;
+	if (p[0] && p[1] == ':' && p[2] == ' ')
+		p += 3;
+	rt_log_emit(l, "lws", p, NULL);
+}
+
+static void reaper_closed(uv_handle_t *h)
+{
+	struct rt_http_ctx *ctx = h->data;
+	rt_shutdown_work_done(ctx->rt);
+	free(ctx);
+}
+
+/*
+ * Loop turns after the first destroy: lws closes its libuv handles asynchronously and, once
+ * they are closed, finishes by itself (clearing ctx->lws through pcontext). Only if it has not
+ * after the loop turned a few times is the second destroy call made.
+ */
+static void reaper_cb(uv_timer_t *t)
+{
+	struct rt_http_ctx *ctx = t->data;
+	if (ctx->lws && ++ctx->reaper_turns < 5)
+		return; // repeating timer: look again next turn
+	if (ctx->lws) {
+		rt_log(RT_LOG_DEBUG, "http", "finishing the lws context destroy");
+		lws_context_destroy(ctx->lws); // stage 2
+		ctx->lws = NULL;
+	}
+	while (ctx->client_vhosts) {
+		struct rt_client_vhost *cv = ctx->client_vhosts;
+		ctx->client_vhosts = cv->next;
+		free(cv);
+	}
+	uv_timer_stop(&ctx->reaper);
+	uv_close((uv_handle_t *)&ctx->reaper, reaper_closed);
+}
+
+static void ctx_shutdown_hook(void *ud, int stage);
+
+static void ctx_begin_destroy(struct rt_http_ctx *ctx)
+{
+	if (ctx->destroying)
+		return;
+	ctx->destroying = true;
+	if (live_ctx == ctx)
+		live_ctx = NULL;
+	rt_off_shutdown(ctx->rt, ctx_shutdown_hook, ctx);
+	rt_shutdown_work_begin(ctx->rt);
+	if (ctx->lws)
+		lws_context_destroy(ctx->lws); // stage 1: lws closes its handles
+	uv_timer_start(&ctx->reaper, reaper_cb, 0, 1);
+}
+
+/* Runtime shutdown with users still around (servers never closed): tear down anyway. */
+static void ctx_shutdown_hook(void *ud, int stage)
+{
+	struct rt_http_ctx *ctx = ud;
+	if (stage == 0)
+		ctx_begin_destroy(ctx);
+}
+
+struct rt_http_ctx *rt_http_ctx_acquire(lua_State *L)
+{
+	if (live_ctx && !live_ctx->destroying) {
+		live_ctx->users++;
+		return live_ctx;
+	}
+	struct rt_runtime *rt = rt_from_lua(L);
+	struct rt_http_ctx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return NULL;
+	ctx->rt = rt;
+	uv_timer_init(rt_loop(rt), &ctx->reaper);
+	ctx->reaper.data = ctx;
+
+	int lws_levels = LLL_ERR | LLL_WARN;
+	if (rt_log_get_level() == RT_LOG_DEBUG)
+		lws_levels |= LLL_NOTICE;
+	lws_set_log_level(lws_levels, lws_log_emit);
+
+	static void *loops[1];
+	loops[0] = rt_loop(rt);
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof(info));
+	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+		       LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.foreign_loops = loops;
+	info.pcontext = &ctx->lws;
+	info.user = ctx;
+	ctx->lws = lws_create_context(&info);
+	if (!ctx->lws) {
+		rt_shutdown_work_begin(rt); // balanced by reaper_closed
+		uv_close((uv_handle_t *)&ctx->reaper, reaper_closed);
+		return NULL;
+	}
+	rt_on_shutdown(rt, ctx_shutdown_hook, ctx);
+	ctx->users = 1;
+	live_ctx = ctx;
+	return ctx;
+}
+
+void rt_http_ctx_release(struct rt_http_ctx *ctx)
+{
+	if (!ctx || ctx->users <= 0)
+		return;
+	if (--ctx->users == 0)
+		ctx_begin_destroy(ctx);
+}
+
+lua_State *rt_http_ctx_state(struct rt_http_ctx *ctx)
+{
+	return ctx->active_L ? ctx->active_L : rt_state(ctx->rt);
+}

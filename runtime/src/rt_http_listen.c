@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Server lifecycle: one lws vhost per listening server, on TCP or on a unix socket created
+ * 0600 (no window with a wider mode), refusing to steal a socket a live daemon still serves.
+ * Closing is deferred to the next loop turn so a handler may close its own server.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "rt_http.h"
+
+void rt_http_server_unref(struct rt_http_server *srv)
+{
+	if (!srv || --srv->refs > 0)
+		return;
+	rt_tls_opts_free(NULL, &srv->tls);
+	for (int i = 0; i < srv->n_ws_paths; i++)
+		free(srv->ws_paths[i]);
+	free(srv->ws_paths);
+	if (srv->protocols) {
+		for (int i = 1; srv->protocols[i].name; i++)
+			free((char *)srv->protocols[i].name);
+		free(srv->protocols);
+	}
+	free(srv->name);
+	free(srv->unix_path);
+	free(srv->host);
+	free(srv);
+}
+
+static void vhost_finalize(struct lws_vhost *vh, void *arg)
+{
+	struct rt_http_server *srv = arg;
+	srv->vhost = NULL;
+	srv->closed = true;
+	if (!srv->ctx_released) {
+		srv->ctx_released = true;
+		rt_http_ctx_release(srv->ctx);
+	}
+	rt_http_server_unref(srv);
+}
+
+/* Is something accepting connections on this unix socket path? */
+static bool unix_socket_alive(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	bool alive = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return alive;
+}
+
+static int prepare_unix_path(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "ENAMETOOLONG: unix socket path too long (max %zu): %s",
+			 sizeof(sa.sun_path) - 1, path);
+		return -ENAMETOOLONG;
+	}
+	if (lstat(path, &st) != 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "EEXIST: %s exists and is not a socket", path);
+		return -EEXIST;
+	}
+	if (unix_socket_alive(path)) {
+		snprintf(err, errlen, "EADDRINUSE: another process is serving %s", path);
+		return -EADDRINUSE;
+	}
+	unlink(path); // stale socket from a previous run
+	return 0;
+}
+
+int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, size_t errlen)
+{
+	int rc;
+	if (srv->unix_path && (rc = prepare_unix_path(srv->unix_path, err, errlen)) != 0)
+		return rc;
+
+	srv->ctx = rt_http_ctx_acquire(L);
+	if (!srv->ctx) {
+		snprintf(err, errlen, "EIO: cannot create the libwebsockets context");
+		return -EIO;
+	}
+	struct lws_context_creation_info vi;
+	memset(&vi, 0, sizeof(vi));
+	vi.vhost_name = srv->name;
+	vi.protocols = srv->protocols;
+	vi.user = srv;
+	vi.finalize = vhost_finalize;
+	vi.finalize_arg = srv;
+	vi.keepalive_timeout = 10; // dstack's guest agent keeps idle connections 10 s
+	vi.timeout_secs = 30;
+	vi.server_string = "moonstack";
+	vi.alpn = "http/1.1";
+	vi.options = LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+	if (srv->unix_path) {
+		vi.options |= LWS_SERVER_OPTION_UNIX_SOCK;
+		vi.iface = srv->unix_path;
+		vi.port = 0;
+	} else {
+		vi.iface = srv->host;
+		vi.port = srv->port;
+	}
+	if (srv->tls.cert) {
+		vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		vi.server_ssl_cert_mem = srv->tls.cert;
+		vi.server_ssl_cert_mem_len = (unsigned int)strlen(srv->tls.cert);
+		vi.server_ssl_private_key_mem = srv->tls.key;
+		vi.server_ssl_private_key_mem_len = (unsigned int)strlen(srv->tls.key);
+	}
+	srv->refs++; // the vhost's, dropped in vhost_finalize
+	mode_t old = srv->unix_path ? umask(0177) : 0;
+	srv->vhost = lws_create_vhost(srv->ctx->lws, &vi);
+	if (srv->unix_path)
+		umask(old);
+	if (!srv->vhost) {
+		srv->refs--;
+		srv->ctx_released = true;
+		rt_http_ctx_release(srv->ctx);
+		snprintf(err, errlen,
+			 "EADDRNOTAVAIL: cannot listen on %s%s%d (see the lws log above)",
+			 srv->unix_path ? srv->unix_path : (srv->host ? srv->host : "*"),
+			 srv->unix_path ? "" : ":", srv->unix_path ? 0 : srv->port);
+		if (srv->unix_path)
+			snprintf(err, errlen, "EADDRNOTAVAIL: cannot listen on %s", srv->unix_path);
+		return -EADDRNOTAVAIL;
+	}
+	if (srv->unix_path) {
+		// lws creates the socket 0660; the umask kept it 0600 until now.
+		if (chmod(srv->unix_path, srv->unix_mode) != 0) {
+			snprintf(err, errlen, "EPERM: chmod %s: %s", srv->unix_path,
+				 strerror(errno));
+			rt_http_server_close(srv, L);
+			return -EPERM;
+		}
+	} else {
+		srv->port = lws_get_vhost_listen_port(srv->vhost);
+	}
+	return 0;
+}
+
+struct closer {
+	uv_timer_t timer;
+	struct rt_http_server *srv;
+	struct rt_runtime *rt;
+};
+
+static void closer_closed(uv_handle_t *h)
+{
+	struct closer *c = h->data;
+	struct rt_http_server *srv = c->srv;
+	if (!srv->ctx_released) {
+		srv->ctx_released = true;
+		rt_http_ctx_release(srv->ctx);
+	}
+	rt_shutdown_work_done(c->rt);
+	rt_http_server_unref(srv);
+	free(c);
+}
+
+static void closer_cb(uv_timer_t *t)
+{
+	struct closer *c = t->data;
+	if (c->srv->vhost)
+		lws_vhost_destroy(c->srv->vhost);
+	uv_close((uv_handle_t *)t, closer_closed);
+}
+
+void rt_http_server_close(struct rt_http_server *srv, lua_State *L)
+{
+	if (srv->closed)
+		return;
+	srv->closed = true;
+	if (L) {
+		luaL_unref(L, LUA_REGISTRYINDEX, srv->on_request_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, srv->on_ws_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, srv->self_ref);
+		if (srv->tls.verify_ref != LUA_NOREF)
+			luaL_unref(L, LUA_REGISTRYINDEX, srv->tls.verify_ref);
+	}
+	srv->on_request_ref = srv->on_ws_ref = srv->self_ref = LUA_NOREF;
+	srv->tls.verify_ref = LUA_NOREF;
+	if (srv->unix_path && srv->vhost)
+		unlink(srv->unix_path);
+	if (!srv->vhost || srv->ctx_released)
+		return;
+	struct closer *c = calloc(1, sizeof(*c));
+	if (!c)
+		return; // the context teardown will destroy the vhost
+	c->srv = srv;
+	c->rt = srv->ctx->rt;
+	c->timer.data = c;
+	srv->refs++;
+	rt_shutdown_work_begin(c->rt);
+	uv_timer_init(rt_loop(c->rt), &c->timer);
+	uv_timer_start(&c->timer, closer_cb, 0, 0);
+}

@@ -1,0 +1,392 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * HTTP server connections: parse the request (method, path, query, headers, body up to a
+ * limit), hand it to Lua as an exchange, and write the response when Lua answers (now or
+ * later). Responses always carry Content-Length; keep-alive and Connection: close are lws's.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <string.h>
+
+#include "rt_http.h"
+
+static const struct {
+	enum lws_token_indexes token;
+	const char *name;
+} methods[] = {
+	{ WSI_TOKEN_GET_URI, "GET" },	    { WSI_TOKEN_POST_URI, "POST" },
+	{ WSI_TOKEN_PUT_URI, "PUT" },	    { WSI_TOKEN_PATCH_URI, "PATCH" },
+	{ WSI_TOKEN_DELETE_URI, "DELETE" }, { WSI_TOKEN_OPTIONS_URI, "OPTIONS" },
+	{ WSI_TOKEN_HEAD_URI, "HEAD" },
+};
+
+static struct rt_http_server *server_of(struct lws *wsi)
+{
+	struct lws_vhost *vh = lws_get_vhost(wsi);
+	return vh ? lws_get_vhost_user(vh) : NULL;
+}
+
+void rt_http_exchange_unref(struct rt_http_exchange *ex)
+{
+	if (!ex || --ex->refs > 0)
+		return;
+	free(ex->path);
+	free(ex->query);
+	rt_buf_free(&ex->body);
+	rt_buf_free(&ex->resp_headers);
+	free(ex->resp_body);
+	free(ex->peer_der);
+	free(ex);
+}
+
+/* The connection lets go of its exchange (response done, or connection closed). */
+static void detach_exchange(struct rt_http_pss *pss)
+{
+	struct rt_http_exchange *ex = pss->ex;
+	if (!ex)
+		return;
+	pss->ex = NULL;
+	ex->wsi = NULL;
+	ex->server = NULL;
+	rt_http_exchange_unref(ex);
+}
+
+int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, struct rt_buf *headers,
+			     char *body, size_t len)
+{
+	if (ex->responded) {
+		free(body);
+		return -EALREADY;
+	}
+	if (!ex->wsi) {
+		free(body);
+		return -ENOTCONN;
+	}
+	ex->responded = true;
+	ex->status = status;
+	if (headers) {
+		ex->resp_headers = *headers;
+		memset(headers, 0, sizeof(*headers));
+	}
+	ex->resp_body = body;
+	ex->resp_len = len;
+	lws_callback_on_writable(ex->wsi);
+	return 0;
+}
+
+/* Respond from C (limits, handler failures) with a small JSON error body. */
+static void respond_error(struct rt_http_exchange *ex, int status, const char *msg)
+{
+	struct rt_buf body = { 0 };
+	struct rt_buf headers = { 0 };
+	rt_buf_puts(&body, "{\"error\":");
+	rt_json_quote(&body, msg, strlen(msg));
+	rt_buf_puts(&body, "}");
+	rt_buf_add(&headers, "content-type\0application/json\0", 30);
+	size_t len = body.len;
+	char *data = body.data;
+	body.data = NULL;
+	rt_http_exchange_respond(ex, status, &headers, data, data ? len : 0);
+	rt_buf_free(&headers);
+}
+
+static void push_request_headers(lua_State *L, struct lws *wsi)
+{
+	char name[64];
+	lua_newtable(L);
+	for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+		bool skip = t == WSI_TOKEN_HTTP_URI_ARGS || t == WSI_TOKEN_HTTP1_0;
+		for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++)
+			skip = skip || (int)methods[m].token == t;
+		int len = skip ? 0 : lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
+		if (len <= 0)
+			continue;
+		const char *tok = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+		if (!tok || tok[0] == ':')
+			continue;
+		size_t n = 0;
+		for (; tok[n] && tok[n] != ':' && n < sizeof(name) - 1; n++)
+			name[n] = (char)tolower((unsigned char)tok[n]);
+		name[n] = '\0';
+		char *value = malloc((size_t)len + 1);
+		if (!value)
+			continue;
+		if (lws_hdr_copy(wsi, value, len + 1, (enum lws_token_indexes)t) >= 0) {
+			lua_pushstring(L, value);
+			lua_setfield(L, -2, name);
+		}
+		free(value);
+	}
+}
+
+/* Reassemble the query string from lws's '&'-separated fragments. */
+static char *copy_query(struct lws *wsi)
+{
+	struct rt_buf q = { 0 };
+	char frag[4096];
+	for (int i = 0;; i++) {
+		int n = lws_hdr_copy_fragment(wsi, frag, sizeof(frag), WSI_TOKEN_HTTP_URI_ARGS, i);
+		if (n < 0)
+			break;
+		if (i)
+			rt_buf_putc(&q, '&');
+		rt_buf_add(&q, frag, (size_t)n);
+	}
+	return q.data;
+}
+
+/* Hand the complete request to Lua: on_request(req, exchange). */
+static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http_exchange *ex)
+{
+	ex->dispatched = true;
+	srv->requests++;
+	lua_State *L = rt_http_ctx_state(srv->ctx);
+	int top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, srv->on_request_ref);
+	lua_createtable(L, 0, 8);
+	lua_pushstring(L, ex->method);
+	lua_setfield(L, -2, "method");
+	lua_pushstring(L, ex->path ? ex->path : "/");
+	lua_setfield(L, -2, "path");
+	lua_pushstring(L, ex->query ? ex->query : "");
+	lua_setfield(L, -2, "query");
+	lua_pushlstring(L, ex->body.data ? ex->body.data : "", ex->body.len);
+	lua_setfield(L, -2, "body");
+	push_request_headers(L, wsi);
+	lua_setfield(L, -2, "headers");
+	char peer[64];
+	lws_get_peer_simple(wsi, peer, sizeof(peer));
+	lua_pushstring(L, srv->unix_path ? "unix" : peer);
+	lua_setfield(L, -2, "peer");
+	if (ex->peer_der) {
+		lua_pushlstring(L, (const char *)ex->peer_der, (size_t)ex->peer_der_len);
+		lua_setfield(L, -2, "peer_cert");
+	}
+	lua_pushstring(L, srv->name);
+	lua_setfield(L, -2, "server");
+	// [on_request, req]
+	rt_http_push_exchange(L, ex);
+	int status = rt_pcall_log(L, 2, 0, "HTTP request handler");
+	lua_settop(L, top);
+	if (status != 0 && !ex->responded)
+		respond_error(ex, 500, "internal error");
+}
+
+static int on_http(struct rt_http_server *srv, struct lws *wsi, struct rt_http_pss *pss,
+		   const char *uri, size_t len)
+{
+	struct rt_http_exchange *ex = calloc(1, sizeof(*ex));
+	if (!ex)
+		return -1;
+	ex->refs = 1;
+	ex->wsi = wsi;
+	ex->server = srv;
+	ex->body_limit = srv->max_body;
+	detach_exchange(pss);
+	pss->ex = ex;
+	strcpy(ex->method, "GET");
+	for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+		if (lws_hdr_total_length(wsi, methods[m].token) > 0) {
+			strcpy(ex->method, methods[m].name);
+			break;
+		}
+	}
+	ex->head_only = strcmp(ex->method, "HEAD") == 0;
+	ex->path = strndup(uri ? uri : "/", uri ? len : 1);
+	ex->query = copy_query(wsi);
+	if (srv->tls.cert)
+		ex->peer_der = rt_tls_peer_der(wsi, &ex->peer_der_len);
+
+	char cl[32] = "";
+	long long content_length = 0;
+	if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+		char *end = NULL;
+		errno = 0;
+		content_length = strtoll(cl, &end, 10);
+		if (errno || end == cl || *end || content_length < 0) {
+			respond_error(ex, 400, "invalid Content-Length");
+			return 0;
+		}
+	}
+	if ((unsigned long long)content_length > ex->body_limit) {
+		ex->body_too_big = true;
+		respond_error(ex, 413, "request body too large");
+		return 0;
+	}
+	if (content_length == 0)
+		dispatch(srv, wsi, ex);
+	return 0;
+}
+
+static int on_body(struct rt_http_pss *pss, const void *in, size_t len)
+{
+	struct rt_http_exchange *ex = pss->ex;
+	if (!ex || ex->body_too_big || ex->responded)
+		return 0;
+	if (ex->body.len + len > ex->body_limit) {
+		ex->body_too_big = true;
+		respond_error(ex, 413, "request body too large");
+		return 0;
+	}
+	if (rt_buf_add(&ex->body, in, len)) {
+		respond_error(ex, 500, "out of memory");
+		return 0;
+	}
+	return 0;
+}
+
+/* Write the status line and headers. Returns 0 or -1. */
+static int write_head(struct lws *wsi, struct rt_http_exchange *ex)
+{
+	const char *ctype = NULL;
+	size_t need = LWS_PRE + 512;
+	for (size_t off = 0; off < ex->resp_headers.len;) {
+		const char *name = ex->resp_headers.data + off;
+		const char *value = name + strlen(name) + 1;
+		off = (size_t)(value - ex->resp_headers.data) + strlen(value) + 1;
+		need += strlen(name) + strlen(value) + 8;
+		if (strcasecmp(name, "content-type") == 0)
+			ctype = value;
+	}
+	unsigned char *buf = malloc(need);
+	if (!buf)
+		return -1;
+	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + need - 1;
+	int rc = -1;
+	if (lws_add_http_common_headers(wsi, (unsigned int)ex->status, ctype,
+					(lws_filepos_t)ex->resp_len, &p, end))
+		goto out;
+	for (size_t off = 0; off < ex->resp_headers.len;) {
+		const char *name = ex->resp_headers.data + off;
+		const char *value = name + strlen(name) + 1;
+		off = (size_t)(value - ex->resp_headers.data) + strlen(value) + 1;
+		if (strcasecmp(name, "content-type") == 0 ||
+		    strcasecmp(name, "content-length") == 0)
+			continue;
+		char hname[128];
+		snprintf(hname, sizeof(hname), "%s:", name);
+		if (lws_add_http_header_by_name(wsi, (const unsigned char *)hname,
+						(const unsigned char *)value, (int)strlen(value),
+						&p, end))
+			goto out;
+	}
+	if (lws_finalize_write_http_header(wsi, start, &p, end))
+		goto out;
+	rc = 0;
+out:
+	free(buf);
+	return rc;
+}
+
+#define BODY_CHUNK 16384
+
+static int on_writeable(struct lws *wsi, struct rt_http_pss *pss)
+{
+	struct rt_http_exchange *ex = pss->ex;
+	if (!ex || !ex->responded)
+		return 0;
+	if (!ex->headers_sent) {
+		if (write_head(wsi, ex))
+			return -1;
+		ex->headers_sent = true;
+		if (ex->resp_len && !ex->head_only) {
+			lws_callback_on_writable(wsi);
+			return 0;
+		}
+	} else if (ex->resp_off < ex->resp_len) {
+		static unsigned char chunk[LWS_PRE + BODY_CHUNK];
+		size_t n = ex->resp_len - ex->resp_off;
+		if (n > BODY_CHUNK)
+			n = BODY_CHUNK;
+		memcpy(chunk + LWS_PRE, ex->resp_body + ex->resp_off, n);
+		bool last = ex->resp_off + n == ex->resp_len;
+		int w = lws_write(wsi, chunk + LWS_PRE, n,
+				  last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+		if (w < (int)n)
+			return -1;
+		ex->resp_off += n;
+		if (!last) {
+			lws_callback_on_writable(wsi);
+			return 0;
+		}
+	}
+	bool drop = ex->body_too_big; // the unread body makes the connection unusable
+	detach_exchange(pss);
+	if (drop || lws_http_transaction_completed(wsi))
+		return -1;
+	return 0;
+}
+
+static bool ws_path_allowed(struct rt_http_server *srv, struct lws *wsi)
+{
+	char uri[512];
+	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0)
+		return false;
+	char *q = strchr(uri, '?');
+	if (q)
+		*q = '\0';
+	for (int i = 0; i < srv->n_ws_paths; i++)
+		if (strcmp(srv->ws_paths[i], uri) == 0)
+			return true;
+	return false;
+}
+
+int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+			    size_t len)
+{
+	struct rt_http_pss *pss = user;
+	struct rt_http_server *srv;
+
+	switch (reason) {
+	case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+		// user = SSL_CTX *, in = the vhost: install our verification policy.
+		srv = lws_get_vhost_user((struct lws_vhost *)in);
+		if (srv)
+			rt_http_server_tls_setup(srv, (SSL_CTX *)user);
+		return 0;
+	case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+		// Only reached if lws installed its own verify callback; ours replaces it.
+		return (int)len ? 0 : 1;
+	default:
+		break;
+	}
+
+	srv = wsi ? server_of(wsi) : NULL;
+	if (!srv || srv->closed) {
+		if (reason == LWS_CALLBACK_CLOSED_HTTP ||
+		    reason == LWS_CALLBACK_HTTP_DROP_PROTOCOL) {
+			if (pss)
+				detach_exchange(pss);
+		}
+		if (reason == LWS_CALLBACK_CLOSED && pss && pss->ws)
+			return rt_ws_handle(wsi, reason, pss, in, len);
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+		return on_http(srv, wsi, pss, in, len);
+	case LWS_CALLBACK_HTTP_BODY:
+		return on_body(pss, in, len);
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		if (pss->ex && !pss->ex->dispatched && !pss->ex->responded)
+			dispatch(srv, wsi, pss->ex);
+		return 0;
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		return on_writeable(wsi, pss);
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		if (pss)
+			detach_exchange(pss);
+		return 0;
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		return ws_path_allowed(srv, wsi) ? 0 : 1;
+	case LWS_CALLBACK_ESTABLISHED:
+	case LWS_CALLBACK_RECEIVE:
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+	case LWS_CALLBACK_CLOSED:
+		return rt_ws_handle(wsi, reason, pss, in, len);
+	default:
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
+}

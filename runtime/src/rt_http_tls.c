@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * TLS peer verification for servers and clients: OpenSSL's chain check by default, or an
+ * operator/component hook in Lua (RA-TLS plugs in here) that sees the peer's certificates and
+ * decides. The hook runs once per handshake, at the leaf; its answer is cached on the SSL.
+ */
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/x509.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509_vfy.h>
+
+#include "rt_http.h"
+
+/* SSL ex_data slot caching the hook's decision: 1 accepted, 2 rejected. */
+static int decision_index = -1;
+
+static int decision_slot(void)
+{
+	if (decision_index < 0)
+		decision_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	return decision_index;
+}
+
+static void push_der(lua_State *L, X509 *x)
+{
+	unsigned char *der = NULL;
+	int len = i2d_X509(x, &der);
+	if (len > 0) {
+		lua_pushlstring(L, (const char *)der, (size_t)len);
+		OPENSSL_free(der);
+	} else {
+		lua_pushnil(L);
+	}
+}
+
+void rt_tls_push_peer(lua_State *L, X509_STORE_CTX *store, int preverify_ok)
+{
+	lua_createtable(L, 0, 4);
+	X509 *leaf = X509_STORE_CTX_get0_cert(store);
+	if (leaf) {
+		push_der(L, leaf);
+		lua_setfield(L, -2, "der");
+	}
+	// The chain as the peer sent it (leaf first), for verifiers that check it themselves.
+	lua_newtable(L);
+	int n = 0;
+	if (leaf) {
+		push_der(L, leaf);
+		lua_rawseti(L, -2, ++n);
+	}
+	STACK_OF(X509) *untrusted = X509_STORE_CTX_get0_untrusted(store);
+	for (int i = 0; untrusted && i < sk_X509_num(untrusted); i++) {
+		X509 *c = sk_X509_value(untrusted, i);
+		if (c == leaf || X509_cmp(c, leaf) == 0)
+			continue;
+		push_der(L, c);
+		lua_rawseti(L, -2, ++n);
+	}
+	lua_setfield(L, -2, "chain");
+	lua_pushboolean(L, preverify_ok);
+	lua_setfield(L, -2, "preverify");
+	int err = X509_STORE_CTX_get_error(store);
+	if (err != X509_V_OK) {
+		lua_pushstring(L, X509_verify_cert_error_string(err));
+		lua_setfield(L, -2, "error");
+	}
+}
+
+int rt_tls_verify(struct rt_http_ctx *ctx, struct rt_tls_opts *t, X509_STORE_CTX *store,
+		  int preverify_ok)
+{
+	if (!t || t->verify_ref == LUA_NOREF || t->verify_ref == 0)
+		return preverify_ok ? 0 : 1;
+
+	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+	int slot = decision_slot();
+	if (X509_STORE_CTX_get_error_depth(store) > 0) {
+		// Intermediate levels: the hook decides for the whole chain at the leaf.
+		X509_STORE_CTX_set_error(store, X509_V_OK);
+		return 0;
+	}
+	intptr_t cached = ssl ? (intptr_t)SSL_get_ex_data(ssl, slot) : 0;
+	if (cached == 0) {
+		lua_State *L = rt_http_ctx_state(ctx);
+		int top = lua_gettop(L);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, t->verify_ref);
+		rt_tls_push_peer(L, store, preverify_ok);
+		cached = 2;
+		if (rt_pcall_log(L, 1, 2, "TLS peer verification hook") == 0) {
+			if (lua_toboolean(L, -2)) {
+				cached = 1;
+			} else {
+				const char *why = lua_tostring(L, -1);
+				rt_log(RT_LOG_WARN, "tls", "peer certificate rejected by hook: %s",
+				       why ? why : "no reason given");
+			}
+		}
+		lua_settop(L, top);
+		if (ssl)
+			SSL_set_ex_data(ssl, slot, (void *)cached);
+	}
+	if (cached == 1) {
+		X509_STORE_CTX_set_error(store, X509_V_OK);
+		return 0;
+	}
+	return 1;
+}
+
+unsigned char *rt_tls_peer_der(struct lws *wsi, int *len)
+{
+	SSL *ssl = lws_get_ssl(wsi);
+	*len = 0;
+	if (!ssl)
+		return NULL;
+	X509 *peer = SSL_get1_peer_certificate(ssl);
+	if (!peer)
+		return NULL;
+	unsigned char *der = NULL;
+	int n = i2d_X509(peer, &der);
+	X509_free(peer);
+	if (n <= 0)
+		return NULL;
+	unsigned char *copy = malloc((size_t)n);
+	if (copy) {
+		memcpy(copy, der, (size_t)n);
+		*len = n;
+	}
+	OPENSSL_free(der);
+	return copy;
+}
+
+void rt_tls_opts_free(lua_State *L, struct rt_tls_opts *t)
+{
+	free(t->cert);
+	if (t->key)
+		OPENSSL_cleanse(t->key, strlen(t->key)); // private key material
+	free(t->key);
+	free(t->ca);
+	t->cert = t->key = t->ca = NULL;
+	if (L && t->verify_ref != LUA_NOREF && t->verify_ref != 0)
+		luaL_unref(L, LUA_REGISTRYINDEX, t->verify_ref);
+	t->verify_ref = LUA_NOREF;
+}
+
+int rt_tls_add_ca_pem(X509_STORE *store, const char *pem)
+{
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+	if (!bio)
+		return -1;
+	int n = 0;
+	X509 *x;
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		if (X509_STORE_add_cert(store, x) == 1)
+			n++;
+		X509_free(x);
+	}
+	ERR_clear_error(); // the read loop ends with a "no start line" error
+	BIO_free(bio);
+	return n;
+}
+
+/* SSL_CTX ex_data slot holding the server a vhost's SSL_CTX belongs to. */
+static int server_index = -1;
+
+static int server_verify_cb(int preverify_ok, X509_STORE_CTX *store)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct rt_http_server *srv =
+		ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), server_index) : NULL;
+	if (!srv || srv->closed)
+		return 0;
+	return rt_tls_verify(srv->ctx, &srv->tls, store, preverify_ok) == 0 ? 1 : 0;
+}
+
+void rt_http_server_tls_setup(struct rt_http_server *srv, SSL_CTX *ssl_ctx)
+{
+	if (server_index < 0)
+		server_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	SSL_CTX_set_ex_data(ssl_ctx, server_index, srv);
+	if (srv->tls.ca)
+		rt_tls_add_ca_pem(SSL_CTX_get_cert_store(ssl_ctx), srv->tls.ca);
+	int mode = SSL_VERIFY_NONE;
+	if (srv->tls.require_peer)
+		mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+	else if (srv->tls.ca || srv->tls.verify_ref != LUA_NOREF)
+		mode = SSL_VERIFY_PEER; // ask for a certificate, accept its absence
+	SSL_CTX_set_verify(ssl_ctx, mode, mode == SSL_VERIFY_NONE ? NULL : server_verify_cb);
+}

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Websocket connections on a server: open/message/close events to Lua, a bounded outgoing
+ * queue drained one message per writeable callback, fragment reassembly with a size cap.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "rt_http.h"
+
+/* Cap on queued outgoing bytes per connection: a slow reader must not exhaust memory. */
+#define WS_MAX_QUEUED (16u * 1024 * 1024)
+
+void rt_ws_conn_unref(struct rt_ws_conn *c)
+{
+	if (!c || --c->refs > 0)
+		return;
+	while (c->out_head) {
+		struct rt_ws_msg *m = c->out_head;
+		c->out_head = m->next;
+		free(m);
+	}
+	rt_buf_free(&c->in);
+	free(c->path);
+	free(c);
+}
+
+int rt_ws_send(struct rt_ws_conn *c, const void *data, size_t len, bool binary)
+{
+	if (!c->wsi || c->close_requested)
+		return -ENOTCONN;
+	if (c->out_bytes + len > WS_MAX_QUEUED)
+		return -ENOBUFS;
+	struct rt_ws_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+	if (!m)
+		return -ENOMEM;
+	m->next = NULL;
+	m->len = len;
+	m->binary = binary;
+	memcpy(m->data + LWS_PRE, data, len);
+	if (c->out_tail)
+		c->out_tail->next = m;
+	else
+		c->out_head = m;
+	c->out_tail = m;
+	c->out_bytes += len;
+	lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+void rt_ws_close(struct rt_ws_conn *c, int code, const char *reason)
+{
+	if (!c->wsi || c->close_requested)
+		return;
+	c->close_requested = true;
+	c->close_code = code;
+	snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
+	lws_callback_on_writable(c->wsi);
+}
+
+/* on_ws(event, ws [, data, binary]) */
+static void notify(struct rt_ws_conn *c, const char *event, const char *data, size_t len,
+		   bool binary)
+{
+	struct rt_http_server *srv = c->server;
+	if (!srv || srv->on_ws_ref == LUA_NOREF)
+		return;
+	lua_State *L = rt_http_ctx_state(srv->ctx);
+	int top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, srv->on_ws_ref);
+	lua_pushstring(L, event);
+	rt_ws_push(L, c);
+	int nargs = 2;
+	if (data) {
+		lua_pushlstring(L, data, len);
+		lua_pushboolean(L, binary);
+		nargs = 4;
+	}
+	rt_pcall_log(L, nargs, 0, "websocket handler");
+	lua_settop(L, top);
+}
+
+static int on_established(struct lws *wsi, struct rt_http_pss *pss)
+{
+	struct rt_http_server *srv = lws_get_vhost_user(lws_get_vhost(wsi));
+	struct rt_ws_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -1;
+	c->refs = 1; // the connection's
+	c->wsi = wsi;
+	c->server = srv;
+	c->id = ++srv->next_ws_id;
+	c->lua_ref = LUA_NOREF;
+	char uri[512] = "/";
+	lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
+	char *q = strchr(uri, '?');
+	if (q)
+		*q = '\0';
+	c->path = strdup(uri);
+	pss->ws = c;
+	notify(c, "open", NULL, 0, false);
+	return 0;
+}
+
+static int on_receive(struct lws *wsi, struct rt_ws_conn *c, const void *in, size_t len)
+{
+	if (lws_is_first_fragment(wsi)) {
+		c->in.len = 0;
+		c->in_binary = lws_frame_is_binary(wsi);
+	}
+	size_t cap = c->server ? c->server->max_ws_message : RT_WS_DEFAULT_MAX_MESSAGE;
+	if (c->in.len + len > cap) {
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+				 (unsigned char *)"message too large", 17);
+		return -1;
+	}
+	if (rt_buf_add(&c->in, in, len))
+		return -1;
+	if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
+		notify(c, "message", c->in.data ? c->in.data : "", c->in.len, c->in_binary);
+		c->in.len = 0;
+	}
+	return 0;
+}
+
+static int on_writeable(struct lws *wsi, struct rt_ws_conn *c)
+{
+	if (c->close_requested && !c->out_head) {
+		lws_close_reason(wsi, (enum lws_close_status)c->close_code,
+				 (unsigned char *)c->close_reason, strlen(c->close_reason));
+		return -1;
+	}
+	struct rt_ws_msg *m = c->out_head;
+	if (!m)
+		return 0;
+	int w = lws_write(wsi, m->data + LWS_PRE, m->len,
+			  m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+	c->out_head = m->next;
+	if (!c->out_head)
+		c->out_tail = NULL;
+	c->out_bytes -= m->len;
+	free(m);
+	if (w < 0)
+		return -1;
+	if (c->out_head || c->close_requested)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+int rt_ws_handle(struct lws *wsi, enum lws_callback_reasons reason, struct rt_http_pss *pss,
+		 void *in, size_t len)
+{
+	struct rt_ws_conn *c = pss ? pss->ws : NULL;
+	switch (reason) {
+	case LWS_CALLBACK_ESTABLISHED:
+		return on_established(wsi, pss);
+	case LWS_CALLBACK_RECEIVE:
+		return c ? on_receive(wsi, c, in, len) : -1;
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return c ? on_writeable(wsi, c) : 0;
+	case LWS_CALLBACK_CLOSED:
+		if (!c)
+			return 0;
+		pss->ws = NULL;
+		c->wsi = NULL;
+		notify(c, "close", NULL, 0, false);
+		if (c->lua_ref != LUA_NOREF && c->server) {
+			lua_State *L = rt_http_ctx_state(c->server->ctx);
+			luaL_unref(L, LUA_REGISTRYINDEX, c->lua_ref);
+			c->lua_ref = LUA_NOREF;
+		}
+		c->server = NULL;
+		rt_ws_conn_unref(c);
+		return 0;
+	default:
+		return 0;
+	}
+}
