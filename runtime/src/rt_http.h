@@ -31,15 +31,11 @@ struct rt_http_ctx {
 	bool destroying;
 	int reaper_turns;
 	lua_State *active_L; /**< state of the Lua call in progress, for callbacks it triggers */
-	struct rt_client_vhost *client_vhosts; /**< one per distinct client TLS setup */
+	struct lws_vhost *client_vhost; /**< shared by client requests, created on first use */
 };
 
-/** A client vhost, cached per TLS configuration for the context's lifetime. */
-struct rt_client_vhost {
-	struct rt_client_vhost *next;
-	unsigned char key[32]; /**< SHA-256 of the TLS configuration */
-	struct lws_vhost *vhost;
-};
+/** Protocols of the context and the client vhost: [0] receives client TLS verification. */
+extern const struct lws_protocols rt_http_client_protocols[];
 
 /** TLS settings shared by servers and clients. PEM text, owned (heap copies). */
 struct rt_tls_opts {
@@ -222,6 +218,15 @@ void rt_tls_opts_free(lua_State *L, struct rt_tls_opts *t);
  */
 int rt_tls_verify(struct rt_http_ctx *ctx, struct rt_tls_opts *t, X509_STORE_CTX *store,
 		  int preverify_ok);
+
+/**
+ * Verify a server certificate for a client connection: install the client identity of @p t on
+ * @p ssl (before the client certificate is chosen), check the chain against @p t's CA (or the
+ * system store) and @p host, then let the Lua hook decide if there is one. Runs once per
+ * handshake (the decision is cached on the SSL). Returns the lws callback value (0 = accept).
+ */
+int rt_tls_verify_server(struct rt_http_ctx *ctx, struct rt_tls_opts *t, const char *host,
+			 X509_STORE_CTX *store, SSL *ssl);
 
 /** Push the peer description {der = leaf DER, chain = {DER...}, preverify = bool, error = str}. */
 void rt_tls_push_peer(lua_State *L, X509_STORE_CTX *store, int preverify_ok);

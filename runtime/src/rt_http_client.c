@@ -8,10 +8,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-
 #include "rt_http.h"
 
 #define REQUEST_MT	     "moonstack.http.Request"
@@ -208,11 +204,15 @@ int rt_http_client_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 
 	switch (reason) {
 	case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
+		// Sent to the context's protocol 0 (ours) with the real wsi; in = SSL *.
 		if (!r)
 			return 1;
-		return rt_tls_verify(r->ctx, &r->tls, (X509_STORE_CTX *)user, (int)len);
+		return rt_tls_verify_server(r->ctx, &r->tls, r->host, (X509_STORE_CTX *)user,
+					    (SSL *)in);
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		if (r)
+		if (r && r->tls.rejected[0])
+			finish(r, "ECERT", r->tls.rejected);
+		else if (r)
 			finish(r, "ECONNREFUSED", in ? (const char *)in : "connection failed");
 		return 0;
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
@@ -264,95 +264,25 @@ int rt_http_client_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 	}
 }
 
-/* TLS setup of the vhost being created (lws calls back synchronously during creation). */
-static const struct rt_tls_opts *pending_tls;
-
-static int load_client_identity(SSL_CTX *ssl_ctx, const struct rt_tls_opts *t)
-{
-	if (t->ca && rt_tls_add_ca_pem(SSL_CTX_get_cert_store(ssl_ctx), t->ca) <= 0)
-		return -1;
-	if (!t->cert)
-		return 0;
-	BIO *bio = BIO_new_mem_buf(t->cert, -1);
-	X509 *leaf = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-	int rc = leaf && SSL_CTX_use_certificate(ssl_ctx, leaf) == 1 ? 0 : -1;
-	X509_free(leaf);
-	X509 *extra;
-	while (rc == 0 && bio && (extra = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
-		if (SSL_CTX_add0_chain_cert(ssl_ctx, extra) != 1)
-			X509_free(extra);
-	BIO_free(bio);
-	ERR_clear_error();
-	if (rc)
-		return -1;
-	bio = BIO_new_mem_buf(t->key, -1);
-	EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-	rc = key && SSL_CTX_use_PrivateKey(ssl_ctx, key) == 1 ? 0 : -1;
-	EVP_PKEY_free(key);
-	BIO_free(bio);
-	return rc;
-}
-
-static int vhost_tls_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-			      void *in, size_t len)
-{
-	if (reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS && pending_tls)
-		return load_client_identity((SSL_CTX *)user, pending_tls) ? 1 : 0;
-	return rt_http_client_callback(wsi, reason, user, in, len);
-}
-
-static const struct lws_protocols client_vhost_protocols[] = {
-	{ "moonstack-http-client", vhost_tls_callback, 0, 0, 0, NULL, 0 },
+const struct lws_protocols rt_http_client_protocols[] = {
+	{ "moonstack-http-client", rt_http_client_callback, 0, 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
-static void tls_key(const struct rt_tls_opts *t, unsigned char out[32])
+/* One client vhost per context: trust and identity are applied per connection. */
+static struct lws_vhost *client_vhost(struct rt_http_ctx *ctx)
 {
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-	const char *parts[3] = { t->cert, t->key, t->ca };
-	for (int i = 0; i < 3; i++) {
-		unsigned char tag = parts[i] ? 1 : 0;
-		EVP_DigestUpdate(md, &tag, 1);
-		if (parts[i])
-			EVP_DigestUpdate(md, parts[i], strlen(parts[i]) + 1);
-	}
-	EVP_DigestFinal_ex(md, out, NULL);
-	EVP_MD_CTX_free(md);
-}
-
-static struct lws_vhost *client_vhost(struct rt_http_ctx *ctx, const struct rt_tls_opts *t)
-{
-	unsigned char key[32];
-	tls_key(t, key);
-	for (struct rt_client_vhost *cv = ctx->client_vhosts; cv; cv = cv->next)
-		if (!memcmp(cv->key, key, sizeof(key)))
-			return cv->vhost;
-	struct rt_client_vhost *cv = calloc(1, sizeof(*cv));
-	if (!cv)
-		return NULL;
-	static unsigned n;
-	char name[32];
-	snprintf(name, sizeof(name), "client-%u", ++n);
+	if (ctx->client_vhost)
+		return ctx->client_vhost;
 	struct lws_context_creation_info vi;
 	memset(&vi, 0, sizeof(vi));
 	vi.port = CONTEXT_PORT_NO_LISTEN;
-	vi.vhost_name = name;
-	vi.protocols = client_vhost_protocols;
-	vi.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-	if (t->ca)
-		vi.options |= LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
-	pending_tls = t;
-	cv->vhost = lws_create_vhost(ctx->lws, &vi);
-	pending_tls = NULL;
-	if (!cv->vhost) {
-		free(cv);
-		return NULL;
-	}
-	memcpy(cv->key, key, sizeof(key));
-	cv->next = ctx->client_vhosts;
-	ctx->client_vhosts = cv;
-	return cv->vhost;
+	vi.vhost_name = "client";
+	vi.protocols = rt_http_client_protocols;
+	// Verification is ours (rt_tls_verify_server): OpenSSL's store stays empty.
+	vi.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+	ctx->client_vhost = lws_create_vhost(ctx->lws, &vi);
+	return ctx->client_vhost;
 }
 
 /* request(opts, callback) -> request object (with :cancel()) */
@@ -423,7 +353,7 @@ int rt_http_client_request(lua_State *L)
 	r->ctx = rt_http_ctx_acquire(L);
 	if (!r->ctx)
 		return rt_push_fail(L, "EIO", "cannot create the libwebsockets context");
-	struct lws_vhost *vh = client_vhost(r->ctx, &r->tls);
+	struct lws_vhost *vh = client_vhost(r->ctx);
 	if (!vh) {
 		rt_http_ctx_release(r->ctx);
 		return rt_push_fail(L, "EIO", "cannot set up the client TLS context");
@@ -455,15 +385,8 @@ int rt_http_client_request(lua_State *L)
 	ci.opaque_user_data = r;
 	ci.pwsi = &r->wsi;
 	ci.ssl_connection = LCCSCF_HTTP_NO_FOLLOW_REDIRECT;
-	if (r->use_tls) {
-		ci.ssl_connection |= LCCSCF_USE_SSL;
-		if (r->tls.insecure)
-			ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_ALLOW_EXPIRED |
-					     LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-					     LCCSCF_ALLOW_INSECURE;
-		if (r->tls.skip_hostname)
-			ci.ssl_connection |= LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK;
-	}
+	if (r->use_tls) // the hostname is checked by rt_tls_verify_server, not by lws
+		ci.ssl_connection |= LCCSCF_USE_SSL | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK;
 	r->ctx->active_L = L;
 	struct lws *wsi = lws_client_connect_via_info(&ci);
 	r->ctx->active_L = NULL;

@@ -60,11 +60,6 @@ static void reaper_cb(uv_timer_t *t)
 		lws_context_destroy(ctx->lws); // stage 2
 		ctx->lws = NULL;
 	}
-	while (ctx->client_vhosts) {
-		struct rt_client_vhost *cv = ctx->client_vhosts;
-		ctx->client_vhosts = cv->next;
-		free(cv);
-	}
 	uv_timer_stop(&ctx->reaper);
 	uv_close((uv_handle_t *)&ctx->reaper, reaper_closed);
 }
@@ -122,6 +117,8 @@ struct rt_http_ctx *rt_http_ctx_acquire(lua_State *L)
 	info.foreign_loops = loops;
 	info.pcontext = &ctx->lws;
 	info.user = ctx;
+	// lws sends client certificate verification to the context's protocol 0.
+	info.protocols = rt_http_client_protocols;
 	ctx->lws = lws_create_context(&info);
 	if (!ctx->lws) {
 		rt_shutdown_work_begin(rt); // balanced by reaper_closed

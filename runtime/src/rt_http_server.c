@@ -344,6 +344,10 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 		if (srv)
 			rt_http_server_tls_setup(srv, (SSL_CTX *)user);
 		return 0;
+	case LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION:
+		// lws sends a client connection's check to protocol 0 of the context's first
+		// vhost, which may be a server's: hand it to the client side.
+		return rt_http_client_callback(wsi, reason, user, in, len);
 	case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
 		// Only reached if lws installed its own verify callback; ours replaces it.
 		return (int)len ? 0 : 1;

@@ -11,6 +11,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "rt_http.h"
 
@@ -69,44 +70,172 @@ void rt_tls_push_peer(lua_State *L, X509_STORE_CTX *store, int preverify_ok)
 	}
 }
 
+/* Ask the Lua hook; @p ok / @p why are our own verdict, shown to it. Returns true to accept. */
+static bool ask_hook(struct rt_http_ctx *ctx, struct rt_tls_opts *t, X509_STORE_CTX *store, bool ok,
+		     const char *why)
+{
+	lua_State *L = rt_http_ctx_state(ctx);
+	int top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, t->verify_ref);
+	rt_tls_push_peer(L, store, ok);
+	if (!ok && why) {
+		lua_pushstring(L, why);
+		lua_setfield(L, -2, "error");
+	}
+	bool accept = false;
+	if (rt_pcall_log(L, 1, 2, "TLS peer verification hook") == 0) {
+		accept = lua_toboolean(L, -2);
+		if (!accept) {
+			const char *reason = lua_tostring(L, -1);
+			rt_log(RT_LOG_WARN, "tls", "peer certificate rejected by hook: %s",
+			       reason ? reason : "no reason given");
+		}
+	}
+	lua_settop(L, top);
+	return accept;
+}
+
+static bool has_hook(const struct rt_tls_opts *t)
+{
+	return t && t->verify_ref != LUA_NOREF && t->verify_ref != 0;
+}
+
+/* Cached decision on the SSL: 0 none yet, 1 accepted, 2 rejected. */
+static intptr_t cached_decision(SSL *ssl)
+{
+	return ssl ? (intptr_t)SSL_get_ex_data(ssl, decision_slot()) : 0;
+}
+
+static int apply_decision(SSL *ssl, X509_STORE_CTX *store, bool accept)
+{
+	if (ssl)
+		SSL_set_ex_data(ssl, decision_slot(), (void *)(intptr_t)(accept ? 1 : 2));
+	if (accept)
+		X509_STORE_CTX_set_error(store, X509_V_OK);
+	return accept ? 0 : 1;
+}
+
 int rt_tls_verify(struct rt_http_ctx *ctx, struct rt_tls_opts *t, X509_STORE_CTX *store,
 		  int preverify_ok)
 {
-	if (!t || t->verify_ref == LUA_NOREF || t->verify_ref == 0)
+	if (!has_hook(t))
 		return preverify_ok ? 0 : 1;
-
 	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
-	int slot = decision_slot();
 	if (X509_STORE_CTX_get_error_depth(store) > 0) {
 		// Intermediate levels: the hook decides for the whole chain at the leaf.
 		X509_STORE_CTX_set_error(store, X509_V_OK);
 		return 0;
 	}
-	intptr_t cached = ssl ? (intptr_t)SSL_get_ex_data(ssl, slot) : 0;
-	if (cached == 0) {
-		lua_State *L = rt_http_ctx_state(ctx);
-		int top = lua_gettop(L);
-		lua_rawgeti(L, LUA_REGISTRYINDEX, t->verify_ref);
-		rt_tls_push_peer(L, store, preverify_ok);
-		cached = 2;
-		if (rt_pcall_log(L, 1, 2, "TLS peer verification hook") == 0) {
-			if (lua_toboolean(L, -2)) {
-				cached = 1;
-			} else {
-				const char *why = lua_tostring(L, -1);
-				rt_log(RT_LOG_WARN, "tls", "peer certificate rejected by hook: %s",
-				       why ? why : "no reason given");
-			}
+	intptr_t cached = cached_decision(ssl);
+	if (cached)
+		return apply_decision(ssl, store, cached == 1);
+	return apply_decision(ssl, store, ask_hook(ctx, t, store, preverify_ok, NULL));
+}
+
+/* The system trust store, loaded once on first use. */
+static X509_STORE *system_store(void)
+{
+	static X509_STORE *store;
+	if (!store) {
+		store = X509_STORE_new();
+		if (store && X509_STORE_set_default_paths(store) != 1) {
+			X509_STORE_free(store);
+			store = NULL;
 		}
-		lua_settop(L, top);
-		if (ssl)
-			SSL_set_ex_data(ssl, slot, (void *)cached);
 	}
-	if (cached == 1) {
-		X509_STORE_CTX_set_error(store, X509_V_OK);
+	return store;
+}
+
+/* Install the client certificate chain and key of @p t on @p ssl. Returns 0 or -1. */
+static int install_identity(SSL *ssl, const struct rt_tls_opts *t)
+{
+	BIO *bio = BIO_new_mem_buf(t->cert, -1);
+	X509 *leaf = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	int rc = leaf && SSL_use_certificate(ssl, leaf) == 1 ? 0 : -1;
+	X509_free(leaf);
+	X509 *extra;
+	while (rc == 0 && (extra = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+		if (SSL_add0_chain_cert(ssl, extra) != 1)
+			X509_free(extra);
+	BIO_free(bio);
+	ERR_clear_error();
+	if (rc)
+		return -1;
+	bio = BIO_new_mem_buf(t->key, -1);
+	EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	rc = key && SSL_use_PrivateKey(ssl, key) == 1 ? 0 : -1;
+	EVP_PKEY_free(key);
+	BIO_free(bio);
+	return rc;
+}
+
+/* Our verdict on the server's chain and name. Returns NULL if fine, else the reason. */
+static const char *check_server_chain(const struct rt_tls_opts *t, const char *host,
+				      X509_STORE_CTX *store)
+{
+	X509 *leaf = X509_STORE_CTX_get0_cert(store);
+	if (!leaf)
+		return "no server certificate";
+	X509_STORE *trust = NULL;
+	if (t->ca) {
+		trust = X509_STORE_new();
+		if (!trust || rt_tls_add_ca_pem(trust, t->ca) <= 0) {
+			X509_STORE_free(trust);
+			return "tls.ca holds no usable certificate";
+		}
+	}
+	X509_STORE_CTX *v = X509_STORE_CTX_new();
+	const char *why = NULL;
+	if (!v || X509_STORE_CTX_init(v, trust ? trust : system_store(), leaf,
+				      X509_STORE_CTX_get0_untrusted(store)) != 1) {
+		why = "cannot set up chain verification";
+	} else {
+		X509_STORE_CTX_set_purpose(v, X509_PURPOSE_SSL_SERVER);
+		if (X509_verify_cert(v) != 1)
+			why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(v));
+	}
+	X509_STORE_CTX_free(v);
+	X509_STORE_free(trust);
+	if (!why && !t->skip_hostname && host) {
+		int match = X509_check_ip_asc(leaf, host, 0);
+		if (match == -2) // not an IP literal: a DNS name
+			match = X509_check_host(leaf, host, 0, 0, NULL);
+		if (match != 1)
+			why = "certificate does not match the host name";
+	}
+	return why;
+}
+
+int rt_tls_verify_server(struct rt_http_ctx *ctx, struct rt_tls_opts *t, const char *host,
+			 X509_STORE_CTX *store, SSL *ssl)
+{
+	static int identity_slot = -1;
+	if (identity_slot < 0)
+		identity_slot = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (ssl && t->cert && !SSL_get_ex_data(ssl, identity_slot)) {
+		// The client certificate is chosen after the server's is verified: set it now.
+		SSL_set_ex_data(ssl, identity_slot, (void *)1);
+		if (install_identity(ssl, t) != 0)
+			rt_log(RT_LOG_ERROR, "tls", "cannot use the client certificate/key");
+	}
+	if (X509_STORE_CTX_get_error_depth(store) > 0) {
+		X509_STORE_CTX_set_error(store, X509_V_OK); // decided at the leaf
 		return 0;
 	}
-	return 1;
+	intptr_t cached = cached_decision(ssl);
+	if (cached)
+		return apply_decision(ssl, store, cached == 1);
+	const char *why = t->insecure ? NULL : check_server_chain(t, host, store);
+	bool accept = why == NULL;
+	if (has_hook(t))
+		accept = ask_hook(ctx, t, store, accept, why);
+	else if (why)
+		rt_log(RT_LOG_WARN, "tls", "server certificate of %s rejected: %s",
+		       host ? host : "?", why);
+	if (!accept)
+		snprintf(t->rejected, sizeof(t->rejected), "server certificate rejected: %s",
+			 why && !has_hook(t) ? why : "by the verification hook");
+	return apply_decision(ssl, store, accept);
 }
 
 unsigned char *rt_tls_peer_der(struct lws *wsi, int *len)

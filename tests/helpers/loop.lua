@@ -23,11 +23,12 @@ function M.run_until(done, timeout_ms)
   return done() and true or false
 end
 
---- Run `fn` in a coroutine (so it may use moonstack.core.task waits) and drive the loop
+--- Run `fn` as a moonstack task (so it may use moonstack.core.task waits) and drive the loop
 --- until it finishes. Re-raises its error; returns its results.
 function M.run_task(fn, timeout_ms)
+  local task = require('moonstack.core.task')
   local results, err, finished
-  local co = coroutine.create(function()
+  task.spawn(function()
     local packed = { xpcall(fn, debug.traceback) }
     finished = true
     if packed[1] then
@@ -36,10 +37,6 @@ function M.run_task(fn, timeout_ms)
       err = packed[2]
     end
   end)
-  local ok, e = coroutine.resume(co)
-  if not ok then
-    error(e, 2)
-  end
   if not M.run_until(function() return finished end, timeout_ms) then
     error(('task did not finish within %d ms'):format(timeout_ms or 5000), 2)
   end
