@@ -46,6 +46,7 @@ struct rt_tls_opts {
 	bool insecure;	    /**< client: accept any server certificate (tests only) */
 	bool skip_hostname; /**< client: do not match the certificate against the host */
 	int verify_ref;	    /**< Lua function ref: verify(peer) -> true | false, reason */
+	char rejected[160]; /**< client: why the server's certificate was refused */
 };
 
 struct rt_http_server;
