@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: Apache-2.0
+# Shared helpers for functional shell tests: assertions, temp dirs, waiting, cleanup.
+# Each test sources this, then calls `finish` at the end; it prints "N passed, N failed".
+set -u
+: "${MOONSTACK:?MOONSTACK must point at the moonstack binary}"
+MOONSTACK_SRC=${MOONSTACK_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+passed=0
+failed=0
+cleanup_cmds=()
+
+on_exit() {
+  local c
+  for c in "${cleanup_cmds[@]}"; do eval "$c" || true; done
+}
+trap on_exit EXIT
+
+# defer CMD: run CMD when the test exits, however it exits.
+defer() { cleanup_cmds+=("$1"); }
+
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+not_ok() { failed=$((failed + 1)); echo "not ok - $1"; [ $# -gt 1 ] && printf '  %s\n' "$2"; }
+
+# check NAME EXPECTED ACTUAL
+check() {
+  if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "expected [$2], got [$3]"; fi
+}
+
+# check_match NAME REGEX ACTUAL
+check_match() {
+  if printf '%s' "$3" | grep -Eq -- "$2"; then ok "$1"; else not_ok "$1" "[$3] does not match /$2/"; fi
+}
+
+# wait_for SECONDS COMMAND...: poll until COMMAND succeeds.
+wait_for() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.05
+  done
+}
+
+tmpdir() {
+  local d
+  d=$(mktemp -d "${TMPDIR:-/tmp}/moonstack-test.XXXXXX")
+  defer "rm -rf '$d'"
+  echo "$d"
+}
+
+finish() {
+  echo "$passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+}
