@@ -179,6 +179,7 @@ local function wait(fname, setup, opts)
   local ms = opts and opts.timeout
   if ms then
     w.timer = assert(uv.new_timer())
+    uv.update_time() -- see sleep(): timeouts count from now, not from the turn's start
     w.timer:start(ms, 0, function()
       if end_wait(w) then
         run_abort(w)
@@ -248,6 +249,9 @@ function M.sleep(ms)
   end
   local w = { task = t, done = false, yielded = true }
   w.timer = assert(uv.new_timer())
+  -- The loop's clock is cached at the start of each turn: refresh it so that work done since
+  -- does not shorten the sleep.
+  uv.update_time()
   w.timer:start(ms, 0, function()
     if end_wait(w) then
       step(t, OK, true)
