@@ -11,8 +11,8 @@
 int luaopen_moonstack_native_policyvm(lua_State *L);
 int luaopen_moonstack_native_http(lua_State *L);
 
-#define RT_NATIVE_PRELOADS \
+#define RT_NATIVE_PRELOADS                                                  \
 	{ "moonstack.native.policyvm", luaopen_moonstack_native_policyvm }, \
-	{ "moonstack.native.http", luaopen_moonstack_native_http },
+		{ "moonstack.native.http", luaopen_moonstack_native_http },
 
 #endif
