@@ -28,7 +28,4 @@ void rt_loader_install(lua_State *L, const char *lua_dir);
 /** Register every native and bundled C library in package.preload. */
 void rt_natives_preload(lua_State *L);
 
-/** luaopen for `moonstack.native.runtime` (version, logging, embedded files, exit). */
-int luaopen_moonstack_native_runtime(lua_State *L);
-
 #endif

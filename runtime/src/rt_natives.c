@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The preload table: every native (`moonstack.native.<mod>`) and bundled C library (luv,
- * cjson) the binary links. Natives are linked in; release builds load nothing from cpath.
+ * cjson) the binary links. Natives are listed in rt_natives.def; they are linked in, so
+ * release builds load nothing from cpath.
  */
 #include <luv/luv.h>
 
@@ -16,8 +17,10 @@ static const luaL_Reg preloads[] = {
 	{ "luv", luaopen_luv },
 	{ "cjson", luaopen_cjson },
 	{ "cjson.safe", luaopen_cjson_safe },
-	{ "moonstack.native.runtime", luaopen_moonstack_native_runtime },
-	RT_NATIVE_PRELOADS{ NULL, NULL },
+#define RT_NATIVE(mod) { "moonstack.native." #mod, luaopen_moonstack_native_##mod },
+#include "rt_natives.def"
+#undef RT_NATIVE
+	{ NULL, NULL },
 };
 
 void rt_natives_preload(lua_State *L)
