@@ -26,7 +26,7 @@
 
 /** Default memory cap of a VM, in bytes (16 MiB). */
 #define RT_PVM_DEFAULT_MEMORY (16u << 20)
-/** Smallest accepted memory cap (the bare state with its libraries needs about 40 KiB). */
+/** Smallest accepted memory cap (the bare state with its libraries needs about 30 KiB). */
 #define RT_PVM_MIN_MEMORY (128u << 10)
 /** Default instruction budget of one run (load or call). */
 #define RT_PVM_DEFAULT_INSTRUCTIONS 10000000u
@@ -119,7 +119,7 @@ bool rt_pvm_has_hook(struct rt_pvm *vm, const char *hook);
  * result, which must be a table, on @p to. Returns RT_PVM_OK (one value pushed on @p to) or a
  * failure status (nothing pushed; the stack of @p from is left as it was). After a timeout or
  * an out-of-memory failure the VM's garbage is collected and the VM stays usable.
- * May raise in @p from or @p to only when they run out of memory.
+ * May raise in @p from or @p to only when they run out of memory or stack space.
  */
 int rt_pvm_call(struct rt_pvm *vm, const char *hook, lua_State *from, int idx, lua_State *to);
 
