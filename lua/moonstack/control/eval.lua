@@ -1,0 +1,193 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- REPL evaluation (Knot Resolver's eval_cmd): a line is compiled as an expression first
+-- (`return <line>`), then as a statement; it runs in a protected call with a traceback, in
+-- an environment layered over the daemon's globals, with an optional CPU-time limit.
+local M = {}
+
+local CHUNKNAME = '=repl'
+
+--- Compile `source` as an expression, then as a statement. Returns the function, or
+--- nil, message, incomplete (true when the chunk only lacks its end: `'<eof>'` errors).
+function M.compile(source, env, chunkname)
+  if type(source) ~= 'string' then
+    error('eval.compile: source must be a string', 2)
+  end
+  chunkname = chunkname or CHUNKNAME
+  -- `return f(x)` would be a tail call that drops the chunk's frame (and the position in
+  -- error messages), so the expression's values go through a local identity function.
+  local fn = loadstring('local function __repl_id(...) return ... end return __repl_id(' ..
+    source .. '\n)', chunkname)
+  if not fn then
+    local err
+    fn, err = loadstring(source, chunkname)
+    if not fn then
+      return nil, err, err:sub(-7) == "'<eof>'"
+    end
+  end
+  if env then
+    setfenv(fn, env)
+  end
+  return fn
+end
+
+-- Text of an error value: strings as is, error objects through __tostring.
+local function error_text(e)
+  if type(e) == 'string' then
+    return e
+  end
+  local ok, s = pcall(tostring, e)
+  return ok and tostring(s) or ('(error object is a %s value)'):format(type(e))
+end
+
+-- Drop the traceback's frames below the evaluated chunk (xpcall and this module).
+local function trim_traceback(tb)
+  local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
+  if cut then
+    tb = tb:sub(1, cut - 1)
+  end
+  -- and the time-limit hook's own frames
+  return (tb:gsub("\n%s*%[C%]: in function 'error'\n([^\n]*control/eval%.lua:[^\n]*)", '\n%1')
+    :gsub('\n[^\n]*control/eval%.lua:[^\n]*', ''))
+end
+
+local output -- the capture buffer of the evaluation in progress (a list of strings), or nil
+
+local function pack(...)
+  return { n = select('#', ...), ... }
+end
+
+--- Call `fn` in a protected call. opts.timeout (seconds of CPU time, nil/0 = none) stops a
+--- runaway chunk: it is run with the JIT off (so the count hook fires) under a hook that
+--- raises once the time is spent. Returns true, values (with .n), output; or false,
+--- error text (with traceback), output. `output` is what the chunk printed.
+function M.call(fn, opts)
+  if type(fn) ~= 'function' then
+    error('eval.call: fn must be a function', 2)
+  end
+  opts = opts or {}
+  local old_output = output
+  output = {}
+  local in_handler = false
+  local function handler(e)
+    in_handler = true
+    return trim_traceback(debug.traceback(error_text(e), 2))
+  end
+  local hook, mask, count
+  local timeout = tonumber(opts.timeout)
+  if timeout and timeout > 0 then
+    hook, mask, count = debug.gethook()
+    jit.off(fn, true)
+    local deadline = os.clock() + timeout
+    local function limit()
+      if not in_handler and os.clock() > deadline then
+        -- from now on fire at every instruction, so a chunk that catches the error with
+        -- pcall gets it again as soon as it runs anything else
+        debug.sethook(limit, '', 1)
+        error(('ETIMEDOUT: evaluation took more than %g s of CPU time'):format(timeout), 0)
+      end
+    end
+    debug.sethook(limit, '', 1000)
+  end
+  local res = pack(xpcall(fn, handler))
+  if timeout and timeout > 0 then
+    if hook then
+      debug.sethook(hook, mask, count)
+    else
+      debug.sethook()
+    end
+  end
+  local printed = table.concat(output)
+  output = old_output
+  if not res[1] then
+    return false, res[2], printed
+  end
+  local values = { n = res.n - 1 }
+  for i = 2, res.n do
+    values[i - 1] = res[i]
+  end
+  return true, values, printed
+end
+
+-- `print` for REPL chunks: captured into the reply while an evaluation runs.
+local function repl_print(...)
+  if not output then
+    return print(...)
+  end
+  local n = select('#', ...)
+  local parts = {}
+  for i = 1, n do
+    parts[i] = tostring((select(i, ...)))
+  end
+  output[#output + 1] = table.concat(parts, '\t') .. '\n'
+end
+
+--- An evaluation environment: assignments stay in it (the daemon's _G is not touched);
+--- reads fall back to `print` (captured), then `extra` (the daemon's helpers), then
+--- `globals` (default _G). `_G` in a chunk is the daemon's real global table.
+function M.new_env(extra, globals)
+  if extra ~= nil and type(extra) ~= 'table' then
+    error('eval.new_env: extra must be a table', 2)
+  end
+  globals = globals or _G
+  local builtins = { print = repl_print }
+  return setmetatable({}, {
+    __index = function(_, k)
+      local v = builtins[k]
+      if v ~= nil then
+        return v
+      end
+      if extra then
+        v = extra[k]
+        if v ~= nil then
+          return v
+        end
+      end
+      return globals[k]
+    end,
+  })
+end
+
+local Session = {}
+Session.__index = Session
+
+--- A session: one client's input state (a pending multi-line chunk) over a shared env.
+--- opts: env (from new_env; a fresh one by default), timeout (seconds, see call()).
+function M.session(opts)
+  opts = opts or {}
+  return setmetatable({ env = opts.env or M.new_env(), timeout = opts.timeout, pending = nil },
+    Session)
+end
+
+--- Evaluate one line. With `multiline`, an incomplete chunk is kept and the result is
+--- { status = 'more' }; the next line continues it. Otherwise the result is
+--- { status = 'ok', values = {..., n = N}, output = text } or
+--- { status = 'error', error = text, output = text }.
+function Session:eval(line, multiline)
+  local source = line
+  if self.pending then
+    source = self.pending .. '\n' .. line
+  end
+  self.pending = nil
+  local fn, err, incomplete = M.compile(source, self.env)
+  if not fn then
+    if incomplete and multiline then
+      self.pending = source
+      return { status = 'more' }
+    end
+    return { status = 'error', error = err, output = '' }
+  end
+  local ok, res, printed = M.call(fn, { timeout = self.timeout })
+  if ok then
+    return { status = 'ok', values = res, output = printed }
+  end
+  return { status = 'error', error = res, output = printed }
+end
+
+--- Drop a pending multi-line chunk. Returns true if there was one.
+function Session:reset()
+  local had = self.pending ~= nil
+  self.pending = nil
+  return had
+end
+
+return M
