@@ -69,7 +69,7 @@ static int io_error(struct session *s, const char *what)
 static int write_all(struct session *s, const char *p, size_t len)
 {
 	while (len > 0) {
-		ssize_t n = write(s->fd, p, len);
+		ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
