@@ -62,16 +62,16 @@ struct rt_http_exchange {
 	struct rt_buf body;
 	size_t body_limit;
 	bool body_too_big;
+	bool close_after; /**< drop the connection after the response (unread body) */
+	bool rx_paused;	  /**< reading stopped until the (later) response is written */
 	bool dispatched;
 	/* response */
 	bool responded;
-	bool headers_sent;
 	bool head_only;
 	int status;
 	struct rt_buf resp_headers; /**< "name\0value\0" pairs */
 	char *resp_body;
 	size_t resp_len;
-	size_t resp_off;
 	/* client certificate seen on this connection (DER), if any */
 	unsigned char *peer_der;
 	int peer_der_len;
@@ -95,6 +95,7 @@ struct rt_ws_conn {
 	struct rt_buf in;
 	bool in_binary;
 	bool close_requested;
+	bool close_started; /**< the close frame is on its way (lws sends it) */
 	int close_code;
 	char close_reason[124];
 	int lua_ref; /**< the Lua userdata, kept alive while open */

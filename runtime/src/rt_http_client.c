@@ -69,6 +69,10 @@ static void finish(struct rt_http_req *r, const char *code, const char *err)
 	if (r->wsi) {
 		lws_set_opaque_user_data(r->wsi, NULL);
 		lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		// On a foreign loop lws only looks at its timers again after some I/O of its
+		// own: wake it, or a timed-out or cancelled connection stays open.
+		if (r->ctx->lws)
+			lws_cancel_service(r->ctx->lws);
 		r->wsi = NULL;
 	}
 	if (r->timer) {

@@ -5,6 +5,7 @@
  * Closing is deferred to the next loop turn so a handler may close its own server.
  */
 #include <errno.h>
+#include <netdb.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -82,10 +83,45 @@ static int prepare_unix_path(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Is host:port taken? lws lets a second vhost share the listening socket of an earlier one
+ * on the same port (name-based virtual hosting), so a server started twice on one port would
+ * silently share it: probe with a bind first. Names that are not IP literals are left to lws.
+ */
+static int probe_tcp_port(const char *host, int port, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	char service[8];
+	snprintf(service, sizeof(service), "%d", port);
+	if (getaddrinfo(host, service, &hints, &res) != 0)
+		return 0;
+	int rc = 0;
+	for (struct addrinfo *a = res; a && !rc; a = a->ai_next) {
+		int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)); // as lws does
+		if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 && errno == EADDRINUSE) {
+			snprintf(err, errlen, "EADDRINUSE: %s:%d is already in use",
+				 host ? host : "*", port);
+			rc = -EADDRINUSE;
+		}
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
 int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, size_t errlen)
 {
 	int rc;
 	if (srv->unix_path && (rc = prepare_unix_path(srv->unix_path, err, errlen)) != 0)
+		return rc;
+	if (!srv->unix_path && srv->port &&
+	    (rc = probe_tcp_port(srv->host, srv->port, err, errlen)) != 0)
 		return rc;
 
 	srv->ctx = rt_http_ctx_acquire(L);
@@ -173,8 +209,19 @@ static void closer_closed(uv_handle_t *h)
 static void closer_cb(uv_timer_t *t)
 {
 	struct closer *c = t->data;
-	if (c->srv->vhost)
-		lws_vhost_destroy(c->srv->vhost);
+	struct rt_http_server *srv = c->srv;
+	if (srv->vhost) {
+		// Websockets asked to close (the Lua server closes its clients with 1001) get
+		// their close frame now: destroying the vhost drops the connections.
+		for (int i = 0; srv->protocols && srv->protocols[i].name; i++) {
+			const struct lws_protocols *p =
+				lws_vhost_name_to_protocol(srv->vhost, srv->protocols[i].name);
+			if (p)
+				lws_callback_all_protocol_vhost_args(srv->vhost, p,
+								     LWS_CALLBACK_USER, NULL, 0);
+		}
+		lws_vhost_destroy(srv->vhost);
+	}
 	uv_close((uv_handle_t *)t, closer_closed);
 }
 

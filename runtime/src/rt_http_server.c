@@ -51,6 +51,8 @@ static void detach_exchange(struct rt_http_pss *pss)
 	rt_http_exchange_unref(ex);
 }
 
+static void send_response(struct rt_http_exchange *ex);
+
 int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, struct rt_buf *headers,
 			     char *body, size_t len)
 {
@@ -70,7 +72,7 @@ int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, struct rt_
 	}
 	ex->resp_body = body;
 	ex->resp_len = len;
-	lws_callback_on_writable(ex->wsi);
+	send_response(ex);
 	return 0;
 }
 
@@ -119,9 +121,14 @@ static void push_request_headers(lua_State *L, struct lws *wsi)
 	}
 }
 
-/* Reassemble the query string from lws's '&'-separated fragments. */
+/*
+ * Reassemble the query string from lws's '&'-separated fragments. lws has already decoded
+ * them ('+' and %XX): encode them again, or a value holding '&', '=', '+' or '%' would be
+ * split or decoded twice by the Lua side.
+ */
 static char *copy_query(struct lws *wsi)
 {
+	static const char hex[] = "0123456789ABCDEF";
 	struct rt_buf q = { 0 };
 	char frag[4096];
 	for (int i = 0;; i++) {
@@ -130,7 +137,18 @@ static char *copy_query(struct lws *wsi)
 			break;
 		if (i)
 			rt_buf_putc(&q, '&');
-		rt_buf_add(&q, frag, (size_t)n);
+		bool in_value = false;
+		for (int k = 0; k < n; k++) {
+			unsigned char c = (unsigned char)frag[k];
+			if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' ||
+			    (c == '=' && !in_value)) {
+				in_value = in_value || c == '=';
+				rt_buf_putc(&q, (char)c);
+			} else {
+				char esc[3] = { '%', hex[c >> 4], hex[c & 15] };
+				rt_buf_add(&q, esc, 3);
+			}
+		}
 	}
 	return q.data;
 }
@@ -139,6 +157,7 @@ static char *copy_query(struct lws *wsi)
 static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http_exchange *ex)
 {
 	ex->dispatched = true;
+	ex->refs++; // answering may detach it from the connection
 	srv->requests++;
 	lua_State *L = rt_http_ctx_state(srv->ctx);
 	int top = lua_gettop(L);
@@ -170,6 +189,13 @@ static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http
 	lua_settop(L, top);
 	if (status != 0 && !ex->responded)
 		respond_error(ex, 500, "internal error");
+	if (!ex->responded && ex->wsi) {
+		// The answer comes later. Stop reading meanwhile: lws would spin on a client's
+		// EOF (half-close) or pipelined bytes while the transaction is open.
+		lws_rx_flow_control(wsi, 0);
+		ex->rx_paused = true;
+	}
+	rt_http_exchange_unref(ex);
 }
 
 static int on_http(struct rt_http_server *srv, struct lws *wsi, struct rt_http_pss *pss,
@@ -204,14 +230,15 @@ static int on_http(struct rt_http_server *srv, struct lws *wsi, struct rt_http_p
 		errno = 0;
 		content_length = strtoll(cl, &end, 10);
 		if (errno || end == cl || *end || content_length < 0) {
+			ex->close_after = true; // where the body ends is unknown
 			respond_error(ex, 400, "invalid Content-Length");
-			return 0;
+			return -1; // the error is written: close
 		}
 	}
 	if ((unsigned long long)content_length > ex->body_limit) {
-		ex->body_too_big = true;
+		ex->body_too_big = ex->close_after = true;
 		respond_error(ex, 413, "request body too large");
-		return 0;
+		return -1; // the error is written: close
 	}
 	if (content_length == 0)
 		dispatch(srv, wsi, ex);
@@ -224,13 +251,14 @@ static int on_body(struct rt_http_pss *pss, const void *in, size_t len)
 	if (!ex || ex->body_too_big || ex->responded)
 		return 0;
 	if (ex->body.len + len > ex->body_limit) {
-		ex->body_too_big = true;
+		ex->body_too_big = ex->close_after = true;
 		respond_error(ex, 413, "request body too large");
-		return 0;
+		return -1; // the error is written: close
 	}
 	if (rt_buf_add(&ex->body, in, len)) {
+		ex->close_after = true;
 		respond_error(ex, 500, "out of memory");
-		return 0;
+		return -1;
 	}
 	return 0;
 }
@@ -278,43 +306,36 @@ out:
 	return rc;
 }
 
-#define BODY_CHUNK 16384
-
-static int on_writeable(struct lws *wsi, struct rt_http_pss *pss)
+/*
+ * Write the whole response at once; lws keeps what the socket does not take yet, sends it on
+ * POLLOUT and then completes the transaction by itself. Waiting for a writeable callback
+ * instead loses the response to a client that half-closed after its request: lws reads its
+ * EOF first and drops the connection.
+ */
+static void send_response(struct rt_http_exchange *ex)
 {
-	struct rt_http_exchange *ex = pss->ex;
-	if (!ex || !ex->responded)
-		return 0;
-	if (!ex->headers_sent) {
-		if (write_head(wsi, ex))
-			return -1;
-		ex->headers_sent = true;
-		if (ex->resp_len && !ex->head_only) {
-			lws_callback_on_writable(wsi);
-			return 0;
-		}
-	} else if (ex->resp_off < ex->resp_len) {
-		static unsigned char chunk[LWS_PRE + BODY_CHUNK];
-		size_t n = ex->resp_len - ex->resp_off;
-		if (n > BODY_CHUNK)
-			n = BODY_CHUNK;
-		memcpy(chunk + LWS_PRE, ex->resp_body + ex->resp_off, n);
-		bool last = ex->resp_off + n == ex->resp_len;
-		int w = lws_write(wsi, chunk + LWS_PRE, n,
-				  last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
-		if (w < (int)n)
-			return -1;
-		ex->resp_off += n;
-		if (!last) {
-			lws_callback_on_writable(wsi);
-			return 0;
+	struct lws *wsi = ex->wsi;
+	struct rt_http_pss *pss = lws_wsi_user(wsi);
+	int rc = write_head(wsi, ex);
+	if (rc == 0 && ex->resp_len && !ex->head_only) {
+		unsigned char *buf = malloc(LWS_PRE + ex->resp_len);
+		rc = -1;
+		if (buf) {
+			memcpy(buf + LWS_PRE, ex->resp_body, ex->resp_len);
+			int n = lws_write(wsi, buf + LWS_PRE, ex->resp_len, LWS_WRITE_HTTP_FINAL);
+			rc = n < (int)ex->resp_len ? -1 : 0;
+			free(buf);
 		}
 	}
-	bool drop = ex->body_too_big; // the unread body makes the connection unusable
-	detach_exchange(pss);
-	if (drop || lws_http_transaction_completed(wsi))
-		return -1;
-	return 0;
+	bool drop = rc != 0 || ex->close_after;
+	if (ex->rx_paused)
+		lws_rx_flow_control(wsi, 1);
+	if (pss && pss->ex == ex)
+		detach_exchange(pss); // may free ex
+	if (drop || lws_http_transaction_completed(wsi)) {
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		lws_cancel_service(lws_get_context(wsi)); // on a foreign loop, lws needs a nudge
+	}
 }
 
 static bool ws_path_allowed(struct rt_http_server *srv, struct lws *wsi)
@@ -362,7 +383,8 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 			if (pss)
 				detach_exchange(pss);
 		}
-		if (reason == LWS_CALLBACK_CLOSED && pss && pss->ws)
+		if ((reason == LWS_CALLBACK_CLOSED || reason == LWS_CALLBACK_USER) && pss &&
+		    pss->ws)
 			return rt_ws_handle(wsi, reason, pss, in, len);
 		return lws_callback_http_dummy(wsi, reason, user, in, len);
 	}
@@ -377,7 +399,7 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 			dispatch(srv, wsi, pss->ex);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
-		return on_writeable(wsi, pss);
+		return 0; // responses are written by send_response()
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		if (pss)

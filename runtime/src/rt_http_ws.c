@@ -123,12 +123,37 @@ static int on_receive(struct lws *wsi, struct rt_ws_conn *c, const void *in, siz
 	return 0;
 }
 
+/*
+ * Send the close frame ourselves (raw: lws has no public close write) and let lws finish when
+ * the peer answers, or at the timeout. Returning -1 after lws_close_reason() is the usual way,
+ * but lws built with _DEBUG (Debian's is) closes such a connection twice on the libuv loop,
+ * dropping the frame unsent. Returns 0 or -1.
+ */
+static int send_close_frame(struct lws *wsi, struct rt_ws_conn *c)
+{
+	unsigned char frame[LWS_PRE + 2 + 125];
+	size_t n = strlen(c->close_reason);
+	if (n > 123)
+		n = 123;
+	unsigned char *f = frame + LWS_PRE;
+	f[0] = 0x88; // FIN | close
+	f[1] = (unsigned char)(n + 2);
+	f[2] = (unsigned char)(c->close_code >> 8);
+	f[3] = (unsigned char)(c->close_code & 0xff);
+	memcpy(f + 4, c->close_reason, n);
+	c->close_started = true;
+	if (lws_write(wsi, f, n + 4, LWS_WRITE_RAW) < (int)(n + 4))
+		return -1;
+	lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, 5);
+	return 0;
+}
+
 static int on_writeable(struct lws *wsi, struct rt_ws_conn *c)
 {
 	if (c->close_requested && !c->out_head) {
-		lws_close_reason(wsi, (enum lws_close_status)c->close_code,
-				 (unsigned char *)c->close_reason, strlen(c->close_reason));
-		return -1;
+		if (c->close_started)
+			return 0;
+		return send_close_frame(wsi, c);
 	}
 	struct rt_ws_msg *m = c->out_head;
 	if (!m)
@@ -158,6 +183,12 @@ int rt_ws_handle(struct lws *wsi, enum lws_callback_reasons reason, struct rt_ht
 		return c ? on_receive(wsi, c, in, len) : -1;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return c ? on_writeable(wsi, c) : 0;
+	case LWS_CALLBACK_USER:
+		// The server is closing (rt_http_server_close): send a requested close frame
+		// now, the vhost goes before the next writeable callback would come.
+		if (c && c->wsi && c->close_requested && !c->close_started)
+			send_close_frame(wsi, c);
+		return 0;
 	case LWS_CALLBACK_CLOSED:
 		if (!c)
 			return 0;

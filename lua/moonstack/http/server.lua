@@ -41,7 +41,6 @@ function Response:send(status, body, headers)
   if self.sent then
     return nil, 'EALREADY: response already sent', 'EALREADY'
   end
-  self.sent = true
   local h = {}
   for k, v in pairs(self.headers) do
     h[k] = v
@@ -49,7 +48,11 @@ function Response:send(status, body, headers)
   for k, v in pairs(headers or {}) do
     h[k:lower()] = v
   end
-  return self._exchange:respond(status, h, body or '')
+  -- marked sent only once respond() accepted it: if it raises (a bad header), the error
+  -- reply still goes out
+  local ok, err, code = self._exchange:respond(status, h, body or '')
+  self.sent = true
+  return ok, err, code
 end
 
 --- Send `value` as compact JSON.
