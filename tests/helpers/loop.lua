@@ -23,16 +23,20 @@ function M.run_until(done, timeout_ms)
   return done() and true or false
 end
 
+local function pack(...)
+  return { n = select('#', ...), ... }
+end
+
 --- Run `fn` as a moonstack task (so it may use moonstack.core.task waits) and drive the loop
 --- until it finishes. Re-raises its error; returns its results.
 function M.run_task(fn, timeout_ms)
   local task = require('moonstack.core.task')
   local results, err, finished
   task.spawn(function()
-    local packed = { xpcall(fn, debug.traceback) }
+    local packed = pack(xpcall(fn, debug.traceback))
     finished = true
     if packed[1] then
-      results = { unpack(packed, 2) }
+      results = { n = packed.n - 1, unpack(packed, 2, packed.n) }
     else
       err = packed[2]
     end
@@ -43,18 +47,13 @@ function M.run_task(fn, timeout_ms)
   if err then
     error(err, 2)
   end
-  return unpack(results)
+  return unpack(results, 1, results.n)
 end
 
 --- Number of libuv handles still alive, excluding those in `except` (a set of handles).
+--- Counts every handle on the loop, libwebsockets' included (luv's walk cannot see those).
 function M.live_handles(except)
-  local n = 0
-  uv.walk(function(h)
-    if not (except and except[h]) and not h:is_closing() then
-      n = n + 1
-    end
-  end)
-  return n
+  return require('uv_handles').count(except)
 end
 
 return M
