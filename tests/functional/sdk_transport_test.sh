@@ -16,7 +16,7 @@ if [ ! -d "$cache/node_modules/@phala/dstack-sdk" ] || [ ! -d "$cache/node_modul
     finish; exit 1
   fi
 fi
-ok "@phala/dstack-sdk $(node -p "require('$cache/node_modules/@phala/dstack-sdk/package.json').version")"
+ok "@phala/dstack-sdk $(node -p 'require(process.argv[1]).version' "$(realpath "$cache/node_modules/@phala/dstack-sdk/package.json")")"
 
 dir=$(tmpdir)
 "$MOONSTACK" run "$MOONSTACK_SRC/tests/functional/fixtures/sdk_stub_daemon.lua" "$dir" 2>"$dir/log" &
