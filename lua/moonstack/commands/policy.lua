@@ -67,14 +67,9 @@ local function print_text(out, file, report)
 end
 
 local function check(argv)
-  local opts, err = args.parse(check_spec, argv)
+  local opts, code = args.parse_command('moonstack policy check', check_spec, argv)
   if not opts then
-    io.stderr:write('moonstack policy check: ', err, '\n')
-    return 2
-  end
-  if opts.help then
-    io.stdout:write(args.help(check_spec))
-    return 0
+    return code
   end
   local file = opts.args[1]
   local report, rerr = host.check_file(file)

@@ -38,14 +38,9 @@ return {
   name = 'repl',
   summary = spec.summary,
   run = function(argv)
-    local opts, err = args.parse(spec, argv)
+    local opts, code = args.parse_command('moonstack repl', spec, argv)
     if not opts then
-      io.stderr:write('moonstack repl: ', err, '\n')
-      return 2
-    end
-    if opts.help then
-      io.stdout:write(args.help(spec))
-      return 0
+      return code
     end
     local timeout
     if opts.timeout then

@@ -151,14 +151,9 @@ return {
   name = 'selfcheck',
   summary = spec.summary,
   run = function(argv)
-    local opts, err = args.parse(spec, argv)
+    local opts, code = args.parse_command('moonstack selfcheck', spec, argv)
     if not opts then
-      io.stderr:write('moonstack selfcheck: ', err, '\n')
-      return 2
-    end
-    if opts.help then
-      io.stdout:write(args.help(spec))
-      return 0
+      return code
     end
     task.spawn(run, opts)
     return nil

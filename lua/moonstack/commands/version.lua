@@ -22,14 +22,9 @@ return {
   name = 'version',
   summary = spec.summary,
   run = function(argv)
-    local opts, err = args.parse(spec, argv)
+    local opts, code = args.parse_command('moonstack version', spec, argv)
     if not opts then
-      io.stderr:write('moonstack version: ', err, '\n')
-      return 2
-    end
-    if opts.help then
-      io.stdout:write(args.help(spec))
-      return 0
+      return code
     end
     local v = versions()
     if opts.json then

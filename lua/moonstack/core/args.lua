@@ -145,4 +145,21 @@ function M.parse(spec, argv)
   return result
 end
 
+--- Parse a subcommand's `argv` the usual way: on --help print the help and return nil, 0; on
+--- an error print it (prefixed with `prog`) and return nil, 2; otherwise return the options.
+--- Use as: `local opts, code = args.parse_command('moonstack x', spec, argv)`
+--- `if not opts then return code end`.
+function M.parse_command(prog, spec, argv)
+  local opts, err = M.parse(spec, argv)
+  if not opts then
+    io.stderr:write(prog, ': ', err, '\n')
+    return nil, 2
+  end
+  if opts.help then
+    io.stdout:write(M.help(spec))
+    return nil, 0
+  end
+  return opts
+end
+
 return M

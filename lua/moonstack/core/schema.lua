@@ -116,22 +116,8 @@ function M.check_schema(s)
   return true
 end
 
---- A deep copy of plain data (tables copied, cycles preserved; other values shared).
-function M.copy(v, seen)
-  if type(v) ~= 'table' then
-    return v
-  end
-  seen = seen or {}
-  if seen[v] then
-    return seen[v]
-  end
-  local out = {}
-  seen[v] = out
-  for k, x in pairs(v) do
-    out[M.copy(k, seen)] = M.copy(x, seen)
-  end
-  return out
-end
+--- A deep copy of plain data (see moonstack.core.tables.copy).
+M.copy = require('moonstack.core.tables').copy
 
 local function describe(v)
   local t = type(v)

@@ -17,57 +17,14 @@
 local errors = require('moonstack.core.errors')
 local log = require('moonstack.core.log').new('service')
 
+local tables = require('moonstack.core.tables')
+
 local M = {}
 
-local function pack(...)
-  return { n = select('#', ...), ... }
-end
-
-local function copy(v, seen)
-  if type(v) ~= 'table' then
-    return v
-  end
-  seen = seen or {}
-  if seen[v] then
-    return seen[v]
-  end
-  local out = {}
-  seen[v] = out
-  for k, x in pairs(v) do
-    out[copy(k, seen)] = copy(x, seen)
-  end
-  return out
-end
-
-local function equal(a, b, seen)
-  if a == b then
-    return true
-  end
-  if type(a) ~= 'table' or type(b) ~= 'table' then
-    return false
-  end
-  seen = seen or {}
-  if seen[a] == b then
-    return true
-  end
-  seen[a] = b
-  for k, v in pairs(a) do
-    if not equal(v, b[k], seen) then
-      return false
-    end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then
-      return false
-    end
-  end
-  return true
-end
+local pack, copy, equal = tables.pack, tables.copy, tables.equal
 
 --- Deep equality of plain data (tables by content, other values by ==).
-M.equal = function(a, b)
-  return equal(a, b)
-end
+M.equal = equal
 
 local function check_desired(desired, fname)
   if type(desired) ~= 'table' then

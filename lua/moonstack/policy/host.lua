@@ -26,29 +26,9 @@ local log = logging.new('policy')
 local Host = {}
 Host.__index = Host
 
-local function fail(code, msg)
-  return nil, ('%s: %s'):format(code, msg), code
-end
+local fail = require('moonstack.core.errors').fail
 
-local function deep_equal(a, b)
-  if a == b then
-    return true
-  end
-  if type(a) ~= 'table' or type(b) ~= 'table' then
-    return false
-  end
-  for k, v in pairs(a) do
-    if not deep_equal(v, b[k]) then
-      return false
-    end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then
-      return false
-    end
-  end
-  return true
-end
+local deep_equal = require('moonstack.core.tables').equal
 M.deep_equal = deep_equal
 
 local function show(v)
