@@ -209,8 +209,10 @@ function Server:_handle_error(req, res, err)
   local e = errors.wrap(err)
   local status = errors.status_for(e)
   if status >= 500 then
-    log.error('request failed', { method = req.method, path = req.path, error = tostring(err),
-      traceback = type(err) == 'table' and err.traceback or nil })
+    -- The error (with its traceback) goes in the message so text logs keep its lines.
+    local tb = type(err) == 'table' and err.traceback and ('\n' .. err.traceback) or ''
+    log.error(('%s %s failed: %s%s'):format(req.method, req.path, tostring(err), tb),
+      { server = self.name, status = status })
   end
   if self.opts.on_error then
     local ok, s, body = pcall(self.opts.on_error, req, e)
