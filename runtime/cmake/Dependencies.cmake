@@ -7,6 +7,9 @@ pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv>=1.44)
 pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl>=3.0)
 pkg_check_modules(LWS REQUIRED IMPORTED_TARGET libwebsockets>=4.1)
 pkg_check_modules(LIBEDIT REQUIRED IMPORTED_TARGET libedit)
+pkg_check_modules(SECP256K1 REQUIRED IMPORTED_TARGET libsecp256k1)
+# The recovery module (recoverable ECDSA, public-key recovery) must be built in.
+find_path(SECP256K1_RECOVERY_H secp256k1_recovery.h PATHS ${SECP256K1_INCLUDE_DIRS} REQUIRED)
 
 # Keep LuaJIT's headers first: /usr/include/lua5.1 must never shadow them.
 find_path(LUV_INCLUDE_DIR luv/luv.h PATHS /usr/include/lua5.1 NO_DEFAULT_PATH REQUIRED)
