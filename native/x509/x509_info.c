@@ -1,0 +1,437 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * x509 parsing: load certificates and CSRs (PEM or DER) and take them apart into a struct
+ * x509_info (names, serial, validity, SANs, CA/pathlen, key usages, EKU, key identifiers, every
+ * extension's raw value, SPKI, fingerprint).
+ */
+#define _GNU_SOURCE /* memmem */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "x509/x509.h"
+
+static bool looks_pem(const void *data, size_t len)
+{
+	return len > 10 && memmem(data, len, "-----BEGIN", 10) != NULL;
+}
+
+X509 *x509_cert_load(const void *data, size_t len, struct x509_error *err)
+{
+	if (!data || len == 0 || len > 0x7fffffff)
+		return x509_fail(err, "EINVAL", "empty or oversized certificate"), NULL;
+	X509 *x = NULL;
+	if (looks_pem(data, len)) {
+		BIO *bio = BIO_new_mem_buf(data, (int)len);
+		x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+		BIO_free(bio);
+	} else {
+		const unsigned char *p = data;
+		x = d2i_X509(NULL, &p, (long)len);
+		if (x && (size_t)(p - (const unsigned char *)data) != len) {
+			X509_free(x);
+			ERR_clear_error();
+			return x509_fail(err, "EPARSE", "trailing bytes after the certificate"),
+			       NULL;
+		}
+	}
+	if (!x)
+		x509_fail_ssl(err, "EPARSE", "not a certificate");
+	return x;
+}
+
+X509_REQ *x509_csr_load(const void *data, size_t len, struct x509_error *err)
+{
+	if (!data || len == 0 || len > 0x7fffffff)
+		return x509_fail(err, "EINVAL", "empty or oversized request"), NULL;
+	X509_REQ *r = NULL;
+	if (looks_pem(data, len)) {
+		BIO *bio = BIO_new_mem_buf(data, (int)len);
+		r = bio ? PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL) : NULL;
+		BIO_free(bio);
+	} else {
+		const unsigned char *p = data;
+		r = d2i_X509_REQ(NULL, &p, (long)len);
+		if (r && (size_t)(p - (const unsigned char *)data) != len) {
+			X509_REQ_free(r);
+			ERR_clear_error();
+			return x509_fail(err, "EPARSE", "trailing bytes after the request"), NULL;
+		}
+	}
+	if (!r)
+		x509_fail_ssl(err, "EPARSE", "not a certificate request");
+	return r;
+}
+
+/* Copy an OpenSSL-allocated DER into @p out and free it. */
+static int take_der(unsigned char *der, int n, struct x509_buf *out, struct x509_error *err)
+{
+	*out = (struct x509_buf){ 0 };
+	if (n <= 0)
+		return x509_fail_ssl(err, "ECRYPTO", "cannot encode DER");
+	out->data = malloc((size_t)n + 1);
+	if (out->data) {
+		memcpy(out->data, der, (size_t)n);
+		out->data[n] = 0;
+		out->len = (size_t)n;
+	}
+	OPENSSL_free(der);
+	return out->data ? 0 : x509_fail(err, "ENOMEM", "out of memory");
+}
+
+int x509_cert_der(X509 *cert, struct x509_buf *out, struct x509_error *err)
+{
+	unsigned char *der = NULL;
+	int n = i2d_X509(cert, &der);
+	return take_der(der, n, out, err);
+}
+
+int x509_csr_der(X509_REQ *req, struct x509_buf *out, struct x509_error *err)
+{
+	unsigned char *der = NULL;
+	int n = i2d_X509_REQ(req, &der);
+	return take_der(der, n, out, err);
+}
+
+bool x509_csr_signature_ok(X509_REQ *req)
+{
+	EVP_PKEY *key = X509_REQ_get0_pubkey(req);
+	bool ok = key && X509_REQ_verify(req, key) == 1;
+	ERR_clear_error();
+	return ok;
+}
+
+static int copy_bytes(struct x509_buf *out, const void *data, size_t len, struct x509_error *err)
+{
+	out->data = malloc(len + 1);
+	if (!out->data)
+		return x509_fail(err, "ENOMEM", "out of memory");
+	if (len)
+		memcpy(out->data, data, len);
+	out->data[len] = 0;
+	out->len = len;
+	return 0;
+}
+
+/* The first entry @p nid of @p name as UTF-8 (malloc'ed), or NULL. */
+static char *name_entry(const X509_NAME *name, int nid)
+{
+	int i = X509_NAME_get_index_by_NID(name, nid, -1);
+	if (i < 0)
+		return NULL;
+	ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+	unsigned char *utf8 = NULL;
+	int n = ASN1_STRING_to_UTF8(&utf8, s);
+	if (n < 0)
+		return ERR_clear_error(), NULL;
+	char *copy = strndup((const char *)utf8, (size_t)n);
+	OPENSSL_free(utf8);
+	return copy;
+}
+
+/* The RFC 2253 one-line form of @p name (malloc'ed), or NULL. */
+static char *name_line(const X509_NAME *name)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *out = NULL;
+	if (bio && X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+		char *p = NULL;
+		long n = BIO_get_mem_data(bio, &p);
+		out = strndup(p ? p : "", (size_t)n);
+	}
+	BIO_free(bio);
+	return out;
+}
+
+static int add_san(struct x509_info *info, enum x509_san_type type, char *value,
+		   struct x509_error *err)
+{
+	struct x509_san *grown = realloc(info->sans, (info->n_sans + 1) * sizeof(*grown));
+	if (!grown || !value) {
+		free(value);
+		if (grown)
+			info->sans = grown;
+		return x509_fail(err, "ENOMEM", "out of memory");
+	}
+	info->sans = grown;
+	info->sans[info->n_sans++] = (struct x509_san){ type, value };
+	return 0;
+}
+
+static char *asn1_text(const ASN1_STRING *s)
+{
+	return strndup((const char *)ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s));
+}
+
+/* An iPAddress SAN as text ("10.0.0.1", "::1"; hex for odd lengths), malloc'ed. */
+static char *ip_text(const ASN1_OCTET_STRING *ip)
+{
+	char buf[INET6_ADDRSTRLEN + 1] = "";
+	const unsigned char *p = ASN1_STRING_get0_data(ip);
+	int n = ASN1_STRING_length(ip);
+	if (n == 4)
+		inet_ntop(AF_INET, p, buf, sizeof(buf));
+	else if (n == 16)
+		inet_ntop(AF_INET6, p, buf, sizeof(buf));
+	else
+		for (int i = 0; i < n && i < 16; i++)
+			snprintf(buf + 2 * i, sizeof(buf) - 2 * (size_t)i, "%02x", p[i]);
+	return strdup(buf);
+}
+
+static int parse_sans(struct x509_info *info, const GENERAL_NAMES *names, struct x509_error *err)
+{
+	for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+		int rc;
+		if (gn->type == GEN_DNS) {
+			rc = add_san(info, X509_SAN_DNS, asn1_text(gn->d.dNSName), err);
+		} else if (gn->type == GEN_EMAIL) {
+			rc = add_san(info, X509_SAN_EMAIL, asn1_text(gn->d.rfc822Name), err);
+		} else if (gn->type == GEN_URI) {
+			rc = add_san(info, X509_SAN_URI, asn1_text(gn->d.uniformResourceIdentifier),
+				     err);
+		} else if (gn->type == GEN_IPADD) {
+			rc = add_san(info, X509_SAN_IP, ip_text(gn->d.iPAddress), err);
+		} else {
+			rc = add_san(info, X509_SAN_OTHER, strdup(""), err);
+		}
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Read the standard extensions we report as fields, and copy every extension's raw value. */
+static int parse_exts(struct x509_info *info, const STACK_OF(X509_EXTENSION) * exts,
+		      struct x509_error *err)
+{
+	int n = sk_X509_EXTENSION_num(exts);
+	if (n <= 0)
+		return 0;
+	info->exts = calloc((size_t)n, sizeof(*info->exts));
+	if (!info->exts)
+		return x509_fail(err, "ENOMEM", "out of memory");
+	for (int i = 0; i < n; i++) {
+		X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+		struct x509_ext_info *e = &info->exts[info->n_exts++];
+		ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
+		OBJ_obj2txt(e->oid, sizeof(e->oid), obj, 1);
+		e->critical = X509_EXTENSION_get_critical(ext) > 0;
+		const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
+		if (copy_bytes(&e->value, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v),
+			       err))
+			return -1;
+		int nid = OBJ_obj2nid(obj);
+		if (nid != NID_subject_alt_name && nid != NID_basic_constraints &&
+		    nid != NID_key_usage && nid != NID_ext_key_usage &&
+		    nid != NID_subject_key_identifier && nid != NID_authority_key_identifier)
+			continue;
+		void *d = X509V3_EXT_d2i(ext);
+		if (!d) {
+			ERR_clear_error();
+			return x509_fail(err, "EPARSE", "malformed extension %s", e->oid);
+		}
+		int rc = 0;
+		if (nid == NID_subject_alt_name) {
+			rc = parse_sans(info, d, err);
+			GENERAL_NAMES_free(d);
+		} else if (nid == NID_basic_constraints) {
+			BASIC_CONSTRAINTS *bc = d;
+			info->has_basic_constraints = true;
+			info->ca = bc->ca != 0;
+			info->pathlen = bc->pathlen ? (int)ASN1_INTEGER_get(bc->pathlen) : -1;
+			BASIC_CONSTRAINTS_free(bc);
+		} else if (nid == NID_key_usage) {
+			ASN1_BIT_STRING *bits = d;
+			info->has_key_usage = true;
+			for (int b = 0; b < 9; b++)
+				if (ASN1_BIT_STRING_get_bit(bits, b))
+					info->key_usage |= 1u << b;
+			ASN1_BIT_STRING_free(bits);
+		} else if (nid == NID_ext_key_usage) {
+			EXTENDED_KEY_USAGE *eku = d;
+			int k = sk_ASN1_OBJECT_num(eku);
+			info->has_eku = true;
+			info->eku_oids = calloc((size_t)k + 1, sizeof(char *));
+			for (int j = 0; info->eku_oids && j < k; j++) {
+				ASN1_OBJECT *o = sk_ASN1_OBJECT_value(eku, j);
+				char buf[96];
+				OBJ_obj2txt(buf, sizeof(buf), o, 1);
+				info->eku_oids[info->n_eku_oids++] = strdup(buf);
+				if (OBJ_obj2nid(o) == NID_server_auth)
+					info->eku |= X509_EKU_SERVER_AUTH;
+				else if (OBJ_obj2nid(o) == NID_client_auth)
+					info->eku |= X509_EKU_CLIENT_AUTH;
+			}
+			if (!info->eku_oids)
+				rc = x509_fail(err, "ENOMEM", "out of memory");
+			sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+		} else if (nid == NID_subject_key_identifier) {
+			ASN1_OCTET_STRING *ski = d;
+			rc = copy_bytes(&info->ski, ASN1_STRING_get0_data(ski),
+					(size_t)ASN1_STRING_length(ski), err);
+			ASN1_OCTET_STRING_free(ski);
+		} else {
+			AUTHORITY_KEYID *akid = d;
+			if (akid->keyid)
+				rc = copy_bytes(&info->aki, ASN1_STRING_get0_data(akid->keyid),
+						(size_t)ASN1_STRING_length(akid->keyid), err);
+			AUTHORITY_KEYID_free(akid);
+		}
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int spki_of(EVP_PKEY *key, struct x509_info *info, struct x509_error *err)
+{
+	unsigned char *der = NULL;
+	int n = key ? i2d_PUBKEY(key, &der) : -1;
+	return take_der(der, n, &info->spki, err);
+}
+
+static int64_t unix_time(const ASN1_TIME *t)
+{
+	struct tm tm;
+	if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+		return 0;
+	return (int64_t)timegm(&tm);
+}
+
+int x509_cert_info(X509 *cert, struct x509_info *info, struct x509_error *err)
+{
+	memset(info, 0, sizeof(*info));
+	info->pathlen = -1;
+	info->version = (int)X509_get_version(cert) + 1;
+	info->subject = name_line(X509_get_subject_name(cert));
+	info->issuer = name_line(X509_get_issuer_name(cert));
+	info->cn = name_entry(X509_get_subject_name(cert), NID_commonName);
+	info->org = name_entry(X509_get_subject_name(cert), NID_organizationName);
+	info->issuer_cn = name_entry(X509_get_issuer_name(cert), NID_commonName);
+	info->issuer_org = name_entry(X509_get_issuer_name(cert), NID_organizationName);
+	info->self_issued =
+		X509_NAME_cmp(X509_get_subject_name(cert), X509_get_issuer_name(cert)) == 0;
+	if (!info->subject || !info->issuer) {
+		x509_fail(err, "ENOMEM", "out of memory");
+		goto fail;
+	}
+	BIGNUM *serial = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	if (!serial) {
+		x509_fail_ssl(err, "EPARSE", "bad serial number");
+		goto fail;
+	}
+	info->serial.len = (size_t)BN_num_bytes(serial);
+	info->serial.data = malloc(info->serial.len + 1);
+	if (info->serial.data)
+		BN_bn2bin(serial, info->serial.data);
+	BN_free(serial);
+	if (!info->serial.data) {
+		x509_fail(err, "ENOMEM", "out of memory");
+		goto fail;
+	}
+	info->not_before = unix_time(X509_get0_notBefore(cert));
+	info->not_after = unix_time(X509_get0_notAfter(cert));
+	if (parse_exts(info, X509_get0_extensions(cert), err) != 0 ||
+	    spki_of(X509_get0_pubkey(cert), info, err) != 0 ||
+	    x509_cert_der(cert, &info->der, err) != 0)
+		goto fail;
+	unsigned int n = 0;
+	EVP_Digest(info->der.data, info->der.len, info->fingerprint, &n, EVP_sha256(), NULL);
+	int sig_nid = X509_get_signature_nid(cert);
+	snprintf(info->sig_alg, sizeof(info->sig_alg), "%s",
+		 sig_nid != NID_undef ? OBJ_nid2ln(sig_nid) : "unknown");
+	ERR_clear_error();
+	return 0;
+fail:
+	x509_info_free(info);
+	return -1;
+}
+
+int x509_csr_info(X509_REQ *req, struct x509_info *info, struct x509_error *err)
+{
+	memset(info, 0, sizeof(*info));
+	info->pathlen = -1;
+	info->version = (int)X509_REQ_get_version(req) + 1;
+	const X509_NAME *subject = X509_REQ_get_subject_name(req);
+	info->subject = name_line(subject);
+	info->cn = name_entry(subject, NID_commonName);
+	info->org = name_entry(subject, NID_organizationName);
+	if (!info->subject) {
+		x509_fail(err, "ENOMEM", "out of memory");
+		goto fail;
+	}
+	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+	ERR_clear_error();
+	int rc = parse_exts(info, exts, err);
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	if (rc != 0 || spki_of(X509_REQ_get0_pubkey(req), info, err) != 0 ||
+	    x509_csr_der(req, &info->der, err) != 0)
+		goto fail;
+	info->signature_ok = x509_csr_signature_ok(req);
+	int sig_nid = X509_REQ_get_signature_nid(req);
+	snprintf(info->sig_alg, sizeof(info->sig_alg), "%s",
+		 sig_nid != NID_undef ? OBJ_nid2ln(sig_nid) : "unknown");
+	ERR_clear_error();
+	return 0;
+fail:
+	x509_info_free(info);
+	return -1;
+}
+
+void x509_info_free(struct x509_info *info)
+{
+	if (!info)
+		return;
+	free(info->subject);
+	free(info->issuer);
+	free(info->cn);
+	free(info->org);
+	free(info->issuer_cn);
+	free(info->issuer_org);
+	x509_buf_free(&info->serial);
+	for (size_t i = 0; i < info->n_sans; i++)
+		free(info->sans[i].value);
+	free(info->sans);
+	for (size_t i = 0; i < info->n_eku_oids; i++)
+		free(info->eku_oids[i]);
+	free(info->eku_oids);
+	x509_buf_free(&info->ski);
+	x509_buf_free(&info->aki);
+	for (size_t i = 0; i < info->n_exts; i++)
+		x509_buf_free(&info->exts[i].value);
+	free(info->exts);
+	x509_buf_free(&info->spki);
+	x509_buf_free(&info->der);
+	memset(info, 0, sizeof(*info));
+	info->pathlen = -1;
+}
+
+const struct x509_ext_info *x509_info_ext(const struct x509_info *info, const char *oid)
+{
+	for (size_t i = 0; i < info->n_exts; i++)
+		if (strcmp(info->exts[i].oid, oid) == 0)
+			return &info->exts[i];
+	return NULL;
+}
+
+int x509_info_ratls(const struct x509_info *info, enum x509_ratls_ext which, const uint8_t **data,
+		    size_t *len, struct x509_error *err)
+{
+	const char *oid = x509_ratls_oid(which);
+	if (!oid)
+		return x509_fail(err, "EINVAL", "unknown RA-TLS extension %d", (int)which);
+	const struct x509_ext_info *e = x509_info_ext(info, oid);
+	if (!e)
+		return 0;
+	if (x509_octets_unwrap(e->value.data, e->value.len, data, len, err) != 0)
+		return x509_fail(err, "EPARSE", "RA-TLS extension %s is not an OCTET STRING", oid);
+	return 1;
+}
