@@ -13,7 +13,8 @@ local client = require('moonstack.http.client')
 local x509 = require('moonstack.x509')
 local ratls = require('moonstack.x509.ratls')
 
-local vectors = os.getenv('MOONSTACK_VECTORS') or ((os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors')
+local vectors = os.getenv('MOONSTACK_VECTORS')
+  or ((os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors')
 
 local function tohex(s)
   return (s:gsub('.', function(c) return ('%02x'):format(c:byte()) end))
@@ -58,7 +59,8 @@ describe('RA-TLS', function()
 
   setup(function()
     plain_key = x509.generate_key()
-    plain_cert = assert(x509.issue({ subject = 'localhost', sans = { 'localhost', '127.0.0.1' }, key = plain_key,
+    plain_cert = assert(x509.issue({ subject = 'localhost', sans = { 'localhost', '127.0.0.1' },
+      key = plain_key,
       eku = { 'server_auth', 'client_auth' }, days = 1 }))
   end)
 
@@ -120,7 +122,9 @@ describe('RA-TLS', function()
     end)
 
     it('reads the legacy quote (.1.1) + event log (.1.2) pair', function()
-      local id = ratls_identity({ attest = function(rd) return { quote = fake.quote(rd), event_log = '[]' } end })
+      local id = ratls_identity({ attest = function(rd)
+        return { quote = fake.quote(rd), event_log = '[]' }
+      end })
       local info = assert(ratls.inspect(id.cert))
       assert.equal('quote', info.evidence.kind)
       assert.equal('[]', info.evidence.event_log)
@@ -140,7 +144,8 @@ describe('RA-TLS', function()
       end
       -- values from vectors/README.md (parsed independently)
       assert.equal('9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9'
-        .. 'eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20', tohex(ratls.quote_report_data(tdx)))
+        .. 'eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20',
+        tohex(ratls.quote_report_data(tdx)))
       assert.equal('d2142b643598eb5fae2bc8529dd79a558b29f868ccbb6531cb28dab9dce47728' .. ('00'):rep(32),
         tohex(ratls.quote_report_data(v5)))
       assert.equal('Hello, world!' .. ('\0'):rep(51), ratls.quote_report_data(sgx))
@@ -204,7 +209,8 @@ describe('RA-TLS', function()
 
     it('accepts one issued by a CA, chain included', function()
       local ca_key = x509.generate_key()
-      local ca = assert(x509.issue({ subject = 'Dstack Client Temp CA', key = ca_key, ca = { pathlen = 0 }, days = 1 }))
+      local ca = assert(x509.issue({ subject = 'Dstack Client Temp CA', key = ca_key, ca = { pathlen = 0 },
+        days = 1 }))
       local id = ratls_identity({ issuer = { cert = ca, key = ca_key } })
       assert.equal(1, #id.chain)
       local tls = ratls.tls(id, { insecure = true })
@@ -216,7 +222,9 @@ describe('RA-TLS', function()
 
     it('refuses a certificate whose attestation report_data does not match its SPKI', function()
       local other = x509.generate_key()
-      local id = ratls_identity({ attest = function() return fake.attestation(ratls.report_data(other:spki())) end })
+      local id = ratls_identity({ attest = function()
+        return fake.attestation(ratls.report_data(other:spki()))
+      end })
       local r, err, code = call(ratls.tls(id, { insecure = true }))
       assert.is_nil(r)
       assert.is_string(code, err)

@@ -47,7 +47,8 @@ local function sha256(data)
   return out:match('^(%x+)')
 end
 
-local vectors = os.getenv('MOONSTACK_VECTORS') or ((os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors')
+local vectors = os.getenv('MOONSTACK_VECTORS')
+  or ((os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors')
 
 describe('moonstack.x509', function()
   local dir
@@ -151,7 +152,8 @@ describe('moonstack.x509', function()
 
     it('reads keys openssl made, and openssl reads ours', function()
       local path = dir .. '/ossl.key'
-      assert(select(2, sh(('openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out %s'):format(path))))
+      assert(select(2, sh(('openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out %s')
+        :format(path))))
       local k = assert(x509.load_key(slurp(path)))
       local their_spki = sh(('openssl pkey -in %s -pubout -outform DER | od -An -tx1 -v'):format(path))
       assert.equal(their_spki:gsub('%s', ''), tohex(k:spki()))
@@ -174,7 +176,8 @@ describe('moonstack.x509', function()
       ca_key, mid_key, key = x509.generate_key(), x509.generate_key(), x509.generate_key()
       ca = assert(x509.issue({ subject = { cn = 'Spec Root', o = 'Moonstack' }, key = ca_key,
         ca = { pathlen = 1 }, days = 2 }))
-      mid = assert(x509.issue({ subject = { cn = 'Spec Intermediate', o = 'Moonstack' }, key = mid_key:pkcs8_pem(),
+      mid = assert(x509.issue({ subject = { cn = 'Spec Intermediate', o = 'Moonstack' },
+        key = mid_key:pkcs8_pem(),
         ca = { pathlen = 0 }, issuer = { cert = ca:pem(), key = ca_key }, days = 2 }))
       leaf = assert(x509.issue({ subject = 'app.example.com', sans = { 'app.example.com', '10.0.0.7', '::1' },
         key = key, issuer = { cert = mid, key = mid_key }, eku = { 'server_auth', 'client_auth' },
@@ -198,7 +201,8 @@ describe('moonstack.x509', function()
       assert.is_false(i.ca)
       assert.is_nil(i.pathlen)
       assert.same({ digital_signature = true }, i.key_usage)
-      assert.same({ server_auth = true, client_auth = true, oids = { '1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2' } },
+      assert.same({ server_auth = true, client_auth = true,
+        oids = { '1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2' } },
         i.eku)
       assert.equal(attestation, i.ratls.attestation)
       assert.equal(('\171'):rep(20), i.ratls.app_id)
@@ -263,7 +267,8 @@ describe('moonstack.x509', function()
       spit(dir .. '/ca.pem', ca:pem())
       spit(dir .. '/mid.pem', mid:pem())
       spit(dir .. '/leaf.pem', leaf:pem())
-      local out, good = sh(('openssl verify -CAfile %s/ca.pem -untrusted %s/mid.pem -purpose sslserver %s/leaf.pem')
+      local out, good = sh(('openssl verify -CAfile %s/ca.pem -untrusted %s/mid.pem'
+        .. ' -purpose sslserver %s/leaf.pem')
         :format(dir, dir, dir))
       assert.is_true(good, out)
       out, good = sh(('openssl verify -CAfile %s/ca.pem %s/leaf.pem'):format(dir, dir))
@@ -272,7 +277,8 @@ describe('moonstack.x509', function()
 
     it('makes CSRs openssl accepts, and issues certificates from CSRs', function()
       local k = x509.generate_key()
-      local csr = assert(x509.csr({ subject = { cn = 'node', o = 'Org' }, sans = { 'node.local', '192.168.1.2' },
+      local csr = assert(x509.csr({ subject = { cn = 'node', o = 'Org' },
+        sans = { 'node.local', '192.168.1.2' },
         key = k, eku = { 'client_auth' }, ratls = { attestation = 'att' } }))
       spit(dir .. '/node.csr', csr:pem())
       local out, ok = sh('openssl req -verify -noout -text -in ' .. dir .. '/node.csr')
@@ -294,7 +300,8 @@ describe('moonstack.x509', function()
       assert.is_true(x509.verify(cert, { roots = { ca }, purpose = 'client' }))
       -- a CSR openssl made
       spit(dir .. '/node.key', k:pkcs8_pem())
-      assert(select(2, sh(('openssl req -new -key %s/node.key -subj /CN=ossl -addext subjectAltName=DNS:o.example'
+      assert(select(2, sh(('openssl req -new -key %s/node.key -subj /CN=ossl'
+        .. ' -addext subjectAltName=DNS:o.example'
         .. ' -out %s/o.csr'):format(dir, dir))))
       local oi = assert(x509.parse_csr(slurp(dir .. '/o.csr')))
       assert.equal('ossl', oi.cn)
@@ -364,7 +371,8 @@ describe('moonstack.x509', function()
       assert.equal(der, key:pkcs8_der())
       assert.equal(pem, key:pkcs8_pem())
       -- it can issue: a leaf signed with it verifies under the simulator's certificate
-      local leaf = assert(x509.issue({ subject = 'demo-cert', key = x509.generate_key(), eku = { 'client_auth' },
+      local leaf = assert(x509.issue({ subject = 'demo-cert', key = x509.generate_key(),
+        eku = { 'client_auth' },
         issuer = { cert = appkeys.ca_cert, key = pem }, ratls = { special_usage = 'app:custom' } }))
       assert.is_true(x509.verify(leaf, { roots = { appkeys.ca_cert }, purpose = 'client' }))
       assert.equal(i.ski, leaf:info().aki)
