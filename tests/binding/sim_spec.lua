@@ -9,6 +9,18 @@ local uv = require('luv')
 local cjson = require('cjson')
 local native = require('moonstack.native.sim')
 local sim = require('moonstack.sim')
+local backend = require('moonstack.tdx.backend')
+local eventlog = require('moonstack.tdx.eventlog')
+
+local function vector(rel)
+  local base = os.getenv('MOONSTACK_VECTORS')
+  if not base or base == '' then
+    base = (os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors'
+  end
+  local path = base .. '/' .. rel
+  assert(uv.fs_stat(path), 'test vector missing: ' .. path)
+  return path
+end
 
 local function tmpdir()
   local base = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
@@ -295,5 +307,39 @@ describe('moonstack.sim backend', function()
     b:close()
     b:close()
     assert.has_error(function() b:get_quote('') end)
+  end)
+
+  it('is the registry\'s "sim" backend, created only by name and options', function()
+    assert.truthy(table.concat(backend.names(), ','):find('sim', 1, true))
+    assert.has_error(function() backend.create() end)
+    assert.has_error(function() backend.create('sim') end) -- no dir, no CVM: no default
+    local b = assert(backend.create('sim', { dir = dir, cvm = 'reg', create = true }))
+    assert.equal('sim', b.name)
+    assert.is_true(b.simulated)
+    assert.equal(4, u32le(assert(b:get_quote('r')), 0) % 65536)
+    b:close()
+  end)
+
+  it('starts RTMR0..2 from a CCEL and logs runtime events that replay to the RTMRs', function()
+    local b = assert(sim.new({ dir = dir, cvm = 'boot', create = true,
+      ccel_file = vector('dstack/cc-eventlog/ccel.bin') }))
+    local r = assert(b:rtmrs())
+    -- upstream cross-check: this CCEL replays to the RTMR0 of quote-from-tappd.hex
+    assert.equal('274c2344116db7c663470693b5ba62b8621eac28cb41d2f816ddf188f9f423f9'
+      .. '00a1c44d32386fd3c993dc814e62af9d', hex(r[1]))
+    assert.equal(r[1], assert(b:get_quote('')):sub(377, 424))
+    local digest = assert(b:emit_event('app-id', 'abc', { version = 1 }))
+    assert.equal(eventlog.runtime_digest('app-id', 'abc', 1), digest)
+    assert(b:emit_event('compose-hash', 'def', { version = 1 }))
+    local events = assert(b:event_log())
+    assert.equal('compose-hash', events[#events].event)
+    local replayed = assert(eventlog.replay(events, { binary = true }))
+    assert.same(assert(b:rtmrs()), replayed)
+    local st = assert(uv.fs_stat(b:info().runtime_log_dir .. '/runtime_events.log'))
+    assert.equal(tonumber('600', 8), bit.band(st.mode, tonumber('777', 8)))
+    b:close()
+    local v, _, code = sim.new({ dir = dir, cvm = 'x', create = true, ccel_file = dir .. '/none' })
+    assert.is_nil(v)
+    assert.equal('ENOENT', code)
   end)
 end)

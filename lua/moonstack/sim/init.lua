@@ -3,14 +3,16 @@
 -- moonstack.native.sim state directory. It is only ever used when selected explicitly by name
 -- with its own state directory and CVM name; nothing falls back to it. Quotes are real-format
 -- v4 quotes that chain to the simulator's own root CA ("moonstack TDX Simulation Root CA"), so
--- a verifier accepts them only when told to trust that root.
+-- a verifier accepts them only when told to trust that root. It implements the TEE backend
+-- interface of moonstack.tdx.backend, where it is registered as 'sim'.
 --
---   local sim = require('moonstack.sim')
---   local tee = assert(sim.new({ dir = '/var/lib/moonstack/sim', cvm = 'app-1', create = true }))
+--   local tee = assert(require('moonstack.tdx.backend').create('sim',
+--     { dir = '/var/lib/moonstack/sim', cvm = 'app-1', create = true }))
 --   local quote = assert(tee:get_quote(report_data))   -- report_data <= 64 bytes, zero padded
 --   assert(tee:extend_rtmr(3, digest48))
 --   local r = tee:rtmrs()                              -- r[1] .. r[4] = RTMR0 .. RTMR3
 local errors = require('moonstack.core.errors')
+local eventlog = require('moonstack.tdx.eventlog')
 local native = require('moonstack.native.sim')
 
 local M = {}
@@ -65,6 +67,31 @@ function M.open(dir)
     error('sim.open: dir must be a non-empty string', 2)
   end
   return native.open(dir)
+end
+
+-- The TdxEvents of a CCEL file.
+local function read_ccel(path)
+  local f, ferr = io.open(path, 'rb')
+  if not f then
+    return errors.fail('ENOENT', 'cannot read the CCEL: ' .. tostring(ferr))
+  end
+  local data = f:read('*a')
+  f:close()
+  return eventlog.from_ccel(data)
+end
+
+-- TD values for a new CVM: opts.td over the defaults, RTMR0..2 replayed from opts.ccel_file.
+local function initial_td(opts)
+  local td = td_values('sim.new', opts.td)
+  if not opts.ccel_file then return td end
+  local events, err, code = read_ccel(opts.ccel_file)
+  if not events then return nil, err, code end
+  local r
+  r, err, code = eventlog.replay(events, { binary = true })
+  if not r then return nil, err, code end
+  td = td or {}
+  td.rtmr0, td.rtmr1, td.rtmr2 = r[1], r[2], r[3]
+  return td
 end
 
 local Backend = {}
@@ -124,10 +151,46 @@ function Backend:measurements()
   return live(self, 'measurements'):cvm(self.cvm)
 end
 
---- What this backend is: { name = 'sim', simulated = true, dir, cvm, root_ca_cn }.
+--- What this backend is: { name = 'sim', simulated = true, dir, cvm, root_ca_cn, ccel_file,
+--- runtime_log_dir }.
 function Backend:info()
   live(self, 'info')
-  return { name = M.name, simulated = true, dir = self.dir, cvm = self.cvm, root_ca_cn = M.ROOT_CA_CN }
+  return { name = M.name, simulated = true, dir = self.dir, cvm = self.cvm,
+    root_ca_cn = M.ROOT_CA_CN, ccel_file = self.ccel_file, runtime_log_dir = self.runtime_log_dir }
+end
+
+--- The event log: the boot events of `ccel_file` (none without one), then the runtime events
+--- logged in `runtime_log_dir`. Replaying it gives the RTMRs when every extension went through
+--- emit_event (or the CCEL).
+function Backend:event_log()
+  live(self, 'event_log')
+  local events = {}
+  if self.ccel_file then
+    local err, code
+    events, err, code = read_ccel(self.ccel_file)
+    if not events then return nil, err, code end
+  end
+  local f = io.open(self.runtime_log_dir .. '/runtime_events.log', 'rb')
+  if f then
+    local runtime, err, code = eventlog.parse_runtime_log(f:read('*a'))
+    f:close()
+    if not runtime then return nil, err, code end
+    for _, e in ipairs(runtime) do
+      events[#events + 1] = e
+    end
+  end
+  return events
+end
+
+--- Extend RTMR3 with a runtime event and log it in `runtime_log_dir` (eventlog.emit; opts.version
+--- or the directory's runtime_event_version). Returns the digest.
+function Backend:emit_event(name, payload, opts)
+  live(self, 'emit_event')
+  local o = { dir = self.runtime_log_dir }
+  for k, v in pairs(opts or {}) do
+    o[k] = v
+  end
+  return eventlog.emit(self, name, payload, o)
 end
 
 --- Collateral JSON for the simulated platform (the dcap-qvl format), valid around `now`.
@@ -150,9 +213,11 @@ end
 
 --- Select the simulated TDX for one CVM. `opts.dir` (state directory) and `opts.cvm` (CVM
 --- name) are required: there is no default, so the simulator is never picked by accident.
---- With `opts.create`, a missing CVM is created from `opts.td` (raw or hex TD values;
---- defaults otherwise); `opts.reset` recreates it even if it exists.
----@param opts table { dir = string, cvm = string, create = boolean?, reset = boolean?, td = table? }
+--- With `opts.create`, a missing CVM is created; `opts.reset` recreates it even if it exists.
+--- A new CVM gets `opts.td` (raw or hex TD values, defaults otherwise) and, with
+--- `opts.ccel_file`, RTMR0..2 replayed from that CCEL (whose events event_log() then returns).
+--- `opts.runtime_log_dir` (default <dir>/cvms/<cvm>.runtime) holds the runtime event log.
+---@param opts table { dir, cvm, create?, reset?, td?, ccel_file?, runtime_log_dir? }
 ---@return table|nil backend, string|nil err, string|nil code
 function M.new(opts)
   if type(opts) ~= 'table' then
@@ -164,8 +229,15 @@ function M.new(opts)
   if type(opts.cvm) ~= 'string' or opts.cvm == '' then
     error('sim.new: opts.cvm (the CVM name) is required', 2)
   end
-  local td = td_values('sim.new', opts.td)
-  local s, err, code = native.open(opts.dir)
+  for _, k in ipairs({ 'ccel_file', 'runtime_log_dir' }) do
+    if opts[k] ~= nil and (type(opts[k]) ~= 'string' or opts[k] == '') then
+      error(('sim.new: opts.%s must be a non-empty string'):format(k), 2)
+    end
+  end
+  local td, err, code = initial_td(opts)
+  if err then return nil, err, code end
+  local s
+  s, err, code = native.open(opts.dir)
   if not s then return nil, err, code end
   local ok
   if opts.reset then
@@ -183,8 +255,10 @@ function M.new(opts)
     s:close()
     return nil, err, code
   end
-  return setmetatable({ sim = s, dir = opts.dir, cvm = opts.cvm, name = M.name, simulated = true },
-    Backend)
+  return setmetatable({ sim = s, dir = opts.dir, cvm = opts.cvm, name = M.name, simulated = true,
+    ccel_file = opts.ccel_file,
+    runtime_log_dir = opts.runtime_log_dir or ('%s/cvms/%s.runtime'):format(opts.dir, opts.cvm),
+  }, Backend)
 end
 
 return M
