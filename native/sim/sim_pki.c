@@ -15,9 +15,7 @@
 
 #include "sim/sim_internal.h"
 
-#ifndef SIM_ORG
-#define SIM_ORG "moonstack TDX Simulation (not Intel)"
-#endif
+#define SIM_ORG	     "moonstack TDX Simulation (not Intel)"
 #define ROOT_CRL_URI "https://sim.moonstack.invalid/sgx/certification/v4/rootcacrl"
 #define PCK_CRL_URI  "https://sim.moonstack.invalid/sgx/certification/v4/pckcrl?ca=platform"
 #define DAY	     (24L * 3600L)
