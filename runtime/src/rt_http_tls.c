@@ -304,11 +304,29 @@ static int server_verify_cb(int preverify_ok, X509_STORE_CTX *store)
 	return rt_tls_verify(srv->ctx, &srv->tls, store, preverify_ok) == 0 ? 1 : 0;
 }
 
+/*
+ * lws loads only the first certificate of tls.cert: send the rest of the chain too (a KMS-issued
+ * [leaf, app CA, root] chain must reach the peer whole).
+ */
+static void add_chain_certs(SSL_CTX *ssl_ctx, const char *pem)
+{
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+	X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL; // the leaf, loaded by lws
+	X509_free(x);
+	while (bio && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+		if (SSL_CTX_add0_chain_cert(ssl_ctx, x) != 1)
+			X509_free(x);
+	ERR_clear_error();
+	BIO_free(bio);
+}
+
 void rt_http_server_tls_setup(struct rt_http_server *srv, SSL_CTX *ssl_ctx)
 {
 	if (server_index < 0)
 		server_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	SSL_CTX_set_ex_data(ssl_ctx, server_index, srv);
+	if (srv->tls.cert)
+		add_chain_certs(ssl_ctx, srv->tls.cert);
 	if (srv->tls.ca)
 		rt_tls_add_ca_pem(SSL_CTX_get_cert_store(ssl_ctx), srv->tls.ca);
 	int mode = SSL_VERIFY_NONE;
