@@ -94,11 +94,18 @@ static void parse_header(struct rd *r, struct tdx_tcg_log *log)
 	size_t start = r->off;
 	if (r->rc)
 		return;
-	if (size > r->len - r->off || size < 16 + 4 + 4 + 4) {
+	if (size > r->len - r->off) {
+		r->rc = tdx_fail(
+			r->err, -EBADMSG, "EEVENTLOG", start,
+			"truncated: the Spec ID event at offset %zu declares %u bytes, only "
+			"%zu left",
+			start, size, r->len - start);
+		return;
+	}
+	if (size < 16 + 4 + 4 + 4 + 1) {
 		r->rc = tdx_fail(r->err, -EBADMSG, "EEVENTLOG", start - 4,
-				 "Spec ID header: eventSize %u at offset %zu is invalid "
-				 "(%zu bytes left)",
-				 size, start - 4, r->len - start);
+				 "Spec ID header: eventSize %u at offset %zu is too small", size,
+				 start - 4);
 		return;
 	}
 	size_t end = start + size;
