@@ -50,6 +50,7 @@ struct crypto_iov {
 
 /* ---- hashes (hash.c) ---- */
 
+/** Digest sizes, in bytes. */
 #define CRYPTO_SHA256_LEN    32
 #define CRYPTO_SHA384_LEN    48
 #define CRYPTO_SHA512_LEN    64
@@ -147,6 +148,7 @@ void crypto_wipe(void *p, size_t len);
 
 /* ---- ECDSA over P-256 (p256.c) ---- */
 
+/** Sizes of EC private keys, SEC1 public keys and (recoverable) ECDSA signatures. */
 #define CRYPTO_EC_PRIV_LEN	   32
 #define CRYPTO_EC_PUB_COMPRESSED   33
 #define CRYPTO_EC_PUB_UNCOMPRESSED 65
@@ -218,6 +220,7 @@ int crypto_k256_verify(const uint8_t *pub, size_t pub_len, const uint8_t digest[
 
 /* ---- X25519 and Ed25519 (curve25519.c) ---- */
 
+/** Sizes of X25519 keys and of Ed25519 seeds, public keys and signatures. */
 #define CRYPTO_X25519_LEN	32
 #define CRYPTO_ED25519_SEED_LEN 32
 #define CRYPTO_ED25519_PUB_LEN	32
@@ -244,13 +247,15 @@ int crypto_ed25519_verify(const uint8_t pub[CRYPTO_ED25519_PUB_LEN], const void 
 
 /* ---- AES-256-GCM (aead.c) ---- */
 
+/** AES-256-GCM key, IV and tag sizes. */
 #define CRYPTO_AES256_KEY_LEN 32
 #define CRYPTO_GCM_IV_LEN     12
 #define CRYPTO_GCM_TAG_LEN    16
 
 /**
  * AES-256-GCM encryption with a 12-byte @p iv and optional @p aad: writes @p len bytes of
- * ciphertext followed by the 16-byte tag to @p out (len + 16 bytes; may equal @p pt).
+ * ciphertext followed by the 16-byte tag to @p out (len + 16 bytes, never NULL;
+ * may equal @p pt).
  */
 int crypto_aes256gcm_encrypt(const uint8_t key[CRYPTO_AES256_KEY_LEN],
 			     const uint8_t iv[CRYPTO_GCM_IV_LEN], const void *aad, size_t aad_len,

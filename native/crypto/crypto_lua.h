@@ -45,7 +45,7 @@ void crypto_lua_push_secret(lua_State *L, uint8_t *p, size_t len);
  */
 int crypto_lua_uint(lua_State *L, int idx, uint64_t *out);
 
-/* Argument @p idx that must be exactly @p want bytes, else return the EINVAL failure. Both
+/** Argument @p idx that must be exactly @p want bytes, else return the EINVAL failure. Both
  * macros need `fn`, the function name, in scope. */
 #define NEED(var, idx, want, what)                                   \
 	size_t var##_len;                                            \
@@ -53,7 +53,7 @@ int crypto_lua_uint(lua_State *L, int idx, uint64_t *out);
 	if (var##_len != (want))                                     \
 		return crypto_lua_bad_len(L, fn, (what), (want), var##_len);
 
-/* A SEC1 public key argument: 33 or 65 bytes. */
+/** A SEC1 public key argument: 33 or 65 bytes. */
 #define NEED_PUB(var, idx)                                                                         \
 	size_t var##_len;                                                                          \
 	const uint8_t *var = crypto_lua_bytes(L, (idx), &var##_len);                               \

@@ -18,6 +18,7 @@
 
 #include "crypto/crypto.h"
 
+/** Sizes of an app_id and of a (non-empty) instance_id. */
 #define DSTACK_APP_ID_LEN      20
 #define DSTACK_INSTANCE_ID_LEN 20
 /** Size of the fixed PKCS#8 DER encoding of a P-256 key that derive_dh_secret hashes. */
