@@ -114,10 +114,10 @@ local function override(value, env)
     return nil
   end
   if v == '' then
-    return nil, errors.fail('EINVAL', env .. ': empty path override')
+    return nil, env .. ': empty path override'
   end
   if v:sub(1, 1) ~= '/' then
-    return nil, errors.fail('EINVAL', ('%s must be absolute: %s'):format(env, v))
+    return nil, ('%s must be absolute: %s'):format(env, v)
   end
   return v
 end
@@ -147,7 +147,7 @@ function M.new_tdx(opts)
       { 'rtmr_sysfs_path', 'DCAP_TDX_RTMR_SYSFS_PATH' }, { 'ccel_file', 'DSTACK_CCEL_FILE' } }) do
     self[o[1]], err = override(opts[o[1]], o[2])
     if err then
-      return nil, err, 'EINVAL'
+      return errors.fail('EINVAL', err)
     end
   end
   self.device = opts.device or root .. native.DEVICE
