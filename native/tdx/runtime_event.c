@@ -126,7 +126,8 @@ int tdx_runtime_preimage(int version, const char *name, size_t name_len, const u
 		for (int i = 0; i < 4; i++)
 			*p++ = (uint8_t)(TDX_RUNTIME_EVENT_TYPE >> (8 * i));
 		*p++ = ':';
-		memcpy(p, name, name_len);
+		if (name_len)
+			memcpy(p, name, name_len);
 		p += name_len;
 		*p++ = ':';
 		if (payload_len)

@@ -93,7 +93,8 @@ static size_t make_response(uint8_t *out, uint32_t type, uint32_t code, uint32_t
 	put_le32(out + 16, id_size);
 	put_le32(out + 20, (uint32_t)qlen);
 	memset(out + 24, 0xAB, id_size);
-	memcpy(out + 24 + id_size, quote, qlen);
+	if (qlen)
+		memcpy(out + 24 + id_size, quote, qlen);
 	return len;
 }
 
