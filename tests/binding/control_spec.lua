@@ -7,14 +7,10 @@ local cjson = require('cjson')
 local loop = require('loop')
 local uv_handles = require('uv_handles')
 local control = require('moonstack.control')
+local fixtures = require('fixtures')
 
 local function tmpdir()
-  local base = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-  os.execute(('mkdir -p %q'):format(base))
-  if #base > 60 then -- unix socket paths are limited to 107 bytes
-    base = '/tmp'
-  end
-  return assert(uv.fs_mkdtemp(base .. '/control-XXXXXX'))
+  return fixtures.tmpdir('control', true)
 end
 
 local dir

@@ -8,16 +8,11 @@ local native = require('moonstack.native.crypto')
 local crypto = require('moonstack.crypto')
 local dstack = require('moonstack.crypto.dstack')
 local cjson = require('cjson')
+local fixtures = require('fixtures')
 
 local hex, unhex = crypto.hex, crypto.unhex
 
-local function vectors_dir()
-  local dir = os.getenv('MOONSTACK_VECTORS')
-  if not dir or dir == '' then
-    dir = (os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors'
-  end
-  return dir
-end
+local vectors_dir = fixtures.vectors_dir
 
 local function read_json(rel)
   local path = vectors_dir() .. '/' .. rel

@@ -8,16 +8,12 @@ local uv_handles = require('uv_handles')
 local server = require('moonstack.http.server')
 local client = require('moonstack.http.client')
 local native = require('moonstack.native.http')
+local fixtures = require('fixtures')
 
 local BIG = 3 * 1024 * 1024
 
 local function tmpdir()
-  local base = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-  os.execute(('mkdir -p %q'):format(base))
-  if #base > 60 then
-    base = '/tmp' -- unix socket paths are limited to 107 bytes
-  end
-  return assert(uv.fs_mkdtemp(base .. '/httpc-XXXXXX'))
+  return fixtures.tmpdir('httpc', true)
 end
 
 -- A pseudo-random body that a truncation or reordering would not preserve.

@@ -10,15 +10,10 @@ local uv_handles = require('uv_handles')
 local server = require('moonstack.http.server')
 local errors = require('moonstack.core.errors')
 local task = require('moonstack.core.task')
+local fixtures = require('fixtures')
 
 local function tmpdir()
-  local base = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-  os.execute(('mkdir -p %q'):format(base))
-  -- unix socket paths are limited to 107 bytes
-  if #base > 60 then
-    base = '/tmp'
-  end
-  return assert(uv.fs_mkdtemp(base .. '/http-XXXXXX'))
+  return fixtures.tmpdir('http', true)
 end
 
 local function get(path, extra)

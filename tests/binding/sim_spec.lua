@@ -11,21 +11,12 @@ local native = require('moonstack.native.sim')
 local sim = require('moonstack.sim')
 local backend = require('moonstack.tdx.backend')
 local eventlog = require('moonstack.tdx.eventlog')
+local fixtures = require('fixtures')
 
-local function vector(rel)
-  local base = os.getenv('MOONSTACK_VECTORS')
-  if not base or base == '' then
-    base = (os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors'
-  end
-  local path = base .. '/' .. rel
-  assert(uv.fs_stat(path), 'test vector missing: ' .. path)
-  return path
-end
+local vector = fixtures.vector
 
 local function tmpdir()
-  local base = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-  os.execute(('mkdir -p %q'):format(base))
-  return assert(uv.fs_mkdtemp(base .. '/sim-XXXXXX'))
+  return fixtures.tmpdir('sim')
 end
 
 local function hex(s)

@@ -12,23 +12,11 @@ local quote = require('moonstack.tdx.quote')
 local eventlog = require('moonstack.tdx.eventlog')
 local backend = require('moonstack.tdx.backend')
 local loop = require('loop')
+local fixtures = require('fixtures')
 
-local function vector(rel)
-  local base = os.getenv('MOONSTACK_VECTORS')
-  if not base or base == '' then
-    base = (os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors'
-  end
-  local path = base .. '/' .. rel
-  assert(uv.fs_stat(path), 'test vector missing (set MOONSTACK_VECTORS): ' .. path)
-  return path
-end
+local vector = fixtures.vector
 
-local function read(path)
-  local f = assert(io.open(path, 'rb'))
-  local s = f:read('*a')
-  f:close()
-  return s
-end
+local read = fixtures.read
 
 local function write(path, data)
   local tmp = path .. '.tmp'
@@ -39,9 +27,7 @@ local function write(path, data)
 end
 
 local function tmpdir()
-  local base = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-  os.execute(('mkdir -p %q'):format(base))
-  return assert(uv.fs_mkdtemp(base .. '/tdx-XXXXXX'))
+  return fixtures.tmpdir('tdx')
 end
 
 local function mkdir_p(path)

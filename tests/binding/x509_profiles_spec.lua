@@ -7,8 +7,7 @@ local cjson = require('cjson')
 local x509 = require('moonstack.x509')
 local profiles = require('moonstack.x509.profiles')
 
-local vectors = os.getenv('MOONSTACK_VECTORS')
-  or ((os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors')
+local vectors = require('fixtures').vectors_dir()
 
 local function ext_map(cert)
   local m = {}

@@ -47,8 +47,7 @@ local function sha256(data)
   return out:match('^(%x+)')
 end
 
-local vectors = os.getenv('MOONSTACK_VECTORS')
-  or ((os.getenv('MOONSTACK_SRC') or '.') .. '/../shared/vectors')
+local vectors = require('fixtures').vectors_dir()
 
 describe('moonstack.x509', function()
   local dir

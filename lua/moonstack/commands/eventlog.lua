@@ -210,20 +210,6 @@ return {
   name = 'eventlog',
   summary = 'TDX event logs: replay RTMRs from a CCEL or a JSON event log',
   run = function(argv)
-    local sub = argv[1]
-    if sub == '-h' or sub == '--help' then
-      io.stdout:write(HELP)
-      return 0
-    end
-    if sub == nil then
-      io.stderr:write(HELP)
-      return 2
-    end
-    if sub == 'replay' then
-      return replay({ select(2, unpack(argv)) })
-    end
-    io.stderr:write(("moonstack eventlog: unknown command '%s' (see 'moonstack eventlog --help')\n")
-      :format(sub))
-    return 2
+    return args.dispatch('moonstack eventlog', HELP, { replay = replay }, argv)
   end,
 }

@@ -94,19 +94,6 @@ return {
   name = 'policy',
   summary = 'operator policies: check a policy file (compile, validate, self-test)',
   run = function(argv)
-    local sub = argv[1]
-    if sub == '-h' or sub == '--help' then
-      io.stdout:write(HELP)
-      return 0
-    end
-    if sub == nil then
-      io.stderr:write(HELP)
-      return 2
-    end
-    if sub == 'check' then
-      return check({ select(2, unpack(argv)) })
-    end
-    io.stderr:write(("moonstack policy: unknown command '%s' (see 'moonstack policy --help')\n"):format(sub))
-    return 2
+    return args.dispatch('moonstack policy', HELP, { check = check }, argv)
   end,
 }

@@ -92,19 +92,6 @@ return {
   name = 'quote',
   summary = 'DCAP quotes: show the fields of a TDX/SGX quote',
   run = function(argv)
-    local sub = argv[1]
-    if sub == '-h' or sub == '--help' then
-      io.stdout:write(HELP)
-      return 0
-    end
-    if sub == nil then
-      io.stderr:write(HELP)
-      return 2
-    end
-    if sub == 'show' then
-      return show({ select(2, unpack(argv)) })
-    end
-    io.stderr:write(("moonstack quote: unknown command '%s' (see 'moonstack quote --help')\n"):format(sub))
-    return 2
+    return args.dispatch('moonstack quote', HELP, { show = show }, argv)
   end,
 }

@@ -162,4 +162,25 @@ function M.parse_command(prog, spec, argv)
   return opts
 end
 
+--- Dispatch a command group (`moonstack quote show ...`): `subcommands` maps a name to a
+--- function(argv) -> exit code. With no name, print `help` to stderr and return 2; with -h or
+--- --help print it to stdout and return 0; an unknown name is an error naming it (exit 2).
+function M.dispatch(prog, help, subcommands, argv)
+  local sub = argv[1]
+  if sub == '-h' or sub == '--help' then
+    io.stdout:write(help)
+    return 0
+  end
+  if sub == nil then
+    io.stderr:write(help)
+    return 2
+  end
+  local fn = subcommands[sub]
+  if not fn then
+    io.stderr:write(("%s: unknown command '%s' (see '%s --help')\n"):format(prog, sub, prog))
+    return 2
+  end
+  return fn({ select(2, unpack(argv)) })
+end
+
 return M
