@@ -7,6 +7,8 @@
 #ifndef MOONSTACK_TDX_TEST_UTIL_H
 #define MOONSTACK_TDX_TEST_UTIL_H
 
+#include "test_vectors.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,44 +20,6 @@
 #include <lualib.h>
 
 #include <lua-cjson.h>
-
-/* The vectors directory; fails the test (not skips) when it cannot be found. */
-static inline const char *vectors_dir(void)
-{
-	static char dir[4096];
-	struct stat st;
-	const char *env = getenv("MOONSTACK_VECTORS");
-
-	if (env && *env)
-		snprintf(dir, sizeof(dir), "%s", env);
-	else if (getenv("MOONSTACK_SRC"))
-		snprintf(dir, sizeof(dir), "%s/../shared/vectors", getenv("MOONSTACK_SRC"));
-	else
-		fail_msg("test vectors not found: set MOONSTACK_VECTORS (or MOONSTACK_SRC)");
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		fail_msg("test vectors not found at %s: set MOONSTACK_VECTORS", dir);
-	return dir;
-}
-
-/* Read vectors/<rel> whole; *len gets its size. Fails the test if unreadable. */
-static inline uint8_t *read_vector(const char *rel, size_t *len)
-{
-	char path[8192];
-	snprintf(path, sizeof(path), "%s/%s", vectors_dir(), rel);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		fail_msg("cannot open %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	uint8_t *buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	buf[n] = 0;
-	*len = (size_t)n;
-	return buf;
-}
 
 static inline int hexval(int c)
 {
