@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "test_vectors.h"
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -215,29 +217,6 @@ static uint8_t *quote_ok(struct sim *s, const char *cvm, const void *rd, size_t 
 	if (rc != 0)
 		fail_msg("sim_quote: %s: %s", sim_errcode(rc), sim_error(s));
 	return q;
-}
-
-static char *read_vector(const char *rel, size_t *len)
-{
-	char path[4096];
-	const char *env = getenv("MOONSTACK_VECTORS"), *src = getenv("MOONSTACK_SRC");
-	if (env && *env)
-		snprintf(path, sizeof(path), "%s/%s", env, rel);
-	else
-		snprintf(path, sizeof(path), "%s/../shared/vectors/%s", src && *src ? src : ".",
-			 rel);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		fail_msg("test vector %s not found (set MOONSTACK_VECTORS or MOONSTACK_SRC)", path);
-	fseek(f, 0, SEEK_END);
-	long size = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)size + 1);
-	assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-	fclose(f);
-	buf[size] = '\0';
-	*len = (size_t)size;
-	return buf;
 }
 
 /* ---- state directory ---- */
