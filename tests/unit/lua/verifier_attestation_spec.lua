@@ -1,0 +1,167 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The verifier's building blocks: moonstack.verifier.json (canonical form = Atlas's compose
+-- hash, arrays vs objects, duplicate keys, raw member text), moonstack.verifier.attestation
+-- (VersionedAttestation V0 against the simulator fixture and the dstack-verifier fixture) and
+-- moonstack.verifier.events (binding, replay, AppInfo against the values in vectors/README.md).
+local json = require('moonstack.verifier.json')
+local attestation = require('moonstack.verifier.attestation')
+local events = require('moonstack.verifier.events')
+local quote = require('moonstack.tdx.quote')
+local codec = require('moonstack.tdx.codec')
+local crypto = require('moonstack.crypto')
+local cjson = require('cjson')
+local fixtures = require('fixtures')
+
+describe('verifier json', function()
+  it('reproduces the Atlas compose hashes from the stored canonical files', function()
+    for file, hash in pairs({
+      ['derived/atlas-default-app-compose.json'] = 'a372f45a6f60cacfdf6be794a0729e3fb79c43b190db2e38b91544d149d9f6b5',
+      ['derived/atlas-vllm-app-compose.json'] = '11899cdb6d8e0022298eb89acc347faafb8720488428c965542ff13b47949fa4',
+    }) do
+      local text = fixtures.read_vector(file)
+      local canon = assert(json.canonical(text))
+      assert.is_true(canon == text)
+      assert.equals(hash, codec.hex(crypto.sha256(canon)))
+      -- pretty-printed input, with the last key moved first, gives the same canonical text
+      local last = text:match(',("[%w_]+":[^,]+)}$')
+      local pretty = '{ ' .. last .. ' ,\n' .. text:sub(2, -#last - 3):gsub(',"([%w_]+)":', ',\n  "%1" : ') .. '\n}'
+      assert.is_true(pretty ~= text)
+      assert.equals(hash, codec.hex(crypto.sha256(assert(json.canonical(pretty)))))
+    end
+  end)
+
+  it('keeps arrays apart from objects, and serde_json escaping', function()
+    assert.equals('{"a":[],"b":{},"c":[{}]}', json.canonical('{"c":[{}],"b":{},"a":[]}'))
+    assert.equals('"a/b\\u0001\\n\\"é😀"', json.canonical('"a\\/b\\u0001\\n\\"\\u00e9\\ud83d\\ude00"'))
+    assert.equals('[1,1.0,-250.0,0.5,1e300]', json.canonical('[1, 1.0, -0.25e3, 0.5, 1e300]'))
+    assert.equals('[]', json.encode(json.array()))
+    assert.equals('{}', json.encode({}))
+    assert.equals('{"a":null}', json.encode({ a = json.null }))
+  end)
+
+  it('rejects malformed JSON with the offset', function()
+    for text, pattern in pairs({
+      ['{"a":1,"a":2}'] = 'duplicate key "a" at offset 7',
+      ['[1,]'] = 'unexpected character',
+      ['01'] = 'trailing characters at offset 1',
+      ['"\\ud800"'] = 'unpaired surrogate',
+      ['"a\nb"'] = 'control character in a string',
+      ['{"a" 1}'] = "expected ':'",
+      [''] = 'unexpected end of input',
+    }) do
+      local v, err, code = json.decode(text)
+      assert.is_nil(v)
+      assert.equals('EPARSE', code)
+      assert.matches(pattern, err, 1, true)
+    end
+  end)
+
+  it('gives the raw text of top-level members', function()
+    local v, raw = json.decode_with_raw('{"tcbInfo" : {"b":1,  "a":[2]} ,"signature":"ab"}')
+    assert.equals(1, v.tcbInfo.b)
+    assert.equals('{"b":1,  "a":[2]}', raw.tcbInfo)
+    assert.equals('"ab"', raw.signature)
+  end)
+
+  it('raises on values JSON cannot hold', function()
+    assert.has_error(function() json.encode({ f = print }) end)
+    assert.has_error(function() json.encode({ [true] = 1 }) end)
+    assert.has_error(function() json.encode(0 / 0) end)
+  end)
+end)
+
+describe('verifier attestation (VersionedAttestation V0)', function()
+  local decoded = cjson.decode(fixtures.read_vector('derived/simulator-attestation.decoded.json'))
+
+  it('decodes the simulator fixture as the independent decoder did', function()
+    local att = assert(attestation.decode(fixtures.read_vector('dstack/simulator/attestation.bin')))
+    assert.equals(0, att.version)
+    assert.equals('tdx', att.platform)
+    assert.equals(fixtures.read_vector('derived/simulator-quote.bin'), att.quote)
+    assert.equals(#decoded.event_log, #att.event_log)
+    for i, e in ipairs(decoded.event_log) do
+      assert.equals(e.imr, att.event_log[i].imr)
+      assert.equals(e.event_type, att.event_log[i].event_type)
+      assert.equals(e.digest, codec.hex(att.event_log[i].digest))
+      assert.equals(e.event, att.event_log[i].event)
+      assert.equals(e.event_payload, codec.hex(att.event_log[i].event_payload))
+    end
+    assert.equals(#decoded.runtime_events, #att.runtime_events)
+    assert.equals(decoded.report_data, codec.hex(att.report_data))
+    assert.equals(decoded.config, att.config)
+  end)
+
+  it('derives the AppInfo of vectors/README.md §2 from it', function()
+    local att = assert(attestation.decode(fixtures.read_vector('dstack/simulator/attestation.bin')))
+    local report = assert(quote.describe(assert(quote.parse(att.quote))))
+    local evs = assert(attestation.events(att))
+    local checked = events.check(evs, report)
+    assert.is_true(checked.ok)
+    local info = assert(events.app_info(evs, report, checked, { vm_config = att.config }))
+    assert.equals('5bb4ff9a3837357f19dc176407a5709c62eb6c56', info.app_id)
+    assert.equals('1691ed1b47506cad7d08834668691d88246f5b1f', info.instance_id)
+    assert.equals('c143116fef3940e7f776bfc0919c256232ae5338a6e948c96b711e0b2383483a', info.compose_hash)
+    assert.equals('e61be43dd1cc6a6f5edefd7c51b608983780839b0000ce60dd99737dcffe09b9', info.os_image_hash)
+    assert.equals('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', info.device_id)
+    assert.equals('51ea38f8eee6dc72dbae9b74531ae6d6204295d265dabb4e6c34621a2a1a1197', info.mr_system)
+    assert.equals('85334a62c97d0f8bf82d0245d31b539d17a2d7c258e2a13efc928aaea0e107cb', info.mr_aggregated)
+    assert.equals('kms', info.key_provider.name)
+    assert.equals('[]', json.encode(info.init_script_hashes))
+    -- device_id from a PPID
+    info = events.app_info(evs, report, checked, { ppid = '\1\2' })
+    assert.equals(codec.hex(crypto.sha256('\1\2')), info.device_id)
+    -- no AppInfo from a log that failed its checks
+    local _, err, code = events.app_info(evs, report, { ok = false })
+    assert.equals('EEVENTLOG', code)
+    assert.matches('did not pass', err)
+  end)
+
+  it('decodes the dstack-verifier fixture: a certificate-style log that replays RTMR3 only', function()
+    local body = cjson.decode(fixtures.read_vector('dstack/verifier/tdx-lite-attestation.json'))
+    local att = assert(attestation.decode(assert(codec.unhex(body.attestation))))
+    assert.equals(5006, #att.quote)
+    assert.equals(12, #att.event_log) -- 3 ACPI events + 9 runtime events
+    local report = assert(quote.describe(assert(quote.parse(att.quote))))
+    local evs = assert(attestation.events(att))
+    assert.is_true(events.check(evs, report, { 3 }).ok)
+    local full = events.check(evs, report)
+    assert.is_false(full.ok)
+    assert.equals('event_log.rtmr0', full.problems[1].field)
+    local info = events.app_info(evs, report, events.check(evs, report, { 3 }), { vm_config = att.config })
+    assert.equals('e6f5cfec20c02e7b97baa213d0f718020b55e040172d90ccbcb946d56c8b09db', info.os_image_hash)
+    assert.equals('86b0e55f2fa8e4fb69d890f14f54d5612707646e2573d54e0d2ddaaade77caa9', info.compose_hash)
+  end)
+
+  it('rejects truncated, trailing, V1 and unknown inputs', function()
+    local bin = fixtures.read_vector('dstack/simulator/attestation.bin')
+    local cases = {
+      { bin:sub(1, 100), 'truncated: quote needs 5010 bytes' },
+      { bin .. '\0', '1 trailing bytes at offset 9504' },
+      { '\x81\xa7version\x01', 'V1 %(MessagePack%) attestations are not supported' },
+      { '\x05', 'unknown attestation version byte 0x05' },
+      { '\0\3', 'platform sev%-snp is not supported' },
+      { '', 'empty attestation' },
+    }
+    for _, c in ipairs(cases) do
+      local v, err, code = attestation.decode(c[1])
+      assert.is_nil(v)
+      assert.equals('EATTESTATION', code)
+      assert.matches(c[2], err)
+    end
+  end)
+
+  it('adds the runtime events when the log carries none', function()
+    local att = assert(attestation.decode(fixtures.read_vector('dstack/simulator/attestation.bin')))
+    local boot = {}
+    for _, e in ipairs(att.event_log) do
+      if e.imr ~= 3 then
+        boot[#boot + 1] = e
+      end
+    end
+    att.event_log = boot
+    local evs = assert(attestation.events(att))
+    assert.equals(33, #evs)
+    local report = assert(quote.describe(assert(quote.parse(att.quote))))
+    assert.is_true(events.check(evs, report).ok)
+  end)
+end)
