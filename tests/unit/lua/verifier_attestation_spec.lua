@@ -15,8 +15,10 @@ local fixtures = require('fixtures')
 describe('verifier json', function()
   it('reproduces the Atlas compose hashes from the stored canonical files', function()
     for file, hash in pairs({
-      ['derived/atlas-default-app-compose.json'] = 'a372f45a6f60cacfdf6be794a0729e3fb79c43b190db2e38b91544d149d9f6b5',
-      ['derived/atlas-vllm-app-compose.json'] = '11899cdb6d8e0022298eb89acc347faafb8720488428c965542ff13b47949fa4',
+      ['derived/atlas-default-app-compose.json'] =
+        'a372f45a6f60cacfdf6be794a0729e3fb79c43b190db2e38b91544d149d9f6b5',
+      ['derived/atlas-vllm-app-compose.json'] =
+        '11899cdb6d8e0022298eb89acc347faafb8720488428c965542ff13b47949fa4',
     }) do
       local text = fixtures.read_vector(file)
       local canon = assert(json.canonical(text))
@@ -24,7 +26,8 @@ describe('verifier json', function()
       assert.equals(hash, codec.hex(crypto.sha256(canon)))
       -- pretty-printed input, with the last key moved first, gives the same canonical text
       local last = text:match(',("[%w_]+":[^,]+)}$')
-      local pretty = '{ ' .. last .. ' ,\n' .. text:sub(2, -#last - 3):gsub(',"([%w_]+)":', ',\n  "%1" : ') .. '\n}'
+      local body = text:sub(2, -#last - 3):gsub(',"([%w_]+)":', ',\n  "%1" : ')
+      local pretty = '{ ' .. last .. ' ,\n' .. body .. '\n}'
       assert.is_true(pretty ~= text)
       assert.equals(hash, codec.hex(crypto.sha256(assert(json.canonical(pretty)))))
     end

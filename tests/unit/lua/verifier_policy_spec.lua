@@ -123,7 +123,8 @@ describe('verifier policy: validation', function()
   end)
 
   it('rejects unknown fields, naming them', function()
-    invalid(platform_only({ allowed_tcb_statuses = { 'UpToDate' } }), 'policy%.allowed_tcb_statuses: unknown key')
+    invalid(platform_only({ allowed_tcb_statuses = { 'UpToDate' } }),
+      'policy%.allowed_tcb_statuses: unknown key')
     invalid(platform_only({ report_data = { exact = '00', extra = 1 } }),
       'report_data.*extra: unknown key')
   end)
@@ -201,7 +202,8 @@ describe('verifier policy: validation', function()
     invalid(platform_only({ report_data = string.rep('00', 65) }), 'report_data: expected hex')
     invalid(platform_only({ report_data = { prefix = '00', exact = '00' } }), 'exactly one of')
     invalid(platform_only({ report_data = { tag = 'app-data' } }), 'tag needs content')
-    invalid(platform_only({ report_data = { prefix = '00', content = '00' } }), 'content and hash go with tag')
+    invalid(platform_only({ report_data = { prefix = '00', content = '00' } }),
+      'content and hash go with tag')
     invalid(platform_only({ report_data = { tag = 'x', content = '00', hash = 'md5' } }), 'hash')
   end)
 
@@ -230,7 +232,8 @@ describe('verifier policy: evaluation', function()
   it('allowed_tcb_status: other statuses are violations naming the status', function()
     local res = eval(platform_only(), with(SIM, { status = 'SWHardeningNeeded' }))
     assert.same({ 'allowed_tcb_status' }, fields(res))
-    assert.matches('TCB status SWHardeningNeeded is not allowed %(allowed: UpToDate%)', res.violations[1].reason)
+    assert.matches('TCB status SWHardeningNeeded is not allowed %(allowed: UpToDate%)',
+      res.violations[1].reason)
     assert.is_true(eval(platform_only({ allowed_tcb_status = { 'UpToDate', 'SWHardeningNeeded' } }),
       with(SIM, { status = 'SWHardeningNeeded' })).ok)
   end)
@@ -280,7 +283,8 @@ describe('verifier policy: evaluation', function()
   end)
 
   it('app_compose: a hash, the exact JSON text, or a JSON value in canonical form', function()
-    assert.is_true(eval(full_policy({ app_compose = COMPOSE_HASH:upper() }), SIM, { event_log = SIM_EVENTS }).ok)
+    assert.is_true(eval(full_policy({ app_compose = COMPOSE_HASH:upper() }), SIM,
+      { event_log = SIM_EVENTS }).ok)
     local res = eval(full_policy({ app_compose = '{"name":"x"}' }), SIM, { event_log = SIM_EVENTS })
     assert.same({ 'app_compose', 'app_compose' }, fields(res)) -- the event and mr_config_id
     assert.matches('expected ' .. hex(crypto.sha256('{"name":"x"}')), res.violations[1].reason)
@@ -337,7 +341,8 @@ describe('verifier policy: evaluation', function()
     assert.is_true(eval(platform_only({ report_data = { prefix = '0000' } }), SIM).ok)
     local sgx = report_of(fixtures.read_vector('dcap-qvl/sgx_quote'), { tee_type = 'SGX' })
     assert.is_true(eval(platform_only({ report_data = hex('Hello, world!') }), sgx).ok)
-    assert.same({ 'report_data' }, fields(eval(platform_only({ report_data = { prefix = hex('Hello!') } }), sgx)))
+    assert.same({ 'report_data' },
+      fields(eval(platform_only({ report_data = { prefix = hex('Hello!') } }), sgx)))
     local content = hex('my public key')
     local bound = hex(crypto.sha512('app-data:my public key'))
     local r = with(SIM, { report_data = bound })
@@ -369,7 +374,8 @@ describe('verifier policy: evaluation', function()
       { event_log = SIM_EVENTS }).ok)
     assert.same({ 'key_provider.name' }, fields(eval(full_policy({ key_provider = { name = 'local-sgx' } }),
       SIM, { event_log = SIM_EVENTS })))
-    assert.same({ 'key_provider.id' }, fields(eval(full_policy({ key_provider = { name = 'kms', id = '00' } }),
+    assert.same({ 'key_provider.id' }, fields(eval(full_policy({ key_provider = { name = 'kms',
+      id = '00' } }),
       SIM, { event_log = SIM_EVENTS })))
   end)
 end)
@@ -415,13 +421,16 @@ describe('verifier policy: the event log binding', function()
     local evs = {}
     for _, name in ipairs({ 'system-preparing', 'app-id', 'compose-hash', 'instance-id', 'boot-mr-done',
       'os-image-hash', 'key-provider', 'system-ready' }) do
-      local payload = ({ ['compose-hash'] = codec.unhex(COMPOSE_HASH), ['os-image-hash'] = codec.unhex(OS_IMAGE_HASH),
+      local payload = ({ ['compose-hash'] = codec.unhex(COMPOSE_HASH),
+        ['os-image-hash'] = codec.unhex(OS_IMAGE_HASH),
         ['key-provider'] = '{"name":"kms","id":"00"}' })[name] or ''
       evs[#evs + 1] = assert(eventlog.runtime_event(name, payload, 2))
     end
-    local r = with(SIM, { rtmr0 = string.rep('00', 48), rtmr1 = string.rep('00', 48), rtmr2 = string.rep('00', 48),
-      rtmr3 = eventlog.replay(evs)[4], mr_config_id = string.rep('00', 48) })
-    local p = full_policy({ expected_bootchain = { mrtd = r.mrtd, rtmr0 = r.rtmr0, rtmr1 = r.rtmr1, rtmr2 = r.rtmr2 } })
+    local zero = string.rep('00', 48)
+    local r = with(SIM, { rtmr0 = zero, rtmr1 = zero, rtmr2 = zero, rtmr3 = eventlog.replay(evs)[4],
+      mr_config_id = zero })
+    local p = full_policy({ expected_bootchain = { mrtd = r.mrtd, rtmr0 = zero, rtmr1 = zero,
+      rtmr2 = zero } })
     assert.is_true(eval(p, r, { event_log = evs }).ok)
     -- a V1 digest on a V2 event
     local bad = copy(evs)
