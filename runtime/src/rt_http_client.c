@@ -3,6 +3,10 @@
  * The asynchronous HTTP(S) client: request(opts, callback) over TCP or a unix socket, with a
  * custom CA, a client certificate, a peer-verification hook and a deadline. The callback gets
  * (nil, response) or (err_message, nil, code) exactly once.
+ *
+ * Response headers: every header lws knows by token, plus the custom (non-token) headers named in
+ * opts.want_headers (lws cannot list custom headers, only look them up by name; Intel PCS sends
+ * its certificate chains in such headers, e.g. SGX-PCK-CRL-Issuer-Chain). Names are lowercased.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -26,6 +30,7 @@ struct rt_http_req {
 	int port;
 	bool use_tls;
 	struct rt_buf headers;
+	struct rt_buf want_headers; /**< "name:\0" lowercased custom response headers to copy */
 	char *body;
 	size_t body_len;
 	bool body_sent;
@@ -47,6 +52,7 @@ static void req_unref(struct rt_http_req *r)
 	free(r->path);
 	free(r->host);
 	rt_buf_free(&r->headers);
+	rt_buf_free(&r->want_headers);
 	free(r->body);
 	rt_buf_free(&r->resp);
 	rt_tls_opts_free(NULL, &r->tls);
@@ -126,6 +132,55 @@ static void timeout_cb(uv_timer_t *t)
 	finish(r, "ETIMEDOUT", msg);
 }
 
+/* Add the wanted custom headers that the response carries to the table on top of the stack. */
+static void copy_custom_headers(struct rt_http_req *r, struct lws *wsi, lua_State *L)
+{
+	for (size_t off = 0; off < r->want_headers.len;) {
+		const char *key = r->want_headers.data + off; // "name:"
+		size_t klen = strlen(key);
+		off += klen + 1;
+		int n = lws_hdr_custom_length(wsi, key, (int)klen);
+		if (n < 0)
+			continue;
+		char *v = malloc((size_t)n + 1);
+		if (!v)
+			continue;
+		int got = lws_hdr_custom_copy(wsi, v, n + 1, key, (int)klen);
+		if (got >= 0) {
+			lua_pushlstring(L, key, klen - 1); // without the ':'
+			lua_pushlstring(L, v, (size_t)got);
+			lua_rawset(L, -3);
+		}
+		free(v);
+	}
+}
+
+/* opts.want_headers: an array of header names, stored lowercased with a trailing ':'. */
+static void parse_want_headers(lua_State *L, int idx, struct rt_buf *out)
+{
+	if (lua_isnoneornil(L, idx))
+		return;
+	luaL_checktype(L, idx, LUA_TTABLE);
+	for (int i = 1;; i++) {
+		lua_rawgeti(L, idx, i);
+		if (lua_isnil(L, -1)) {
+			lua_pop(L, 1);
+			break;
+		}
+		size_t len = 0;
+		const char *name = lua_tolstring(L, -1, &len);
+		if (lua_type(L, -1) != LUA_TSTRING || len == 0 || len > 100 ||
+		    strpbrk(name, " :\t\r\n"))
+			luaL_error(L, "http.request: want_headers[%d] must be a header name", i);
+		for (size_t k = 0; k < len; k++) {
+			char c = (char)tolower((unsigned char)name[k]);
+			rt_buf_add(out, &c, 1);
+		}
+		rt_buf_add(out, ":", 2); // ':' and the terminating NUL
+		lua_pop(L, 1);
+	}
+}
+
 static void snapshot_headers(struct rt_http_req *r, struct lws *wsi)
 {
 	lua_State *L = rt_http_ctx_state(r->ctx);
@@ -151,6 +206,7 @@ static void snapshot_headers(struct rt_http_req *r, struct lws *wsi)
 		}
 		free(v);
 	}
+	copy_custom_headers(r, wsi, L);
 	r->resp_headers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -347,6 +403,9 @@ int rt_http_client_request(lua_State *L)
 	lua_pop(L, 1);
 	lua_getfield(L, 1, "headers");
 	rt_http_headers_parse(L, lua_gettop(L), &r->headers);
+	lua_pop(L, 1);
+	lua_getfield(L, 1, "want_headers");
+	parse_want_headers(L, lua_gettop(L), &r->want_headers);
 	lua_pop(L, 1);
 	lua_getfield(L, 1, "tls");
 	r->use_tls = lua_istable(L, -1) || lua_toboolean(L, -1);

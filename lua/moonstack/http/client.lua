@@ -17,6 +17,7 @@ local function native_opts(opts)
     headers = {},
     timeout_ms = opts.timeout_ms or DEFAULT_TIMEOUT_MS,
     max_response = opts.max_response,
+    want_headers = opts.want_headers,
     body = opts.body,
   }
   for k, v in pairs(opts.headers or {}) do
@@ -52,7 +53,8 @@ end
 --- Start a request; `cb(err, response, code)` is called once. Returns the request handle
 --- (with :cancel()), or nil, message, code for bad options.
 ---   opts: url | unix + path, method, headers, body | json, query, timeout_ms,
----         tls = { ca, cert, key, insecure, skip_hostname, verify }, host (Host header)
+---         tls = { ca, cert, key, insecure, skip_hostname, verify }, host (Host header),
+---         want_headers = { names of custom response headers to return (lws knows no list) }
 function M.request_cb(opts, cb)
   local n, err = native_opts(opts)
   if not n then

@@ -9,6 +9,7 @@ local codec = require('moonstack.tdx.codec')
 local eventlog = require('moonstack.tdx.eventlog')
 local events_mod = require('moonstack.verifier.events')
 local json = require('moonstack.verifier.json')
+local vtime = require('moonstack.verifier.time')
 
 local hex = codec.hex
 
@@ -21,47 +22,6 @@ local function contains(list, value)
     end
   end
   return false
-end
-
--- Days since 1970-01-01 of a civil date (proleptic Gregorian; H. Hinnant's algorithm).
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = math.floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
-
---- Unix seconds of an RFC 3339 / ISO 8601 UTC time ('2024-03-13T00:00:00Z', fraction and
---- numeric offsets allowed), or of a number (returned as is); nil if unparsable.
-local function unix_time(v)
-  if type(v) == 'number' then
-    return v
-  end
-  if type(v) ~= 'string' then
-    return nil
-  end
-  local y, mo, d, h, mi, s, rest = v:match('^(%d%d%d%d)-(%d%d)-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(.*)$')
-  if not y then
-    return nil
-  end
-  rest = rest:gsub('^%.%d+', '')
-  local offset = 0
-  if rest ~= 'Z' and rest ~= 'z' then
-    local sign, oh, om = rest:match('^([-+])(%d%d):?(%d%d)$')
-    if not sign then
-      return nil
-    end
-    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == '+' and 1 or -1)
-  end
-  return days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + tonumber(h) * 3600
-    + tonumber(mi) * 60 + tonumber(s) - offset
-end
-
-local function iso(t)
-  return os.date('!%Y-%m-%dT%H:%M:%SZ', t)
 end
 
 -- The event list from opts.event_log: TdxEvent tables (binary fields, as moonstack.tdx.eventlog
@@ -160,13 +120,14 @@ return function(p, c, report, opts)
     violate('allowed_tcb_status', ('TCB status %s is not allowed (allowed: %s)'):format(
       tostring(status), table.concat(p.allowed_tcb_status, ', ')))
   elseif OUT_OF_DATE[status] and p.grace_period then
-    local date = unix_time(report.tcb_date)
+    local date = vtime.parse(report.tcb_date)
     if not date then
       violate('grace_period', 'the verification report carries no TCB date (tcb_date), so the '
         .. 'grace period cannot be applied')
     elseif date + p.grace_period < now then
       violate('grace_period', ('TCB level dated %s + grace period %d s ended %s, before the '
-        .. 'verification time %s'):format(iso(date), p.grace_period, iso(date + p.grace_period), iso(now)))
+        .. 'verification time %s'):format(vtime.iso(date), p.grace_period,
+        vtime.iso(date + p.grace_period), vtime.iso(now)))
     end
   end
   local attrs = codec.unhex(report.td_attributes or '')
