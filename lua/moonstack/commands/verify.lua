@@ -1,0 +1,205 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- `moonstack verify --quote FILE ...`: DCAP-verify a TDX/SGX quote against collateral (a file
+-- or a PCCS), then check a policy and an event log (moonstack.verifier). Exit 0 verified and
+-- policy ok, 1 verified but policy violated, 2 not verified (signature, chain, CRL, expired
+-- collateral, TCB, malformed input, a simulated quote the policy does not allow) or a usage
+-- error.
+local args = require('moonstack.core.args')
+local eventlog = require('moonstack.tdx.eventlog')
+local json = require('moonstack.verifier.json')
+local policy_mod = require('moonstack.verifier.policy')
+local quote = require('moonstack.tdx.quote')
+local runtime = require('moonstack.native.runtime')
+local task = require('moonstack.core.task')
+local verifier = require('moonstack.verifier')
+
+local PROG = 'moonstack verify'
+
+local spec = {
+  usage = 'moonstack verify --quote FILE [--collateral FILE | --pccs URL] [--root-ca FILE] '
+    .. '[--event-log FILE] [--policy FILE] [--at UNIX_SECONDS] [--json]',
+  summary = 'verify a TDX/SGX quote (DCAP), its event log and a policy',
+  description = table.concat({
+    'The quote file holds binary or hex text (0x optional, whitespace allowed). Collateral',
+    'comes from --collateral (the QuoteCollateralV3 JSON of dcap-qvl), or is fetched from',
+    "--pccs (or the policy's pccs_url) with an optional on-disk cache (--cache-dir, or the",
+    "default cache when the policy sets cache_collateral). The policy (JSON as Atlas writes it,",
+    'or a Lua file) defaults to platform checks only: TCB status UpToDate.',
+    '',
+    'Simulated quotes: only the Intel SGX Root CA is trusted unless --root-ca names the',
+    'simulator root; a quote chaining to it is accepted only if the policy also sets',
+    'allow_simulator = true (otherwise: not verified, exit 2).',
+    '',
+    'Exit status: 0 verified and policy ok; 1 verified but the policy is violated; 2 not',
+    'verified (with the reason), or a usage error.',
+  }, '\n'),
+  options = {
+    { '--quote', arg = 'FILE', help = 'the quote (binary or hex text; "-" for standard input)',
+      required = true },
+    { '--collateral', arg = 'FILE', help = 'collateral JSON (QuoteCollateralV3)' },
+    { '--pccs', arg = 'URL', help = 'PCCS / Intel PCS v4 base URL to fetch collateral from' },
+    { '--cache-dir', arg = 'DIR', help = 'cache fetched collateral in DIR (0600 files)' },
+    { '--root-ca', arg = 'FILE', help = 'trust this simulator root CA (PEM or DER)' },
+    { '--event-log', arg = 'FILE', help = 'TdxEvent JSON (array, or an object with event_log), '
+      .. 'or a CCEL binary' },
+    { '--vm-config', arg = 'FILE', help = 'vm_config JSON, for app_info.os_image_hash' },
+    { '--policy', arg = 'FILE', help = 'policy file (JSON or Lua)' },
+    { '--at', arg = 'UNIX_SECONDS', help = 'verification time (default: now)' },
+    { '--json', help = 'print the result as one JSON object' },
+  },
+}
+
+local function read(path)
+  local f, err = io.open(path, 'rb')
+  if not f then
+    return nil, tostring(err)
+  end
+  local data = f:read('*a')
+  f:close()
+  return data
+end
+
+-- The event log of a file: TdxEvent JSON, or a CCEL (binary TCG log).
+local function read_event_log(path)
+  local data, err = read(path)
+  if not data then
+    return nil, 'EIO: ' .. err, 'EIO'
+  end
+  if data:match('^%s*[%[{]') then
+    return eventlog.from_json(data)
+  end
+  return eventlog.from_ccel(data)
+end
+
+local function default_cache_dir()
+  local base = os.getenv('XDG_CACHE_HOME')
+  if not base or base == '' then
+    base = (os.getenv('HOME') or '/tmp') .. '/.cache'
+  end
+  return base .. '/moonstack/collateral'
+end
+
+local function print_text(out, s)
+  local function w(k, v)
+    if v ~= nil and v ~= json.null then
+      out:write(('%-16s %s\n'):format(k, tostring(v)))
+    end
+  end
+  w('verified', s.verified and 'yes' or 'no')
+  for _, k in ipairs({ 'status', 'tee_type', 'quote_version', 'simulated', 'fmspc', 'tcb_date',
+    'mrtd', 'rtmr0', 'rtmr1', 'rtmr2', 'rtmr3', 'mr_enclave', 'mr_signer', 'report_data' }) do
+    w(k, s[k])
+  end
+  w('advisory_ids', #s.advisory_ids > 0 and table.concat(s.advisory_ids, ', ') or '(none)')
+  if s.event_log.given then
+    w('event_log', s.event_log.verified and 'verified' or 'rejected')
+  end
+  if s.app_info then
+    for _, k in ipairs({ 'app_id', 'compose_hash', 'instance_id', 'os_image_hash' }) do
+      w('app.' .. k, s.app_info[k])
+    end
+  end
+  if s.verified then
+    w('policy', s.policy.ok and 'ok' or 'violated')
+  end
+  for _, v in ipairs(s.policy.violations) do
+    out:write(('  - %s: %s\n'):format(v.field, v.reason))
+  end
+end
+
+local function run(argv)
+  local opts, code = args.parse_command(PROG, spec, argv)
+  if not opts then
+    return code
+  end
+  local function usage(msg)
+    io.stderr:write(PROG, ': ', msg, '\n')
+    return 2
+  end
+  if opts.collateral and opts.pccs then
+    return usage('give --collateral or --pccs, not both')
+  end
+  local at
+  if opts.at then
+    at = tonumber(opts.at)
+    if not at or at < 0 or at ~= math.floor(at) or not opts.at:match('^%d+$') then
+      return usage(("--at must be unix seconds, got '%s'"):format(opts.at))
+    end
+  end
+  local policy, err
+  if opts.policy then
+    policy, err = policy_mod.load(opts.policy)
+    if not policy then
+      return usage(err)
+    end
+  end
+  local qbytes, qerr
+  if opts.quote == '-' then
+    qbytes, qerr = quote.decode_input(io.stdin:read('*a') or '')
+  else
+    qbytes, qerr = quote.read_file(opts.quote)
+  end
+  local vopts = { policy = policy, pccs = opts.pccs, cache_dir = opts.cache_dir }
+  if opts.collateral then
+    vopts.collateral, err = read(opts.collateral)
+    if not vopts.collateral then
+      return usage('--collateral: ' .. err)
+    end
+  end
+  if not vopts.cache_dir and policy and policy.cache_collateral then
+    vopts.cache_dir = default_cache_dir()
+  end
+  if opts.root_ca then
+    vopts.root_ca, err = read(opts.root_ca)
+    if not vopts.root_ca then
+      return usage('--root-ca: ' .. err)
+    end
+  end
+  local events, vm_config
+  if opts.event_log then
+    events, err = read_event_log(opts.event_log)
+    if not events then
+      return usage(('--event-log %s: %s'):format(opts.event_log, err))
+    end
+  end
+  if opts.vm_config then
+    vm_config, err = read(opts.vm_config)
+    if not vm_config then
+      return usage('--vm-config: ' .. err)
+    end
+  end
+  local v, verr = verifier.new(vopts)
+  if not v then
+    return usage(verr)
+  end
+
+  local function finish(result)
+    local s = verifier.summary(result)
+    if opts.json then
+      io.stdout:write(json.encode(s), '\n')
+    else
+      print_text(io.stdout, s)
+    end
+    if result.error then
+      io.stderr:write(('%s: %s: not verified: %s\n'):format(PROG, opts.quote, result.error))
+    end
+    return result.exit_code
+  end
+
+  if not qbytes then
+    return finish({ verified = false, exit_code = 2, error = qerr, code = 'EQUOTE',
+      policy = { ok = false, violations = json.array() }, event_log = { given = false } })
+  end
+  task.spawn_named('verify', function()
+    local ok, res = pcall(v.verify, v, qbytes, { now = at, event_log = events, vm_config = vm_config })
+    if not ok then
+      io.stderr:write(PROG, ': internal error: ', tostring(res), '\n')
+      runtime.set_exit_code(2)
+      return
+    end
+    runtime.set_exit_code(finish(res))
+  end)
+  return nil
+end
+
+return { name = 'verify', summary = spec.summary, run = run }
