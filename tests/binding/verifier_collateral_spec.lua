@@ -20,10 +20,6 @@ local function run(fn, timeout_ms)
   return r[1], r[2], r[3]
 end
 
-local function url_encode(s)
-  return (s:gsub('[^%w%-%._~]', function(c) return ('%%%02X'):format(c:byte()) end))
-end
-
 -- dcap-qvl's upstream rule: the verification time for a sample is min(nextUpdate) - 1 s.
 local SAMPLES = {
   { quote = 'dcap-qvl/tdx_quote', collateral = 'dcap-qvl/tdx_quote_collateral.json',
@@ -34,56 +30,7 @@ local SAMPLES = {
     tee = 'tdx', fmspc = '90C06F000000', ca = 'platform', now = 1774003274 },
 }
 
--- A PCCS-like service for one collateral set: counts requests per path.
-local function pcs_server(coll, opts)
-  opts = opts or {}
-  local srv = server.new({ name = 'pcs', listen = { host = '127.0.0.1', port = 0 } })
-  srv.hits = {}
-  local function count(req)
-    srv.hits[req.path] = (srv.hits[req.path] or 0) + 1
-    srv.last_args = req.args
-  end
-  srv:get('/sgx/certification/v4/pckcrl', function(req, res)
-    count(req)
-    if req.args.ca ~= opts.ca or req.args.encoding ~= 'der' then
-      return 404, { error = 'wrong ca or encoding' }
-    end
-    res:send(200, codec.unhex(coll.pck_crl), { ['content-type'] = 'application/pkix-crl',
-      ['SGX-PCK-CRL-Issuer-Chain'] = url_encode(coll.pck_crl_issuer_chain) })
-  end)
-  srv:get('/:tee/certification/v4/tcb', function(req, res)
-    count(req)
-    if req.params.tee ~= opts.tee or req.args.fmspc ~= opts.fmspc then
-      return 404, { error = 'no such FMSPC' }
-    end
-    local name = opts.old_tcb_header and 'SGX-TCB-Info-Issuer-Chain' or 'TCB-Info-Issuer-Chain'
-    res:send(200, '{"tcbInfo":' .. coll.tcb_info .. ',"signature":"' .. coll.tcb_info_signature .. '"}',
-      { ['content-type'] = 'application/json', [name] = url_encode(coll.tcb_info_issuer_chain) })
-  end)
-  srv:get('/:tee/certification/v4/qe/identity', function(req, res)
-    count(req)
-    if req.params.tee ~= opts.tee then
-      return 404, { error = 'wrong TEE' }
-    end
-    res:send(200, '{"enclaveIdentity":' .. coll.qe_identity .. ',"signature":"'
-      .. coll.qe_identity_signature .. '"}', { ['content-type'] = 'application/json',
-      ['SGX-Enclave-Identity-Issuer-Chain'] = url_encode(coll.qe_identity_issuer_chain) })
-  end)
-  srv:get('/sgx/certification/v4/rootcacrl', function(req)
-    count(req)
-    if opts.no_rootcacrl then
-      return 404, { error = 'no' }
-    end
-    return 200, coll.root_ca_crl, { ['content-type'] = 'text/plain' }
-  end)
-  srv:get('/IntelSGXRootCA.der', function(req)
-    count(req)
-    return 200, codec.unhex(coll.root_ca_crl), { ['content-type'] = 'application/pkix-crl' }
-  end)
-  assert(srv:listen())
-  srv.base = ('http://127.0.0.1:%d'):format(srv:port())
-  return srv
-end
+local pcs_server = require('pcs_server')
 
 local function total(srv)
   local n = 0

@@ -133,11 +133,11 @@ local function run(argv)
       return usage(err)
     end
   end
-  local qbytes, qerr
+  local qbytes, qerr, qcode
   if opts.quote == '-' then
-    qbytes, qerr = quote.decode_input(io.stdin:read('*a') or '')
+    qbytes, qerr, qcode = quote.decode_input(io.stdin:read('*a') or '')
   else
-    qbytes, qerr = quote.read_file(opts.quote)
+    qbytes, qerr, qcode = quote.read_file(opts.quote)
   end
   local vopts = { policy = policy, pccs = opts.pccs, cache_dir = opts.cache_dir }
   if opts.collateral then
@@ -187,7 +187,7 @@ local function run(argv)
   end
 
   if not qbytes then
-    return finish({ verified = false, exit_code = 2, error = qerr, code = 'EQUOTE',
+    return finish({ verified = false, exit_code = 2, error = qerr, code = qcode,
       policy = { ok = false, violations = json.array() }, event_log = { given = false } })
   end
   task.spawn_named('verify', function()

@@ -261,8 +261,8 @@ end
 function Service:start()
   local srv = server.new({ name = 'verifier', listen = self.cfg.listen, max_body = self.cfg.max_body,
     headers = { ['x-app-version'] = 'moonstack' } })
-  srv:get('/health', function()
-    return 200, { status = 'ok', service = 'dstack-verifier' }
+  srv:get('/health', function(_, res)
+    return send(res, 200, { status = 'ok', service = 'dstack-verifier' })
   end)
   srv:post('/verify', function(req, res)
     self.requests = self.requests + 1
