@@ -3,9 +3,9 @@
 -- parsed), and fetching from a local PCCS-like server (moonstack.http.server on loopback)
 -- that serves the vectors the way Intel's PCS v4 does: issuer chains URL-encoded in custom
 -- response headers (read through the HTTP client's want_headers), TCB info and QE identity
--- wrapped with their signatures, the root CA CRL as hex. Then the on-disk cache: a hit makes
--- no request, an entry past its nextUpdate is fetched again, files are 0600, a corrupt file
--- is replaced.
+-- wrapped with their signatures, the root CA CRL as hex. Then the caches (memory and disk): a
+-- hit makes no request, an entry past its nextUpdate is fetched again, files are 0600, a
+-- corrupt file is replaced.
 local uv = require('luv')
 local loop = require('loop')
 local server = require('moonstack.http.server')
@@ -194,8 +194,12 @@ describe('verifier collateral: fetching from a PCCS', function()
     assert.equals(384, bit.band(uv.fs_stat(info.path).mode, 511)) -- 0600
     assert.equals(448, bit.band(uv.fs_stat(cache_dir).mode, 511)) -- 0700
     assert.equals(text, fixtures.read(info.path))
-    -- a hit: same text, no request
+    -- a hit: same text, no request; from memory, and from disk for a new source
     local again, info2 = run(function() return src:fetch(q, { now = s.now }) end)
+    assert.equals(text, again)
+    assert.equals('memory', info2.source)
+    local fresh = collateral.pccs(srv.base, { cache_dir = cache_dir })
+    again, info2 = run(function() return fresh:fetch(q, { now = s.now }) end)
     assert.equals(text, again)
     assert.equals('cache', info2.source)
     assert.equals(4, total(srv))
@@ -213,7 +217,9 @@ describe('verifier collateral: fetching from a PCCS', function()
     local f = assert(io.open(info.path, 'wb'))
     f:write('{"garbage"')
     f:close()
-    local fixed, info5 = run(function() return src:fetch(q, { now = s.now }) end)
+    local fixed, info5 = run(function()
+      return collateral.pccs(srv.base, { cache_dir = cache_dir }):fetch(q, { now = s.now })
+    end)
     assert.equals('network', info5.source)
     assert.equals(text, fixed)
     assert.equals(text, fixtures.read(info.path))

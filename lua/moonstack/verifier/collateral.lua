@@ -20,6 +20,7 @@
 -- <sha256(url)[0..8]>-<tee>-<FMSPC>-<ca>.json, in the same JSON format as --collateral
 -- files; mode 0600 in a 0700 directory, written to a temporary file then renamed. An entry is
 -- used while `now` is before the earliest nextUpdate of its TCB info, QE identity and CRLs.
+-- A source also keeps the latest entry per (TEE, FMSPC, CA) in memory, under the same rule.
 local uv = require('luv')
 local client = require('moonstack.http.client')
 local codec = require('moonstack.tdx.codec')
@@ -380,9 +381,10 @@ local function write_atomic(path, data)
   return true
 end
 
---- Collateral for a quote (binary) at `opts.now` (default now): from the cache when an entry
---- is still valid, else downloaded (and cached). Runs in a task. Returns the JSON text and
---- { source = 'cache'|'network', target, path, expires } or nil, msg, code.
+--- Collateral for a quote (binary) at `opts.now` (default now): from memory or the disk cache
+--- while the entry is valid, else downloaded (and cached). Runs in a task. Returns the JSON
+--- text and { source = 'memory'|'cache'|'network', target, path, expires } or nil, msg,
+--- code. opts.refresh skips both caches.
 function Source:fetch(quote_bytes, opts)
   opts = opts or {}
   local target, err, code = M.quote_target(quote_bytes)
@@ -390,6 +392,11 @@ function Source:fetch(quote_bytes, opts)
     return nil, err, code
   end
   local now = opts.now or os.time()
+  local key = ('%s-%s-%s'):format(target.tee, target.fmspc, target.ca)
+  local mem = self.memory[key]
+  if mem and not opts.refresh and now < mem.expires then
+    return mem.text, { source = 'memory', target = target, path = mem.path, expires = mem.expires }
+  end
   local path = self:cache_path(target)
   if path and not opts.refresh then
     local f = io.open(path, 'rb')
@@ -398,6 +405,7 @@ function Source:fetch(quote_bytes, opts)
       f:close()
       local expires = M.expires(text)
       if expires and now < expires then
+        self.memory[key] = { text = text, expires = expires, path = path }
         return text, { source = 'cache', target = target, path = path, expires = expires }
       end
     end
@@ -418,6 +426,7 @@ function Source:fetch(quote_bytes, opts)
       return nil, ('cannot write the collateral cache %s: %s'):format(path, err), code
     end
   end
+  self.memory[key] = { text = text, expires = expires, path = path }
   return text, { source = 'network', target = target, path = path, expires = expires }
 end
 
@@ -432,7 +441,7 @@ function M.pccs(url, opts)
   opts = opts or {}
   return setmetatable({ url = url, cache_dir = opts.cache_dir, timeout_ms = opts.timeout_ms or 30000,
     tls = opts.tls, root_ca_crl_url = opts.root_ca_crl_url or M.INTEL_ROOT_CA_CRL_URL,
-    requests = 0 }, Source)
+    requests = 0, memory = {} }, Source)
 end
 
 return M

@@ -76,7 +76,7 @@ function M.new(opts)
   return self
 end
 
--- Parsed collateral for a fetched JSON text (parsed once per distinct text).
+-- Parsed collateral for a fetched JSON text (parsed once per distinct text; a few kept).
 function Verifier:_parsed(text)
   local c = self.parsed[text]
   if not c then
@@ -85,7 +85,11 @@ function Verifier:_parsed(text)
     if not c then
       return nil, err, code
     end
-    self.parsed = { [text] = c } -- keep only the latest
+    self.nparsed = (self.nparsed or 0) + 1
+    if self.nparsed > 16 then
+      self.parsed, self.nparsed = {}, 1
+    end
+    self.parsed[text] = c
   end
   return c
 end
@@ -95,7 +99,7 @@ end
 --- must run in a task. Returns a result table:
 ---   { verified, exit_code (0/1/2), error ('CODE: reason'), code, report (moonstack.dcap's),
 ---     policy = { ok, violations }, event_log = { given, verified }, app_info,
----     collateral = { source = 'file'|'cache'|'network', expires } }
+---     collateral = { source = 'file'|'memory'|'cache'|'network', expires } }
 function Verifier:verify(quote_bytes, opts)
   if type(quote_bytes) ~= 'string' then
     error('verifier:verify: quote must be a string', 2)
