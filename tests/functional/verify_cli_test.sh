@@ -120,6 +120,12 @@ verify 0 "simulated quote with --root-ca and allow_simulator" --quote "$S/quote.
   --collateral "$S/coll.json" --root-ca "$S/root.pem" --policy "$S/policy-sim.json"
 check "sim: simulated" true "$(field simulated)"
 
+verify 2 "a debug TD" --quote "$S/quote-debug.bin" --collateral "$S/coll.json" --root-ca "$S/root.pem" \
+  --policy "$S/policy-sim.json"
+check "debug TD: code" EATTR "$(field code)"
+verify 0 "a debug TD with allow_debug" --quote "$S/quote-debug.bin" --collateral "$S/coll.json" \
+  --root-ca "$S/root.pem" --policy "$S/policy-sim-debug.json"
+
 # 3. policies: complete (Atlas JSON with the exact app-compose text), violated
 verify 0 "complete policy with the event log" --quote "$S/quote.bin" --collateral "$S/coll.json" \
   --root-ca "$S/root.pem" --policy "$S/policy-full.json" --event-log "$S/events.json" \
