@@ -2,8 +2,9 @@
 /*
  * The DCAP verifier: the trusted root, a small cache of verified PCK chains (keyed by the
  * SHA-256 of their PEM text, with the last verified QE report and attestation key of each),
- * and the verification flow of dcap_verify() in dcap-qvl's order: quote header, root and root
- * CA CRL, TCB info, QE identity, PCK chain and CRLs, QE report signature and binding, QE
+ * and the verification flow of dcap_verify(): quote header; every chain up to the root (so a
+ * wrong root is ECHAIN before anything else); then in dcap-qvl's order the root and root CA
+ * CRL, TCB info, QE identity, PCK chain windows and CRLs, QE report signature and binding, QE
  * identity, quote signature, platform TCB and TDX module, status merge, TD/enclave attributes.
  */
 #include <stdlib.h>
@@ -186,22 +187,35 @@ static int window(const char *what, int64_t issued, int64_t next, int64_t now,
 	return dcap_fail(err, "EEXPIRED", "%s expired at its nextUpdate %s (now %s)", what, t, n);
 }
 
-/* A signed collateral document: window, issuer chain (cached), revocation, signature. */
+static bool docs_cached(const struct dcap_verifier *v, const struct dcap_collateral *c)
+{
+	return c->signed_ok && memcmp(c->signed_root, v->root.cert.sha256, 32) == 0;
+}
+
+/* The issuer chains of the TCB info and QE identity up to the root (time-independent). */
+static int collateral_chains(struct dcap_verifier *v, struct dcap_collateral *c,
+			     struct dcap_error *err)
+{
+	if (docs_cached(v, c))
+		return 0;
+	if (dcap_chain_verify(&v->root, &c->tcb_chain, "TCB info issuer chain", err) ||
+	    dcap_chain_verify(&v->root, &c->qe_chain, "QE identity issuer chain", err))
+		return -1;
+	return 0;
+}
+
+/* A signed collateral document: window, issuer chain window and revocation, signature. */
 static int signed_doc(struct dcap_verifier *v, struct dcap_collateral *c, const char *what,
 		      const char *chain_what, struct dcap_chain *ch, const char *raw, size_t len,
 		      const uint8_t sig[64], int64_t issued, int64_t next, int64_t now,
 		      struct dcap_error *err)
 {
-	bool cached = c->signed_ok && memcmp(c->signed_root, v->root.cert.sha256, 32) == 0;
-
-	if (window(what, issued, next, now, err))
-		return -1;
-	if (!cached && dcap_chain_verify(&v->root, ch, chain_what, err))
-		return -1;
-	if (dcap_chain_check_time(&v->root, ch, now, chain_what, err) ||
+	if (window(what, issued, next, now, err) ||
+	    dcap_chain_check_time(&v->root, ch, now, chain_what, err) ||
 	    chain_revocation(v, c, ch, now, chain_what, err))
 		return -1;
-	if (!cached && !dcap_ecdsa_verify(X509_get0_pubkey(ch->certs[0].x), raw, len, sig))
+	if (!docs_cached(v, c) &&
+	    !dcap_ecdsa_verify(X509_get0_pubkey(ch->certs[0].x), raw, len, sig))
 		return dcap_fail(err, "ESIG",
 				 "the %s signature does not verify with the key of CN=%s "
 				 "(the signature covers the exact JSON text)",
@@ -389,15 +403,17 @@ int dcap_verify(struct dcap_verifier *v, const uint8_t *quote, size_t len,
 				 "the quote carries no PEM PCK certificate chain (certification "
 				 "data type %u) and the collateral has none",
 				 q.inner_cert_type ? q.inner_cert_type : q.cert_type);
-	/* The root: its window, the root CA CRL, not revoked. */
+	/* Trust first: every chain must lead to the root (checked once, then cached). */
+	struct pck_entry *e = pck_chain(v, pem, pem_len, err);
+	if (!e || collateral_chains(v, c, err))
+		return -1;
+	/* The root: its window, the root CA CRL, not revoked. Then the signed documents. */
 	if (dcap_chain_check_time(&v->root, &root_only, now, "root CA", err) ||
 	    dcap_crl_check(&c->root_crl, &v->root.cert, now, err) ||
-	    dcap_crl_check_serial(&c->root_crl, &v->root.cert, "root CA", err))
+	    dcap_crl_check_serial(&c->root_crl, &v->root.cert, "root CA", err) ||
+	    collateral_docs(v, c, now, err))
 		return -1;
-	if (collateral_docs(v, c, now, err))
-		return -1;
-	struct pck_entry *e = pck_chain(v, pem, pem_len, err);
-	if (!e || dcap_chain_check_time(&v->root, &e->chain, now, "PCK certificate chain", err) ||
+	if (dcap_chain_check_time(&v->root, &e->chain, now, "PCK certificate chain", err) ||
 	    chain_revocation(v, c, &e->chain, now, "PCK certificate chain", err))
 		return -1;
 	bool tdx = q.header.tee_type == TDX_TEE_TYPE_TDX;
