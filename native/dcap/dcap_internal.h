@@ -207,7 +207,7 @@ struct dcap_cert {
 struct dcap_chain {
 	struct dcap_cert certs[DCAP_MAX_CHAIN]; /**< the certificates */
 	size_t n;				/**< how many */
-	size_t n_path; /**< certificates below the root (a trailing root copy excluded) */
+	size_t n_path; /**< certificates below the root (a trailing self-issued one excluded) */
 };
 
 /** The trust anchor. */
@@ -236,7 +236,8 @@ int dcap_cert_load(const uint8_t *data, size_t len, struct dcap_cert *c, const c
 /** Free a certificate. */
 void dcap_cert_free(struct dcap_cert *c);
 
-/** Parse the PEM chain @p pem (1..DCAP_MAX_CHAIN certificates); failures use @p code. */
+/** Parse the PEM chain @p pem (1..DCAP_MAX_CHAIN certificates; failures use @p code) and
+ *  set ch->n_path (a trailing self-issued certificate is not part of the path). */
 int dcap_chain_load(const char *pem, size_t len, const char *what, const char *code,
 		    struct dcap_chain *ch, struct dcap_error *err);
 
@@ -251,11 +252,11 @@ void dcap_root_free(struct dcap_root *root);
 
 /**
  * Check @p ch up to @p root, independently of the time: each certificate is issued and
- * signed by the next (the last by the root), a trailing self-signed certificate must be the
+ * signed by the next (the last by the root), a trailing self-issued certificate must be the
  * root itself, and OpenSSL's RFC 5280 path validation (CA flags, path length, key usage,
- * critical extensions) must pass. Sets ch->n_path. ECHAIN.
+ * critical extensions) must pass. ECHAIN. @p ch is not modified.
  */
-int dcap_chain_verify(const struct dcap_root *root, struct dcap_chain *ch, const char *what,
+int dcap_chain_verify(const struct dcap_root *root, const struct dcap_chain *ch, const char *what,
 		      struct dcap_error *err);
 
 /** The validity window of every certificate of the path and of the root at @p now.

@@ -118,9 +118,17 @@ int dcap_chain_load(const char *pem, size_t len, const char *what, const char *c
 	}
 	BIO_free(b);
 	ERR_clear_error();
-	if (rc)
+	if (rc) {
 		dcap_chain_free(ch);
-	return rc;
+		return rc;
+	}
+	/* A trailing self-issued certificate is a copy of the root (dcap_chain_verify checks it
+	 * is the trusted one): the path is what comes before it. */
+	X509 *last = ch->certs[ch->n - 1].x;
+	ch->n_path = ch->n;
+	if (X509_NAME_cmp(X509_get_subject_name(last), X509_get_issuer_name(last)) == 0)
+		ch->n_path--;
+	return 0;
 }
 
 void dcap_chain_free(struct dcap_chain *ch)
@@ -170,8 +178,8 @@ void dcap_root_free(struct dcap_root *root)
 }
 
 /* OpenSSL's RFC 5280 path validation of ch->certs[0..n_path) up to the root, no time. */
-static int path_validate(const struct dcap_root *root, struct dcap_chain *ch, const char *what,
-			 struct dcap_error *err)
+static int path_validate(const struct dcap_root *root, const struct dcap_chain *ch,
+			 const char *what, struct dcap_error *err)
 {
 	STACK_OF(X509) *untrusted = sk_X509_new_null();
 	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
@@ -212,24 +220,17 @@ out:
 	return rc;
 }
 
-int dcap_chain_verify(const struct dcap_root *root, struct dcap_chain *ch, const char *what,
+int dcap_chain_verify(const struct dcap_root *root, const struct dcap_chain *ch, const char *what,
 		      struct dcap_error *err)
 {
 	char fp[65];
 
-	ch->n_path = ch->n;
-	if (ch->n > 0) {
-		X509 *last = ch->certs[ch->n - 1].x;
-		if (X509_NAME_cmp(X509_get_subject_name(last), X509_get_issuer_name(last)) == 0) {
-			if (memcmp(ch->certs[ch->n - 1].sha256, root->cert.sha256, 32) != 0) {
-				dcap_hex(ch->certs[ch->n - 1].sha256, 32, fp);
-				return dcap_fail(err, "ECHAIN",
-						 "%s ends in a root (CN=%s, SHA-256 %s) that is "
-						 "not the trusted root (CN=%s)",
-						 what, ch->certs[ch->n - 1].cn, fp, root->cert.cn);
-			}
-			ch->n_path--;
-		}
+	if (ch->n_path < ch->n && memcmp(ch->certs[ch->n - 1].sha256, root->cert.sha256, 32) != 0) {
+		dcap_hex(ch->certs[ch->n - 1].sha256, 32, fp);
+		return dcap_fail(err, "ECHAIN",
+				 "%s ends in a root (CN=%s, SHA-256 %s) that is not the trusted "
+				 "root (CN=%s)",
+				 what, ch->certs[ch->n - 1].cn, fp, root->cert.cn);
 	}
 	if (ch->n_path == 0)
 		return dcap_fail(err, "ECHAIN", "%s has no certificate below the root", what);
