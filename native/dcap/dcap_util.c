@@ -10,6 +10,7 @@
 #include <openssl/asn1.h>
 
 #include "dcap/dcap_internal.h"
+#include "moonstack/rt.h"
 
 int dcap_fail(struct dcap_error *err, const char *code, const char *fmt, ...)
 {
@@ -38,38 +39,14 @@ const char *dcap_tcb_status_name(enum dcap_tcb_status s)
 	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "Unknown";
 }
 
-static int nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int dcap_unhex(const char *hex, size_t hexlen, uint8_t *out, size_t outlen)
 {
-	if (hexlen != 2 * outlen)
-		return -1;
-	for (size_t i = 0; i < outlen; i++) {
-		int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
+	return rt_hex_decode(hex, hexlen, out, outlen);
 }
 
 void dcap_hex(const uint8_t *in, size_t len, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
+	rt_hex_encode(in, len, out, false);
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */

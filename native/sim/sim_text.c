@@ -5,40 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moonstack/rt.h"
 #include "sim/sim_internal.h"
 
 void sim_hex(const uint8_t *in, size_t n, char *out, bool upper)
 {
-	const char *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
-static int nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	rt_hex_encode(in, n, out, upper);
 }
 
 int sim_unhex(const char *in, size_t inlen, uint8_t *out, size_t n)
 {
-	if (inlen != 2 * n)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		int hi = nibble(in[2 * i]), lo = nibble(in[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
+	return rt_hex_decode(in, inlen, out, n);
 }
 
 const char *sim_kv_find(const char *text, const char *key, size_t *vlen)

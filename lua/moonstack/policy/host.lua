@@ -27,6 +27,7 @@ local Host = {}
 Host.__index = Host
 
 local fail = require('moonstack.core.errors').fail
+local fs = require('moonstack.core.fs')
 
 local deep_equal = require('moonstack.core.tables').equal
 M.deep_equal = deep_equal
@@ -47,21 +48,7 @@ function M.read_file(path)
   if type(path) ~= 'string' then
     error('policy.read_file: path must be a string', 2)
   end
-  local f, err, errno = io.open(path, 'rb')
-  if not f then
-    local code = errno == 2 and 'ENOENT' or errno == 13 and 'EACCES' or 'EIO'
-    return fail(code, err)
-  end
-  local text, rerr = f:read(M.MAX_SOURCE + 1)
-  f:close()
-  if text == nil and rerr then
-    return fail('EIO', ('%s: %s'):format(path, rerr))
-  end
-  text = text or ''
-  if #text > M.MAX_SOURCE then
-    return fail('ETOOBIG', ('%s is larger than %d bytes'):format(path, M.MAX_SOURCE))
-  end
-  return text
+  return fs.read_file(path, M.MAX_SOURCE)
 end
 
 local function drain_logs(vm, policy_name)

@@ -5,6 +5,7 @@
 --   { imr, event_type, digest (binary, '' when stripped), event (name), event_payload
 --     (binary), version (1|2), preimage (binary, optional) }.
 local cjson = require('cjson.safe')
+local fs = require('moonstack.core.fs')
 local uv = require('luv')
 local native = require('moonstack.native.tdx')
 local codec = require('moonstack.tdx.codec')
@@ -267,27 +268,7 @@ function M.to_json(events)
   return '[' .. table.concat(out, ',') .. ']'
 end
 
-local function mkdir_p(dir)
-  local path = dir:sub(1, 1) == '/' and '' or '.'
-  for part in dir:gmatch('[^/]+') do
-    path = path .. '/' .. part
-    local ok, err, code = uv.fs_mkdir(path, 448) -- 0700
-    if not ok and code ~= 'EEXIST' then
-      return nil, err, code
-    end
-  end
-  return true
-end
 
-local function read_all(path)
-  local f = io.open(path, 'rb')
-  if not f then
-    return nil
-  end
-  local data = f:read('*a')
-  f:close()
-  return data
-end
 
 --- Emit a runtime event as dstack HEAD does: lock <dir>/runtime_event.lock, read the digest
 --- version from <dir>/runtime_event_version (or opts.version), extend RTMR3 through
@@ -303,7 +284,7 @@ function M.emit(backend, name, payload, opts)
   end
   opts = opts or {}
   local dir = opts.dir or '/run/log/dstack'
-  local ok, err, code = mkdir_p(dir)
+  local ok, err, code = fs.mkdir_p(dir)
   if not ok then
     return nil, err, code
   end
@@ -315,7 +296,7 @@ function M.emit(backend, name, payload, opts)
   local result = { pcall(function()
     local version = opts.version
     if not version then
-      local text = read_all(dir .. '/runtime_event_version')
+      local text = fs.read_file(dir .. '/runtime_event_version')
       if not text then
         return errors.fail('ENOENT', dir .. '/runtime_event_version is missing')
       end

@@ -3,6 +3,7 @@
 -- it (moonstack.native.tdx, in place, every length checked) and describe it as a flat,
 -- JSON-ready table of hex strings, as `moonstack quote show` prints it.
 local native = require('moonstack.native.tdx')
+local fs = require('moonstack.core.fs')
 local codec = require('moonstack.tdx.codec')
 local errors = require('moonstack.core.errors')
 
@@ -39,13 +40,10 @@ end
 --- Read a quote file (binary or hex text). Returns bytes, format or nil, msg, code.
 ---@param path string
 function M.read_file(path)
-  local f, err = io.open(path, 'rb')
-  if not f then
-    local code = err and err:find('No such file') and 'ENOENT' or 'EIO'
-    return errors.fail(code, tostring(err))
+  local data, err, code = fs.read_file(path)
+  if not data then
+    return nil, err, code
   end
-  local data = f:read('*a')
-  f:close()
   return M.decode_input(data)
 end
 

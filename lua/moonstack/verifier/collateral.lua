@@ -21,7 +21,7 @@
 -- files; mode 0600 in a 0700 directory, written to a temporary file then renamed. An entry is
 -- used while `now` is before the earliest nextUpdate of its TCB info, QE identity and CRLs.
 -- A source also keeps the latest entry per (TEE, FMSPC, CA) in memory, under the same rule.
-local uv = require('luv')
+local fs = require('moonstack.core.fs')
 local client = require('moonstack.http.client')
 local codec = require('moonstack.tdx.codec')
 local crypto = require('moonstack.crypto')
@@ -170,15 +170,13 @@ end
 --- Read a collateral JSON file. Returns its text or nil, msg, code (ENOENT, EIO,
 --- ECOLLATERAL).
 function M.read_file(path)
-  local f, err = io.open(path, 'rb')
-  if not f then
-    return errors.fail(err and err:find('No such file') and 'ENOENT' or 'EIO', tostring(err))
+  local text, err, code = fs.read_file(path)
+  if not text then
+    return nil, err, code
   end
-  local text = f:read('*a')
-  f:close()
-  local ok, perr, code = M.parse(text)
+  local ok, perr, pcode = M.parse(text)
   if not ok then
-    return nil, ('%s: %s'):format(path, perr), code
+    return nil, ('%s: %s'):format(path, perr), pcode
   end
   return text
 end
@@ -346,40 +344,7 @@ function Source:cache_path(target)
   return ('%s/%s-%s-%s-%s.json'):format(self.cache_dir, tag, target.tee, target.fmspc, target.ca)
 end
 
-local function mkdir_p(dir)
-  local path = dir:sub(1, 1) == '/' and '' or '.'
-  for part in dir:gmatch('[^/]+') do
-    path = path .. '/' .. part
-    local ok, err, code = uv.fs_mkdir(path, 448) -- 0700
-    if not ok and code ~= 'EEXIST' then
-      return nil, err, code
-    end
-  end
-  return true
-end
 
--- Write `data` to `path` atomically: a 0600 temporary file in the same directory, fsync,
--- rename over the target.
-local function write_atomic(path, data)
-  local tmp = ('%s.tmp.%d.%s'):format(path, uv.os_getpid(), codec.hex(crypto.random(4)))
-  local fd, err, code = uv.fs_open(tmp, 'wx', 384) -- 0600
-  if not fd then
-    return nil, err, code
-  end
-  local n, werr, wcode = uv.fs_write(fd, data, 0)
-  local synced = n == #data and uv.fs_fsync(fd)
-  uv.fs_close(fd)
-  if n ~= #data or not synced then
-    uv.fs_unlink(tmp)
-    return nil, werr or 'EIO: short write', wcode or 'EIO'
-  end
-  local ok, rerr, rcode = uv.fs_rename(tmp, path)
-  if not ok then
-    uv.fs_unlink(tmp)
-    return nil, rerr, rcode
-  end
-  return true
-end
 
 --- Collateral for a quote (binary) at `opts.now` (default now): from memory or the disk cache
 --- while the entry is valid, else downloaded (and cached). Runs in a task. Returns the JSON
@@ -418,9 +383,9 @@ function Source:fetch(quote_bytes, opts)
   local expires = M.expires(text)
   if path then
     local ok
-    ok, err, code = mkdir_p(self.cache_dir)
+    ok, err, code = fs.mkdir_p(self.cache_dir)
     if ok then
-      ok, err, code = write_atomic(path, text)
+      ok, err, code = fs.write_atomic(path, text)
     end
     if not ok then
       return nil, ('cannot write the collateral cache %s: %s'):format(path, err), code

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -148,6 +149,14 @@ void rt_log(enum rt_log_level level, const char *component, const char *fmt, ...
  * metamethods. Leaves nothing on the stack.
  */
 void rt_newclass(lua_State *L, const char *tname, const luaL_Reg *methods, const luaL_Reg *meta);
+
+/** Write @p len bytes as hex (lowercase, or uppercase if @p upper) and a NUL to @p out, which
+ *  must hold 2 * len + 1 bytes. */
+void rt_hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
+
+/** Decode exactly 2 * @p outlen hex digits (either case) into @p out. Returns 0, or -1 if the
+ *  length differs or a character is not a hex digit. */
+int rt_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen);
 
 /** Push nil, "CODE: message", "CODE" (the expected-failure contract). Returns 3. */
 int rt_push_fail(lua_State *L, const char *code, const char *fmt, ...)

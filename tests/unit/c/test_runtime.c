@@ -50,6 +50,22 @@ static void test_buf_grows(void **state)
 	assert_null(b.data);
 }
 
+static void test_hex(void **state)
+{
+	const uint8_t bytes[] = { 0x00, 0x9f, 0xa0, 0xff };
+	char out[9];
+	uint8_t back[4];
+	rt_hex_encode(bytes, 4, out, false);
+	assert_string_equal(out, "009fa0ff");
+	rt_hex_encode(bytes, 4, out, true);
+	assert_string_equal(out, "009FA0FF");
+	assert_int_equal(rt_hex_decode("009fA0Ff", 8, back, 4), 0);
+	assert_memory_equal(back, bytes, 4);
+	assert_int_equal(rt_hex_decode("009fa0f", 7, back, 4), -1);	// odd length
+	assert_int_equal(rt_hex_decode("009fa0fg", 8, back, 4), -1);	// not hex
+	assert_int_equal(rt_hex_decode("009fa0ff00", 10, back, 4), -1); // too long
+}
+
 static void test_log_levels(void **state)
 {
 	assert_int_equal(rt_log_level_parse("debug"), RT_LOG_DEBUG);
@@ -192,6 +208,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_json_quote),
 		cmocka_unit_test(test_buf_grows),
+		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_log_levels),
 		cmocka_unit_test(test_embedded_files),
 		cmocka_unit_test(test_pcall_traceback),

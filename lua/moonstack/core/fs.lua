@@ -1,0 +1,71 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- Small file helpers shared by the components: read a whole file with the expected-failure
+-- contract, write a file atomically (0600 by default), create a directory path.
+local uv = require('luv')
+
+local M = {}
+
+local ERRNO_CODES = { [2] = 'ENOENT', [13] = 'EACCES', [21] = 'EISDIR' }
+
+--- Read the whole file at `path`. With `max_bytes`, a larger file is refused (ETOOBIG).
+--- Returns the content, or nil, 'CODE: message', code (ENOENT, EACCES, EISDIR, EIO, ETOOBIG).
+function M.read_file(path, max_bytes)
+  if type(path) ~= 'string' then
+    error('fs.read_file: path must be a string', 2)
+  end
+  local f, err, errno = io.open(path, 'rb')
+  if not f then
+    local code = ERRNO_CODES[errno] or 'EIO'
+    return nil, ('%s: %s'):format(code, err), code
+  end
+  local data, rerr = f:read(max_bytes and max_bytes + 1 or '*a')
+  f:close()
+  if data == nil and rerr then
+    local code = rerr:find('Is a directory') and 'EISDIR' or 'EIO'
+    return nil, ('%s: %s: %s'):format(code, path, rerr), code
+  end
+  data = data or ''
+  if max_bytes and #data > max_bytes then
+    return nil, ('ETOOBIG: %s is larger than %d bytes'):format(path, max_bytes), 'ETOOBIG'
+  end
+  return data
+end
+
+--- Write `data` to `path` atomically: a temporary file (mode `mode`, default 0600) in the same
+--- directory, fsync, rename over the target. Returns true or nil, message, code.
+function M.write_atomic(path, data, mode)
+  local tmp = ('%s.tmp.%d.%x'):format(path, uv.os_getpid(), uv.hrtime() % 0x7fffffff)
+  local fd, err, code = uv.fs_open(tmp, 'wx', mode or 384) -- 0600
+  if not fd then
+    return nil, err, code
+  end
+  local n, werr, wcode = uv.fs_write(fd, data, 0)
+  local synced = n == #data and uv.fs_fsync(fd)
+  uv.fs_close(fd)
+  if n ~= #data or not synced then
+    uv.fs_unlink(tmp)
+    return nil, werr or 'EIO: short write', wcode or 'EIO'
+  end
+  local ok, rerr, rcode = uv.fs_rename(tmp, path)
+  if not ok then
+    uv.fs_unlink(tmp)
+    return nil, rerr, rcode
+  end
+  return true
+end
+
+--- Create `dir` and its missing parents with `mode` (default 0700). Returns true or nil, msg,
+--- code.
+function M.mkdir_p(dir, mode)
+  local path = dir:sub(1, 1) == '/' and '' or '.'
+  for part in dir:gmatch('[^/]+') do
+    path = path .. '/' .. part
+    local ok, err, code = uv.fs_mkdir(path, mode or 448) -- 0700
+    if not ok and code ~= 'EEXIST' then
+      return nil, err, code
+    end
+  end
+  return true
+end
+
+return M
