@@ -1,0 +1,196 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The guest agent's config file (`moonstack agent -c agent.lua`): a Lua chunk returning a
+-- table, validated here (moonstack.core.config + moonstack.core.schema). Every key, with its
+-- default:
+--
+--   shared_dir = '/dstack/.host-shared'   app-compose.json, .sys-config.json, .instance_info,
+--                                          .encrypted-env, .user-config (read only)
+--   state_dir  = '/var/lib/moonstack/agent'  boot state (.appkeys.json, .instance_info, the
+--                                          decrypted env files), the app's work dir (app/)
+--   log_dir    = <state_dir>/logs          captured app output (one file per service)
+--   listen = {                             the API listeners (moonstack.agent.api); false = off
+--     dstack = { unix = '/var/run/dstack.sock' },
+--     tappd  = { unix = '/var/run/tappd.sock' },
+--     public = { host = '0.0.0.0', port = 8090 },
+--   }
+--   control = nil                          control socket path (moonstack repl)
+--   key_provider = { kind = 'auto' }       where app keys come from:
+--     'auto'       what app-compose asks (key_provider / kms_enabled / ...): kms, local
+--                  (needs seed), or none (fresh random keys every boot)
+--     'kms'        the KMS (M5; not in this build), urls = { ... } over sys-config kms_urls
+--     'local'      seed = hex 32 bytes or seed_file = path (hex or 32 raw bytes), mr = hex
+--                  (the provider's measurement, reported as key-provider local-sgx)
+--     'none'       random keys
+--     'keys_file'  file = path of an upstream appkeys.json (development, the simulator's)
+--   tee = { name = 'tdx' | 'sim', ... }    the TEE backend (moonstack.tdx.backend): sim needs
+--                                          dir and cvm (reset = true: every boot starts from
+--                                          the CVM's launch values); other keys go to the
+--                                          backend's constructor
+--   runner = {
+--     stop_grace_ms = 5000                 SIGTERM, then SIGKILL after this long
+--     log_buffer_bytes = 1048576           in-memory log ring per service
+--     log_files = true                     also append logs to <log_dir>/<service>.log
+--     log_file_max_bytes = 8388608         then rotate to .1
+--     wait_sockets_ms = 10000              wait for the API sockets before starting the app
+--     path = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', home = nil
+--     docker = 'docker', docker_probe_timeout_ms = 5000
+--   }
+--   storage_fs = nil                       the storage-fs event payload (default: app-compose
+--                                          storage_fs, else zfs as upstream's default)
+--   api = {}                               free-form options of moonstack.agent.api
+local config = require('moonstack.core.config')
+
+local M = {}
+
+local function listener(default)
+  return {
+    type = 'any', default = default,
+    check = function(v)
+      if v == false then
+        return true
+      end
+      if type(v) ~= 'table' then
+        return nil, 'expected false or a table { unix = PATH } or { host =, port = }'
+      end
+      for k in pairs(v) do
+        if k ~= 'unix' and k ~= 'host' and k ~= 'port' and k ~= 'mode' then
+          return nil, ('unknown key %s'):format(tostring(k))
+        end
+      end
+      if v.unix ~= nil then
+        if type(v.unix) ~= 'string' or v.unix == '' then
+          return nil, 'unix must be a non-empty path'
+        end
+        if v.host ~= nil or v.port ~= nil then
+          return nil, 'give unix, or host and port'
+        end
+        return true
+      end
+      if type(v.port) ~= 'number' or v.port % 1 ~= 0 or v.port < 0 or v.port > 65535 then
+        return nil, 'port must be an integer 0..65535'
+      end
+      if v.host ~= nil and type(v.host) ~= 'string' then
+        return nil, 'host must be a string'
+      end
+      return true
+    end,
+  }
+end
+
+local function hex_string(bytes)
+  return { type = 'string', optional = true, pattern = '^[0-9a-fA-F]*$',
+    check = function(v)
+      if bytes and #v ~= 2 * bytes then
+        return nil, ('expected %d hex digits'):format(2 * bytes)
+      end
+      if #v % 2 ~= 0 then
+        return nil, 'odd number of hex digits'
+      end
+      return true
+    end }
+end
+
+--- The schema (moonstack.core.schema) of agent.lua.
+M.schema = {
+  type = 'table',
+  fields = {
+    shared_dir = { type = 'string', default = '/dstack/.host-shared', min = 1 },
+    state_dir = { type = 'string', default = '/var/lib/moonstack/agent', min = 1 },
+    log_dir = { type = 'string', optional = true, min = 1 },
+    listen = {
+      type = 'table',
+      default = {},
+      fields = {
+        dstack = listener({ unix = '/var/run/dstack.sock' }),
+        tappd = listener({ unix = '/var/run/tappd.sock' }),
+        public = listener({ host = '0.0.0.0', port = 8090 }),
+      },
+    },
+    control = { type = 'string', optional = true, min = 1 },
+    key_provider = {
+      type = 'table',
+      default = { kind = 'auto' },
+      fields = {
+        kind = { type = 'string', default = 'auto',
+          enum = { 'auto', 'kms', 'local', 'none', 'keys_file' } },
+        file = { type = 'string', optional = true, min = 1 },
+        seed = hex_string(32),
+        seed_file = { type = 'string', optional = true, min = 1 },
+        mr = hex_string(nil),
+        urls = { type = 'table', optional = true, items = 'string' },
+      },
+      check = function(kp)
+        if kp.kind == 'keys_file' and not kp.file then
+          return nil, "kind 'keys_file' needs file = <appkeys.json>"
+        end
+        if kp.seed and kp.seed_file then
+          return nil, 'give seed or seed_file, not both'
+        end
+        return true
+      end,
+    },
+    tee = {
+      type = 'table',
+      unknown = 'allow',
+      fields = {
+        name = { type = 'string', enum = { 'tdx', 'sim' } },
+        dir = { type = 'string', optional = true, min = 1 },
+        cvm = { type = 'string', optional = true, min = 1 },
+        reset = { type = 'boolean', optional = true },
+        ccel_file = { type = 'string', optional = true, min = 1 },
+        runtime_log_dir = { type = 'string', optional = true, min = 1 },
+      },
+      check = function(t)
+        if t.name == 'sim' and not (t.dir and t.cvm) then
+          return nil, "the sim backend needs dir (its state directory) and cvm (the CVM name)"
+        end
+        return true
+      end,
+    },
+    runner = {
+      type = 'table',
+      default = {},
+      fields = {
+        stop_grace_ms = { type = 'integer', default = 5000, min = 0 },
+        log_buffer_bytes = { type = 'integer', default = 1048576, min = 1024 },
+        log_files = { type = 'boolean', default = true },
+        log_file_max_bytes = { type = 'integer', default = 8388608, min = 4096 },
+        wait_sockets_ms = { type = 'integer', default = 10000, min = 0 },
+        path = { type = 'string', default = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
+        home = { type = 'string', optional = true },
+        docker = { type = 'string', default = 'docker', min = 1 },
+        docker_probe_timeout_ms = { type = 'integer', default = 5000, min = 1 },
+      },
+    },
+    storage_fs = { type = 'string', optional = true, pattern = '^[%w_-]+$' },
+    api = { type = 'table', default = {}, unknown = 'allow', fields = {} },
+  },
+}
+
+--- Fill derived defaults (log_dir) in a validated config.
+local function finish(cfg)
+  cfg.log_dir = cfg.log_dir or (cfg.state_dir .. '/logs')
+  return cfg
+end
+
+--- Validate a config table. Returns a validated copy with defaults, or nil, 'EINVAL: ...',
+--- 'EINVAL'.
+function M.validate(tbl)
+  local schema = require('moonstack.core.schema')
+  local cfg, err, code = schema.validate(tbl, M.schema, 'config')
+  if not cfg then
+    return nil, err, code
+  end
+  return finish(cfg)
+end
+
+--- Load and validate agent.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).
+function M.load(path)
+  local cfg, err, code = config.load(path, M.schema)
+  if not cfg then
+    return nil, err, code
+  end
+  return finish(cfg)
+end
+
+return M
