@@ -64,9 +64,18 @@ enum crypto_hash_alg {
 	CRYPTO_SHA384,
 	CRYPTO_SHA512,
 	CRYPTO_KECCAK256, /**< Ethereum's Keccak-256 (pad 0x01), not NIST SHA3-256 (pad 0x06) */
+	CRYPTO_SHA3_256,  /**< NIST SHA3-256 (OpenSSL) */
+	CRYPTO_SHA3_384,  /**< NIST SHA3-384 */
+	CRYPTO_SHA3_512,  /**< NIST SHA3-512 */
+	CRYPTO_KECCAK384, /**< original Keccak (pad 0x01), rate 104 bytes */
+	CRYPTO_KECCAK512, /**< original Keccak (pad 0x01), rate 72 bytes */
+	CRYPTO_HASH_COUNT /**< number of algorithms */
 };
 
-/** Parse "sha256", "sha384", "sha512", "keccak256"; returns -1 for anything else. */
+/**
+ * Parse "sha256", "sha384", "sha512", "keccak256", "sha3-256", "sha3-384", "sha3-512",
+ * "keccak384", "keccak512"; returns -1 for anything else.
+ */
 int crypto_hash_alg_parse(const char *name);
 
 /** Name of @p alg ("sha256", ...), or NULL if out of range. */
@@ -90,10 +99,11 @@ int crypto_sha384(const void *data, size_t len, uint8_t out[CRYPTO_SHA384_LEN]);
 /** SHA-512 of @p data. */
 int crypto_sha512(const void *data, size_t len, uint8_t out[CRYPTO_SHA512_LEN]);
 
-/** Incremental Keccak-256 state (the Keccak-f[1600] sponge, rate 136 bytes). */
+/** Incremental Keccak state (the Keccak-f[1600] sponge; rate 136 bytes for Keccak-256). */
 struct crypto_keccak {
 	uint64_t st[25]; /**< the 5x5 lanes */
 	size_t pos;	 /**< bytes absorbed into the current block */
+	size_t rate;	 /**< block size in bytes: 200 - 2 * digest size */
 };
 
 /** Start a Keccak-256 computation. */

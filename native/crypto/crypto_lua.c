@@ -139,7 +139,7 @@ static int l_hash(lua_State *L)
 static int sha2_arg(lua_State *L, int idx)
 {
 	int alg = crypto_hash_alg_parse(crypto_lua_string(L, idx));
-	return alg == CRYPTO_KECCAK256 ? -1 : alg;
+	return alg >= CRYPTO_SHA256 && alg <= CRYPTO_SHA512 ? alg : -1;
 }
 
 /* hmac(alg, key, data) */

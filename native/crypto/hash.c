@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Hashes: SHA-256/384/512 through OpenSSL's EVP, and Ethereum's Keccak-256 as a small
- * Keccak-f[1600] sponge (OpenSSL 3.0 has no Keccak with the original 0x01 padding; its SHA3
- * uses 0x06 and gives different digests).
+ * Hashes: SHA-256/384/512 and SHA3-256/384/512 through OpenSSL's EVP, and the original
+ * Keccak-256/384/512 (Ethereum's Keccak-256) as a small Keccak-f[1600] sponge (OpenSSL 3.0
+ * has no Keccak with the original 0x01 padding; its SHA3 uses 0x06 and gives different
+ * digests).
  */
 #include <string.h>
 
@@ -11,9 +12,11 @@
 
 #include "crypto/crypto.h"
 
-static const char *const hash_names[] = { "sha256", "sha384", "sha512", "keccak256" };
-static const size_t hash_lens[] = { CRYPTO_SHA256_LEN, CRYPTO_SHA384_LEN, CRYPTO_SHA512_LEN,
-				    CRYPTO_KECCAK256_LEN };
+static const char *const hash_names[CRYPTO_HASH_COUNT] = {
+	"sha256",   "sha384",	"sha512",    "keccak256", "sha3-256",
+	"sha3-384", "sha3-512", "keccak384", "keccak512",
+};
+static const size_t hash_lens[CRYPTO_HASH_COUNT] = { 32, 48, 64, 32, 32, 48, 64, 48, 64 };
 
 int crypto_hash_alg_parse(const char *name)
 {
@@ -26,17 +29,16 @@ int crypto_hash_alg_parse(const char *name)
 
 const char *crypto_hash_alg_name(int alg)
 {
-	return alg >= CRYPTO_SHA256 && alg <= CRYPTO_KECCAK256 ? hash_names[alg] : NULL;
+	return alg >= CRYPTO_SHA256 && alg < CRYPTO_HASH_COUNT ? hash_names[alg] : NULL;
 }
 
 size_t crypto_hash_len(int alg)
 {
-	return alg >= CRYPTO_SHA256 && alg <= CRYPTO_KECCAK256 ? hash_lens[alg] : 0;
+	return alg >= CRYPTO_SHA256 && alg < CRYPTO_HASH_COUNT ? hash_lens[alg] : 0;
 }
 
 /* ---- Keccak-f[1600] ---- */
 
-#define KECCAK_RATE   136 /* bytes: 1600 bits - 2 * 256 bits of capacity */
 #define KECCAK_ROUNDS 24
 
 /* iota: the round constants. */
@@ -104,9 +106,16 @@ static inline void keccak_xor_byte(struct crypto_keccak *k, size_t i, uint8_t b)
 	k->st[i / 8] ^= (uint64_t)b << (8 * (i % 8));
 }
 
-void crypto_keccak256_init(struct crypto_keccak *k)
+/* Start a sponge whose capacity is twice @p digest_len (rate = 200 - 2 * digest_len). */
+static void keccak_init(struct crypto_keccak *k, size_t digest_len)
 {
 	memset(k, 0, sizeof(*k));
+	k->rate = 200 - 2 * digest_len;
+}
+
+void crypto_keccak256_init(struct crypto_keccak *k)
+{
+	keccak_init(k, CRYPTO_KECCAK256_LEN);
 }
 
 void crypto_keccak256_update(struct crypto_keccak *k, const void *data, size_t len)
@@ -115,22 +124,28 @@ void crypto_keccak256_update(struct crypto_keccak *k, const void *data, size_t l
 
 	for (size_t i = 0; i < len; i++) {
 		keccak_xor_byte(k, k->pos++, p[i]);
-		if (k->pos == KECCAK_RATE) {
+		if (k->pos == k->rate) {
 			keccak_f1600(k->st);
 			k->pos = 0;
 		}
 	}
 }
 
-void crypto_keccak256_final(struct crypto_keccak *k, uint8_t out[CRYPTO_KECCAK256_LEN])
+/* Pad, squeeze @p len bytes (len < rate: one block) into @p out and wipe the state. */
+static void keccak_final(struct crypto_keccak *k, uint8_t *out, size_t len)
 {
-	/* original Keccak multi-rate padding: 0x01 ... 0x80 (both in one byte if pos == 135) */
+	/* original Keccak multi-rate padding: 0x01 ... 0x80 (both in one byte if pos == rate-1) */
 	keccak_xor_byte(k, k->pos, 0x01);
-	keccak_xor_byte(k, KECCAK_RATE - 1, 0x80);
+	keccak_xor_byte(k, k->rate - 1, 0x80);
 	keccak_f1600(k->st);
-	for (size_t i = 0; i < CRYPTO_KECCAK256_LEN; i++)
+	for (size_t i = 0; i < len; i++)
 		out[i] = (uint8_t)(k->st[i / 8] >> (8 * (i % 8)));
 	OPENSSL_cleanse(k, sizeof(*k));
+}
+
+void crypto_keccak256_final(struct crypto_keccak *k, uint8_t out[CRYPTO_KECCAK256_LEN])
+{
+	keccak_final(k, out, CRYPTO_KECCAK256_LEN);
 }
 
 int crypto_keccak256(const void *data, size_t len, uint8_t out[CRYPTO_KECCAK256_LEN])
@@ -145,9 +160,9 @@ int crypto_keccak256(const void *data, size_t len, uint8_t out[CRYPTO_KECCAK256_
 	return CRYPTO_OK;
 }
 
-/* ---- SHA-2 ---- */
+/* ---- SHA-2, SHA-3 ---- */
 
-static const EVP_MD *sha2_md(int alg)
+static const EVP_MD *evp_md(int alg)
 {
 	switch (alg) {
 	case CRYPTO_SHA256:
@@ -156,6 +171,12 @@ static const EVP_MD *sha2_md(int alg)
 		return EVP_sha384();
 	case CRYPTO_SHA512:
 		return EVP_sha512();
+	case CRYPTO_SHA3_256:
+		return EVP_sha3_256();
+	case CRYPTO_SHA3_384:
+		return EVP_sha3_384();
+	case CRYPTO_SHA3_512:
+		return EVP_sha3_512();
 	default:
 		return NULL;
 	}
@@ -167,16 +188,16 @@ int crypto_hashv(int alg, const struct crypto_iov *parts, size_t n, uint8_t *out
 		if (!parts[i].data && parts[i].len)
 			return CRYPTO_EINVAL;
 	}
-	if (alg == CRYPTO_KECCAK256) {
+	if (alg == CRYPTO_KECCAK256 || alg == CRYPTO_KECCAK384 || alg == CRYPTO_KECCAK512) {
 		struct crypto_keccak k;
-		crypto_keccak256_init(&k);
+		keccak_init(&k, hash_lens[alg]);
 		for (size_t i = 0; i < n; i++)
 			crypto_keccak256_update(&k, parts[i].data, parts[i].len);
-		crypto_keccak256_final(&k, out);
+		keccak_final(&k, out, hash_lens[alg]);
 		return CRYPTO_OK;
 	}
 
-	const EVP_MD *md = sha2_md(alg);
+	const EVP_MD *md = evp_md(alg);
 	if (!md)
 		return CRYPTO_EINVAL;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();

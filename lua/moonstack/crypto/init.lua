@@ -48,7 +48,8 @@ M.sha512 = native.sha512
 --- Ethereum's Keccak-256 of s (32 raw bytes; not NIST SHA3-256).
 M.keccak256 = native.keccak256
 
---- Digest of s with alg = 'sha256' | 'sha384' | 'sha512' | 'keccak256'.
+--- Digest of s with alg = 'sha256' | 'sha384' | 'sha512' | 'keccak256' | 'sha3-256' |
+--- 'sha3-384' | 'sha3-512' | 'keccak384' | 'keccak512' (keccak* = original Keccak padding).
 M.hash = native.hash
 
 --- HMAC: crypto.hmac('sha256', key, data).

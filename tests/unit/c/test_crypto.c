@@ -45,10 +45,49 @@ static void test_sha2(void **state)
 	assert_int_equal(crypto_hash(CRYPTO_SHA256, NULL, 3, out), CRYPTO_EINVAL);
 	assert_int_equal(crypto_hash_alg_parse("sha384"), CRYPTO_SHA384);
 	assert_int_equal(crypto_hash_alg_parse("keccak256"), CRYPTO_KECCAK256);
-	assert_int_equal(crypto_hash_alg_parse("sha3-256"), -1);
+	assert_int_equal(crypto_hash_alg_parse("sha3-256"), CRYPTO_SHA3_256);
+	assert_int_equal(crypto_hash_alg_parse("sha3-999"), -1);
+	assert_int_equal(crypto_hash_len(CRYPTO_KECCAK384), 48);
+	assert_int_equal(crypto_hash_len(CRYPTO_HASH_COUNT), 0);
 	assert_int_equal(crypto_hash_len(CRYPTO_SHA512), 64);
 	assert_int_equal(crypto_hash_len(-1), 0);
 	assert_string_equal(crypto_hash_alg_name(CRYPTO_KECCAK256), "keccak256");
+}
+
+static void test_sha3_keccak_wide(void **state)
+{
+	uint8_t out[64], data[200];
+
+	(void)state;
+	assert_int_equal(crypto_hash(CRYPTO_SHA3_256, "abc", 3, out), CRYPTO_OK);
+	assert_hex_equal(out, 32,
+			 "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532");
+	assert_int_equal(crypto_hash(CRYPTO_SHA3_384, "abc", 3, out), CRYPTO_OK);
+	assert_hex_equal(out, 48,
+			 "ec01498288516fc926459f58e2c6ad8df9b473cb0fc08c2596da7cf0e49be4b2"
+			 "98d88cea927ac7f539f1edf228376d25");
+	assert_int_equal(crypto_hash(CRYPTO_SHA3_512, "abc", 3, out), CRYPTO_OK);
+	assert_hex_equal(out, 64,
+			 "b751850b1a57168a5693cd924b6b096e08f621827444f70d884f5d0240d2712e"
+			 "10e116e9192af3c91a7ec57647e3934057340b4cf408d5a56592f8274eec53f0");
+	assert_int_equal(crypto_hash(CRYPTO_KECCAK384, "", 0, out), CRYPTO_OK);
+	assert_hex_equal(out, 48,
+			 "2c23146a63a29acf99e73b88f8c24eaa7dc60aa771780ccc006afbfa8fe2479b"
+			 "2dd2b21362337441ac12b515911957ff");
+	assert_int_equal(crypto_hash(CRYPTO_KECCAK512, "", 0, out), CRYPTO_OK);
+	assert_hex_equal(out, 64,
+			 "0eab42de4c3ceb9235fc91acffe746b29c29a8c366b7c60e4e67c466f36a4304"
+			 "c00fa9caf9d87976ba469bcbe06713b435f091ef2769fb160cdab33d3670680e");
+	// 200 bytes: more than one block at both rates (104 and 72)
+	memset(data, 'a', sizeof(data));
+	assert_int_equal(crypto_hash(CRYPTO_KECCAK384, data, sizeof(data), out), CRYPTO_OK);
+	assert_hex_equal(out, 48,
+			 "d3b9da96736dcf2621947594a52f13b2ddd8547c4822ab7868c027e170f65b4b"
+			 "ee133eed902c34f733227cbe5c947804");
+	assert_int_equal(crypto_hash(CRYPTO_KECCAK512, data, sizeof(data), out), CRYPTO_OK);
+	assert_hex_equal(out, 64,
+			 "644ca4058aa3e4c5e5d045f65f073c75ad6d2a82c751f63f7b23793293a84b62"
+			 "d4005a346ef6e708866f86644515cd46aae134437e6c6ef7da8da7d5878c37d6");
 }
 
 static void test_keccak256(void **state)
@@ -509,6 +548,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sha2),
 		cmocka_unit_test(test_keccak256),
+		cmocka_unit_test(test_sha3_keccak_wide),
 		cmocka_unit_test(test_hmac),
 		cmocka_unit_test(test_hkdf_rfc5869),
 		cmocka_unit_test(test_hkdf_limits),
