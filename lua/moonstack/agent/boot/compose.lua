@@ -92,7 +92,7 @@ end
 --- allowed_envs, key_provider_id, requirements (needs manifest "3"; unknown keys rejected).
 function M.parse(raw)
   local app, derr = cjson.decode(raw)
-  if type(app) ~= 'table' then
+  if type(app) ~= 'table' or #app > 0 then
     return errors.fail('EINVAL', 'app-compose.json: not a JSON object' ..
       (derr and (' (' .. tostring(derr) .. ')') or ''))
   end
