@@ -66,7 +66,9 @@ function M.app_leaf(opts)
     eku[#eku + 1] = 'client_auth'
   end
   return x509.issue(copy_validity({
-    subject = { cn = opts.subject, o = opts.org }, sans = opts.sans, key = opts.key,
+    -- an empty subject (the SDKs' default) means no CN: X.520 names are at least 1 character
+    subject = { cn = opts.subject ~= '' and opts.subject or nil, o = opts.org },
+    sans = opts.sans, key = opts.key,
     public_key = opts.public_key, issuer = opts.issuer, eku = #eku > 0 and eku or nil,
     ratls = { attestation = opts.attestation, app_id = opts.app_id, app_info = opts.app_info,
       special_usage = opts.special_usage or M.USAGE.APP_CUSTOM },

@@ -1,0 +1,166 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The method tables of the three guest services over one agent context: DstackGuest
+-- (dstack.sock), Tappd (tappd.sock, legacy) and Worker (the public listener). Each method is
+-- { input, output, call(args, req) [, cache] } for moonstack.agent.api.prpc; the semantics are
+-- guest-and-attestation.md §1.3–1.5.
+local attestation = require('moonstack.verifier.attestation')
+local dstack = require('moonstack.crypto.dstack')
+local evidence_lib = require('moonstack.agent.api.evidence')
+local info_lib = require('moonstack.agent.api.info')
+local certs_lib = require('moonstack.agent.api.certs')
+local keys = require('moonstack.agent.api.keys')
+local log = require('moonstack.core.log').new('agent.api')
+
+local M = {}
+
+local function m(input, output, call, cache)
+  return { input = input, output = output, call = call, cache = cache }
+end
+
+--- Build the services of `ctx`. opts: emit_event (default true: EmitEvent extends RTMR3;
+--- false answers 400 as dstack 0.6 does), dmi_dir, gpu_file. Returns { dstack, tappd, worker,
+--- evidence, info, certs } (the method tables and the state behind them).
+function M.build(ctx, opts)
+  opts = opts or {}
+  local ev = evidence_lib.new(ctx)
+  local info = info_lib.new(ctx, ev, opts)
+  local certs = certs_lib.new(ctx, ev, function()
+    local fields, err, code = info:app_info_ext_fields()
+    if not fields then
+      return nil, err, code
+    end
+    return attestation.app_info_ext(fields)
+  end)
+
+  local function get_quote(a)
+    local rd, err, code = evidence_lib.pad_report_data(a.report_data)
+    if not rd then
+      return nil, err, code
+    end
+    local events
+    events, err, code = ev:events()
+    if not events then
+      return nil, err, code
+    end
+    local q
+    q, err, code = ev:quote(rd)
+    if not q then
+      return nil, err, code
+    end
+    return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'), report_data = rd,
+      vm_config = ctx.vm_config or '' }
+  end
+
+  local function get_key(a)
+    local r, err, code = keys.get_key(ctx, a.path, a.purpose, a.algorithm)
+    if not r then
+      return nil, err, code
+    end
+    return { key = r.key, signature_chain = r.signature_chain }
+  end
+
+  local function tdx_quote(a)
+    local rd, alg, prefix = evidence_lib.tdx_quote_report_data(a.report_data, a.hash_algorithm, a.prefix)
+    if not rd then
+      return nil, alg, prefix
+    end
+    local events, err, code = ev:events()
+    if not events then
+      return nil, err, code
+    end
+    local q
+    q, err, code = ev:quote(rd)
+    if not q then
+      return nil, err, code
+    end
+    return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'),
+      hash_algorithm = alg, prefix = prefix }
+  end
+
+  local function app_info()
+    return info:app_info()
+  end
+
+  local svc = { evidence = ev, info = info, certs = certs }
+
+  svc.dstack = {
+    GetTlsKey = m('GetTlsKeyArgs', 'GetTlsKeyResponse', function(a) return certs:get_tls_key(a) end),
+    GetKey = m('GetKeyArgs', 'GetKeyResponse', get_key, keys.cache_key),
+    GetQuote = m('RawQuoteArgs', 'GetQuoteResponse', get_quote),
+    Attest = m('RawQuoteArgs', 'AttestResponse', function(a)
+      local rd, err, code = evidence_lib.pad_report_data(a.report_data)
+      if not rd then
+        return nil, err, code
+      end
+      local bytes
+      bytes, err, code = ev:attestation(rd, 'full')
+      if not bytes then
+        return nil, err, code
+      end
+      return { attestation = bytes }
+    end),
+    EmitEvent = m('EmitEventArgs', 'Empty', function(a)
+      if opts.emit_event == false then
+        return nil, 'EINVAL: EmitEvent is disabled: runtime RTMR3 events are system-owned', 'EINVAL'
+      end
+      local digest, err, code = ctx.tee:emit_event(a.event, a.payload)
+      ev:invalidate()
+      if not digest then
+        return nil, err, code
+      end
+      log.info('runtime event emitted', { event = a.event, payload_bytes = #a.payload })
+      return {}
+    end),
+    Info = m('Empty', 'AppInfo', app_info),
+    Sign = m('SignRequest', 'SignResponse', function(a)
+      return keys.sign(ctx, a.algorithm, a.data)
+    end),
+    Verify = m('VerifyRequest', 'VerifyResponse', function(a)
+      local valid, err, code = keys.verify(a.algorithm, a.data, a.signature, a.public_key)
+      if valid == nil then
+        return nil, err, code
+      end
+      return { valid = valid }
+    end),
+    Version = m('Empty', 'WorkerVersion', info_lib.version),
+    GpuInfo = m('Empty', 'GpuInfoResponse', function() return info:gpu_info() end),
+  }
+
+  svc.tappd = {
+    DeriveKey = m('DeriveKeyArgs', 'GetTlsKeyResponse', function(a) return certs:derive_key(a) end),
+    DeriveK256Key = m('GetKeyArgs', 'DeriveK256KeyResponse', function(a)
+      local r, err, code = keys.get_key(ctx, a.path, a.purpose, a.algorithm)
+      if not r then
+        return nil, err, code
+      end
+      return { k256_key = r.key, k256_signature_chain = r.signature_chain }
+    end, keys.cache_key),
+    TdxQuote = m('TdxQuoteArgs', 'TdxQuoteResponse', tdx_quote),
+    RawQuote = m('RawQuoteArgs', 'TdxQuoteResponse', function(a)
+      return tdx_quote({ report_data = a.report_data, hash_algorithm = 'raw', prefix = '' })
+    end),
+    Info = m('Empty', 'AppInfo', app_info),
+    Version = m('Empty', 'WorkerVersion', info_lib.version),
+  }
+
+  svc.worker = {
+    Info = m('Empty', 'AppInfo', function() return info:app_info(ctx.public or {}) end),
+    Version = m('Empty', 'WorkerVersion', info_lib.version),
+    GetAttestationForAppKey = m('GetAttestationForAppKeyRequest', 'GetQuoteResponse', function(a)
+      local pub, err, code = keys.sign_pubkey(ctx, a.algorithm)
+      if not pub then
+        return nil, err, code
+      end
+      local alg = a.algorithm == 'ed25519' and 'ed25519' or 'secp256k1'
+      local rd
+      rd, err, code = dstack.app_key_report_data(alg, pub)
+      if not rd then
+        return nil, err, code
+      end
+      return get_quote({ report_data = rd })
+    end),
+  }
+  return svc
+end
+
+return M
