@@ -132,7 +132,7 @@ function M.run(cfg, opts)
   local saved = shared.parse_instance_info(fs.read_file(cfg.state_dir .. '/.instance_info') or '')
   local kp = compose.key_provider(app)
   local id
-  id, err, code = steps.identity(sh, sh.instance_info.app_id, seed_for(sh, saved or nil, kp))
+  id, err, code = steps.identity(sh, sh.instance_info.app_id, seed_for(sh, saved, kp))
   if not id then
     return fail(steps.fail('identity', err, code))
   end

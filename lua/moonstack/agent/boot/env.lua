@@ -81,9 +81,9 @@ function M.decrypt(env_crypt_key, blob, allowed)
   if not plain then
     return errors.fail('EDECRYPT', 'failed to decrypt the encrypted env: ' .. tostring(err))
   end
-  local env, dropped = M.parse(plain, allowed)
+  local env, dropped, code = M.parse(plain, allowed)
   if not env then
-    return nil, dropped, 'EINVAL'
+    return nil, dropped, code -- dropped holds the message here
   end
   for _, k in ipairs(dropped) do
     log.warn('skipping an environment variable not in allowed_envs', { key = k })

@@ -90,8 +90,9 @@ function Store:_write_file(s, rec)
   if not fd then
     return
   end
+  local message = (cjson.encode(rec.message) or '""'):gsub('\\/', '/')
   local line = ('{"time":%.6f,"channel":"%s","message":%s}\n'):format(rec.time, rec.channel,
-    (cjson.encode(rec.message) or '""'):gsub('\\/', '/'))
+    message)
   uv.fs_write(fd, line, -1)
   s.file_bytes = s.file_bytes + #line
   if s.file_bytes >= self.max_file_bytes then
