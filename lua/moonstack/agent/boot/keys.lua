@@ -146,8 +146,9 @@ function M.info_json(info)
 end
 
 -- The non-KMS derivations from a 32-byte seed (upstream gen_app_keys_from_seed). The App Root
--- Cert carries the TEE quote over its key (legacy RA-TLS quote extension) when `tee` can quote.
-local function keys_from_seed(seed, kind, mr, tee)
+-- Cert carries the TEE's attestation (.1.8, VersionedAttestation over the RA-TLS binding of its
+-- key, the agent API's encoder) when `tee` is given.
+local function keys_from_seed(seed, kind, mr, tee, vm_config)
   local k, err, code = dstack.local_app_keys(seed)
   if not k then
     return nil, err, code
@@ -157,16 +158,18 @@ local function keys_from_seed(seed, kind, mr, tee)
   if not key then
     return nil, err, code
   end
-  local quote
-  if tee and tee.get_quote then
-    quote, err, code = tee:get_quote(x509.report_data('ratls-cert', key:spki()))
-    if not quote then
-      return nil, 'cannot quote the app root certificate: ' .. tostring(err), code
+  local attestation
+  if tee then
+    local evidence = require('moonstack.agent.api.evidence').new({ tee = tee,
+      vm_config = vm_config or '' })
+    attestation, err, code = evidence:attestation(x509.report_data('ratls-cert', key:spki()), 'cert')
+    if not attestation then
+      return nil, 'cannot attest the app root certificate: ' .. tostring(err), code
     end
   end
   local cert
   cert, err, code = x509.issue({ subject = 'App Root Cert', key = key, ca = { pathlen = 1 },
-    ratls = { quote = quote } })
+    ratls = { attestation = attestation } })
   if not cert then
     return nil, err, code
   end
@@ -219,7 +222,7 @@ providers['local'] = function(req)
   end
   local mr = req.config.mr and crypto.unhex(req.config.mr) or ''
   local keys
-  keys, err, code = keys_from_seed(seed, 'Local', mr, req.tee)
+  keys, err, code = keys_from_seed(seed, 'Local', mr, req.tee, req.vm_config)
   if not keys then
     return nil, err, code
   end
@@ -227,7 +230,7 @@ providers['local'] = function(req)
 end
 
 providers.none = function(req)
-  local keys, err, code = keys_from_seed(crypto.random(32), 'None', nil, req.tee)
+  local keys, err, code = keys_from_seed(crypto.random(32), 'None', nil, req.tee, req.vm_config)
   if not keys then
     return nil, err, code
   end
