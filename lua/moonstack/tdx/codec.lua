@@ -2,6 +2,7 @@
 -- Byte encodings the TDX layer needs on the wire: lowercase hex (dstack's JSON bytes, with an
 -- optional 0x on input) and standard padded base64 (runtime event log lines).
 local bit = require('bit')
+local crypto_hex = require('moonstack.crypto').hex
 
 local M = {}
 
@@ -11,9 +12,7 @@ local byte, char, concat = string.byte, string.char, table.concat
 ---@param s string
 ---@return string
 function M.hex(s)
-  return (s:gsub('.', function(c)
-    return ('%02x'):format(byte(c))
-  end))
+  return crypto_hex(s) -- one (fast) copy: moonstack.crypto's
 end
 
 --- Decode hex (either case, optional 0x prefix). Returns the bytes, or nil and a message.
