@@ -160,7 +160,7 @@ local DEFAULTS = { string = '', bytes = '', bool = false }
 --- A request message from decoded JSON (`obj` a table; unknown fields ignored, missing ones take
 --- their defaults). Returns the message or nil, message.
 function M.from_json(schema, obj)
-  if type(obj) ~= 'table' then
+  if type(obj) ~= 'table' or #obj > 0 then
     return fail('the request body must be a JSON object')
   end
   local out = {}
@@ -171,7 +171,7 @@ function M.from_json(schema, obj)
     if v == nil or v == M.null then
       out[name] = rep and {} or DEFAULTS[ty]
     elseif rep then
-      if type(v) ~= 'table' then
+      if type(v) ~= 'table' or (#v == 0 and next(v) ~= nil) then
         return fail(('%s: expected an array'):format(name))
       end
       local list = {}
