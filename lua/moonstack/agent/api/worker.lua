@@ -136,7 +136,9 @@ local function logs(api, req, name)
   for _, r in ipairs(records_of(result)) do
     local msg = tostring(r.message or '')
     if a.timestamps ~= nil and r.time then
-      msg = os.date('!%Y-%m-%dT%H:%M:%SZ ', math.floor(r.time)) .. msg
+      local sec = math.floor(r.time)
+      msg = os.date('!%Y-%m-%dT%H:%M:%S', sec) .. ('.%06dZ '):format(math.floor((r.time - sec) * 1e6))
+        .. msg
     end
     if a.text ~= nil then
       if a.ansi == nil then
