@@ -6,7 +6,8 @@
 # simulated TDX every time), with N concurrent keep-alive clients (tests/bench/agent/load.lua,
 # a luv client in its own moonstack process). The agent is `moonstack agent --simulator` with
 # the upstream simulator's keys. No peer runs here (upstream's dstack-simulator is a Rust
-# binary that is not installed), so the figures are raw, with the 10,000 GetKey/s target.
+# binary, and crates.io is unreachable here to build it), so the figures are raw, with the
+# 10,000 GetKey/s target.
 set -euo pipefail
 moonstack=${1:?usage: run.sh MOONSTACK}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -52,7 +53,7 @@ done
 load "GetKey (fresh path every request)" /GetKey 8 50000 '@distinct'
 load "GetQuote (sim, fresh signed quote)" /GetQuote 8 20000 '{"report_data":"6d6f6f6e737461636b"}'
 load "GetQuote (sim)" /GetQuote 1 20000 '{"report_data":"6d6f6f6e737461636b"}'
-echo "peer: none measured (upstream dstack-simulator is not installed here); raw figures only"
+echo "peer: none measured (upstream dstack-simulator is a Rust binary that cannot be built here: no crates.io access); raw figures only"
 if [ "$best" -ge 10000 ]; then
   echo "GetKey: best $best req/s (target 10000 req/s on this machine: met)"
 else
