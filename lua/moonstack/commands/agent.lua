@@ -37,7 +37,8 @@ local spec = {
     { '--app-id', arg = 'HEX', help = 'the app id (20 bytes; default compose_hash[:20]) (simulator)' },
     { '--ccel', arg = 'FILE', help = 'a CCEL whose replay gives RTMR0..2 (simulator)' },
     { '--control', arg = 'PATH', help = 'control socket (simulator default DIR/agent.ctl)' },
-    { '--socket-mode', arg = 'OCTAL', help = 'mode of the API unix sockets (default 0666)' },
+    { '--socket-mode', arg = 'OCTAL',
+      help = 'API unix socket mode, default 0666 (simulator; agent.lua: api.socket_mode)' },
   },
 }
 
