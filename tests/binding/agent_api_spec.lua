@@ -13,6 +13,10 @@ local proto = require('moonstack.agent.api.proto')
 local simulator = require('moonstack.agent.simulator')
 local logs = require('moonstack.agent.runner.logs')
 local codec = require('moonstack.tdx.codec')
+local ratls = require('moonstack.x509.ratls')
+local x509 = require('moonstack.x509')
+local attestation = require('moonstack.verifier.attestation')
+local eventlog = require('moonstack.tdx.eventlog')
 
 local APP_ID = '5bb4ff9a3837357f19dc176407a5709c62eb6c56'
 
@@ -87,6 +91,21 @@ describe('the guest API in process', function()
     assert.are.equal(APP_ID, info.app_id)
     assert.matches('BEGIN CERTIFICATE', info.app_cert)
     assert.are.equal('binding', info.app_name)
+  end)
+
+  it('issues RA-TLS certificates moonstack.x509.ratls accepts', function()
+    local r = call(dir, 'dstack.sock', '/GetTlsKey', '{"subject":"ra","alt_names":["ra.example"],'
+      .. '"usage_ra_tls":true,"usage_server_auth":true,"with_app_info":true}')
+    local chain = cjson.decode(r.body).certificate_chain
+    local info = assert(ratls.inspect(chain[1]))
+    assert.are.equal('attestation', info.evidence.kind)
+    assert.are.equal('app:custom', info.special_usage)
+    assert.are.equal(crypto.unhex(APP_ID), info.app_info:sub(4, 23)) -- msgpack: array, bin8 20
+    assert.is_true(x509.verify(chain[1], { roots = chain[2], purpose = 'server', hostname = 'ra.example' }))
+    -- the embedded attestation decodes and replays to its quote's RTMR3
+    local att = assert(attestation.decode(info.evidence.attestation))
+    local replayed = assert(eventlog.replay(assert(attestation.events(att))))
+    assert.are.equal(crypto.hex(att.quote:sub(521, 568)), replayed[4]) -- TD report RTMR3
   end)
 
   it('answers every Tappd method and protobuf requests', function()
