@@ -116,9 +116,10 @@ struct rt_http_server {
 	struct lws_protocols *protocols; /**< [0] ours, subprotocols, terminator */
 	char *name;
 	char *unix_path;
-	mode_t unix_mode; /**< permissions of the unix socket (0600 by default) */
-	char *host;	  /**< TCP address to bind, or NULL for all */
-	int port;	  /**< TCP port (0: any); the bound port once listening */
+	mode_t unix_mode;    /**< permissions of the unix socket (0600 by default) */
+	char lws_iface[108]; /**< the unix path as given to lws (see unix_iface()) */
+	char *host;	     /**< TCP address to bind, or NULL for all */
+	int port;	     /**< TCP port (0: any); the bound port once listening */
 	size_t max_body;
 	size_t max_ws_message;
 	char **ws_paths;
@@ -128,6 +129,9 @@ struct rt_http_server {
 	int on_ws_ref;
 	int self_ref; /**< the Lua userdata, kept alive while listening */
 	bool closed;
+	bool vhost_destroyed;		       /**< lws_vhost_destroy() called; finalize pending */
+	int dispatching;		       /**< Lua handler calls in progress on this server */
+	struct rt_http_server *next_listening; /**< process-wide list of started servers */
 	bool ctx_released;
 	int refs; /**< the Lua userdata, the vhost, a pending close */
 	unsigned long next_ws_id;

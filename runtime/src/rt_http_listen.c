@@ -14,10 +14,27 @@
 
 #include "rt_http.h"
 
+/* Started servers, closing ones included until freed (see reclaim_endpoint). */
+static struct rt_http_server *listening;
+
+static void unlist(struct rt_http_server *srv)
+{
+	for (struct rt_http_server **p = &listening; *p; p = &(*p)->next_listening) {
+		if (*p == srv) {
+			*p = srv->next_listening;
+			return;
+		}
+	}
+}
+
+static int reclaim_endpoint(struct rt_http_server *srv, char *err, size_t errlen);
+static int unix_iface(const struct rt_http_server *srv, char *out, size_t len);
+
 void rt_http_server_unref(struct rt_http_server *srv)
 {
 	if (!srv || --srv->refs > 0)
 		return;
+	unlist(srv);
 	rt_tls_opts_free(NULL, &srv->tls);
 	for (int i = 0; i < srv->n_ws_paths; i++)
 		free(srv->ws_paths[i]);
@@ -118,6 +135,8 @@ static int probe_tcp_port(const char *host, int port, char *err, size_t errlen)
 int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, size_t errlen)
 {
 	int rc;
+	if ((rc = reclaim_endpoint(srv, err, errlen)) != 0)
+		return rc;
 	if (srv->unix_path && (rc = prepare_unix_path(srv->unix_path, err, errlen)) != 0)
 		return rc;
 	if (!srv->unix_path && srv->port &&
@@ -143,7 +162,15 @@ int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, si
 	vi.options = LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
 	if (srv->unix_path) {
 		vi.options |= LWS_SERVER_OPTION_UNIX_SOCK;
-		vi.iface = srv->unix_path;
+		// lws keeps this pointer for the vhost's lifetime: it lives in srv.
+		if (unix_iface(srv, srv->lws_iface, sizeof(srv->lws_iface)) != 0) {
+			srv->ctx_released = true;
+			rt_http_ctx_release(srv->ctx);
+			snprintf(err, errlen, "ENAMETOOLONG: unix socket path too long: %s",
+				 srv->unix_path);
+			return -ENAMETOOLONG;
+		}
+		vi.iface = srv->lws_iface;
 		vi.port = 0;
 	} else {
 		vi.iface = srv->host;
@@ -173,6 +200,8 @@ int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, si
 			snprintf(err, errlen, "EADDRNOTAVAIL: cannot listen on %s", srv->unix_path);
 		return -EADDRNOTAVAIL;
 	}
+	srv->next_listening = listening;
+	listening = srv;
 	if (srv->unix_path) {
 		// lws creates the socket 0660; the umask kept it 0600 until now.
 		if (chmod(srv->unix_path, srv->unix_mode) != 0) {
@@ -206,23 +235,83 @@ static void closer_closed(uv_handle_t *h)
 	free(c);
 }
 
+/* Destroy @p srv's vhost now: websockets asked to close (the Lua server closes its clients
+ * with 1001) get their close frame first, since destroying the vhost drops the connections. */
+static void destroy_vhost(struct rt_http_server *srv)
+{
+	if (!srv->vhost || srv->vhost_destroyed)
+		return;
+	srv->vhost_destroyed = true;
+	for (int i = 0; srv->protocols && srv->protocols[i].name; i++) {
+		const struct lws_protocols *p =
+			lws_vhost_name_to_protocol(srv->vhost, srv->protocols[i].name);
+		if (p)
+			lws_callback_all_protocol_vhost_args(srv->vhost, p, LWS_CALLBACK_USER, NULL,
+							     0);
+	}
+	lws_vhost_destroy(srv->vhost);
+}
+
 static void closer_cb(uv_timer_t *t)
 {
 	struct closer *c = t->data;
-	struct rt_http_server *srv = c->srv;
-	if (srv->vhost) {
-		// Websockets asked to close (the Lua server closes its clients with 1001) get
-		// their close frame now: destroying the vhost drops the connections.
-		for (int i = 0; srv->protocols && srv->protocols[i].name; i++) {
-			const struct lws_protocols *p =
-				lws_vhost_name_to_protocol(srv->vhost, srv->protocols[i].name);
-			if (p)
-				lws_callback_all_protocol_vhost_args(srv->vhost, p,
-								     LWS_CALLBACK_USER, NULL, 0);
-		}
-		lws_vhost_destroy(srv->vhost);
-	}
+	destroy_vhost(c->srv);
 	uv_close((uv_handle_t *)t, closer_closed);
+}
+
+/*
+ * The interface string lws gets for a unix socket. lws 4.1 lets a new vhost share the listener
+ * of any vhost with the same interface string, a dying one included (its listener stays until
+ * lws's deferred free, up to a second later). Spell the same path differently ("dir/./name",
+ * one "./" per server still holding the path) so a restarted server binds its own socket.
+ */
+static int unix_iface(const struct rt_http_server *srv, char *out, size_t len)
+{
+	int holders = 0;
+	for (const struct rt_http_server *o = listening; o; o = o->next_listening)
+		if (o != srv && o->unix_path && strcmp(o->unix_path, srv->unix_path) == 0)
+			holders++;
+	const char *slash = strrchr(srv->unix_path, '/');
+	size_t dirlen = slash ? (size_t)(slash - srv->unix_path) + 1 : 0;
+	size_t need = strlen(srv->unix_path) + 2 * (size_t)holders + 1;
+	if (need > len)
+		return -1;
+	memcpy(out, srv->unix_path, dirlen);
+	size_t n = dirlen;
+	for (int i = 0; i < holders; i++, n += 2)
+		memcpy(out + n, "./", 2);
+	strcpy(out + n, srv->unix_path + dirlen);
+	return 0;
+}
+
+static bool same_endpoint(const struct rt_http_server *a, const struct rt_http_server *b)
+{
+	if (a->unix_path || b->unix_path)
+		return a->unix_path && b->unix_path && strcmp(a->unix_path, b->unix_path) == 0;
+	return a->port && a->port == b->port &&
+	       ((!a->host && !b->host) || (a->host && b->host && strcmp(a->host, b->host) == 0));
+}
+
+/*
+ * lws hands a new vhost the listening socket of any vhost on the same interface and port, a
+ * closing one included: a server restarted on its endpoint would share the dying listener
+ * (and its unlinked unix path). Finish destroying such a closed server's vhost first.
+ */
+static int reclaim_endpoint(struct rt_http_server *srv, char *err, size_t errlen)
+{
+	for (struct rt_http_server *o = listening; o; o = o->next_listening) {
+		if (o == srv || !o->closed || !o->vhost || o->vhost_destroyed ||
+		    !same_endpoint(o, srv))
+			continue;
+		if (o->dispatching) {
+			snprintf(
+				err, errlen,
+				"EBUSY: the server closing on this endpoint is still in a handler");
+			return -EBUSY;
+		}
+		destroy_vhost(o);
+	}
+	return 0;
 }
 
 void rt_http_server_close(struct rt_http_server *srv, lua_State *L)

@@ -185,7 +185,9 @@ static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http
 	lua_setfield(L, -2, "server");
 	// [on_request, req]
 	rt_http_push_exchange(L, ex);
+	srv->dispatching++;
 	int status = rt_pcall_log(L, 2, 0, "HTTP request handler");
+	srv->dispatching--;
 	lua_settop(L, top);
 	if (status != 0 && !ex->responded)
 		respond_error(ex, 500, "internal error");

@@ -425,6 +425,20 @@ describe('moonstack.http.server on a unix socket', function()
     assert.equal(200, r.status)
     s:close()
   end)
+
+  -- lws 4.1 hands a new vhost the listener of a dying one on the same interface: a server
+  -- restarted at once on its path must bind its own socket (mode 0600) and answer.
+  it('restarts on the same path at once, repeatedly', function()
+    local path = dir .. '/restart.sock'
+    for _ = 1, 4 do
+      local s = assert(new_server(path):listen())
+      assert.equal(384, uv.fs_stat(path).mode % 512)
+      local r = fetch({ unix = path }, get('/ping', 'Connection: close\r\n'))
+      assert.equal(200, r.status)
+      s:close()
+    end
+    settle(50)
+  end)
 end)
 
 describe('moonstack.http.server cleanup', function()
