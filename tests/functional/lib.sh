@@ -46,6 +46,24 @@ tmpdir() {
   echo "$d"
 }
 
+# install_dstack_sdk: the official @phala/dstack-sdk 0.5.8 (and the peer dependencies its entry
+# point loads) into a cache under the build tree, once. Sets SDK_CACHE; reports ok/not ok.
+install_dstack_sdk() {
+  SDK_CACHE=${MOONSTACK_TEST_TMP:-/tmp/moonstack-test}/npm-sdk
+  if [ ! -d "$SDK_CACHE/node_modules/@phala/dstack-sdk" ] ||
+     [ ! -d "$SDK_CACHE/node_modules/@noble/curves" ]; then
+    mkdir -p "$SDK_CACHE"
+    if ! npm install --prefix "$SDK_CACHE" --no-audit --no-fund --loglevel=error \
+        @phala/dstack-sdk@0.5.8 '@noble/curves@^1.8.1' '@noble/hashes@^1.6.1' \
+        >"$SDK_CACHE/npm.log" 2>&1; then
+      not_ok "npm install @phala/dstack-sdk@0.5.8" "$(tail -5 "$SDK_CACHE/npm.log")"
+      return 1
+    fi
+  fi
+  ok "@phala/dstack-sdk $(node -p 'require(process.argv[1]).version' \
+    "$(realpath "$SDK_CACHE/node_modules/@phala/dstack-sdk/package.json")")"
+}
+
 finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]

@@ -6,17 +6,8 @@
 # loads) are installed once per build tree.
 source "$(dirname "$0")/lib.sh"
 
-cache=${MOONSTACK_TEST_TMP:-/tmp/moonstack-test}/npm-sdk
-if [ ! -d "$cache/node_modules/@phala/dstack-sdk" ] || [ ! -d "$cache/node_modules/@noble/curves" ]; then
-  mkdir -p "$cache"
-  if ! npm install --prefix "$cache" --no-audit --no-fund --loglevel=error \
-      @phala/dstack-sdk@0.5.8 '@noble/curves@^1.8.1' '@noble/hashes@^1.6.1' \
-      >"$cache/npm.log" 2>&1; then
-    not_ok "npm install @phala/dstack-sdk@0.5.8" "$(tail -5 "$cache/npm.log")"
-    finish; exit 1
-  fi
-fi
-ok "@phala/dstack-sdk $(node -p 'require(process.argv[1]).version' "$(realpath "$cache/node_modules/@phala/dstack-sdk/package.json")")"
+install_dstack_sdk || { finish; exit 1; }
+cache=$SDK_CACHE
 
 dir=$(tmpdir)
 "$MOONSTACK" run "$MOONSTACK_SRC/tests/functional/fixtures/sdk_stub_daemon.lua" "$dir" 2>"$dir/log" &
