@@ -1,0 +1,142 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- KMS auth backends behind one interface: new(cfg) picks the backend by cfg.kind ('dev',
+-- 'webhook', 'policy'; a backend is the module moonstack.kms.auth.<kind> or one registered
+-- with register()) and wraps it so that authorize_app/authorize_kms never raise and always
+-- return a well-formed decision { allow, reason, gateway_app_id? }. See README.md.
+local bootinfo = require('moonstack.kms.auth.bootinfo')
+local logging = require('moonstack.core.log')
+
+local M = {}
+
+local log = logging.new('kms-auth')
+local registry = {}
+
+--- Register a backend constructor for `kind`: ctor(cfg) -> backend | nil, msg, code. The
+--- backend has authorize(boot_info, scope) (scope 'app' or 'kms', boot_info normalised) and
+--- may have reload(), status(), close().
+function M.register(kind, ctor)
+  if type(kind) ~= 'string' or not kind:match('^[%w_]+$') then
+    error('kms.auth.register: kind must be a word', 2)
+  end
+  if type(ctor) ~= 'function' then
+    error('kms.auth.register: ctor must be a function', 2)
+  end
+  registry[kind] = ctor
+end
+
+local function constructor(kind)
+  if registry[kind] then
+    return registry[kind]
+  end
+  local ok, mod = pcall(require, 'moonstack.kms.auth.' .. kind)
+  if ok and type(mod) == 'table' and type(mod.new) == 'function' then
+    registry[kind] = mod.new
+    return mod.new
+  end
+  return nil
+end
+
+local Backend = {}
+Backend.__index = Backend
+
+local function deny(reason)
+  return { allow = false, reason = reason }
+end
+
+-- Make `d` a decision with exactly allow, reason (a string) and gateway_app_id (allowed only).
+local function clean(d)
+  if type(d) ~= 'table' or type(d.allow) ~= 'boolean' then
+    return deny('auth backend returned no valid decision')
+  end
+  local out = { allow = d.allow, reason = type(d.reason) == 'string' and d.reason or '' }
+  if d.allow and type(d.gateway_app_id) == 'string' then
+    out.gateway_app_id = d.gateway_app_id
+  end
+  return out
+end
+
+function Backend:_authorize(info, scope)
+  local norm, err = bootinfo.normalize(info)
+  if not norm then
+    log.warn('invalid boot info; denying', { kind = self.kind, scope = scope, error = err })
+    return deny('invalid boot info: ' .. err:gsub('^EINVAL: ', ''))
+  end
+  local ok, d = pcall(self.impl.authorize, self.impl, norm, scope)
+  if not ok then
+    log.error('auth backend failed; denying', { kind = self.kind, scope = scope, error = tostring(d) })
+    return deny(('auth backend %s failed'):format(self.kind))
+  end
+  return clean(d)
+end
+
+--- May the app CVM described by `boot_info` (spec §3.7, camelCase keys, hex) get its keys?
+--- Call from a task (a backend may wait on I/O). Never raises: returns { allow = bool,
+--- reason = string, gateway_app_id = string? } (gateway_app_id only when allowed).
+function Backend:authorize_app(boot_info)
+  return self:_authorize(boot_info, 'app')
+end
+
+--- Same as authorize_app, for a KMS (self-check, onboarding peer): upstream's /bootAuth/kms.
+function Backend:authorize_kms(boot_info)
+  return self:_authorize(boot_info, 'kms')
+end
+
+--- Reload the backend's configuration (the policy file); a failure keeps the previous one.
+--- Returns the backend's status table, or nil, message, code.
+function Backend:reload()
+  if not self.impl.reload then
+    return self:status()
+  end
+  local ok, res, err, code = pcall(self.impl.reload, self.impl)
+  if not ok then
+    return nil, 'EIO: ' .. tostring(res), 'EIO'
+  end
+  if res == nil then
+    return nil, err, code
+  end
+  return self:status()
+end
+
+--- A table describing the backend: { kind = ..., plus backend-specific fields }.
+function Backend:status()
+  local st = {}
+  if self.impl.status then
+    local ok, s = pcall(self.impl.status, self.impl)
+    if ok and type(s) == 'table' then
+      st = s
+    end
+  end
+  st.kind = self.kind
+  return st
+end
+
+--- Release the backend's resources (file watches, policy VM). Idempotent.
+function Backend:close()
+  if self.impl.close and not self.closed then
+    self.closed = true
+    pcall(self.impl.close, self.impl)
+  end
+end
+
+--- Create the backend described by `cfg` = { kind = 'dev'|'webhook'|'policy', ... } (see the
+--- backend modules for their keys). Returns the backend, or nil, message, code for a bad
+--- configuration (EINVAL) or a backend that cannot start (e.g. an unloadable policy file).
+function M.new(cfg)
+  if type(cfg) ~= 'table' then
+    error('kms.auth.new: cfg must be a table', 2)
+  end
+  if type(cfg.kind) ~= 'string' then
+    return nil, 'EINVAL: auth kind must be a string', 'EINVAL'
+  end
+  local ctor = cfg.kind:match('^[%w_]+$') and constructor(cfg.kind)
+  if not ctor then
+    return nil, ("EINVAL: unknown auth kind '%s'"):format(cfg.kind), 'EINVAL'
+  end
+  local impl, err, code = ctor(cfg)
+  if not impl then
+    return nil, err, code
+  end
+  return setmetatable({ kind = cfg.kind, impl = impl }, Backend)
+end
+
+return M
