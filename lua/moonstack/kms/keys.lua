@@ -1,0 +1,200 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The KMS root material (kms-vmm-gateway.md §3.1) in its key directory:
+--   root-ca.key / root-ca.crt   P-256 root CA (PEM PKCS#8 / self-signed, profiles.kms_root_ca)
+--   root-k256.key               the raw 32-byte secp256k1 root scalar (binary)
+--   tmp-ca.key / tmp-ca.crt     the client temp CA (profiles.kms_tmp_ca)
+-- The first start generates all five (directory 0700, files 0600, each written atomically);
+-- later starts load them. An empty or missing directory is the only state that generates: a
+-- partial set, an unreadable, corrupt or mismatched file is an EKEYS error naming the file,
+-- never a silent regeneration.
+local uv = require('luv')
+local crypto = require('moonstack.crypto')
+local fs = require('moonstack.core.fs')
+local x509 = require('moonstack.x509')
+local profiles = require('moonstack.x509.profiles')
+
+local M = {}
+
+--- The file names, in the order they are written.
+M.FILES = { 'root-ca.key', 'root-ca.crt', 'root-k256.key', 'tmp-ca.key', 'tmp-ca.crt' }
+
+-- Largest file accepted (a PEM key or certificate is far smaller).
+local MAX_FILE = 64 * 1024
+
+local function fail(fmt, ...)
+  local msg = 'EKEYS: ' .. fmt:format(...)
+  return nil, msg, 'EKEYS'
+end
+
+local function path_of(dir, name)
+  return dir .. '/' .. name
+end
+
+-- Which of the files exist: present (list), missing (list).
+local function survey(dir)
+  local present, missing = {}, {}
+  for _, name in ipairs(M.FILES) do
+    local st = uv.fs_stat(path_of(dir, name))
+    if st then
+      present[#present + 1] = name
+    else
+      missing[#missing + 1] = name
+    end
+  end
+  return present, missing
+end
+
+local function read(dir, name)
+  local p = path_of(dir, name)
+  local data, err = fs.read_file(p, MAX_FILE)
+  if not data then
+    return fail('cannot read %s: %s', p, err)
+  end
+  return data
+end
+
+-- A private P-256 key and the certificate that must carry its public key.
+local function load_pair(dir, key_name, cert_name)
+  local kp, cp = path_of(dir, key_name), path_of(dir, cert_name)
+  local ktext, err, code = read(dir, key_name)
+  if not ktext then
+    return nil, err, code
+  end
+  local key, kerr = x509.load_key(ktext)
+  if not key or not key:is_private() then
+    return fail('%s is not a P-256 private key (%s)', kp, kerr or 'public key only')
+  end
+  local ctext
+  ctext, err, code = read(dir, cert_name)
+  if not ctext then
+    return nil, err, code
+  end
+  local cert, cerr = x509.cert(ctext)
+  if not cert then
+    return fail('%s is not a certificate (%s)', cp, cerr)
+  end
+  if cert:spki() ~= key:spki() then
+    return fail('%s does not certify the key in %s', cp, kp)
+  end
+  return key, cert
+end
+
+local function k256_of(dir)
+  local p = path_of(dir, 'root-k256.key')
+  local raw, err, code = read(dir, 'root-k256.key')
+  if not raw then
+    return nil, err, code
+  end
+  if #raw ~= 32 then
+    return fail('%s must hold a raw 32-byte secp256k1 scalar, found %d bytes', p, #raw)
+  end
+  local pub = crypto.k256.pubkey(raw)
+  if not pub then
+    return fail('%s is not a valid secp256k1 scalar', p)
+  end
+  return raw, pub
+end
+
+--- The material as a table: { dir, root_key (x509 Key), root_scalar (32 bytes), root_cert
+--- (Cert), root_k256 (32 bytes), k256_pubkey (33 bytes compressed), tmp_ca_key (Key),
+--- tmp_ca_cert (Cert) }.
+local function material(dir, root_key, root_cert, k256, k256_pub, tmp_key, tmp_cert)
+  return { dir = dir, root_key = root_key, root_scalar = root_key:scalar(), root_cert = root_cert,
+    root_k256 = k256, k256_pubkey = k256_pub, tmp_ca_key = tmp_key, tmp_ca_cert = tmp_cert }
+end
+
+--- Load the root material of a complete key directory. Returns the material (see above) or
+--- nil, 'EKEYS: ...', 'EKEYS'.
+function M.load(dir)
+  assert(type(dir) == 'string' and dir ~= '', 'kms.keys.load: dir must be a non-empty string')
+  local present, missing = survey(dir)
+  if #missing > 0 then
+    return fail('key directory %s is incomplete: missing %s (present: %s)', dir,
+      table.concat(missing, ', '), #present > 0 and table.concat(present, ', ') or 'none')
+  end
+  local root_key, root_cert, code = load_pair(dir, 'root-ca.key', 'root-ca.crt')
+  if not root_key then
+    return nil, root_cert, code
+  end
+  local k256, k256_pub, kcode = k256_of(dir)
+  if not k256 then
+    return nil, k256_pub, kcode
+  end
+  local tmp_key, tmp_cert, tcode = load_pair(dir, 'tmp-ca.key', 'tmp-ca.crt')
+  if not tmp_key then
+    return nil, tmp_cert, tcode
+  end
+  return material(dir, root_key, root_cert, k256, k256_pub, tmp_key, tmp_cert)
+end
+
+--- Generate fresh root material into `dir` (created 0700 if missing; it must hold none of the
+--- files). opts (for tests and vectors): root_scalar = 32 bytes, root_k256 = 32 bytes.
+--- Returns the material or nil, msg, code.
+function M.create(dir, opts)
+  assert(type(dir) == 'string' and dir ~= '', 'kms.keys.create: dir must be a non-empty string')
+  opts = opts or {}
+  local present = survey(dir)
+  if #present > 0 then
+    return fail('key directory %s already holds %s: refusing to overwrite', dir,
+      table.concat(present, ', '))
+  end
+  local ok, err, code = fs.mkdir_p(dir, 448) -- 0700
+  if not ok then
+    return fail('cannot create the key directory %s: %s', dir, tostring(err or code))
+  end
+  local root_key, kerr
+  if opts.root_scalar then
+    root_key, kerr = x509.key_from_scalar(opts.root_scalar)
+  else
+    root_key, kerr = x509.generate_key()
+  end
+  if not root_key then
+    return fail('cannot make the root CA key: %s', kerr)
+  end
+  local k256 = opts.root_k256 or crypto.k256.generate()
+  local k256_pub = crypto.k256.pubkey(k256)
+  if not k256_pub then
+    return fail('the root k256 key is not a valid secp256k1 scalar')
+  end
+  local root_cert, cerr = profiles.kms_root_ca(root_key)
+  if not root_cert then
+    return fail('cannot issue the root CA certificate: %s', cerr)
+  end
+  local tmp_key = x509.generate_key()
+  local tmp_cert, terr = profiles.kms_tmp_ca(tmp_key)
+  if not tmp_cert then
+    return fail('cannot issue the temp CA certificate: %s', terr)
+  end
+  local content = {
+    ['root-ca.key'] = root_key:pkcs8_pem(), ['root-ca.crt'] = root_cert:pem(),
+    ['root-k256.key'] = k256, ['tmp-ca.key'] = tmp_key:pkcs8_pem(), ['tmp-ca.crt'] = tmp_cert:pem(),
+  }
+  for _, name in ipairs(M.FILES) do
+    local wok, werr, wcode = fs.write_atomic(path_of(dir, name), content[name], 384) -- 0600
+    if not wok then
+      return fail('cannot write %s: %s', path_of(dir, name), tostring(werr or wcode))
+    end
+  end
+  return material(dir, root_key, root_cert, k256, k256_pub, tmp_key, tmp_cert)
+end
+
+--- Load the material of `dir`, or generate it when the directory is missing or holds none of
+--- the files. Returns material, created (boolean) or nil, msg, code.
+function M.open(dir, opts)
+  assert(type(dir) == 'string' and dir ~= '', 'kms.keys.open: dir must be a non-empty string')
+  local present = survey(dir)
+  if #present == 0 then
+    local m, err, code = M.create(dir, opts)
+    if not m then
+      return nil, err, code
+    end
+    return m, true
+  end
+  local m, err, code = M.load(dir)
+  if not m then
+    return nil, err, code
+  end
+  return m, false
+end
+
+return M

@@ -1,0 +1,137 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- moonstack.kms.keys: the first start creates the root material (0700 directory, 0600 files,
+-- certificates of the right profiles), later starts load the same keys, and a partial,
+-- corrupt or mismatched directory is an EKEYS error naming the file, never a regeneration.
+local bit = require('bit')
+local uv = require('luv')
+local crypto = require('moonstack.crypto')
+local x509 = require('moonstack.x509')
+local keys = require('moonstack.kms.keys')
+
+local base
+
+local function fresh_dir(name)
+  return base .. '/' .. name
+end
+
+local function slurp(p)
+  local f = assert(io.open(p, 'rb'))
+  local s = f:read('*a')
+  f:close()
+  return s
+end
+
+local function spit(p, s)
+  local f = assert(io.open(p, 'wb'))
+  f:write(s)
+  f:close()
+end
+
+local function mode_of(p)
+  return bit.band(uv.fs_stat(p).mode, 511)
+end
+
+local function expect_ekeys(fragment, m, err, code)
+  assert.is_nil(m)
+  assert.equal('EKEYS', code)
+  assert.truthy(err:find(fragment, 1, true), ('%q not in %q'):format(fragment, err))
+end
+
+describe('kms.keys', function()
+  setup(function()
+    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
+    uv.fs_mkdir(root, 493)
+    base = assert(uv.fs_mkdtemp(root .. '/kms_keys_spec.XXXXXX'))
+  end)
+
+  teardown(function()
+    os.execute(("rm -rf '%s'"):format(base))
+  end)
+
+  it('creates the root material on first start and loads the same keys later', function()
+    local dir = fresh_dir('first/keys')
+    local m, created = keys.open(dir)
+    assert.is_table(m, created)
+    assert.is_true(created)
+    assert.equal(448, mode_of(dir)) -- 0700
+    for _, name in ipairs(keys.FILES) do
+      assert.equal(384, mode_of(dir .. '/' .. name), name) -- 0600
+    end
+    assert.equal(32, #slurp(dir .. '/root-k256.key'))
+    assert.equal(slurp(dir .. '/root-k256.key'), m.root_k256)
+    assert.equal(crypto.k256.pubkey(m.root_k256), m.k256_pubkey)
+
+    local root = m.root_cert:info()
+    assert.equal('Dstack KMS CA', root.cn)
+    assert.equal('Dstack', root.org)
+    assert.is_true(root.ca)
+    assert.equal(1, root.pathlen)
+    local tmp = m.tmp_ca_cert:info()
+    assert.equal('Dstack Client Temp CA', tmp.cn)
+    assert.equal(0, tmp.pathlen)
+    assert.not_equal(m.root_scalar, m.tmp_ca_key:scalar())
+
+    local again, created2 = keys.open(dir)
+    assert.is_false(created2)
+    assert.equal(m.root_scalar, again.root_scalar)
+    assert.equal(m.root_k256, again.root_k256)
+    assert.equal(m.root_cert:pem(), again.root_cert:pem())
+    assert.equal(m.tmp_ca_key:scalar(), again.tmp_ca_key:scalar())
+    assert.equal(m.tmp_ca_cert:pem(), again.tmp_ca_cert:pem())
+    -- nothing left behind by the atomic writes
+    local n = 0
+    for _ in uv.fs_scandir_next, uv.fs_scandir(dir) do
+      n = n + 1
+    end
+    assert.equal(#keys.FILES, n)
+  end)
+
+  it('uses given root scalars (vectors) and refuses to overwrite', function()
+    local dir = fresh_dir('vector')
+    local scalar = crypto.unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
+    local m = assert(keys.create(dir, { root_scalar = scalar, root_k256 = ('\1'):rep(32) }))
+    assert.equal(scalar, m.root_scalar)
+    assert.equal(scalar, assert(x509.load_key(slurp(dir .. '/root-ca.key'))):scalar())
+    expect_ekeys('refusing to overwrite', keys.create(dir))
+  end)
+
+  it('refuses a partial directory, naming the missing files', function()
+    local dir = fresh_dir('partial')
+    assert(keys.create(dir))
+    os.remove(dir .. '/root-k256.key')
+    os.remove(dir .. '/tmp-ca.crt')
+    expect_ekeys('missing root-k256.key, tmp-ca.crt', keys.open(dir))
+    assert.is_nil(uv.fs_stat(dir .. '/root-k256.key')) -- not regenerated
+  end)
+
+  it('refuses corrupt files, naming the file', function()
+    local dir = fresh_dir('corrupt')
+    local m = assert(keys.create(dir))
+    local k256 = slurp(dir .. '/root-k256.key')
+    spit(dir .. '/root-k256.key', k256:sub(1, 31))
+    expect_ekeys(dir .. '/root-k256.key must hold a raw 32-byte', keys.open(dir))
+    spit(dir .. '/root-k256.key', ('\0'):rep(32))
+    expect_ekeys(dir .. '/root-k256.key is not a valid secp256k1 scalar', keys.open(dir))
+    spit(dir .. '/root-k256.key', k256)
+
+    local key = slurp(dir .. '/root-ca.key')
+    spit(dir .. '/root-ca.key', key:sub(1, 60))
+    expect_ekeys(dir .. '/root-ca.key is not a P-256 private key', keys.open(dir))
+    spit(dir .. '/root-ca.key', m.root_key:public_pem())
+    expect_ekeys(dir .. '/root-ca.key is not a P-256 private key', keys.open(dir))
+    spit(dir .. '/root-ca.key', key)
+
+    spit(dir .. '/tmp-ca.crt', 'garbage')
+    expect_ekeys(dir .. '/tmp-ca.crt is not a certificate', keys.open(dir))
+    spit(dir .. '/tmp-ca.crt', m.root_cert:pem()) -- a valid cert of another key
+    expect_ekeys(dir .. '/tmp-ca.crt does not certify the key in ' .. dir .. '/tmp-ca.key',
+      keys.open(dir))
+    spit(dir .. '/tmp-ca.crt', m.tmp_ca_cert:pem())
+    assert.equal(m.root_scalar, assert(keys.open(dir)).root_scalar)
+  end)
+
+  it('raises on misuse', function()
+    assert.has_error(function() keys.open(nil) end, 'kms.keys.open: dir must be a non-empty string')
+    assert.has_error(function() keys.load('') end, 'kms.keys.load: dir must be a non-empty string')
+  end)
+end)
