@@ -16,6 +16,13 @@ M.hooks = {
       gateway_app_id = { type = 'string', max_len = 256 },
     },
   },
+  on_kms_auth = {
+    summary = 'KMS: may the KMS described by this BootInfo (self-check, onboarding peer) run?',
+    decision = {
+      allow = { type = 'boolean', required = true },
+      reason = { type = 'string', max_len = 1024 },
+    },
+  },
   on_route = {
     summary = 'gateway: may this request be routed, and to which backend?',
     decision = {
