@@ -113,7 +113,7 @@ local function run_daemon(argv)
   if not opts then
     return code
   end
-  return fail(PROG, ('cannot run %s: the KMS daemon is not in this build yet'):format(opts.config))
+  return require('moonstack.kms.server').run_daemon(opts.config)
 end
 
 local function run(argv)

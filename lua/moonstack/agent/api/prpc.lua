@@ -6,7 +6,8 @@
 -- pretty-printed as upstream) or ProtoError (protobuf); a bug in a method is a 500 and is
 -- logged. Methods are tables { input = 'MsgName', output = 'MsgName', call = fn(args, req) ->
 -- msg | nil, err [, cache = fn(args) -> key] }: with `cache`, encoded answers are kept per key
--- (for deterministic methods such as GetKey).
+-- (for deterministic methods such as GetKey). input/output name a message of
+-- moonstack.agent.api.proto, or are a message schema table in its form (other services).
 local cjson = require('cjson.safe')
 local errors = require('moonstack.core.errors')
 local log = require('moonstack.core.log').new('agent.api')
@@ -41,9 +42,14 @@ function M.wants_json(req)
   return req.method == 'GET' or req.args.json ~= nil or util.is_json_type(req.headers['content-type'])
 end
 
+-- A method's message schema: a schema table, or the name of one of the agent's messages.
+local function schema_of(s)
+  return type(s) == 'table' and s or proto.messages[s]
+end
+
 -- Decode the request message of `m` from `req` (JSON body, query, or protobuf).
 local function decode_args(m, req, json)
-  local schema = proto.messages[m.input]
+  local schema = schema_of(m.input)
   if req.method == 'GET' then
     return proto.from_query(schema, req.args)
   end
@@ -92,7 +98,7 @@ function M.call(name, m, req)
   if msg == nil then
     return error_reply(json, message_of(merr))
   end
-  local schema = proto.messages[m.output]
+  local schema = schema_of(m.output)
   local body = json and proto.to_json(schema, msg) or proto.to_proto(schema, msg)
   if cache then
     if cache.n >= M.CACHE_MAX then

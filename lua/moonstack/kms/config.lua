@@ -1,0 +1,55 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The KMS config file (`moonstack kms -c kms.lua`): a Lua chunk returning a table, validated
+-- here (moonstack.core.config + moonstack.core.schema). Every key, with its default (upstream
+-- kms.toml names in brackets, kms-vmm-gateway.md §3.10):
+--
+--   key_dir = '/etc/kms/certs'        root material (moonstack.kms.keys) [core.cert_dir]
+--   listen  = { host = '0.0.0.0', port = 8000 }   the pRPC HTTPS listener [rpc]
+--   domain  = 'localhost'             CN and SAN of the RPC certificate (issued by the root CA
+--                                     at every start, kept in memory)
+--   control = nil                     control socket path (moonstack repl), mode 0600
+--   auth    = { kind = 'webhook', url = 'http://auth-api:8000' }   the auth backend
+--             (moonstack.kms.auth): 'dev' (allow all; gateway_app_id = 'any'), 'webhook'
+--             (url, timeout_ms), 'policy' (file); other keys go to the backend [core.auth_api]
+--   max_body = 10485760               request body limit (bytes)
+local config = require('moonstack.core.config')
+
+local M = {}
+
+--- The schema (moonstack.core.schema) of kms.lua.
+M.schema = {
+  type = 'table',
+  fields = {
+    key_dir = { type = 'string', default = '/etc/kms/certs', min = 1 },
+    listen = {
+      type = 'table',
+      default = {},
+      fields = {
+        host = { type = 'string', default = '0.0.0.0', min = 1 },
+        port = { type = 'integer', default = 8000, min = 0, max = 65535 },
+      },
+    },
+    domain = { type = 'string', default = 'localhost', min = 1 },
+    control = { type = 'string', optional = true, min = 1 },
+    auth = {
+      type = 'table',
+      default = { kind = 'webhook', url = 'http://auth-api:8000' },
+      unknown = 'allow',
+      fields = { kind = { type = 'string', min = 1 } },
+    },
+    max_body = { type = 'integer', default = 10 * 1024 * 1024, min = 1024 },
+  },
+}
+
+--- Validate a config table. Returns a validated copy with defaults, or nil, 'EINVAL: ...',
+--- 'EINVAL'.
+function M.validate(tbl)
+  return require('moonstack.core.schema').validate(tbl, M.schema, 'config')
+end
+
+--- Load and validate kms.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).
+function M.load(path)
+  return config.load(path, M.schema)
+end
+
+return M

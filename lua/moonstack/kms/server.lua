@@ -1,0 +1,139 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The KMS service: opens (or on first start creates) the root material, issues the RPC
+-- certificate from the root CA (CN = SAN = domain, special usage kms:rpc; fresh key at every
+-- start, kept in memory), creates the auth backend and serves the pRPC methods
+-- (moonstack.kms.rpc) over HTTPS, plus `GET /health`. run_daemon wraps it in
+-- moonstack.core.daemon (control socket, SIGTERM/SIGINT stop, SIGHUP reloads the auth backend).
+local crypto = require('moonstack.crypto')
+local http = require('moonstack.http.server')
+local prpc = require('moonstack.agent.api.prpc')
+local x509 = require('moonstack.x509')
+local profiles = require('moonstack.x509.profiles')
+local auth = require('moonstack.kms.auth')
+local keys = require('moonstack.kms.keys')
+local rpc = require('moonstack.kms.rpc')
+
+local M = {}
+
+--- The version reported in X-App-Version.
+M.VERSION = '0.1.0'
+
+auth.register('dev', require('moonstack.kms.dev_auth').new)
+
+local Kms = {}
+Kms.__index = Kms
+
+--- Start the KMS from a validated config (moonstack.kms.config). Returns the Kms object
+--- { cfg, material, created, auth, rpc_cert, server, methods; port(), address(), reload(),
+--- status(), close() } or nil, msg, code (nothing left open).
+function M.start(cfg, log)
+  assert(type(cfg) == 'table' and cfg.key_dir, 'kms.server.start: a validated config required')
+  log = log or require('moonstack.core.log').new('kms')
+  local material, created, code = keys.open(cfg.key_dir)
+  if not material then
+    return nil, created, code
+  end
+  if created then
+    log.info('root material generated', { key_dir = cfg.key_dir })
+  end
+  local rpc_key = x509.generate_key()
+  local rpc_cert, cerr, ccode = profiles.kms_rpc_cert({ key = rpc_key, domain = cfg.domain,
+    ca = { cert = material.root_cert, key = material.root_key } })
+  if not rpc_cert then
+    return nil, 'ECERT: cannot issue the RPC certificate: ' .. tostring(cerr), ccode
+  end
+  local backend, aerr, acode = auth.new(cfg.auth)
+  if not backend then
+    return nil, 'auth: ' .. tostring(aerr), acode
+  end
+  local self = setmetatable({ cfg = cfg, material = material, created = created, auth = backend,
+    rpc_cert = rpc_cert, log = log }, Kms)
+  self.methods = rpc.methods(self)
+  local srv = http.new({ name = 'kms-rpc', listen = { host = cfg.listen.host, port = cfg.listen.port },
+    max_body = cfg.max_body, headers = { ['x-app-version'] = M.VERSION },
+    tls = { cert = rpc_cert:pem() .. material.root_cert:pem(), key = rpc_key:pkcs8_pem(),
+      client_cert = 'none' } })
+  local handler = prpc.handler({ { prefix = '/prpc/', service = 'KMS', methods = self.methods } },
+    function(req)
+      if req.path == '/health' and req.method == 'GET' then
+        return 200, 'OK', { ['content-type'] = 'text/plain' }
+      end
+    end)
+  srv:route('*', '/*', function(req) return handler(req) end)
+  local ok, lerr, lcode = srv:listen()
+  if not ok then
+    backend:close()
+    return nil, ('rpc listener: %s'):format(lerr), lcode
+  end
+  self.server = srv
+  log.info('KMS ready', { address = srv:address(), domain = cfg.domain, auth = backend.kind,
+    k256_pubkey = crypto.hex(material.k256_pubkey), root_ca = rpc_cert:info().issuer })
+  return self
+end
+
+--- The bound TCP port of the RPC listener.
+function Kms:port()
+  return self.server and self.server:port()
+end
+
+--- "host:port" of the RPC listener.
+function Kms:address()
+  return self.server and self.server:address()
+end
+
+--- Reload the auth backend (its policy file). Returns its status or nil, msg, code.
+function Kms:reload()
+  return self.auth:reload()
+end
+
+--- A snapshot for the REPL: address, key_dir, k256 public key, auth status.
+function Kms:status()
+  return { address = self:address(), key_dir = self.cfg.key_dir,
+    k256_pubkey = crypto.hex(self.material.k256_pubkey), auth = self.auth:status() }
+end
+
+--- Stop listening and release the auth backend. Idempotent.
+function Kms:close()
+  if self.server then
+    self.server:close()
+    self.server = nil
+  end
+  self.auth:close()
+end
+
+--- `moonstack kms -c FILE`: load the config and run the KMS as a daemon; the REPL sees it as
+--- `kms`. Returns an exit code for config errors, else nil (the loop keeps running).
+function M.run_daemon(path)
+  local cfg, err = require('moonstack.kms.config').load(path)
+  if not cfg then
+    io.stderr:write('moonstack kms: ', tostring(err), '\n')
+    return 2
+  end
+  local state = {}
+  require('moonstack.core.daemon').run({
+    name = 'kms',
+    control = cfg.control,
+    env = { kms = state },
+    start = function(d)
+      local k, serr = M.start(cfg, d.log)
+      if not k then
+        return nil, serr
+      end
+      state.kms = k
+      return true
+    end,
+    reload = function()
+      if state.kms then
+        assert(state.kms:reload())
+      end
+    end,
+    stop = function()
+      if state.kms then
+        state.kms:close()
+      end
+    end,
+  })
+  return nil
+end
+
+return M

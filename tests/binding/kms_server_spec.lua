@@ -1,0 +1,175 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The KMS service over real TLS (moonstack.http.client trusting only the KMS root CA): the RPC
+-- certificate's profile and chain, GetMeta / GetTempCaCert / GetAppEnvEncryptPubKey in JSON
+-- and protobuf, at /prpc/<M> and /prpc/KMS.<M>, the env pubkey equal to the spec's vector with
+-- both signatures recovering the KMS k256 key, clear 400s for bad input, /health, a client
+-- without the CA refused, and a restart on the same key directory serving the same keys.
+local uv = require('luv')
+local cjson = require('cjson.safe')
+local crypto = require('moonstack.crypto')
+local dstack = require('moonstack.crypto.dstack')
+local client = require('moonstack.http.client')
+local loop = require('tests.helpers.loop')
+local proto = require('moonstack.agent.api.proto')
+local x509 = require('moonstack.x509')
+local keys = require('moonstack.kms.keys')
+local config = require('moonstack.kms.config')
+local rpc = require('moonstack.kms.rpc')
+local server = require('moonstack.kms.server')
+
+local hex, unhex = crypto.hex, crypto.unhex
+local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
+local K256_ROOT = ('\1'):rep(32)
+local APP = ('\17'):rep(20)
+local ENV_PUB = '93cf259f68b24775d54290a8ea57cf93efc994d3ff28a7b8ba7a39e9f512302f'
+
+local base, kms, material
+
+local function start(extra)
+  local t = { key_dir = base .. '/keys', listen = { host = '127.0.0.1', port = 0 },
+    auth = { kind = 'dev', gateway_app_id = 'gw-any' } }
+  for k, v in pairs(extra or {}) do
+    t[k] = v
+  end
+  local cfg = assert(config.validate(t))
+  return assert(server.start(cfg))
+end
+
+local function call(path, body, opts)
+  opts = opts or {}
+  return loop.run_task(function()
+    return client.request({ url = ('https://127.0.0.1:%d%s'):format(kms:port(), path),
+      method = opts.method or 'POST', body = body, host = 'localhost',
+      headers = opts.headers, tls = opts.tls or { ca = material.root_cert:pem() } })
+  end, 10000)
+end
+
+describe('kms server', function()
+  setup(function()
+    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
+    uv.fs_mkdir(root, 493)
+    base = assert(uv.fs_mkdtemp(root .. '/kms_server_spec.XXXXXX'))
+    material = assert(keys.create(base .. '/keys', { root_scalar = ROOT, root_k256 = K256_ROOT }))
+    kms = start()
+  end)
+
+  teardown(function()
+    if kms then
+      kms:close()
+    end
+    os.execute(("rm -rf '%s'"):format(base))
+  end)
+
+  it('serves an RPC certificate issued by the root CA for its domain', function()
+    local info = kms.rpc_cert:info()
+    assert.equal('localhost', info.cn)
+    assert.same({ 'localhost' }, info.dns)
+    assert.equal('kms:rpc', kms.rpc_cert:ratls('special_usage'))
+    assert(x509.verify(kms.rpc_cert, { roots = { material.root_cert } }))
+    assert.is_false(kms.created)
+  end)
+
+  it('answers GetMeta in JSON and protobuf, with and without the KMS. prefix', function()
+    local r = assert(call('/prpc/GetMeta?json', ''))
+    assert.equal(200, r.status, r.body)
+    local meta = assert(cjson.decode(r.body))
+    assert.equal(material.root_cert:pem(), meta.ca_cert)
+    assert.equal(hex(crypto.k256.pubkey(K256_ROOT)), meta.k256_pubkey)
+    assert.is_true(meta.is_dev)
+    assert.is_true(meta.allow_any_upgrade)
+    assert.equal('gw-any', meta.gateway_app_id)
+    local r2 = assert(call('/prpc/KMS.GetMeta', ''))
+    assert.equal(200, r2.status)
+    local pb = assert(proto.from_proto(rpc.messages.GetMetaResponse, r2.body))
+    assert.equal(meta.ca_cert, pb.ca_cert)
+    assert.equal(crypto.k256.pubkey(K256_ROOT), pb.k256_pubkey)
+    assert.is_true(pb.is_dev)
+  end)
+
+  it('hands out the temp CA (key included) and the root CA', function()
+    local r = assert(call('/prpc/GetTempCaCert?json', ''))
+    assert.equal(200, r.status, r.body)
+    local t = assert(cjson.decode(r.body))
+    assert.equal(material.tmp_ca_cert:pem(), t.temp_ca_cert)
+    assert.equal(material.tmp_ca_key:scalar(), assert(x509.load_key(t.temp_ca_key)):scalar())
+    assert.equal(material.root_cert:pem(), t.ca_cert)
+  end)
+
+  it('signs the env encryption public key (legacy and timestamped)', function()
+    local before = os.time()
+    local r = assert(call('/prpc/GetAppEnvEncryptPubKey?json', cjson.encode({ app_id = hex(APP) })))
+    assert.equal(200, r.status, r.body)
+    local p = assert(cjson.decode(r.body))
+    assert.equal(ENV_PUB, p.public_key)
+    assert.is_true(p.timestamp >= before and p.timestamp <= os.time())
+    local kms_pub = crypto.k256.pubkey(K256_ROOT)
+    assert.equal(kms_pub, assert(dstack.env_pubkey_recover({ public_key = unhex(ENV_PUB),
+      app_id = APP, signature = unhex(p.signature) })))
+    assert.equal(kms_pub, assert(dstack.env_pubkey_recover({ public_key = unhex(ENV_PUB),
+      app_id = APP, signature = unhex(p.signature_v1), timestamp = p.timestamp })))
+    -- the v1 signature covers the timestamp
+    assert.not_equal(kms_pub, (dstack.env_pubkey_recover({ public_key = unhex(ENV_PUB),
+      app_id = APP, signature = unhex(p.signature_v1), timestamp = p.timestamp - 1 })))
+    -- 0x prefix accepted; GET query form
+    r = assert(call('/prpc/KMS.GetAppEnvEncryptPubKey?json', '{"app_id":"0x' .. hex(APP) .. '"}'))
+    assert.equal(ENV_PUB, cjson.decode(r.body).public_key)
+    r = assert(call('/prpc/GetAppEnvEncryptPubKey?app_id=' .. hex(APP), nil, { method = 'GET' }))
+    assert.equal(ENV_PUB, cjson.decode(r.body).public_key)
+  end)
+
+  it('answers bad input with a clear 400 and keeps serving', function()
+    local cases = {
+      { '/prpc/GetAppEnvEncryptPubKey?json', '{"app_id":"abcd"}', 'app_id must be 20 bytes, got 2' },
+      { '/prpc/GetAppEnvEncryptPubKey?json', '{"app_id":"zz"}', 'failed to decode' },
+      { '/prpc/GetAppEnvEncryptPubKey?json', '{not json', 'invalid JSON request body' },
+      { '/prpc/NoSuchMethod?json', '', 'no such method: NoSuchMethod' },
+    }
+    for _, c in ipairs(cases) do
+      local r = assert(call(c[1], c[2]))
+      assert.equal(400, r.status, c[1])
+      local e = assert(cjson.decode(r.body), r.body).error
+      assert.truthy(e:find(c[3], 1, true), ('%q not in %q'):format(c[3], e))
+    end
+    local r = assert(call('/health', nil, { method = 'GET' }))
+    assert.equal(200, r.status)
+    assert.equal('OK', r.body)
+  end)
+
+  it('is refused by a client that does not trust its root CA', function()
+    local r, err, code = call('/prpc/GetMeta?json', '', { tls = {} })
+    assert.is_nil(r)
+    assert.equal('ECERT', code, err)
+  end)
+
+  it('serves the same keys after a restart on the same key directory', function()
+    kms:close()
+    kms = start()
+    local r = assert(call('/prpc/GetMeta?json', ''))
+    assert.equal(hex(crypto.k256.pubkey(K256_ROOT)), cjson.decode(r.body).k256_pubkey)
+    assert.equal(material.root_cert:pem(), cjson.decode(r.body).ca_cert)
+  end)
+
+  it('uses the dev auth backend: every check allowed with its gateway id', function()
+    local info = { teeVariant = 'dstack-tdx', tcbStatus = 'OutOfDate', appId = hex(APP) }
+    local d = loop.run_task(function() return kms.auth:authorize_app(info) end, 5000)
+    assert.same({ allow = true, reason = 'dev mode', gateway_app_id = 'gw-any' }, d)
+    d = loop.run_task(function() return kms.auth:authorize_kms(info) end, 5000)
+    assert.is_true(d.allow)
+    assert.equal('dev', kms:status().auth.kind)
+    assert.is_nil(require('moonstack.kms.dev_auth').new({ kind = 'dev', url = 'x' }))
+  end)
+
+  it('refuses to start on a broken key directory or a bad auth config', function()
+    os.rename(base .. '/keys/tmp-ca.key', base .. '/tmp-ca.key')
+    local k, err, code = server.start(assert(config.validate({ key_dir = base .. '/keys',
+      listen = { host = '127.0.0.1', port = 0 }, auth = { kind = 'dev' } })))
+    os.rename(base .. '/tmp-ca.key', base .. '/keys/tmp-ca.key')
+    assert.is_nil(k)
+    assert.equal('EKEYS', code)
+    assert.truthy(err:find('missing tmp-ca.key', 1, true), err)
+    k, err = server.start(assert(config.validate({ key_dir = base .. '/keys',
+      listen = { host = '127.0.0.1', port = 0 }, auth = { kind = 'nope' } })))
+    assert.is_nil(k)
+    assert.truthy(err:find("unknown auth kind 'nope'", 1, true), err)
+  end)
+end)
