@@ -12,6 +12,11 @@
 --             (moonstack.kms.auth): 'dev' (allow all; gateway_app_id = 'any'), 'webhook'
 --             (url, timeout_ms), 'policy' (file); other keys go to the backend [core.auth_api]
 --   max_body = 10485760               request body limit (bytes)
+--   attestation = nil                 how callers' quotes are verified (GetAppKey; without it
+--                                     GetAppKey answers "unavailable"): collateral_file = path
+--                                     (dcap-qvl JSON) or pccs = URL (+ cache_dir, timeout_ms);
+--                                     root_ca_file = a simulator root (PEM/DER) and
+--                                     allow_simulator = true to accept simulated quotes
 local config = require('moonstack.core.config')
 
 local M = {}
@@ -38,6 +43,27 @@ M.schema = {
       fields = { kind = { type = 'string', min = 1 } },
     },
     max_body = { type = 'integer', default = 10 * 1024 * 1024, min = 1024 },
+    attestation = {
+      type = 'table',
+      optional = true,
+      fields = {
+        collateral_file = { type = 'string', optional = true, min = 1 },
+        pccs = { type = 'string', optional = true, pattern = '^https?://' },
+        cache_dir = { type = 'string', optional = true, min = 1 },
+        timeout_ms = { type = 'integer', optional = true, min = 1 },
+        root_ca_file = { type = 'string', optional = true, min = 1 },
+        allow_simulator = { type = 'boolean', default = false },
+      },
+      check = function(a)
+        if (a.collateral_file ~= nil) == (a.pccs ~= nil) then
+          return nil, 'give collateral_file or pccs'
+        end
+        if a.allow_simulator and not a.root_ca_file then
+          return nil, 'allow_simulator needs root_ca_file (the simulator root)'
+        end
+        return true
+      end,
+    },
   },
 }
 

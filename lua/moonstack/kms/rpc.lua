@@ -1,11 +1,14 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The KMS pRPC service (kms-vmm-gateway.md §3.6; upstream kms_rpc.proto, field numbers kept):
 -- its messages in the form of moonstack.agent.api.proto and the methods served at
--- /prpc/<Method> and /prpc/KMS.<Method>. This slice serves the calls that release no app key:
--- GetMeta, GetTempCaCert (the temp CA key is public by design: clients use it to make the
--- mTLS certificate whose trust comes from its embedded attestation) and
--- GetAppEnvEncryptPubKey (legacy and timestamped signatures, spec §2.2).
+-- /prpc/<Method> and /prpc/KMS.<Method>: GetMeta, GetTempCaCert (the temp CA key is public by
+-- design: clients use it to make the mTLS certificate whose trust comes from its embedded
+-- attestation), GetAppEnvEncryptPubKey (legacy and timestamped signatures, spec §2.2) and
+-- GetAppKey (the caller's RA-TLS certificate -> BootInfo (moonstack.kms.attest) -> the auth
+-- backend -> the app's keys (moonstack.kms.derive)).
+local crypto = require('moonstack.crypto')
 local dstack = require('moonstack.crypto.dstack')
+local derive = require('moonstack.kms.derive')
 
 local M = {}
 
@@ -20,6 +23,11 @@ M.messages = {
     { 6, 'gateway_app_id', 'string', omit_empty = true },
     { 7, 'kms_contract_address', 'string', omit_empty = true }, { 8, 'chain_id', 'uint64' },
     { 9, 'app_auth_implementation', 'string', omit_empty = true } },
+  GetAppKeyRequest = { { 1, 'api_version', 'uint64' }, { 2, 'vm_config', 'string' } },
+  AppKeyResponse = { { 1, 'ca_cert', 'string' }, { 2, 'disk_crypt_key', 'bytes' },
+    { 3, 'env_crypt_key', 'bytes' }, { 4, 'k256_key', 'bytes' }, { 5, 'k256_signature', 'bytes' },
+    { 6, 'tproxy_app_id', 'string' }, { 7, 'gateway_app_id', 'string' },
+    { 8, 'os_image_hash', 'bytes' } },
   GetTempCaCertResponse = { { 1, 'temp_ca_cert', 'string' }, { 2, 'temp_ca_key', 'string' },
     { 3, 'ca_cert', 'string' } },
 }
@@ -27,7 +35,8 @@ M.messages = {
 local msg = M.messages
 
 --- The methods over a running KMS `kms` = { material (moonstack.kms.keys), auth (backend),
---- now = fn() -> seconds? }. Returns the method table for moonstack.agent.api.prpc.
+--- attest (moonstack.kms.attest, or nil: GetAppKey unavailable), log, now = fn() -> seconds? }.
+--- Returns the method table for moonstack.agent.api.prpc.
 function M.methods(kms)
   local now = kms.now or os.time
   local t = {}
@@ -68,6 +77,40 @@ function M.methods(kms)
         return nil, s1err
       end
       return { public_key = pub, signature = sig, timestamp = ts, signature_v1 = sig1 }
+    end }
+
+  t.GetAppKey = { input = msg.GetAppKeyRequest, output = msg.AppKeyResponse,
+    call = function(args, req)
+      if (args.api_version or 0) > 1 then
+        return nil, ('EINVAL: unsupported api_version %d'):format(args.api_version)
+      end
+      if not kms.attest then
+        return nil, 'EUNAVAILABLE: GetAppKey needs attestation settings (kms.lua attestation = {...})'
+      end
+      local boot, err = kms.attest:boot_info(req.peer_cert, args.vm_config)
+      if not boot then
+        kms.log.warn('GetAppKey refused', { peer = req.peer, error = err })
+        return nil, err
+      end
+      local d = kms.auth:authorize_app(boot)
+      kms.log.info('GetAppKey decision', { app_id = boot.appId, compose_hash = boot.composeHash,
+        instance_id = boot.instanceId, allow = d.allow, reason = d.reason })
+      if not d.allow then
+        return nil, 'EDENIED: boot denied: ' .. d.reason
+      end
+      local app_id, instance_id = crypto.unhex(boot.appId or ''), crypto.unhex(boot.instanceId or '')
+      if not app_id or #app_id ~= 20 then
+        return nil, 'EATTEST: the event log names no 20-byte app-id'
+      end
+      local k, kerr = derive.app_keys(kms.material, app_id, instance_id or '', { cert = false })
+      if not k then
+        return nil, kerr
+      end
+      local gw = d.gateway_app_id or ''
+      return { ca_cert = kms.material.root_cert:pem(), disk_crypt_key = k.disk_crypt_key,
+        env_crypt_key = k.env_crypt_key, k256_key = k.k256_key, k256_signature = k.k256_signature,
+        tproxy_app_id = gw, gateway_app_id = gw,
+        os_image_hash = crypto.unhex(boot.osImageHash or '') or '' }
     end }
 
   return t

@@ -20,6 +20,27 @@ M.VERSION = '0.1.0'
 
 auth.register('dev', require('moonstack.kms.dev_auth').new)
 
+--- The caller checker (moonstack.kms.attest) of a validated `attestation` config table.
+function M.attest_from_config(a)
+  local fs = require('moonstack.core.fs')
+  local opts = { pccs = a.pccs, cache_dir = a.cache_dir, timeout_ms = a.timeout_ms,
+    allow_simulator = a.allow_simulator }
+  local err, code
+  if a.collateral_file then
+    opts.collateral, err, code = fs.read_file(a.collateral_file, 16 * 1024 * 1024)
+    if not opts.collateral then
+      return nil, err, code
+    end
+  end
+  if a.root_ca_file then
+    opts.root_ca, err, code = fs.read_file(a.root_ca_file, 1024 * 1024)
+    if not opts.root_ca then
+      return nil, err, code
+    end
+  end
+  return require('moonstack.kms.attest').new(opts)
+end
+
 local Kms = {}
 Kms.__index = Kms
 
@@ -46,13 +67,24 @@ function M.start(cfg, log)
   if not backend then
     return nil, 'auth: ' .. tostring(aerr), acode
   end
+  local attest
+  if cfg.attestation then
+    attest, aerr, acode = M.attest_from_config(cfg.attestation)
+    if not attest then
+      backend:close()
+      return nil, 'attestation: ' .. tostring(aerr), acode
+    end
+    if cfg.attestation.allow_simulator then
+      log.warn('simulated quotes are accepted (attestation.allow_simulator)')
+    end
+  end
   local self = setmetatable({ cfg = cfg, material = material, created = created, auth = backend,
-    rpc_cert = rpc_cert, log = log }, Kms)
+    attest = attest, rpc_cert = rpc_cert, log = log }, Kms)
   self.methods = rpc.methods(self)
   local srv = http.new({ name = 'kms-rpc', listen = { host = cfg.listen.host, port = cfg.listen.port },
     max_body = cfg.max_body, headers = { ['x-app-version'] = M.VERSION },
     tls = { cert = rpc_cert:pem() .. material.root_cert:pem(), key = rpc_key:pkcs8_pem(),
-      client_cert = 'none' } })
+      ca = material.tmp_ca_cert:pem(), client_cert = 'request' } })
   local handler = prpc.handler({ { prefix = '/prpc/', service = 'KMS', methods = self.methods } },
     function(req)
       if req.path == '/health' and req.method == 'GET' then

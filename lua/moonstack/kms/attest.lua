@@ -1,0 +1,88 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- How the KMS checks a caller (kms-vmm-gateway.md §3.7): the client's RA-TLS certificate must
+-- carry evidence bound to its key (moonstack.x509.ratls.inspect), the quote must pass DCAP
+-- (moonstack.verifier: Intel's root, or a simulator root when allowed), the TD must not be a
+-- debug TD, the event log must replay to RTMR3; the result is the BootInfo the auth backend
+-- decides on (camelCase keys, hex), with osImageHash from the request's vm_config when it
+-- names one. The TCB status is not judged here: it is in the BootInfo for the auth backend.
+local codec = require('moonstack.tdx.codec')
+local ratls = require('moonstack.x509.ratls')
+local x509 = require('moonstack.x509')
+local verifier = require('moonstack.verifier')
+local policy = require('moonstack.verifier.policy')
+local service = require('moonstack.verifier.service')
+local events = require('moonstack.verifier.events')
+
+local M = {}
+
+local Attest = {}
+Attest.__index = Attest
+
+local function fail(code, msg)
+  return nil, ('%s: %s'):format(code, msg), code
+end
+
+--- A checker. opts = { collateral = JSON text | pccs = URL (+ cache_dir, timeout_ms),
+--- root_ca = PEM/DER of a simulator root?, allow_simulator = false }. Returns it or nil, msg,
+--- code.
+function M.new(opts)
+  local statuses = {}
+  for _, s in ipairs(policy.TCB_STATUSES) do
+    if s ~= 'Revoked' then
+      statuses[#statuses + 1] = s
+    end
+  end
+  local v, err, code = verifier.new({
+    policy = { disable_runtime_verification = true, replay_rtmrs = { 3 },
+      allowed_tcb_status = statuses, allow_simulator = opts.allow_simulator == true },
+    collateral = opts.collateral, pccs = opts.pccs, cache_dir = opts.cache_dir,
+    timeout_ms = opts.timeout_ms, root_ca = opts.root_ca })
+  if not v then
+    return nil, err, code
+  end
+  return setmetatable({ verifier = v }, Attest)
+end
+
+--- The BootInfo of the CVM presenting certificate `peer_der` (DER; nil when the client sent
+--- none), or nil, 'CODE: why', CODE (ENOATTEST, EBINDING, EATTEST, ...). `vm_config` is the
+--- request's (JSON text or ''). Call from a task (collateral may be fetched).
+function Attest:boot_info(peer_der, vm_config)
+  if not peer_der then
+    return fail('ENOATTEST', 'an RA-TLS client certificate is required')
+  end
+  -- As PEM: the native parser takes DER holding '-----BEGIN' (a quote's PEM PCK chain inside
+  -- the attestation extension) for PEM and would read the PCK certificate instead.
+  local info, err, code = ratls.inspect(x509.pem(peer_der, 'CERTIFICATE'))
+  if not info then
+    return nil, err, code
+  end
+  local ev = info.evidence
+  local body
+  if ev.kind == 'attestation' then
+    body = { attestation = codec.hex(ev.attestation) }
+  else
+    local log = ev.event_log
+    if log:sub(1, 6) == 'ELGZv1' then
+      return fail('EUNSUPPORTED', 'compressed (ELGZv1) event logs are not supported yet')
+    end
+    body = { quote = codec.hex(ev.quote), event_log = log }
+  end
+  local resp = service.handle(self.verifier, body)
+  if not resp.is_valid then
+    return fail('EATTEST', 'attestation rejected: ' .. tostring(resp.reason))
+  end
+  local d = resp.details
+  if not d.event_log_verified or not d.boot_info then
+    return fail('EATTEST', 'attestation rejected: the event log does not replay to RTMR3')
+  end
+  local boot = d.boot_info
+  if type(vm_config) == 'string' and vm_config ~= '' then
+    local h = events.vm_config_os_image_hash(vm_config)
+    if h then
+      boot.osImageHash = h
+    end
+  end
+  return boot, d
+end
+
+return M

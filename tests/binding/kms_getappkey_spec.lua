@@ -1,0 +1,159 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- GetAppKey over real mutual TLS: a simulated CVM (moonstack.sim) with app-id, compose-hash and
+-- instance-id events presents an RA-TLS client certificate issued by the KMS temp CA; the KMS
+-- verifies the quote against the simulator's collateral and root, replays RTMR3, builds the
+-- BootInfo, asks the auth backend and releases the keys of the spec's vectors (root f57527ce…,
+-- k256 root 0x01×32, app 0x11×20, instance 0x22×20). Refused: no client certificate, evidence
+-- not bound to the certificate's key, a tampered quote, a simulated quote when simulators are not allowed, a
+-- denying auth backend (its reason returned).
+local bit = require('bit')
+local uv = require('luv')
+local cjson = require('cjson.safe')
+local crypto = require('moonstack.crypto')
+local client = require('moonstack.http.client')
+local loop = require('tests.helpers.loop')
+local ratls = require('moonstack.x509.ratls')
+local sim = require('moonstack.sim')
+local evidence = require('moonstack.agent.api.evidence')
+local auth = require('moonstack.kms.auth')
+local keys = require('moonstack.kms.keys')
+local config = require('moonstack.kms.config')
+local server = require('moonstack.kms.server')
+
+local hex, unhex = crypto.hex, crypto.unhex
+local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
+local APP, INSTANCE = ('\17'):rep(20), ('\34'):rep(20)
+local COMPOSE = ('\51'):rep(32)
+local OS_IMAGE = ('ab'):rep(32)
+
+local base, material, tee, files
+local servers = {}
+
+local function write(path, data)
+  local f = assert(io.open(path, 'wb'))
+  f:write(data)
+  f:close()
+end
+
+local function start(att, auth_cfg)
+  local cfg = assert(config.validate({ key_dir = base .. '/keys',
+    listen = { host = '127.0.0.1', port = 0 }, auth = auth_cfg or { kind = 'dev', gateway_app_id = 'gw-1' },
+    attestation = att or { collateral_file = files.collateral, root_ca_file = files.root,
+      allow_simulator = true } }))
+  local k = assert(server.start(cfg))
+  servers[#servers + 1] = k
+  return k
+end
+
+-- An RA-TLS client identity from the simulated CVM, issued by the KMS temp CA. `tamper`
+-- flips one byte of the quote's signature (VersionedAttestation V0: 2-byte tag, 2-byte compact
+-- length, then the quote: header 48 + TD report 584 + signature length 4 + signature).
+local function identity(rd_override, tamper)
+  local ev = evidence.new({ tee = tee, vm_config = cjson.encode({ os_image_hash = OS_IMAGE }) })
+  return assert(ratls.issue({ subject = 'app', eku = { 'client_auth' },
+    issuer = { cert = material.tmp_ca_cert, key = material.tmp_ca_key },
+    attest = function(rd)
+      local a = assert(ev:attestation(rd_override or rd, 'cert'))
+      if tamper then
+        local i = 4 + 48 + 584 + 4 + 10
+        a = a:sub(1, i - 1) .. string.char(bit.bxor(a:byte(i), 1)) .. a:sub(i + 1)
+      end
+      return a
+    end }))
+end
+
+local function get_app_key(kms, id, body)
+  local tls = { ca = material.root_cert:pem() }
+  if id then
+    tls = ratls.tls(id, tls)
+  end
+  return loop.run_task(function()
+    return client.request({ url = ('https://127.0.0.1:%d/prpc/GetAppKey?json'):format(kms:port()),
+      method = 'POST', host = 'localhost', body = body or '{"api_version":1,"vm_config":""}', tls = tls })
+  end, 15000)
+end
+
+local function expect_error(r, fragment)
+  assert.equal(400, r.status, r.body)
+  local e = assert(cjson.decode(r.body)).error
+  assert.truthy(e:find(fragment, 1, true), ('%q not in %q'):format(fragment, e))
+end
+
+describe('kms GetAppKey', function()
+  setup(function()
+    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
+    uv.fs_mkdir(root, 493)
+    base = assert(uv.fs_mkdtemp(root .. '/kms_getappkey_spec.XXXXXX'))
+    material = assert(keys.create(base .. '/keys', { root_scalar = ROOT, root_k256 = ('\1'):rep(32) }))
+    tee = assert(sim.new({ dir = base .. '/sim', cvm = 'app', create = true }))
+    assert(tee:emit_event('app-id', APP, { version = 1 }))
+    assert(tee:emit_event('compose-hash', COMPOSE, { version = 1 }))
+    assert(tee:emit_event('instance-id', INSTANCE, { version = 1 }))
+    files = { collateral = base .. '/collateral.json', root = base .. '/sim-root.pem' }
+    write(files.collateral, assert(tee:collateral(os.time())))
+    write(files.root, (assert(tee:root_ca())))
+  end)
+
+  teardown(function()
+    for _, k in ipairs(servers) do
+      k:close()
+    end
+    if tee then
+      tee:close()
+    end
+    os.execute(("rm -rf '%s'"):format(base))
+  end)
+
+  it('releases the app keys to an attested CVM the auth backend allows', function()
+    local kms = start()
+    local r = assert(get_app_key(kms, identity()))
+    assert.equal(200, r.status, r.body)
+    local k = assert(cjson.decode(r.body))
+    assert.equal(material.root_cert:pem(), k.ca_cert)
+    assert.equal('a7470db8cfdd0fe24134b461d60766afa7c078abe6dce9f2c8a5c44034ca400e', k.env_crypt_key)
+    assert.equal('a59c814e2c6d9353af59ce4fba7215e5ec3b62a2495b4dca48ea6f9804061f51', k.disk_crypt_key)
+    assert.equal('88fa429170ad091e0f87b335ba19b1729610ac25441728807ce3325161846baf', k.k256_key)
+    local app_pub = crypto.k256.pubkey(unhex(k.k256_key))
+    assert.equal(crypto.k256.pubkey(('\1'):rep(32)),
+      require('moonstack.crypto.dstack').kms_issued_recover(APP, app_pub, unhex(k.k256_signature)))
+    assert.equal('gw-1', k.gateway_app_id)
+    assert.equal('gw-1', k.tproxy_app_id)
+    assert.equal(OS_IMAGE, k.os_image_hash)
+  end)
+
+  it('refuses a client without a certificate, or with evidence not bound to its key', function()
+    local kms = start()
+    expect_error(assert(get_app_key(kms, nil)), 'an RA-TLS client certificate is required')
+    expect_error(assert(get_app_key(kms, identity(('\7'):rep(64)))), 'report_data is not')
+    expect_error(assert(get_app_key(kms, identity(), '{"api_version":2}')), 'unsupported api_version 2')
+    expect_error(assert(get_app_key(kms, identity(nil, true))),
+      'attestation rejected: quote verification failed')
+    -- the KMS keeps serving
+    assert.equal(200, assert(get_app_key(kms, identity())).status)
+  end)
+
+  it('refuses simulated quotes unless the config allows them', function()
+    local kms = start({ collateral_file = files.collateral, root_ca_file = files.root })
+    expect_error(assert(get_app_key(kms, identity())), 'attestation rejected: quote verification '
+      .. 'failed: ESIMULATED')
+  end)
+
+  it('returns the auth backend denial', function()
+    auth.register('deny_test', function()
+      return { authorize = function(_, info)
+        return { allow = false, reason = 'compose hash ' .. info.composeHash .. ' not allowed' }
+      end }
+    end)
+    local kms = start(nil, { kind = 'deny_test' })
+    expect_error(assert(get_app_key(kms, identity())), 'boot denied: compose hash ' .. hex(COMPOSE)
+      .. ' not allowed')
+  end)
+
+  it('is unavailable without attestation settings', function()
+    local cfg = assert(config.validate({ key_dir = base .. '/keys',
+      listen = { host = '127.0.0.1', port = 0 }, auth = { kind = 'dev' } }))
+    local kms = assert(server.start(cfg))
+    servers[#servers + 1] = kms
+    expect_error(assert(get_app_key(kms, identity())), 'GetAppKey needs attestation settings')
+  end)
+end)
