@@ -159,6 +159,30 @@ describe('kms server', function()
     assert.is_nil(require('moonstack.kms.dev_auth').new({ kind = 'dev', url = 'x' }))
   end)
 
+  it('seals the root keys at rest when configured, and opens them on the next start', function()
+    local tee = assert(require('moonstack.sim').new({ dir = base .. '/sim', cvm = 'kms', create = true }))
+    tee:close()
+    local t = { key_dir = base .. '/sealed', listen = { host = '127.0.0.1', port = 0 },
+      auth = { kind = 'dev' }, seal = { tee = 'sim', dir = base .. '/sim', cvm = 'kms' } }
+    local k1 = assert(server.start(assert(config.validate(t))))
+    local pub = k1.material.k256_pubkey
+    k1:close()
+    assert.is_true(require('moonstack.kms.seal').is_sealed(
+      assert(require('moonstack.core.fs').read_file(base .. '/sealed/root-k256.key'))))
+    local k2 = assert(server.start(assert(config.validate(t))))
+    assert.equal(pub, k2.material.k256_pubkey)
+    k2:close()
+    t.seal = nil
+    local k3, err, code = server.start(assert(config.validate(t)))
+    assert.is_nil(k3)
+    assert.equal('EKEYS', code)
+    assert.truthy(err:find('is sealed', 1, true), err)
+    t.seal = { tee = 'sim', dir = base .. '/sim', cvm = 'nope' }
+    k3, err = server.start(assert(config.validate(t)))
+    assert.is_nil(k3)
+    assert.truthy(err:find('^seal: '), err)
+  end)
+
   it('refuses to start on a broken key directory or a bad auth config', function()
     os.rename(base .. '/keys/tmp-ca.key', base .. '/tmp-ca.key')
     local k, err, code = server.start(assert(config.validate({ key_dir = base .. '/keys',

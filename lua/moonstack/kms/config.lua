@@ -17,6 +17,9 @@
 --                                     (dcap-qvl JSON) or pccs = URL (+ cache_dir, timeout_ms);
 --                                     root_ca_file = a simulator root (PEM/DER) and
 --                                     allow_simulator = true to accept simulated quotes
+--   seal = nil                        seal the private root keys at rest (moonstack.kms.seal)
+--                                     with the measurements of the KMS's CVM: { tee = 'sim',
+--                                     dir = simulator state dir, cvm = the KMS's CVM name }
 local config = require('moonstack.core.config')
 
 local M = {}
@@ -43,6 +46,15 @@ M.schema = {
       fields = { kind = { type = 'string', min = 1 } },
     },
     max_body = { type = 'integer', default = 10 * 1024 * 1024, min = 1024 },
+    seal = {
+      type = 'table',
+      optional = true,
+      fields = {
+        tee = { type = 'string', enum = { 'sim' } },
+        dir = { type = 'string', min = 1 },
+        cvm = { type = 'string', min = 1 },
+      },
+    },
     attestation = {
       type = 'table',
       optional = true,

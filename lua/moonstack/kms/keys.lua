@@ -6,17 +6,23 @@
 -- The first start generates all five (directory 0700, files 0600, each written atomically);
 -- later starts load them. An empty or missing directory is the only state that generates: a
 -- partial set, an unreadable, corrupt or mismatched file is an EKEYS error naming the file,
--- never a silent regeneration.
+-- never a silent regeneration. With opts.sealer (moonstack.kms.seal) the three private keys
+-- are sealed at rest; a sealed file without a sealer, a plain one with a sealer, or one that
+-- does not unseal (other measurements, tampering) is an EKEYS error as well.
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local fs = require('moonstack.core.fs')
 local x509 = require('moonstack.x509')
 local profiles = require('moonstack.x509.profiles')
+local seal = require('moonstack.kms.seal')
 
 local M = {}
 
 --- The file names, in the order they are written.
 M.FILES = { 'root-ca.key', 'root-ca.crt', 'root-k256.key', 'tmp-ca.key', 'tmp-ca.crt' }
+
+-- The files sealed when a sealer is given.
+local SECRET = { ['root-ca.key'] = true, ['root-k256.key'] = true, ['tmp-ca.key'] = true }
 
 -- Largest file accepted (a PEM key or certificate is far smaller).
 local MAX_FILE = 64 * 1024
@@ -44,19 +50,35 @@ local function survey(dir)
   return present, missing
 end
 
-local function read(dir, name)
+local function read(dir, name, sealer)
   local p = path_of(dir, name)
   local data, err = fs.read_file(p, MAX_FILE)
   if not data then
     return fail('cannot read %s: %s', p, err)
   end
+  if not SECRET[name] then
+    return data
+  end
+  if sealer then
+    if not seal.is_sealed(data) then
+      return fail('%s is not sealed, but sealing is configured', p)
+    end
+    local pt, uerr = sealer:unseal(name, data)
+    if not pt then
+      return fail('%s: %s', p, uerr)
+    end
+    return pt
+  end
+  if seal.is_sealed(data) then
+    return fail('%s is sealed: configure the sealing backend to open it', p)
+  end
   return data
 end
 
 -- A private P-256 key and the certificate that must carry its public key.
-local function load_pair(dir, key_name, cert_name)
+local function load_pair(dir, key_name, cert_name, sealer)
   local kp, cp = path_of(dir, key_name), path_of(dir, cert_name)
-  local ktext, err, code = read(dir, key_name)
+  local ktext, err, code = read(dir, key_name, sealer)
   if not ktext then
     return nil, err, code
   end
@@ -79,9 +101,9 @@ local function load_pair(dir, key_name, cert_name)
   return key, cert
 end
 
-local function k256_of(dir)
+local function k256_of(dir, sealer)
   local p = path_of(dir, 'root-k256.key')
-  local raw, err, code = read(dir, 'root-k256.key')
+  local raw, err, code = read(dir, 'root-k256.key', sealer)
   if not raw then
     return nil, err, code
   end
@@ -103,24 +125,25 @@ local function material(dir, root_key, root_cert, k256, k256_pub, tmp_key, tmp_c
     root_k256 = k256, k256_pubkey = k256_pub, tmp_ca_key = tmp_key, tmp_ca_cert = tmp_cert }
 end
 
---- Load the root material of a complete key directory. Returns the material (see above) or
---- nil, 'EKEYS: ...', 'EKEYS'.
-function M.load(dir)
+--- Load the root material of a complete key directory (opts.sealer: the private keys are
+--- sealed). Returns the material (see above) or nil, 'EKEYS: ...', 'EKEYS'.
+function M.load(dir, opts)
   assert(type(dir) == 'string' and dir ~= '', 'kms.keys.load: dir must be a non-empty string')
   local present, missing = survey(dir)
   if #missing > 0 then
     return fail('key directory %s is incomplete: missing %s (present: %s)', dir,
       table.concat(missing, ', '), #present > 0 and table.concat(present, ', ') or 'none')
   end
-  local root_key, root_cert, code = load_pair(dir, 'root-ca.key', 'root-ca.crt')
+  local sealer = opts and opts.sealer
+  local root_key, root_cert, code = load_pair(dir, 'root-ca.key', 'root-ca.crt', sealer)
   if not root_key then
     return nil, root_cert, code
   end
-  local k256, k256_pub, kcode = k256_of(dir)
+  local k256, k256_pub, kcode = k256_of(dir, sealer)
   if not k256 then
     return nil, k256_pub, kcode
   end
-  local tmp_key, tmp_cert, tcode = load_pair(dir, 'tmp-ca.key', 'tmp-ca.crt')
+  local tmp_key, tmp_cert, tcode = load_pair(dir, 'tmp-ca.key', 'tmp-ca.crt', sealer)
   if not tmp_key then
     return nil, tmp_cert, tcode
   end
@@ -128,7 +151,8 @@ function M.load(dir)
 end
 
 --- Generate fresh root material into `dir` (created 0700 if missing; it must hold none of the
---- files). opts (for tests and vectors): root_scalar = 32 bytes, root_k256 = 32 bytes.
+--- files). opts: sealer (moonstack.kms.seal) to seal the private keys; for tests and
+--- vectors root_scalar = 32 bytes, root_k256 = 32 bytes.
 --- Returns the material or nil, msg, code.
 function M.create(dir, opts)
   assert(type(dir) == 'string' and dir ~= '', 'kms.keys.create: dir must be a non-empty string')
@@ -170,7 +194,11 @@ function M.create(dir, opts)
     ['root-k256.key'] = k256, ['tmp-ca.key'] = tmp_key:pkcs8_pem(), ['tmp-ca.crt'] = tmp_cert:pem(),
   }
   for _, name in ipairs(M.FILES) do
-    local wok, werr, wcode = fs.write_atomic(path_of(dir, name), content[name], 384) -- 0600
+    local data = content[name]
+    if opts.sealer and SECRET[name] then
+      data = opts.sealer:seal(name, data)
+    end
+    local wok, werr, wcode = fs.write_atomic(path_of(dir, name), data, 384) -- 0600
     if not wok then
       return fail('cannot write %s: %s', path_of(dir, name), tostring(werr or wcode))
     end
@@ -179,7 +207,8 @@ function M.create(dir, opts)
 end
 
 --- Load the material of `dir`, or generate it when the directory is missing or holds none of
---- the files. Returns material, created (boolean) or nil, msg, code.
+--- the files (opts as for create: sealer, ...). Returns material, created (boolean) or nil,
+--- msg, code.
 function M.open(dir, opts)
   assert(type(dir) == 'string' and dir ~= '', 'kms.keys.open: dir must be a non-empty string')
   local present = survey(dir)
@@ -190,7 +219,7 @@ function M.open(dir, opts)
     end
     return m, true
   end
-  local m, err, code = M.load(dir)
+  local m, err, code = M.load(dir, opts)
   if not m then
     return nil, err, code
   end

@@ -41,6 +41,18 @@ function M.attest_from_config(a)
   return require('moonstack.kms.attest').new(opts)
 end
 
+--- The sealer (moonstack.kms.seal) of a validated `seal` config table, or nil, msg, code.
+function M.sealer_from_config(c)
+  local tee, err, code = require('moonstack.sim').new({ dir = c.dir, cvm = c.cvm })
+  if not tee then
+    return nil, err, code
+  end
+  local sealer
+  sealer, err, code = require('moonstack.kms.seal').sim(tee)
+  tee:close()
+  return sealer, err, code
+end
+
 local Kms = {}
 Kms.__index = Kms
 
@@ -50,12 +62,19 @@ Kms.__index = Kms
 function M.start(cfg, log)
   assert(type(cfg) == 'table' and cfg.key_dir, 'kms.server.start: a validated config required')
   log = log or require('moonstack.core.log').new('kms')
-  local material, created, code = keys.open(cfg.key_dir)
+  local sealer, serr, scode
+  if cfg.seal then
+    sealer, serr, scode = M.sealer_from_config(cfg.seal)
+    if not sealer then
+      return nil, 'seal: ' .. tostring(serr), scode
+    end
+  end
+  local material, created, code = keys.open(cfg.key_dir, { sealer = sealer })
   if not material then
     return nil, created, code
   end
   if created then
-    log.info('root material generated', { key_dir = cfg.key_dir })
+    log.info('root material generated', { key_dir = cfg.key_dir, sealed = sealer and sealer.kind })
   end
   local rpc_key = x509.generate_key()
   local rpc_cert, cerr, ccode = profiles.kms_rpc_cert({ key = rpc_key, domain = cfg.domain,

@@ -1,12 +1,14 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- moonstack.kms.keys: the first start creates the root material (0700 directory, 0600 files,
 -- certificates of the right profiles), later starts load the same keys, and a partial,
--- corrupt or mismatched directory is an EKEYS error naming the file, never a regeneration.
+-- corrupt or mismatched directory is an EKEYS error naming the file, never a regeneration;
+-- sealed at rest, the private keys open only with the same measurements and file names.
 local bit = require('bit')
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local x509 = require('moonstack.x509')
 local keys = require('moonstack.kms.keys')
+local seal = require('moonstack.kms.seal')
 
 local base
 
@@ -128,6 +130,59 @@ describe('kms.keys', function()
       keys.open(dir))
     spit(dir .. '/tmp-ca.crt', m.tmp_ca_cert:pem())
     assert.equal(m.root_scalar, assert(keys.open(dir)).root_scalar)
+  end)
+
+  describe('sealed at rest', function()
+    local function measurements(tweak)
+      return { mrtd = ('\1'):rep(48), rtmr0 = ('\2'):rep(48), rtmr1 = (tweak or '\3'):rep(48),
+        rtmr2 = ('\4'):rep(48) }
+    end
+
+    it('seals the private keys with the CVM measurements and loads them back', function()
+      local tee = assert(require('moonstack.sim').new({ dir = base .. '/sim', cvm = 'kms',
+        create = true }))
+      local sealer = assert(seal.sim(tee))
+      tee:close()
+      local dir = fresh_dir('sealed')
+      local m = assert(keys.open(dir, { sealer = sealer }))
+      for _, name in ipairs({ 'root-ca.key', 'root-k256.key', 'tmp-ca.key' }) do
+        local data = slurp(dir .. '/' .. name)
+        assert.is_true(seal.is_sealed(data), name)
+        assert.is_nil(data:find('PRIVATE KEY', 1, true), name)
+      end
+      assert.is_false(seal.is_sealed(slurp(dir .. '/root-ca.crt')))
+      local again = assert(keys.open(dir, { sealer = sealer }))
+      assert.equal(m.root_scalar, again.root_scalar)
+      assert.equal(m.root_k256, again.root_k256)
+      assert.equal(m.tmp_ca_key:scalar(), again.tmp_ca_key:scalar())
+      -- the same measurements give the same key (a restart of the same CVM)
+      local m2 = assert(require('moonstack.sim').new({ dir = base .. '/sim', cvm = 'kms' }))
+      assert.equal(m.root_k256, assert(keys.load(dir, { sealer = assert(seal.sim(m2)) })).root_k256)
+      m2:close()
+    end)
+
+    it('refuses a sealed directory without the sealer, with other measurements, or swapped files',
+      function()
+        local dir = fresh_dir('sealed2')
+        local sealer = seal.from_measurements('test', measurements())
+        assert(keys.create(dir, { sealer = sealer }))
+        expect_ekeys(dir .. '/root-ca.key is sealed: configure the sealing backend', keys.load(dir))
+        local other = seal.from_measurements('test', measurements('\5'))
+        expect_ekeys(dir .. '/root-ca.key: EUNSEAL: cannot unseal', keys.load(dir, { sealer = other }))
+        local tmp_key = slurp(dir .. '/tmp-ca.key')
+        spit(dir .. '/tmp-ca.key', slurp(dir .. '/root-ca.key'))
+        expect_ekeys(dir .. '/tmp-ca.key: EUNSEAL: cannot unseal', keys.load(dir, { sealer = sealer }))
+        spit(dir .. '/tmp-ca.key', tmp_key:sub(1, 20))
+        expect_ekeys(dir .. '/tmp-ca.key: EUNSEAL: sealed blob truncated',
+          keys.load(dir, { sealer = sealer }))
+        spit(dir .. '/tmp-ca.key', tmp_key)
+        assert(keys.load(dir, { sealer = sealer }))
+        -- a plain directory is refused when sealing is configured
+        local plain = fresh_dir('plain')
+        assert(keys.create(plain))
+        expect_ekeys(plain .. '/root-ca.key is not sealed, but sealing is configured',
+          keys.load(plain, { sealer = sealer }))
+      end)
   end)
 
   it('raises on misuse', function()
