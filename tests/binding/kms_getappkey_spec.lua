@@ -73,6 +73,20 @@ local function get_app_key(kms, id, body)
   end, 15000)
 end
 
+local function metrics_of(kms)
+  local r = assert(loop.run_task(function()
+    return client.request({ url = ('https://127.0.0.1:%d/metrics'):format(kms:port()),
+      host = 'localhost', tls = { ca = material.root_cert:pem() } })
+  end, 10000))
+  assert.equal(200, r.status)
+  local m = {}
+  for name, v in r.body:gmatch('\n([%w_]+) ([%d.]+)') do
+    m[name] = tonumber(v)
+  end
+  m.inf = tonumber(r.body:match('_bucket{le="%+Inf"} (%d+)'))
+  return m
+end
+
 local function expect_error(r, fragment)
   assert.equal(400, r.status, r.body)
   local e = assert(cjson.decode(r.body)).error
@@ -119,6 +133,11 @@ describe('kms GetAppKey', function()
     assert.equal('gw-1', k.gateway_app_id)
     assert.equal('gw-1', k.tproxy_app_id)
     assert.equal(OS_IMAGE, k.os_image_hash)
+    local m = metrics_of(kms)
+    assert.equal(1, m.dstack_kms_attestation_requests_total)
+    assert.equal(0, m.dstack_kms_attestation_failures_total)
+    assert.equal(1, m.moonstack_kms_attestation_request_seconds_count)
+    assert.equal(1, m.inf)
   end)
 
   it('refuses a client without a certificate, or with evidence not bound to its key', function()
@@ -147,6 +166,10 @@ describe('kms GetAppKey', function()
     local kms = start(nil, { kind = 'deny_test' })
     expect_error(assert(get_app_key(kms, identity())), 'boot denied: compose hash ' .. hex(COMPOSE)
       .. ' not allowed')
+    local m = metrics_of(kms)
+    assert.equal(1, m.dstack_kms_attestation_requests_total)
+    assert.equal(1, m.dstack_kms_attestation_failures_total)
+    assert.equal(1, m.moonstack_kms_auth_denials_total)
   end)
 
   it('is unavailable without attestation settings', function()

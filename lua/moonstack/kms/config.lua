@@ -12,6 +12,7 @@
 --             (moonstack.kms.auth): 'dev' (allow all; gateway_app_id = 'any'), 'webhook'
 --             (url, timeout_ms), 'policy' (file); other keys go to the backend [core.auth_api]
 --   max_body = 10485760               request body limit (bytes)
+--   metrics = true                    serve GET /metrics (Prometheus text) [core.metrics]
 --   attestation = nil                 how callers' quotes are verified (GetAppKey; without it
 --                                     GetAppKey answers "unavailable"): collateral_file = path
 --                                     (dcap-qvl JSON) or pccs = URL (+ cache_dir, timeout_ms);
@@ -46,6 +47,7 @@ M.schema = {
       fields = { kind = { type = 'string', min = 1 } },
     },
     max_body = { type = 'integer', default = 10 * 1024 * 1024, min = 1024 },
+    metrics = { type = 'boolean', default = true },
     seal = {
       type = 'table',
       optional = true,

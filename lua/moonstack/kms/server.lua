@@ -2,8 +2,9 @@
 -- The KMS service: opens (or on first start creates) the root material, issues the RPC
 -- certificate from the root CA (CN = SAN = domain, special usage kms:rpc; fresh key at every
 -- start, kept in memory), creates the auth backend and serves the pRPC methods
--- (moonstack.kms.rpc) over HTTPS, plus `GET /health`. run_daemon wraps it in
--- moonstack.core.daemon (control socket, SIGTERM/SIGINT stop, SIGHUP reloads the auth backend).
+-- (moonstack.kms.rpc) over HTTPS, plus `GET /health` and `GET /metrics` (moonstack.kms.metrics).
+-- run_daemon wraps it in moonstack.core.daemon (control socket, SIGTERM/SIGINT stop, SIGHUP
+-- reloads the auth backend).
 local crypto = require('moonstack.crypto')
 local http = require('moonstack.http.server')
 local prpc = require('moonstack.agent.api.prpc')
@@ -12,6 +13,7 @@ local profiles = require('moonstack.x509.profiles')
 local auth = require('moonstack.kms.auth')
 local keys = require('moonstack.kms.keys')
 local rpc = require('moonstack.kms.rpc')
+local metrics = require('moonstack.kms.metrics')
 
 local M = {}
 
@@ -104,12 +106,20 @@ function M.start(cfg, log)
     max_body = cfg.max_body, headers = { ['x-app-version'] = M.VERSION },
     tls = { cert = rpc_cert:pem() .. material.root_cert:pem(), key = rpc_key:pkcs8_pem(),
       ca = material.tmp_ca_cert:pem(), client_cert = 'request' } })
-  local handler = prpc.handler({ { prefix = '/prpc/', service = 'KMS', methods = self.methods } },
+  self.metrics = metrics.new()
+  local handler = self.metrics:wrap(prpc.handler({
+    { prefix = '/prpc/', service = 'KMS', methods = self.methods } },
     function(req)
-      if req.path == '/health' and req.method == 'GET' then
+      if req.method ~= 'GET' then
+        return nil
+      end
+      if req.path == '/health' then
         return 200, 'OK', { ['content-type'] = 'text/plain' }
       end
-    end)
+      if req.path == '/metrics' and cfg.metrics then
+        return 200, self.metrics:render(), { ['content-type'] = 'text/plain; version=0.0.4' }
+      end
+    end))
   srv:route('*', '/*', function(req) return handler(req) end)
   local ok, lerr, lcode = srv:listen()
   if not ok then
