@@ -17,8 +17,15 @@
 
 #include "x509/x509.h"
 
+/*
+ * PEM text, or DER? DER certificates and requests start with a SEQUENCE tag (0x30), and may
+ * well contain "-----BEGIN" inside (an RA-TLS certificate embeds a quote whose PCK chain is
+ * PEM): only input that does not start with 0x30 is looked at as text.
+ */
 static bool looks_pem(const void *data, size_t len)
 {
+	if (len > 0 && ((const unsigned char *)data)[0] == 0x30)
+		return false;
 	return len > 10 && memmem(data, len, "-----BEGIN", 10) != NULL;
 }
 

@@ -5,6 +5,7 @@
  * `openssl dgst`, byte-exact DER of every RA-TLS extension, a CA and a leaf with every option
  * parsed back, CSRs, PEM, and the error cases. Chain verification: test_x509_verify.c.
  */
+#define _GNU_SOURCE // memmem
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -649,6 +650,31 @@ static void test_errors(void **state)
 	EVP_PKEY_free(other);
 }
 
+/* A DER certificate whose extension carries PEM text (as an RA-TLS quote carries its PCK chain)
+ * is still read as DER, not as the PEM inside it. */
+static void test_der_containing_pem_text(void **state)
+{
+	static const char pem_inside[] =
+		"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+	EVP_PKEY *key = x509_key_generate(NULL);
+	assert_non_null(key);
+	struct x509_ext_spec ext =
+		x509_ratls_ext(X509_RATLS_QUOTE, pem_inside, sizeof(pem_inside) - 1);
+	struct x509_cert_opts o = { .cn = "ratls-with-pem", .exts = &ext, .n_exts = 1 };
+	X509 *cert = x509_cert_create(&o, key, NULL, key, NULL);
+	assert_non_null(cert);
+	struct x509_buf der;
+	assert_int_equal(x509_cert_der(cert, &der, NULL), 0);
+	assert_non_null(memmem(der.data, der.len, "-----BEGIN", 10));
+	X509 *back = x509_cert_load(der.data, der.len, NULL);
+	assert_non_null(back);
+	assert_int_equal(X509_cmp(back, cert), 0);
+	X509_free(back);
+	x509_buf_free(&der);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -661,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_csr),
 		cmocka_unit_test(test_pem),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_der_containing_pem_text),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
