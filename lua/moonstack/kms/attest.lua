@@ -67,6 +67,19 @@ function Attest:boot_info(peer_der, vm_config)
     end
     body = { quote = codec.hex(ev.quote), event_log = log }
   end
+  return self:_verify(body, vm_config)
+end
+
+--- The BootInfo of VersionedAttestation bytes `att` (SignCert's CSR attestation; its binding is
+--- the caller's to check), or nil, 'CODE: why', CODE. Call from a task.
+function Attest:check_attestation(att, vm_config)
+  if type(att) ~= 'string' or att == '' then
+    return fail('ENOATTEST', 'no attestation')
+  end
+  return self:_verify({ attestation = codec.hex(att) }, vm_config)
+end
+
+function Attest:_verify(body, vm_config)
   local resp = service.handle(self.verifier, body)
   if not resp.is_valid then
     return fail('EATTEST', 'attestation rejected: ' .. tostring(resp.reason))

@@ -5,10 +5,11 @@
 -- design: clients use it to make the mTLS certificate whose trust comes from its embedded
 -- attestation), GetAppEnvEncryptPubKey (legacy and timestamped signatures, spec §2.2) and
 -- GetAppKey (the caller's RA-TLS certificate -> BootInfo (moonstack.kms.attest) -> the auth
--- backend -> the app's keys (moonstack.kms.derive)).
+-- backend -> the app's keys (moonstack.kms.derive)) and SignCert (moonstack.kms.signcert).
 local crypto = require('moonstack.crypto')
 local dstack = require('moonstack.crypto.dstack')
 local derive = require('moonstack.kms.derive')
+local signcert = require('moonstack.kms.signcert')
 
 local M = {}
 
@@ -30,6 +31,9 @@ M.messages = {
     { 8, 'os_image_hash', 'bytes' } },
   GetTempCaCertResponse = { { 1, 'temp_ca_cert', 'string' }, { 2, 'temp_ca_key', 'string' },
     { 3, 'ca_cert', 'string' } },
+  SignCertRequest = { { 1, 'api_version', 'uint64' }, { 2, 'csr', 'bytes' },
+    { 3, 'signature', 'bytes' }, { 4, 'vm_config', 'string' } },
+  SignCertResponse = { { 1, 'certificate_chain', 'string*' } },
 }
 
 local msg = M.messages
@@ -111,6 +115,15 @@ function M.methods(kms)
         env_crypt_key = k.env_crypt_key, k256_key = k.k256_key, k256_signature = k.k256_signature,
         tproxy_app_id = gw, gateway_app_id = gw,
         os_image_hash = crypto.unhex(boot.osImageHash or '') or '' }
+    end }
+
+  t.SignCert = { input = msg.SignCertRequest, output = msg.SignCertResponse,
+    call = function(args)
+      local r, err, code = signcert.handle(kms, args)
+      if not r then
+        kms.log.warn('SignCert refused', { error = err })
+      end
+      return r, err, code
     end }
 
   return t
