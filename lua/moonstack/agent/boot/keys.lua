@@ -7,7 +7,9 @@
 --              os_image_hash = bytes? (KMS only: measured as os-image-hash), provider_id =
 --              bytes (checked against app-compose key_provider_id) }
 -- Providers here:
---   kms        the KMS's GetAppKey (M5: not in this build; a clear EUNAVAILABLE error)
+--   kms        the KMS's GetAppKey over RA-TLS (moonstack.agent.boot.kms_client; URLs from
+--              key_provider.urls or sys-config kms_urls, root CA pinned by sys-config kms_ca
+--              or learned from GetTempCaCert as upstream, checked by the key_provider_id pin)
 --   local      a 32-byte seed (an SGX local key provider's sealing key in production) with
 --              upstream's non-KMS derivations: app CA = derive_p256(seed, "app-key"), disk key
 --              = SHA-256(PKCS8(derive_p256(seed, "app-disk-key"))), k256 = derive_key(seed,
@@ -22,9 +24,6 @@ local fs = require('moonstack.core.fs')
 local x509 = require('moonstack.x509')
 
 local M = {}
-
---- The error a KMS-backed boot gets in this build.
-M.KMS_UNAVAILABLE = 'KMS key provider not available in this build (M5)'
 
 local function null(v)
   return v == nil or v == cjson.null
@@ -211,8 +210,8 @@ end
 
 local providers = {}
 
-providers.kms = function()
-  return errors.fail('EUNAVAILABLE', M.KMS_UNAVAILABLE)
+providers.kms = function(req)
+  return require('moonstack.agent.boot.kms_client').provider(req)
 end
 
 providers['local'] = function(req)

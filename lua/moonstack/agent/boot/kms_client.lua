@@ -1,0 +1,185 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The agent's side of GetAppKey (spec kms-vmm-gateway.md §1.3 step 5, §3.6; guest-and-
+-- attestation.md §8.2), as upstream dstack-util's request_app_keys:
+--   1. GetTempCaCert from the KMS (TLS: the configured KMS root CA, else — as upstream, which
+--      uses tls_no_check here — unverified; the answer names the root CA `ca_cert`);
+--   2. a fresh RA-TLS client certificate: new P-256 key, attestation = a quote from the TEE
+--      whose report_data binds that key (moonstack.x509.ratls.issue), signed by the temp CA;
+--   3. GetAppKey over mutual TLS trusting only the root CA (configured, or the one step 1
+--      named: trust on first use, bound by the app-compose key_provider_id pin, which
+--      moonstack.agent.boot.keys checks against the root's SPKI).
+-- A denial is EDENIED with the KMS's reason; transport failures try the next URL.
+local cjson = require('cjson.safe')
+local crypto = require('moonstack.crypto')
+local errors = require('moonstack.core.errors')
+local client = require('moonstack.http.client')
+local x509 = require('moonstack.x509')
+local ratls = require('moonstack.x509.ratls')
+
+local M = {}
+
+-- <base>/prpc/<method>?json (upstream appends /prpc to each kms_urls entry).
+local function method_url(base, method)
+  base = base:gsub('/+$', '')
+  if not base:find('/prpc$') then
+    base = base .. '/prpc'
+  end
+  return base .. '/' .. method .. '?json'
+end
+
+-- The `{"error": ...}` of a pRPC failure, or the start of the body.
+local function rpc_error(resp)
+  local obj = cjson.decode(resp.body or '')
+  if type(obj) == 'table' and type(obj.error) == 'string' then
+    return obj.error
+  end
+  return ('HTTP %d: %s'):format(resp.status, (resp.body or ''):sub(1, 200))
+end
+
+local function call(url, body, tls, timeout_ms)
+  local resp, err, code = client.request({ url = url, method = 'POST', body = body,
+    headers = { ['Content-Type'] = 'application/json' }, tls = tls, timeout_ms = timeout_ms })
+  if not resp then
+    return nil, err, code
+  end
+  if resp.status ~= 200 then
+    return nil, rpc_error(resp), resp.status == 400 and 'EDENIED' or 'EPROTO'
+  end
+  local obj = cjson.decode(resp.body)
+  if type(obj) ~= 'table' then
+    return errors.fail('EPROTO', url .. ' answered with invalid JSON')
+  end
+  return obj
+end
+
+local function unhex_field(obj, name, len)
+  local v = obj[name]
+  if v == nil or v == cjson.null then
+    v = ''
+  end
+  local b = type(v) == 'string' and crypto.unhex(v)
+  if not b or (len and #b ~= len) then
+    return errors.fail('EPROTO', ('GetAppKey answer: %s is not %s'):format(name,
+      len and (len .. ' hex bytes') or 'hex'))
+  end
+  return b
+end
+
+-- The app keys (context format, moonstack.agent.boot.keys) from a GetAppKey answer.
+local function keys_of(resp, url, root, tmp)
+  local keys = { gateway_app_id = type(resp.gateway_app_id) == 'string' and resp.gateway_app_id or '' }
+  local err, code
+  for _, f in ipairs({ { 'k256_key', 32 }, { 'k256_signature', 65 }, { 'disk_crypt_key' },
+      { 'env_crypt_key', 32 }, { 'os_image_hash' } }) do
+    keys[f[1]], err, code = unhex_field(resp, f[1], f[2])
+    if not keys[f[1]] then
+      return nil, err, code
+    end
+  end
+  if #keys.disk_crypt_key == 0 then
+    return errors.fail('EPROTO', 'GetAppKey answer: disk_crypt_key is empty')
+  end
+  local ca = type(resp.ca_cert) == 'string' and x509.cert(resp.ca_cert)
+  if not ca or not ca.der == root.der then
+    return errors.fail('EPROTO',
+      'GetAppKey answer: ca_cert is not the root CA the TLS session was checked against')
+  end
+  local os_image_hash = keys.os_image_hash
+  keys.os_image_hash = nil
+  keys.ca_cert_pem = resp.ca_cert
+  keys.key_provider = { kind = 'Kms', url = url, pubkey = root:spki(),
+    tmp_ca_key = tmp.temp_ca_key, tmp_ca_cert = tmp.temp_ca_cert }
+  return keys, os_image_hash
+end
+
+--- Ask one KMS for the app keys (inside a task). opts = { url (base URL), tee (a TEE backend),
+--- vm_config (string), ca (PEM of the KMS root CA, optional), timeout_ms? }. Returns
+--- { keys, root = Cert, os_image_hash = bytes } or nil, msg, code (EDENIED: the KMS refused,
+--- its reason in msg; EPROTO; transport codes).
+function M.get_app_keys(opts)
+  assert(type(opts) == 'table' and type(opts.url) == 'string' and opts.tee,
+    'kms_client.get_app_keys: needs { url, tee }')
+  local timeout = opts.timeout_ms or 30000
+  local tls0 = opts.ca and { ca = opts.ca } or { insecure = true }
+  local tmp, err, code = call(method_url(opts.url, 'GetTempCaCert'), '{}', tls0, timeout)
+  if not tmp then
+    return nil, ('GetTempCaCert: %s'):format(err), code
+  end
+  local tmp_cert = type(tmp.temp_ca_cert) == 'string' and x509.cert(tmp.temp_ca_cert)
+  local tmp_key = type(tmp.temp_ca_key) == 'string' and x509.load_key(tmp.temp_ca_key)
+  local root = x509.cert(opts.ca or (type(tmp.ca_cert) == 'string' and tmp.ca_cert) or '')
+  if not tmp_cert or not tmp_key or not root then
+    return errors.fail('EPROTO', 'GetTempCaCert answer lacks temp_ca_cert, temp_ca_key or ca_cert')
+  end
+  local evidence = require('moonstack.agent.api.evidence').new({ tee = opts.tee,
+    vm_config = opts.vm_config or '' })
+  local id
+  id, err, code = ratls.issue({ subject = 'RA-TLS TEMP Cert', eku = { 'client_auth' },
+    issuer = { cert = tmp_cert, key = tmp_key },
+    attest = function(rd)
+      local a, e, c = evidence:attestation(rd, 'cert')
+      if not a then
+        return nil, 'cannot attest the RA-TLS client certificate: ' .. tostring(e), c
+      end
+      return a
+    end })
+  if not id then
+    return nil, err, code
+  end
+  local resp
+  resp, err, code = call(method_url(opts.url, 'GetAppKey'),
+    cjson.encode({ api_version = 1, vm_config = opts.vm_config or '' }),
+    ratls.tls(id, { ca = root:pem() }), timeout)
+  if not resp then
+    return nil, ('GetAppKey: %s'):format(err), code
+  end
+  local keys, os_image_hash = keys_of(resp, opts.url, root, tmp)
+  if not keys then
+    return nil, os_image_hash, 'EPROTO'
+  end
+  return { keys = keys, root = root, os_image_hash = os_image_hash }
+end
+
+--- The KMS URLs of a boot: the agent config's key_provider.urls, else sys-config kms_urls.
+function M.urls(kcfg, sys_config)
+  local list = (kcfg and kcfg.urls) or (type(sys_config) == 'table' and sys_config.kms_urls)
+  local out = {}
+  for _, u in ipairs(type(list) == 'table' and list or {}) do
+    if type(u) == 'string' and u ~= '' then
+      out[#out + 1] = u
+    end
+  end
+  return out
+end
+
+--- The key provider `kms` (moonstack.agent.boot.keys): try each URL; a denial stops at once.
+--- The root CA may be pinned with sys-config `kms_ca` (PEM).
+function M.provider(req)
+  local urls = M.urls(req.config, req.sys_config)
+  if #urls == 0 then
+    return errors.fail('EINVAL', 'kms_enabled but no KMS URL (sys-config kms_urls or key_provider.urls)')
+  end
+  local ca = type(req.sys_config) == 'table' and type(req.sys_config.kms_ca) == 'string'
+    and req.sys_config.kms_ca ~= '' and req.sys_config.kms_ca or nil
+  local failures = {}
+  for _, url in ipairs(urls) do
+    local r, err, code = M.get_app_keys({ url = url, tee = req.tee, vm_config = req.vm_config,
+      ca = ca })
+    if r then
+      local spki = r.root:spki()
+      local result = { keys = r.keys, info = { name = 'kms', id = crypto.hex(spki) },
+        provider_id = spki }
+      if #r.os_image_hash > 0 then
+        result.os_image_hash = r.os_image_hash
+      end
+      return result
+    end
+    if code == 'EDENIED' then
+      return errors.fail('EDENIED', ('KMS %s refused the app keys: %s'):format(url, err))
+    end
+    failures[#failures + 1] = ('%s: %s'):format(url, tostring(err))
+  end
+  return errors.fail('EUNAVAILABLE', 'no KMS answered GetAppKey: ' .. table.concat(failures, '; '))
+end
+
+return M
