@@ -5,7 +5,8 @@
 -- design: clients use it to make the mTLS certificate whose trust comes from its embedded
 -- attestation), GetAppEnvEncryptPubKey (legacy and timestamped signatures, spec §2.2) and
 -- GetAppKey (the caller's RA-TLS certificate -> BootInfo (moonstack.kms.attest) -> the auth
--- backend -> the app's keys (moonstack.kms.derive)) and SignCert (moonstack.kms.signcert).
+-- backend -> the app's keys (moonstack.kms.derive)), SignCert (moonstack.kms.signcert) and
+-- GetKmsKey (the root keys handed to another KMS the backend's authorize_kms allows).
 local crypto = require('moonstack.crypto')
 local dstack = require('moonstack.crypto.dstack')
 local derive = require('moonstack.kms.derive')
@@ -34,7 +35,11 @@ M.messages = {
   SignCertRequest = { { 1, 'api_version', 'uint64' }, { 2, 'csr', 'bytes' },
     { 3, 'signature', 'bytes' }, { 4, 'vm_config', 'string' } },
   SignCertResponse = { { 1, 'certificate_chain', 'string*' } },
+  GetKmsKeyRequest = { { 1, 'vm_config', 'string' } },
+  KmsKeys = { { 1, 'ca_key', 'string' }, { 2, 'k256_key', 'bytes' } },
 }
+M.messages.KmsKeyResponse = { { 1, 'temp_ca_key', 'string' },
+  { 2, 'keys', 'message*', schema = M.messages.KmsKeys } }
 
 local msg = M.messages
 
@@ -115,6 +120,27 @@ function M.methods(kms)
         env_crypt_key = k.env_crypt_key, k256_key = k.k256_key, k256_signature = k.k256_signature,
         tproxy_app_id = gw, gateway_app_id = gw,
         os_image_hash = crypto.unhex(boot.osImageHash or '') or '' }
+    end }
+
+  t.GetKmsKey = { input = msg.GetKmsKeyRequest, output = msg.KmsKeyResponse,
+    call = function(args, req)
+      if not kms.attest then
+        return nil, 'EUNAVAILABLE: GetKmsKey needs attestation settings (kms.lua attestation = {...})'
+      end
+      local boot, err = kms.attest:boot_info(req.peer_cert, args.vm_config)
+      if not boot then
+        kms.log.warn('GetKmsKey refused', { peer = req.peer, error = err })
+        return nil, err
+      end
+      local d = kms.auth:authorize_kms(boot)
+      kms.log.info('GetKmsKey decision', { app_id = boot.appId, compose_hash = boot.composeHash,
+        mr_aggregated = boot.mrAggregated, allow = d.allow, reason = d.reason })
+      if not d.allow then
+        return nil, 'EDENIED: KMS denied: ' .. d.reason
+      end
+      local m = kms.material
+      return { temp_ca_key = m.tmp_ca_key:pkcs8_pem(),
+        keys = { { ca_key = m.root_key:pkcs8_pem(), k256_key = m.root_k256 } } }
     end }
 
   t.SignCert = { input = msg.SignCertRequest, output = msg.SignCertResponse,

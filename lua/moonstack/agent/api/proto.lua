@@ -11,8 +11,9 @@ local M = {}
 
 local byte, char, concat = string.byte, string.char, table.concat
 
--- Field types: string, bytes, bool, uint64 (optional: absent = nil), and repeated forms
--- string* / bytes*. A field spec is { number, name, type [, omit_empty = true] }.
+-- Field types: string, bytes, bool, uint64 (optional: absent = nil), message (a nested
+-- message, schema = its field list; absent = nil), and repeated forms string* / bytes* /
+-- message*. A field spec is { number, name, type [, omit_empty = true] [, schema = {...}] }.
 local S = {
   Empty = {},
   GetTlsKeyArgs = { { 1, 'subject', 'string' }, { 2, 'alt_names', 'string*' },
@@ -133,8 +134,17 @@ local function hex_or_fail(name, v)
   return b
 end
 
-local function json_value(name, ty, v)
-  if ty == 'string' then
+local function json_value(name, ty, v, f)
+  if ty == 'message' then
+    if type(v) ~= 'table' or (#v > 0) then
+      return fail(('%s: expected an object'):format(name))
+    end
+    local m, err = M.from_json(f.schema, v)
+    if not m then
+      return fail(('%s.%s'):format(name, err))
+    end
+    return m
+  elseif ty == 'string' then
     if type(v) ~= 'string' then
       return fail(('%s: expected a string'):format(name))
     end
@@ -176,7 +186,7 @@ function M.from_json(schema, obj)
       end
       local list = {}
       for i, item in ipairs(v) do
-        local x, err = json_value(('%s[%d]'):format(name, i - 1), ty:sub(1, -2), item)
+        local x, err = json_value(('%s[%d]'):format(name, i - 1), ty:sub(1, -2), item, f)
         if x == nil then
           return fail(err)
         end
@@ -184,7 +194,7 @@ function M.from_json(schema, obj)
       end
       out[name] = list
     else
-      local x, err = json_value(name, ty, v)
+      local x, err = json_value(name, ty, v, f)
       if x == nil then
         return fail(err)
       end
@@ -232,8 +242,10 @@ function M.from_query(schema, args)
   return out
 end
 
-local function json_scalar(ty, v)
-  if ty == 'string' then
+local function json_scalar(ty, v, f)
+  if ty == 'message' then
+    return M.to_json(f.schema, v or {})
+  elseif ty == 'string' then
     return json_string(v or '')
   elseif ty == 'bytes' then
     return '"' .. crypto.hex(v or '') .. '"'
@@ -252,11 +264,12 @@ function M.to_json(schema, msg)
     if ty:sub(-1) == '*' then
       local items = {}
       for i, item in ipairs(v or {}) do
-        items[i] = json_scalar(ty:sub(1, -2), item)
+        items[i] = json_scalar(ty:sub(1, -2), item, f)
       end
       parts[#parts + 1] = '"' .. name .. '":[' .. concat(items, ',') .. ']'
-    elseif not (v == nil and ty == 'uint64') and not (f.omit_empty and (v == nil or v == '')) then
-      parts[#parts + 1] = '"' .. name .. '":' .. json_scalar(ty, v)
+    elseif not (v == nil and (ty == 'uint64' or ty == 'message'))
+        and not (f.omit_empty and (v == nil or v == '')) then
+      parts[#parts + 1] = '"' .. name .. '":' .. json_scalar(ty, v, f)
     end
   end
   return '{' .. concat(parts, ',') .. '}'
@@ -280,7 +293,10 @@ end
 
 local function encode_field(parts, f, ty, v)
   local num = f[1]
-  if ty == 'string' or ty == 'bytes' then
+  if ty == 'message' then
+    v = M.to_proto(f.schema, v)
+  end
+  if ty == 'string' or ty == 'bytes' or ty == 'message' then
     parts[#parts + 1] = key(num, 2) .. varint(#v) .. v
   elseif ty == 'bool' then
     parts[#parts + 1] = key(num, 0) .. (v and '\1' or '\0')
@@ -369,9 +385,16 @@ function M.from_proto(schema, s)
     end
     if f then
       local ty = f[3]:gsub('%*$', '')
-      local want = (ty == 'string' or ty == 'bytes') and 2 or 0
+      local want = (ty == 'string' or ty == 'bytes' or ty == 'message') and 2 or 0
       if wire ~= want then
         return fail(('%s: wrong protobuf wire type %d'):format(f[2], wire))
+      end
+      if ty == 'message' then
+        local err
+        value, err = M.from_proto(f.schema, value)
+        if not value then
+          return fail(('%s.%s'):format(f[2], err))
+        end
       end
       if ty == 'bool' then
         value = value ~= 0
