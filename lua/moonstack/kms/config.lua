@@ -21,6 +21,11 @@
 --   seal = nil                        seal the private root keys at rest (moonstack.kms.seal)
 --                                     with the measurements of the KMS's CVM: { tee = 'sim',
 --                                     dir = simulator state dir, cvm = the KMS's CVM name }
+--   admin = nil                       the admin listener (moonstack.kms.admin) [core.admin]:
+--                                     { listen = { host = '127.0.0.1', port = 8001 }, token =
+--                                     secret?, token_file = path? } (else the env
+--                                     DSTACK_KMS_ADMIN_TOKEN / ADMIN_API_TOKEN; none: start fails)
+--   image = { cache_dir = '/usr/share/dstack/images' }   OS image cache [core.image]
 local config = require('moonstack.core.config')
 
 local M = {}
@@ -48,6 +53,27 @@ M.schema = {
     },
     max_body = { type = 'integer', default = 10 * 1024 * 1024, min = 1024 },
     metrics = { type = 'boolean', default = true },
+    admin = {
+      type = 'table',
+      optional = true,
+      fields = {
+        listen = {
+          type = 'table',
+          default = {},
+          fields = {
+            host = { type = 'string', default = '127.0.0.1', min = 1 },
+            port = { type = 'integer', default = 8001, min = 0, max = 65535 },
+          },
+        },
+        token = { type = 'string', optional = true },
+        token_file = { type = 'string', optional = true, min = 1 },
+      },
+    },
+    image = {
+      type = 'table',
+      default = {},
+      fields = { cache_dir = { type = 'string', default = '/usr/share/dstack/images', min = 1 } },
+    },
     seal = {
       type = 'table',
       optional = true,

@@ -4,7 +4,8 @@
 -- start, kept in memory), creates the auth backend and serves the pRPC methods
 -- (moonstack.kms.rpc) over HTTPS, plus `GET /health` and `GET /metrics` (moonstack.kms.metrics).
 -- run_daemon wraps it in moonstack.core.daemon (control socket, SIGTERM/SIGINT stop, SIGHUP
--- reloads the auth backend).
+-- reloads the auth backend). With `admin` configured, a second listener serves the Admin
+-- service behind the admin token (moonstack.kms.admin).
 local crypto = require('moonstack.crypto')
 local http = require('moonstack.http.server')
 local prpc = require('moonstack.agent.api.prpc')
@@ -14,6 +15,7 @@ local auth = require('moonstack.kms.auth')
 local keys = require('moonstack.kms.keys')
 local rpc = require('moonstack.kms.rpc')
 local metrics = require('moonstack.kms.metrics')
+local admin = require('moonstack.kms.admin')
 
 local M = {}
 
@@ -84,6 +86,13 @@ function M.start(cfg, log)
   if not rpc_cert then
     return nil, 'ECERT: cannot issue the RPC certificate: ' .. tostring(cerr), ccode
   end
+  local admin_token, terr, tcode
+  if cfg.admin then
+    admin_token, terr, tcode = admin.token(cfg.admin)
+    if not admin_token then
+      return nil, 'admin: ' .. tostring(terr), tcode
+    end
+  end
   local backend, aerr, acode = auth.new(cfg.auth)
   if not backend then
     return nil, 'auth: ' .. tostring(aerr), acode
@@ -127,6 +136,27 @@ function M.start(cfg, log)
     return nil, ('rpc listener: %s'):format(lerr), lcode
   end
   self.server = srv
+  if admin_token then
+    local asrv = http.new({ name = 'kms-admin', max_body = 64 * 1024,
+      listen = { host = cfg.admin.listen.host, port = cfg.admin.listen.port },
+      headers = { ['x-app-version'] = M.VERSION } })
+    local ah = prpc.handler({ { prefix = '/prpc/', service = 'Admin', methods = admin.methods(self) } })
+    asrv:route('*', '/*', function(req)
+      if not admin.authorized(req, admin_token) then
+        log.warn('admin request refused: bad or missing token', { path = req.path })
+        return 401, '{"error":"unauthorized"}', { ['content-type'] = 'application/json',
+          ['www-authenticate'] = 'Bearer realm="dstack-kms admin"' }
+      end
+      return ah(req)
+    end)
+    ok, lerr, lcode = asrv:listen()
+    if not ok then
+      self:close()
+      return nil, ('admin listener: %s'):format(lerr), lcode
+    end
+    self.admin_server = asrv
+    log.info('admin listener ready', { address = asrv:address() })
+  end
   log.info('KMS ready', { address = srv:address(), domain = cfg.domain, auth = backend.kind,
     k256_pubkey = crypto.hex(material.k256_pubkey), root_ca = rpc_cert:info().issuer })
   return self
@@ -135,6 +165,11 @@ end
 --- The bound TCP port of the RPC listener.
 function Kms:port()
   return self.server and self.server:port()
+end
+
+--- The bound TCP port of the admin listener (nil when not enabled).
+function Kms:admin_port()
+  return self.admin_server and self.admin_server:port()
 end
 
 --- "host:port" of the RPC listener.
@@ -155,6 +190,10 @@ end
 
 --- Stop listening and release the auth backend. Idempotent.
 function Kms:close()
+  if self.admin_server then
+    self.admin_server:close()
+    self.admin_server = nil
+  end
   if self.server then
     self.server:close()
     self.server = nil

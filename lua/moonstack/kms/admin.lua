@@ -1,0 +1,138 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The KMS admin service (kms-vmm-gateway.md §3.6, §3.10 [core.admin]): a separate listener
+-- (default 127.0.0.1:8001, plain HTTP: keep it on loopback) whose every request must carry the
+-- admin token as `Authorization: Bearer <token>` or `X-Admin-Token: <token>` (401 otherwise).
+-- The token comes from kms.lua (`admin.token`, or `admin.token_file`) or the environment
+-- (DSTACK_KMS_ADMIN_TOKEN, then ADMIN_API_TOKEN) — never from the command line; without one
+-- the admin listener refuses to start (fails closed). Comparison is constant-time (over the
+-- SHA-256 of both sides, so the length does not leak either). Methods (pRPC service `Admin`):
+-- ClearImageCache{image_hash, config_hash} removes `<image.cache_dir>/images/<image_hash>` and
+-- `<image.cache_dir>/measurements/<config_hash>` (hex names; `all` = the whole directory).
+local bit = require('bit')
+local uv = require('luv')
+local crypto = require('moonstack.crypto')
+local fs = require('moonstack.core.fs')
+
+local M = {}
+
+M.ENV = { 'DSTACK_KMS_ADMIN_TOKEN', 'ADMIN_API_TOKEN' }
+
+local function trim(s)
+  return (s:gsub('^%s+', ''):gsub('%s+$', ''))
+end
+
+--- The admin token of a validated `admin` config table: `token`, else the content of
+--- `token_file`, else the first non-empty of M.ENV (`getenv` defaults to os.getenv). Returns it
+--- or nil, 'EINVAL: ...', 'EINVAL' (none configured: the listener must not start).
+function M.token(cfg, getenv)
+  getenv = getenv or os.getenv
+  if cfg.token and trim(cfg.token) ~= '' then
+    return trim(cfg.token)
+  end
+  if cfg.token_file then
+    local data, err, code = fs.read_file(cfg.token_file, 4096)
+    if not data then
+      return nil, 'admin.token_file: ' .. tostring(err), code
+    end
+    if trim(data) ~= '' then
+      return trim(data)
+    end
+  end
+  for _, name in ipairs(M.ENV) do
+    local v = getenv(name)
+    if v and trim(v) ~= '' then
+      return trim(v)
+    end
+  end
+  return nil, 'EINVAL: the admin listener is enabled but no token is configured (admin.token, '
+    .. 'admin.token_file, DSTACK_KMS_ADMIN_TOKEN or ADMIN_API_TOKEN)', 'EINVAL'
+end
+
+--- Constant-time equality of two strings (of any lengths).
+function M.equal(a, b)
+  local x, y = crypto.sha256(a), crypto.sha256(b)
+  local diff = 0
+  for i = 1, #x do
+    diff = bit.bor(diff, bit.bxor(x:byte(i), y:byte(i)))
+  end
+  return diff == 0
+end
+
+--- Whether request `req` (moonstack.http.server) carries `token`.
+function M.authorized(req, token)
+  local given = req:header('x-admin-token')
+  if not given then
+    local a = req:header('authorization')
+    given = a and a:match('^[Bb]earer%s+(%S+)%s*$')
+  end
+  return type(given) == 'string' and M.equal(given, token)
+end
+
+-- Remove a file or a directory tree (no symlink is followed).
+local function remove_tree(path)
+  local st = uv.fs_lstat(path)
+  if not st then
+    return true
+  end
+  if st.type ~= 'directory' then
+    return uv.fs_unlink(path)
+  end
+  local h = uv.fs_scandir(path)
+  while h do
+    local name = uv.fs_scandir_next(h)
+    if not name then
+      break
+    end
+    local ok, err = remove_tree(path .. '/' .. name)
+    if not ok then
+      return nil, err
+    end
+  end
+  return uv.fs_rmdir(path)
+end
+
+local function clear(dir, key, what)
+  if key == '' then
+    return true
+  end
+  local path = dir
+  if key ~= 'all' then
+    if not key:match('^%x+$') then
+      return nil, ('EINVAL: %s must be hex or "all"'):format(what)
+    end
+    path = dir .. '/' .. key
+  end
+  local ok, err = remove_tree(path)
+  if not ok then
+    return nil, ('EIO: cannot remove %s: %s'):format(path, tostring(err))
+  end
+  return true
+end
+
+--- The message schemas of the Admin service.
+M.messages = {
+  Empty = {},
+  ClearImageCacheRequest = { { 1, 'image_hash', 'string' }, { 2, 'config_hash', 'string' } },
+}
+
+--- The Admin methods over `kms` ({ cfg (validated kms.lua), log }).
+function M.methods(kms)
+  local msg = M.messages
+  return {
+    ClearImageCache = { input = msg.ClearImageCacheRequest, output = msg.Empty, call = function(args)
+      local dir = kms.cfg.image.cache_dir
+      local ok, err = clear(dir .. '/images', args.image_hash, 'image_hash')
+      if ok then
+        ok, err = clear(dir .. '/measurements', args.config_hash, 'config_hash')
+      end
+      kms.log.info('admin ClearImageCache', { image_hash = args.image_hash,
+        config_hash = args.config_hash, error = err })
+      if not ok then
+        return nil, err
+      end
+      return {}
+    end },
+  }
+end
+
+return M
