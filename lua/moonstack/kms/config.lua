@@ -25,6 +25,9 @@
 --                                     { listen = { host = '127.0.0.1', port = 8001 }, token =
 --                                     secret?, token_file = path? } (else the env
 --                                     DSTACK_KMS_ADMIN_TOKEN / ADMIN_API_TOKEN; none: start fails)
+--   tee = nil                         the KMS's own TEE, to attest its RPC certificate (.1.8,
+--                                     [core] attest_rpc_cert; onboarding peers check it):
+--                                     { kind = 'sim', dir = simulator state dir, cvm = name }
 --   image = { cache_dir = '/usr/share/dstack/images' }   OS image cache [core.image]
 local config = require('moonstack.core.config')
 
@@ -67,6 +70,15 @@ M.schema = {
         },
         token = { type = 'string', optional = true },
         token_file = { type = 'string', optional = true, min = 1 },
+      },
+    },
+    tee = {
+      type = 'table',
+      optional = true,
+      fields = {
+        kind = { type = 'string', enum = { 'sim' } },
+        dir = { type = 'string', min = 1 },
+        cvm = { type = 'string', min = 1 },
       },
     },
     image = {

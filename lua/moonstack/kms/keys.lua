@@ -189,9 +189,37 @@ function M.create(dir, opts)
   if not tmp_cert then
     return fail('cannot issue the temp CA certificate: %s', terr)
   end
+  return M.write(dir, { root_key = root_key, root_cert = root_cert, root_k256 = k256,
+    tmp_ca_key = tmp_key, tmp_ca_cert = tmp_cert }, opts)
+end
+
+--- Write given root material `m` = { root_key, root_cert, root_k256, tmp_ca_key, tmp_ca_cert }
+--- (x509 Key/Cert, raw k256 scalar) into `dir` (created 0700; it must hold none of the files;
+--- opts.sealer seals the private keys): onboarding's copy of another KMS's keys. The
+--- certificates must be for the keys next to them. Returns the material or nil, msg, code.
+function M.write(dir, m, opts)
+  assert(type(dir) == 'string' and dir ~= '' and type(m) == 'table', 'kms.keys.write: dir and material')
+  opts = opts or {}
+  local present = survey(dir)
+  if #present > 0 then
+    return fail('key directory %s already holds %s: refusing to overwrite', dir,
+      table.concat(present, ', '))
+  end
+  local ok, err, code = fs.mkdir_p(dir, 448) -- 0700
+  if not ok then
+    return fail('cannot create the key directory %s: %s', dir, tostring(err or code))
+  end
+  local k256_pub = type(m.root_k256) == 'string' and #m.root_k256 == 32 and crypto.k256.pubkey(m.root_k256)
+  if not k256_pub then
+    return fail('the root k256 key is not a valid secp256k1 scalar')
+  end
+  if m.root_cert:spki() ~= m.root_key:spki() or m.tmp_ca_cert:spki() ~= m.tmp_ca_key:spki() then
+    return fail('a CA certificate is not for the key given with it')
+  end
   local content = {
-    ['root-ca.key'] = root_key:pkcs8_pem(), ['root-ca.crt'] = root_cert:pem(),
-    ['root-k256.key'] = k256, ['tmp-ca.key'] = tmp_key:pkcs8_pem(), ['tmp-ca.crt'] = tmp_cert:pem(),
+    ['root-ca.key'] = m.root_key:pkcs8_pem(), ['root-ca.crt'] = m.root_cert:pem(),
+    ['root-k256.key'] = m.root_k256, ['tmp-ca.key'] = m.tmp_ca_key:pkcs8_pem(),
+    ['tmp-ca.crt'] = m.tmp_ca_cert:pem(),
   }
   for _, name in ipairs(M.FILES) do
     local data = content[name]
@@ -203,7 +231,7 @@ function M.create(dir, opts)
       return fail('cannot write %s: %s', path_of(dir, name), tostring(werr or wcode))
     end
   end
-  return material(dir, root_key, root_cert, k256, k256_pub, tmp_key, tmp_cert)
+  return material(dir, m.root_key, m.root_cert, m.root_k256, k256_pub, m.tmp_ca_key, m.tmp_ca_cert)
 end
 
 --- Load the material of `dir`, or generate it when the directory is missing or holds none of

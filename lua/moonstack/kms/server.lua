@@ -57,6 +57,20 @@ function M.sealer_from_config(c)
   return sealer, err, code
 end
 
+--- The VersionedAttestation of `key` (its RA-TLS binding) from the KMS's own TEE (a validated
+--- `tee` config table), or nil, msg, code.
+function M.attestation_from_config(c, key)
+  local tee, err, code = require('moonstack.sim').new({ dir = c.dir, cvm = c.cvm })
+  if not tee then
+    return nil, err, code
+  end
+  local ev = require('moonstack.agent.api.evidence').new({ tee = tee, vm_config = '' })
+  local att
+  att, err, code = ev:attestation(require('moonstack.x509.ratls').report_data(key:spki()), 'cert')
+  tee:close()
+  return att, err, code
+end
+
 local Kms = {}
 Kms.__index = Kms
 
@@ -81,8 +95,15 @@ function M.start(cfg, log)
     log.info('root material generated', { key_dir = cfg.key_dir, sealed = sealer and sealer.kind })
   end
   local rpc_key = x509.generate_key()
+  local rpc_att
+  if cfg.tee then
+    rpc_att, serr, scode = M.attestation_from_config(cfg.tee, rpc_key)
+    if not rpc_att then
+      return nil, 'tee: ' .. tostring(serr), scode
+    end
+  end
   local rpc_cert, cerr, ccode = profiles.kms_rpc_cert({ key = rpc_key, domain = cfg.domain,
-    ca = { cert = material.root_cert, key = material.root_key } })
+    ca = { cert = material.root_cert, key = material.root_key }, attestation = rpc_att })
   if not rpc_cert then
     return nil, 'ECERT: cannot issue the RPC certificate: ' .. tostring(cerr), ccode
   end

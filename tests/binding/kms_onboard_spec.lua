@@ -1,0 +1,143 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- Onboarding by replication over real mutual RA-TLS: KMS A (simulated CVM "kms-a", its RPC
+-- certificate attested through kms.lua `tee`) hands its root keys to B (simulated CVM "kms-b")
+-- only after each side verified the other's quote and asked its auth backend's authorize_kms.
+-- B's key directory then holds A's root CA, root k256 key and temp CA (keys.load). Refused,
+-- nothing written: B's backend denies A, A's backend denies B, A's certificate carries no
+-- attestation.
+local uv = require('luv')
+local crypto = require('moonstack.crypto')
+local loop = require('tests.helpers.loop')
+local sim = require('moonstack.sim')
+local evidence = require('moonstack.agent.api.evidence')
+local auth = require('moonstack.kms.auth')
+local keys = require('moonstack.kms.keys')
+local config = require('moonstack.kms.config')
+local server = require('moonstack.kms.server')
+local onboard = require('moonstack.kms.onboard')
+
+local unhex = crypto.unhex
+local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
+local HASH_A, HASH_B = ('\170'):rep(32), ('\187'):rep(32)
+
+local base, material, files, tee_a, tee_b
+local servers = {}
+local allowed = {} -- compose hash (hex) -> true, per backend name
+local asked = {}
+
+local function write(path, data)
+  local f = assert(io.open(path, 'wb'))
+  f:write(data)
+  f:close()
+end
+
+local function backend(name)
+  auth.register(name, function()
+    return { authorize = function(_, info, scope)
+      asked[#asked + 1] = name .. ':' .. scope
+      if scope == 'kms' and allowed[name][info.composeHash] then
+        return { allow = true, reason = 'known KMS' }
+      end
+      return { allow = false, reason = name .. ' does not know ' .. info.composeHash:sub(1, 8) }
+    end }
+  end)
+  allowed[name] = {}
+end
+
+local function att_cfg()
+  return { collateral_file = files.collateral, root_ca_file = files.root, allow_simulator = true }
+end
+
+local function start_a(with_tee)
+  local cfg = assert(config.validate({ key_dir = base .. '/a', listen = { host = '127.0.0.1', port = 0 },
+    auth = { kind = 'a_test' }, attestation = att_cfg(),
+    tee = with_tee and { kind = 'sim', dir = base .. '/sim', cvm = 'kms-a' } or nil }))
+  local k = assert(server.start(cfg))
+  servers[#servers + 1] = k
+  return k
+end
+
+local function replicate(a, dir)
+  return loop.run_task(function()
+    return onboard.replicate({ source_url = ('https://127.0.0.1:%d'):format(a:port()), key_dir = dir,
+      evidence = evidence.new({ tee = tee_b, vm_config = '' }),
+      attest = assert(server.attest_from_config(att_cfg())),
+      auth = assert(auth.new({ kind = 'b_test' })), timeout_ms = 10000 })
+  end, 20000)
+end
+
+describe('kms onboarding', function()
+  setup(function()
+    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
+    uv.fs_mkdir(root, 493)
+    base = assert(uv.fs_mkdtemp(root .. '/kms_onboard_spec.XXXXXX'))
+    material = assert(keys.create(base .. '/a', { root_scalar = ROOT, root_k256 = ('\1'):rep(32) }))
+    tee_a = assert(sim.new({ dir = base .. '/sim', cvm = 'kms-a', create = true }))
+    assert(tee_a:emit_event('compose-hash', HASH_A, { version = 1 }))
+    tee_b = assert(sim.new({ dir = base .. '/sim', cvm = 'kms-b', create = true }))
+    assert(tee_b:emit_event('compose-hash', HASH_B, { version = 1 }))
+    files = { collateral = base .. '/collateral.json', root = base .. '/sim-root.pem' }
+    write(files.collateral, assert(tee_a:collateral(os.time())))
+    write(files.root, (assert(tee_a:root_ca())))
+    backend('a_test')
+    backend('b_test')
+  end)
+
+  teardown(function()
+    for _, k in ipairs(servers) do
+      k:close()
+    end
+    for _, t in ipairs({ tee_a, tee_b }) do
+      t:close()
+    end
+    os.execute(("rm -rf '%s'"):format(base))
+  end)
+
+  before_each(function()
+    asked = {}
+    allowed.a_test[crypto.hex(HASH_B)] = true
+    allowed.b_test[crypto.hex(HASH_A)] = true
+  end)
+
+  it('copies the root keys after both sides attested and authorised each other', function()
+    local a = start_a(true)
+    local m, err = replicate(a, base .. '/b')
+    assert.truthy(m, err)
+    assert.same({ 'b_test:kms', 'a_test:kms' }, asked)
+    local b = assert(keys.load(base .. '/b'))
+    assert.equal(material.root_cert:pem(), b.root_cert:pem())
+    assert.equal(ROOT, b.root_key:scalar())
+    assert.equal(('\1'):rep(32), b.root_k256)
+    assert.equal(material.tmp_ca_cert:pem(), b.tmp_ca_cert:pem())
+    assert.equal(material.tmp_ca_key:scalar(), b.tmp_ca_key:scalar())
+    -- a second run refuses to overwrite
+    local m2, err2 = replicate(a, base .. '/b')
+    assert.is_nil(m2)
+    assert.truthy(err2:find('refusing to overwrite', 1, true), err2)
+  end)
+
+  it('refuses when its own backend does not know the source KMS', function()
+    allowed.b_test = {}
+    local m, err, code = replicate(start_a(true), base .. '/b2')
+    assert.is_nil(m)
+    assert.equal('EDENIED', code)
+    assert.truthy(err:find('source KMS denied: b_test does not know aaaaaaaa', 1, true), err)
+    assert.same({ 'b_test:kms' }, asked)
+    assert.is_nil(uv.fs_stat(base .. '/b2'))
+  end)
+
+  it('is refused when the source backend does not know this KMS', function()
+    allowed.a_test = {}
+    local m, err = replicate(start_a(true), base .. '/b3')
+    assert.is_nil(m)
+    assert.truthy(err:find('KMS denied: a_test does not know bbbbbbbb', 1, true), err)
+    assert.is_nil(uv.fs_stat(base .. '/b3'))
+  end)
+
+  it('refuses a source whose certificate carries no attestation', function()
+    local m, err = replicate(start_a(false), base .. '/b4')
+    assert.is_nil(m)
+    assert.truthy(err:find('source KMS: ENOATTEST', 1, true), err)
+    assert.is_nil(uv.fs_stat(base .. '/b4'))
+  end)
+end)
