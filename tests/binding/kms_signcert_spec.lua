@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- SignCert over real TLS: a simulated CVM (moonstack.sim, app-id/compose-hash/instance-id
--- events) makes a SCALE CertSigningRequestV2 (moonstack.kms.scale) for a fresh P-256 key with
+-- events) makes a SCALE CertSigningRequestV2 (moonstack.kms.csr) for a fresh P-256 key with
 -- its attestation bound to that key, signs it with the openssl CLI (ASN.1 DER, as upstream's
 -- ring) and gets [leaf, app CA, root CA], checked with openssl verify and moonstack.x509 (app
 -- id = the attested one, special usage app:custom, EKUs, SANs, attestation and app-info
@@ -18,7 +18,8 @@ local evidence = require('moonstack.agent.api.evidence')
 local keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
 local server = require('moonstack.kms.server')
-local scale = require('moonstack.kms.scale')
+local scale = require('moonstack.core.scale')
+local csr_codec = require('moonstack.kms.csr')
 local derive = require('moonstack.kms.derive')
 
 local hex, unhex = crypto.hex, crypto.unhex
@@ -71,7 +72,7 @@ local function make(o)
   for k, v in pairs(o.config or {}) do
     cfg[k] = v
   end
-  local csr = scale.encode_csr_v2({ confirm = o.confirm, pubkey = spki, config = cfg, attestation = att })
+  local csr = csr_codec.encode_v2({ confirm = o.confirm, pubkey = spki, config = cfg, attestation = att })
   if o.truncate then
     csr = csr:sub(1, o.truncate)
   end
@@ -128,19 +129,19 @@ describe('kms SignCert', function()
     local c = { org_name = nil, subject = 's', subject_alt_names = { 'a', ('b'):rep(70) },
       usage_server_auth = false, usage_client_auth = true, ext_quote = false, ext_app_info = true,
       not_before = 1700000000, not_after = 2 ^ 40 + 5 }
-    local bytes = scale.encode_csr_v2({ pubkey = 'K', config = c, attestation = 'ATT' })
+    local bytes = csr_codec.encode_v2({ pubkey = 'K', config = c, attestation = 'ATT' })
     -- confirm: compact(17) = 0x44
     -- compact(70) = 70 << 2 | 1 = 0x0119 (two bytes LE); then the four bools, two Some(u64)
     local want = '\68please sign cert:\4K\0\4s\8\4a\25\1' .. ('b'):rep(70) .. '\0\1\0\1'
       .. '\1\0\241\83\101\0\0\0\0' .. '\1\5\0\0\0\0\1\0\0' .. 'ATT'
     assert.equal(hex(want), hex(bytes))
-    local d = assert(scale.decode_csr_v2(bytes))
-    assert.equal(scale.CONFIRM, d.confirm)
+    local d = assert(csr_codec.decode_v2(bytes))
+    assert.equal(csr_codec.CONFIRM, d.confirm)
     assert.equal('K', d.pubkey)
     assert.equal('ATT', d.attestation)
     assert.same(c, d.config)
     assert.equal('\3\0\0\0\64', scale.compact(2 ^ 30))
-    local _, err, code = scale.decode_csr_v2(bytes:sub(1, 30))
+    local _, err, code = csr_codec.decode_v2(bytes:sub(1, 30))
     assert.equal('ESCALE', code)
     assert.truthy(err:find('truncated', 1, true), err)
   end)

@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The KMS's SignCert (kms-vmm-gateway.md §3.4, §3.5): a CVM sends a SCALE
--- CertSigningRequestV2 (moonstack.kms.scale) signed (ECDSA P-256 SHA-256, ASN.1 DER) by the
+-- CertSigningRequestV2 (moonstack.kms.csr) signed (ECDSA P-256 SHA-256, ASN.1 DER) by the
 -- key it wants certified, with its VersionedAttestation appended. The KMS checks the confirm
 -- string, that the key is P-256, the signature, that the attestation's report_data is the
 -- RA-TLS binding of that key (SHA-512("ratls-cert:" || SPKI)), verifies the attestation
@@ -11,7 +11,7 @@ local ratls = require('moonstack.x509.ratls')
 local profiles = require('moonstack.x509.profiles')
 local attestation = require('moonstack.verifier.attestation')
 local derive = require('moonstack.kms.derive')
-local scale = require('moonstack.kms.scale')
+local csr_codec = require('moonstack.kms.csr')
 
 local M = {}
 
@@ -107,12 +107,12 @@ function M.handle(kms, args)
   if not kms.attest then
     return fail('EUNAVAILABLE', 'SignCert needs attestation settings (kms.lua attestation = {...})')
   end
-  local csr, err, code = scale.decode_csr_v2(args.csr or '')
+  local csr, err, code = csr_codec.decode_v2(args.csr or '')
   if not csr then
     return nil, 'EINVAL: malformed CSR: ' .. err, code
   end
-  if csr.confirm ~= scale.CONFIRM then
-    return fail('EINVAL', ('CSR confirm string is not %q'):format(scale.CONFIRM))
+  if csr.confirm ~= csr_codec.CONFIRM then
+    return fail('EINVAL', ('CSR confirm string is not %q'):format(csr_codec.CONFIRM))
   end
   local ok
   ok, err, code = M.verify_signature(args.csr, args.signature or '', csr.pubkey)

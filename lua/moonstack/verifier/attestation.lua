@@ -6,82 +6,15 @@
 -- V1 (MessagePack) is recognised and refused with a clear message by decode(). encode() writes
 -- both: V0 when every runtime event is V1, V1 (named msgpack maps, as dstack HEAD) otherwise;
 -- app_info_ext() writes the RA-TLS AppInfo extension (1.9, compact msgpack array).
-local bit = require('bit')
 local eventlog = require('moonstack.tdx.eventlog')
 local errors = require('moonstack.core.errors')
+local scale = require('moonstack.core.scale')
 
 local M = {}
 
 local MAX_SIZE = 10 * 1024 * 1024
 local PLATFORMS = { [0] = 'tdx', [1] = 'gcp-tdx', [2] = 'nitro-enclave', [3] = 'sev-snp',
   [4] = 'aws-nitro-tpm' }
-
-local Reader = {}
-Reader.__index = Reader
-
-function Reader:fail(msg)
-  error({ attestation_error = ('%s at offset %d'):format(msg, self.pos - 1) }, 0)
-end
-
-function Reader:take(n, what)
-  if n < 0 or self.pos + n - 1 > #self.data then
-    self:fail(('truncated: %s needs %d bytes, %d left'):format(what, n, #self.data - self.pos + 1))
-  end
-  local s = self.data:sub(self.pos, self.pos + n - 1)
-  self.pos = self.pos + n
-  return s
-end
-
-function Reader:u8(what)
-  return self:take(1, what):byte()
-end
-
-function Reader:u32(what)
-  local a, b, c, d = self:take(4, what):byte(1, 4)
-  return a + b * 0x100 + c * 0x10000 + d * 0x1000000
-end
-
--- SCALE compact integer (lengths): modes 00 (1 byte), 01 (2), 10 (4), 11 (big).
-function Reader:compact(what)
-  local first = self:u8(what)
-  local mode = bit.band(first, 3)
-  if mode == 0 then
-    return bit.rshift(first, 2)
-  elseif mode == 1 then
-    local second = self:u8(what)
-    return bit.rshift(first + second * 0x100, 2)
-  elseif mode == 2 then
-    self.pos = self.pos - 1
-    return math.floor(self:u32(what) / 4)
-  end
-  local n = bit.rshift(first, 2) + 4
-  if n > 6 then
-    self:fail(what .. ': length too large')
-  end
-  local v, mul = 0, 1
-  for _ = 1, n do
-    v = v + self:u8(what) * mul
-    mul = mul * 0x100
-  end
-  return v
-end
-
-function Reader:bytes(what)
-  local n = self:compact(what)
-  return self:take(n, what)
-end
-
-function Reader:vec(what, item)
-  local n = self:compact(what)
-  if n > #self.data - self.pos + 1 then
-    self:fail(('%s: %d items cannot fit'):format(what, n))
-  end
-  local out = {}
-  for i = 1, n do
-    out[i] = item(self, ('%s[%d]'):format(what, i))
-  end
-  return out
-end
 
 local function tdx_event(r, what)
   return {
@@ -119,7 +52,7 @@ function M.decode(data)
   if first ~= 0 then
     return errors.fail('EATTESTATION', ('unknown attestation version byte 0x%02x'):format(first))
   end
-  local r = setmetatable({ data = data, pos = 2 }, Reader)
+  local r = scale.reader(data, 2)
   local ok, res = pcall(function()
     local platform = r:u8('platform')
     if platform ~= 0 then
@@ -138,8 +71,8 @@ function M.decode(data)
     return out
   end)
   if not ok then
-    if type(res) == 'table' and res.attestation_error then
-      return errors.fail('EATTESTATION', res.attestation_error)
+    if type(res) == 'table' and res.scale_error then
+      return errors.fail('EATTESTATION', res.scale_error)
     end
     error(res, 0)
   end
@@ -170,35 +103,10 @@ end
 
 local char, concat = string.char, table.concat
 
+local le, compact, vec = scale.uint, scale.compact, scale.bytes
+
 local function u32le(n)
-  return char(n % 256, math.floor(n / 0x100) % 256, math.floor(n / 0x10000) % 256,
-    math.floor(n / 0x1000000) % 256)
-end
-
-local function le(n, size)
-  local out = {}
-  for i = 1, size do
-    out[i] = char(n % 256)
-    n = math.floor(n / 256)
-  end
-  return concat(out)
-end
-
--- SCALE compact integer.
-local function compact(n)
-  if n < 0x40 then
-    return char(n * 4)
-  elseif n < 0x4000 then
-    return le(n * 4 + 1, 2)
-  elseif n < 0x40000000 then
-    return le(n * 4 + 2, 4)
-  end
-  local bytes = le(n, 8):gsub('%z+$', '')
-  return char((#bytes - 4) * 4 + 3) .. bytes
-end
-
-local function vec(s)
-  return compact(#s) .. s
+  return le(n, 4)
 end
 
 -- The fields encode() takes; also checks them.

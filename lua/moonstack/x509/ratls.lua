@@ -18,6 +18,7 @@
 --     opts.report_data = function(evidence) -> 64 bytes | nil, err to handle it.
 local x509 = require('moonstack.x509')
 local native = require('moonstack.native.x509')
+local scale = require('moonstack.core.scale')
 
 local M = {}
 
@@ -64,46 +65,6 @@ function M.quote_report_data(quote)
   return quote:sub(off + 1, off + 64)
 end
 
--- SCALE reader over `s` (1-based position `p`); errors are raised as strings and caught.
-local function reader(s)
-  local r = { p = 1 }
-  local function need(n)
-    if r.p + n - 1 > #s then
-      error('EATTEST: attestation truncated', 0)
-    end
-  end
-  function r.bytes(n)
-    need(n)
-    local v = s:sub(r.p, r.p + n - 1)
-    r.p = r.p + n
-    return v
-  end
-  function r.compact()
-    need(1)
-    local b = s:byte(r.p)
-    local mode = b % 4
-    if mode == 0 then
-      r.p = r.p + 1
-      return math.floor(b / 4)
-    elseif mode == 1 then
-      need(2)
-      local v = math.floor(u16le(s, r.p) / 4)
-      r.p = r.p + 2
-      return v
-    elseif mode == 2 then
-      need(4)
-      local v = math.floor(u32le(s, r.p) / 4)
-      r.p = r.p + 4
-      return v
-    end
-    error('EATTEST: length prefix too large', 0)
-  end
-  function r.vec()
-    return r.bytes(r.compact())
-  end
-  return r
-end
-
 --- Decode the parts of a VersionedAttestation V0 (SCALE) needed for the binding: returns
 --- { version = 0, quote =, report_data =, config =, events =, runtime_events = } (counts for
 --- the two logs), or nil, err, code (EATTEST malformed, EUNSUPPORTED V1 msgpack / non-TDX).
@@ -122,30 +83,34 @@ function M.decode_v0(bytes)
     return fail('EUNSUPPORTED', ('attestation quote variant %d is not DstackTdx'):format(bytes:byte(2)))
   end
   local ok, res = pcall(function()
-    local r = reader(bytes)
-    r.bytes(2)
+    local r = scale.reader(bytes, 3)
     local out = { version = 0 }
-    out.quote = r.vec()
-    out.events = r.compact()
-    for _ = 1, out.events do
-      r.bytes(8) -- imr, event_type
-      r.vec() -- digest
-      r.vec() -- event
-      r.vec() -- event_payload
+    out.quote = r:bytes('quote')
+    out.events = r:compact('event_log')
+    for i = 1, out.events do
+      local w = ('event_log[%d]'):format(i)
+      r:take(8, w) -- imr, event_type
+      r:bytes(w .. '.digest')
+      r:bytes(w .. '.event')
+      r:bytes(w .. '.event_payload')
     end
-    out.runtime_events = r.compact()
-    for _ = 1, out.runtime_events do
-      r.vec() -- event
-      r.vec() -- payload
+    out.runtime_events = r:compact('runtime_events')
+    for i = 1, out.runtime_events do
+      local w = ('runtime_events[%d]'):format(i)
+      r:bytes(w .. '.event')
+      r:bytes(w .. '.payload')
     end
-    out.report_data = r.bytes(64)
-    out.config = r.vec()
-    if r.p ~= #bytes + 1 then
+    out.report_data = r:take(64, 'report_data')
+    out.config = r:bytes('config')
+    if r.pos ~= #bytes + 1 then
       error('EATTEST: trailing bytes after the attestation', 0)
     end
     return out
   end)
   if not ok then
+    if type(res) == 'table' and res.scale_error then
+      return fail('EATTEST', 'malformed attestation: ' .. res.scale_error)
+    end
     local code = tostring(res):match('^(E[A-Z]+):') or 'EATTEST'
     return nil, tostring(res), code
   end

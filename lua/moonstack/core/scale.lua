@@ -1,24 +1,24 @@
 -- SPDX-License-Identifier: Apache-2.0
--- A small SCALE codec (parity-scale-codec, little-endian, compact length prefixes) and dstack's
--- SignCert CSR (kms-vmm-gateway.md §3.5): CertSigningRequestV2 = confirm String · pubkey
--- Vec<u8> (SPKI DER) · CertConfigV2 · the VersionedAttestation bytes appended raw (no length).
--- CertConfigV2 = org_name Option<String> · subject String · subject_alt_names Vec<String> ·
--- usage_server_auth bool · usage_client_auth bool · ext_quote bool · ext_app_info bool ·
--- not_before Option<u64> · not_after Option<u64>.
+-- A small SCALE codec (parity-scale-codec: little-endian integers, compact length prefixes,
+-- Vec/String = compact(len) ‖ bytes, Option = 0x00 | 0x01 ‖ value, bool = 1 byte), shared by
+-- the VersionedAttestation V0 decoders (moonstack.verifier.attestation, moonstack.x509.ratls)
+-- and the KMS's SignCert CSR (moonstack.kms.csr).
 local bit = require('bit')
 
 local M = {}
 
 local char, concat = string.char, table.concat
 
---- The confirm string a CSR must start with.
-M.CONFIRM = 'please sign cert:'
-
 local Reader = {}
 Reader.__index = Reader
 
 local function raise(r, msg)
   error({ scale_error = ('%s at offset %d'):format(msg, r.pos - 1) }, 0)
+end
+
+--- Raise a decoding error `msg` (the current offset is appended).
+function Reader:fail(msg)
+  raise(self, msg)
 end
 
 function Reader:take(n, what)
@@ -44,6 +44,10 @@ function Reader:uint(n, what)
     raise(self, what .. ': u64 above 2^53 is not representable')
   end
   return v
+end
+
+function Reader:u32(what)
+  return self:uint(4, what)
 end
 
 function Reader:compact(what)
@@ -104,11 +108,13 @@ function Reader:rest()
   return s
 end
 
---- A reader over `data` (binary): methods u8, uint(n), compact, bytes, bool, option(what, fn),
---- vec(what, fn), rest. Errors raise { scale_error = msg }; use M.pcall to catch them.
-function M.reader(data)
+--- A reader over `data` (binary) from byte `pos` (default 1): methods u8, u32, uint(n),
+--- take(n), compact, bytes (Vec<u8>), bool, option(what, fn), vec(what, fn), rest, fail(msg);
+--- `what` names the field in errors. Errors raise { scale_error = 'msg at offset N' }: catch
+--- them with M.pcall (or check `.scale_error`).
+function M.reader(data, pos)
   assert(type(data) == 'string', 'scale.reader: data must be a string')
-  return setmetatable({ data = data, pos = 1 }, Reader)
+  return setmetatable({ data = data, pos = pos or 1 }, Reader)
 end
 
 --- Run fn(...) catching reader errors: returns its result or nil, 'ESCALE: msg', 'ESCALE'.
@@ -163,49 +169,6 @@ function M.option(v, enc)
     return '\0'
   end
   return '\1' .. enc(v)
-end
-
-local function u64(v)
-  return M.uint(v, 8)
-end
-
---- Encode a CertSigningRequestV2 { confirm?, pubkey (SPKI DER), config = { org_name?, subject,
---- subject_alt_names = {}, usage_server_auth, usage_client_auth, ext_quote, ext_app_info,
---- not_before?, not_after? }, attestation (raw bytes) }.
-function M.encode_csr_v2(csr)
-  local c = csr.config or {}
-  local sans = { M.compact(#(c.subject_alt_names or {})) }
-  for _, s in ipairs(c.subject_alt_names or {}) do
-    sans[#sans + 1] = M.bytes(s)
-  end
-  return concat({ M.bytes(csr.confirm or M.CONFIRM), M.bytes(csr.pubkey),
-    M.option(c.org_name, M.bytes), M.bytes(c.subject or ''), concat(sans),
-    M.bool(c.usage_server_auth), M.bool(c.usage_client_auth), M.bool(c.ext_quote),
-    M.bool(c.ext_app_info), M.option(c.not_before, u64), M.option(c.not_after, u64),
-    csr.attestation or '' })
-end
-
---- Decode a CertSigningRequestV2 (the table encode_csr_v2 takes), or nil, 'ESCALE: ...'.
---- The confirm string is returned, not checked.
-function M.decode_csr_v2(data)
-  assert(type(data) == 'string', 'scale.decode_csr_v2: data must be a string')
-  return M.pcall(function()
-    local r = M.reader(data)
-    local out = { confirm = r:bytes('confirm'), pubkey = r:bytes('pubkey') }
-    local c = {}
-    c.org_name = r:option('org_name', Reader.bytes)
-    c.subject = r:bytes('subject')
-    c.subject_alt_names = r:vec('subject_alt_names', Reader.bytes)
-    c.usage_server_auth = r:bool('usage_server_auth')
-    c.usage_client_auth = r:bool('usage_client_auth')
-    c.ext_quote = r:bool('ext_quote')
-    c.ext_app_info = r:bool('ext_app_info')
-    c.not_before = r:option('not_before', function(rr, w) return rr:uint(8, w) end)
-    c.not_after = r:option('not_after', function(rr, w) return rr:uint(8, w) end)
-    out.config = c
-    out.attestation = r:rest()
-    return out
-  end)
 end
 
 return M

@@ -1,0 +1,60 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- dstack's SignCert CSR in SCALE (moonstack.core.scale; kms-vmm-gateway.md §3.5):
+-- CertSigningRequestV2 = confirm String · pubkey Vec<u8> (SPKI DER) · CertConfigV2 · the
+-- VersionedAttestation bytes appended raw (no length).
+-- CertConfigV2 = org_name Option<String> · subject String · subject_alt_names Vec<String> ·
+-- usage_server_auth bool · usage_client_auth bool · ext_quote bool · ext_app_info bool ·
+-- not_before Option<u64> · not_after Option<u64>.
+local scale = require('moonstack.core.scale')
+
+local M = {}
+
+local concat = table.concat
+
+--- The confirm string a CSR must start with.
+M.CONFIRM = 'please sign cert:'
+
+local function u64(v)
+  return scale.uint(v, 8)
+end
+
+--- Encode a CertSigningRequestV2 { confirm?, pubkey (SPKI DER), config = { org_name?, subject,
+--- subject_alt_names = {}, usage_server_auth, usage_client_auth, ext_quote, ext_app_info,
+--- not_before?, not_after? }, attestation (raw bytes) }.
+function M.encode_v2(csr)
+  local c = csr.config or {}
+  local sans = { scale.compact(#(c.subject_alt_names or {})) }
+  for _, s in ipairs(c.subject_alt_names or {}) do
+    sans[#sans + 1] = scale.bytes(s)
+  end
+  return concat({ scale.bytes(csr.confirm or M.CONFIRM), scale.bytes(csr.pubkey),
+    scale.option(c.org_name, scale.bytes), scale.bytes(c.subject or ''), concat(sans),
+    scale.bool(c.usage_server_auth), scale.bool(c.usage_client_auth), scale.bool(c.ext_quote),
+    scale.bool(c.ext_app_info), scale.option(c.not_before, u64), scale.option(c.not_after, u64),
+    csr.attestation or '' })
+end
+
+--- Decode a CertSigningRequestV2 (the table encode_v2 takes), or nil, 'ESCALE: ...'.
+--- The confirm string is returned, not checked.
+function M.decode_v2(data)
+  assert(type(data) == 'string', 'csr.decode_v2: data must be a string')
+  return scale.pcall(function()
+    local r = scale.reader(data)
+    local out = { confirm = r:bytes('confirm'), pubkey = r:bytes('pubkey') }
+    local c = {}
+    c.org_name = r:option('org_name', r.bytes)
+    c.subject = r:bytes('subject')
+    c.subject_alt_names = r:vec('subject_alt_names', r.bytes)
+    c.usage_server_auth = r:bool('usage_server_auth')
+    c.usage_client_auth = r:bool('usage_client_auth')
+    c.ext_quote = r:bool('ext_quote')
+    c.ext_app_info = r:bool('ext_app_info')
+    c.not_before = r:option('not_before', function(rr, w) return rr:uint(8, w) end)
+    c.not_after = r:option('not_after', function(rr, w) return rr:uint(8, w) end)
+    out.config = c
+    out.attestation = r:rest()
+    return out
+  end)
+end
+
+return M
