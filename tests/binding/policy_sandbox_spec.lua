@@ -174,7 +174,9 @@ describe('policy sandbox', function()
     end)
 
     it('and the policy still answers afterwards', function()
-      local h = host.new()
+      -- A deadline far above the instruction budget: the loop must trip the budget and the
+      -- bomb the memory cap, even on a loaded machine or under ASan (not the wall clock).
+      local h = host.new({ limits = { time_limit_ms = 5000 } })
       assert(h:load_string([[return { name = 'p', version = 1, on_auth = function(i)
         if i.loop then while true do end end
         if i.bomb then local t = {} for n = 1, 1e9 do t[n] = string.rep('y', 1e5) .. n end end
