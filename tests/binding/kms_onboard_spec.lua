@@ -134,6 +134,32 @@ describe('kms onboarding', function()
     assert.is_nil(uv.fs_stat(base .. '/b3'))
   end)
 
+  it('onboards at start from kms.lua onboard = { source_url } and then serves A\'s root', function()
+    local a = start_a(true)
+    local cfg = assert(config.validate({ key_dir = base .. '/b5', listen = { host = '127.0.0.1', port = 0 },
+      auth = { kind = 'b_test' }, attestation = att_cfg(),
+      tee = { kind = 'sim', dir = base .. '/sim', cvm = 'kms-b' },
+      onboard = { source_url = ('https://127.0.0.1:%d'):format(a:port()) } }))
+    local b = assert(loop.run_task(function() return server.start(cfg) end, 20000))
+    servers[#servers + 1] = b
+    assert.is_false(b.created)
+    assert.equal(material.root_cert:pem(), b.material.root_cert:pem())
+    assert.equal(material.k256_pubkey, b.material.k256_pubkey)
+    assert.same({ 'b_test:kms', 'a_test:kms' }, asked)
+    -- the keys are B's now: a restart does not ask A again
+    b:close()
+    a:close()
+    asked = {}
+    local b2 = assert(loop.run_task(function() return server.start(cfg) end, 20000))
+    servers[#servers + 1] = b2
+    assert.same({}, asked)
+    assert.equal(material.root_cert:pem(), b2.material.root_cert:pem())
+    -- onboarding needs this KMS's TEE and the attestation settings
+    local _, err = config.validate({ key_dir = base .. '/b6', auth = { kind = 'dev' },
+      onboard = { source_url = 'https://x:1' } })
+    assert.truthy(err:find('config.onboard needs tee', 1, true), err)
+  end)
+
   it('refuses a source whose certificate carries no attestation', function()
     local m, err = replicate(start_a(false), base .. '/b4')
     assert.is_nil(m)

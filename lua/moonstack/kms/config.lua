@@ -28,6 +28,9 @@
 --   tee = nil                         the KMS's own TEE, to attest its RPC certificate (.1.8,
 --                                     [core] attest_rpc_cert; onboarding peers check it):
 --                                     { kind = 'sim', dir = simulator state dir, cvm = name }
+--   onboard = nil                     replicate the root keys of another KMS when key_dir holds
+--                                     none (moonstack.kms.onboard; needs tee and attestation):
+--                                     { source_url = 'https://kms-a:8000', timeout_ms = 10000 }
 --   image = { cache_dir = '/usr/share/dstack/images' }   OS image cache [core.image]
 local config = require('moonstack.core.config')
 
@@ -81,6 +84,14 @@ M.schema = {
         cvm = { type = 'string', min = 1 },
       },
     },
+    onboard = {
+      type = 'table',
+      optional = true,
+      fields = {
+        source_url = { type = 'string', pattern = '^https://' },
+        timeout_ms = { type = 'integer', default = 10000, min = 1 },
+      },
+    },
     image = {
       type = 'table',
       default = {},
@@ -122,7 +133,12 @@ M.schema = {
 --- Validate a config table. Returns a validated copy with defaults, or nil, 'EINVAL: ...',
 --- 'EINVAL'.
 function M.validate(tbl)
-  return require('moonstack.core.schema').validate(tbl, M.schema, 'config')
+  local cfg, err, code = require('moonstack.core.schema').validate(tbl, M.schema, 'config')
+  if cfg and cfg.onboard and not (cfg.tee and cfg.attestation) then
+    return nil, 'EINVAL: config.onboard needs tee (this KMS\'s attestation) and attestation '
+      .. '(to verify the source KMS)', 'EINVAL'
+  end
+  return cfg, err, code
 end
 
 --- Load and validate kms.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).

@@ -6,6 +6,7 @@
 -- run_daemon wraps it in moonstack.core.daemon (control socket, SIGTERM/SIGINT stop, SIGHUP
 -- reloads the auth backend). With `admin` configured, a second listener serves the Admin
 -- service behind the admin token (moonstack.kms.admin).
+local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local http = require('moonstack.http.server')
 local prpc = require('moonstack.agent.api.prpc')
@@ -71,6 +72,45 @@ function M.attestation_from_config(c, key)
   return att, err, code
 end
 
+--- Whether `dir` holds any of the root material files.
+function M.has_keys(dir)
+  for _, name in ipairs(keys.FILES) do
+    if uv.fs_stat(dir .. '/' .. name) then
+      return true
+    end
+  end
+  return false
+end
+
+--- Replicate the root keys of cfg.onboard.source_url into cfg.key_dir (in a task): this KMS's
+--- evidence from cfg.tee, the source checked with cfg.attestation and cfg.auth's
+--- authorize_kms. Returns the material or nil, msg, code.
+function M.onboard_from_config(cfg, sealer, log)
+  local attest, err, code = M.attest_from_config(cfg.attestation)
+  if not attest then
+    return nil, err, code
+  end
+  local backend
+  backend, err, code = auth.new(cfg.auth)
+  if not backend then
+    return nil, err, code
+  end
+  local tee
+  tee, err, code = require('moonstack.sim').new({ dir = cfg.tee.dir, cvm = cfg.tee.cvm })
+  if not tee then
+    backend:close()
+    return nil, err, code
+  end
+  local m
+  m, err, code = require('moonstack.kms.onboard').replicate({ source_url = cfg.onboard.source_url,
+    key_dir = cfg.key_dir, evidence = require('moonstack.agent.api.evidence').new({ tee = tee,
+      vm_config = '' }), attest = attest, auth = backend, sealer = sealer,
+    timeout_ms = cfg.onboard.timeout_ms, log = log })
+  tee:close()
+  backend:close()
+  return m, err, code
+end
+
 local Kms = {}
 Kms.__index = Kms
 
@@ -85,6 +125,12 @@ function M.start(cfg, log)
     sealer, serr, scode = M.sealer_from_config(cfg.seal)
     if not sealer then
       return nil, 'seal: ' .. tostring(serr), scode
+    end
+  end
+  if cfg.onboard and not M.has_keys(cfg.key_dir) then
+    local ok, oerr, ocode = M.onboard_from_config(cfg, sealer, log)
+    if not ok then
+      return nil, 'onboarding: ' .. tostring(oerr), ocode
     end
   end
   local material, created, code = keys.open(cfg.key_dir, { sealer = sealer })
