@@ -5,7 +5,8 @@
 -- ring) and gets [leaf, app CA, root CA], checked with openssl verify and moonstack.x509 (app
 -- id = the attested one, special usage app:custom, EKUs, SANs, attestation and app-info
 -- extensions as asked). Refused with a clear reason: bad confirm string, a non-P-256 key,
--- truncated SCALE, a bad signature, an attestation not bound to the CSR key, api_version 1.
+-- truncated SCALE, a bad signature, an attestation not bound to the CSR key, api_version 3;
+-- V1 CSRs (quote + event log) accepted.
 local uv = require('luv')
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
@@ -196,6 +197,35 @@ describe('kms SignCert', function()
     assert.equal(1800000000, info.not_after)
   end)
 
+  it('accepts a V1 CSR (quote + JSON event log, api_version 1) as upstream converts it', function()
+    local key = x509.generate_key()
+    local quote = assert(ev:quote(ratls.report_data(key:spki())))
+    local log = evidence.event_log_json(assert(ev:events()), 'quote')
+    local c = { subject = 'v1.example', subject_alt_names = { 'v1.example' }, usage_server_auth = true,
+      usage_client_auth = true, ext_quote = true }
+    local bytes = csr_codec.encode_v1({ pubkey = key:spki(), config = c, quote = quote, event_log = log })
+    local d = assert(csr_codec.decode_v1(bytes))
+    assert.equal(quote, d.quote)
+    assert.equal(log, d.event_log)
+    local r = sign_cert(cjson.encode({ api_version = 1, csr = hex(bytes),
+      signature = hex(openssl_sign(key, bytes)), vm_config = '' }))
+    assert.equal(200, r.status, r.body)
+    local chain = assert(cjson.decode(r.body)).certificate_chain
+    assert(x509.verify(chain[1], { roots = chain[3], chain = { chain[2] }, purpose = 'client' }))
+    local info = assert(x509.parse(chain[1]))
+    assert.equal('v1.example', info.cn)
+    assert.equal(APP, info.ratls.app_id)
+    assert.is_nil(info.ratls.app_info)
+    local ri = assert(ratls.inspect(chain[1]))
+    assert.equal(ratls.report_data(key:spki()), ri.report_data)
+    -- a V1 CSR whose quote is over another key
+    local other = x509.generate_key()
+    bytes = csr_codec.encode_v1({ pubkey = other:spki(), config = c, quote = quote, event_log = log })
+    r = sign_cert(cjson.encode({ api_version = 1, csr = hex(bytes),
+      signature = hex(openssl_sign(other, bytes)), vm_config = '' }))
+    expect_error(r, 'not bound to the CSR key')
+  end)
+
   it('refuses malformed or unbound CSRs with a clear reason', function()
     local _, body = make({ confirm = 'please sign this:' })
     expect_error(sign_cert(body), 'CSR confirm string is not "please sign cert:"')
@@ -212,8 +242,10 @@ describe('kms SignCert', function()
     expect_error(sign_cert(body), 'the CSR signature does not verify')
     _, body = make({ rd = ('\7'):rep(64) })
     expect_error(sign_cert(body), "report_data is not bound to the CSR key")
-    _, body = make({ api_version = 1 })
-    expect_error(sign_cert(body), 'unsupported api_version 1')
+    _, body = make({ api_version = 3 })
+    expect_error(sign_cert(body), 'unsupported api_version 3')
+    _, body = make({ api_version = 1 }) -- a V2 CSR sent as V1
+    expect_error(sign_cert(body), 'malformed CSR: ESCALE')
     -- still serving
     _, body = make()
     assert.equal(200, sign_cert(body).status)

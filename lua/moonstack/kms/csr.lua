@@ -4,7 +4,8 @@
 -- VersionedAttestation bytes appended raw (no length).
 -- CertConfigV2 = org_name Option<String> · subject String · subject_alt_names Vec<String> ·
 -- usage_server_auth bool · usage_client_auth bool · ext_quote bool · ext_app_info bool ·
--- not_before Option<u64> · not_after Option<u64>.
+-- not_before Option<u64> · not_after Option<u64>. V1 (api_version 1) = confirm · pubkey ·
+-- CertConfig (the first six fields of CertConfigV2) · quote Vec<u8> · event_log Vec<u8> (JSON).
 local scale = require('moonstack.core.scale')
 
 local M = {}
@@ -32,6 +33,47 @@ function M.encode_v2(csr)
     scale.bool(c.usage_server_auth), scale.bool(c.usage_client_auth), scale.bool(c.ext_quote),
     scale.bool(c.ext_app_info), scale.option(c.not_before, u64), scale.option(c.not_after, u64),
     csr.attestation or '' })
+end
+
+local function config_v1(c)
+  local sans = { scale.compact(#(c.subject_alt_names or {})) }
+  for _, s in ipairs(c.subject_alt_names or {}) do
+    sans[#sans + 1] = scale.bytes(s)
+  end
+  return concat({ scale.option(c.org_name, scale.bytes), scale.bytes(c.subject or ''), concat(sans),
+    scale.bool(c.usage_server_auth), scale.bool(c.usage_client_auth), scale.bool(c.ext_quote) })
+end
+
+--- Encode a CertSigningRequestV1 { confirm?, pubkey, config = { org_name?, subject,
+--- subject_alt_names, usage_server_auth, usage_client_auth, ext_quote }, quote, event_log }.
+function M.encode_v1(csr)
+  return concat({ scale.bytes(csr.confirm or M.CONFIRM), scale.bytes(csr.pubkey),
+    config_v1(csr.config or {}), scale.bytes(csr.quote or ''), scale.bytes(csr.event_log or '') })
+end
+
+--- Decode a CertSigningRequestV1 (the table encode_v1 takes; config also has ext_app_info =
+--- false as V2 does), or nil, 'ESCALE: ...'. Trailing bytes are an error.
+function M.decode_v1(data)
+  assert(type(data) == 'string', 'csr.decode_v1: data must be a string')
+  return scale.pcall(function()
+    local r = scale.reader(data)
+    local out = { confirm = r:bytes('confirm'), pubkey = r:bytes('pubkey') }
+    local c = {}
+    c.org_name = r:option('org_name', r.bytes)
+    c.subject = r:bytes('subject')
+    c.subject_alt_names = r:vec('subject_alt_names', r.bytes)
+    c.usage_server_auth = r:bool('usage_server_auth')
+    c.usage_client_auth = r:bool('usage_client_auth')
+    c.ext_quote = r:bool('ext_quote')
+    c.ext_app_info = false
+    out.config = c
+    out.quote = r:bytes('quote')
+    out.event_log = r:bytes('event_log')
+    if r.pos <= #data then
+      r:fail(('%d trailing bytes'):format(#data - r.pos + 1))
+    end
+    return out
+  end)
 end
 
 --- Decode a CertSigningRequestV2 (the table encode_v2 takes), or nil, 'ESCALE: ...'.

@@ -10,6 +10,7 @@ local crypto = require('moonstack.crypto')
 local ratls = require('moonstack.x509.ratls')
 local profiles = require('moonstack.x509.profiles')
 local attestation = require('moonstack.verifier.attestation')
+local eventlog = require('moonstack.tdx.eventlog')
 local derive = require('moonstack.kms.derive')
 local csr_codec = require('moonstack.kms.csr')
 
@@ -96,18 +97,36 @@ local function app_info_of(boot)
   return attestation.app_info_ext(f)
 end
 
+--- A V1 CSR's quote and JSON event log as a VersionedAttestation V0 (upstream's
+--- Attestation::from_tdx_quote(..).into_versioned()), or nil, 'EATTEST: ...'.
+function M.v1_attestation(quote, event_log)
+  local rd, err = ratls.quote_report_data(quote)
+  if not rd then
+    return nil, 'EATTEST: CSR quote: ' .. tostring(err), 'EATTEST'
+  end
+  local events, eerr = eventlog.from_json(event_log ~= '' and event_log or '[]')
+  if not events then
+    return fail('EATTEST', 'CSR event log: ' .. tostring(eerr))
+  end
+  local att, aerr, acode = attestation.encode_v0({ quote = quote, event_log = events, report_data = rd })
+  if not att then
+    return nil, aerr, acode
+  end
+  return att
+end
+
 --- Handle SignCert `args` = { api_version, csr, signature, vm_config } for `kms` (the rpc.lua
 --- context: material, auth, attest, log). Returns { certificate_chain = { PEM leaf, app CA,
 --- root } } or nil, 'CODE: reason' (EINVAL, ESCALE, ESIGNATURE, EBINDING, EATTEST, EDENIED...).
 function M.handle(kms, args)
-  if args.api_version ~= 2 then
-    return fail('EINVAL', ('unsupported api_version %s (only 2: CertSigningRequestV2)')
-      :format(tostring(args.api_version)))
+  local v = args.api_version
+  if v ~= 1 and v ~= 2 then
+    return fail('EINVAL', ('unsupported api_version %s (1 or 2)'):format(tostring(v)))
   end
   if not kms.attest then
     return fail('EUNAVAILABLE', 'SignCert needs attestation settings (kms.lua attestation = {...})')
   end
-  local csr, err, code = csr_codec.decode_v2(args.csr or '')
+  local csr, err, code = (v == 1 and csr_codec.decode_v1 or csr_codec.decode_v2)(args.csr or '')
   if not csr then
     return nil, 'EINVAL: malformed CSR: ' .. err, code
   end
@@ -118,6 +137,12 @@ function M.handle(kms, args)
   ok, err, code = M.verify_signature(args.csr, args.signature or '', csr.pubkey)
   if not ok then
     return nil, err, code
+  end
+  if v == 1 then
+    csr.attestation, err, code = M.v1_attestation(csr.quote, csr.event_log)
+    if not csr.attestation then
+      return nil, err, code
+    end
   end
   local rd
   rd, err, code = ratls.evidence_report_data({ kind = 'attestation', attestation = csr.attestation })
