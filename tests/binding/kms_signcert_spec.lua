@@ -22,6 +22,9 @@ local server = require('moonstack.kms.server')
 local scale = require('moonstack.core.scale')
 local csr_codec = require('moonstack.kms.csr')
 local derive = require('moonstack.kms.derive')
+local attestation = require('moonstack.verifier.attestation')
+local eventlog = require('moonstack.tdx.eventlog')
+local tdx_quote = require('moonstack.tdx.quote')
 
 local hex, unhex = crypto.hex, crypto.unhex
 local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
@@ -105,6 +108,8 @@ describe('kms SignCert', function()
     assert(tee:emit_event('app-id', APP, { version = 1 }))
     assert(tee:emit_event('compose-hash', COMPOSE, { version = 1 }))
     assert(tee:emit_event('instance-id', INSTANCE, { version = 1 }))
+    assert(tee:emit_event('boot-mr-done', '', { version = 1 }))
+    assert(tee:emit_event('app-started', 'after boot', { version = 1 }))
     ev = evidence.new({ tee = tee, vm_config = '' })
     files = { collateral = base .. '/collateral.json', root = base .. '/sim-root.pem' }
     write(files.collateral, assert(tee:collateral(os.time())))
@@ -224,6 +229,46 @@ describe('kms SignCert', function()
     r = sign_cert(cjson.encode({ api_version = 1, csr = hex(bytes),
       signature = hex(openssl_sign(other, bytes)), vm_config = '' }))
     expect_error(r, 'not bound to the CSR key')
+  end)
+
+  it('authorises the boot-time measurements (RTMR3 up to boot-mr-done, no key provider)', function()
+    local seen = {}
+    require('moonstack.kms.auth').register('signcert_capture', function()
+      return { authorize = function(_, info, scope)
+        seen[#seen + 1] = { info = info, scope = scope }
+        return { allow = true, reason = 'ok' }
+      end }
+    end)
+    local cfg = assert(config.validate({ key_dir = base .. '/keys', listen = { host = '127.0.0.1', port = 0 },
+      auth = { kind = 'signcert_capture' }, attestation = { collateral_file = files.collateral,
+        root_ca_file = files.root, allow_simulator = true } }))
+    local k2 = assert(server.start(cfg))
+    local saved = kms
+    kms = k2
+    local key, body = make()
+    local r = sign_cert(body)
+    kms = saved
+    k2:close()
+    assert.equal(200, r.status, r.body)
+    assert.equal(1, #seen)
+    assert.equal('app', seen[1].scope)
+    local b = seen[1].info
+    assert.equal('', b.keyProviderInfo)
+    -- expected from the quote's MRs and the log cut at boot-mr-done
+    local att = assert(ev:attestation(ratls.report_data(key:spki()), 'cert'))
+    local a = assert(attestation.decode(att))
+    local rep = assert(tdx_quote.parse(a.quote)).report
+    local events = assert(attestation.events(a))
+    local full = assert(eventlog.replay(events, { binary = true }))
+    local boot = assert(eventlog.replay(events, { binary = true, to_event = 'boot-mr-done' }))
+    assert.are_not.equal(full[4], boot[4])
+    assert.equal(full[4], rep.rtmr3)
+    local base_mrs = rep.mr_td .. rep.rtmr0 .. rep.rtmr1 .. rep.rtmr2
+    assert.equal(hex(crypto.sha256(base_mrs .. boot[4])), b.mrAggregated)
+    assert.equal(hex(crypto.sha256(base_mrs .. ('\0'):rep(32))), b.mrSystem)
+    -- the AppInfo extension keeps the full-replay values
+    local info = assert(x509.parse(assert(cjson.decode(r.body)).certificate_chain[1]))
+    assert.truthy(info.ratls.app_info:find(crypto.sha256(base_mrs .. full[4]), 1, true))
   end)
 
   it('refuses malformed or unbound CSRs with a clear reason', function()

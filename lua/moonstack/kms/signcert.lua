@@ -11,6 +11,7 @@ local ratls = require('moonstack.x509.ratls')
 local profiles = require('moonstack.x509.profiles')
 local attestation = require('moonstack.verifier.attestation')
 local eventlog = require('moonstack.tdx.eventlog')
+local quote_lib = require('moonstack.tdx.quote')
 local derive = require('moonstack.kms.derive')
 local csr_codec = require('moonstack.kms.csr')
 
@@ -89,7 +90,11 @@ local APP_INFO = { app_id = 'appId', compose_hash = 'composeHash', instance_id =
   device_id = 'deviceId', mr_system = 'mrSystem', mr_aggregated = 'mrAggregated',
   os_image_hash = 'osImageHash', key_provider_info = 'keyProviderInfo' }
 
-local function app_info_of(boot)
+-- The AppInfo extension (1.9) of a CSR that asks for it, from the full-replay BootInfo.
+local function c_app_info(csr, boot)
+  if not csr.config.ext_app_info then
+    return nil
+  end
   local f = {}
   for k, b in pairs(APP_INFO) do
     f[k] = crypto.unhex(boot[b] or '') or ''
@@ -113,6 +118,43 @@ function M.v1_attestation(quote, event_log)
     return nil, aerr, acode
   end
   return att
+end
+
+--- Turn `boot` (the BootInfo of a full replay) into the boot-time one upstream's SignCert
+--- authorises (decode_app_info(boottime_mr = true)): RTMR3 replayed only up to the
+--- `boot-mr-done` event, no key provider (key_provider_info empty, mr_system over 32 zero
+--- bytes), mr_aggregated over that RTMR3. `att` is the verified VersionedAttestation V0.
+--- Returns boot or nil, msg, code.
+function M.boot_time(boot, att)
+  local a, err, code = attestation.decode(att)
+  if not a then
+    return nil, err, code
+  end
+  local q
+  q, err, code = quote_lib.parse(a.quote)
+  if not q then
+    return nil, err, code
+  end
+  local events
+  events, err, code = attestation.events(a)
+  if not events then
+    return nil, err, code
+  end
+  local r
+  r, err, code = eventlog.replay(events, { to_event = 'boot-mr-done', binary = true })
+  if not r then
+    return nil, err, code
+  end
+  local rep, zero = q.report, ('\0'):rep(48)
+  local base = rep.mr_td .. rep.rtmr0 .. rep.rtmr1 .. rep.rtmr2
+  local agg = base .. r[4]
+  if rep.mr_config_id ~= zero or rep.mr_owner ~= zero or rep.mr_owner_config ~= zero then
+    agg = agg .. rep.mr_config_id .. rep.mr_owner .. rep.mr_owner_config
+  end
+  boot.mrSystem = crypto.hex(crypto.sha256(base .. ('\0'):rep(32)))
+  boot.mrAggregated = crypto.hex(crypto.sha256(agg))
+  boot.keyProviderInfo = ''
+  return boot
 end
 
 --- Handle SignCert `args` = { api_version, csr, signature, vm_config } for `kms` (the rpc.lua
@@ -157,6 +199,11 @@ function M.handle(kms, args)
   if not boot then
     return nil, err, code
   end
+  local app_info = c_app_info(csr, boot) -- AppInfo is the full-replay one, as upstream's
+  boot, err, code = M.boot_time(boot, csr.attestation)
+  if not boot then
+    return nil, err, code
+  end
   local d = kms.auth:authorize_app(boot)
   kms.log.info('SignCert decision', { app_id = boot.appId, compose_hash = boot.composeHash,
     subject = csr.config.subject, allow = d.allow, reason = d.reason })
@@ -179,7 +226,7 @@ function M.handle(kms, args)
     issuer = { cert = k.app_ca_cert, key = k.app_ca_key },
     server_auth = c.usage_server_auth, client_auth = c.usage_client_auth,
     attestation = c.ext_quote and csr.attestation or nil, app_id = app_id,
-    app_info = c.ext_app_info and app_info_of(boot) or nil,
+    app_info = app_info,
     not_before = c.not_before, not_after = c.not_after })
   if not leaf then
     return nil, err, code
