@@ -24,6 +24,7 @@ local base, material, files, tee_a, tee_b
 local servers = {}
 local allowed = {} -- compose hash (hex) -> true, per backend name
 local asked = {}
+local os_seen = {}
 
 local function write(path, data)
   local f = assert(io.open(path, 'wb'))
@@ -35,6 +36,7 @@ local function backend(name)
   auth.register(name, function()
     return { authorize = function(_, info, scope)
       asked[#asked + 1] = name .. ':' .. scope
+      os_seen[name] = info.osImageHash
       if scope == 'kms' and allowed[name][info.composeHash] then
         return { allow = true, reason = 'known KMS' }
       end
@@ -57,9 +59,10 @@ local function start_a(with_tee)
   return k
 end
 
-local function replicate(a, dir)
+local function replicate(a, dir, vm_config)
   return loop.run_task(function()
     return onboard.replicate({ source_url = ('https://127.0.0.1:%d'):format(a:port()), key_dir = dir,
+      vm_config = vm_config,
       evidence = evidence.new({ tee = tee_b, vm_config = '' }),
       attest = assert(server.attest_from_config(att_cfg())),
       auth = assert(auth.new({ kind = 'b_test' })), timeout_ms = 10000 })
@@ -101,9 +104,12 @@ describe('kms onboarding', function()
 
   it('copies the root keys after both sides attested and authorised each other', function()
     local a = start_a(true)
-    local m, err = replicate(a, base .. '/b')
+    local m, err = replicate(a, base .. '/b', '{"os_image_hash":"' .. ('cd'):rep(32) .. '"}')
     assert.truthy(m, err)
     assert.same({ 'b_test:kms', 'a_test:kms' }, asked)
+    -- A's attestation names no OS image: B judged it with its own vm_config's; A got B's
+    assert.equal(('cd'):rep(32), os_seen.b_test)
+    assert.equal(('cd'):rep(32), os_seen.a_test)
     local b = assert(keys.load(base .. '/b'))
     assert.equal(material.root_cert:pem(), b.root_cert:pem())
     assert.equal(ROOT, b.root_key:scalar())

@@ -5,7 +5,8 @@
 --   1. B calls A's GetTempCaCert and captures A's TLS certificate, which must carry an
 --      attestation bound to its key (A's `tee` config) and chain to the root CA A returns;
 --      B verifies that attestation (moonstack.kms.attest) and asks its own backend
---      (authorize_kms) whether A is a KMS it may take keys from;
+--      (authorize_kms) whether A is a KMS it may take keys from (when A's attestation names no
+--      OS image, B's own vm_config's os_image_hash stands in, as upstream);
 --   2. B makes an RA-TLS client certificate (CN "RA-TLS TEMP Cert", its own attestation)
 --      signed by A's temp CA and calls A's GetKmsKey, trusting only A's root and only the
 --      certificate it checked in 1; A checks B the same way (GetKmsKey);
@@ -17,6 +18,7 @@ local client = require('moonstack.http.client')
 local x509 = require('moonstack.x509')
 local ratls = require('moonstack.x509.ratls')
 local keys = require('moonstack.kms.keys')
+local events = require('moonstack.verifier.events')
 
 local M = {}
 
@@ -76,6 +78,10 @@ function M.replicate(opts)
   boot, err, code = opts.attest:boot_info(peer_der, '')
   if not boot then
     return nil, 'source KMS: ' .. tostring(err), code
+  end
+  if (boot.osImageHash or '') == '' and opts.vm_config then
+    -- the source's attestation names no OS image: upstream assumes it runs this KMS's
+    boot.osImageHash = events.vm_config_os_image_hash(opts.vm_config) or ''
   end
   local d = opts.auth:authorize_kms(boot)
   log.info('onboarding source decision', { source = base, mr_aggregated = boot.mrAggregated,
