@@ -29,51 +29,81 @@ static bool looks_pem(const void *data, size_t len)
 	return len > 10 && memmem(data, len, "-----BEGIN", 10) != NULL;
 }
 
-X509 *x509_cert_load(const void *data, size_t len, struct x509_error *err)
+/* How to read one kind of object from PEM or exact DER (see load_der_or_pem). */
+struct loader {
+	const char *what;
+	void *(*pem)(BIO *bio);
+	void *(*d2i)(const unsigned char **p, long len);
+	void (*free)(void *obj);
+};
+
+static void *pem_cert(BIO *b)
+{
+	return PEM_read_bio_X509(b, NULL, NULL, NULL);
+}
+
+static void *d2i_cert(const unsigned char **p, long len)
+{
+	return d2i_X509(NULL, p, len);
+}
+
+static void free_cert(void *x)
+{
+	X509_free(x);
+}
+
+static void *pem_req(BIO *b)
+{
+	return PEM_read_bio_X509_REQ(b, NULL, NULL, NULL);
+}
+
+static void *d2i_req(const unsigned char **p, long len)
+{
+	return d2i_X509_REQ(NULL, p, len);
+}
+
+static void free_req(void *r)
+{
+	X509_REQ_free(r);
+}
+
+static const struct loader cert_loader = { "certificate", pem_cert, d2i_cert, free_cert };
+static const struct loader req_loader = { "certificate request", pem_req, d2i_req, free_req };
+
+/* PEM text, or DER that must be used up exactly; errors name the kind of object. */
+static void *load_der_or_pem(const void *data, size_t len, const struct loader *l,
+			     struct x509_error *err)
 {
 	if (!data || len == 0 || len > 0x7fffffff)
-		return x509_fail(err, "EINVAL", "empty or oversized certificate"), NULL;
-	X509 *x = NULL;
+		return x509_fail(err, "EINVAL", "empty or oversized %s", l->what), NULL;
+	void *obj = NULL;
 	if (looks_pem(data, len)) {
 		BIO *bio = BIO_new_mem_buf(data, (int)len);
-		x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+		obj = bio ? l->pem(bio) : NULL;
 		BIO_free(bio);
 	} else {
 		const unsigned char *p = data;
-		x = d2i_X509(NULL, &p, (long)len);
-		if (x && (size_t)(p - (const unsigned char *)data) != len) {
-			X509_free(x);
+		obj = l->d2i(&p, (long)len);
+		if (obj && (size_t)(p - (const unsigned char *)data) != len) {
+			l->free(obj);
 			ERR_clear_error();
-			return x509_fail(err, "EPARSE", "trailing bytes after the certificate"),
+			return x509_fail(err, "EPARSE", "trailing bytes after the %s", l->what),
 			       NULL;
 		}
 	}
-	if (!x)
-		x509_fail_ssl(err, "EPARSE", "not a certificate");
-	return x;
+	if (!obj)
+		x509_fail_ssl(err, "EPARSE", "not a %s", l->what);
+	return obj;
+}
+
+X509 *x509_cert_load(const void *data, size_t len, struct x509_error *err)
+{
+	return load_der_or_pem(data, len, &cert_loader, err);
 }
 
 X509_REQ *x509_csr_load(const void *data, size_t len, struct x509_error *err)
 {
-	if (!data || len == 0 || len > 0x7fffffff)
-		return x509_fail(err, "EINVAL", "empty or oversized request"), NULL;
-	X509_REQ *r = NULL;
-	if (looks_pem(data, len)) {
-		BIO *bio = BIO_new_mem_buf(data, (int)len);
-		r = bio ? PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL) : NULL;
-		BIO_free(bio);
-	} else {
-		const unsigned char *p = data;
-		r = d2i_X509_REQ(NULL, &p, (long)len);
-		if (r && (size_t)(p - (const unsigned char *)data) != len) {
-			X509_REQ_free(r);
-			ERR_clear_error();
-			return x509_fail(err, "EPARSE", "trailing bytes after the request"), NULL;
-		}
-	}
-	if (!r)
-		x509_fail_ssl(err, "EPARSE", "not a certificate request");
-	return r;
+	return load_der_or_pem(data, len, &req_loader, err);
 }
 
 /* Copy an OpenSSL-allocated DER into @p out and free it. */

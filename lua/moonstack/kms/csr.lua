@@ -51,6 +51,19 @@ function M.encode_v1(csr)
     config_v1(csr.config or {}), scale.bytes(csr.quote or ''), scale.bytes(csr.event_log or '') })
 end
 
+-- The CertConfig fields V1 and V2 share, in wire order (V2 appends ext_app_info and the
+-- validity window).
+local function read_config_common(r)
+  return {
+    org_name = r:option('org_name', r.bytes),
+    subject = r:bytes('subject'),
+    subject_alt_names = r:vec('subject_alt_names', r.bytes),
+    usage_server_auth = r:bool('usage_server_auth'),
+    usage_client_auth = r:bool('usage_client_auth'),
+    ext_quote = r:bool('ext_quote'),
+  }
+end
+
 --- Decode a CertSigningRequestV1 (the table encode_v1 takes; config also has ext_app_info =
 --- false as V2 does), or nil, 'ESCALE: ...'. Trailing bytes are an error.
 function M.decode_v1(data)
@@ -58,13 +71,7 @@ function M.decode_v1(data)
   return scale.pcall(function()
     local r = scale.reader(data)
     local out = { confirm = r:bytes('confirm'), pubkey = r:bytes('pubkey') }
-    local c = {}
-    c.org_name = r:option('org_name', r.bytes)
-    c.subject = r:bytes('subject')
-    c.subject_alt_names = r:vec('subject_alt_names', r.bytes)
-    c.usage_server_auth = r:bool('usage_server_auth')
-    c.usage_client_auth = r:bool('usage_client_auth')
-    c.ext_quote = r:bool('ext_quote')
+    local c = read_config_common(r)
     c.ext_app_info = false
     out.config = c
     out.quote = r:bytes('quote')
@@ -83,13 +90,7 @@ function M.decode_v2(data)
   return scale.pcall(function()
     local r = scale.reader(data)
     local out = { confirm = r:bytes('confirm'), pubkey = r:bytes('pubkey') }
-    local c = {}
-    c.org_name = r:option('org_name', r.bytes)
-    c.subject = r:bytes('subject')
-    c.subject_alt_names = r:vec('subject_alt_names', r.bytes)
-    c.usage_server_auth = r:bool('usage_server_auth')
-    c.usage_client_auth = r:bool('usage_client_auth')
-    c.ext_quote = r:bool('ext_quote')
+    local c = read_config_common(r)
     c.ext_app_info = r:bool('ext_app_info')
     c.not_before = r:option('not_before', function(rr, w) return rr:uint(8, w) end)
     c.not_after = r:option('not_after', function(rr, w) return rr:uint(8, w) end)
