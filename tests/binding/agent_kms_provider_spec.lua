@@ -4,34 +4,25 @@
 -- client certificate, and receives the spec's vector keys (root f57527ce…, k256 root 0x01×32,
 -- app 0x11×20, instance 0x22×20); the root CA learned from GetTempCaCert or pinned by sys-config
 -- kms_ca; the key_provider_id pin; a denial carries the backend's reason; dead URLs skipped.
-local uv = require('luv')
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local dstack = require('moonstack.crypto.dstack')
 local loop = require('tests.helpers.loop')
-local sim = require('moonstack.sim')
 local auth = require('moonstack.kms.auth')
-local kms_keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
 local server = require('moonstack.kms.server')
 local x509 = require('moonstack.x509')
 local keys = require('moonstack.agent.boot.keys')
+local kms_fixture = require('kms_fixture')
 
 local hex, unhex = crypto.hex, crypto.unhex
-local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
-local APP, INSTANCE = ('\17'):rep(20), ('\34'):rep(20)
-local COMPOSE = ('\51'):rep(32)
+local APP, COMPOSE = kms_fixture.APP, kms_fixture.COMPOSE
 local OS_IMAGE = ('ab'):rep(32)
 local VM_CONFIG = cjson.encode({ os_image_hash = OS_IMAGE })
 
+local fx
 local base, material, tee, files
 local servers = {}
-
-local function write(path, data)
-  local f = assert(io.open(path, 'wb'))
-  f:write(data)
-  f:close()
-end
 
 local function start(auth_cfg)
   local cfg = assert(config.validate({ key_dir = base .. '/keys', domain = 'localhost',
@@ -60,27 +51,12 @@ end
 
 describe('agent kms key provider', function()
   setup(function()
-    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-    uv.fs_mkdir(root, 493)
-    base = assert(uv.fs_mkdtemp(root .. '/agent_kms_provider_spec.XXXXXX'))
-    material = assert(kms_keys.create(base .. '/keys', { root_scalar = ROOT, root_k256 = ('\1'):rep(32) }))
-    tee = assert(sim.new({ dir = base .. '/sim', cvm = 'app', create = true }))
-    assert(tee:emit_event('app-id', APP, { version = 1 }))
-    assert(tee:emit_event('compose-hash', COMPOSE, { version = 1 }))
-    assert(tee:emit_event('instance-id', INSTANCE, { version = 1 }))
-    files = { collateral = base .. '/collateral.json', root = base .. '/sim-root.pem' }
-    write(files.collateral, assert(tee:collateral(os.time())))
-    write(files.root, (assert(tee:root_ca())))
+    fx = kms_fixture.setup('agent_kms_provider_spec')
+    base, material, tee, files = fx.base, fx.material, fx.tee, fx.files
   end)
 
   teardown(function()
-    for _, k in ipairs(servers) do
-      k:close()
-    end
-    if tee then
-      tee:close()
-    end
-    os.execute(("rm -rf '%s'"):format(base))
+    kms_fixture.teardown(fx, servers)
   end)
 
   it('gets the app keys from sys-config kms_urls, pinned by the root SPKI', function()

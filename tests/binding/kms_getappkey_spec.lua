@@ -7,33 +7,24 @@
 -- not bound to the certificate's key, a tampered quote, a simulated quote when simulators are not allowed, a
 -- denying auth backend (its reason returned).
 local bit = require('bit')
-local uv = require('luv')
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local client = require('moonstack.http.client')
 local loop = require('tests.helpers.loop')
 local ratls = require('moonstack.x509.ratls')
-local sim = require('moonstack.sim')
 local evidence = require('moonstack.agent.api.evidence')
 local auth = require('moonstack.kms.auth')
-local keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
 local server = require('moonstack.kms.server')
+local kms_fixture = require('kms_fixture')
 
 local hex, unhex = crypto.hex, crypto.unhex
-local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
-local APP, INSTANCE = ('\17'):rep(20), ('\34'):rep(20)
-local COMPOSE = ('\51'):rep(32)
+local APP, COMPOSE = kms_fixture.APP, kms_fixture.COMPOSE
 local OS_IMAGE = ('ab'):rep(32)
 
+local fx
 local base, material, tee, files
 local servers = {}
-
-local function write(path, data)
-  local f = assert(io.open(path, 'wb'))
-  f:write(data)
-  f:close()
-end
 
 local function start(att, auth_cfg)
   local cfg = assert(config.validate({ key_dir = base .. '/keys',
@@ -95,27 +86,12 @@ end
 
 describe('kms GetAppKey', function()
   setup(function()
-    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-    uv.fs_mkdir(root, 493)
-    base = assert(uv.fs_mkdtemp(root .. '/kms_getappkey_spec.XXXXXX'))
-    material = assert(keys.create(base .. '/keys', { root_scalar = ROOT, root_k256 = ('\1'):rep(32) }))
-    tee = assert(sim.new({ dir = base .. '/sim', cvm = 'app', create = true }))
-    assert(tee:emit_event('app-id', APP, { version = 1 }))
-    assert(tee:emit_event('compose-hash', COMPOSE, { version = 1 }))
-    assert(tee:emit_event('instance-id', INSTANCE, { version = 1 }))
-    files = { collateral = base .. '/collateral.json', root = base .. '/sim-root.pem' }
-    write(files.collateral, assert(tee:collateral(os.time())))
-    write(files.root, (assert(tee:root_ca())))
+    fx = kms_fixture.setup('kms_getappkey_spec')
+    base, material, tee, files = fx.base, fx.material, fx.tee, fx.files
   end)
 
   teardown(function()
-    for _, k in ipairs(servers) do
-      k:close()
-    end
-    if tee then
-      tee:close()
-    end
-    os.execute(("rm -rf '%s'"):format(base))
+    kms_fixture.teardown(fx, servers)
   end)
 
   it('releases the app keys to an attested CVM the auth backend allows', function()

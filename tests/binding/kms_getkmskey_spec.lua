@@ -5,35 +5,28 @@
 -- the root keys (root CA key PEM, raw k256 scalar) in KmsKeyResponse, a nested repeated
 -- message, in JSON and protobuf. Refused: no client certificate, a backend that allows apps
 -- but denies this KMS (its reason returned).
-local uv = require('luv')
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local client = require('moonstack.http.client')
 local loop = require('tests.helpers.loop')
 local x509 = require('moonstack.x509')
 local ratls = require('moonstack.x509.ratls')
-local sim = require('moonstack.sim')
 local evidence = require('moonstack.agent.api.evidence')
 local proto = require('moonstack.agent.api.proto')
 local auth = require('moonstack.kms.auth')
-local keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
 local server = require('moonstack.kms.server')
 local rpc = require('moonstack.kms.rpc')
+local kms_fixture = require('kms_fixture')
 
 local unhex = crypto.unhex
 local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
 local K256 = ('\1'):rep(32)
 
+local fx
 local base, material, tee, files, id
 local servers = {}
 local scopes = {}
-
-local function write(path, data)
-  local f = assert(io.open(path, 'wb'))
-  f:write(data)
-  f:close()
-end
 
 local function start(auth_cfg)
   local cfg = assert(config.validate({ key_dir = base .. '/keys',
@@ -60,16 +53,9 @@ end
 
 describe('kms GetKmsKey', function()
   setup(function()
-    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-    uv.fs_mkdir(root, 493)
-    base = assert(uv.fs_mkdtemp(root .. '/kms_getkmskey_spec.XXXXXX'))
-    material = assert(keys.create(base .. '/keys', { root_scalar = ROOT, root_k256 = K256 }))
-    tee = assert(sim.new({ dir = base .. '/sim', cvm = 'kms', create = true }))
-    assert(tee:emit_event('app-id', ('\68'):rep(20), { version = 1 }))
-    assert(tee:emit_event('compose-hash', ('\85'):rep(32), { version = 1 }))
-    files = { collateral = base .. '/collateral.json', root = base .. '/sim-root.pem' }
-    write(files.collateral, assert(tee:collateral(os.time())))
-    write(files.root, (assert(tee:root_ca())))
+    fx = kms_fixture.setup('kms_getkmskey_spec', { cvm = 'kms',
+      events = { { 'app-id', ('\68'):rep(20) }, { 'compose-hash', ('\85'):rep(32) } } })
+    base, material, tee, files = fx.base, fx.material, fx.tee, fx.files
     local ev = evidence.new({ tee = tee, vm_config = '' })
     id = assert(ratls.issue({ subject = 'RA-TLS TEMP Cert', eku = { 'client_auth' },
       issuer = { cert = material.tmp_ca_cert, key = material.tmp_ca_key },
@@ -86,13 +72,7 @@ describe('kms GetKmsKey', function()
   end)
 
   teardown(function()
-    for _, k in ipairs(servers) do
-      k:close()
-    end
-    if tee then
-      tee:close()
-    end
-    os.execute(("rm -rf '%s'"):format(base))
+    kms_fixture.teardown(fx, servers)
   end)
 
   it('hands the root keys to an attested KMS the backend allows (JSON and protobuf)', function()

@@ -7,16 +7,13 @@
 -- extensions as asked). Refused with a clear reason: bad confirm string, a non-P-256 key,
 -- truncated SCALE, a bad signature, an attestation not bound to the CSR key, api_version 3;
 -- V1 CSRs (quote + event log) accepted.
-local uv = require('luv')
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local client = require('moonstack.http.client')
 local loop = require('tests.helpers.loop')
 local x509 = require('moonstack.x509')
 local ratls = require('moonstack.x509.ratls')
-local sim = require('moonstack.sim')
 local evidence = require('moonstack.agent.api.evidence')
-local keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
 local server = require('moonstack.kms.server')
 local scale = require('moonstack.core.scale')
@@ -25,12 +22,12 @@ local derive = require('moonstack.kms.derive')
 local attestation = require('moonstack.verifier.attestation')
 local eventlog = require('moonstack.tdx.eventlog')
 local tdx_quote = require('moonstack.tdx.quote')
+local kms_fixture = require('kms_fixture')
 
-local hex, unhex = crypto.hex, crypto.unhex
-local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')
-local APP, INSTANCE = ('\17'):rep(20), ('\34'):rep(20)
-local COMPOSE = ('\51'):rep(32)
+local hex = crypto.hex
+local APP, INSTANCE, COMPOSE = kms_fixture.APP, kms_fixture.INSTANCE, kms_fixture.COMPOSE
 
+local fx
 local base, material, tee, files, kms, ev
 
 local function write(path, data)
@@ -100,20 +97,11 @@ end
 
 describe('kms SignCert', function()
   setup(function()
-    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-    uv.fs_mkdir(root, 493)
-    base = assert(uv.fs_mkdtemp(root .. '/kms_signcert_spec.XXXXXX'))
-    material = assert(keys.create(base .. '/keys', { root_scalar = ROOT, root_k256 = ('\1'):rep(32) }))
-    tee = assert(sim.new({ dir = base .. '/sim', cvm = 'app', create = true }))
-    assert(tee:emit_event('app-id', APP, { version = 1 }))
-    assert(tee:emit_event('compose-hash', COMPOSE, { version = 1 }))
-    assert(tee:emit_event('instance-id', INSTANCE, { version = 1 }))
-    assert(tee:emit_event('boot-mr-done', '', { version = 1 }))
-    assert(tee:emit_event('app-started', 'after boot', { version = 1 }))
+    fx = kms_fixture.setup('kms_signcert_spec', { events = {
+      { 'app-id', APP }, { 'compose-hash', COMPOSE }, { 'instance-id', INSTANCE },
+      { 'boot-mr-done', '' }, { 'app-started', 'after boot' } } })
+    base, material, tee, files = fx.base, fx.material, fx.tee, fx.files
     ev = evidence.new({ tee = tee, vm_config = '' })
-    files = { collateral = base .. '/collateral.json', root = base .. '/sim-root.pem' }
-    write(files.collateral, assert(tee:collateral(os.time())))
-    write(files.root, (assert(tee:root_ca())))
     local cfg = assert(config.validate({ key_dir = base .. '/keys',
       listen = { host = '127.0.0.1', port = 0 }, auth = { kind = 'dev' },
       attestation = { collateral_file = files.collateral, root_ca_file = files.root,
@@ -122,13 +110,7 @@ describe('kms SignCert', function()
   end)
 
   teardown(function()
-    if kms then
-      kms:close()
-    end
-    if tee then
-      tee:close()
-    end
-    os.execute(("rm -rf '%s'"):format(base))
+    kms_fixture.teardown(fx, { kms })
   end)
 
   it('round-trips CertSigningRequestV2 through the SCALE codec', function()
