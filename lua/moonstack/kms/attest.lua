@@ -7,7 +7,6 @@
 -- names one. The TCB status is not judged here: it is in the BootInfo for the auth backend.
 local codec = require('moonstack.tdx.codec')
 local ratls = require('moonstack.x509.ratls')
-local x509 = require('moonstack.x509')
 local verifier = require('moonstack.verifier')
 local policy = require('moonstack.verifier.policy')
 local service = require('moonstack.verifier.service')
@@ -50,9 +49,7 @@ function Attest:boot_info(peer_der, vm_config)
   if not peer_der then
     return fail('ENOATTEST', 'an RA-TLS client certificate is required')
   end
-  -- As PEM: the native parser takes DER holding '-----BEGIN' (a quote's PEM PCK chain inside
-  -- the attestation extension) for PEM and would read the PCK certificate instead.
-  local info, err, code = ratls.inspect(x509.pem(peer_der, 'CERTIFICATE'))
+  local info, err, code = ratls.inspect(peer_der)
   if not info then
     return nil, err, code
   end
