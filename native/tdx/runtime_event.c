@@ -8,41 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moonstack/rt.h"
 #include "tdx/eventlog.h"
-
-/* Length of the valid UTF-8 sequence at @p (0 if invalid); @left bytes are available. */
-static size_t utf8_seq(const uint8_t *p, size_t left)
-{
-	uint8_t c = p[0];
-	size_t n;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF) {
-		n = 2;
-		cp = c & 0x1F;
-	} else if (c >= 0xE0 && c <= 0xEF) {
-		n = 3;
-		cp = c & 0x0F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n > left)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xC0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3F);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-	    (cp >= 0xD800 && cp <= 0xDFFF))
-		return 0;
-	return n;
-}
 
 /* Append the JCS form of the string @s to @out (which has room: 6 bytes per input byte + 2).
  * Returns the new end, or NULL if @s is not valid UTF-8. */
@@ -91,7 +58,7 @@ static uint8_t *jcs_string(uint8_t *out, const char *s, size_t len)
 			out += 6;
 			i++;
 		} else {
-			size_t n = utf8_seq(p + i, len - i);
+			size_t n = rt_utf8_seq_len(p + i, len - i);
 			if (n == 0)
 				return NULL;
 			memcpy(out, p + i, n);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "moonstack/rt.h"
 #include "rt_json.h"
 
 static int buf_reserve(struct rt_buf *b, size_t extra)
@@ -70,8 +71,7 @@ void rt_buf_free(struct rt_buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t avail)
+size_t rt_utf8_seq_len(const unsigned char *s, size_t avail)
 {
 	unsigned char c = s[0];
 	size_t n;
@@ -141,7 +141,7 @@ int rt_json_quote(struct rt_buf *b, const char *s, size_t len)
 			i++;
 			continue;
 		}
-		size_t n = utf8_seq_len(p + i, len - i);
+		size_t n = rt_utf8_seq_len(p + i, len - i);
 		if (n == 0) {
 			rt_buf_puts(b, "\\ufffd");
 			i++;

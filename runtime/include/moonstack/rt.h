@@ -158,6 +158,10 @@ void rt_hex_encode(const uint8_t *in, size_t len, char *out, bool upper);
  *  length differs or a character is not a hex digit. */
 int rt_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen);
 
+/** Length (1..4) of the valid UTF-8 sequence at @p s, with @p avail bytes available, or 0 if it
+ *  is not valid UTF-8 (overlong forms, surrogates and code points past U+10FFFF are invalid). */
+size_t rt_utf8_seq_len(const unsigned char *s, size_t avail);
+
 /** Push nil, "CODE: message", "CODE" (the expected-failure contract). Returns 3. */
 int rt_push_fail(lua_State *L, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
