@@ -185,6 +185,13 @@ int crypto_p256_sign(const uint8_t priv[CRYPTO_EC_PRIV_LEN], const uint8_t diges
 		     uint8_t sig[CRYPTO_ECDSA_SIG_LEN]);
 
 /**
+ * An OpenSSL key holding the uncompressed P-256 public key @p pub65 (0x04 || x || y, checked on
+ * the curve), built from its parameters: no trip through OpenSSL 3.0's DER decoders, which cost
+ * about four times as much. Returns NULL if it is not a curve point. Free with EVP_PKEY_free().
+ */
+struct evp_pkey_st *crypto_p256_public_key(const uint8_t pub65[CRYPTO_EC_PUB_UNCOMPRESSED]);
+
+/**
  * Verify r||s @p sig over the 32-byte @p digest with SEC1 @p pub. CRYPTO_OK if valid,
  * CRYPTO_EVERIFY if not, CRYPTO_EINVAL/CRYPTO_EKEY for a malformed key.
  */

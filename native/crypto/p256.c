@@ -192,6 +192,15 @@ int crypto_p256_sign(const uint8_t priv[CRYPTO_EC_PRIV_LEN], const uint8_t diges
 	return p256_done(&c, rc);
 }
 
+EVP_PKEY *crypto_p256_public_key(const uint8_t pub65[CRYPTO_EC_PUB_UNCOMPRESSED])
+{
+	struct p256 c = { 0 };
+	EVP_PKEY *key = pub65[0] == 0x04 ? p256_pkey(&c, pub65) : NULL;
+	if (!key)
+		ERR_clear_error();
+	return key;
+}
+
 int crypto_p256_verify(const uint8_t *pub, size_t pub_len, const uint8_t digest[32],
 		       const uint8_t sig[CRYPTO_ECDSA_SIG_LEN])
 {

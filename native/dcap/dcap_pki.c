@@ -14,6 +14,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "crypto/crypto.h"
 #include "dcap/dcap_internal.h"
 
 static int fill_cert(struct dcap_cert *c, const char *what, const char *code,
@@ -376,18 +377,9 @@ int dcap_crl_check_serial(const struct dcap_crl *crl, const struct dcap_cert *ce
 
 EVP_PKEY *dcap_p256_key(const uint8_t xy[64])
 {
-	/* SubjectPublicKeyInfo of an uncompressed P-256 point: a fixed prefix, then 04||x||y */
-	static const uint8_t prefix[] = { 0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
-					  0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-					  0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04 };
-	uint8_t spki[sizeof(prefix) + 64];
-	const unsigned char *p = spki;
-
-	memcpy(spki, prefix, sizeof(prefix));
-	memcpy(spki + sizeof(prefix), xy, 64);
-	EVP_PKEY *key = d2i_PUBKEY(NULL, &p, sizeof(spki));
-	ERR_clear_error();
-	return key;
+	uint8_t pub65[65] = { 0x04 };
+	memcpy(pub65 + 1, xy, 64);
+	return crypto_p256_public_key(pub65);
 }
 
 /* DER INTEGER of a 32-byte unsigned big-endian value; returns the bytes written. */

@@ -32,6 +32,7 @@ struct rt_http_ctx {
 	int reaper_turns;
 	lua_State *active_L; /**< state of the Lua call in progress, for callbacks it triggers */
 	struct lws_vhost *client_vhost; /**< shared by client requests, created on first use */
+	struct rt_tls_cache *tls_cache; /**< parsed client TLS material (rt_tls_cache.c) */
 };
 
 /** Protocols of the context and the client vhost: [0] receives client TLS verification. */
@@ -198,6 +199,29 @@ void rt_ws_push(lua_State *L, struct rt_ws_conn *c);
 
 /** Install @p srv's client-certificate policy on its SSL_CTX (called by lws at vhost init). */
 void rt_http_server_tls_setup(struct rt_http_server *srv, SSL_CTX *ssl_ctx);
+
+/** Key exchange groups offered and accepted, in preference order (X25519 first, as OpenSSL
+ * clients send their first key share for it). */
+#define RT_TLS_GROUPS "X25519:P-256:X448:P-384:P-521"
+
+/** A client certificate chain and its key, parsed (owned by the cache). */
+struct rt_tls_identity {
+	X509 *leaf;
+	STACK_OF(X509) * chain; /**< the certificates after the leaf */
+	EVP_PKEY *key;
+};
+
+/** The parsed identity of the PEM texts @p cert_pem (leaf first, then its chain) and
+ * @p key_pem, from @p ctx's cache or parsed now; NULL if unusable. Valid until the next call. */
+const struct rt_tls_identity *rt_tls_cache_identity(struct rt_http_ctx *ctx, const char *cert_pem,
+						    const char *key_pem);
+
+/** A trust store holding the certificates of the PEM text @p ca_pem, from @p ctx's cache or built
+ * now; NULL if it holds none. Borrowed: valid until the next call. */
+X509_STORE *rt_tls_cache_store(struct rt_http_ctx *ctx, const char *ca_pem);
+
+/** Free @p ctx's cache (context teardown). */
+void rt_tls_cache_free(struct rt_http_ctx *ctx);
 
 /** Add every certificate in the PEM text @p pem to @p store. Returns the count, or -1. */
 int rt_tls_add_ca_pem(X509_STORE *store, const char *pem);

@@ -42,6 +42,7 @@ static void reaper_closed(uv_handle_t *h)
 {
 	struct rt_http_ctx *ctx = h->data;
 	rt_shutdown_work_done(ctx->rt);
+	rt_tls_cache_free(ctx);
 	free(ctx);
 }
 

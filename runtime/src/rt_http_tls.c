@@ -147,43 +147,27 @@ static X509_STORE *system_store(void)
 }
 
 /* Install the client certificate chain and key of @p t on @p ssl. Returns 0 or -1. */
-static int install_identity(SSL *ssl, const struct rt_tls_opts *t)
+static int install_identity(struct rt_http_ctx *ctx, SSL *ssl, const struct rt_tls_opts *t)
 {
-	BIO *bio = BIO_new_mem_buf(t->cert, -1);
-	X509 *leaf = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-	int rc = leaf && SSL_use_certificate(ssl, leaf) == 1 ? 0 : -1;
-	X509_free(leaf);
-	X509 *extra;
-	while (rc == 0 && (extra = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
-		if (SSL_add0_chain_cert(ssl, extra) != 1)
-			X509_free(extra);
-	BIO_free(bio);
-	ERR_clear_error();
-	if (rc)
+	const struct rt_tls_identity *id = rt_tls_cache_identity(ctx, t->cert, t->key);
+	if (!id || SSL_use_certificate(ssl, id->leaf) != 1)
 		return -1;
-	bio = BIO_new_mem_buf(t->key, -1);
-	EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-	rc = key && SSL_use_PrivateKey(ssl, key) == 1 ? 0 : -1;
-	EVP_PKEY_free(key);
-	BIO_free(bio);
-	return rc;
+	for (int i = 0; i < sk_X509_num(id->chain); i++)
+		if (SSL_add1_chain_cert(ssl, sk_X509_value(id->chain, i)) != 1)
+			return -1;
+	return SSL_use_PrivateKey(ssl, id->key) == 1 ? 0 : -1;
 }
 
 /* Our verdict on the server's chain and name. Returns NULL if fine, else the reason. */
-static const char *check_server_chain(const struct rt_tls_opts *t, const char *host,
-				      X509_STORE_CTX *store)
+static const char *check_server_chain(struct rt_http_ctx *ctx, const struct rt_tls_opts *t,
+				      const char *host, X509_STORE_CTX *store)
 {
 	X509 *leaf = X509_STORE_CTX_get0_cert(store);
 	if (!leaf)
 		return "no server certificate";
 	X509_STORE *trust = NULL;
-	if (t->ca) {
-		trust = X509_STORE_new();
-		if (!trust || rt_tls_add_ca_pem(trust, t->ca) <= 0) {
-			X509_STORE_free(trust);
-			return "tls.ca holds no usable certificate";
-		}
-	}
+	if (t->ca && !(trust = rt_tls_cache_store(ctx, t->ca)))
+		return "tls.ca holds no usable certificate";
 	X509_STORE_CTX *v = X509_STORE_CTX_new();
 	const char *why = NULL;
 	if (!v || X509_STORE_CTX_init(v, trust ? trust : system_store(), leaf,
@@ -195,7 +179,6 @@ static const char *check_server_chain(const struct rt_tls_opts *t, const char *h
 			why = X509_verify_cert_error_string(X509_STORE_CTX_get_error(v));
 	}
 	X509_STORE_CTX_free(v);
-	X509_STORE_free(trust);
 	if (!why && !t->skip_hostname && host) {
 		int match = X509_check_ip_asc(leaf, host, 0);
 		if (match == -2) // not an IP literal: a DNS name
@@ -215,7 +198,7 @@ int rt_tls_verify_server(struct rt_http_ctx *ctx, struct rt_tls_opts *t, const c
 	if (ssl && t->cert && !SSL_get_ex_data(ssl, identity_slot)) {
 		// The client certificate is chosen after the server's is verified: set it now.
 		SSL_set_ex_data(ssl, identity_slot, (void *)1);
-		if (install_identity(ssl, t) != 0)
+		if (install_identity(ctx, ssl, t) != 0)
 			rt_log(RT_LOG_ERROR, "tls", "cannot use the client certificate/key");
 	}
 	if (X509_STORE_CTX_get_error_depth(store) > 0) {
@@ -225,7 +208,7 @@ int rt_tls_verify_server(struct rt_http_ctx *ctx, struct rt_tls_opts *t, const c
 	intptr_t cached = cached_decision(ssl);
 	if (cached)
 		return apply_decision(ssl, store, cached == 1);
-	const char *why = t->insecure ? NULL : check_server_chain(t, host, store);
+	const char *why = t->insecure ? NULL : check_server_chain(ctx, t, host, store);
 	bool accept = why == NULL;
 	if (has_hook(t))
 		accept = ask_hook(ctx, t, store, accept, why);
@@ -325,6 +308,10 @@ void rt_http_server_tls_setup(struct rt_http_server *srv, SSL_CTX *ssl_ctx)
 	if (server_index < 0)
 		server_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	SSL_CTX_set_ex_data(ssl_ctx, server_index, srv);
+	/* lws pins the key exchange to its ecdh_curve (P-256) while OpenSSL clients lead with an
+	 * X25519 key share: every TLS 1.3 handshake would pay a HelloRetryRequest round trip. */
+	if (SSL_CTX_set1_groups_list(ssl_ctx, RT_TLS_GROUPS) != 1)
+		rt_log(RT_LOG_WARN, "tls", "cannot set the key exchange groups %s", RT_TLS_GROUPS);
 	if (srv->tls.cert)
 		add_chain_certs(ssl_ctx, srv->tls.cert);
 	if (srv->tls.ca)
@@ -335,4 +322,9 @@ void rt_http_server_tls_setup(struct rt_http_server *srv, SSL_CTX *ssl_ctx)
 	else if (srv->tls.ca || srv->tls.verify_ref != LUA_NOREF)
 		mode = SSL_VERIFY_PEER; // ask for a certificate, accept its absence
 	SSL_CTX_set_verify(ssl_ctx, mode, mode == SSL_VERIFY_NONE ? NULL : server_verify_cb);
+	/* No TLS 1.3 session tickets where client certificates count: a resumed session would skip
+	 * the client's (RA-TLS) verification, and each ticket carries the client's certificate
+	 * (a quote: two 6 KB tickets encrypted per handshake for nothing). */
+	if (mode != SSL_VERIFY_NONE)
+		SSL_CTX_set_num_tickets(ssl_ctx, 0);
 }

@@ -255,6 +255,77 @@ describe('moonstack.http TLS', function()
     end)
   end)
 
+  describe('per-connection costs', function()
+    -- `openssl s_client -msg` against url's server, run beside the loop; returns its output.
+    local function s_client(port, extra)
+      return run(function()
+        return require('moonstack.core.task').await(function(resume)
+          local out, stdout = {}, uv.new_pipe(false)
+          local proc
+          -- stdin stays open for a moment: the client reads what the server sends after the
+          -- handshake (session tickets)
+          proc = uv.spawn('sh', { args = { '-c', ('sleep 0.3 | openssl s_client -connect ' ..
+            '127.0.0.1:%d -msg %s 2>&1'):format(port, extra or '') },
+            stdio = { nil, stdout, nil } }, function()
+            proc:close()
+            stdout:close()
+            resume(table.concat(out))
+          end)
+          stdout:read_start(function(_, data)
+            out[#out + 1] = data
+          end)
+        end, { timeout = 5000 })
+      end)
+    end
+
+    local function count(text, pattern)
+      local n = 0
+      for _ in text:gmatch(pattern) do
+        n = n + 1
+      end
+      return n
+    end
+
+    it('agrees on X25519 in one round trip (no HelloRetryRequest)', function()
+      local s = https_server({ cert = pki.srv_pem, key = pki.srv_key })
+      local out = assert(s_client(s:port()))
+      assert.equal(1, count(out, '<<< TLS 1%.3, Handshake %[length %x+%], ServerHello'), out)
+      assert.matches('Server Temp Key: X25519', out)
+    end)
+
+    it('issues session tickets only where client certificates do not count', function()
+      local s = https_server({ cert = pki.srv_pem, key = pki.srv_key })
+      local out = assert(s_client(s:port()))
+      assert.is_true(count(out, 'NewSessionTicket') > 0, out)
+      s = https_server({ cert = pki.srv_pem, key = pki.srv_key, ca = pki.ca_pem,
+        client_cert = 'request' })
+      out = assert(s_client(s:port(), '-cert ' .. dir .. '/cli.pem -key ' .. dir .. '/cli.key'))
+      assert.matches('Verify return code', out)
+      assert.equal(0, count(out, 'NewSessionTicket'), out)
+    end)
+
+    it("uses each request's own identity and trust anchors (parsed ones are reused)", function()
+      local _, url = https_server({ cert = pki.srv_pem, key = pki.srv_key, client_cert = 'request',
+        verify = function() return true end })
+      local function whoami(tls)
+        return run(function() return client.get(url, { tls = tls, timeout_ms = 3000 }) end)
+      end
+      local cli = { ca = pki.ca_pem, cert = pki.cli_pem, key = pki.cli_key }
+      local rogue = { ca = pki.ca_pem, cert = pki.rogue_pem, key = pki.rogue_key }
+      for _ = 1, 2 do
+        assert.same({ peer_cert = #pki.cli_der, same_as_cli = true, same_as_rogue = false },
+          assert(whoami(cli)).json())
+        assert.same({ peer_cert = #pki.rogue_der, same_as_cli = false, same_as_rogue = true },
+          assert(whoami(rogue)).json())
+        assert.same({ peer_cert = false, same_as_cli = false, same_as_rogue = false },
+          assert(whoami({ ca = pki.ca_pem })).json())
+        local r, err, code = whoami({ ca = pki.rogue_pem })
+        assert.is_nil(r)
+        assert.equal('ECERT', code, err)
+      end
+    end)
+  end)
+
   it('raises on misuse of the tls options', function()
     assert.has_error(function()
       server.new({ listen = { host = '127.0.0.1', port = 0 }, tls = { cert = pki.srv_pem } }):listen()

@@ -19,10 +19,11 @@ end
 -- compiled by the JIT, about 100 times faster than a gsub callback per byte.
 local ffi = require('ffi')
 local bit = require('bit')
-local band, rshift = bit.band, bit.rshift
+local band, bor, rshift = bit.band, bit.bor, bit.rshift
 local HEX_DIGITS = ffi.new('const uint8_t[16]', { 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 97, 98, 99,
   100, 101, 102 })
-local HEX_VALUE = ffi.new('uint8_t[256]')
+local HEX_VALUE = ffi.new('uint8_t[256]') -- 16 = not a hex digit
+ffi.fill(HEX_VALUE, 256, 16)
 for i = 0, 9 do
   HEX_VALUE[48 + i] = i
 end
@@ -54,21 +55,28 @@ end
 ---@param len integer|nil required number of bytes
 function M.unhex(hex, len)
   check(type(hex) == 'string', 'unhex', 'expected a string')
-  hex = hex:gsub('^0[xX]', '')
-  if #hex % 2 ~= 0 or hex:find('[^%x]') then
+  local skip = (hex:byte(1) == 48 and (hex:byte(2) == 120 or hex:byte(2) == 88)) and 2 or 0
+  local digits = #hex - skip
+  if digits % 2 ~= 0 then
     return nil, 'EINVAL: unhex: not a hex string', 'EINVAL'
   end
-  if len and #hex ~= 2 * len then
-    return nil, ('EINVAL: unhex: expected %d bytes, got %d'):format(len, #hex / 2), 'EINVAL'
-  end
-  local n = #hex / 2
+  local n = digits / 2
   if n == 0 then
     return ''
   end
   local out = ffi.new('uint8_t[?]', n)
-  local p = ffi.cast('const uint8_t *', hex)
+  local p = ffi.cast('const uint8_t *', hex) + skip
+  local bad = 0
   for i = 0, n - 1 do
-    out[i] = HEX_VALUE[p[2 * i]] * 16 + HEX_VALUE[p[2 * i + 1]]
+    local hi, lo = HEX_VALUE[p[2 * i]], HEX_VALUE[p[2 * i + 1]]
+    bad = bor(bad, hi, lo)
+    out[i] = hi * 16 + lo
+  end
+  if bad > 15 then
+    return nil, 'EINVAL: unhex: not a hex string', 'EINVAL'
+  end
+  if len and n ~= len then
+    return nil, ('EINVAL: unhex: expected %d bytes, got %d'):format(len, n), 'EINVAL'
   end
   return ffi.string(out, n)
 end

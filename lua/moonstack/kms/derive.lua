@@ -12,7 +12,8 @@ local M = {}
 --- The keys of app `app_id` (20 bytes) on instance `instance_id` (20 bytes or nil/'') from
 --- `material` (moonstack.kms.keys). Returns { app_ca_key (x509 Key), app_ca_cert (Cert),
 --- disk_crypt_key, env_crypt_key, env_crypt_pubkey, k256_key, k256_pubkey, k256_signature }
---- (raw bytes) or nil, msg, code. opts.cert = false skips issuing the app CA certificate.
+--- (raw bytes) or nil, msg, code. opts.cert = false skips issuing the app CA certificate;
+--- opts.ca = false skips the app CA altogether (no app_ca_key / app_ca_cert: GetAppKey).
 function M.app_keys(material, app_id, instance_id, opts)
   assert(type(material) == 'table' and material.root_scalar and material.root_k256,
     'kms.derive.app_keys: material from moonstack.kms.keys required')
@@ -28,13 +29,17 @@ function M.app_keys(material, app_id, instance_id, opts)
   if not k then
     return nil, err, code
   end
+  local out = { disk_crypt_key = k.disk_crypt_key,
+    env_crypt_key = k.env_crypt_key, env_crypt_pubkey = k.env_crypt_pubkey,
+    k256_key = k.k256_key, k256_pubkey = k.k256_pubkey, k256_signature = k.k256_signature }
+  if opts and opts.ca == false then
+    return out
+  end
   local ca_key, kerr, kcode = x509.key_from_scalar(k.ca_key)
   if not ca_key then
     return nil, kerr, kcode
   end
-  local out = { app_ca_key = ca_key, disk_crypt_key = k.disk_crypt_key,
-    env_crypt_key = k.env_crypt_key, env_crypt_pubkey = k.env_crypt_pubkey,
-    k256_key = k.k256_key, k256_pubkey = k.k256_pubkey, k256_signature = k.k256_signature }
+  out.app_ca_key = ca_key
   if not (opts and opts.cert == false) then
     local cert, cerr, ccode = profiles.app_ca({ key = ca_key, app_id = app_id,
       root = { cert = material.root_cert, key = material.root_key } })

@@ -111,7 +111,7 @@ function M.methods(kms)
       if not app_id or #app_id ~= 20 then
         return nil, 'EATTEST: the event log names no 20-byte app-id'
       end
-      local k, kerr = derive.app_keys(kms.material, app_id, instance_id or '', { cert = false })
+      local k, kerr = derive.app_keys(kms.material, app_id, instance_id or '', { ca = false })
       if not k then
         return nil, kerr
       end

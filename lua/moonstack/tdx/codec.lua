@@ -2,7 +2,8 @@
 -- Byte encodings the TDX layer needs on the wire: lowercase hex (dstack's JSON bytes, with an
 -- optional 0x on input) and standard padded base64 (runtime event log lines).
 local bit = require('bit')
-local crypto_hex = require('moonstack.crypto').hex
+local crypto = require('moonstack.crypto')
+local crypto_hex, crypto_unhex = crypto.hex, crypto.unhex
 
 local M = {}
 
@@ -21,16 +22,15 @@ function M.unhex(s)
   if type(s) ~= 'string' then
     return nil, 'not a string'
   end
-  s = s:gsub('^0[xX]', '')
-  if #s % 2 ~= 0 then
+  local skip = (s:byte(1) == 48 and (s:byte(2) == 120 or s:byte(2) == 88)) and 2 or 0
+  if (#s - skip) % 2 ~= 0 then
     return nil, 'odd number of hex digits'
   end
-  if s:find('[^0-9a-fA-F]') then
+  local bytes = crypto_unhex(s) -- one (fast) copy: moonstack.crypto's
+  if not bytes then
     return nil, 'not hex'
   end
-  return (s:gsub('..', function(h)
-    return char(tonumber(h, 16))
-  end))
+  return bytes
 end
 
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'

@@ -11,7 +11,9 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include "crypto/crypto.h"
 #include "crypto_test_util.h"
@@ -516,6 +518,26 @@ static void test_p256(void **state)
 	assert_int_equal(crypto_p256_verify(conv, 65, digest, sig), CRYPTO_EKEY);
 	memset(sig, 0, sizeof(sig));
 	assert_int_equal(crypto_p256_verify(pub33, 33, digest, sig), CRYPTO_EVERIFY);
+
+	/* an EVP_PKEY from the raw point: the same public key back; off-curve and non-0x04 refused
+	 */
+	EVP_PKEY *key = crypto_p256_public_key(pub);
+	assert_non_null(key);
+	uint8_t back[65];
+	size_t back_len = 0;
+	assert_int_equal(EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, back,
+							 sizeof(back), &back_len),
+			 1);
+	assert_int_equal(back_len, 65);
+	assert_memory_equal(back, pub, 65);
+	EVP_PKEY_free(key);
+	assert_null(crypto_p256_public_key(conv)); /* 0x04 || zeros: not on the curve */
+	memcpy(conv, pub, 65);
+	conv[64] ^= 1;
+	assert_null(crypto_p256_public_key(conv));
+	conv[64] ^= 1;
+	conv[0] = 0x03;
+	assert_null(crypto_p256_public_key(conv));
 	/* failures leave nothing on OpenSSL's error queue (the TLS layer reads it) */
 	assert_int_equal(ERR_peek_error(), 0);
 }
