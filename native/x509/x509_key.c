@@ -212,9 +212,43 @@ int x509_key_pkcs8_pem(EVP_PKEY *key, struct x509_buf *out, struct x509_error *e
 	return rc;
 }
 
+/* The SubjectPublicKeyInfo of a P-256 key written from its point into @p der (91 bytes);
+ * false for other keys. i2d_PUBKEY goes through OpenSSL 3.0's encoder framework (0.13 ms). */
+static bool p256_spki(EVP_PKEY *key, unsigned char der[91])
+{
+	static const unsigned char prefix[26] = { 0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a,
+						  0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+						  0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03,
+						  0x01, 0x07, 0x03, 0x42, 0x00 };
+	char group[32];
+	size_t len = 0;
+	if (!EVP_PKEY_is_a(key, "EC") ||
+	    EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+					   NULL) != 1 ||
+	    strcmp(group, "prime256v1") != 0 ||
+	    EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
+					    der + sizeof(prefix), 65, &len) != 1 ||
+	    len != 65 || der[sizeof(prefix)] != 0x04) {
+		ERR_clear_error();
+		return false;
+	}
+	memcpy(der, prefix, sizeof(prefix));
+	return true;
+}
+
 int x509_key_spki_der(EVP_PKEY *key, struct x509_buf *out, struct x509_error *err)
 {
 	*out = (struct x509_buf){ 0 };
+	unsigned char p256[91];
+	if (key && p256_spki(key, p256)) {
+		out->data = malloc(sizeof(p256) + 1);
+		if (!out->data)
+			return x509_fail(err, "ENOMEM", "out of memory");
+		memcpy(out->data, p256, sizeof(p256));
+		out->data[sizeof(p256)] = 0;
+		out->len = sizeof(p256);
+		return 0;
+	}
 	unsigned char *der = NULL;
 	int n = key ? i2d_PUBKEY(key, &der) : -1;
 	if (n <= 0)

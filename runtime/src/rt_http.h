@@ -73,9 +73,8 @@ struct rt_http_exchange {
 	struct rt_buf resp_headers; /**< "name\0value\0" pairs */
 	char *resp_body;
 	size_t resp_len;
-	/* client certificate seen on this connection (DER), if any */
-	unsigned char *peer_der;
-	int peer_der_len;
+	/* client certificate seen on this connection, if any */
+	struct rt_tls_peer *peer;
 };
 
 /** Per-connection data lws allocates for our protocol (HTTP and websocket both). */
@@ -261,7 +260,19 @@ int rt_tls_verify_server(struct rt_http_ctx *ctx, struct rt_tls_opts *t, const c
 /** Push the peer description {der = leaf DER, chain = {DER...}, preverify = bool, error = str}. */
 void rt_tls_push_peer(lua_State *L, X509_STORE_CTX *store, int preverify_ok);
 
-/** The DER of the verified peer certificate of @p wsi (malloc'ed), or NULL. */
-unsigned char *rt_tls_peer_der(struct lws *wsi, int *len);
+/** A verified peer certificate: the handshake's X509 and its DER (rt_tls_peers.c). */
+struct rt_tls_peer {
+	X509 *x509;
+	unsigned char *der;
+	size_t len;
+	struct rt_tls_peer *prev, *next; /**< the live entries rt_tls_peer_x509() searches */
+};
+
+/** The peer certificate of @p wsi, registered for rt_tls_peer_x509() until released; NULL if
+ * the peer sent none. */
+struct rt_tls_peer *rt_tls_peer_take(struct lws *wsi);
+
+/** Drop @p p (NULL is fine). */
+void rt_tls_peer_release(struct rt_tls_peer *p);
 
 #endif

@@ -35,7 +35,7 @@ void rt_http_exchange_unref(struct rt_http_exchange *ex)
 	rt_buf_free(&ex->body);
 	rt_buf_free(&ex->resp_headers);
 	free(ex->resp_body);
-	free(ex->peer_der);
+	rt_tls_peer_release(ex->peer);
 	free(ex);
 }
 
@@ -177,8 +177,8 @@ static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http
 	lws_get_peer_simple(wsi, peer, sizeof(peer));
 	lua_pushstring(L, srv->unix_path ? "unix" : peer);
 	lua_setfield(L, -2, "peer");
-	if (ex->peer_der) {
-		lua_pushlstring(L, (const char *)ex->peer_der, (size_t)ex->peer_der_len);
+	if (ex->peer) {
+		lua_pushlstring(L, (const char *)ex->peer->der, ex->peer->len);
 		lua_setfield(L, -2, "peer_cert");
 	}
 	lua_pushstring(L, srv->name);
@@ -223,7 +223,7 @@ static int on_http(struct rt_http_server *srv, struct lws *wsi, struct rt_http_p
 	ex->path = strndup(uri ? uri : "/", uri ? len : 1);
 	ex->query = copy_query(wsi);
 	if (srv->tls.cert)
-		ex->peer_der = rt_tls_peer_der(wsi, &ex->peer_der_len);
+		ex->peer = rt_tls_peer_take(wsi);
 
 	char cl[32] = "";
 	long long content_length = 0;

@@ -221,29 +221,6 @@ int rt_tls_verify_server(struct rt_http_ctx *ctx, struct rt_tls_opts *t, const c
 	return apply_decision(ssl, store, accept);
 }
 
-unsigned char *rt_tls_peer_der(struct lws *wsi, int *len)
-{
-	SSL *ssl = lws_get_ssl(wsi);
-	*len = 0;
-	if (!ssl)
-		return NULL;
-	X509 *peer = SSL_get1_peer_certificate(ssl);
-	if (!peer)
-		return NULL;
-	unsigned char *der = NULL;
-	int n = i2d_X509(peer, &der);
-	X509_free(peer);
-	if (n <= 0)
-		return NULL;
-	unsigned char *copy = malloc((size_t)n);
-	if (copy) {
-		memcpy(copy, der, (size_t)n);
-		*len = n;
-	}
-	OPENSSL_free(der);
-	return copy;
-}
-
 void rt_tls_opts_free(lua_State *L, struct rt_tls_opts *t)
 {
 	free(t->cert);

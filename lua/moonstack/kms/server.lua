@@ -180,7 +180,9 @@ function M.start(cfg, log)
   self.methods = rpc.methods(self)
   local srv = http.new({ name = 'kms-rpc', listen = { host = cfg.listen.host, port = cfg.listen.port },
     max_body = cfg.max_body, headers = { ['x-app-version'] = M.VERSION },
-    tls = { cert = rpc_cert:pem() .. material.root_cert:pem(), key = rpc_key:pkcs8_pem(),
+    -- the RPC certificate alone: clients trust the root it is issued by (a root sent along
+    -- only costs every client a certificate decode)
+    tls = { cert = rpc_cert:pem(), key = rpc_key:pkcs8_pem(),
       ca = material.tmp_ca_cert:pem(), client_cert = 'request' } })
   self.metrics = metrics.new()
   local handler = self.metrics:wrap(prpc.handler({

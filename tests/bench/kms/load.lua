@@ -45,7 +45,7 @@ local function prepare()
     attest = function(rd)
       return ev:attestation(rd, 'cert')
     end }))
-  tls = ratls.tls(id, { ca = root_pem })
+  tls = ratls.tls({ cert = id.cert, key = id.key }, { ca = root_pem }) -- as the agent: the leaf alone
 end
 
 local function one()

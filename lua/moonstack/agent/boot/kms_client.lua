@@ -129,7 +129,8 @@ function M.get_app_keys(opts)
   local resp
   resp, err, code = call(method_url(opts.url, 'GetAppKey'),
     cjson.encode({ api_version = 1, vm_config = opts.vm_config or '' }),
-    ratls.tls(id, { ca = root:pem() }), timeout)
+    -- the leaf alone: its issuer is the KMS's own temp CA (sending it makes the KMS decode it)
+    ratls.tls({ cert = id.cert, key = id.key }, { ca = root:pem() }), timeout)
   if not resp then
     return nil, ('GetAppKey: %s'):format(err), code
   end
