@@ -8,6 +8,10 @@
 -- MODE 'boot': COUNT full agent key fetches (moonstack.agent.boot.kms_client.get_app_keys:
 --   GetTempCaCert, a new key + fresh quote + certificate, GetAppKey).
 -- MODE 'meta': GetMeta on a fresh server-authenticated TLS connection (the transport baseline).
+-- TARGET_URL (optional) sends the 'appkey' and 'meta' requests there instead of KMS_URL (the
+--   identity still comes from KMS_URL): a peer server measured with the same client.
+-- MODE 'identity': write the RA-TLS client identity to DIR/id.crt and DIR/id.key (mode 0600;
+--   DIR = TARGET_URL's place) for other clients (curl) and exit.
 -- CONCURRENCY tasks share the work. Prints `requests N`, `errors E`, `seconds S`, `rps R`,
 -- `p50_ms`, `p90_ms`, `p99_ms`, `max_ms`, and the first error if any.
 local uv = require('luv')
@@ -20,10 +24,13 @@ local x509 = require('moonstack.x509')
 local kms_client = require('moonstack.agent.boot.kms_client')
 local evidence_mod = require('moonstack.agent.api.evidence')
 
-local dir, url, ca_file, mode, conc, count = arg[1], arg[2], arg[3], arg[4], tonumber(arg[5]),
-  tonumber(arg[6])
-assert(dir and url and ca_file and conc and count and (mode == 'appkey' or mode == 'boot' or mode == 'meta'),
-  'usage: load.lua SIM_DIR KMS_URL ROOT_CA_PEM MODE(appkey|boot|meta) CONCURRENCY COUNT')
+local dir, url, ca_file, mode, conc, count, target = arg[1], arg[2], arg[3], arg[4],
+  tonumber(arg[5]), tonumber(arg[6]), arg[7]
+assert(dir and url and ca_file and conc and count and
+  (mode == 'appkey' or mode == 'boot' or mode == 'meta' or (mode == 'identity' and target)),
+  'usage: load.lua SIM_DIR KMS_URL ROOT_CA_PEM MODE(appkey|boot|meta|identity) CONCURRENCY COUNT'
+    .. ' [TARGET_URL | DIR]')
+target = target or url
 local f = assert(io.open(ca_file))
 local root_pem = f:read('*a')
 f:close()
@@ -48,6 +55,14 @@ local function prepare()
   tls = ratls.tls({ cert = id.cert, key = id.key }, { ca = root_pem }) -- as the agent: the leaf alone
 end
 
+local function write_identity(out_dir)
+  for name, text in pairs({ ['id.crt'] = tls.cert, ['id.key'] = tls.key }) do
+    local fd = assert(uv.fs_open(out_dir .. '/' .. name, 'w', tonumber('600', 8)))
+    assert(uv.fs_write(fd, text, 0))
+    uv.fs_close(fd)
+  end
+end
+
 local function one()
   if mode == 'boot' then
     local r, err = kms_client.get_app_keys({ url = url, tee = tee, ca = root_pem })
@@ -55,9 +70,9 @@ local function one()
   end
   local r, err
   if mode == 'meta' then
-    r, err = client.request({ url = url .. '/prpc/GetMeta?json', tls = { ca = root_pem } })
+    r, err = client.request({ url = target .. '/prpc/GetMeta?json', tls = { ca = root_pem } })
   else
-    r, err = client.request({ url = url .. '/prpc/GetAppKey?json', method = 'POST',
+    r, err = client.request({ url = target .. '/prpc/GetAppKey?json', method = 'POST',
       body = '{"api_version":1,"vm_config":""}', tls = tls })
   end
   if not r then
@@ -71,6 +86,12 @@ end
 
 local lat, errors, first_err, next_i = {}, 0, nil, 0
 task.spawn(function()
+  if mode == 'identity' then
+    prepare()
+    write_identity(target)
+    tee:close()
+    return
+  end
   if mode ~= 'boot' then
     prepare()
     one() -- warm-up (first handshake, caches)
