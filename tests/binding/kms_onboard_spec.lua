@@ -116,6 +116,14 @@ describe('kms onboarding', function()
     assert.equal(('\1'):rep(32), b.root_k256)
     assert.equal(material.tmp_ca_cert:pem(), b.tmp_ca_cert:pem())
     assert.equal(material.tmp_ca_key:scalar(), b.tmp_ca_key:scalar())
+    -- so B derives every app key as A does
+    local derive = require('moonstack.kms.derive')
+    local app, inst = ('\171'):rep(20), ('\205'):rep(20)
+    local ka, kb = assert(derive.app_keys(material, app, inst)), assert(derive.app_keys(b, app, inst))
+    for _, f in ipairs({ 'disk_crypt_key', 'env_crypt_key', 'k256_key', 'k256_signature' }) do
+      assert.equal(crypto.hex(ka[f]), crypto.hex(kb[f]), f)
+    end
+    assert.equal(ka.app_ca_key:scalar(), kb.app_ca_key:scalar())
     -- a second run refuses to overwrite
     local m2, err2 = replicate(a, base .. '/b')
     assert.is_nil(m2)

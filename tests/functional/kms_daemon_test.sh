@@ -3,7 +3,9 @@
 # `moonstack kms -c kms.lua` as a daemon: the first start creates the key directory (0700,
 # files 0600); the control socket (moonstack repl) reports the port; curl trusting only the
 # root CA talks pRPC over TLS (GetMeta, GetTempCaCert, GetAppEnvEncryptPubKey, /health); the
-# dev auth backend warns loudly; SIGTERM stops it with status 0; a restart serves the same
+# dev auth backend warns loudly; malformed input (random bytes, a cut ClientHello, plain HTTP,
+# non-HTTP over TLS, a random protobuf body, an absurd Content-Length) gets clear refusals and the
+# KMS stays up; SIGTERM stops it with status 0; a restart serves the same
 # keys; a partial key directory and a bad config refuse to start with a clear error.
 source "$(dirname "$0")/lib.sh"
 
@@ -82,6 +84,29 @@ check_match "short app_id is a clear error" 'app_id must be 20 bytes' "$err"
 check "health" OK "$(curl -sS --max-time 10 --cacert "$t/keys/root-ca.crt" --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/health")"
 if curl -sS --max-time 10 "https://127.0.0.1:$port/health" >/dev/null 2>&1; then
   not_ok "a client without the root CA is refused"; else ok "a client without the root CA is refused"; fi
+
+# Malformed input of every layer: the KMS answers what it can and stays up.
+raw() { timeout 5 bash -c "cat > /dev/tcp/127.0.0.1/$port" 2>/dev/null; }
+head -c 8192 /dev/urandom | raw
+printf '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03' | raw # a ClientHello cut short
+printf 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n' | raw           # plain HTTP on the TLS port
+printf 'NOT HTTP AT ALL\r\n\r\n' | timeout 5 openssl s_client -quiet -connect "127.0.0.1:$port" >/dev/null 2>&1
+head -c 2048 /dev/urandom >"$t/junk.bin"
+code=$(curl -sS --max-time 10 --cacert "$t/keys/root-ca.crt" --resolve "localhost:$port:127.0.0.1" \
+  -o "$t/junk.out" -w '%{http_code}' -H 'Content-Type: application/octet-stream' --data-binary @"$t/junk.bin" \
+  "https://localhost:$port/prpc/GetAppEnvEncryptPubKey")
+check "random protobuf body: 400" 400 "$code"
+check_match "random protobuf body: a decoding error" 'decode|protobuf|wire|field|app_id' "$(cat "$t/junk.out")"
+code=$(curl -sS --max-time 10 --cacert "$t/keys/root-ca.crt" --resolve "localhost:$port:127.0.0.1" \
+  -o "$t/big.out" -w '%{http_code}' -H 'Content-Type: application/json' -H 'Content-Length: 99999999999' \
+  -d '{}' "https://localhost:$port/prpc/GetMeta?json")
+check_match "an absurd Content-Length is refused" '^4[0-9][0-9]$|^000$' "$code"
+err=$(prpc GetAppKey '{"api_version":1,"vm_config":""}')
+check_match "GetAppKey without attestation settings: a clear error" 'EUNAVAILABLE|attestation' "$err"
+if kill -0 "$pid" 2>/dev/null; then ok "still running after malformed input"; else
+  not_ok "still running after malformed input" "$(tail -20 "$t/kms.log")"; fi
+check "health after malformed input" OK "$(curl -sS --max-time 10 --cacert "$t/keys/root-ca.crt" --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/health")"
+check "GetMeta after malformed input" "$k256" "$(prpc GetMeta '' | jget k256_pubkey)"
 stop_kms
 
 # A restart loads the same keys.
