@@ -183,6 +183,78 @@ describe('kms server', function()
     assert.truthy(err:find('^seal: '), err)
   end)
 
+  it("seals with its guest agent's key (the CVM's app keys) and no other agent's", function()
+    local fixtures = require('tests.helpers.fixtures')
+    local simulator = require('moonstack.agent.simulator')
+    local seal = require('moonstack.kms.seal')
+    local function write(path, text)
+      local f = assert(io.open(path, 'wb'))
+      f:write(text)
+      f:close()
+    end
+    -- a guest agent (the simulator's API on a unix socket) with the vector app keys, or with
+    -- another app's k256 key
+    local function agent(name, k256)
+      local dir = base .. '/' .. name
+      uv.fs_mkdir(dir, 448)
+      write(dir .. '/compose.json', '{"manifest_version":2,"name":"kms","runner":"bash",'
+        .. '"bash_script":"true","kms_enabled":true}')
+      local keys_file = fixtures.vector('dstack/simulator/appkeys.json')
+      if k256 then
+        local k = assert(cjson.decode((assert(require('moonstack.core.fs').read_file(keys_file)))))
+        k.k256_key = k256
+        keys_file = dir .. '/appkeys.json'
+        write(keys_file, cjson.encode(k))
+      end
+      return assert(simulator.start({ keys_file = keys_file, compose_file = dir .. '/compose.json',
+        socket_dir = dir, app_id = APP })), dir .. '/dstack.sock'
+    end
+    local function start_in_task(t)
+      return loop.run_task(function()
+        local cfg = assert(config.validate(t))
+        local k, err, code = server.start(cfg)
+        return { k = k, err = err, code = code }
+      end, 20000)
+    end
+    local function stop_agent(a)
+      loop.run_task(function() a:stop() end, 10000)
+      loop.run_until(function() return false end, 100)
+    end
+
+    local a, sock = agent('agent-a')
+    local t = { key_dir = base .. '/agent-sealed', listen = { host = '127.0.0.1', port = 0 },
+      auth = { kind = 'dev' }, seal = { tee = 'agent', socket = sock } }
+    local r = start_in_task(t)
+    assert.truthy(r.k, r.err)
+    local pub = r.k.material.k256_pubkey
+    r.k:close()
+    for _, f in ipairs({ 'root-ca.key', 'root-k256.key', 'tmp-ca.key' }) do
+      local text = assert(require('moonstack.core.fs').read_file(base .. '/agent-sealed/' .. f))
+      assert.is_true(seal.is_sealed(text), f)
+      assert.is_nil(text:find('PRIVATE KEY', 1, true), f)
+    end
+    r = start_in_task(t) -- the same agent: the same keys
+    assert.truthy(r.k, r.err)
+    assert.equal(pub, r.k.material.k256_pubkey)
+    r.k:close()
+    stop_agent(a)
+    -- nobody at the socket: a clear error, nothing regenerated
+    r = start_in_task(t)
+    assert.is_nil(r.k)
+    assert.truthy(r.err:find('guest agent', 1, true), r.err)
+    -- another app's agent (other app keys): the files do not unseal
+    local b
+    b, sock = agent('agent-b', ('77'):rep(32))
+    t.seal.socket = sock
+    r = start_in_task(t)
+    assert.is_nil(r.k)
+    assert.equal('EKEYS', r.code, r.err)
+    assert.truthy(r.err:find('unseal', 1, true), r.err)
+    stop_agent(b)
+    local k256 = assert(require('moonstack.core.fs').read_file(base .. '/agent-sealed/root-k256.key'))
+    assert.is_true(seal.is_sealed(k256))
+  end)
+
   it('refuses to start on a broken key directory or a bad auth config', function()
     os.rename(base .. '/keys/tmp-ca.key', base .. '/tmp-ca.key')
     local k, err, code = server.start(assert(config.validate({ key_dir = base .. '/keys',

@@ -19,8 +19,10 @@
 --                                     root_ca_file = a simulator root (PEM/DER) and
 --                                     allow_simulator = true to accept simulated quotes
 --   seal = nil                        seal the private root keys at rest (moonstack.kms.seal)
---                                     with the measurements of the KMS's CVM: { tee = 'sim',
---                                     dir = simulator state dir, cvm = the KMS's CVM name }
+--                                     with a key bound to the KMS's CVM: { tee = 'agent',
+--                                     socket = '/var/run/dstack.sock' } (its guest agent's
+--                                     GetKey: a TDX CVM) or { tee = 'sim', dir = simulator
+--                                     state dir, cvm = the KMS's CVM name }
 --   admin = nil                       the admin listener (moonstack.kms.admin) [core.admin]:
 --                                     { listen = { host = '127.0.0.1', port = 8001 }, token =
 --                                     secret?, token_file = path? } (else the env
@@ -101,10 +103,17 @@ M.schema = {
       type = 'table',
       optional = true,
       fields = {
-        tee = { type = 'string', enum = { 'sim' } },
-        dir = { type = 'string', min = 1 },
-        cvm = { type = 'string', min = 1 },
+        tee = { type = 'string', enum = { 'agent', 'sim' } },
+        socket = { type = 'string', default = '/var/run/dstack.sock', min = 1 }, -- agent
+        dir = { type = 'string', optional = true, min = 1 }, -- sim
+        cvm = { type = 'string', optional = true, min = 1 }, -- sim
       },
+      check = function(c)
+        if c.tee == 'sim' and not (c.dir and c.cvm) then
+          return nil, "tee = 'sim' needs dir and cvm (the simulated CVM)"
+        end
+        return true
+      end,
     },
     attestation = {
       type = 'table',

@@ -6,9 +6,15 @@
 -- MRTD || RTMR0 || RTMR1 || RTMR2, salt 'moonstack-kms-seal', info 'root-material-v1'): the
 -- boot chain of the CVM the KMS runs in (RTMR3 changes at runtime and is left out).
 --
--- Backends: `sim` (moonstack.sim's CVM measurements). The simulator's measurements are not
--- secret, so a sim sealer exercises the format and the binding, not confidentiality. A `tdx`
--- sealer needs a secret bound to the measurements (a key provider); it is not here yet.
+-- Backends:
+-- * `agent` — the KMS running as an app in a CVM (TDX): TDX has no sealing key of its own, so
+--   the secret comes from the CVM's guest agent, GetKey(path 'moonstack/kms/seal', purpose
+--   'root-material-v1') over its socket. That key derives from the app keys the key provider
+--   (a KMS or the local provider) releases only to this measured app (its compose hash, OS
+--   image and boot chain), so another app, image or boot cannot unseal. Seal key =
+--   HKDF-SHA256(ikm = that key, salt 'moonstack-kms-seal', info 'root-material-v1').
+-- * `sim` — moonstack.sim's CVM measurements, hashed as above. The simulator's measurements
+--   are not secret, so a sim sealer exercises the format and the binding, not confidentiality.
 local crypto = require('moonstack.crypto')
 
 local M = {}
@@ -63,6 +69,28 @@ function M.from_measurements(kind, m)
   local key = crypto.hkdf({ ikm = m.mrtd .. m.rtmr0 .. m.rtmr1 .. m.rtmr2,
     salt = 'moonstack-kms-seal', info = 'root-material-v1', length = 32 })
   return setmetatable({ kind = kind, key = key }, Sealer)
+end
+
+--- The sealer of the CVM's guest agent (the dstack API on unix socket `socket`, e.g.
+--- /var/run/dstack.sock). Call from a task. Returns it or nil, 'EUNSEAL: ...', 'EUNSEAL' when
+--- the agent cannot be asked or answers no key.
+function M.agent(socket, timeout_ms)
+  assert(type(socket) == 'string', 'seal.agent: socket path required')
+  local r, err = require('moonstack.http.client').request({ unix = socket, path = '/GetKey',
+    method = 'POST', json = { path = 'moonstack/kms/seal', purpose = 'root-material-v1' },
+    timeout_ms = timeout_ms or 10000 })
+  if not r then
+    return nil, ('EUNSEAL: cannot ask the guest agent at %s for the sealing key: %s'):format(socket,
+      tostring(err)), 'EUNSEAL'
+  end
+  local body = r.status == 200 and require('cjson.safe').decode(r.body)
+  local key = type(body) == 'table' and type(body.key) == 'string' and crypto.unhex(body.key)
+  if not key or #key < 32 then
+    return nil, ('EUNSEAL: the guest agent at %s gave no sealing key (HTTP %d)'):format(socket,
+      r.status), 'EUNSEAL'
+  end
+  return setmetatable({ kind = 'agent', key = crypto.hkdf({ ikm = key, salt = 'moonstack-kms-seal',
+    info = 'root-material-v1', length = 32 }) }, Sealer)
 end
 
 --- The sealer of a moonstack.sim backend (its CVM's current measurements). Returns it or nil,

@@ -48,6 +48,9 @@ end
 
 --- The sealer (moonstack.kms.seal) of a validated `seal` config table, or nil, msg, code.
 function M.sealer_from_config(c)
+  if c.tee == 'agent' then
+    return require('moonstack.kms.seal').agent(c.socket)
+  end
   local tee, err, code = require('moonstack.sim').new({ dir = c.dir, cvm = c.cvm })
   if not tee then
     return nil, err, code
