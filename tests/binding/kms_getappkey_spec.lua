@@ -155,4 +155,30 @@ describe('kms GetAppKey', function()
     servers[#servers + 1] = kms
     expect_error(assert(get_app_key(kms, identity())), 'GetAppKey needs attestation settings')
   end)
+
+  -- last: it extends the CVM's RTMR3
+  it('reads VersionedAttestation V1 (msgpack), V2 runtime events included', function()
+    local attestation = require('moonstack.verifier.attestation')
+    local kms = start()
+    local ev = evidence.new({ tee = tee, vm_config = '' })
+    local function v1_identity()
+      return assert(ratls.issue({ subject = 'app', eku = { 'client_auth' },
+        issuer = { cert = material.tmp_ca_cert, key = material.tmp_ca_key },
+        attest = function(rd)
+          local a = assert(attestation.decode(assert(ev:attestation(rd, 'cert'))))
+          return attestation.encode_v1(a)
+        end }))
+    end
+    local r = assert(get_app_key(kms, v1_identity()))
+    assert.equal(200, r.status, r.body)
+    local k = assert(cjson.decode(r.body))
+    assert.equal('88fa429170ad091e0f87b335ba19b1729610ac25441728807ce3325161846baf', k.k256_key)
+    -- a V2 event: the agent's own attestation is V1 from now on, and still replays
+    assert(tee:emit_event('app-event', 'v2 payload', { version = 2 }))
+    local id = identity()
+    assert.equal(1, ratls.decode_attestation(assert(ratls.inspect(id.cert)).evidence.attestation).version)
+    r = assert(get_app_key(kms, id))
+    assert.equal(200, r.status, r.body)
+    assert.equal(k.k256_key, assert(cjson.decode(r.body)).k256_key)
+  end)
 end)

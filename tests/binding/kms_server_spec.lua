@@ -44,6 +44,42 @@ local function call(path, body, opts)
   end, 10000)
 end
 
+-- A guest agent (the simulator's API on a unix socket) with the vector app keys, or with
+-- another app's k256 key; helpers to start a KMS in a task and to stop an agent.
+local fixtures = require('tests.helpers.fixtures')
+local simulator = require('moonstack.agent.simulator')
+local function write(path, text)
+  local f = assert(io.open(path, 'wb'))
+  f:write(text)
+  f:close()
+end
+local function agent(name, k256)
+  local dir = base .. '/' .. name
+  uv.fs_mkdir(dir, 448)
+  write(dir .. '/compose.json', '{"manifest_version":2,"name":"kms","runner":"bash",'
+    .. '"bash_script":"true","kms_enabled":true}')
+  local keys_file = fixtures.vector('dstack/simulator/appkeys.json')
+  if k256 then
+    local k = assert(cjson.decode((assert(require('moonstack.core.fs').read_file(keys_file)))))
+    k.k256_key = k256
+    keys_file = dir .. '/appkeys.json'
+    write(keys_file, cjson.encode(k))
+  end
+  return assert(simulator.start({ keys_file = keys_file, compose_file = dir .. '/compose.json',
+    socket_dir = dir, app_id = APP })), dir .. '/dstack.sock'
+end
+local function start_in_task(t)
+  return loop.run_task(function()
+    local cfg = assert(config.validate(t))
+    local k, err, code = server.start(cfg)
+    return { k = k, err = err, code = code }
+  end, 20000)
+end
+local function stop_agent(a)
+  loop.run_task(function() a:stop() end, 10000)
+  loop.run_until(function() return false end, 100)
+end
+
 describe('kms server', function()
   setup(function()
     local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
@@ -184,43 +220,7 @@ describe('kms server', function()
   end)
 
   it("seals with its guest agent's key (the CVM's app keys) and no other agent's", function()
-    local fixtures = require('tests.helpers.fixtures')
-    local simulator = require('moonstack.agent.simulator')
     local seal = require('moonstack.kms.seal')
-    local function write(path, text)
-      local f = assert(io.open(path, 'wb'))
-      f:write(text)
-      f:close()
-    end
-    -- a guest agent (the simulator's API on a unix socket) with the vector app keys, or with
-    -- another app's k256 key
-    local function agent(name, k256)
-      local dir = base .. '/' .. name
-      uv.fs_mkdir(dir, 448)
-      write(dir .. '/compose.json', '{"manifest_version":2,"name":"kms","runner":"bash",'
-        .. '"bash_script":"true","kms_enabled":true}')
-      local keys_file = fixtures.vector('dstack/simulator/appkeys.json')
-      if k256 then
-        local k = assert(cjson.decode((assert(require('moonstack.core.fs').read_file(keys_file)))))
-        k.k256_key = k256
-        keys_file = dir .. '/appkeys.json'
-        write(keys_file, cjson.encode(k))
-      end
-      return assert(simulator.start({ keys_file = keys_file, compose_file = dir .. '/compose.json',
-        socket_dir = dir, app_id = APP })), dir .. '/dstack.sock'
-    end
-    local function start_in_task(t)
-      return loop.run_task(function()
-        local cfg = assert(config.validate(t))
-        local k, err, code = server.start(cfg)
-        return { k = k, err = err, code = code }
-      end, 20000)
-    end
-    local function stop_agent(a)
-      loop.run_task(function() a:stop() end, 10000)
-      loop.run_until(function() return false end, 100)
-    end
-
     local a, sock = agent('agent-a')
     local t = { key_dir = base .. '/agent-sealed', listen = { host = '127.0.0.1', port = 0 },
       auth = { kind = 'dev' }, seal = { tee = 'agent', socket = sock } }
@@ -253,6 +253,42 @@ describe('kms server', function()
     stop_agent(b)
     local k256 = assert(require('moonstack.core.fs').read_file(base .. '/agent-sealed/root-k256.key'))
     assert.is_true(seal.is_sealed(k256))
+  end)
+
+  it("attests its RPC certificate through its guest agent (tee = { kind = 'agent' })", function()
+    local ratls = require('moonstack.x509.ratls')
+    local a, sock = agent('agent-tee')
+    local r = start_in_task({ key_dir = base .. '/agent-tee-keys', listen = { host = '127.0.0.1', port = 0 },
+      auth = { kind = 'dev' }, tee = { kind = 'agent', socket = sock } })
+    assert.truthy(r.k, r.err)
+    -- the certificate a client sees carries the agent's attestation, bound to its key
+    local seen
+    local got = loop.run_task(function()
+      return client.request({ url = ('https://127.0.0.1:%d/health'):format(r.k:port()), host = 'localhost',
+        tls = { ca = r.k.material.root_cert:pem(), verify = function(peer)
+          seen = peer.der
+          return peer.preverify
+        end } })
+    end, 10000)
+    assert.equal(200, assert(got).status)
+    local info = assert(ratls.inspect(seen))
+    assert.equal('kms:rpc', info.special_usage)
+    -- and it verifies with the agent's simulated platform: the agent's app, in its CVM
+    local state = base .. '/agent-tee/.moonstack-agent/sim'
+    local t = assert(require('moonstack.sim').new({ dir = state,
+      cvm = require('moonstack.agent.boot.simulate').CVM }))
+    local checker = assert(require('moonstack.kms.attest').new({ collateral = assert(t:collateral(os.time())),
+      root_ca = (assert(t:root_ca())), allow_simulator = true }))
+    t:close()
+    local boot = assert(loop.run_task(function() return checker:boot_info(seen, '') end, 10000))
+    assert.equal(hex(APP), boot.appId)
+    r.k:close()
+    stop_agent(a)
+    -- no agent: the KMS does not start without its attestation
+    r = start_in_task({ key_dir = base .. '/agent-tee-keys', listen = { host = '127.0.0.1', port = 0 },
+      auth = { kind = 'dev' }, tee = { kind = 'agent', socket = sock } })
+    assert.is_nil(r.k)
+    assert.truthy(r.err:find('guest agent', 1, true), r.err)
   end)
 
   it('refuses to start on a broken key directory or a bad auth config', function()

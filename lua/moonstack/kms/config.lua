@@ -29,7 +29,9 @@
 --                                     DSTACK_KMS_ADMIN_TOKEN / ADMIN_API_TOKEN; none: start fails)
 --   tee = nil                         the KMS's own TEE, to attest its RPC certificate (.1.8,
 --                                     [core] attest_rpc_cert; onboarding peers check it):
---                                     { kind = 'sim', dir = simulator state dir, cvm = name }
+--                                     { kind = 'agent', socket = '/var/run/dstack.sock' } (its
+--                                     CVM's guest agent: TDX) or { kind = 'sim', dir =
+--                                     simulator state dir, cvm = name }
 --   onboard = nil                     replicate the root keys of another KMS when key_dir holds
 --                                     none (moonstack.kms.onboard; needs tee and attestation):
 --                                     { source_url = 'https://kms-a:8000', timeout_ms = 10000 }
@@ -81,10 +83,17 @@ M.schema = {
       type = 'table',
       optional = true,
       fields = {
-        kind = { type = 'string', enum = { 'sim' } },
-        dir = { type = 'string', min = 1 },
-        cvm = { type = 'string', min = 1 },
+        kind = { type = 'string', enum = { 'agent', 'sim' } },
+        socket = { type = 'string', default = '/var/run/dstack.sock', min = 1 }, -- agent
+        dir = { type = 'string', optional = true, min = 1 }, -- sim
+        cvm = { type = 'string', optional = true, min = 1 }, -- sim
       },
+      check = function(c)
+        if c.kind == 'sim' and not (c.dir and c.cvm) then
+          return nil, "kind = 'sim' needs dir and cvm (the simulated CVM)"
+        end
+        return true
+      end,
     },
     onboard = {
       type = 'table',

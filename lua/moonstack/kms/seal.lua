@@ -71,23 +71,15 @@ function M.from_measurements(kind, m)
   return setmetatable({ kind = kind, key = key }, Sealer)
 end
 
---- The sealer of the CVM's guest agent (the dstack API on unix socket `socket`, e.g.
+--- The sealer of the CVM's guest agent (moonstack.kms.guest at unix socket `socket`, e.g.
 --- /var/run/dstack.sock). Call from a task. Returns it or nil, 'EUNSEAL: ...', 'EUNSEAL' when
 --- the agent cannot be asked or answers no key.
 function M.agent(socket, timeout_ms)
   assert(type(socket) == 'string', 'seal.agent: socket path required')
-  local r, err = require('moonstack.http.client').request({ unix = socket, path = '/GetKey',
-    method = 'POST', json = { path = 'moonstack/kms/seal', purpose = 'root-material-v1' },
-    timeout_ms = timeout_ms or 10000 })
-  if not r then
-    return nil, ('EUNSEAL: cannot ask the guest agent at %s for the sealing key: %s'):format(socket,
-      tostring(err)), 'EUNSEAL'
-  end
-  local body = r.status == 200 and require('cjson.safe').decode(r.body)
-  local key = type(body) == 'table' and type(body.key) == 'string' and crypto.unhex(body.key)
-  if not key or #key < 32 then
-    return nil, ('EUNSEAL: the guest agent at %s gave no sealing key (HTTP %d)'):format(socket,
-      r.status), 'EUNSEAL'
+  local guest = require('moonstack.kms.guest').new(socket, { timeout_ms = timeout_ms })
+  local key, err = guest:key('moonstack/kms/seal', 'root-material-v1')
+  if not key then
+    return nil, 'EUNSEAL: no sealing key: ' .. tostring(err), 'EUNSEAL'
   end
   return setmetatable({ kind = 'agent', key = crypto.hkdf({ ikm = key, salt = 'moonstack-kms-seal',
     info = 'root-material-v1', length = 32 }) }, Sealer)

@@ -61,17 +61,34 @@ function M.sealer_from_config(c)
   return sealer, err, code
 end
 
---- The VersionedAttestation of `key` (its RA-TLS binding) from the KMS's own TEE (a validated
---- `tee` config table), or nil, msg, code.
-function M.attestation_from_config(c, key)
+--- The evidence source of the KMS's own TEE (a validated `tee` config table): an object with
+--- attestation(report_data, form) (moonstack.kms.guest, or moonstack.agent.api.evidence over a
+--- simulated CVM) and close(); or nil, msg, code.
+function M.evidence_from_config(c)
+  if c.kind == 'agent' then
+    local g = require('moonstack.kms.guest').new(c.socket)
+    g.close = function() end
+    return g
+  end
   local tee, err, code = require('moonstack.sim').new({ dir = c.dir, cvm = c.cvm })
   if not tee then
     return nil, err, code
   end
   local ev = require('moonstack.agent.api.evidence').new({ tee = tee, vm_config = '' })
+  return { attestation = function(_, rd, form) return ev:attestation(rd, form) end,
+    close = function() tee:close() end }
+end
+
+--- The VersionedAttestation of `key` (its RA-TLS binding) from the KMS's own TEE (a validated
+--- `tee` config table), or nil, msg, code. Call from a task.
+function M.attestation_from_config(c, key)
+  local ev, err, code = M.evidence_from_config(c)
+  if not ev then
+    return nil, err, code
+  end
   local att
   att, err, code = ev:attestation(require('moonstack.x509.ratls').report_data(key:spki()), 'cert')
-  tee:close()
+  ev:close()
   return att, err, code
 end
 
@@ -98,18 +115,17 @@ function M.onboard_from_config(cfg, sealer, log)
   if not backend then
     return nil, err, code
   end
-  local tee
-  tee, err, code = require('moonstack.sim').new({ dir = cfg.tee.dir, cvm = cfg.tee.cvm })
-  if not tee then
+  local ev
+  ev, err, code = M.evidence_from_config(cfg.tee)
+  if not ev then
     backend:close()
     return nil, err, code
   end
   local m
   m, err, code = require('moonstack.kms.onboard').replicate({ source_url = cfg.onboard.source_url,
-    key_dir = cfg.key_dir, evidence = require('moonstack.agent.api.evidence').new({ tee = tee,
-      vm_config = '' }), attest = attest, auth = backend, sealer = sealer,
+    key_dir = cfg.key_dir, evidence = ev, attest = attest, auth = backend, sealer = sealer,
     timeout_ms = cfg.onboard.timeout_ms, log = log })
-  tee:close()
+  ev:close()
   backend:close()
   return m, err, code
 end

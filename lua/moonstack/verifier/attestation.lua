@@ -3,11 +3,13 @@
 -- extension 1.8): V0, SCALE-encoded (guest-and-attestation.md §5.6). Decoded into
 --   { version = 0, platform = 'tdx', quote (binary), event_log = {TdxEvent tables},
 --     runtime_events = { {event, payload} }, report_data (64 bytes), config (string) }
--- V1 (MessagePack) is recognised and refused with a clear message by decode(). encode() writes
+-- V1 (MessagePack named maps, platform tdx, stack dstack) decodes to the same table with
+-- version = 1 (events keep their own versions and preimages). encode() writes
 -- both: V0 when every runtime event is V1, V1 (named msgpack maps, as dstack HEAD) otherwise;
 -- app_info_ext() writes the RA-TLS AppInfo extension (1.9, compact msgpack array).
 local eventlog = require('moonstack.tdx.eventlog')
 local errors = require('moonstack.core.errors')
+local msgpack_mod = require('moonstack.core.msgpack')
 local scale = require('moonstack.core.scale')
 
 local M = {}
@@ -46,8 +48,7 @@ function M.decode(data)
   end
   local first = data:byte(1)
   if (first >= 0x80 and first <= 0x8f) or first == 0xde or first == 0xdf then
-    return errors.fail('EATTESTATION', 'V1 (MessagePack) attestations are not supported; send '
-      .. 'the quote, event_log and vm_config fields instead')
+    return M.decode_v1(data)
   end
   if first ~= 0 then
     return errors.fail('EATTESTATION', ('unknown attestation version byte 0x%02x'):format(first))
@@ -79,6 +80,111 @@ function M.decode(data)
   return res
 end
 
+-- V1 field readers: each raises { v1_error = 'what' } on a missing or mistyped field.
+local function v1_fail(what)
+  error({ v1_error = what }, 0)
+end
+
+local function v1_map(v, what)
+  if type(v) ~= 'table' then
+    v1_fail(what .. ' is not a map')
+  end
+  return v
+end
+
+local function v1_bytes(v, what, len)
+  local b = msgpack_mod.bytes(v)
+  if not b then
+    v1_fail(what .. ' is not bytes')
+  end
+  if len and #b ~= len then
+    v1_fail(('%s is %d bytes, not %d'):format(what, #b, len))
+  end
+  return b
+end
+
+local function v1_str(v, what)
+  if type(v) ~= 'string' then
+    v1_fail(what .. ' is not a string')
+  end
+  return v
+end
+
+local function v1_uint(v, what)
+  if type(v) ~= 'number' or v < 0 or v > 0xffffffff or v ~= math.floor(v) then
+    v1_fail(what .. ' is not a u32')
+  end
+  return v
+end
+
+local function v1_version(v, what)
+  if v == nil then
+    return 1
+  end
+  if v ~= 1 and v ~= 2 then
+    v1_fail(what .. '.version must be 1 or 2')
+  end
+  return v
+end
+
+local function v1_list(v, what)
+  if type(v) ~= 'table' or (next(v) ~= nil and v[1] == nil) then
+    v1_fail(what .. ' is not an array')
+  end
+  return v
+end
+
+--- Decode a VersionedAttestation V1 (msgpack named maps: platform tdx, stack dstack) into the
+--- same table as decode(), with version = 1 and the events' versions (and preimages) kept.
+function M.decode_v1(data)
+  local top, err = msgpack_mod.decode(data)
+  if not top then
+    return errors.fail('EATTESTATION', 'V1 attestation: ' .. err:gsub('^EMSGPACK: ', ''))
+  end
+  local ok, res = pcall(function()
+    v1_map(top, 'the attestation')
+    if top.version ~= 1 then
+      v1_fail('version is ' .. tostring(top.version) .. ', not 1')
+    end
+    local platform, stack = v1_map(top.platform, 'platform'), v1_map(top.stack, 'stack')
+    if platform.kind ~= 'tdx' then
+      v1_fail(('platform %s is not supported (only tdx)'):format(tostring(platform.kind)))
+    end
+    if stack.kind ~= 'dstack' then
+      v1_fail(('stack %s is not supported (only dstack)'):format(tostring(stack.kind)))
+    end
+    local pd, sd = v1_map(platform.data, 'platform.data'), v1_map(stack.data, 'stack.data')
+    local out = { version = 1, platform = 'tdx', event_log = {}, runtime_events = {} }
+    out.quote = v1_bytes(pd.quote, 'platform.data.quote')
+    for i, e in ipairs(v1_list(pd.event_log or {}, 'platform.data.event_log')) do
+      local w = ('event_log[%d]'):format(i)
+      v1_map(e, w)
+      out.event_log[i] = { imr = v1_uint(e.imr, w .. '.imr'),
+        event_type = v1_uint(e.event_type, w .. '.event_type'),
+        digest = v1_bytes(e.digest or '', w .. '.digest'), event = v1_str(e.event or '', w .. '.event'),
+        event_payload = v1_bytes(e.event_payload or '', w .. '.event_payload'),
+        version = v1_version(e.version, w),
+        preimage = e.preimage ~= nil and v1_bytes(e.preimage, w .. '.preimage') or nil }
+    end
+    for i, r in ipairs(v1_list(sd.runtime_events or {}, 'stack.data.runtime_events')) do
+      local w = ('runtime_events[%d]'):format(i)
+      v1_map(r, w)
+      out.runtime_events[i] = { event = v1_str(r.event, w .. '.event'),
+        payload = v1_bytes(r.payload or '', w .. '.payload'), version = v1_version(r.version, w) }
+    end
+    out.report_data = v1_bytes(sd.report_data, 'stack.data.report_data', 64)
+    out.config = v1_str(sd.config or '', 'stack.data.config')
+    return out
+  end)
+  if not ok then
+    if type(res) == 'table' and res.v1_error then
+      return errors.fail('EATTESTATION', 'V1 attestation: ' .. res.v1_error)
+    end
+    error(res, 0)
+  end
+  return res
+end
+
 --- The event log to verify: the attestation's TdxEvents, plus its runtime events as RTMR3
 --- events when the log itself carries none (digests computed).
 function M.events(att)
@@ -89,7 +195,7 @@ function M.events(att)
   end
   if not has_runtime then
     for _, re in ipairs(att.runtime_events or {}) do
-      local ev, err, code = eventlog.runtime_event(re.event, re.payload, 1)
+      local ev, err, code = eventlog.runtime_event(re.event, re.payload, re.version or 1)
       if not ev then
         return nil, err, code
       end
@@ -101,7 +207,7 @@ end
 
 -- ---- encoding ----
 
-local char, concat = string.char, table.concat
+local concat = table.concat
 
 local le, compact, vec = scale.uint, scale.compact, scale.bytes
 
@@ -146,68 +252,6 @@ function M.encode_v0(att)
   return concat(parts)
 end
 
--- A minimal MessagePack writer over tagged values: strings are str, numbers non-negative
--- integers, booleans; { bin = s }, { ints = s } (bytes as an array of small integers, how
--- rmp-serde writes a plain Vec<u8>), { array = {...} }, { map = { {k, v}, ... } } (ordered).
-local function mp_len(n, fix, fixmax, c8, c16, c32)
-  if fix and n <= fixmax then
-    return char(fix + n)
-  elseif c8 and n < 0x100 then
-    return char(c8, n)
-  elseif n < 0x10000 then
-    return char(c16) .. le(n, 2):reverse()
-  end
-  return char(c32) .. le(n, 4):reverse()
-end
-
-local function mp(v, out)
-  local t = type(v)
-  if t == 'string' then
-    out[#out + 1] = mp_len(#v, 0xa0, 31, 0xd9, 0xda, 0xdb) .. v
-  elseif t == 'number' then
-    if v < 0x80 then
-      out[#out + 1] = char(v)
-    elseif v < 0x100 then
-      out[#out + 1] = char(0xcc, v)
-    elseif v < 0x10000 then
-      out[#out + 1] = char(0xcd) .. le(v, 2):reverse()
-    elseif v < 0x100000000 then
-      out[#out + 1] = char(0xce) .. le(v, 4):reverse()
-    else
-      out[#out + 1] = char(0xcf) .. le(v, 8):reverse()
-    end
-  elseif t == 'boolean' then
-    out[#out + 1] = v and '\195' or '\194'
-  elseif t == 'nil' then
-    out[#out + 1] = '\192'
-  elseif v.bin then
-    out[#out + 1] = mp_len(#v.bin, nil, nil, 0xc4, 0xc5, 0xc6) .. v.bin
-  elseif v.ints then
-    out[#out + 1] = mp_len(#v.ints, 0x90, 15, nil, 0xdc, 0xdd)
-    for i = 1, #v.ints do
-      local b = v.ints:byte(i)
-      out[#out + 1] = b < 0x80 and char(b) or char(0xcc, b)
-    end
-  elseif v.array then
-    out[#out + 1] = mp_len(#v.array, 0x90, 15, nil, 0xdc, 0xdd)
-    for _, item in ipairs(v.array) do
-      mp(item, out)
-    end
-  else
-    out[#out + 1] = mp_len(#v.map, 0x80, 15, nil, 0xde, 0xdf)
-    for _, kv in ipairs(v.map) do
-      mp(kv[1], out)
-      mp(kv[2], out)
-    end
-  end
-end
-
-local function msgpack(v)
-  local out = {}
-  mp(v, out)
-  return concat(out)
-end
-
 --- VersionedAttestation V1 (msgpack named maps, platform tdx, stack dstack) of the same fields
 --- as encode_v0; V2 events carry "version":2 (and their preimage when known).
 function M.encode_v1(att)
@@ -232,7 +276,7 @@ function M.encode_v1(att)
     end
     runtime[i] = { map = m }
   end
-  return msgpack({ map = {
+  return msgpack_mod.encode({ map = {
     { 'version', 1 },
     { 'platform', { map = { { 'kind', 'tdx' }, { 'data', { map = {
       { 'quote', { ints = att.quote } }, { 'event_log', { array = events } } } } } } } },
@@ -268,7 +312,7 @@ function M.app_info_ext(info)
   for i, k in ipairs(APP_INFO_FIELDS) do
     arr[i] = { bin = info[k] or '' }
   end
-  return msgpack({ array = arr })
+  return msgpack_mod.encode({ array = arr })
 end
 
 return M

@@ -12,13 +12,12 @@
 -- Where report_data is read from (the default extractor):
 --   * .1.1 quote: TDX v4 at byte 568, v5 at 54+520 (TD report) or 54+320 (SGX body), SGX v3 at
 --     48+320, 64 bytes (guest-and-attestation.md §3).
---   * .1.8 attestation, VersionedAttestation V0 (SCALE, first byte 0x00, DstackTdx): the
---     attestation's report_data field; when its embedded quote is long enough, the quote's
---     report_data must be equal as well. V1 (msgpack) is not decoded here: pass
---     opts.report_data = function(evidence) -> 64 bytes | nil, err to handle it.
+--   * .1.8 attestation, VersionedAttestation V0 (SCALE, first byte 0x00) or V1 (msgpack), TDX:
+--     the attestation's report_data field; when its embedded quote is long enough, the quote's
+--     report_data must be equal as well. opts.report_data = function(evidence) -> 64 bytes |
+--     nil, err replaces this extractor.
 local x509 = require('moonstack.x509')
 local native = require('moonstack.native.x509')
-local scale = require('moonstack.core.scale')
 
 local M = {}
 
@@ -65,56 +64,18 @@ function M.quote_report_data(quote)
   return quote:sub(off + 1, off + 64)
 end
 
---- Decode the parts of a VersionedAttestation V0 (SCALE) needed for the binding: returns
---- { version = 0, quote =, report_data =, config =, events =, runtime_events = } (counts for
---- the two logs), or nil, err, code (EATTEST malformed, EUNSUPPORTED V1 msgpack / non-TDX).
-function M.decode_v0(bytes)
-  if type(bytes) ~= 'string' or #bytes < 2 then
-    return fail('EATTEST', 'attestation too short')
+--- Decode a VersionedAttestation (V0 SCALE or V1 msgpack, moonstack.verifier.attestation) for
+--- the binding: returns { version, quote, report_data, config, events, runtime_events } (counts
+--- for the two logs), or nil, err, code (EATTEST malformed, EUNSUPPORTED another platform).
+function M.decode_attestation(bytes)
+  local a, err = require('moonstack.verifier.attestation').decode(bytes)
+  if not a then
+    local msg = tostring(err):gsub('^EATTESTATION: ', '')
+    return fail(msg:find('is not supported', 1, true) and 'EUNSUPPORTED' or 'EATTEST',
+      'malformed attestation: ' .. msg)
   end
-  local tag = bytes:byte(1)
-  if tag ~= 0 then
-    if (tag >= 0x80 and tag <= 0x8f) or tag == 0xde or tag == 0xdf then
-      return fail('EUNSUPPORTED', 'VersionedAttestation V1 (msgpack) needs a report_data extractor')
-    end
-    return fail('EATTEST', ('unknown VersionedAttestation tag 0x%02x'):format(tag))
-  end
-  if bytes:byte(2) ~= 0 then
-    return fail('EUNSUPPORTED', ('attestation quote variant %d is not DstackTdx'):format(bytes:byte(2)))
-  end
-  local ok, res = pcall(function()
-    local r = scale.reader(bytes, 3)
-    local out = { version = 0 }
-    out.quote = r:bytes('quote')
-    out.events = r:compact('event_log')
-    for i = 1, out.events do
-      local w = ('event_log[%d]'):format(i)
-      r:take(8, w) -- imr, event_type
-      r:bytes(w .. '.digest')
-      r:bytes(w .. '.event')
-      r:bytes(w .. '.event_payload')
-    end
-    out.runtime_events = r:compact('runtime_events')
-    for i = 1, out.runtime_events do
-      local w = ('runtime_events[%d]'):format(i)
-      r:bytes(w .. '.event')
-      r:bytes(w .. '.payload')
-    end
-    out.report_data = r:take(64, 'report_data')
-    out.config = r:bytes('config')
-    if r.pos ~= #bytes + 1 then
-      error('EATTEST: trailing bytes after the attestation', 0)
-    end
-    return out
-  end)
-  if not ok then
-    if type(res) == 'table' and res.scale_error then
-      return fail('EATTEST', 'malformed attestation: ' .. res.scale_error)
-    end
-    local code = tostring(res):match('^(E[A-Z]+):') or 'EATTEST'
-    return nil, tostring(res), code
-  end
-  return res
+  return { version = a.version, quote = a.quote, report_data = a.report_data, config = a.config,
+    events = #a.event_log, runtime_events = #a.runtime_events }
 end
 
 --- The RA-TLS evidence carried by a parsed certificate: { kind = 'attestation', attestation = }
@@ -143,7 +104,7 @@ function M.evidence_report_data(evidence)
   if evidence.kind == 'quote' then
     return M.quote_report_data(evidence.quote)
   end
-  local a, err, code = M.decode_v0(evidence.attestation)
+  local a, err, code = M.decode_attestation(evidence.attestation)
   if not a then
     return nil, err, code
   end

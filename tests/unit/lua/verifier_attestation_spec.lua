@@ -1,7 +1,8 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The verifier's building blocks: moonstack.verifier.json (canonical form = Atlas's compose
 -- hash, arrays vs objects, duplicate keys, raw member text), moonstack.verifier.attestation
--- (VersionedAttestation V0 against the simulator fixture and the dstack-verifier fixture) and
+-- (VersionedAttestation V0 against the simulator fixture and the dstack-verifier fixture, V1
+-- msgpack decoded to the same fields, its refusals) and
 -- moonstack.verifier.events (binding, replay, AppInfo against the values in vectors/README.md).
 local json = require('moonstack.verifier.json')
 local attestation = require('moonstack.verifier.attestation')
@@ -11,6 +12,7 @@ local codec = require('moonstack.tdx.codec')
 local crypto = require('moonstack.crypto')
 local cjson = require('cjson')
 local fixtures = require('fixtures')
+local eventlog = require('moonstack.tdx.eventlog')
 
 describe('verifier json', function()
   it('reproduces the Atlas compose hashes from the stored canonical files', function()
@@ -135,12 +137,14 @@ describe('verifier attestation (VersionedAttestation V0)', function()
     assert.equals('86b0e55f2fa8e4fb69d890f14f54d5612707646e2573d54e0d2ddaaade77caa9', info.compose_hash)
   end)
 
-  it('rejects truncated, trailing, V1 and unknown inputs', function()
+  it('rejects truncated, trailing, malformed V1 and unknown inputs', function()
     local bin = fixtures.read_vector('dstack/simulator/attestation.bin')
     local cases = {
       { bin:sub(1, 100), 'truncated: quote needs 5010 bytes' },
       { bin .. '\0', '1 trailing bytes at offset 9504' },
-      { '\x81\xa7version\x01', 'V1 %(MessagePack%) attestations are not supported' },
+      { '\x81\xa7version\x01', 'V1 attestation: platform is not a map' },
+      { '\x81\xa7version\x02', 'V1 attestation: version is 2, not 1' },
+      { '\x81\xa7version', 'V1 attestation: truncated value at offset 9' },
       { '\x05', 'unknown attestation version byte 0x05' },
       { '\0\3', 'platform sev%-snp is not supported' },
       { '', 'empty attestation' },
@@ -150,6 +154,70 @@ describe('verifier attestation (VersionedAttestation V0)', function()
       assert.is_nil(v)
       assert.equals('EATTESTATION', code)
       assert.matches(c[2], err)
+    end
+  end)
+
+  it('decodes V1 (msgpack) to the same fields as V0, V2 events kept with their preimages', function()
+    local bin = fixtures.read_vector('dstack/simulator/attestation.bin')
+    local v0 = assert(attestation.decode(bin))
+    local v1 = assert(attestation.decode(attestation.encode_v1(v0)))
+    assert.equals(1, v1.version)
+    for _, f in ipairs({ 'platform', 'quote', 'report_data', 'config' }) do
+      assert.equals(v0[f], v1[f], f)
+    end
+    assert.same(v0.event_log, v1.event_log)
+    assert.same(v0.runtime_events, (function()
+      local t = {}
+      for i, r in ipairs(v1.runtime_events) do
+        assert.equals(1, r.version)
+        t[i] = { event = r.event, payload = r.payload }
+      end
+      return t
+    end)())
+    -- the same quote replays, so the decoded log is the one to verify
+    local report = assert(quote.describe(assert(quote.parse(v1.quote))))
+    assert.is_true(events.check(assert(attestation.events(v1)), report, { 3 }).ok)
+    -- a V2 runtime event survives with its version and preimage
+    local ev = assert(eventlog.runtime_event('app-event', 'xy', 2))
+    local att = assert(attestation.decode(attestation.encode({ quote = '\1\2', event_log = { ev },
+      runtime_events = { { event = 'app-event', payload = 'xy', version = 2 } },
+      report_data = ('\9'):rep(64), config = '{}' })))
+    assert.equals(2, att.event_log[1].version)
+    assert.equals(ev.preimage, att.event_log[1].preimage)
+    assert.equals(ev.digest, att.event_log[1].digest)
+    assert.same({ { event = 'app-event', payload = 'xy', version = 2 } }, att.runtime_events)
+    assert.equals('\1\2', att.quote)
+  end)
+
+  it('refuses V1 attestations with missing or mistyped fields, naming them', function()
+    local mp = require('moonstack.core.msgpack')
+    local function v1(platform, stack)
+      return mp.encode({ map = { { 'version', 1 }, { 'platform', platform }, { 'stack', stack } } })
+    end
+    local good_p = { map = { { 'kind', 'tdx' }, { 'data', { map = { { 'quote', { bin = 'q' } } } } } } }
+    local good_s = { map = { { 'kind', 'dstack' }, { 'data', { map = {
+      { 'report_data', { ints = ('\0'):rep(64) } }, { 'config', '' } } } } } }
+    assert.truthy(attestation.decode(v1(good_p, good_s)))
+    local cases = {
+      { v1({ map = { { 'kind', 'sev-snp' } } }, good_s), 'platform sev-snp is not supported' },
+      { v1(good_p, { map = { { 'kind', 'dstack-pod' } } }), 'stack dstack-pod is not supported' },
+      { v1(good_p, { map = { { 'kind', 'dstack' }, { 'data', { map = {
+        { 'report_data', { bin = 'short' } } } } } } }), 'stack.data.report_data is 5 bytes, not 64' },
+      { v1({ map = { { 'kind', 'tdx' }, { 'data', { map = { { 'quote', 5 } } } } } }, good_s),
+        'platform.data.quote is not bytes' },
+      { v1({ map = { { 'kind', 'tdx' }, { 'data', { map = { { 'quote', { bin = 'q' } },
+        { 'event_log', { array = { { map = { { 'imr', -1 } } } } } } } } } } }, good_s),
+        'event_log[1].imr is not a u32' },
+      { v1(good_p, { map = { { 'kind', 'dstack' }, { 'data', { map = {
+        { 'report_data', { bin = ('\0'):rep(64) } },
+        { 'runtime_events', { array = { { map = { { 'event', 'e' }, { 'version', 3 } } } } } } } } } } }),
+        'runtime_events[1].version must be 1 or 2' },
+    }
+    for _, c in ipairs(cases) do
+      local v, err, code = attestation.decode(c[1])
+      assert.is_nil(v, c[2])
+      assert.equals('EATTESTATION', code)
+      assert.truthy(err:find(c[2], 1, true), ('%q not in %q'):format(c[2], err))
     end
   end)
 

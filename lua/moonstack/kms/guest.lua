@@ -1,0 +1,72 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The KMS's own CVM, through its guest agent (the dstack API on a unix socket, by default
+-- /var/run/dstack.sock): how a KMS running as an app on TDX attests itself (Attest: its RPC
+-- certificate's .1.8 attestation, its RA-TLS client certificate when it onboards) and gets a
+-- secret bound to its measurements (GetKey: the sealing key of moonstack.kms.seal). The agent
+-- answers for the app it runs: its quotes carry this CVM's measurements, and its keys derive
+-- from the app keys the key provider released to exactly this app. Call from a task.
+local cjson = require('cjson.safe')
+local crypto = require('moonstack.crypto')
+local client = require('moonstack.http.client')
+
+local M = {}
+
+M.DEFAULT_SOCKET = '/var/run/dstack.sock'
+
+local Guest = {}
+Guest.__index = Guest
+
+--- The guest agent at unix socket `socket` (default DEFAULT_SOCKET); opts.timeout_ms (10 s).
+function M.new(socket, opts)
+  return setmetatable({ socket = socket or M.DEFAULT_SOCKET,
+    timeout_ms = opts and opts.timeout_ms or 10000 }, Guest)
+end
+
+-- POST the JSON `body` to the agent's `method`; the decoded answer or nil, 'EGUEST: ...'.
+function Guest:call(method, body)
+  local r, err = client.request({ unix = self.socket, path = '/' .. method, method = 'POST',
+    json = body, timeout_ms = self.timeout_ms })
+  if not r then
+    return nil, ('EGUEST: cannot reach the guest agent at %s (%s): %s'):format(self.socket,
+      method, tostring(err)), 'EGUEST'
+  end
+  local answer = cjson.decode(r.body)
+  if r.status ~= 200 or type(answer) ~= 'table' then
+    return nil, ('EGUEST: the guest agent at %s answered %s with HTTP %d: %s'):format(self.socket,
+      method, r.status, r.body:sub(1, 200)), 'EGUEST'
+  end
+  return answer
+end
+
+-- The hex field `name` of `answer` as bytes, at least `min` long, or nil, 'EGUEST: ...'.
+local function field_bytes(self, method, answer, name, min)
+  local v = type(answer[name]) == 'string' and crypto.unhex(answer[name])
+  if not v or #v < min then
+    return nil, ('EGUEST: the guest agent at %s answered %s without a usable %s'):format(
+      self.socket, method, name), 'EGUEST'
+  end
+  return v
+end
+
+--- The VersionedAttestation of this CVM over the 64-byte `report_data` (Attest). `form` is
+--- accepted for the evidence interface of moonstack.agent.api.evidence (the agent decides the
+--- event-log form). Returns the bytes or nil, msg, code.
+function Guest:attestation(report_data, form) -- luacheck: ignore 212/form
+  assert(type(report_data) == 'string' and #report_data == 64, 'guest:attestation: 64 bytes of report_data')
+  local a, err, code = self:call('Attest', { report_data = crypto.hex(report_data) })
+  if not a then
+    return nil, err, code
+  end
+  return field_bytes(self, 'Attest', a, 'attestation', 1)
+end
+
+--- GetKey(path, purpose): the 32-byte key the agent derives for this app, or nil, msg, code.
+function Guest:key(path, purpose)
+  local a, err, code = self:call('GetKey', { path = path, purpose = purpose })
+  if not a then
+    return nil, err, code
+  end
+  return field_bytes(self, 'GetKey', a, 'key', 32)
+end
+
+return M
