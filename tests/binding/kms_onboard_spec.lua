@@ -4,7 +4,8 @@
 -- only after each side verified the other's quote and asked its auth backend's authorize_kms.
 -- B's key directory then holds A's root CA, root k256 key and temp CA (keys.load). Refused,
 -- nothing written: B's backend denies A, A's backend denies B, A's certificate carries no
--- attestation.
+-- attestation. Self-authorization: A asks its backend about itself before each trusted RPC,
+-- never caching the answer.
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local loop = require('tests.helpers.loop')
@@ -32,9 +33,20 @@ local function write(path, data)
   f:close()
 end
 
+-- Each backend knows its own KMS (self-authorization, counted apart) and what `allowed` says.
+local own = { a_test = crypto.hex(HASH_A), b_test = crypto.hex(HASH_B) }
+local self_asked, self_denied = {}, {}
+
 local function backend(name)
   auth.register(name, function()
     return { authorize = function(_, info, scope)
+      if scope == 'kms' and info.composeHash == own[name] then
+        self_asked[name] = (self_asked[name] or 0) + 1
+        if self_denied[name] then
+          return { allow = false, reason = 'this KMS image is withdrawn' }
+        end
+        return { allow = true, reason = 'myself' }
+      end
       asked[#asked + 1] = name .. ':' .. scope
       os_seen[name] = info.osImageHash
       if scope == 'kms' and allowed[name][info.composeHash] then
@@ -128,6 +140,38 @@ describe('kms onboarding', function()
     local m2, err2 = replicate(a, base .. '/b')
     assert.is_nil(m2)
     assert.truthy(err2:find('refusing to overwrite', 1, true), err2)
+  end)
+
+  it('asks its own backend about itself before each trusted RPC (self-authorization)', function()
+    local a = start_a(true)
+    assert.is_truthy(a.selfauth)
+    local function call(method)
+      return loop.run_task(function()
+        return require('moonstack.http.client').request({ url = ('https://127.0.0.1:%d/prpc/%s?json')
+          :format(a:port(), method), method = 'POST', body = '{}', host = 'localhost',
+          tls = { ca = material.root_cert:pem() } })
+      end, 10000)
+    end
+    self_asked.a_test = 0
+    assert.equal(200, assert(call('GetTempCaCert')).status)
+    assert.equal(1, self_asked.a_test)
+    self_denied.a_test = true -- the policy withdraws this KMS's image: no caching
+    local r = assert(call('GetTempCaCert'))
+    assert.equal(400, r.status)
+    assert.truthy(r.body:find('self-authorization denied: this KMS image is withdrawn', 1, true), r.body)
+    assert.equal(200, assert(call('GetMeta')).status) -- not a trusted RPC
+    assert.equal(2, self_asked.a_test)
+    self_denied.a_test = nil
+    assert.equal(200, assert(call('GetTempCaCert')).status)
+    assert.equal(3, self_asked.a_test)
+    -- off when asked, and impossible without the KMS's TEE
+    local cfg = assert(config.validate({ key_dir = base .. '/a', listen = { host = '127.0.0.1', port = 0 },
+      auth = { kind = 'a_test' }, attestation = att_cfg(), self_authorization = false,
+      tee = { kind = 'sim', dir = base .. '/sim', cvm = 'kms-a' } }))
+    assert.is_false(cfg.self_authorization)
+    local _, err = config.validate({ key_dir = base .. '/a', auth = { kind = 'dev' },
+      self_authorization = true })
+    assert.truthy(err:find('self_authorization needs tee', 1, true), err)
   end)
 
   it('refuses when its own backend does not know the source KMS', function()

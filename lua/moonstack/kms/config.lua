@@ -32,6 +32,9 @@
 --                                     { kind = 'agent', socket = '/var/run/dstack.sock' } (its
 --                                     CVM's guest agent: TDX) or { kind = 'sim', dir =
 --                                     simulator state dir, cvm = name }
+--   self_authorization = (tee and attestation set)   before each trusted RPC, ask the auth
+--                                     backend's authorize_kms about this KMS's own attestation
+--                                     (moonstack.kms.selfauth) [core] enforce_self_authorization
 --   onboard = nil                     replicate the root keys of another KMS when key_dir holds
 --                                     none (moonstack.kms.onboard; needs tee and attestation):
 --                                     { source_url = 'https://kms-a:8000', timeout_ms = 10000 }
@@ -95,6 +98,7 @@ M.schema = {
         return true
       end,
     },
+    self_authorization = { type = 'boolean', optional = true },
     onboard = {
       type = 'table',
       optional = true,
@@ -155,6 +159,14 @@ function M.validate(tbl)
   if cfg and cfg.onboard and not (cfg.tee and cfg.attestation) then
     return nil, 'EINVAL: config.onboard needs tee (this KMS\'s attestation) and attestation '
       .. '(to verify the source KMS)', 'EINVAL'
+  end
+  if cfg then
+    if cfg.self_authorization == nil then
+      cfg.self_authorization = cfg.tee ~= nil and cfg.attestation ~= nil
+    elseif cfg.self_authorization and not (cfg.tee and cfg.attestation) then
+      return nil, 'EINVAL: config.self_authorization needs tee (this KMS\'s attestation) and '
+        .. 'attestation (to verify it)', 'EINVAL'
+    end
   end
   return cfg, err, code
 end

@@ -197,6 +197,21 @@ function M.start(cfg, log)
   local self = setmetatable({ cfg = cfg, material = material, created = created, auth = backend,
     attest = attest, rpc_cert = rpc_cert, log = log }, Kms)
   self.methods = rpc.methods(self)
+  if cfg.self_authorization then
+    local ev, eerr, ecode = M.evidence_from_config(cfg.tee)
+    if ev then
+      self.selfauth, eerr, ecode = require('moonstack.kms.selfauth').new({ evidence = ev,
+        attest = attest, auth = backend, log = log })
+      ev:close()
+    end
+    if not self.selfauth then
+      backend:close()
+      return nil, 'self-authorization: ' .. tostring(eerr), ecode
+    end
+    self.selfauth:guard(self.methods)
+    log.info('self-authorization on: trusted RPCs ask authorize_kms about this KMS first',
+      { compose_hash = self.selfauth.compose_hash })
+  end
   local srv = http.new({ name = 'kms-rpc', listen = { host = cfg.listen.host, port = cfg.listen.port },
     max_body = cfg.max_body, headers = { ['x-app-version'] = M.VERSION },
     -- the RPC certificate alone: clients trust the root it is issued by (a root sent along
