@@ -43,6 +43,7 @@ install: build
 	cmake --install $(BUILD)
 
 bench: build
+	scripts/install-deps.sh bench
 	@if [ -x tests/bench/run.sh ]; then tests/bench/run.sh $(MOONSTACK); else echo "no benchmarks yet"; fi
 
 lint: deps build

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moonstack needs to build, test and run, only if missing.
-# Usage: scripts/install-deps.sh [build|test]   (test adds the test and lint tools)
+# Usage: scripts/install-deps.sh [build|test|bench]   (test adds the test and lint tools; bench
+# adds the peers the benchmarks measure beside moonstack)
 set -euo pipefail
 what=${1:-test}
 
@@ -10,8 +11,11 @@ build_pkgs=(build-essential cmake pkg-config libluajit-5.1-dev luajit libssl-dev
 test_pkgs=(libcmocka-dev lua-busted lua-check clang-format curl socat valgrind tmux openssl nodejs npm
   procps)
 
+bench_pkgs=(nginx)
+
 pkgs=("${build_pkgs[@]}")
-[ "$what" = test ] && pkgs+=("${test_pkgs[@]}")
+[ "$what" = test ] || [ "$what" = bench ] && pkgs+=("${test_pkgs[@]}")
+[ "$what" = bench ] && pkgs+=("${bench_pkgs[@]}")
 
 missing=()
 for p in "${pkgs[@]}"; do
