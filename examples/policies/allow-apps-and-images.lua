@@ -4,7 +4,10 @@
 -- peers) must run an allowed OS image with an allowed aggregated measurement.
 --
 -- Inputs are BootInfo tables (camelCase keys, lowercase hex: appId, composeHash, osImageHash,
--- mrAggregated, deviceId, tcbStatus, ...) plus `now` (Unix seconds).
+-- mrAggregated, deviceId, tcbStatus, ..., and the quote's mrtd, rtmr0-3) plus `now` (Unix
+-- seconds). osImageHash is what the CVM claims; the KMS's image gate (kms.lua image.verify, on
+-- by default) has already checked that the quote's MRTD and RTMR0-2 are those registered for
+-- that image, so an allow-list of images here is an allow-list of boot chains.
 -- Check it: moonstack policy check allow-apps-and-images.lua
 
 local OS_IMAGES = {

@@ -28,7 +28,7 @@ local function start(auth_cfg)
   local cfg = assert(config.validate({ key_dir = base .. '/keys', domain = 'localhost',
     listen = { host = '127.0.0.1', port = 0 }, auth = auth_cfg or { kind = 'dev', gateway_app_id = 'gw-1' },
     attestation = { collateral_file = files.collateral, root_ca_file = files.root,
-      allow_simulator = true } }))
+      allow_simulator = true }, image = { measurements_dir = files.measurements } }))
   local k = assert(server.start(cfg))
   servers[#servers + 1] = k
   return k
@@ -53,6 +53,7 @@ describe('agent kms key provider', function()
   setup(function()
     fx = kms_fixture.setup('agent_kms_provider_spec')
     base, material, tee, files = fx.base, fx.material, fx.tee, fx.files
+    kms_fixture.register_image(fx, OS_IMAGE)
   end)
 
   teardown(function()

@@ -30,7 +30,7 @@ local function start(att, auth_cfg)
   local cfg = assert(config.validate({ key_dir = base .. '/keys',
     listen = { host = '127.0.0.1', port = 0 }, auth = auth_cfg or { kind = 'dev', gateway_app_id = 'gw-1' },
     attestation = att or { collateral_file = files.collateral, root_ca_file = files.root,
-      allow_simulator = true } }))
+      allow_simulator = true }, image = { measurements_dir = files.measurements } }))
   local k = assert(server.start(cfg))
   servers[#servers + 1] = k
   return k
@@ -88,6 +88,7 @@ describe('kms GetAppKey', function()
   setup(function()
     fx = kms_fixture.setup('kms_getappkey_spec')
     base, material, tee, files = fx.base, fx.material, fx.tee, fx.files
+    kms_fixture.register_image(fx, OS_IMAGE)
   end)
 
   teardown(function()
@@ -154,6 +155,55 @@ describe('kms GetAppKey', function()
     local kms = assert(server.start(cfg))
     servers[#servers + 1] = kms
     expect_error(assert(get_app_key(kms, identity())), 'GetAppKey needs attestation settings')
+  end)
+
+  it("gates the OS image a CVM names on the boot measurements registered for it", function()
+    local seen
+    auth.register('capture_test', function()
+      return { authorize = function(_, info)
+        seen = info
+        return { allow = true, reason = 'ok' }
+      end }
+    end)
+    local kms = start(nil, { kind = 'capture_test' })
+    local function with_image(h)
+      local ev = evidence.new({ tee = tee, vm_config = cjson.encode({ os_image_hash = h }) })
+      return assert(ratls.issue({ subject = 'app', eku = { 'client_auth' },
+        issuer = { cert = material.tmp_ca_cert, key = material.tmp_ca_key },
+        attest = function(rd) return assert(ev:attestation(rd, 'cert')) end }))
+    end
+    local function body(h)
+      return cjson.encode({ api_version = 1, vm_config = cjson.encode({ os_image_hash = h }) })
+    end
+    -- the registered image: released; the policy sees the quote's boot chain too
+    local r = assert(get_app_key(kms, with_image(OS_IMAGE), body(OS_IMAGE)))
+    assert.equal(200, r.status, r.body)
+    local m = assert(tee:measurements())
+    assert.equal(hex(m.mrtd), seen.mrtd)
+    assert.equal(hex(m.rtmr2), seen.rtmr2)
+    assert.equal(hex(m.rtmr3), seen.rtmr3)
+    -- an image nobody registered, and one registered with another boot chain
+    local unknown, other = ('cd'):rep(32), ('ef'):rep(32)
+    expect_error(assert(get_app_key(kms, with_image(unknown), body(unknown))),
+      'OS image ' .. unknown .. ' has no registered boot measurements')
+    local f = assert(io.open(files.measurements .. '/' .. other .. '.json', 'wb'))
+    f:write(cjson.encode({ mrtd = ('11'):rep(48), rtmr0 = ('00'):rep(48), rtmr1 = ('00'):rep(48),
+      rtmr2 = ('00'):rep(48) }))
+    f:close()
+    expect_error(assert(get_app_key(kms, with_image(other), body(other))),
+      'are not those registered for OS image ' .. other)
+    -- registering the CVM's measurements for it later is picked up without a restart
+    kms_fixture.register_image(fx, other, nil, { { mrtd = ('11'):rep(48), rtmr0 = ('00'):rep(48),
+      rtmr1 = ('00'):rep(48), rtmr2 = ('00'):rep(48) } })
+    assert.equal(200, assert(get_app_key(kms, with_image(other), body(other))).status)
+    -- image.verify = false lets any claim through (upstream's [core.image] verify = false)
+    local cfg = assert(config.validate({ key_dir = base .. '/keys', listen = { host = '127.0.0.1', port = 0 },
+      auth = { kind = 'dev' }, attestation = { collateral_file = files.collateral,
+        root_ca_file = files.root, allow_simulator = true },
+      image = { measurements_dir = files.measurements, verify = false } }))
+    local open = assert(server.start(cfg))
+    servers[#servers + 1] = open
+    assert.equal(200, assert(get_app_key(open, with_image(unknown), body(unknown))).status)
   end)
 
   -- last: it extends the CVM's RTMR3

@@ -64,19 +64,19 @@ end
 
 local function start_a(with_tee)
   local cfg = assert(config.validate({ key_dir = base .. '/a', listen = { host = '127.0.0.1', port = 0 },
-    auth = { kind = 'a_test' }, attestation = att_cfg(),
+    auth = { kind = 'a_test' }, attestation = att_cfg(), image = { measurements_dir = base .. '/mrs' },
     tee = with_tee and { kind = 'sim', dir = base .. '/sim', cvm = 'kms-a' } or nil }))
   local k = assert(server.start(cfg))
   servers[#servers + 1] = k
   return k
 end
 
-local function replicate(a, dir, vm_config)
+local function replicate(a, dir, vm_config, image)
   return loop.run_task(function()
     return onboard.replicate({ source_url = ('https://127.0.0.1:%d'):format(a:port()), key_dir = dir,
       vm_config = vm_config,
       evidence = evidence.new({ tee = tee_b, vm_config = '' }),
-      attest = assert(server.attest_from_config(att_cfg())),
+      attest = assert(server.attest_from_config(att_cfg(), image)),
       auth = assert(auth.new({ kind = 'b_test' })), timeout_ms = 10000 })
   end, 20000)
 end
@@ -96,6 +96,12 @@ describe('kms onboarding', function()
     write(files.root, (assert(tee_a:root_ca())))
     backend('a_test')
     backend('b_test')
+    -- both KMSes run the OS image cd…: its boot measurements are registered for A's gate
+    local m = assert(tee_b:measurements())
+    uv.fs_mkdir(base .. '/mrs', 448)
+    write(base .. '/mrs/' .. ('cd'):rep(32) .. '.json', require('cjson').encode({
+      mrtd = crypto.hex(m.mrtd), rtmr0 = crypto.hex(m.rtmr0), rtmr1 = crypto.hex(m.rtmr1),
+      rtmr2 = crypto.hex(m.rtmr2) }))
   end)
 
   teardown(function()
@@ -182,6 +188,17 @@ describe('kms onboarding', function()
     assert.truthy(err:find('source KMS denied: b_test does not know aaaaaaaa', 1, true), err)
     assert.same({ 'b_test:kms' }, asked)
     assert.is_nil(uv.fs_stat(base .. '/b2'))
+  end)
+
+  it("refuses a source whose boot chain is not the OS image it is taken to run", function()
+    -- A's attestation names no image: B takes it to run B's own (cd…), and B's gate knows no
+    -- measurements for that image
+    local m, err, code = replicate(start_a(true), base .. '/b4',
+      '{"os_image_hash":"' .. ('cd'):rep(32) .. '"}', { measurements_dir = base .. '/no-mrs' })
+    assert.is_nil(m)
+    assert.equal('EIMAGE', code, err)
+    assert.truthy(err:find('source KMS: EIMAGE: OS image ' .. ('cd'):rep(32), 1, true), err)
+    assert.is_nil(uv.fs_stat(base .. '/b4'))
   end)
 
   it('is refused when the source backend does not know this KMS', function()

@@ -23,7 +23,8 @@ end
 --- Create a temp dir NAME.XXXXXX holding the KMS root material in base/keys (opts.k256
 --- overrides its k256), a sim CVM (opts.cvm, default 'app') that emitted opts.events
 --- ({ {name, payload}... }; default app-id, compose-hash, instance-id of M.APP, M.COMPOSE,
---- M.INSTANCE), and files.collateral / files.root (the sim root CA).
+--- M.INSTANCE), and files.collateral / files.root (the sim root CA) / files.measurements (an
+--- image.measurements_dir, empty until register_image()).
 --- Returns { base, material, tee, files }.
 function M.setup(name, opts)
   opts = opts or {}
@@ -38,10 +39,25 @@ function M.setup(name, opts)
   for _, e in ipairs(events) do
     assert(fx.tee:emit_event(e[1], e[2], { version = 1 }))
   end
-  fx.files = { collateral = fx.base .. '/collateral.json', root = fx.base .. '/sim-root.pem' }
+  fx.files = { collateral = fx.base .. '/collateral.json', root = fx.base .. '/sim-root.pem',
+    measurements = fx.base .. '/boot-measurements' }
   write(fx.files.collateral, assert(fx.tee:collateral(os.time())))
   write(fx.files.root, (assert(fx.tee:root_ca())))
   return fx
+end
+
+--- Register the boot measurements of the sim CVM `tee` (default fx.tee) for OS image `hash`
+--- (hex) in fx.files.measurements (the KMS config's image.measurements_dir): the image gate
+--- then accepts that CVM naming that image. `extra` entries ({ mrtd, rtmr0..2 } hex) are added.
+function M.register_image(fx, hash, tee, extra)
+  local m = assert((tee or fx.tee):measurements())
+  local entries = { { mrtd = crypto.hex(m.mrtd), rtmr0 = crypto.hex(m.rtmr0),
+    rtmr1 = crypto.hex(m.rtmr1), rtmr2 = crypto.hex(m.rtmr2) } }
+  for _, e in ipairs(extra or {}) do
+    entries[#entries + 1] = e
+  end
+  uv.fs_mkdir(fx.files.measurements, 448)
+  write(fx.files.measurements .. '/' .. hash .. '.json', require('cjson').encode(entries))
 end
 
 --- Close the servers a spec started, the sim CVM, and remove the temp dir.

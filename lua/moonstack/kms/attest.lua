@@ -22,8 +22,8 @@ local function fail(code, msg)
 end
 
 --- A checker. opts = { collateral = JSON text | pccs = URL (+ cache_dir, timeout_ms),
---- root_ca = PEM/DER of a simulator root?, allow_simulator = false }. Returns it or nil, msg,
---- code.
+--- root_ca = PEM/DER of a simulator root?, allow_simulator = false, image = a
+--- moonstack.kms.image gate? }. Returns it or nil, msg, code.
 function M.new(opts)
   local statuses = {}
   for _, s in ipairs(policy.TCB_STATUSES) do
@@ -39,7 +39,17 @@ function M.new(opts)
   if not v then
     return nil, err, code
   end
-  return setmetatable({ verifier = v }, Attest)
+  return setmetatable({ verifier = v, image = opts.image }, Attest)
+end
+
+--- Whether `boot` runs the OS image it names (the image gate; true without one), or nil,
+--- 'EIMAGE: ...', 'EIMAGE'. boot_info() and check_attestation() call it; call it again after
+--- changing boot.osImageHash.
+function Attest:check_image(boot)
+  if not self.image then
+    return true
+  end
+  return self.image:check(boot)
 end
 
 --- The BootInfo of the CVM presenting certificate `peer_der` (DER; nil when the client sent
@@ -91,6 +101,10 @@ function Attest:_verify(body, vm_config)
     if h then
       boot.osImageHash = h
     end
+  end
+  local ok, ierr, icode = self:check_image(boot)
+  if not ok then
+    return nil, ierr, icode
   end
   return boot, d
 end

@@ -38,7 +38,11 @@
 --   onboard = nil                     replicate the root keys of another KMS when key_dir holds
 --                                     none (moonstack.kms.onboard; needs tee and attestation):
 --                                     { source_url = 'https://kms-a:8000', timeout_ms = 10000 }
---   image = { cache_dir = '/usr/share/dstack/images' }   OS image cache [core.image]
+--   image = { cache_dir = '/usr/share/dstack/images', verify = true, measurements_dir =
+--            <cache_dir>/boot-measurements }   [core.image] the OS-image gate
+--                                     (moonstack.kms.image): a BootInfo naming an OS image must
+--                                     show boot measurements registered for it in
+--                                     <measurements_dir>/<os_image_hash>.json
 local config = require('moonstack.core.config')
 
 local M = {}
@@ -110,7 +114,11 @@ M.schema = {
     image = {
       type = 'table',
       default = {},
-      fields = { cache_dir = { type = 'string', default = '/usr/share/dstack/images', min = 1 } },
+      fields = {
+        cache_dir = { type = 'string', default = '/usr/share/dstack/images', min = 1 },
+        verify = { type = 'boolean', default = true },
+        measurements_dir = { type = 'string', optional = true, min = 1 },
+      },
     },
     seal = {
       type = 'table',

@@ -82,6 +82,10 @@ function M.replicate(opts)
   if (boot.osImageHash or '') == '' and opts.vm_config then
     -- the source's attestation names no OS image: upstream assumes it runs this KMS's
     boot.osImageHash = events.vm_config_os_image_hash(opts.vm_config) or ''
+    local image_ok, ierr, icode = opts.attest:check_image(boot)
+    if not image_ok then
+      return nil, 'source KMS: ' .. tostring(ierr), icode
+    end
   end
   local d = opts.auth:authorize_kms(boot)
   log.info('onboarding source decision', { source = base, mr_aggregated = boot.mrAggregated,

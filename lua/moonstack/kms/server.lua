@@ -26,10 +26,14 @@ M.VERSION = '0.1.0'
 auth.register('dev', require('moonstack.kms.dev_auth').new)
 
 --- The caller checker (moonstack.kms.attest) of a validated `attestation` config table.
-function M.attest_from_config(a)
+function M.attest_from_config(a, image)
   local fs = require('moonstack.core.fs')
   local opts = { pccs = a.pccs, cache_dir = a.cache_dir, timeout_ms = a.timeout_ms,
     allow_simulator = a.allow_simulator }
+  if image then
+    opts.image = require('moonstack.kms.image').new(image.measurements_dir
+      or image.cache_dir .. '/boot-measurements', { verify = image.verify })
+  end
   local err, code
   if a.collateral_file then
     opts.collateral, err, code = fs.read_file(a.collateral_file, 16 * 1024 * 1024)
@@ -106,7 +110,7 @@ end
 --- evidence from cfg.tee, the source checked with cfg.attestation and cfg.auth's
 --- authorize_kms. Returns the material or nil, msg, code.
 function M.onboard_from_config(cfg, sealer, log)
-  local attest, err, code = M.attest_from_config(cfg.attestation)
+  local attest, err, code = M.attest_from_config(cfg.attestation, cfg.image)
   if not attest then
     return nil, err, code
   end
@@ -185,7 +189,7 @@ function M.start(cfg, log)
   end
   local attest
   if cfg.attestation then
-    attest, aerr, acode = M.attest_from_config(cfg.attestation)
+    attest, aerr, acode = M.attest_from_config(cfg.attestation, cfg.image)
     if not attest then
       backend:close()
       return nil, 'attestation: ' .. tostring(aerr), acode

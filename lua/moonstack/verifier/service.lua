@@ -146,7 +146,8 @@ local function details_of(result, debug)
     d.boot_info = { teeVariant = d.tee_variant, mrAggregated = info.mr_aggregated,
       osImageHash = info.os_image_hash, mrSystem = info.mr_system, appId = info.app_id,
       composeHash = info.compose_hash, instanceId = info.instance_id, deviceId = info.device_id,
-      keyProviderInfo = info.key_provider_info, tcbStatus = r.status, advisoryIds = d.advisory_ids }
+      keyProviderInfo = info.key_provider_info, tcbStatus = r.status, advisoryIds = d.advisory_ids,
+      mrtd = r.mrtd, rtmr0 = r.rtmr0, rtmr1 = r.rtmr1, rtmr2 = r.rtmr2, rtmr3 = r.rtmr3 }
   end
   if debug and result.event_log and result.event_log.replayed then
     d.rtmr_debug = { replayed = result.event_log.replayed,

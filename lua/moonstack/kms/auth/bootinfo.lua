@@ -2,6 +2,7 @@
 -- BootInfo for the KMS auth backends: checks the table the daemon builds (spec §3.7, camelCase
 -- keys, lowercase hex) and encodes it exactly as upstream's serde_json does for the auth
 -- webhook: compact, keys in upstream's struct order (PolicyBootInfo), bytes as lowercase hex.
+-- Policies also get the quote's boot chain (mrtd, rtmr0-3), which the webhook body omits.
 local json = require('moonstack.verifier.json')
 
 local M = {}
@@ -19,6 +20,12 @@ M.FIELDS = {
   { 'keyProviderInfo', 'hex' },
   { 'tcbStatus', 'string' },
   { 'advisoryIds', 'strings' },
+  -- moonstack's: the quote's boot chain, for policies (the webhook body leaves them out)
+  { 'mrtd', 'hex', extra = true },
+  { 'rtmr0', 'hex', extra = true },
+  { 'rtmr1', 'hex', extra = true },
+  { 'rtmr2', 'hex', extra = true },
+  { 'rtmr3', 'hex', extra = true },
 }
 
 local KIND = {}
@@ -90,7 +97,10 @@ end
 --- keys in M.FIELDS order, serde_json string escaping.
 function M.encode(info)
   local parts = {}
-  for i, f in ipairs(M.FIELDS) do
+  for _, f in ipairs(M.FIELDS) do
+    if f.extra then
+      break -- upstream's fields come first; the rest are moonstack's
+    end
     local key, v = f[1], info[f[1]]
     local text
     if f[2] == 'strings' then
@@ -102,7 +112,7 @@ function M.encode(info)
     else
       text = json.encode(v)
     end
-    parts[i] = json.encode(key) .. ':' .. text
+    parts[#parts + 1] = json.encode(key) .. ':' .. text
   end
   return '{' .. table.concat(parts, ',') .. '}'
 end

@@ -1,0 +1,111 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The OS-image gate (kms-vmm-gateway.md §8, upstream's [core.image] verify): a BootInfo's
+-- osImageHash is the caller's claim (its vm_config, or its own event log), and an auth policy
+-- that allow-lists images trusts it only if the quote's boot chain is that image's. Upstream
+-- downloads the image and computes MRTD and RTMR0-2 (dstack-mr); here the operator registers
+-- the boot measurements each image is known to produce, one file per image:
+--
+--   <measurements_dir>/<os_image_hash hex>.json   {"mrtd": hex, "rtmr0": hex, "rtmr1": hex,
+--                                                  "rtmr2": hex}, or a list of such objects
+--                                                  (one per VM shape: RTMR0/1 depend on the
+--                                                  CPU count and memory)
+--
+-- (the format `dstack-mr measure --json` prints). A BootInfo naming an image passes only if its
+-- MRTD and RTMR0-2 equal one registered entry; one naming none passes (there is no claim to
+-- check: a policy wanting an image denies it). Files are re-read when they change.
+local cjson = require('cjson.safe')
+local uv = require('luv')
+local fs = require('moonstack.core.fs')
+
+local M = {}
+
+local FIELDS = { 'mrtd', 'rtmr0', 'rtmr1', 'rtmr2' }
+
+local function fail(msg)
+  return nil, 'EIMAGE: ' .. msg, 'EIMAGE'
+end
+
+local Gate = {}
+Gate.__index = Gate
+
+--- A gate over `dir` (the measurements directory). opts.verify = false makes check() pass
+--- everything (upstream's verify = false).
+function M.new(dir, opts)
+  assert(type(dir) == 'string', 'kms.image.new: measurements directory required')
+  return setmetatable({ dir = dir, verify = not (opts and opts.verify == false), cache = {} }, Gate)
+end
+
+-- The registered entries of image `hash` (lowercase hex), or nil, msg.
+function Gate:entries(hash)
+  local path = ('%s/%s.json'):format(self.dir, hash)
+  local st = uv.fs_stat(path)
+  if not st then
+    return fail(('OS image %s has no registered boot measurements (%s): register them or set '
+      .. 'image.verify = false'):format(hash, path))
+  end
+  local c = self.cache[hash]
+  if c and c.mtime == st.mtime.sec and c.mtime_ns == st.mtime.nsec and c.size == st.size then
+    return c.entries
+  end
+  local text, err = fs.read_file(path, 1024 * 1024)
+  if not text then
+    return fail(('cannot read %s: %s'):format(path, tostring(err)))
+  end
+  local doc = cjson.decode(text)
+  if type(doc) == 'table' and doc[1] == nil and next(doc) ~= nil then
+    doc = { doc }
+  end
+  if type(doc) ~= 'table' or doc[1] == nil then
+    return fail(path .. ': not a measurements object or a list of them')
+  end
+  local entries = {}
+  for i, e in ipairs(doc) do
+    if type(e) ~= 'table' then
+      return fail(('%s: entry %d is not an object'):format(path, i))
+    end
+    local norm = {}
+    for _, f in ipairs(FIELDS) do
+      local v = type(e[f]) == 'string' and e[f]:gsub('^0[xX]', ''):lower()
+      if not v or #v ~= 96 or v:find('[^0-9a-f]') then
+        return fail(('%s: entry %d: %s must be 48 bytes of hex'):format(path, i, f))
+      end
+      norm[f] = v
+    end
+    entries[i] = norm
+  end
+  self.cache[hash] = { mtime = st.mtime.sec, mtime_ns = st.mtime.nsec, size = st.size,
+    entries = entries }
+  return entries
+end
+
+--- Whether `boot` (BootInfo with osImageHash and the quote's mrtd, rtmr0-2 in hex) runs the
+--- image it names: true, or nil, 'EIMAGE: why', 'EIMAGE'.
+function Gate:check(boot)
+  local hash = (boot.osImageHash or ''):lower()
+  if not self.verify or hash == '' then
+    return true
+  end
+  if #hash ~= 64 or hash:find('[^0-9a-f]') then
+    return fail('osImageHash is not 32 bytes of hex')
+  end
+  local entries, err, code = self:entries(hash)
+  if not entries then
+    return nil, err, code
+  end
+  for _, e in ipairs(entries) do
+    local same = true
+    for _, f in ipairs(FIELDS) do
+      if (boot[f] or ''):lower() ~= e[f] then
+        same = false
+        break
+      end
+    end
+    if same then
+      return true
+    end
+  end
+  return fail(('the boot measurements (MRTD %s…) are not those registered for OS image %s')
+    :format((boot.mrtd or ''):sub(1, 16), hash))
+end
+
+return M

@@ -1,0 +1,106 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- moonstack.kms.image, the OS-image gate: a BootInfo naming an image passes only with boot
+-- measurements registered for it (one object or a list; any case, 0x allowed); none named
+-- passes; verify = false passes all; malformed registrations are refused naming the file and
+-- the field; a changed file is read again.
+local uv = require('luv')
+local image = require('moonstack.kms.image')
+
+local H = ('ab'):rep(32)
+local GOOD = { mrtd = ('01'):rep(48), rtmr0 = ('02'):rep(48), rtmr1 = ('03'):rep(48), rtmr2 = ('04'):rep(48) }
+
+local function boot(over)
+  local b = { osImageHash = H, mrtd = GOOD.mrtd, rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1, rtmr2 = GOOD.rtmr2,
+    rtmr3 = ('ff'):rep(48) }
+  for k, v in pairs(over or {}) do
+    b[k] = v
+  end
+  return b
+end
+
+describe('kms.image gate', function()
+  local dir
+
+  before_each(function()
+    local root = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
+    uv.fs_mkdir(root, 493)
+    dir = assert(uv.fs_mkdtemp(root .. '/kms_image_spec.XXXXXX'))
+  end)
+
+  after_each(function()
+    os.execute(("rm -rf '%s'"):format(dir))
+  end)
+
+  local function register(text, hash)
+    local f = assert(io.open(dir .. '/' .. (hash or H) .. '.json', 'wb'))
+    f:write(text)
+    f:close()
+  end
+
+  it('passes a boot chain registered for the named image, and nothing else', function()
+    local g = image.new(dir)
+    register(require('cjson').encode(GOOD))
+    assert.is_true(g:check(boot()))
+    assert.is_true(g:check(boot({ osImageHash = H:upper() })))
+    for _, f in ipairs({ 'mrtd', 'rtmr0', 'rtmr1', 'rtmr2' }) do
+      local ok, err, code = g:check(boot({ [f] = ('00'):rep(48) }))
+      assert.is_nil(ok, f)
+      assert.equal('EIMAGE', code)
+      assert.truthy(err:find('are not those registered for OS image ' .. H, 1, true), err)
+    end
+    -- RTMR3 (the app's runtime events) is not the image's
+    assert.is_true(g:check(boot({ rtmr3 = ('00'):rep(48) })))
+  end)
+
+  it('accepts a list of boot chains (one per VM shape), 0x and any case', function()
+    local g = image.new(dir)
+    local other = { mrtd = '0x' .. ('AA'):rep(48), rtmr0 = ('BB'):rep(48), rtmr1 = ('cc'):rep(48),
+      rtmr2 = ('dd'):rep(48) }
+    register(require('cjson').encode({ other, GOOD }))
+    assert.is_true(g:check(boot()))
+    assert.is_true(g:check(boot({ mrtd = ('aa'):rep(48), rtmr0 = ('bb'):rep(48), rtmr1 = ('cc'):rep(48),
+      rtmr2 = ('dd'):rep(48) })))
+  end)
+
+  it('lets a BootInfo naming no image through, and everything when verify = false', function()
+    assert.is_true(image.new(dir):check(boot({ osImageHash = '' })))
+    assert.is_true(image.new(dir, { verify = false }):check(boot({ osImageHash = ('cd'):rep(32) })))
+    local ok, err = image.new(dir):check(boot({ osImageHash = 'zz' }))
+    assert.is_nil(ok)
+    assert.truthy(err:find('osImageHash is not 32 bytes of hex', 1, true), err)
+  end)
+
+  it('refuses unknown images and malformed registrations, naming the file and field', function()
+    local g = image.new(dir)
+    local ok, err = g:check(boot())
+    assert.is_nil(ok)
+    assert.truthy(err:find('OS image ' .. H .. ' has no registered boot measurements (' .. dir, 1, true), err)
+    local cases = {
+      { 'not json', 'not a measurements object or a list of them' },
+      { '[]', 'not a measurements object or a list of them' },
+      { '[5]', 'entry 1 is not an object' },
+      { '{"mrtd":"00","rtmr0":"00","rtmr1":"00","rtmr2":"00"}', 'entry 1: mrtd must be 48 bytes of hex' },
+      { require('cjson').encode({ mrtd = GOOD.mrtd, rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1 }),
+        'entry 1: rtmr2 must be 48 bytes of hex' },
+      { require('cjson').encode({ GOOD, { mrtd = ('zz'):rep(48), rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1,
+        rtmr2 = GOOD.rtmr2 } }), 'entry 2: mrtd must be 48 bytes of hex' },
+    }
+    for _, c in ipairs(cases) do
+      register(c[1])
+      ok, err = image.new(dir):check(boot())
+      assert.is_nil(ok, c[1])
+      assert.truthy(err:find(c[2], 1, true), ('%q not in %q'):format(c[2], err))
+      assert.truthy(err:find(H .. '.json', 1, true), err)
+    end
+  end)
+
+  it('reads a changed registration again', function()
+    local g = image.new(dir)
+    register(require('cjson').encode({ mrtd = ('09'):rep(48), rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1,
+      rtmr2 = GOOD.rtmr2 }))
+    assert.is_nil((g:check(boot())))
+    register(require('cjson').encode({ { mrtd = ('09'):rep(48), rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1,
+      rtmr2 = GOOD.rtmr2 }, GOOD }))
+    assert.is_true(g:check(boot()))
+  end)
+end)
