@@ -1,7 +1,8 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The `webhook` KMS auth backend against a real local moonstack HTTP server: the exact BootInfo
 -- JSON upstream sends (key order, hex, compact), the two endpoints, the User-Agent, and every
--- way the webhook can fail (timeout, 500, garbage, missing keys, nobody listening) denying.
+-- way the webhook can fail (timeout, 500, garbage, missing keys, nobody listening) denying;
+-- GET <url> for GetMeta's facts.
 local loop = require('loop')
 local server = require('moonstack.http.server')
 local task = require('moonstack.core.task')
@@ -47,6 +48,13 @@ describe('kms auth webhook', function()
       seen[#seen + 1] = { scope = req.params.scope, body = req.body, ua = req:header('user-agent'),
         ctype = req.headers['content-type'] }
       return answer(req)
+    end)
+    srv:get('/hook', function()
+      return 200, { status = 'ok', kmsContractAddr = '0x' .. ('ab'):rep(20), gatewayAppId = 'gw-7',
+        chainId = 31337, appImplementation = '0x' .. ('cd'):rep(20) }
+    end)
+    srv:get('/broken', function()
+      return 503, 'down'
     end)
     srv:post('/slow/bootAuth/app', function()
       task.sleep(1500)
@@ -158,6 +166,23 @@ describe('kms auth webhook', function()
     assert.is_false(d.allow)
     assert.matches('composeHash is not hex', d.reason)
     assert.equal(0, #seen)
+  end)
+
+  it("gives GetMeta the facts of GET <url>, and fails when it cannot", function()
+    local b = assert(auth.new({ kind = 'webhook', url = base .. '/hook' }))
+    local info = assert(loop.run_task(function() return b:info() end, 5000))
+    assert.same({ gateway_app_id = 'gw-7', kms_contract_address = '0x' .. ('ab'):rep(20), chain_id = 31337,
+      app_auth_implementation = '0x' .. ('cd'):rep(20) }, info)
+    local broken = assert(auth.new({ kind = 'webhook', url = base .. '/broken' }))
+    local r = loop.run_task(function() return { broken:info() } end, 5000)
+    assert.is_nil(r[1])
+    assert.equal('EUNAVAILABLE', r[3])
+    assert.truthy(r[2]:find('returned HTTP 503', 1, true), r[2])
+    -- backends without facts give none
+    auth.register('plain_test', function()
+      return { authorize = function() return { allow = true, reason = 'x' } end }
+    end)
+    assert.same({}, assert(auth.new({ kind = 'plain_test' })):info())
   end)
 
   it('refuses bad configurations', function()

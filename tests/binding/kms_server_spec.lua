@@ -122,6 +122,39 @@ describe('kms server', function()
     assert.is_true(pb.is_dev)
   end)
 
+  it("fills GetMeta from the auth webhook's GET <url>, and fails without it", function()
+    local hook = require('moonstack.http.server').new({ name = 'hook',
+      listen = { host = '127.0.0.1', port = 0 } })
+    local up = true
+    hook:get('/auth', function()
+      if not up then
+        return 503, 'down for maintenance'
+      end
+      return 200, { status = 'ok', kmsContractAddr = '0x' .. ('12'):rep(20), gatewayAppId = 'gw-hook',
+        chainId = 1337, appAuthImplementation = '0x' .. ('34'):rep(20) }
+    end)
+    assert(hook:listen())
+    local url = ('http://127.0.0.1:%d/auth'):format(hook:port())
+    local saved = kms
+    kms = start({ auth = { kind = 'webhook', url = url } })
+    local r = assert(call('/prpc/GetMeta?json', ''))
+    assert.equal(200, r.status, r.body)
+    local meta = assert(cjson.decode(r.body))
+    assert.equal('0x' .. ('12'):rep(20), meta.kms_contract_address)
+    assert.equal('gw-hook', meta.gateway_app_id)
+    assert.equal(1337, meta.chain_id)
+    assert.equal('0x' .. ('34'):rep(20), meta.app_auth_implementation)
+    assert.is_false(meta.is_dev)
+    up = false
+    r = assert(call('/prpc/GetMeta?json', ''))
+    assert.equal(400, r.status)
+    assert.truthy(r.body:find('auth webhook ' .. url .. ' returned HTTP 503: down for maintenance', 1, true),
+      r.body)
+    hook:close()
+    kms:close()
+    kms = saved
+  end)
+
   it('hands out the temp CA (key included) and the root CA', function()
     local r = assert(call('/prpc/GetTempCaCert?json', ''))
     assert.equal(200, r.status, r.body)

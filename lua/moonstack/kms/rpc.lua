@@ -52,10 +52,17 @@ function M.methods(kms)
 
   t.GetMeta = { input = msg.Empty, output = msg.GetMetaResponse, call = function()
     local dev = kms.auth.kind == 'dev'
-    local status = kms.auth:status()
+    local info, err, code = kms.auth:info() -- the webhook's GET <url>, every time (as upstream)
+    if not info then
+      return nil, err, code
+    end
+    if dev then
+      info.gateway_app_id = kms.auth:status().gateway_app_id
+    end
     return { ca_cert = kms.material.root_cert:pem(), allow_any_upgrade = dev,
-      k256_pubkey = kms.material.k256_pubkey, is_dev = dev,
-      gateway_app_id = dev and status.gateway_app_id or nil }
+      k256_pubkey = kms.material.k256_pubkey, is_dev = dev, gateway_app_id = info.gateway_app_id,
+      kms_contract_address = info.kms_contract_address, chain_id = info.chain_id or 0,
+      app_auth_implementation = info.app_auth_implementation }
   end }
 
   t.GetTempCaCert = { input = msg.Empty, output = msg.GetTempCaCertResponse, call = function()

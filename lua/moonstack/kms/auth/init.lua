@@ -110,6 +110,20 @@ function Backend:status()
   return st
 end
 
+--- GetMeta's facts from the backend: { gateway_app_id?, kms_contract_address?, chain_id?,
+--- app_auth_implementation? } ({} for backends without any), or nil, 'EUNAVAILABLE: ...',
+--- 'EUNAVAILABLE'. Call from a task (the webhook asks its server).
+function Backend:info()
+  if not self.impl.info then
+    return {}
+  end
+  local ok, info, err = pcall(self.impl.info, self.impl)
+  if not ok or type(info) ~= 'table' then
+    return nil, 'EUNAVAILABLE: auth backend info: ' .. tostring(ok and err or info), 'EUNAVAILABLE'
+  end
+  return info
+end
+
 --- Release the backend's resources (file watches, policy VM). Idempotent.
 function Backend:close()
   if self.impl.close and not self.closed then

@@ -3,6 +3,7 @@
 -- <url>/bootAuth/app or <url>/bootAuth/kms with `User-Agent: dstack-kms/<version>`; the answer
 -- must be HTTP 2xx JSON with isAllowed (boolean), gatewayAppId and reason (strings). Anything
 -- else (transport error, timeout, other status, bad JSON, a missing or mistyped key) denies.
+-- `GET <url>` gives GetMeta its facts (info()).
 local client = require('moonstack.http.client')
 local bootinfo = require('moonstack.kms.auth.bootinfo')
 local util = require('moonstack.http.util')
@@ -84,6 +85,31 @@ function Webhook:authorize(info, scope)
   log.info('auth decision', { backend = 'webhook', scope = scope, allow = d.allow, reason = d.reason,
     app_id = info.appId, compose_hash = info.composeHash, url = self.url })
   return d
+end
+
+--- Backend method: GetMeta's facts from `GET <url>` (spec §3.8): { gateway_app_id,
+--- kms_contract_address, chain_id, app_auth_implementation } (absent keys omitted), or nil and
+--- why. The answer must be HTTP 2xx JSON; upstream fails GetMeta otherwise, and so do we.
+function Webhook:info()
+  local resp, err = client.request({ url = self.url, method = 'GET', timeout_ms = self.timeout_ms,
+    max_response = M.MAX_RESPONSE, headers = { ['user-agent'] = self.user_agent }, tls = self.tls })
+  if not resp then
+    return nil, ('auth webhook %s unreachable: %s'):format(self.url, short(err))
+  end
+  if resp.status < 200 or resp.status > 299 then
+    return nil, ('auth webhook %s returned HTTP %d: %s'):format(self.url, resp.status, short(resp.body))
+  end
+  local ans = util.decode_json(resp.body)
+  if type(ans) ~= 'table' then
+    return nil, ('auth webhook %s answered GET with invalid JSON: %s'):format(self.url, short(resp.body))
+  end
+  local function str(k)
+    return type(ans[k]) == 'string' and ans[k] or nil
+  end
+  local cid = ans.chainId
+  return { gateway_app_id = str('gatewayAppId'), kms_contract_address = str('kmsContractAddr'),
+    chain_id = type(cid) == 'number' and cid >= 0 and cid == math.floor(cid) and cid or nil,
+    app_auth_implementation = str('appAuthImplementation') or str('appImplementation') }
 end
 
 --- Backend method: { url, timeout_ms, requests, denied, errors }.
