@@ -234,6 +234,35 @@ function M.write(dir, m, opts)
   return material(dir, m.root_key, m.root_cert, m.root_k256, k256_pub, m.tmp_ca_key, m.tmp_ca_cert)
 end
 
+--- Certificates renewed by renew() when they expire within this many seconds (365 days).
+M.RENEW_WITHIN = 365 * 86400
+
+--- Renew the root and temp CA certificates of loaded material `m` that expire within
+--- RENEW_WITHIN of opts.now (default os.time()): a new self-signed certificate for the same key,
+--- written atomically (0600), so every derived key and every SPKI pin stays valid (spec §3.1).
+--- Returns the list of renewed file names (maybe empty), or nil, 'EKEYS: ...', 'EKEYS'.
+function M.renew(m, opts)
+  local now = opts and opts.now or os.time()
+  local renewed = {}
+  for _, c in ipairs({ { 'root-ca.crt', 'root_cert', 'root_key', profiles.kms_root_ca },
+    { 'tmp-ca.crt', 'tmp_ca_cert', 'tmp_ca_key', profiles.kms_tmp_ca } }) do
+    local name, cert_field, key_field, issue = c[1], c[2], c[3], c[4]
+    if m[cert_field]:info().not_after < now + M.RENEW_WITHIN then
+      local cert, err = issue(m[key_field])
+      if not cert then
+        return fail('cannot renew %s: %s', path_of(m.dir, name), tostring(err))
+      end
+      local ok, werr, wcode = fs.write_atomic(path_of(m.dir, name), cert:pem(), 384) -- 0600
+      if not ok then
+        return fail('cannot write the renewed %s: %s', path_of(m.dir, name), tostring(werr or wcode))
+      end
+      m[cert_field] = cert
+      renewed[#renewed + 1] = name
+    end
+  end
+  return renewed
+end
+
 --- Load the material of `dir`, or generate it when the directory is missing or holds none of
 --- the files (opts as for create: sealer, ...). Returns material, created (boolean) or nil,
 --- msg, code.

@@ -162,6 +162,15 @@ function M.start(cfg, log)
   end
   if created then
     log.info('root material generated', { key_dir = cfg.key_dir, sealed = sealer and sealer.kind })
+  else
+    local renewed, rerr, rcode = keys.renew(material)
+    if not renewed then
+      return nil, rerr, rcode
+    end
+    if #renewed > 0 then
+      log.warn('CA certificates renewed (they expired within 365 days; same keys)',
+        { key_dir = cfg.key_dir, files = renewed })
+    end
   end
   local rpc_key = x509.generate_key()
   local rpc_att

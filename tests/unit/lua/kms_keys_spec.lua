@@ -2,7 +2,8 @@
 -- moonstack.kms.keys: the first start creates the root material (0700 directory, 0600 files,
 -- certificates of the right profiles), later starts load the same keys, and a partial,
 -- corrupt or mismatched directory is an EKEYS error naming the file, never a regeneration;
--- sealed at rest, the private keys open only with the same measurements and file names.
+-- sealed at rest, the private keys open only with the same measurements and file names; CA
+-- certificates due within 365 days are renewed for the same keys.
 local bit = require('bit')
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
@@ -183,6 +184,33 @@ describe('kms.keys', function()
         expect_ekeys(plain .. '/root-ca.key is not sealed, but sealing is configured',
           keys.load(plain, { sealer = sealer }))
       end)
+  end)
+
+  it('renews CA certificates that expire within 365 days, keeping their keys', function()
+    local dir = fresh_dir('renew')
+    local m = assert(keys.create(dir))
+    local profiles = require('moonstack.x509.profiles')
+    local now = os.time()
+    -- the root expires in 100 days, the temp CA in 400: only the root is renewed
+    local day = 86400
+    local soon = assert(profiles.kms_root_ca(m.root_key, { not_after = now + 100 * day }))
+    local later = assert(profiles.kms_tmp_ca(m.tmp_ca_key, { not_after = now + 400 * day }))
+    spit(dir .. '/root-ca.crt', soon:pem())
+    spit(dir .. '/tmp-ca.crt', later:pem())
+    local tmp_before = slurp(dir .. '/tmp-ca.crt')
+    local loaded = assert(keys.load(dir))
+    assert.same({ 'root-ca.crt' }, assert(keys.renew(loaded, { now = now })))
+    local root = assert(x509.cert(slurp(dir .. '/root-ca.crt')))
+    assert.truthy(root:info().not_after > now + 3000 * 86400)
+    assert.equal(m.root_key:spki(), root:spki())
+    assert.equal('Dstack KMS CA', root:info().cn)
+    assert.equal(root:pem(), loaded.root_cert:pem())
+    assert.equal(tmp_before, slurp(dir .. '/tmp-ca.crt'))
+    assert.equal(384, bit.band(assert(uv.fs_stat(dir .. '/root-ca.crt')).mode, 511))
+    -- a year later the temp CA is due too; nothing is due right after
+    assert.same({ 'tmp-ca.crt' }, assert(keys.renew(loaded, { now = now + 40 * 86400 })))
+    assert.equal(m.tmp_ca_key:spki(), assert(x509.cert(slurp(dir .. '/tmp-ca.crt'))):spki())
+    assert.same({}, assert(keys.renew(assert(keys.load(dir)), { now = now })))
   end)
 
   it('raises on misuse', function()
