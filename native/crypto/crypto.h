@@ -198,6 +198,18 @@ struct evp_pkey_st *crypto_p256_public_key(const uint8_t pub65[CRYPTO_EC_PUB_UNC
 int crypto_p256_verify(const uint8_t *pub, size_t pub_len, const uint8_t digest[32],
 		       const uint8_t sig[CRYPTO_ECDSA_SIG_LEN]);
 
+/* ---- password hashes (password.c) ---- */
+
+/** Whether @p hash is a bcrypt hash ($2a$/$2b$/$2y$, cost 4..31, 60 characters). */
+bool crypto_bcrypt_hash_valid(const char *hash);
+
+/**
+ * Check @p password (@p password_len bytes, no NUL, at most 72: bcrypt's limit) against the
+ * bcrypt @p hash, in constant time. CRYPTO_OK if it matches, CRYPTO_EVERIFY if not,
+ * CRYPTO_EINVAL if @p hash is not bcrypt.
+ */
+int crypto_bcrypt_check(const char *password, size_t password_len, const char *hash);
+
 /* ---- ECDSA over secp256k1 (k256.c) ---- */
 
 /** Whether @p priv is a valid secp256k1 private scalar (1 <= d <= n-1). */

@@ -455,6 +455,20 @@ static int l_aes256gcm_encrypt(lua_State *L)
 	return rc == CRYPTO_OK ? 1 : crypto_lua_fail(L, fn, rc);
 }
 
+/* bcrypt_check(password, hash) -> true | false; nil, 'EINVAL: ...' if hash is not bcrypt */
+static int l_bcrypt_check(lua_State *L)
+{
+	size_t len;
+	const char *pw = luaL_checklstring(L, 1, &len);
+	const char *hash = luaL_checkstring(L, 2);
+	int rc = crypto_bcrypt_check(pw, len, hash);
+	if (rc == CRYPTO_EINVAL)
+		return rt_push_fail(L, "EINVAL",
+				    "bcrypt_check: not a bcrypt hash ($2y$/$2b$/$2a$)");
+	lua_pushboolean(L, rc == CRYPTO_OK);
+	return 1;
+}
+
 /* aes256gcm_decrypt(key, iv, ciphertext || tag, aad) -> plaintext */
 static int l_aes256gcm_decrypt(lua_State *L)
 {
@@ -509,6 +523,7 @@ static const luaL_Reg crypto_funcs[] = {
 	{ "ed25519_verify", l_ed25519_verify },
 	{ "aes256gcm_encrypt", l_aes256gcm_encrypt },
 	{ "aes256gcm_decrypt", l_aes256gcm_decrypt },
+	{ "bcrypt_check", l_bcrypt_check },
 	{ NULL, NULL },
 };
 

@@ -2,7 +2,8 @@
 -- The KMS admin listener over real HTTP: every request needs the admin token (Bearer or
 -- X-Admin-Token; missing or wrong -> 401), the token from kms.lua, a token file or the
 -- environment, none -> the KMS does not start; ClearImageCache removes exactly the named
--- cache entries (or all), refuses non-hex names; the method is not on the public listener.
+-- cache entries (or all), refuses non-hex names; the method is not on the public listener;
+-- htpasswd users (bcrypt from the real htpasswd -B) over Basic auth; insecure_no_auth.
 local uv = require('luv')
 local cjson = require('cjson.safe')
 local client = require('moonstack.http.client')
@@ -116,6 +117,48 @@ describe('kms admin', function()
     local r = call({ authorization = 'Bearer ' .. TOKEN }, '{}', kms:port(), 'https')
     assert.equal(400, r.status)
     assert.truthy(r.body:find('no such method', 1, true), r.body)
+  end)
+
+  it('takes htpasswd users (bcrypt, made by htpasswd -B) over Basic auth', function()
+    if os.getenv('DSTACK_KMS_ADMIN_TOKEN') or os.getenv('ADMIN_API_TOKEN') then
+      pending('admin token set in the environment')
+      return
+    end
+    local h = assert(io.popen("htpasswd -nbB -C 4 ops 'pa:ss w0rd' && htpasswd -nbB -C 4 dev other"))
+    local lines = h:read('*a')
+    h:close()
+    assert.truthy(lines:find('^ops:%$2y%$04%$'), lines)
+    write(base .. '/htpasswd', '# admins\n' .. lines)
+    local k = assert(server.start(cfg_with({ listen = { port = 0 }, htpasswd_file = base .. '/htpasswd' })))
+    local function basic(user, pw)
+      return { authorization = 'Basic ' .. require('moonstack.tdx.codec').base64(user .. ':' .. pw) }
+    end
+    local port = k:admin_port()
+    assert.equal(200, call(basic('ops', 'pa:ss w0rd'), '{}', port).status)
+    assert.equal(200, call(basic('dev', 'other'), '{}', port).status)
+    assert.equal(401, call(basic('ops', 'pa:ss w0rd!'), '{}', port).status)
+    assert.equal(401, call(basic('nobody', 'other'), '{}', port).status)
+    assert.equal(401, call({ authorization = 'Basic !!!' }, '{}', port).status)
+    assert.equal(401, call({ authorization = 'Bearer pa:ss w0rd' }, '{}', port).status) -- no token here
+    assert.equal(401, call({}, '{}', port).status)
+    k:close()
+    -- a hash that is not bcrypt is refused, naming the line
+    write(base .. '/htpasswd-md5', 'ops:$apr1$abcdefgh$0123456789abcdefghijkl\n')
+    local k2, err, code = server.start(cfg_with({ listen = { port = 0 },
+      htpasswd_file = base .. '/htpasswd-md5' }))
+    assert.is_nil(k2)
+    assert.equal('EINVAL', code)
+    assert.truthy(err:find('htpasswd-md5 line 1: the hash of ops is not bcrypt', 1, true), err)
+  end)
+
+  it('serves without authentication only when told so (insecure_no_auth)', function()
+    if os.getenv('DSTACK_KMS_ADMIN_TOKEN') or os.getenv('ADMIN_API_TOKEN') then
+      pending('admin token set in the environment')
+      return
+    end
+    local k = assert(server.start(cfg_with({ listen = { port = 0 }, insecure_no_auth = true })))
+    assert.equal(200, call({}, '{}', k:admin_port()).status)
+    k:close()
   end)
 
   it('does not start without a token', function()

@@ -165,4 +165,9 @@ M.aes256gcm = {
   decrypt = native.aes256gcm_decrypt, -- (key, iv, ciphertext..tag, aad?) -> plaintext | nil, 'EDECRYPT: ...'
 }
 
+--- Check `password` against a bcrypt hash (htpasswd -B: $2y$/$2b$/$2a$), in constant time:
+--- true or false; nil, 'EINVAL: ...' if `hash` is not bcrypt. Passwords over 72 bytes (bcrypt's
+--- limit) or holding a NUL never match.
+M.bcrypt_check = native.bcrypt_check
+
 return M

@@ -3,8 +3,10 @@
 -- (default 127.0.0.1:8001, plain HTTP: keep it on loopback) whose every request must carry the
 -- admin token as `Authorization: Bearer <token>` or `X-Admin-Token: <token>` (401 otherwise).
 -- The token comes from kms.lua (`admin.token`, or `admin.token_file`) or the environment
--- (DSTACK_KMS_ADMIN_TOKEN, then ADMIN_API_TOKEN) — never from the command line; without one
--- the admin listener refuses to start (fails closed). Comparison is constant-time (over the
+-- (DSTACK_KMS_ADMIN_TOKEN, then ADMIN_API_TOKEN) — never from the command line. An htpasswd
+-- file (`admin.htpasswd_file`, bcrypt only) adds users over `Authorization: Basic`;
+-- `admin.insecure_no_auth = true` drops authentication (loudly). With none of these the admin
+-- listener refuses to start (fails closed). Comparison is constant-time (over the
 -- SHA-256 of both sides, so the length does not leak either). Methods (pRPC service `Admin`):
 -- ClearImageCache{image_hash, config_hash} removes `<image.cache_dir>/images/<image_hash>` and
 -- `<image.cache_dir>/measurements/<config_hash>` (hex names; `all` = the whole directory).
@@ -48,6 +50,59 @@ function M.token(cfg, getenv)
     .. 'admin.token_file, DSTACK_KMS_ADMIN_TOKEN or ADMIN_API_TOKEN)', 'EINVAL'
 end
 
+--- The users of an htpasswd file (`user:bcrypt-hash` lines, `#` comments; `htpasswd -B`):
+--- { [user] = hash }, or nil, 'EINVAL: <path> line N: why', 'EINVAL' (a hash that is not bcrypt
+--- is refused, as upstream).
+function M.load_htpasswd(path)
+  local text, err, code = fs.read_file(path, 1024 * 1024)
+  if not text then
+    return nil, 'admin.htpasswd_file: ' .. tostring(err), code
+  end
+  local users, n = {}, 0
+  local line_no = 0
+  for line in (text .. '\n'):gmatch('([^\n]*)\n') do
+    line_no = line_no + 1
+    line = trim(line)
+    if line ~= '' and line:sub(1, 1) ~= '#' then
+      local user, hash = line:match('^([^:]+):(.+)$')
+      if not user then
+        return nil, ('EINVAL: %s line %d: not user:hash'):format(path, line_no), 'EINVAL'
+      end
+      if not hash:match('^%$2[aby]%$%d%d%$') or #hash ~= 60 then
+        return nil, ('EINVAL: %s line %d: the hash of %s is not bcrypt (htpasswd -B)'):format(path,
+          line_no, user), 'EINVAL'
+      end
+      users[user] = hash
+      n = n + 1
+    end
+  end
+  if n == 0 then
+    return nil, ('EINVAL: %s holds no user'):format(path), 'EINVAL'
+  end
+  return users
+end
+
+--- The admin credentials of a validated `admin` config table: { token? (see token()), users?
+--- (htpasswd_file), insecure? (insecure_no_auth) }, or nil, msg, code when none is configured
+--- (the listener must not start: it fails closed) or a file is unusable.
+function M.credentials(cfg, getenv)
+  local creds = { insecure = cfg.insecure_no_auth == true }
+  if cfg.htpasswd_file then
+    local users, err, code = M.load_htpasswd(cfg.htpasswd_file)
+    if not users then
+      return nil, err, code
+    end
+    creds.users = users
+  end
+  local token, err, code = M.token(cfg, getenv)
+  if token then
+    creds.token = token
+  elseif code ~= 'EINVAL' or not (creds.users or creds.insecure) then
+    return nil, err, code
+  end
+  return creds
+end
+
 --- Constant-time equality of two strings (of any lengths).
 function M.equal(a, b)
   local x, y = crypto.sha256(a), crypto.sha256(b)
@@ -58,14 +113,32 @@ function M.equal(a, b)
   return diff == 0
 end
 
---- Whether request `req` (moonstack.http.server) carries `token`.
-function M.authorized(req, token)
-  local given = req:header('x-admin-token')
-  if not given then
-    local a = req:header('authorization')
-    given = a and a:match('^[Bb]earer%s+(%S+)%s*$')
+--- Whether request `req` (moonstack.http.server) carries valid credentials: `creds` from
+--- credentials(), or a bare token string. The token as `Authorization: Bearer` or
+--- `X-Admin-Token`; an htpasswd user as `Authorization: Basic` (bcrypt, constant time);
+--- anything with insecure_no_auth.
+function M.authorized(req, creds)
+  if type(creds) == 'string' then
+    creds = { token = creds }
   end
-  return type(given) == 'string' and M.equal(given, token)
+  if creds.insecure then
+    return true
+  end
+  local auth = req:header('authorization')
+  local given = req:header('x-admin-token') or (auth and auth:match('^[Bb]earer%s+(%S+)%s*$'))
+  if type(given) == 'string' then
+    return creds.token ~= nil and M.equal(given, creds.token)
+  end
+  local basic = creds.users and auth and auth:match('^[Bb]asic%s+(%S+)%s*$')
+  local pair = basic and require('moonstack.tdx.codec').unbase64(basic)
+  local user, password = (pair or ''):match('^([^:]*):(.*)$')
+  if not user then
+    return false
+  end
+  local hash = creds.users[user]
+  -- an unknown user still costs a bcrypt check: no timing hint of which names exist
+  local ok = crypto.bcrypt_check(password, hash or creds.users[next(creds.users)])
+  return hash ~= nil and ok == true
 end
 
 -- Remove a file or a directory tree (no symlink is followed).

@@ -84,6 +84,8 @@ M.schema = {
         },
         token = { type = 'string', optional = true },
         token_file = { type = 'string', optional = true, min = 1 },
+        htpasswd_file = { type = 'string', optional = true, min = 1 },
+        insecure_no_auth = { type = 'boolean', default = false },
       },
     },
     tee = {

@@ -185,11 +185,15 @@ function M.start(cfg, log)
   if not rpc_cert then
     return nil, 'ECERT: cannot issue the RPC certificate: ' .. tostring(cerr), ccode
   end
-  local admin_token, terr, tcode
+  local admin_creds, terr, tcode
   if cfg.admin then
-    admin_token, terr, tcode = admin.token(cfg.admin)
-    if not admin_token then
+    admin_creds, terr, tcode = admin.credentials(cfg.admin)
+    if not admin_creds then
       return nil, 'admin: ' .. tostring(terr), tcode
+    end
+    if admin_creds.insecure then
+      log.warn('ADMIN LISTENER WITHOUT AUTHENTICATION (admin.insecure_no_auth): anyone who can '
+        .. 'reach it may call the admin methods')
     end
   end
   local backend, aerr, acode = auth.new(cfg.auth)
@@ -252,13 +256,13 @@ function M.start(cfg, log)
     return nil, ('rpc listener: %s'):format(lerr), lcode
   end
   self.server = srv
-  if admin_token then
+  if admin_creds then
     local asrv = http.new({ name = 'kms-admin', max_body = 64 * 1024,
       listen = { host = cfg.admin.listen.host, port = cfg.admin.listen.port },
       headers = { ['x-app-version'] = M.VERSION } })
     local ah = prpc.handler({ { prefix = '/prpc/', service = 'Admin', methods = admin.methods(self) } })
     asrv:route('*', '/*', function(req)
-      if not admin.authorized(req, admin_token) then
+      if not admin.authorized(req, admin_creds) then
         log.warn('admin request refused: bad or missing token', { path = req.path })
         return 401, '{"error":"unauthorized"}', { ['content-type'] = 'application/json',
           ['www-authenticate'] = 'Bearer realm="dstack-kms admin"' }

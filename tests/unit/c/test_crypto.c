@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <string.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -542,6 +543,28 @@ static void test_p256(void **state)
 	assert_int_equal(ERR_peek_error(), 0);
 }
 
+/* bcrypt: the classic $2a$ vector (Openwall's crypt_blowfish tests), refusals */
+static void test_bcrypt(void **state)
+{
+	(void)state;
+	const char *h = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+	assert_true(crypto_bcrypt_hash_valid(h));
+	assert_int_equal(crypto_bcrypt_check("U*U", 3, h), CRYPTO_OK);
+	assert_int_equal(crypto_bcrypt_check("U*V", 3, h), CRYPTO_EVERIFY);
+	assert_int_equal(crypto_bcrypt_check("U*U\0x", 5, h), CRYPTO_EVERIFY); /* embedded NUL */
+	char long_pw[80];
+	memset(long_pw, 'a', sizeof(long_pw));
+	assert_int_equal(crypto_bcrypt_check(long_pw, 73, h), CRYPTO_EVERIFY);
+	/* not bcrypt: MD5-crypt, SHA-512-crypt, a cost out of range, a short hash */
+	assert_int_equal(crypto_bcrypt_check("x", 1, "$1$salt$qJH7.N4xYta3aEG/dfqo/0"),
+			 CRYPTO_EINVAL);
+	assert_int_equal(crypto_bcrypt_check("x", 1, "$6$salt$abc"), CRYPTO_EINVAL);
+	assert_false(crypto_bcrypt_hash_valid(
+		"$2a$03$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"));
+	assert_false(crypto_bcrypt_hash_valid("$2a$05$short"));
+	assert_false(crypto_bcrypt_hash_valid(NULL));
+}
+
 static void test_util(void **state)
 {
 	uint8_t a[64] = { 0 }, b[64] = { 0 };
@@ -580,6 +603,7 @@ int main(void)
 		cmocka_unit_test(test_aes256gcm),
 		cmocka_unit_test(test_k256),
 		cmocka_unit_test(test_p256),
+		cmocka_unit_test(test_bcrypt),
 		cmocka_unit_test(test_util),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
