@@ -9,16 +9,19 @@ local crypto = require('moonstack.crypto')
 local PROG = 'moonstack kms'
 
 local derive_spec = {
-  usage = 'moonstack kms derive --key-dir DIR --app-id HEX [--instance-id HEX] [--json]',
+  usage = 'moonstack kms derive (--key-dir DIR | -c FILE) --app-id HEX [--instance-id HEX] [--json]',
   summary = "print an app's keys derived from the KMS root material, offline",
   description = table.concat({
     'Loads the root material of DIR (root-ca.key/.crt, root-k256.key, tmp-ca.key/.crt; it is',
     'never created here) and prints the app CA key and certificate, the disk key, the env key',
     'pair and the app k256 key with its dstack-kms-issued signature, exactly as the KMS',
-    'releases them. The output holds secrets: keep it off shared terminals and logs.',
+    "releases them. With -c, the key directory and its sealing come from the KMS's config",
+    '(a sealed directory opens only where the KMS runs: the same CVM or guest agent).',
+    'The output holds secrets: keep it off shared terminals and logs.',
   }, '\n'),
   options = {
-    { '--key-dir', arg = 'DIR', help = 'the KMS key directory', required = true },
+    { '--key-dir', arg = 'DIR', help = 'the KMS key directory (unsealed)' },
+    { '-c', '--config', arg = 'FILE', help = "the KMS config: its key_dir and seal settings" },
     { '--app-id', arg = 'HEX', help = 'the app id (20 bytes)', required = true },
     { '--instance-id', arg = 'HEX', help = 'the instance id (20 bytes; only the disk key uses it)' },
     { '--json', help = 'print one JSON object' },
@@ -55,6 +58,8 @@ local FIELDS = { 'app_id', 'instance_id', 'app_ca_key', 'app_ca_cert', 'disk_cry
   'env_crypt_key', 'env_crypt_pubkey', 'k256_key', 'k256_pubkey', 'k256_signature',
   'kms_k256_pubkey', 'root_ca_cert' }
 
+local print_keys
+
 local function derive(argv)
   local prog = PROG .. ' derive'
   local opts, code = args.parse_command(prog, derive_spec, argv)
@@ -72,7 +77,35 @@ local function derive(argv)
       return fail(prog, '--instance-id must be 20 bytes of hex')
     end
   end
-  local material, err = require('moonstack.kms.keys').load(opts.key_dir)
+  if (opts.key_dir == nil) == (opts.config == nil) then
+    return fail(prog, 'give --key-dir or -c (one of them)')
+  end
+  if opts.key_dir then
+    return print_keys(prog, opts, app_id, instance_id, require('moonstack.kms.keys').load(opts.key_dir))
+  end
+  local cfg, cerr = require('moonstack.kms.config').load(opts.config)
+  if not cfg then
+    return fail(prog, cerr)
+  end
+  -- the agent sealer asks the guest agent: in a task, the exit code set when it is done
+  require('moonstack.core.task').spawn_named('kms-derive', function()
+    local sealer, serr
+    if cfg.seal then
+      sealer, serr = require('moonstack.kms.server').sealer_from_config(cfg.seal)
+      if not sealer then
+        io.stderr:write(prog, ': seal: ', tostring(serr), '\n')
+        require('moonstack.native.runtime').set_exit_code(1)
+        return
+      end
+    end
+    require('moonstack.native.runtime').set_exit_code(print_keys(prog, opts, app_id, instance_id,
+      require('moonstack.kms.keys').load(cfg.key_dir, { sealer = sealer })))
+  end)
+  return nil
+end
+
+-- Print the keys of `material` (or its load error) for derive; returns the exit code.
+function print_keys(prog, opts, app_id, instance_id, material, err)
   if not material then
     io.stderr:write(prog, ': ', err, '\n')
     return 1
