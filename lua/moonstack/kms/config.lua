@@ -35,9 +35,14 @@
 --   self_authorization = (tee and attestation set)   before each trusted RPC, ask the auth
 --                                     backend's authorize_kms about this KMS's own attestation
 --                                     (moonstack.kms.selfauth) [core] enforce_self_authorization
---   onboard = nil                     replicate the root keys of another KMS when key_dir holds
---                                     none (moonstack.kms.onboard; needs tee and attestation):
---                                     { source_url = 'https://kms-a:8000', timeout_ms = 10000 }
+--   onboard = nil                     when key_dir holds none of the root files: replicate them
+--                                     from a running KMS ({ source_url = 'https://kms-a:8000' },
+--                                     needs tee and attestation), bootstrap them
+--                                     ({ auto_bootstrap_domain = 'kms.example.com' }), or serve
+--                                     onboarding mode until Finish ({} : the Onboard pRPC service
+--                                     and a page on listen = { host = '0.0.0.0', port = 8000 },
+--                                     plain HTTP) [core.onboard]; timeout_ms = 10000
+--   site_name = ''                    returned by Onboard.GetAttestationInfo
 --   image = { cache_dir = '/usr/share/dstack/images', verify = true, measurements_dir =
 --            <cache_dir>/boot-measurements }   [core.image] the OS-image gate
 --                                     (moonstack.kms.image): a BootInfo naming an OS image must
@@ -105,11 +110,21 @@ M.schema = {
       end,
     },
     self_authorization = { type = 'boolean', optional = true },
+    site_name = { type = 'string', default = '' },
     onboard = {
       type = 'table',
       optional = true,
       fields = {
-        source_url = { type = 'string', pattern = '^https://' },
+        source_url = { type = 'string', optional = true, pattern = '^https://' },
+        auto_bootstrap_domain = { type = 'string', optional = true, pattern = '^[%w][%w%.%-]*$' },
+        listen = {
+          type = 'table',
+          default = {},
+          fields = {
+            host = { type = 'string', default = '0.0.0.0', min = 1 },
+            port = { type = 'integer', default = 8000, min = 0, max = 65535 },
+          },
+        },
         timeout_ms = { type = 'integer', default = 10000, min = 1 },
       },
     },
@@ -166,9 +181,13 @@ M.schema = {
 --- 'EINVAL'.
 function M.validate(tbl)
   local cfg, err, code = require('moonstack.core.schema').validate(tbl, M.schema, 'config')
-  if cfg and cfg.onboard and not (cfg.tee and cfg.attestation) then
+  if cfg and cfg.onboard and cfg.onboard.source_url and not (cfg.tee and cfg.attestation) then
     return nil, 'EINVAL: config.onboard needs tee (this KMS\'s attestation) and attestation '
       .. '(to verify the source KMS)', 'EINVAL'
+  end
+  if cfg and cfg.onboard and cfg.onboard.source_url and cfg.onboard.auto_bootstrap_domain then
+    return nil, 'EINVAL: config.onboard: source_url (replicate) or auto_bootstrap_domain '
+      .. '(bootstrap), not both', 'EINVAL'
   end
   if cfg then
     if cfg.self_authorization == nil then

@@ -20,8 +20,11 @@ M.messages = {
   AppId = { { 1, 'app_id', 'bytes' } },
   PublicKeyResponse = { { 1, 'public_key', 'bytes' }, { 2, 'signature', 'bytes' },
     { 3, 'timestamp', 'uint64' }, { 4, 'signature_v1', 'bytes' } },
+  BootstrapInfo = { { 1, 'ca_pubkey', 'bytes' }, { 2, 'k256_pubkey', 'bytes' },
+    { 3, 'attestation', 'bytes' } },
   GetMetaResponse = { { 1, 'ca_cert', 'string' }, { 2, 'allow_any_upgrade', 'bool' },
-    { 3, 'k256_pubkey', 'bytes' }, { 5, 'is_dev', 'bool' },
+    { 3, 'k256_pubkey', 'bytes' }, { 4, 'bootstrap_info', 'message' },
+    { 5, 'is_dev', 'bool' },
     { 6, 'gateway_app_id', 'string', omit_empty = true },
     { 7, 'kms_contract_address', 'string', omit_empty = true }, { 8, 'chain_id', 'uint64' },
     { 9, 'app_auth_implementation', 'string', omit_empty = true } },
@@ -38,6 +41,7 @@ M.messages = {
   GetKmsKeyRequest = { { 1, 'vm_config', 'string' } },
   KmsKeys = { { 1, 'ca_key', 'string' }, { 2, 'k256_key', 'bytes' } },
 }
+M.messages.GetMetaResponse[4].schema = M.messages.BootstrapInfo
 M.messages.KmsKeyResponse = { { 1, 'temp_ca_key', 'string' },
   { 2, 'keys', 'message*', schema = M.messages.KmsKeys } }
 
@@ -61,6 +65,7 @@ function M.methods(kms)
     end
     return { ca_cert = kms.material.root_cert:pem(), allow_any_upgrade = dev,
       k256_pubkey = kms.material.k256_pubkey, is_dev = dev, gateway_app_id = info.gateway_app_id,
+      bootstrap_info = kms.bootstrap_info,
       kms_contract_address = info.kms_contract_address, chain_id = info.chain_id or 0,
       app_auth_implementation = info.app_auth_implementation }
   end }

@@ -106,32 +106,64 @@ function M.has_keys(dir)
   return false
 end
 
---- Replicate the root keys of cfg.onboard.source_url into cfg.key_dir (in a task): this KMS's
---- evidence from cfg.tee, the source checked with cfg.attestation and cfg.auth's
---- authorize_kms. Returns the material or nil, msg, code.
-function M.onboard_from_config(cfg, sealer, log)
-  local attest, err, code = M.attest_from_config(cfg.attestation, cfg.image)
-  if not attest then
+--- Fill cfg.key_dir as kms.lua `onboard` says (in a task): replicate from source_url, or
+--- bootstrap auto_bootstrap_domain, or serve onboarding mode (moonstack.kms.onboarding) until
+--- Finish. This KMS's evidence comes from cfg.tee, callers are checked with cfg.attestation and
+--- cfg.auth. hooks.onboarding_ready(address) is told where onboarding mode listens. Returns
+--- true or nil, msg, code.
+function M.onboard_from_config(cfg, sealer, log, hooks)
+  local o = cfg.onboard
+  local ctx = { key_dir = cfg.key_dir, sealer = sealer, log = log, timeout_ms = o.timeout_ms,
+    site_name = cfg.site_name, has_keys = function() return M.has_keys(cfg.key_dir) end }
+  local err, code
+  if cfg.attestation then
+    ctx.attest, err, code = M.attest_from_config(cfg.attestation, cfg.image)
+    if not ctx.attest then
+      return nil, err, code
+    end
+  end
+  ctx.auth, err, code = auth.new(cfg.auth)
+  if not ctx.auth then
     return nil, err, code
   end
-  local backend
-  backend, err, code = auth.new(cfg.auth)
-  if not backend then
-    return nil, err, code
+  local function done(...)
+    if ctx.evidence then
+      ctx.evidence:close()
+    end
+    ctx.auth:close()
+    return ...
   end
-  local ev
-  ev, err, code = M.evidence_from_config(cfg.tee)
-  if not ev then
-    backend:close()
-    return nil, err, code
+  if cfg.tee then
+    ctx.evidence, err, code = M.evidence_from_config(cfg.tee)
+    if not ctx.evidence then
+      return done(nil, err, code)
+    end
+    if ctx.attest and cfg.self_authorization then
+      ctx.selfauth, err, code = require('moonstack.kms.selfauth').new({ evidence = ctx.evidence,
+        attest = ctx.attest, auth = ctx.auth, log = log })
+      if not ctx.selfauth then
+        return done(nil, err, code)
+      end
+    end
   end
-  local m
-  m, err, code = require('moonstack.kms.onboard').replicate({ source_url = cfg.onboard.source_url,
-    key_dir = cfg.key_dir, evidence = ev, attest = attest, auth = backend, sealer = sealer,
-    timeout_ms = cfg.onboard.timeout_ms, log = log })
-  ev:close()
-  backend:close()
-  return m, err, code
+  local onboarding = require('moonstack.kms.onboarding')
+  if o.source_url then
+    local m
+    m, err, code = require('moonstack.kms.onboard').replicate({ source_url = o.source_url,
+      key_dir = cfg.key_dir, evidence = ctx.evidence, attest = ctx.attest, auth = ctx.auth,
+      sealer = sealer, timeout_ms = o.timeout_ms, log = log })
+    return done(m and true, err, code)
+  end
+  if o.auto_bootstrap_domain then
+    local r
+    r, err, code = onboarding.bootstrap(ctx, o.auto_bootstrap_domain)
+    if r then
+      log.info('bootstrapped (auto_bootstrap_domain)', { domain = o.auto_bootstrap_domain,
+        attested = r.attestation ~= '' })
+    end
+    return done(r and true, err, code)
+  end
+  return done(onboarding.serve(ctx, o.listen, hooks and hooks.onboarding_ready))
 end
 
 local Kms = {}
@@ -139,8 +171,9 @@ Kms.__index = Kms
 
 --- Start the KMS from a validated config (moonstack.kms.config). Returns the Kms object
 --- { cfg, material, created, auth, rpc_cert, server, methods; port(), address(), reload(),
---- status(), close() } or nil, msg, code (nothing left open).
-function M.start(cfg, log)
+--- status(), close() } or nil, msg, code (nothing left open). With `onboard` and no keys, the
+--- keys come first (onboard_from_config; hooks passed on).
+function M.start(cfg, log, hooks)
   assert(type(cfg) == 'table' and cfg.key_dir, 'kms.server.start: a validated config required')
   log = log or require('moonstack.core.log').new('kms')
   local sealer, serr, scode
@@ -151,7 +184,7 @@ function M.start(cfg, log)
     end
   end
   if cfg.onboard and not M.has_keys(cfg.key_dir) then
-    local ok, oerr, ocode = M.onboard_from_config(cfg, sealer, log)
+    local ok, oerr, ocode = M.onboard_from_config(cfg, sealer, log, hooks)
     if not ok then
       return nil, 'onboarding: ' .. tostring(oerr), ocode
     end
@@ -180,7 +213,9 @@ function M.start(cfg, log)
       return nil, 'tee: ' .. tostring(serr), scode
     end
   end
-  local rpc_cert, cerr, ccode = profiles.kms_rpc_cert({ key = rpc_key, domain = cfg.domain,
+  local onboarding = require('moonstack.kms.onboarding')
+  local domain = onboarding.read_domain(cfg.key_dir) or cfg.domain -- onboarding's choice first
+  local rpc_cert, cerr, ccode = profiles.kms_rpc_cert({ key = rpc_key, domain = domain,
     ca = { cert = material.root_cert, key = material.root_key }, attestation = rpc_att })
   if not rpc_cert then
     return nil, 'ECERT: cannot issue the RPC certificate: ' .. tostring(cerr), ccode
@@ -212,7 +247,8 @@ function M.start(cfg, log)
     end
   end
   local self = setmetatable({ cfg = cfg, material = material, created = created, auth = backend,
-    attest = attest, rpc_cert = rpc_cert, log = log }, Kms)
+    attest = attest, rpc_cert = rpc_cert, log = log, domain = domain,
+    bootstrap_info = onboarding.read_info(cfg.key_dir) }, Kms)
   self.methods = rpc.methods(self)
   if cfg.self_authorization then
     local ev, eerr, ecode = M.evidence_from_config(cfg.tee)
@@ -277,7 +313,7 @@ function M.start(cfg, log)
     self.admin_server = asrv
     log.info('admin listener ready', { address = asrv:address() })
   end
-  log.info('KMS ready', { address = srv:address(), domain = cfg.domain, auth = backend.kind,
+  log.info('KMS ready', { address = srv:address(), domain = domain, auth = backend.kind,
     k256_pubkey = crypto.hex(material.k256_pubkey), root_ca = rpc_cert:info().issuer })
   return self
 end

@@ -88,7 +88,7 @@ function Webhook:authorize(info, scope)
 end
 
 --- Backend method: GetMeta's facts from `GET <url>` (spec §3.8): { gateway_app_id,
---- kms_contract_address, chain_id, app_auth_implementation } (absent keys omitted), or nil and
+--- kms_contract_address, eth_rpc_url, chain_id, app_auth_implementation } (absent keys omitted), or nil and
 --- why. The answer must be HTTP 2xx JSON; upstream fails GetMeta otherwise, and so do we.
 function Webhook:info()
   local resp, err = client.request({ url = self.url, method = 'GET', timeout_ms = self.timeout_ms,
@@ -108,6 +108,7 @@ function Webhook:info()
   end
   local cid = ans.chainId
   return { gateway_app_id = str('gatewayAppId'), kms_contract_address = str('kmsContractAddr'),
+    eth_rpc_url = str('ethRpcUrl'),
     chain_id = type(cid) == 'number' and cid >= 0 and cid == math.floor(cid) and cid or nil,
     app_auth_implementation = str('appAuthImplementation') or str('appImplementation') }
 end
