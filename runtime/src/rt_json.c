@@ -34,7 +34,8 @@ int rt_buf_add(struct rt_buf *b, const void *p, size_t len)
 {
 	if (buf_reserve(b, len))
 		return -1;
-	memcpy(b->data + b->len, p, len);
+	if (len) // lws hands an empty body as (NULL, 0): memcpy must not see NULL
+		memcpy(b->data + b->len, p, len);
 	b->len += len;
 	b->data[b->len] = '\0';
 	return 0;
