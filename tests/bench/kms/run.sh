@@ -152,11 +152,23 @@ keepalive() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 run "GetMeta (fresh TLS connection, baseline)" meta 1 "$count"
-run "GetAppKey (fresh mTLS connection, sequential)" appkey 1 "$count"
-p50=$P50
+# The sequential latency is what the target is about: three rounds, each KMS then peer, so a
+# passing slowdown of this shared machine hits both; the median round's p50 is the figure.
+median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+ours=() peers=()
+for round in 1 2 3; do
+  run "GetAppKey (fresh mTLS connection, sequential) #$round" appkey 1 "$count"
+  ours+=("$P50")
+  if [ -n "$nginx_url" ]; then
+    run "peer nginx mTLS, fixed answer (sequential) #$round" appkey 1 "$count" "$nginx_url"
+    peers+=("$P50")
+  fi
+done
+p50=$(median3 "${ours[@]}")
+echo "GetAppKey sequential p50: median $p50 ms over 3 rounds (${ours[*]})"
 if [ -n "$nginx_url" ]; then
-  run "peer nginx mTLS, fixed answer (sequential)" appkey 1 "$count" "$nginx_url"
-  peer_p50=$P50
+  peer_p50=$(median3 "${peers[@]}")
+  echo "peer nginx sequential p50: median $peer_p50 ms over 3 rounds (${peers[*]})"
 fi
 run "GetAppKey (fresh mTLS connections)" appkey 4 "$count"
 run "GetAppKey (fresh mTLS connections)" appkey 16 "$count"
