@@ -225,10 +225,14 @@ function M.serve(ctx, listen, on_ready)
   end
   task.sleep(50) -- Finish's answer goes out first
   srv:close()
-  -- lws frees a closed listener up to a second later; the KMS may want this very port (upstream
-  -- serves onboarding and RPC on one): wait until it can be bound again
+  -- lws frees a closed listener once its connections are gone (a browser's keep-alive one
+  -- lasts up to 10 s) plus up to a second; the KMS may want this very port (upstream serves
+  -- onboarding and RPC on one): wait until it can be bound again
   local port = listen.port
-  for _ = 1, port ~= 0 and 60 or 0 do
+  for i = 1, port ~= 0 and 300 or 0 do
+    if i == 20 then
+      ctx.log.info('onboarding: waiting for the onboarding listener to free its port', { port = port })
+    end
     local probe = uv.new_tcp()
     -- libuv reports EADDRINUSE at listen(), not bind()
     local free = probe:bind(listen.host, port) and probe:listen(1, function() end)
