@@ -113,6 +113,9 @@ describe('kms onboarding mode', function()
     local info = assert(cjson.decode(r.body))
     assert.equal('dstack-tdx', info.tee_variant)
     assert.equal(64, #info.mr_aggregated)
+    -- device_id = SHA-256(PPID), as the BootInfo's
+    assert.truthy(#info.ppid > 0, r.body)
+    assert.equal(hex(crypto.sha256(unhex(info.ppid))), info.device_id)
 
     assert.equal(200, get('http://' .. addr .. '/finish').status)
     loop.run_until(function() return box.done end, 10000)

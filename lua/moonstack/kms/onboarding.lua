@@ -153,16 +153,17 @@ function M.methods(ctx)
     if not ctx.selfauth then
       return nil, 'EUNAVAILABLE: GetAttestationInfo needs this KMS\'s tee and attestation settings'
     end
-    local boot, err, code = ctx.selfauth:boot_info()
+    local boot, details, code = ctx.selfauth:boot_info()
     if not boot then
-      return nil, err, code
+      return nil, details, code
     end
     local info = ctx.auth:info() or {}
     return { device_id = crypto.unhex(boot.deviceId or '') or '',
       mr_aggregated = crypto.unhex(boot.mrAggregated or '') or '',
       os_image_hash = crypto.unhex(boot.osImageHash or '') or '', tee_variant = boot.teeVariant or '',
       site_name = ctx.site_name or '', eth_rpc_url = info.eth_rpc_url or '',
-      kms_contract_address = info.kms_contract_address or '', ppid = '' }
+      kms_contract_address = info.kms_contract_address or '',
+      ppid = crypto.unhex(details.ppid or '') or '' }
   end }
   t.Finish = { input = msg.Empty, output = msg.Empty, call = function()
     if not ctx.has_keys() then

@@ -36,13 +36,14 @@ function M.new(opts)
   return self
 end
 
---- The KMS's own BootInfo (its attestation verified again), or nil, msg, code.
+--- The KMS's own BootInfo (its attestation verified again) and the verifier's details, or
+--- nil, msg, code.
 function Checker:boot_info()
-  local boot, err, code = self.attest:check_attestation(self.attestation, '')
+  local boot, details, code = self.attest:check_attestation(self.attestation, '')
   if not boot then
-    return nil, 'the KMS\'s own attestation does not verify: ' .. tostring(err), code
+    return nil, 'the KMS\'s own attestation does not verify: ' .. tostring(details), code
   end
-  return boot
+  return boot, details
 end
 
 --- Whether this KMS may serve a trusted RPC now: true, or nil, 'EDENIED: ...', 'EDENIED'.

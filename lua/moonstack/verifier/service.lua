@@ -125,6 +125,7 @@ local function details_of(result, debug)
     d.tee_variant = r.tee_type == 'TDX' and 'dstack-tdx' or 'sgx'
     d.report_data = r.report_data
     d.tcb_status = r.status
+    d.ppid = r.ppid -- the PCK certificate's platform id (hex; device_id = SHA-256 of it)
     for i, id in ipairs(r.advisory_ids or {}) do
       d.advisory_ids[i] = id
     end
