@@ -26,7 +26,9 @@
 --   admin = nil                       the admin listener (moonstack.kms.admin) [core.admin]:
 --                                     { listen = { host = '127.0.0.1', port = 8001 }, token =
 --                                     secret?, token_file = path? } (else the env
---                                     DSTACK_KMS_ADMIN_TOKEN / ADMIN_API_TOKEN; none: start fails)
+--                                     DSTACK_KMS_ADMIN_TOKEN / ADMIN_API_TOKEN), htpasswd_file =
+--                                     path? (bcrypt users, Basic auth), insecure_no_auth = false;
+--                                     no credential at all: start fails
 --   tee = nil                         the KMS's own TEE, to attest its RPC certificate (.1.8,
 --                                     [core] attest_rpc_cert; onboarding peers check it):
 --                                     { kind = 'agent', socket = '/var/run/dstack.sock' } (its
