@@ -122,6 +122,17 @@ check_match "names the missing file" 'incomplete: missing root-ca.crt' "$(cat "$
 check "root-ca.crt not regenerated" "" "$(ls "$t/keys" | grep root-ca.crt)"
 mv "$t/root-ca.crt.bak" "$t/keys/root-ca.crt"
 
+# The shipped example configs validate.
+for ex in kms.lua kms-dev.lua; do
+  out=$("$MOONSTACK" run /dev/stdin "$MOONSTACK_SRC/examples/configs/$ex" 2>&1 <<'LUA'
+local cfg, err = require('moonstack.kms.config').load(({ ... })[1])
+if not cfg then error(err, 0) end
+print('ok')
+LUA
+)
+  check "examples/configs/$ex validates" ok "$out"
+done
+
 # A bad config: exit 2 with the key named.
 printf 'return { listen = { port = "x" } }\n' >"$t/bad.lua"
 err=$("$MOONSTACK" kms -c "$t/bad.lua" 2>&1); rc=$?
