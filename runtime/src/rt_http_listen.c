@@ -4,6 +4,7 @@
  * 0600 (no window with a wider mode), refusing to steal a socket a live daemon still serves.
  * Closing is deferred to the next loop turn so a handler may close its own server.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <string.h>
@@ -132,9 +133,45 @@ static int probe_tcp_port(const char *host, int port, char *err, size_t errlen)
 	return rc;
 }
 
+/*
+ * lws binds to interface names or numeric addresses only: a host name such as "localhost" would
+ * leave the server without a listener. Resolve it here (once, at start) to its first address.
+ */
+static int numeric_host(struct rt_http_server *srv, char *err, size_t errlen)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	if (!srv->host || inet_pton(AF_INET, srv->host, buf) == 1 ||
+	    inet_pton(AF_INET6, srv->host, buf) == 1)
+		return 0;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+	struct addrinfo *res = NULL;
+	char numeric[INET6_ADDRSTRLEN] = "";
+	int gai = getaddrinfo(srv->host, NULL, &hints, &res);
+	if (gai == 0 && res)
+		getnameinfo(res->ai_addr, res->ai_addrlen, numeric, sizeof(numeric), NULL, 0,
+			    NI_NUMERICHOST);
+	if (res)
+		freeaddrinfo(res);
+	if (!numeric[0]) {
+		snprintf(err, errlen, "EADDRNOTAVAIL: cannot resolve the listen host %s: %s",
+			 srv->host, gai ? gai_strerror(gai) : "no address");
+		return -EADDRNOTAVAIL;
+	}
+	char *copy = strdup(numeric);
+	if (!copy) {
+		snprintf(err, errlen, "ENOMEM: out of memory");
+		return -ENOMEM;
+	}
+	free(srv->host);
+	srv->host = copy;
+	return 0;
+}
+
 int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, size_t errlen)
 {
 	int rc;
+	if (!srv->unix_path && (rc = numeric_host(srv, err, errlen)) != 0)
+		return rc;
 	if ((rc = reclaim_endpoint(srv, err, errlen)) != 0)
 		return rc;
 	if (srv->unix_path && (rc = prepare_unix_path(srv->unix_path, err, errlen)) != 0)
@@ -175,6 +212,11 @@ int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, si
 	} else {
 		vi.iface = srv->host;
 		vi.port = srv->port;
+		/* lws opens an IPv6 socket unless told otherwise, and does not bind it to an IPv4
+		 * address: a host of 127.0.0.1 would listen on every interface. */
+		struct in_addr v4;
+		if (srv->host && inet_pton(AF_INET, srv->host, &v4) == 1)
+			vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	}
 	if (srv->tls.cert) {
 		vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
@@ -212,6 +254,17 @@ int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, si
 		}
 	} else {
 		srv->port = lws_get_vhost_listen_port(srv->vhost);
+		char probe[160];
+		// lws reports the port it was given even when it could not bind it (an address no
+		// interface holds): it is ours only if binding it now fails with EADDRINUSE
+		if (srv->port <= 0 ||
+		    probe_tcp_port(srv->host, srv->port, probe, sizeof(probe)) == 0) {
+			snprintf(err, errlen,
+				 "EADDRNOTAVAIL: cannot listen on %s (see the lws log above)",
+				 srv->host ? srv->host : "*");
+			rt_http_server_close(srv, L);
+			return -EADDRNOTAVAIL;
+		}
 	}
 	return 0;
 }

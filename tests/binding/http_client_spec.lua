@@ -248,6 +248,61 @@ describe('moonstack.http.client', function()
       assert.is_string(code, err)
     end)
 
+    it('resolves host names off the event loop, keeping the answer a while', function()
+      local port = tonumber(base:match(':(%d+)$'))
+      local real, calls = client.resolver, {}
+      client.flush_dns()
+      client.resolver = function(host, cb)
+        calls[#calls + 1] = host
+        return real(host, cb)
+      end
+      local ok, res = pcall(function()
+        for _ = 1, 2 do
+          local r = assert(run(function() return client.get(('http://localhost:%d/hello'):format(port)) end))
+          assert.equal(200, r.status)
+        end
+        assert.same({ 'localhost' }, calls) -- the second request used the cached answer
+        client.flush_dns('localhost')
+        assert(run(function() return client.get(('http://localhost:%d/hello'):format(port)) end))
+        assert.same({ 'localhost', 'localhost' }, calls)
+      end)
+      client.resolver = real
+      assert(ok, res)
+    end)
+
+    it('tries the next address when one refuses, and names unresolvable hosts', function()
+      local port = tonumber(base:match(':(%d+)$'))
+      local real = client.resolver
+      client.flush_dns()
+      local answers = {
+        ['two.test'] = { '127.0.0.2', '127.0.0.1' }, -- the server listens on 127.0.0.1 only
+        ['dead.test'] = { '127.0.0.2', '127.0.0.3' },
+      }
+      client.resolver = function(host, cb)
+        if answers[host] then
+          cb(nil, answers[host])
+        else
+          cb('ENOTFOUND', {})
+        end
+      end
+      local ok, res = pcall(function()
+        local r = assert(run(function()
+          return client.get(('http://two.test:%d/hello'):format(port), { timeout_ms = 3000 })
+        end))
+        assert.equal(200, r.status)
+        local _, err, code = run(function()
+          return client.get(('http://dead.test:%d/hello'):format(port), { timeout_ms = 3000 })
+        end)
+        assert.equal('ECONNREFUSED', code, err)
+        _, err, code = run(function() return client.get('http://nowhere.test/') end)
+        assert.equal('ENOTFOUND', code)
+        assert.truthy(err:find('cannot resolve nowhere.test', 1, true), err)
+      end)
+      client.resolver = real
+      client.flush_dns()
+      assert(ok, res)
+    end)
+
     it('rejects bad URLs with EINVAL', function()
       local r, err, code = run(function() return client.get('ftp://x/') end)
       assert.is_nil(r)

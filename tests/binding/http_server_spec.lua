@@ -466,6 +466,35 @@ describe('moonstack.http.server cleanup', function()
     assert.equal(baseline, uv_handles.count(), 'left: ' .. uv_handles.describe())
   end)
 
+  -- lws opens IPv6 sockets and does not bind them to IPv4 addresses (a server "on 127.0.0.1"
+  -- listened on every interface), nor to host names, and reports a port it could not bind.
+  it('listens on exactly the host given, names resolved, unusable addresses refused', function()
+    local function connect(host, port)
+      return loop.run_task(function()
+        return task.await(function(resume)
+          local t = uv.new_tcp()
+          t:connect(host, port, function(err)
+            t:close()
+            resume(err or 'connected')
+          end)
+        end, { timeout = 2000 })
+      end, 3000)
+    end
+    local s = assert(server.new({ listen = { host = '127.0.0.1', port = 0 } }):listen())
+    assert.equal('connected', connect('127.0.0.1', s:port()))
+    assert.equal('ECONNREFUSED', connect('127.0.0.2', s:port())) -- another loopback address
+    s:close()
+    local named = assert(server.new({ listen = { host = 'localhost', port = 0 } }):listen())
+    assert.equal('connected', connect('127.0.0.1', named:port()))
+    named:close()
+    for _, port in ipairs({ 0, 1 + (uv.hrtime() % 20000) + 40000 }) do
+      local bad, err, code = server.new({ listen = { host = '192.0.2.1', port = port } }):listen()
+      assert.is_nil(bad)
+      assert.equal('EADDRNOTAVAIL', code, err)
+    end
+    settle()
+  end)
+
   it('refuses to listen on a port in use', function()
     local s = assert(server.new({ listen = { host = '127.0.0.1', port = 0 } }):listen())
     local s2, err, code = server.new({ listen = { host = '127.0.0.1', port = s:port() } }):listen()
