@@ -3,6 +3,7 @@
 -- response (or an error) arrives; request_cb(opts, cb) is the callback form. Over TCP or a
 -- unix socket, with a custom CA, a client certificate, a verification hook and a timeout.
 local native = require('moonstack.native.http')
+local uv = require('luv')
 local task = require('moonstack.core.task')
 local util = require('moonstack.http.util')
 
@@ -63,14 +64,70 @@ function M.request_cb(opts, cb)
   return native.request(n, cb)
 end
 
---- Perform a request from inside a task. Returns the response
---- { status, headers, body, json = function() } or nil, message, code.
-function M.request(opts)
-  local n, err = native_opts(opts)
-  if not n then
-    return nil, 'EINVAL: ' .. err, 'EINVAL'
+-- ---- name resolution (request() only) ----
+-- libwebsockets resolves a host name with a blocking getaddrinfo on the event loop: one slow
+-- DNS answer would stall every connection of the process. request() resolves in libuv's
+-- thread pool instead, keeps answers DNS_TTL_MS, and connects to the addresses in order
+-- (the next one when a connection is refused), naming the host for Host, SNI and the
+-- certificate check.
+
+local DNS_TTL_MS = 10000
+local dns_cache = {} -- host -> { addrs = { ip... }, expires = uv.now() ms }
+
+local function is_ip(host)
+  return host:match('^%d+%.%d+%.%d+%.%d+$') ~= nil or host:find(':', 1, true) ~= nil
+end
+
+--- The resolver: resolver(host, cb) calls cb(err, { ip, ... }) once. Replaceable (tests).
+function M.resolver(host, cb)
+  local req = uv.getaddrinfo(host, nil, { socktype = 'stream' }, function(err, res)
+    local addrs, seen = {}, {}
+    for _, a in ipairs(res or {}) do
+      if a.addr and not seen[a.addr] then
+        seen[a.addr] = true
+        addrs[#addrs + 1] = a.addr
+      end
+    end
+    cb(err, addrs)
+  end)
+  return req
+end
+
+-- The addresses of `host` (cached), or nil, message, code. In a task.
+local function resolve(host, timeout_ms)
+  local hit = dns_cache[host]
+  if hit and hit.expires > uv.now() then
+    return hit.addrs
   end
-  local resp, msg, code = task.await(function(resume)
+  local addrs, err = task.await(function(resume)
+    local req = M.resolver(host, function(e, list)
+      resume(not e and list or nil, e)
+    end)
+    return function()
+      if type(req) == 'userdata' then
+        pcall(uv.cancel, req)
+      end
+    end
+  end, { timeout = timeout_ms, what = 'resolving ' .. host })
+  if not addrs or #addrs == 0 then
+    return nil, ('ENOTFOUND: cannot resolve %s: %s'):format(host, tostring(err or 'no address')),
+      'ENOTFOUND'
+  end
+  dns_cache[host] = { addrs = addrs, expires = uv.now() + DNS_TTL_MS }
+  return addrs
+end
+
+--- Forget cached name resolutions (all, or `host`'s).
+function M.flush_dns(host)
+  if host then
+    dns_cache[host] = nil
+  else
+    dns_cache = {}
+  end
+end
+
+local function exchange(n, what)
+  return task.await(function(resume)
     local handle, e, c = native.request(n, function(cb_err, response, cb_code)
       if cb_err then
         resume(nil, cb_err, cb_code)
@@ -85,7 +142,34 @@ function M.request(opts)
     return function()
       handle:cancel()
     end
-  end, { what = 'http request ' .. (opts.url or opts.path or '') })
+  end, { what = what })
+end
+
+--- Perform a request from inside a task. Returns the response
+--- { status, headers, body, json = function() } or nil, message, code.
+function M.request(opts)
+  local n, err = native_opts(opts)
+  if not n then
+    return nil, 'EINVAL: ' .. err, 'EINVAL'
+  end
+  local what = 'http request ' .. (opts.url or opts.path or '')
+  local resp, msg, code
+  if n.unix or is_ip(n.address) then
+    resp, msg, code = exchange(n, what)
+  else
+    local started = uv.now()
+    local addrs
+    addrs, msg, code = resolve(n.address, n.timeout_ms)
+    for i, ip in ipairs(addrs or {}) do
+      n.address = ip
+      n.timeout_ms = math.max(1, n.timeout_ms - (uv.now() - started))
+      started = uv.now()
+      resp, msg, code = exchange(n, what)
+      if resp or code ~= 'ECONNREFUSED' or i == #addrs then
+        break -- refused before a byte of the request went out: the next address is safe
+      end
+    end
+  end
   if not resp then
     return nil, msg, code
   end
