@@ -128,6 +128,23 @@ describe('kms GetAppKey', function()
     assert.equal(200, assert(get_app_key(kms, identity())).status)
   end)
 
+  it("takes a simulator's root and collateral from its state directory (development)", function()
+    local kms = start({ simulator_dir = base .. '/sim', allow_simulator = true })
+    local r = assert(get_app_key(kms, identity()))
+    assert.equal(200, r.status, r.body)
+    for _, bad in ipairs({
+      { { simulator_dir = base .. '/sim' }, 'needs allow_simulator = true' },
+      { { simulator_dir = base .. '/sim', allow_simulator = true, root_ca_file = files.root },
+        'takes the simulator\'s collateral and root itself' },
+      { { simulator_dir = base .. '/sim', allow_simulator = true, collateral_file = files.collateral },
+        'give one of collateral_file, pccs or simulator_dir' },
+    }) do
+      local _, err = config.validate({ key_dir = base .. '/keys', auth = { kind = 'dev' },
+        attestation = bad[1] })
+      assert.truthy(err and err:find(bad[2], 1, true), err)
+    end
+  end)
+
   it('refuses simulated quotes unless the config allows them', function()
     local kms = start({ collateral_file = files.collateral, root_ca_file = files.root })
     expect_error(assert(get_app_key(kms, identity())), 'attestation rejected: quote verification '

@@ -17,7 +17,10 @@
 --                                     GetAppKey answers "unavailable"): collateral_file = path
 --                                     (dcap-qvl JSON) or pccs = URL (+ cache_dir, timeout_ms);
 --                                     root_ca_file = a simulator root (PEM/DER) and
---                                     allow_simulator = true to accept simulated quotes
+--                                     allow_simulator = true to accept simulated quotes; or,
+--                                     for development, simulator_dir = a moonstack simulator
+--                                     state directory (its root and collateral, made at start)
+--                                     with allow_simulator = true
 --   seal = nil                        seal the private root keys at rest (moonstack.kms.seal)
 --                                     with a key bound to the KMS's CVM: { tee = 'agent',
 --                                     socket = '/var/run/dstack.sock' } (its guest agent's
@@ -164,14 +167,20 @@ M.schema = {
         cache_dir = { type = 'string', optional = true, min = 1 },
         timeout_ms = { type = 'integer', optional = true, min = 1 },
         root_ca_file = { type = 'string', optional = true, min = 1 },
+        simulator_dir = { type = 'string', optional = true, min = 1 },
         allow_simulator = { type = 'boolean', default = false },
       },
       check = function(a)
-        if (a.collateral_file ~= nil) == (a.pccs ~= nil) then
-          return nil, 'give collateral_file or pccs'
+        local sources = (a.collateral_file and 1 or 0) + (a.pccs and 1 or 0) + (a.simulator_dir and 1 or 0)
+        if sources ~= 1 then
+          return nil, 'give one of collateral_file, pccs or simulator_dir'
         end
-        if a.allow_simulator and not a.root_ca_file then
-          return nil, 'allow_simulator needs root_ca_file (the simulator root)'
+        if a.simulator_dir and (a.root_ca_file or not a.allow_simulator) then
+          return nil, 'simulator_dir takes the simulator\'s collateral and root itself, and needs '
+            .. 'allow_simulator = true'
+        end
+        if a.allow_simulator and not (a.root_ca_file or a.simulator_dir) then
+          return nil, 'allow_simulator needs root_ca_file (the simulator root) or simulator_dir'
         end
         return true
       end,

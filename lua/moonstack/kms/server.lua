@@ -41,6 +41,19 @@ function M.attest_from_config(a, image)
       return nil, err, code
     end
   end
+  if a.simulator_dir then -- development: the simulated platform's own root and collateral
+    local s
+    s, err, code = require('moonstack.sim').open(a.simulator_dir)
+    if not s then
+      return nil, err, code
+    end
+    opts.collateral, err, code = s:collateral(os.time())
+    opts.root_ca = opts.collateral and s:root_ca()
+    s:close()
+    if not opts.collateral then
+      return nil, err, code
+    end
+  end
   if a.root_ca_file then
     opts.root_ca, err, code = fs.read_file(a.root_ca_file, 1024 * 1024)
     if not opts.root_ca then
