@@ -37,6 +37,10 @@ struct x509_buf {
 /** Wipe and free @p b, leaving it empty. Safe on an empty buffer and on NULL. */
 void x509_buf_free(struct x509_buf *b);
 
+/** Set @p out to a NUL-terminated copy of the @p len bytes at @p data (which may be NULL when
+ *  @p len is 0). Returns 0, or -1 with ENOMEM in @p err (@p out left empty). */
+int x509_buf_set(struct x509_buf *out, const void *data, size_t len, struct x509_error *err);
+
 /* ---- keys (x509_key.c) ------------------------------------------------------------------- */
 
 /** A fresh random P-256 private key, or NULL. */

@@ -56,6 +56,19 @@ int x509_fail_ssl(struct x509_error *err, const char *code, const char *fmt, ...
 	return -1;
 }
 
+int x509_buf_set(struct x509_buf *out, const void *data, size_t len, struct x509_error *err)
+{
+	*out = (struct x509_buf){ 0 };
+	out->data = malloc(len + 1);
+	if (!out->data)
+		return x509_fail(err, "ENOMEM", "out of memory");
+	if (len)
+		memcpy(out->data, data, len);
+	out->data[len] = 0;
+	out->len = len;
+	return 0;
+}
+
 void x509_buf_free(struct x509_buf *b)
 {
 	if (!b)
@@ -266,14 +279,7 @@ int x509_pem_encode(const char *label, const void *der, size_t len, struct x509_
 	}
 	char *p = NULL;
 	long n = BIO_get_mem_data(bio, &p);
-	out->data = malloc((size_t)n + 1);
-	if (!out->data) {
-		BIO_free(bio);
-		return x509_fail(err, "ENOMEM", "out of memory");
-	}
-	memcpy(out->data, p, (size_t)n);
-	out->data[n] = 0;
-	out->len = (size_t)n;
+	int rc = x509_buf_set(out, p, (size_t)n, err);
 	BIO_free(bio);
-	return 0;
+	return rc;
 }

@@ -114,14 +114,9 @@ static int take_der(unsigned char *der, int n, struct x509_buf *out, struct x509
 	*out = (struct x509_buf){ 0 };
 	if (n <= 0)
 		return x509_fail_ssl(err, "ECRYPTO", "cannot encode DER");
-	out->data = malloc((size_t)n + 1);
-	if (out->data) {
-		memcpy(out->data, der, (size_t)n);
-		out->data[n] = 0;
-		out->len = (size_t)n;
-	}
+	int rc = x509_buf_set(out, der, (size_t)n, err);
 	OPENSSL_free(der);
-	return out->data ? 0 : x509_fail(err, "ENOMEM", "out of memory");
+	return rc;
 }
 
 int x509_cert_der(X509 *cert, struct x509_buf *out, struct x509_error *err)
@@ -144,18 +139,6 @@ bool x509_csr_signature_ok(X509_REQ *req)
 	bool ok = key && X509_REQ_verify(req, key) == 1;
 	ERR_clear_error();
 	return ok;
-}
-
-static int copy_bytes(struct x509_buf *out, const void *data, size_t len, struct x509_error *err)
-{
-	out->data = malloc(len + 1);
-	if (!out->data)
-		return x509_fail(err, "ENOMEM", "out of memory");
-	if (len)
-		memcpy(out->data, data, len);
-	out->data[len] = 0;
-	out->len = len;
-	return 0;
 }
 
 /* The first entry @p nid of @p name as UTF-8 (malloc'ed), or NULL. */
@@ -264,8 +247,8 @@ static int parse_exts(struct x509_info *info, const STACK_OF(X509_EXTENSION) * e
 		OBJ_obj2txt(e->oid, sizeof(e->oid), obj, 1);
 		e->critical = X509_EXTENSION_get_critical(ext) > 0;
 		const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
-		if (copy_bytes(&e->value, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v),
-			       err))
+		if (x509_buf_set(&e->value, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v),
+				 err))
 			return -1;
 		int nid = OBJ_obj2nid(obj);
 		if (nid != NID_subject_alt_name && nid != NID_basic_constraints &&
@@ -314,14 +297,14 @@ static int parse_exts(struct x509_info *info, const STACK_OF(X509_EXTENSION) * e
 			sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
 		} else if (nid == NID_subject_key_identifier) {
 			ASN1_OCTET_STRING *ski = d;
-			rc = copy_bytes(&info->ski, ASN1_STRING_get0_data(ski),
-					(size_t)ASN1_STRING_length(ski), err);
+			rc = x509_buf_set(&info->ski, ASN1_STRING_get0_data(ski),
+					  (size_t)ASN1_STRING_length(ski), err);
 			ASN1_OCTET_STRING_free(ski);
 		} else {
 			AUTHORITY_KEYID *akid = d;
 			if (akid->keyid)
-				rc = copy_bytes(&info->aki, ASN1_STRING_get0_data(akid->keyid),
-						(size_t)ASN1_STRING_length(akid->keyid), err);
+				rc = x509_buf_set(&info->aki, ASN1_STRING_get0_data(akid->keyid),
+						  (size_t)ASN1_STRING_length(akid->keyid), err);
 			AUTHORITY_KEYID_free(akid);
 		}
 		if (rc)

@@ -160,13 +160,7 @@ static int bio_to_buf(BIO *bio, struct x509_buf *out, struct x509_error *err)
 {
 	char *p = NULL;
 	long n = BIO_get_mem_data(bio, &p);
-	out->data = malloc((size_t)n + 1);
-	if (!out->data)
-		return x509_fail(err, "ENOMEM", "out of memory");
-	memcpy(out->data, p, (size_t)n);
-	out->data[n] = 0;
-	out->len = (size_t)n;
-	return 0;
+	return x509_buf_set(out, p, (size_t)n, err);
 }
 
 int x509_key_pkcs8_der(EVP_PKEY *key, struct x509_buf *out, struct x509_error *err)
@@ -180,14 +174,9 @@ int x509_key_pkcs8_der(EVP_PKEY *key, struct x509_buf *out, struct x509_error *e
 	PKCS8_PRIV_KEY_INFO_free(p8);
 	if (n <= 0)
 		return x509_fail_ssl(err, "ECRYPTO", "cannot encode PKCS#8");
-	out->data = malloc((size_t)n + 1);
-	if (out->data) {
-		memcpy(out->data, der, (size_t)n);
-		out->data[n] = 0;
-		out->len = (size_t)n;
-	}
+	int rc = x509_buf_set(out, der, (size_t)n, err);
 	OPENSSL_clear_free(der, (size_t)n);
-	return out->data ? 0 : x509_fail(err, "ENOMEM", "out of memory");
+	return rc;
 }
 
 int x509_key_pkcs8_pem(EVP_PKEY *key, struct x509_buf *out, struct x509_error *err)
@@ -240,27 +229,15 @@ int x509_key_spki_der(EVP_PKEY *key, struct x509_buf *out, struct x509_error *er
 {
 	*out = (struct x509_buf){ 0 };
 	unsigned char p256[91];
-	if (key && p256_spki(key, p256)) {
-		out->data = malloc(sizeof(p256) + 1);
-		if (!out->data)
-			return x509_fail(err, "ENOMEM", "out of memory");
-		memcpy(out->data, p256, sizeof(p256));
-		out->data[sizeof(p256)] = 0;
-		out->len = sizeof(p256);
-		return 0;
-	}
+	if (key && p256_spki(key, p256))
+		return x509_buf_set(out, p256, sizeof(p256), err);
 	unsigned char *der = NULL;
 	int n = key ? i2d_PUBKEY(key, &der) : -1;
 	if (n <= 0)
 		return x509_fail_ssl(err, "EKEY", "cannot encode the SubjectPublicKeyInfo");
-	out->data = malloc((size_t)n + 1);
-	if (out->data) {
-		memcpy(out->data, der, (size_t)n);
-		out->data[n] = 0;
-		out->len = (size_t)n;
-	}
+	int rc = x509_buf_set(out, der, (size_t)n, err);
 	OPENSSL_free(der);
-	return out->data ? 0 : x509_fail(err, "ENOMEM", "out of memory");
+	return rc;
 }
 
 int x509_key_public_pem(EVP_PKEY *key, struct x509_buf *out, struct x509_error *err)
