@@ -96,19 +96,6 @@ function M.evidence_from_config(c)
     close = function() tee:close() end }
 end
 
---- The VersionedAttestation of `key` (its RA-TLS binding) from the KMS's own TEE (a validated
---- `tee` config table), or nil, msg, code. Call from a task.
-function M.attestation_from_config(c, key)
-  local ev, err, code = M.evidence_from_config(c)
-  if not ev then
-    return nil, err, code
-  end
-  local att
-  att, err, code = ev:attestation(require('moonstack.x509.ratls').report_data(key:spki()), 'cert')
-  ev:close()
-  return att, err, code
-end
-
 --- Whether `dir` holds any of the root material files.
 function M.has_keys(dir)
   for _, name in ipairs(keys.FILES) do
@@ -218,12 +205,29 @@ function M.start(cfg, log, hooks)
         { key_dir = cfg.key_dir, files = renewed })
     end
   end
-  local rpc_key = x509.generate_key()
-  local rpc_att
+  -- this KMS's own TEE: attests the RPC certificate, then self-authorization (below)
+  local evidence, rpc_att
   if cfg.tee then
-    rpc_att, serr, scode = M.attestation_from_config(cfg.tee, rpc_key)
-    if not rpc_att then
+    evidence, serr, scode = M.evidence_from_config(cfg.tee)
+    if not evidence then
       return nil, 'tee: ' .. tostring(serr), scode
+    end
+  end
+  local function fail(msg, fcode, backend)
+    if evidence then
+      evidence:close()
+    end
+    if backend then
+      backend:close()
+    end
+    return nil, msg, fcode
+  end
+  local rpc_key = x509.generate_key()
+  if evidence then
+    rpc_att, serr, scode = evidence:attestation(require('moonstack.x509.ratls').report_data(
+      rpc_key:spki()), 'cert')
+    if not rpc_att then
+      return fail('tee: ' .. tostring(serr), scode)
     end
   end
   local onboarding = require('moonstack.kms.onboarding')
@@ -231,13 +235,13 @@ function M.start(cfg, log, hooks)
   local rpc_cert, cerr, ccode = profiles.kms_rpc_cert({ key = rpc_key, domain = domain,
     ca = { cert = material.root_cert, key = material.root_key }, attestation = rpc_att })
   if not rpc_cert then
-    return nil, 'ECERT: cannot issue the RPC certificate: ' .. tostring(cerr), ccode
+    return fail('ECERT: cannot issue the RPC certificate: ' .. tostring(cerr), ccode)
   end
   local admin_creds, terr, tcode
   if cfg.admin then
     admin_creds, terr, tcode = admin.credentials(cfg.admin)
     if not admin_creds then
-      return nil, 'admin: ' .. tostring(terr), tcode
+      return fail('admin: ' .. tostring(terr), tcode)
     end
     if admin_creds.insecure then
       log.warn('ADMIN LISTENER WITHOUT AUTHENTICATION (admin.insecure_no_auth): anyone who can '
@@ -246,14 +250,13 @@ function M.start(cfg, log, hooks)
   end
   local backend, aerr, acode = auth.new(cfg.auth)
   if not backend then
-    return nil, 'auth: ' .. tostring(aerr), acode
+    return fail('auth: ' .. tostring(aerr), acode)
   end
   local attest
   if cfg.attestation then
     attest, aerr, acode = M.attest_from_config(cfg.attestation, cfg.image)
     if not attest then
-      backend:close()
-      return nil, 'attestation: ' .. tostring(aerr), acode
+      return fail('attestation: ' .. tostring(aerr), acode, backend)
     end
     if cfg.attestation.allow_simulator then
       log.warn('simulated quotes are accepted (attestation.allow_simulator)')
@@ -263,20 +266,19 @@ function M.start(cfg, log, hooks)
     attest = attest, rpc_cert = rpc_cert, log = log, domain = domain,
     bootstrap_info = onboarding.read_info(cfg.key_dir) }, Kms)
   self.methods = rpc.methods(self)
-  if cfg.self_authorization then
-    local ev, eerr, ecode = M.evidence_from_config(cfg.tee)
-    if ev then
-      self.selfauth, eerr, ecode = require('moonstack.kms.selfauth').new({ evidence = ev,
-        attest = attest, auth = backend, log = log })
-      ev:close()
-    end
+  if cfg.self_authorization then -- validated: tee and attestation are set
+    local eerr, ecode
+    self.selfauth, eerr, ecode = require('moonstack.kms.selfauth').new({ evidence = evidence,
+      attest = attest, auth = backend, log = log })
     if not self.selfauth then
-      backend:close()
-      return nil, 'self-authorization: ' .. tostring(eerr), ecode
+      return fail('self-authorization: ' .. tostring(eerr), ecode, backend)
     end
     self.selfauth:guard(self.methods)
     log.info('self-authorization on: trusted RPCs ask authorize_kms about this KMS first',
       { compose_hash = self.selfauth.compose_hash })
+  end
+  if evidence then
+    evidence:close()
   end
   local srv = http.new({ name = 'kms-rpc', listen = { host = cfg.listen.host, port = cfg.listen.port },
     max_body = cfg.max_body, headers = { ['x-app-version'] = M.VERSION },
