@@ -57,19 +57,45 @@ local config = require('moonstack.core.config')
 
 local M = {}
 
+-- The schema of a listener { host, port } with these defaults.
+local function listen_schema(host, port)
+  return {
+    type = 'table',
+    default = {},
+    fields = {
+      host = { type = 'string', default = host, min = 1 },
+      port = { type = 'integer', default = port, min = 0, max = 65535 },
+    },
+  }
+end
+
+-- The schema of a table naming the KMS's own TEE by its key `which` (tee.kind, seal.tee): its
+-- CVM's guest agent (socket) or a simulated CVM (dir, cvm).
+local function tee_schema(which)
+  return {
+    type = 'table',
+    optional = true,
+    fields = {
+      [which] = { type = 'string', enum = { 'agent', 'sim' } },
+      socket = { type = 'string', default = '/var/run/dstack.sock', min = 1 }, -- agent
+      dir = { type = 'string', optional = true, min = 1 }, -- sim
+      cvm = { type = 'string', optional = true, min = 1 }, -- sim
+    },
+    check = function(c)
+      if c[which] == 'sim' and not (c.dir and c.cvm) then
+        return nil, ("%s = 'sim' needs dir and cvm (the simulated CVM)"):format(which)
+      end
+      return true
+    end,
+  }
+end
+
 --- The schema (moonstack.core.schema) of kms.lua.
 M.schema = {
   type = 'table',
   fields = {
     key_dir = { type = 'string', default = '/etc/kms/certs', min = 1 },
-    listen = {
-      type = 'table',
-      default = {},
-      fields = {
-        host = { type = 'string', default = '0.0.0.0', min = 1 },
-        port = { type = 'integer', default = 8000, min = 0, max = 65535 },
-      },
-    },
+    listen = listen_schema('0.0.0.0', 8000),
     domain = { type = 'string', default = 'localhost', min = 1 },
     control = { type = 'string', optional = true, min = 1 },
     auth = {
@@ -84,36 +110,14 @@ M.schema = {
       type = 'table',
       optional = true,
       fields = {
-        listen = {
-          type = 'table',
-          default = {},
-          fields = {
-            host = { type = 'string', default = '127.0.0.1', min = 1 },
-            port = { type = 'integer', default = 8001, min = 0, max = 65535 },
-          },
-        },
+        listen = listen_schema('127.0.0.1', 8001),
         token = { type = 'string', optional = true },
         token_file = { type = 'string', optional = true, min = 1 },
         htpasswd_file = { type = 'string', optional = true, min = 1 },
         insecure_no_auth = { type = 'boolean', default = false },
       },
     },
-    tee = {
-      type = 'table',
-      optional = true,
-      fields = {
-        kind = { type = 'string', enum = { 'agent', 'sim' } },
-        socket = { type = 'string', default = '/var/run/dstack.sock', min = 1 }, -- agent
-        dir = { type = 'string', optional = true, min = 1 }, -- sim
-        cvm = { type = 'string', optional = true, min = 1 }, -- sim
-      },
-      check = function(c)
-        if c.kind == 'sim' and not (c.dir and c.cvm) then
-          return nil, "kind = 'sim' needs dir and cvm (the simulated CVM)"
-        end
-        return true
-      end,
-    },
+    tee = tee_schema('kind'),
     self_authorization = { type = 'boolean', optional = true },
     site_name = { type = 'string', default = '' },
     onboard = {
@@ -122,14 +126,7 @@ M.schema = {
       fields = {
         source_url = { type = 'string', optional = true, pattern = '^https://' },
         auto_bootstrap_domain = { type = 'string', optional = true, pattern = '^[%w][%w%.%-]*$' },
-        listen = {
-          type = 'table',
-          default = {},
-          fields = {
-            host = { type = 'string', default = '0.0.0.0', min = 1 },
-            port = { type = 'integer', default = 8000, min = 0, max = 65535 },
-          },
-        },
+        listen = listen_schema('0.0.0.0', 8000),
         timeout_ms = { type = 'integer', default = 10000, min = 1 },
       },
     },
@@ -142,22 +139,7 @@ M.schema = {
         measurements_dir = { type = 'string', optional = true, min = 1 },
       },
     },
-    seal = {
-      type = 'table',
-      optional = true,
-      fields = {
-        tee = { type = 'string', enum = { 'agent', 'sim' } },
-        socket = { type = 'string', default = '/var/run/dstack.sock', min = 1 }, -- agent
-        dir = { type = 'string', optional = true, min = 1 }, -- sim
-        cvm = { type = 'string', optional = true, min = 1 }, -- sim
-      },
-      check = function(c)
-        if c.tee == 'sim' and not (c.dir and c.cvm) then
-          return nil, "tee = 'sim' needs dir and cvm (the simulated CVM)"
-        end
-        return true
-      end,
-    },
+    seal = tee_schema('tee'),
     attestation = {
       type = 'table',
       optional = true,
