@@ -58,6 +58,12 @@ function Sealer:unseal(name, blob)
   return pt
 end
 
+-- The sealer of backend `kind` whose key derives from the secret or measurements `ikm`.
+local function sealer_of(kind, ikm)
+  return setmetatable({ kind = kind, key = crypto.hkdf({ ikm = ikm, salt = 'moonstack-kms-seal',
+    info = 'root-material-v1', length = 32 }) }, Sealer)
+end
+
 --- A sealer over measurements { mrtd, rtmr0, rtmr1, rtmr2 } (48 raw bytes each), `kind` names
 --- the backend (status only).
 function M.from_measurements(kind, m)
@@ -66,9 +72,7 @@ function M.from_measurements(kind, m)
     assert(type(m[f]) == 'string' and #m[f] == 48,
       ('seal.from_measurements: %s must be 48 bytes'):format(f))
   end
-  local key = crypto.hkdf({ ikm = m.mrtd .. m.rtmr0 .. m.rtmr1 .. m.rtmr2,
-    salt = 'moonstack-kms-seal', info = 'root-material-v1', length = 32 })
-  return setmetatable({ kind = kind, key = key }, Sealer)
+  return sealer_of(kind, m.mrtd .. m.rtmr0 .. m.rtmr1 .. m.rtmr2)
 end
 
 --- The sealer of the CVM's guest agent (moonstack.kms.guest at unix socket `socket`, e.g.
@@ -81,8 +85,7 @@ function M.agent(socket, timeout_ms)
   if not key then
     return nil, 'EUNSEAL: no sealing key: ' .. tostring(err), 'EUNSEAL'
   end
-  return setmetatable({ kind = 'agent', key = crypto.hkdf({ ikm = key, salt = 'moonstack-kms-seal',
-    info = 'root-material-v1', length = 32 }) }, Sealer)
+  return sealer_of('agent', key)
 end
 
 --- The sealer of a moonstack.sim backend (its CVM's current measurements). Returns it or nil,
