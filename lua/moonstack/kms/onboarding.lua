@@ -184,9 +184,9 @@ function M.serve(ctx, listen, on_ready)
   local prpc = require('moonstack.agent.api.prpc')
   local srv = http.new({ name = 'kms-onboard', listen = { host = listen.host, port = listen.port },
     max_body = 64 * 1024 })
-  local done
+  local finished -- resumes serve() below
   ctx.finish = function()
-    done = true
+    finished()
   end
   local methods = M.methods(ctx)
   local page = require('moonstack.kms.onboarding_page')
@@ -221,9 +221,9 @@ function M.serve(ctx, listen, on_ready)
   if on_ready then
     on_ready(srv:address())
   end
-  while not done do
-    task.sleep(50)
-  end
+  task.await(function(resume)
+    finished = resume
+  end)
   task.sleep(50) -- Finish's answer goes out first
   srv:close()
   -- lws frees a closed listener once its connections are gone (a browser's keep-alive one
