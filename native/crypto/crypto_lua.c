@@ -469,6 +469,13 @@ static int l_bcrypt_check(lua_State *L)
 	return 1;
 }
 
+/* bcrypt_hash_valid(hash) -> boolean */
+static int l_bcrypt_hash_valid(lua_State *L)
+{
+	lua_pushboolean(L, crypto_bcrypt_hash_valid(luaL_checkstring(L, 1)));
+	return 1;
+}
+
 /* aes256gcm_decrypt(key, iv, ciphertext || tag, aad) -> plaintext */
 static int l_aes256gcm_decrypt(lua_State *L)
 {
@@ -524,6 +531,7 @@ static const luaL_Reg crypto_funcs[] = {
 	{ "aes256gcm_encrypt", l_aes256gcm_encrypt },
 	{ "aes256gcm_decrypt", l_aes256gcm_decrypt },
 	{ "bcrypt_check", l_bcrypt_check },
+	{ "bcrypt_hash_valid", l_bcrypt_hash_valid },
 	{ NULL, NULL },
 };
 

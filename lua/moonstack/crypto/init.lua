@@ -169,5 +169,7 @@ M.aes256gcm = {
 --- true or false; nil, 'EINVAL: ...' if `hash` is not bcrypt. Passwords over 72 bytes (bcrypt's
 --- limit) or holding a NUL never match.
 M.bcrypt_check = native.bcrypt_check
+--- Whether `hash` is a bcrypt hash bcrypt_check takes ($2a$/$2b$/$2y$, cost 4..31, 60 characters).
+M.bcrypt_hash_valid = native.bcrypt_hash_valid
 
 return M

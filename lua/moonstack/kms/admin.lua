@@ -68,7 +68,7 @@ function M.load_htpasswd(path)
       if not user then
         return nil, ('EINVAL: %s line %d: not user:hash'):format(path, line_no), 'EINVAL'
       end
-      if not hash:match('^%$2[aby]%$%d%d%$') or #hash ~= 60 then
+      if not crypto.bcrypt_hash_valid(hash) then
         return nil, ('EINVAL: %s line %d: the hash of %s is not bcrypt (htpasswd -B)'):format(path,
           line_no, user), 'EINVAL'
       end
