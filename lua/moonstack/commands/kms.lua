@@ -58,7 +58,42 @@ local FIELDS = { 'app_id', 'instance_id', 'app_ca_key', 'app_ca_cert', 'disk_cry
   'env_crypt_key', 'env_crypt_pubkey', 'k256_key', 'k256_pubkey', 'k256_signature',
   'kms_k256_pubkey', 'root_ca_cert' }
 
-local print_keys
+-- Print the keys of `material` (or its load error) for derive; returns the exit code.
+local function print_keys(prog, opts, app_id, instance_id, material, err)
+  if not material then
+    io.stderr:write(prog, ': ', err, '\n')
+    return 1
+  end
+  local k, derr = require('moonstack.kms.derive').app_keys(material, app_id, instance_id)
+  if not k then
+    io.stderr:write(prog, ': ', derr, '\n')
+    return 1
+  end
+  local out = { app_id = crypto.hex(app_id), instance_id = crypto.hex(instance_id),
+    app_ca_key = k.app_ca_key:pkcs8_pem(), app_ca_cert = k.app_ca_cert:pem(),
+    root_ca_cert = material.root_cert:pem(), kms_k256_pubkey = crypto.hex(material.k256_pubkey) }
+  for _, f in ipairs({ 'disk_crypt_key', 'env_crypt_key', 'env_crypt_pubkey', 'k256_key',
+    'k256_pubkey', 'k256_signature' }) do
+    out[f] = crypto.hex(k[f])
+  end
+  if opts.json then
+    local parts = {}
+    for _, f in ipairs(FIELDS) do
+      parts[#parts + 1] = ('  %s: %s'):format(cjson.encode(f), cjson.encode(out[f]))
+    end
+    io.stdout:write('{\n', table.concat(parts, ',\n'), '\n}\n')
+  else
+    for _, f in ipairs(FIELDS) do
+      local v = out[f]
+      if v:find('\n', 1, true) then
+        io.stdout:write(f, ':\n', v, v:sub(-1) == '\n' and '' or '\n')
+      else
+        io.stdout:write(('%-17s %s\n'):format(f, v))
+      end
+    end
+  end
+  return 0
+end
 
 local function derive(argv)
   local prog = PROG .. ' derive'
@@ -104,42 +139,6 @@ local function derive(argv)
   return nil
 end
 
--- Print the keys of `material` (or its load error) for derive; returns the exit code.
-function print_keys(prog, opts, app_id, instance_id, material, err)
-  if not material then
-    io.stderr:write(prog, ': ', err, '\n')
-    return 1
-  end
-  local k, derr = require('moonstack.kms.derive').app_keys(material, app_id, instance_id)
-  if not k then
-    io.stderr:write(prog, ': ', derr, '\n')
-    return 1
-  end
-  local out = { app_id = crypto.hex(app_id), instance_id = crypto.hex(instance_id),
-    app_ca_key = k.app_ca_key:pkcs8_pem(), app_ca_cert = k.app_ca_cert:pem(),
-    root_ca_cert = material.root_cert:pem(), kms_k256_pubkey = crypto.hex(material.k256_pubkey) }
-  for _, f in ipairs({ 'disk_crypt_key', 'env_crypt_key', 'env_crypt_pubkey', 'k256_key',
-    'k256_pubkey', 'k256_signature' }) do
-    out[f] = crypto.hex(k[f])
-  end
-  if opts.json then
-    local parts = {}
-    for _, f in ipairs(FIELDS) do
-      parts[#parts + 1] = ('  %s: %s'):format(cjson.encode(f), cjson.encode(out[f]))
-    end
-    io.stdout:write('{\n', table.concat(parts, ',\n'), '\n}\n')
-  else
-    for _, f in ipairs(FIELDS) do
-      local v = out[f]
-      if v:find('\n', 1, true) then
-        io.stdout:write(f, ':\n', v, v:sub(-1) == '\n' and '' or '\n')
-      else
-        io.stdout:write(('%-17s %s\n'):format(f, v))
-      end
-    end
-  end
-  return 0
-end
 
 local function run_daemon(argv)
   local opts, code = args.parse_command(PROG, daemon_spec, argv)
