@@ -32,7 +32,7 @@ end
 -- of this milestone).
 local function stop(s)
   loop.run_task(function() s:stop() end, 10000)
-  loop.run_until(function() return false end, 100)
+  loop.settle(100)
 end
 
 local function start(extra)

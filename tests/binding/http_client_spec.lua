@@ -26,15 +26,9 @@ local function pattern(n)
   return table.concat(parts)
 end
 
--- loop.run_task drops every result after a leading nil: run `fn` in a task, keep them all.
-local function run(fn, timeout_ms)
-  local r = loop.run_task(function() return { n = 3, fn() } end, timeout_ms)
-  return r[1], r[2], r[3]
-end
+local run = loop.run_task
 
-local function settle(ms)
-  loop.run_until(function() return false end, ms or 30)
-end
+local settle = loop.settle
 
 -- A raw TCP server on 127.0.0.1: `on_data(client, data_so_far)` runs on every read.
 local function raw_server(on_data)

@@ -41,9 +41,7 @@ local function assert_framed(r)
   assert.is_nil(r.headers['transfer-encoding'])
 end
 
-local function settle(ms)
-  loop.run_until(function() return false end, ms or 30)
-end
+local settle = loop.settle
 
 describe('moonstack.http.server', function()
   local srv, where, calls

@@ -53,15 +53,11 @@ local function make_pki(dir)
   return pki
 end
 
--- Run fn in a task, keeping every result (loop.run_task drops those after a leading nil).
 local function run(fn)
-  local r = loop.run_task(function() return { n = 3, fn() } end, 5000)
-  return r[1], r[2], r[3]
+  return loop.run_task(fn, 5000)
 end
 
-local function settle(ms)
-  loop.run_until(function() return false end, ms or 30)
-end
+local settle = loop.settle
 
 describe('moonstack.http TLS', function()
   local dir, pki

@@ -66,7 +66,7 @@ describe('kms auth webhook', function()
 
   teardown(function()
     srv:close()
-    loop.run_until(function() return false end, 30)
+    loop.settle(30)
   end)
 
   before_each(function()
@@ -144,7 +144,7 @@ describe('kms auth webhook', function()
     assert.is_false(d.allow)
     assert.matches('unreachable', d.reason)
     assert.is_true(require('luv').now() - t0 < 1400)
-    loop.run_until(function() return false end, 1500) -- let the slow handler finish
+    loop.settle(1500) -- let the slow handler finish
   end)
 
   it('denies when nobody listens', function()

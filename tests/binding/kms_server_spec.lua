@@ -77,7 +77,7 @@ local function start_in_task(t)
 end
 local function stop_agent(a)
   loop.run_task(function() a:stop() end, 10000)
-  loop.run_until(function() return false end, 100)
+  loop.settle(100)
 end
 
 describe('kms server', function()

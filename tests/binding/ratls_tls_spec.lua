@@ -30,15 +30,11 @@ local function read_vector(rel)
   return s
 end
 
--- Run fn in a task, keeping every result (loop.run_task drops those after a leading nil).
 local function run(fn)
-  local r = loop.run_task(function() return { n = 3, fn() } end, 8000)
-  return r[1], r[2], r[3]
+  return loop.run_task(fn, 8000)
 end
 
-local function settle(ms)
-  loop.run_until(function() return false end, ms or 30)
-end
+local settle = loop.settle
 
 -- An RA-TLS identity whose attestation carries `rd_for(report_data)` (default: the binding).
 local function ratls_identity(opts)

@@ -16,8 +16,7 @@ local codec = require('moonstack.tdx.codec')
 local fixtures = require('fixtures')
 
 local function run(fn, timeout_ms)
-  local r = loop.run_task(function() return { n = 3, fn() } end, timeout_ms or 10000)
-  return r[1], r[2], r[3]
+  return loop.run_task(fn, timeout_ms or 10000)
 end
 
 -- dcap-qvl's upstream rule: the verification time for a sample is min(nextUpdate) - 1 s.

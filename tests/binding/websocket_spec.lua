@@ -7,9 +7,7 @@ local loop = require('loop')
 local ws_client = require('ws_client')
 local server = require('moonstack.http.server')
 
-local function settle(ms)
-  loop.run_until(function() return false end, ms or 30)
-end
+local settle = loop.settle
 
 describe('ws_client helper', function()
   it('computes the RFC 6455 accept value', function()

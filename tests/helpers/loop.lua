@@ -50,6 +50,11 @@ function M.run_task(fn, timeout_ms)
   return unpack(results, 1, results.n)
 end
 
+--- Let the loop turn for `ms` milliseconds (default 30): deferred closes and teardowns finish.
+function M.settle(ms)
+  M.run_until(function() return false end, ms or 30)
+end
+
 --- Number of libuv handles still alive, excluding those in `except` (a set of handles).
 --- Counts every handle on the loop, libwebsockets' included (luv's walk cannot see those).
 function M.live_handles(except)

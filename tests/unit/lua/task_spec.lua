@@ -344,7 +344,7 @@ describe('core.task', function()
           local c = task.spawn(function() task.sleep(1000) end)
           c:cancel()
         end)
-        loop.run_until(function() return false end, 20)
+        loop.settle(20)
       end)
       assert.matches('handled', got[2])
       for _, rec in ipairs(records) do
