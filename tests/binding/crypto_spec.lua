@@ -140,7 +140,7 @@ describe('moonstack.crypto', function()
     assert_fail('EINVAL', 'not a hex string', unhex('abc'))
     assert_fail('EINVAL', 'not a hex string', unhex('zz'))
     assert_fail('EINVAL', 'expected 2 bytes', unhex('00', 2))
-    assert.has_error(function() hex(nil) end, 'crypto.hex: expected a string')
+    assert.has_error(function() hex(nil) end, 'codec.hex: expected a string')
   end)
 
   it('hashes (SHA-2, Keccak-256)', function()

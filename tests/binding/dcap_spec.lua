@@ -10,7 +10,7 @@ local crypto = require('moonstack.crypto')
 local dcap = require('moonstack.dcap')
 local native = require('moonstack.native.dcap')
 local sim = require('moonstack.native.sim')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local fixtures = require('fixtures')
 
 local read_vector = fixtures.read_vector

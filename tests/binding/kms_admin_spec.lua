@@ -131,7 +131,7 @@ describe('kms admin', function()
     write(base .. '/htpasswd', '# admins\n' .. lines)
     local k = assert(server.start(cfg_with({ listen = { port = 0 }, htpasswd_file = base .. '/htpasswd' })))
     local function basic(user, pw)
-      return { authorization = 'Basic ' .. require('moonstack.tdx.codec').base64(user .. ':' .. pw) }
+      return { authorization = 'Basic ' .. require('moonstack.core.codec').base64(user .. ':' .. pw) }
     end
     local port = k:admin_port()
     assert.equal(200, call(basic('ops', 'pa:ss w0rd'), '{}', port).status)

@@ -15,7 +15,7 @@ local keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
 local server = require('moonstack.kms.server')
 local onboarding = require('moonstack.kms.onboarding')
-local attestation = require('moonstack.verifier.attestation')
+local attestation = require('moonstack.tdx.attestation')
 local x509 = require('moonstack.x509')
 local kms_fixture = require('kms_fixture')
 

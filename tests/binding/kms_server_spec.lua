@@ -10,7 +10,7 @@ local crypto = require('moonstack.crypto')
 local dstack = require('moonstack.crypto.dstack')
 local client = require('moonstack.http.client')
 local loop = require('tests.helpers.loop')
-local proto = require('moonstack.agent.api.proto')
+local proto = require('moonstack.core.proto')
 local x509 = require('moonstack.x509')
 local keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
@@ -309,7 +309,7 @@ describe('kms server', function()
     -- and it verifies with the agent's simulated platform: the agent's app, in its CVM
     local state = base .. '/agent-tee/.moonstack-agent/sim'
     local t = assert(require('moonstack.sim').new({ dir = state,
-      cvm = require('moonstack.agent.boot.simulate').CVM }))
+      cvm = require('moonstack.agent.simulator.context').CVM }))
     local checker = assert(require('moonstack.kms.attest').new({ collateral = assert(t:collateral(os.time())),
       root_ca = (assert(t:root_ca())), allow_simulator = true }))
     t:close()

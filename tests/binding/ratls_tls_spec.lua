@@ -105,7 +105,7 @@ describe('RA-TLS', function()
       assert.is_nil(r)
       assert.equal('EATTEST', code, err)
       -- V1 (msgpack) is read like V0: bound when its report_data is the key's
-      local attestation = require('moonstack.verifier.attestation')
+      local attestation = require('moonstack.tdx.attestation')
       local function as_v1(v0) return attestation.encode_v1(assert(attestation.decode(v0))) end
       local v1 = ratls_identity({ attest = function(rd) return as_v1(fake.attestation(rd)) end })
       local info = assert(ratls.inspect(v1.cert))

@@ -9,7 +9,8 @@ local uv = require('luv')
 local cjson = require('cjson')
 local native = require('moonstack.native.sim')
 local sim = require('moonstack.sim')
-local backend = require('moonstack.tdx.backend')
+local backend = require('moonstack.core.tee')
+require('moonstack.tdx.tee') -- registers 'tdx' and 'sim'
 local eventlog = require('moonstack.tdx.eventlog')
 local fixtures = require('fixtures')
 

@@ -7,10 +7,11 @@
 local uv = require('luv')
 local cjson = require('cjson')
 local tdx = require('moonstack.native.tdx')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local quote = require('moonstack.tdx.quote')
 local eventlog = require('moonstack.tdx.eventlog')
-local backend = require('moonstack.tdx.backend')
+local backend = require('moonstack.core.tee')
+require('moonstack.tdx.tee') -- registers 'tdx' and 'sim'
 local loop = require('loop')
 local fixtures = require('fixtures')
 
@@ -363,7 +364,7 @@ describe('moonstack.tdx.eventlog', function()
   end)
 end)
 
-describe('moonstack.tdx.backend', function()
+describe('moonstack.core.tee + moonstack.tdx.tee', function()
   it('selects backends by name only', function()
     assert.same({ 'sim', 'tdx' }, backend.names())
     assert.has_error(function() backend.create() end)

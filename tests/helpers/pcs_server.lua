@@ -8,7 +8,7 @@
 --     ca = 'platform', old_tcb_header = false, no_rootcacrl = false, port = 0 })
 --   srv.base  -- 'http://127.0.0.1:PORT'
 local server = require('moonstack.http.server')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 
 local function url_encode(s)
   return (s:gsub('[^%w%-%._~]', function(c) return ('%%%02X'):format(c:byte()) end))

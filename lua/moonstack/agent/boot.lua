@@ -15,15 +15,15 @@
 -- run(cfg) does 1–6 and returns the context (moonstack.agent.context) with the launch under
 -- way; any failure before that returns nil, 'CODE: <step>: message', CODE. A failed launch
 -- puts the context in 'failed' (ctx.error) while the agent keeps serving.
--- simulate(opts) builds a context for simulator mode (no shared folder, no app).
+-- Simulator mode builds its context in moonstack.agent.simulator.context.
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
 local fs = require('moonstack.core.fs')
 local task = require('moonstack.core.task')
 local context = require('moonstack.agent.context')
-local compose = require('moonstack.agent.boot.compose')
-local shared = require('moonstack.agent.boot.shared')
+local compose = require('moonstack.cvm.app_compose')
+local shared = require('moonstack.cvm.shared_folder')
 local steps = require('moonstack.agent.boot.steps')
 local keys_mod = require('moonstack.agent.boot.keys')
 local env_mod = require('moonstack.agent.boot.env')
@@ -272,8 +272,5 @@ function M.launch(ctx)
   end)
   return true
 end
-
---- Simulator mode: see moonstack.agent.boot.simulate.
-M.simulate = require('moonstack.agent.boot.simulate').simulate
 
 return M

@@ -23,7 +23,7 @@
 --                  (the provider's measurement, reported as key-provider local-sgx)
 --     'none'       random keys
 --     'keys_file'  file = path of an upstream appkeys.json (development, the simulator's)
---   tee = { name = 'tdx' | 'sim', ... }    the TEE backend (moonstack.tdx.backend): sim needs
+--   tee = { name = 'tdx' | 'sim', ... }    the TEE backend (moonstack.core.tee): sim needs
 --                                          dir and cvm (reset = true: every boot starts from
 --                                          the CVM's launch values); other keys go to the
 --                                          backend's constructor

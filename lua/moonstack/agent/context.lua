@@ -17,7 +17,7 @@
 --           or '', gateway_app_id = string, ca_cert_pem = PEM (KMS root CA, or the local CA),
 --           app_ca = { key = PEM, cert = PEM } (the CA that signs GetTlsKey certificates),
 --           key_provider = the appkeys.json enum as decoded ({ None = {key} } ...) }
---   tee   a backend of moonstack.tdx.backend (get_quote, extend_rtmr, rtmrs, event_log,
+--   tee   a backend of moonstack.core.tee (get_quote, extend_rtmr, rtmrs, event_log,
 --         emit_event, info); `sim` or `tdx`
 --   logs  the app's log store (moonstack.agent.runner.logs) or nil before the app runs:
 --           logs:list() -> { { name, status, exit_code?, started_at? } }
@@ -31,7 +31,7 @@
 --   events  an emitter: events:on(name, fn) -> unsubscribe function; events:emit(name, ...)
 --           names: 'state' (new, old, info), 'step' (step name, detail), 'service' (record)
 --   config  the validated agent config (moonstack.agent.config)
---   simulated  true in simulator mode (boot.simulate)
+--   simulated  true in simulator mode (moonstack.agent.simulator.context)
 -- Methods: ctx:set_state(state, info), ctx:fail(message), ctx:close() (stops the app and
 -- releases the backend; idempotent), ctx:status() (a JSON-ready snapshot for the REPL).
 local log = require('moonstack.core.log').new('agent')

@@ -3,9 +3,9 @@
 -- (moonstack.agent.boot.run) and serves the guest API over the context it builds;
 -- `--simulator` serves the API over a simulated CVM (moonstack.agent.simulator) from an
 -- appkeys.json and an app-compose.json, no config file. Both run as a daemon
--- (moonstack.core.daemon): control socket for `moonstack repl`, SIGTERM/SIGINT stop.
+-- (moonstack.daemon): control socket for `moonstack repl`, SIGTERM/SIGINT stop.
 local args = require('moonstack.core.args')
-local daemon = require('moonstack.core.daemon')
+local daemon = require('moonstack.daemon')
 local crypto = require('moonstack.crypto')
 
 local PROG = 'moonstack agent'

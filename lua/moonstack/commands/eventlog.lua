@@ -6,7 +6,7 @@
 -- error, unreadable or malformed input.
 local cjson = require('cjson.safe')
 local args = require('moonstack.core.args')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local eventlog = require('moonstack.tdx.eventlog')
 local quote = require('moonstack.tdx.quote')
 

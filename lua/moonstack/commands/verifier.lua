@@ -1,10 +1,10 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- `moonstack verifier -c verifier.lua`: the quote + event-log verification service, with
 -- dstack-verifier's HTTP API (POST /verify, GET /health; moonstack.verifier.service), run as
--- a daemon (moonstack.core.daemon): control socket, SIGTERM/SIGINT stop, SIGHUP re-reads the
+-- a daemon (moonstack.daemon): control socket, SIGTERM/SIGINT stop, SIGHUP re-reads the
 -- config's policy, collateral and root files (the previous ones stay on failure).
 local args = require('moonstack.core.args')
-local daemon = require('moonstack.core.daemon')
+local daemon = require('moonstack.daemon')
 local service = require('moonstack.verifier.service')
 
 local PROG = 'moonstack verifier'

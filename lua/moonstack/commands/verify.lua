@@ -6,8 +6,8 @@
 -- error.
 local args = require('moonstack.core.args')
 local eventlog = require('moonstack.tdx.eventlog')
-local json = require('moonstack.verifier.json')
-local policy_mod = require('moonstack.verifier.policy')
+local json = require('moonstack.core.json')
+local policy_mod = require('moonstack.verifier.rules')
 local quote = require('moonstack.tdx.quote')
 local runtime = require('moonstack.native.runtime')
 local task = require('moonstack.core.task')

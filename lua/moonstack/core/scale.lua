@@ -1,7 +1,7 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- A small SCALE codec (parity-scale-codec: little-endian integers, compact length prefixes,
 -- Vec/String = compact(len) ‖ bytes, Option = 0x00 | 0x01 ‖ value, bool = 1 byte), shared by
--- the VersionedAttestation V0 decoders (moonstack.verifier.attestation, moonstack.x509.ratls)
+-- the VersionedAttestation V0 decoders (moonstack.tdx.attestation, moonstack.x509.ratls)
 -- and the KMS's SignCert CSR (moonstack.kms.csr).
 local bit = require('bit')
 

@@ -6,6 +6,7 @@
 -- Errors follow the native contract: wrong types raise; bad lengths, invalid keys and failed
 -- checks return nil, 'CODE: message', CODE. dstack's derivations live in moonstack.crypto.dstack.
 local native = require('moonstack.native.crypto')
+local codec = require('moonstack.core.codec')
 
 local M = {}
 
@@ -15,71 +16,11 @@ local function check(cond, fn, msg)
   end
 end
 
--- Hex conversion is a hot byte loop (quotes are ~5 KB, bodies up to 10 MiB): FFI arrays,
--- compiled by the JIT, about 100 times faster than a gsub callback per byte.
-local ffi = require('ffi')
-local bit = require('bit')
-local band, bor, rshift = bit.band, bit.bor, bit.rshift
-local HEX_DIGITS = ffi.new('const uint8_t[16]', { 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 97, 98, 99,
-  100, 101, 102 })
-local HEX_VALUE = ffi.new('uint8_t[256]') -- 16 = not a hex digit
-ffi.fill(HEX_VALUE, 256, 16)
-for i = 0, 9 do
-  HEX_VALUE[48 + i] = i
-end
-for i = 0, 5 do
-  HEX_VALUE[65 + i], HEX_VALUE[97 + i] = 10 + i, 10 + i
-end
-
---- Lowercase hex of a byte string.
----@param bytes string
----@return string
-function M.hex(bytes)
-  check(type(bytes) == 'string', 'hex', 'expected a string')
-  local n = #bytes
-  if n == 0 then
-    return ''
-  end
-  local out = ffi.new('uint8_t[?]', 2 * n)
-  local p = ffi.cast('const uint8_t *', bytes)
-  for i = 0, n - 1 do
-    local b = p[i]
-    out[2 * i], out[2 * i + 1] = HEX_DIGITS[rshift(b, 4)], HEX_DIGITS[band(b, 15)]
-  end
-  return ffi.string(out, 2 * n)
-end
-
---- Bytes of a hex string (either case, optional 0x prefix).
---- Returns nil, 'EINVAL: ...', 'EINVAL' if it is not hex.
----@param hex string
----@param len integer|nil required number of bytes
-function M.unhex(hex, len)
-  check(type(hex) == 'string', 'unhex', 'expected a string')
-  local skip = (hex:byte(1) == 48 and (hex:byte(2) == 120 or hex:byte(2) == 88)) and 2 or 0
-  local digits = #hex - skip
-  if digits % 2 ~= 0 then
-    return nil, 'EINVAL: unhex: not a hex string', 'EINVAL'
-  end
-  local n = digits / 2
-  if n == 0 then
-    return ''
-  end
-  local out = ffi.new('uint8_t[?]', n)
-  local p = ffi.cast('const uint8_t *', hex) + skip
-  local bad = 0
-  for i = 0, n - 1 do
-    local hi, lo = HEX_VALUE[p[2 * i]], HEX_VALUE[p[2 * i + 1]]
-    bad = bor(bad, hi, lo)
-    out[i] = hi * 16 + lo
-  end
-  if bad > 15 then
-    return nil, 'EINVAL: unhex: not a hex string', 'EINVAL'
-  end
-  if len and n ~= len then
-    return nil, ('EINVAL: unhex: expected %d bytes, got %d'):format(len, n), 'EINVAL'
-  end
-  return ffi.string(out, n)
-end
+--- Lowercase hex of a byte string (moonstack.core.codec's, the one copy).
+M.hex = codec.hex
+--- Bytes of a hex string (either case, optional 0x prefix), or nil, 'EINVAL: ...', 'EINVAL';
+--- `len` (optional) is the required number of bytes (moonstack.core.codec's).
+M.unhex = codec.unhex
 
 --- SHA-256 of s (32 raw bytes).
 M.sha256 = native.sha256

@@ -92,13 +92,4 @@ function M.decode_json(text)
   return v
 end
 
---- Whether a Content-Type value is JSON (application/json, application/*+json).
-function M.is_json_type(ct)
-  if not ct then
-    return false
-  end
-  ct = ct:lower():match('^%s*([^;%s]+)')
-  return ct == 'application/json' or (ct ~= nil and ct:match('^application/.+%+json$') ~= nil)
-end
-
 return M

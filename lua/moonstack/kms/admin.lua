@@ -130,7 +130,7 @@ function M.authorized(req, creds)
     return creds.token ~= nil and M.equal(given, creds.token)
   end
   local basic = creds.users and auth and auth:match('^[Bb]asic%s+(%S+)%s*$')
-  local pair = basic and require('moonstack.tdx.codec').unbase64(basic)
+  local pair = basic and require('moonstack.core.codec').unbase64(basic)
   local user, password = (pair or ''):match('^([^:]*):(.*)$')
   if not user then
     return false

@@ -5,10 +5,10 @@
 -- debug TD, the event log must replay to RTMR3; the result is the BootInfo the auth backend
 -- decides on (camelCase keys, hex), with osImageHash from the request's vm_config when it
 -- names one. The TCB status is not judged here: it is in the BootInfo for the auth backend.
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local ratls = require('moonstack.x509.ratls')
 local verifier = require('moonstack.verifier')
-local policy = require('moonstack.verifier.policy')
+local policy = require('moonstack.verifier.rules')
 local service = require('moonstack.verifier.service')
 local events = require('moonstack.verifier.events')
 

@@ -7,7 +7,7 @@
 --     ";") zero-padded to 64 (the misspelling is the wire contract), kept in
 --     bootstrap-info.json for GetMeta's bootstrap_info;
 --   Onboard{source_url, domain} -> {k256_pubkey}: the root keys replicated from a running KMS
---     (moonstack.kms.onboard);
+--     (moonstack.kms.replicate);
 --   GetAttestationInfo -> what an operator registers on chain (device id, aggregated MR, OS
 --     image, TEE variant, site name, the auth backend's contract and RPC URL);
 --   Finish (also GET /finish) -> the listener closes and the KMS starts on the new keys.
@@ -139,7 +139,7 @@ function M.methods(ctx)
       return nil, err
     end
     local m, code
-    m, err, code = require('moonstack.kms.onboard').replicate({ source_url = a.source_url,
+    m, err, code = require('moonstack.kms.replicate').replicate({ source_url = a.source_url,
       key_dir = ctx.key_dir, evidence = ctx.evidence, attest = ctx.attest, auth = ctx.auth,
       vm_config = ctx.vm_config, sealer = ctx.sealer, timeout_ms = ctx.timeout_ms, log = ctx.log })
     ctx.log.info('onboarding: Onboard', { source = a.source_url, error = err })
@@ -181,7 +181,7 @@ end
 --- methods() (finish is set here). on_ready(address), when given, is called once listening.
 function M.serve(ctx, listen, on_ready)
   local http = require('moonstack.http.server')
-  local prpc = require('moonstack.agent.api.prpc')
+  local prpc = require('moonstack.core.prpc')
   local srv = http.new({ name = 'kms-onboard', listen = { host = listen.host, port = listen.port },
     max_body = 64 * 1024 })
   local finished -- resumes serve() below

@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The KMS pRPC service (kms-vmm-gateway.md §3.6; upstream kms_rpc.proto, field numbers kept):
--- its messages in the form of moonstack.agent.api.proto and the methods served at
+-- its messages in the form of moonstack.core.proto and the methods served at
 -- /prpc/<Method> and /prpc/KMS.<Method>: GetMeta, GetTempCaCert (the temp CA key is public by
 -- design: clients use it to make the mTLS certificate whose trust comes from its embedded
 -- attestation), GetAppEnvEncryptPubKey (legacy and timestamped signatures, spec §2.2) and
@@ -49,7 +49,7 @@ local msg = M.messages
 
 --- The methods over a running KMS `kms` = { material (moonstack.kms.keys), auth (backend),
 --- attest (moonstack.kms.attest, or nil: GetAppKey unavailable), log, now = fn() -> seconds? }.
---- Returns the method table for moonstack.agent.api.prpc.
+--- Returns the method table for moonstack.core.prpc.
 function M.methods(kms)
   local now = kms.now or os.time
   local t = {}

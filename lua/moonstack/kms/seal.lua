@@ -75,12 +75,12 @@ function M.from_measurements(kind, m)
   return sealer_of(kind, m.mrtd .. m.rtmr0 .. m.rtmr1 .. m.rtmr2)
 end
 
---- The sealer of the CVM's guest agent (moonstack.kms.guest at unix socket `socket`, e.g.
+--- The sealer of the CVM's guest agent (moonstack.agent.client at unix socket `socket`, e.g.
 --- /var/run/dstack.sock). Call from a task. Returns it or nil, 'EUNSEAL: ...', 'EUNSEAL' when
 --- the agent cannot be asked or answers no key.
 function M.agent(socket, timeout_ms)
   assert(type(socket) == 'string', 'seal.agent: socket path required')
-  local guest = require('moonstack.kms.guest').new(socket, { timeout_ms = timeout_ms })
+  local guest = require('moonstack.agent.client').new(socket, { timeout_ms = timeout_ms })
   local key, err = guest:key('moonstack/kms/seal', 'root-material-v1')
   if not key then
     return nil, 'EUNSEAL: no sealing key: ' .. tostring(err), 'EUNSEAL'

@@ -3,13 +3,13 @@
 -- certificate from the root CA (CN = SAN = domain, special usage kms:rpc; fresh key at every
 -- start, kept in memory), creates the auth backend and serves the pRPC methods
 -- (moonstack.kms.rpc) over HTTPS, plus `GET /health` and `GET /metrics` (moonstack.kms.metrics).
--- run_daemon wraps it in moonstack.core.daemon (control socket, SIGTERM/SIGINT stop, SIGHUP
+-- run_daemon wraps it in moonstack.daemon (control socket, SIGTERM/SIGINT stop, SIGHUP
 -- reloads the auth backend). With `admin` configured, a second listener serves the Admin
 -- service behind the admin token (moonstack.kms.admin).
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local http = require('moonstack.http.server')
-local prpc = require('moonstack.agent.api.prpc')
+local prpc = require('moonstack.core.prpc')
 local x509 = require('moonstack.x509')
 local profiles = require('moonstack.x509.profiles')
 local auth = require('moonstack.kms.auth')
@@ -79,11 +79,11 @@ function M.sealer_from_config(c)
 end
 
 --- The evidence source of the KMS's own TEE (a validated `tee` config table): an object with
---- attestation(report_data, form) (moonstack.kms.guest, or moonstack.agent.api.evidence over a
+--- attestation(report_data, form) (moonstack.agent.client, or moonstack.tdx.evidence over a
 --- simulated CVM) and close(); or nil, msg, code.
 function M.evidence_from_config(c)
   if c.kind == 'agent' then
-    local g = require('moonstack.kms.guest').new(c.socket)
+    local g = require('moonstack.agent.client').new(c.socket)
     g.close = function() end
     return g
   end
@@ -91,7 +91,7 @@ function M.evidence_from_config(c)
   if not tee then
     return nil, err, code
   end
-  local ev = require('moonstack.agent.api.evidence').new({ tee = tee, vm_config = '' })
+  local ev = require('moonstack.tdx.evidence').new({ tee = tee, vm_config = '' })
   return { attestation = function(_, rd, form) return ev:attestation(rd, form) end,
     close = function() tee:close() end }
 end
@@ -149,7 +149,7 @@ function M.onboard_from_config(cfg, sealer, log, hooks)
   local onboarding = require('moonstack.kms.onboarding')
   if o.source_url then
     local m
-    m, err, code = require('moonstack.kms.onboard').replicate({ source_url = o.source_url,
+    m, err, code = require('moonstack.kms.replicate').replicate({ source_url = o.source_url,
       key_dir = cfg.key_dir, evidence = ctx.evidence, attest = ctx.attest, auth = ctx.auth,
       sealer = sealer, timeout_ms = o.timeout_ms, log = log })
     return done(m and true, err, code)
@@ -381,7 +381,7 @@ function M.run_daemon(path)
     return 2
   end
   local state = {}
-  require('moonstack.core.daemon').run({
+  require('moonstack.daemon').run({
     name = 'kms',
     control = cfg.control,
     env = { kms = state },

@@ -4,9 +4,9 @@
 -- with its own state directory and CVM name; nothing falls back to it. Quotes are real-format
 -- v4 quotes that chain to the simulator's own root CA ("moonstack TDX Simulation Root CA"), so
 -- a verifier accepts them only when told to trust that root. It implements the TEE backend
--- interface of moonstack.tdx.backend, where it is registered as 'sim'.
+-- interface of moonstack.core.tee, where it is registered as 'sim'.
 --
---   local tee = assert(require('moonstack.tdx.backend').create('sim',
+--   local tee = assert(require('moonstack.core.tee').create('sim',
 --     { dir = '/var/lib/moonstack/sim', cvm = 'app-1', create = true }))
 --   local quote = assert(tee:get_quote(report_data))   -- report_data <= 64 bytes, zero padded
 --   assert(tee:extend_rtmr(3, digest48))

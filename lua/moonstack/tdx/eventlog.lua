@@ -8,7 +8,7 @@ local cjson = require('cjson.safe')
 local fs = require('moonstack.core.fs')
 local uv = require('luv')
 local native = require('moonstack.native.tdx')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local errors = require('moonstack.core.errors')
 
 local M = {}

@@ -4,7 +4,7 @@
 -- JSON-ready table of hex strings, as `moonstack quote show` prints it.
 local native = require('moonstack.native.tdx')
 local fs = require('moonstack.core.fs')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local errors = require('moonstack.core.errors')
 
 local M = {}

@@ -23,10 +23,10 @@
 -- A source also keeps the latest entry per (TEE, FMSPC, CA) in memory, under the same rule.
 local fs = require('moonstack.core.fs')
 local client = require('moonstack.http.client')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
-local json = require('moonstack.verifier.json')
+local json = require('moonstack.core.json')
 local quote = require('moonstack.tdx.quote')
 local tdx = require('moonstack.native.tdx')
 local vtime = require('moonstack.verifier.time')

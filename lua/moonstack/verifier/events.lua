@@ -14,8 +14,8 @@
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local eventlog = require('moonstack.tdx.eventlog')
-local codec = require('moonstack.tdx.codec')
-local json = require('moonstack.verifier.json')
+local codec = require('moonstack.core.codec')
+local json = require('moonstack.core.json')
 
 local M = {}
 

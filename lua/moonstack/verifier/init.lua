@@ -1,7 +1,7 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- One verification, as `moonstack verify` and the verifier service run it: DCAP-verify a quote
 -- (moonstack.dcap) against collateral from a file or a PCCS (moonstack.verifier.collateral),
--- then evaluate the policy (moonstack.verifier.policy) with the event log.
+-- then evaluate the policy (moonstack.verifier.rules) with the event log.
 --
 -- The simulator rule: without `root_ca` only the Intel SGX Root CA (pinned) is trusted, so a
 -- simulated quote fails its chain (ECHAIN). With `root_ca` that root is trusted as a simulator
@@ -14,11 +14,11 @@
 --   local r = v:verify(quote_bytes, { event_log = events, now = t })   -- in a task for pccs
 --   r.exit_code  -- 0 verified and policy ok, 1 verified but policy violated, 2 not verified
 local dcap = require('moonstack.dcap')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local collateral = require('moonstack.verifier.collateral')
 local errors = require('moonstack.core.errors')
-local json = require('moonstack.verifier.json')
-local policy_mod = require('moonstack.verifier.policy')
+local json = require('moonstack.core.json')
+local policy_mod = require('moonstack.verifier.rules')
 
 local M = {}
 

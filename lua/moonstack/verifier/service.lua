@@ -18,15 +18,15 @@
 -- policy pins expected_bootchain (MRTD, RTMR0-2) and it matches. is_valid = verified, policy
 -- satisfied, an event log given, and (for attestations) the TD's report_data equal to the
 -- attestation's.
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local cjson = require('cjson.safe')
-local attestation = require('moonstack.verifier.attestation')
+local attestation = require('moonstack.tdx.attestation')
 local config = require('moonstack.core.config')
 local errors = require('moonstack.core.errors')
 local eventlog = require('moonstack.tdx.eventlog')
-local json = require('moonstack.verifier.json')
+local json = require('moonstack.core.json')
 local log = require('moonstack.core.log').new('verifier')
-local policy_mod = require('moonstack.verifier.policy')
+local policy_mod = require('moonstack.verifier.rules')
 local server = require('moonstack.http.server')
 local verifier = require('moonstack.verifier')
 

@@ -64,11 +64,11 @@ function M.quote_report_data(quote)
   return quote:sub(off + 1, off + 64)
 end
 
---- Decode a VersionedAttestation (V0 SCALE or V1 msgpack, moonstack.verifier.attestation) for
+--- Decode a VersionedAttestation (V0 SCALE or V1 msgpack, moonstack.tdx.attestation) for
 --- the binding: returns { version, quote, report_data, config, events, runtime_events } (counts
 --- for the two logs), or nil, err, code (EATTEST malformed, EUNSUPPORTED another platform).
 function M.decode_attestation(bytes)
-  local a, err = require('moonstack.verifier.attestation').decode(bytes)
+  local a, err = require('moonstack.tdx.attestation').decode(bytes)
   if not a then
     local msg = tostring(err):gsub('^EATTESTATION: ', '')
     return fail(msg:find('is not supported', 1, true) and 'EUNSUPPORTED' or 'EATTEST',

@@ -22,7 +22,7 @@ local client = require('moonstack.http.client')
 local ratls = require('moonstack.x509.ratls')
 local x509 = require('moonstack.x509')
 local kms_client = require('moonstack.agent.boot.kms_client')
-local evidence_mod = require('moonstack.agent.api.evidence')
+local evidence_mod = require('moonstack.tdx.evidence')
 
 local dir, url, ca_file, mode, conc, count, target = arg[1], arg[2], arg[3], arg[4],
   tonumber(arg[5]), tonumber(arg[6]), arg[7]

@@ -6,14 +6,14 @@
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local fixtures = require('tests.helpers.fixtures')
-local proto = require('moonstack.agent.api.proto')
-local prpc = require('moonstack.agent.api.prpc')
-local evidence = require('moonstack.agent.api.evidence')
-local attestation = require('moonstack.verifier.attestation')
+local proto = require('moonstack.core.proto')
+local prpc = require('moonstack.core.prpc')
+local evidence = require('moonstack.tdx.evidence')
+local attestation = require('moonstack.tdx.attestation')
 local eventlog = require('moonstack.tdx.eventlog')
 
 local hex, unhex = crypto.hex, crypto.unhex
-local M = proto.messages
+local M = require('moonstack.agent.api.messages')
 
 describe('pRPC JSON', function()
   it('writes pure ASCII that decodes back to the same string', function()
@@ -108,7 +108,7 @@ describe('pRPC protobuf', function()
     local status, body, headers = prpc.error_reply(false, 'bad')
     assert.are.equal(400, status)
     assert.are.equal('application/octet-stream', headers['content-type'])
-    assert.are.equal('bad', proto.from_proto(M.ProtoError, body).message)
+    assert.are.equal('bad', proto.from_proto(proto.ProtoError, body).message)
     local _, text = prpc.error_reply(true, 'bad "x"')
     assert.are.equal('{\n  "error": "bad \\"x\\""\n}', text)
   end)

@@ -16,7 +16,7 @@ local fixtures = require('tests.helpers.fixtures')
 local loop = require('tests.helpers.loop')
 local boot = require('moonstack.agent.boot')
 local config = require('moonstack.agent.config')
-local compose = require('moonstack.agent.boot.compose')
+local compose = require('moonstack.cvm.app_compose')
 local measure = require('moonstack.agent.boot.measure')
 local keys = require('moonstack.agent.boot.keys')
 local envm = require('moonstack.agent.boot.env')
@@ -177,7 +177,8 @@ describe('agent boot: RTMR3 events', function()
   it('simulate(): the fixture order, its key-provider payload, RTMR3 in fresh quotes', function()
     local fx = decoded_fixture()
     local dir = fixtures.tmpdir('agent-sim', true)
-    local ctx = assert(boot.simulate({ keys = fixtures.vector(SIM .. 'appkeys.json'),
+    local simulator_context = require('moonstack.agent.simulator.context')
+    local ctx = assert(simulator_context.simulate({ keys = fixtures.vector(SIM .. 'appkeys.json'),
       compose = fixtures.vector(SIM .. 'app-compose.json'),
       sys_config = fixtures.vector(SIM .. 'sys-config.json'), state_dir = dir, app_id = SIM_APP_ID }))
     local events = assert(ctx.tee:event_log())

@@ -1,9 +1,9 @@
 -- SPDX-License-Identifier: Apache-2.0
--- Nested messages in the pRPC codec (moonstack.agent.api.proto): `message` and `message*`
+-- Nested messages in the pRPC codec (moonstack.core.proto): `message` and `message*`
 -- fields (schema = the nested field list) in JSON and protobuf, both directions; bytes
 -- checked against hand-written protobuf (KMS GetKmsKey's KmsKeyResponse shape).
 local cjson = require('cjson.safe')
-local proto = require('moonstack.agent.api.proto')
+local proto = require('moonstack.core.proto')
 
 local Keys = { { 1, 'ca_key', 'string' }, { 2, 'k256_key', 'bytes' } }
 local Resp = { { 1, 'temp_ca_key', 'string' }, { 2, 'keys', 'message*', schema = Keys },

@@ -1,14 +1,14 @@
 -- SPDX-License-Identifier: Apache-2.0
--- The verifier's building blocks: moonstack.verifier.json (canonical form = Atlas's compose
--- hash, arrays vs objects, duplicate keys, raw member text), moonstack.verifier.attestation
+-- The verifier's building blocks: moonstack.core.json (canonical form = Atlas's compose
+-- hash, arrays vs objects, duplicate keys, raw member text), moonstack.tdx.attestation
 -- (VersionedAttestation V0 against the simulator fixture and the dstack-verifier fixture, V1
 -- msgpack decoded to the same fields, its refusals) and
 -- moonstack.verifier.events (binding, replay, AppInfo against the values in vectors/README.md).
-local json = require('moonstack.verifier.json')
-local attestation = require('moonstack.verifier.attestation')
+local json = require('moonstack.core.json')
+local attestation = require('moonstack.tdx.attestation')
 local events = require('moonstack.verifier.events')
 local quote = require('moonstack.tdx.quote')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local crypto = require('moonstack.crypto')
 local cjson = require('cjson')
 local fixtures = require('fixtures')

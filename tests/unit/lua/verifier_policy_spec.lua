@@ -1,15 +1,15 @@
 -- SPDX-License-Identifier: Apache-2.0
--- moonstack.verifier.policy: every field (validation, contradictions, unknown fields, loading
+-- moonstack.verifier.rules: every field (validation, contradictions, unknown fields, loading
 -- JSON/Lua files) and evaluation against real TD measurements: the simulator fixture's quote
 -- and event log (dstack/simulator/attestation.bin), the dcap-qvl samples, and event logs
 -- tampered so that a payload no longer matches its digest.
-local policy = require('moonstack.verifier.policy')
-local attestation = require('moonstack.verifier.attestation')
-local json = require('moonstack.verifier.json')
+local policy = require('moonstack.verifier.rules')
+local attestation = require('moonstack.tdx.attestation')
+local json = require('moonstack.core.json')
 local quote = require('moonstack.tdx.quote')
 local eventlog = require('moonstack.tdx.eventlog')
 local crypto = require('moonstack.crypto')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local fixtures = require('fixtures')
 
 local hex = codec.hex

@@ -16,7 +16,7 @@ local M = {}
 local Certs = {}
 Certs.__index = Certs
 
---- The certificate issuer of a context. `evidence` is its moonstack.agent.api.evidence;
+--- The certificate issuer of a context. `evidence` is its moonstack.tdx.evidence;
 --- `app_info` a function returning the AppInfo fields for extension 1.9 (binary values).
 function M.new(ctx, evidence, app_info)
   return setmetatable({ ctx = ctx, evidence = evidence, app_info = app_info }, Certs)

@@ -2,14 +2,14 @@
 -- The guest API's identity answers (guest-and-attestation.md §1.3, §5.5): AppInfo with its
 -- tcb_info (measurements from a fresh local quote with zero report_data, the full event log,
 -- the raw app-compose), Version, GpuInfo, and the AppInfo fields of the RA-TLS extension 1.9.
--- AppInfo is rebuilt only when the event log changes (moonstack.agent.api.evidence:version()).
+-- AppInfo is rebuilt only when the event log changes (moonstack.tdx.evidence:version()).
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local fs = require('moonstack.core.fs')
 local quote = require('moonstack.tdx.quote')
 local events_lib = require('moonstack.verifier.events')
 local eventlog = require('moonstack.tdx.eventlog')
-local proto = require('moonstack.agent.api.proto')
+local proto = require('moonstack.core.proto')
 local runtime = require('moonstack.native.runtime')
 
 local M = {}

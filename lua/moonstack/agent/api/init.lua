@@ -13,7 +13,7 @@ local server = require('moonstack.http.server')
 local task = require('moonstack.core.task')
 local log = require('moonstack.core.log').new('agent.api')
 local methods = require('moonstack.agent.api.methods')
-local prpc = require('moonstack.agent.api.prpc')
+local prpc = require('moonstack.core.prpc')
 local info_lib = require('moonstack.agent.api.info')
 local worker = require('moonstack.agent.api.worker')
 

@@ -1,20 +1,22 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The method tables of the three guest services over one agent context: DstackGuest
 -- (dstack.sock), Tappd (tappd.sock, legacy) and Worker (the public listener). Each method is
--- { input, output, call(args, req) [, cache] } for moonstack.agent.api.prpc; the semantics are
+-- { input, output, call(args, req) [, cache] } for moonstack.core.prpc; the semantics are
 -- guest-and-attestation.md §1.3–1.5.
-local attestation = require('moonstack.verifier.attestation')
+local attestation = require('moonstack.tdx.attestation')
 local dstack = require('moonstack.crypto.dstack')
-local evidence_lib = require('moonstack.agent.api.evidence')
+local evidence_lib = require('moonstack.tdx.evidence')
 local info_lib = require('moonstack.agent.api.info')
 local certs_lib = require('moonstack.agent.api.certs')
 local keys = require('moonstack.agent.api.keys')
 local log = require('moonstack.core.log').new('agent.api')
+local messages = require('moonstack.agent.api.messages')
 
 local M = {}
 
 local function m(input, output, call, cache)
-  return { input = input, output = output, call = call, cache = cache }
+  return { input = assert(messages[input], input), output = assert(messages[output], output),
+    call = call, cache = cache }
 end
 
 --- Build the services of `ctx`. opts: emit_event (default true: EmitEvent extends RTMR3;

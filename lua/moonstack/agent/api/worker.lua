@@ -5,9 +5,9 @@
 -- (`ctx.logs`: list() -> { {name, status} }, read(name, opts) -> text | list | iterator of
 -- records { channel, message, time? } or lines). Responses are complete (Content-Length);
 -- `follow` returns what exists now.
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local crypto = require('moonstack.crypto')
-local proto = require('moonstack.agent.api.proto')
+local proto = require('moonstack.core.proto')
 local sysinfo = require('moonstack.agent.api.sysinfo')
 
 local M = {}

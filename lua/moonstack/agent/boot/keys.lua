@@ -159,7 +159,7 @@ local function keys_from_seed(seed, kind, mr, tee, vm_config)
   end
   local attestation
   if tee then
-    local evidence = require('moonstack.agent.api.evidence').new({ tee = tee,
+    local evidence = require('moonstack.tdx.evidence').new({ tee = tee,
       vm_config = vm_config or '' })
     attestation, err, code = evidence:attestation(x509.report_data('ratls-cert', key:spki()), 'cert')
     if not attestation then

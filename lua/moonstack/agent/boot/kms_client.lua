@@ -111,7 +111,7 @@ function M.get_app_keys(opts)
   if not tmp_cert or not tmp_key or not root then
     return errors.fail('EPROTO', 'GetTempCaCert answer lacks temp_ca_cert, temp_ca_key or ca_cert')
   end
-  local evidence = require('moonstack.agent.api.evidence').new({ tee = opts.tee,
+  local evidence = require('moonstack.tdx.evidence').new({ tee = opts.tee,
     vm_config = opts.vm_config or '' })
   local id
   id, err, code = ratls.issue({ subject = 'RA-TLS TEMP Cert', eku = { 'client_auth' },

@@ -11,7 +11,7 @@
 -- backend (tee:emit_event: extend RTMR3, then log), each one only after the previous succeeded.
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
-local json = require('moonstack.verifier.json')
+local json = require('moonstack.core.json')
 
 local M = {}
 

@@ -1,11 +1,11 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The boot steps shared by a real boot (moonstack.agent.boot.run) and simulator mode
--- (moonstack.agent.boot.simulate): identity values, the measured events around the key
+-- (moonstack.agent.simulator.context): identity values, the measured events around the key
 -- request (app stage, keys, os-image-hash, MR_CONFIG_ID and key_provider_id checks,
 -- key-provider, storage-fs, system-ready), and filling the context.
 local crypto = require('moonstack.crypto')
-local compose = require('moonstack.agent.boot.compose')
-local shared = require('moonstack.agent.boot.shared')
+local compose = require('moonstack.cvm.app_compose')
+local shared = require('moonstack.cvm.shared_folder')
 local measure = require('moonstack.agent.boot.measure')
 local keys_mod = require('moonstack.agent.boot.keys')
 local mrconfig = require('moonstack.agent.boot.mrconfig')

@@ -1,12 +1,13 @@
 -- SPDX-License-Identifier: Apache-2.0
--- The agent's TEE backend for a boot (moonstack.tdx.backend): `tdx` on hardware, `sim`
+-- The agent's TEE backend for a boot (moonstack.core.tee): `tdx` on hardware, `sim`
 -- (moonstack.sim) elsewhere, chosen by name only. A boot starts RTMR3 and the runtime event
 -- log afresh: on `sim` (reset = true by default) the CVM goes back to its launch values and
 -- the log is truncated; on `tdx` the hardware did that at power-on, and a log that already
 -- holds events means the agent restarts within one boot (see runtime_events()). The digest
 -- version file (runtime_event_version) is written for eventlog.emit.
 local uv = require('luv')
-local backend = require('moonstack.tdx.backend')
+local backend = require('moonstack.core.tee')
+require('moonstack.tdx.tee') -- registers 'tdx' and 'sim'
 local fs = require('moonstack.core.fs')
 local eventlog = require('moonstack.tdx.eventlog')
 

@@ -10,7 +10,7 @@
 local errors = require('moonstack.core.errors')
 local task = require('moonstack.core.task')
 local launch = require('moonstack.agent.runner.launch')
-local process = require('moonstack.agent.runner.process')
+local process = require('moonstack.core.process')
 local log = require('moonstack.core.log').new('agent')
 
 local M = {}

@@ -9,7 +9,7 @@
 local errors = require('moonstack.core.errors')
 local fs = require('moonstack.core.fs')
 local task = require('moonstack.core.task')
-local process = require('moonstack.agent.runner.process')
+local process = require('moonstack.core.process')
 
 local M = {}
 

@@ -3,7 +3,7 @@
 -- keys, lowercase hex) and encodes it exactly as upstream's serde_json does for the auth
 -- webhook: compact, keys in upstream's struct order (PolicyBootInfo), bytes as lowercase hex.
 -- Policies also get the quote's boot chain (mrtd, rtmr0-3), which the webhook body omits.
-local json = require('moonstack.verifier.json')
+local json = require('moonstack.core.json')
 
 local M = {}
 

@@ -4,15 +4,13 @@
 -- key, or its Content-Type is JSON — otherwise protobuf, and the answer is in the same form.
 -- Success is 200 with the response message; any failure is 400 with {"error": message} (JSON,
 -- pretty-printed as upstream) or ProtoError (protobuf); a bug in a method is a 500 and is
--- logged. Methods are tables { input = 'MsgName', output = 'MsgName', call = fn(args, req) ->
--- msg | nil, err [, cache = fn(args) -> key] }: with `cache`, encoded answers are kept per key
--- (for deterministic methods such as GetKey). input/output name a message of
--- moonstack.agent.api.proto, or are a message schema table in its form (other services).
+-- logged. Methods are tables { input = schema, output = schema, call = fn(args, req) ->
+-- msg | nil, err [, cache = fn(args) -> key] } (schemas in moonstack.core.proto's form): with
+-- `cache`, encoded answers are kept per key (for deterministic methods such as GetKey).
 local cjson = require('cjson.safe')
 local errors = require('moonstack.core.errors')
 local log = require('moonstack.core.log').new('agent.api')
-local proto = require('moonstack.agent.api.proto')
-local util = require('moonstack.http.util')
+local proto = require('moonstack.core.proto')
 
 local M = {}
 
@@ -33,23 +31,27 @@ local function error_reply(json, msg)
   if json then
     return 400, '{\n  "error": ' .. proto.json_string(msg) .. '\n}', { ['content-type'] = JSON_CT }
   end
-  return 400, proto.to_proto(proto.messages.ProtoError, { message = msg }), { ['content-type'] = PROTO_CT }
+  return 400, proto.to_proto(proto.ProtoError, { message = msg }), { ['content-type'] = PROTO_CT }
 end
 M.error_reply = error_reply
 
---- Whether a request asks for JSON (GET, ?json, or a JSON Content-Type).
-function M.wants_json(req)
-  return req.method == 'GET' or req.args.json ~= nil or util.is_json_type(req.headers['content-type'])
+-- Whether a Content-Type is JSON (application/json or application/*+json).
+local function is_json_type(ct)
+  if not ct then
+    return false
+  end
+  ct = ct:lower():match('^%s*([^;%s]+)')
+  return ct == 'application/json' or (ct ~= nil and ct:match('^application/.+%+json$') ~= nil)
 end
 
--- A method's message schema: a schema table, or the name of one of the agent's messages.
-local function schema_of(s)
-  return type(s) == 'table' and s or proto.messages[s]
+--- Whether a request asks for JSON (GET, ?json, or a JSON Content-Type).
+function M.wants_json(req)
+  return req.method == 'GET' or req.args.json ~= nil or is_json_type(req.headers['content-type'])
 end
 
 -- Decode the request message of `m` from `req` (JSON body, query, or protobuf).
 local function decode_args(m, req, json)
-  local schema = schema_of(m.input)
+  local schema = m.input
   if req.method == 'GET' then
     return proto.from_query(schema, req.args)
   end
@@ -98,7 +100,7 @@ function M.call(name, m, req)
   if msg == nil then
     return error_reply(json, message_of(merr))
   end
-  local schema = schema_of(m.output)
+  local schema = m.output
   local body = json and proto.to_json(schema, msg) or proto.to_proto(schema, msg)
   if cache then
     if cache.n >= M.CACHE_MAX then

@@ -5,7 +5,7 @@
 -- ready, in the same order and with the same payload rules) emitted into a `sim` backend's
 -- RTMR3, so its quotes, event log and Info agree with each other.
 --
---   local ctx = assert(boot.simulate({ keys = 'appkeys.json', compose = 'app-compose.json',
+--   local ctx = assert(context.simulate({ keys = 'appkeys.json', compose = 'app-compose.json',
 --     state_dir = dir }))
 --
 -- opts (the `_file` names are accepted too: keys_file, compose_file, sys_config_file):
@@ -32,8 +32,8 @@ local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
 local fs = require('moonstack.core.fs')
 local context = require('moonstack.agent.context')
-local compose = require('moonstack.agent.boot.compose')
-local shared = require('moonstack.agent.boot.shared')
+local compose = require('moonstack.cvm.app_compose')
+local shared = require('moonstack.cvm.shared_folder')
 local steps = require('moonstack.agent.boot.steps')
 local teeboot = require('moonstack.agent.boot.tee')
 local mrconfig = require('moonstack.agent.boot.mrconfig')
@@ -85,16 +85,16 @@ end
 --- Build the simulator context (see the top). Returns ctx or nil, msg, code.
 function M.simulate(opts)
   if type(opts) ~= 'table' then
-    error('boot.simulate: opts must be a table', 2)
+    error('simulator.context: opts must be a table', 2)
   end
   local keys_path = opts.keys or opts.keys_file
   local compose_path = opts.compose or opts.compose_file
   local sys_path = opts.sys_config or opts.sys_config_file
   if type(keys_path) ~= 'string' or type(compose_path) ~= 'string' then
-    error('boot.simulate: opts.keys and opts.compose (paths) are required', 2)
+    error('simulator.context: opts.keys and opts.compose (paths) are required', 2)
   end
   if type(opts.state_dir) ~= 'string' then
-    error('boot.simulate: opts.state_dir is required', 2)
+    error('simulator.context: opts.state_dir is required', 2)
   end
   local ok, err, code = fs.mkdir_p(opts.state_dir, 448)
   if not ok then

@@ -3,7 +3,7 @@
 -- upstream's dstack-simulator (same sockets, same API), but every quote is fresh and signed by
 -- the software TDX of moonstack.sim, so report_data, RTMR3 and the event log are real and
 -- consistent: replaying GetQuote's log gives the quote's RTMRs, EmitEvent extends RTMR3.
--- The context is moonstack.agent.boot's simulate() (the boot events measured into a sim CVM
+-- The context is moonstack.agent.simulator.context's simulate() (the boot events measured into a sim CVM
 -- reset at every start); this module serves the guest API over it.
 --
 --   local s = assert(simulator.start({ keys_file = 'appkeys.json', compose_file =
@@ -27,7 +27,7 @@ Simulator.__index = Simulator
 ---   state_dir                 the simulated platform and runtime log (default
 ---                             <socket_dir>/.moonstack-agent)
 ---   listen = { host, port }   also serve the public listener (default: none)
----   sys_config_file, app_id (20 bytes), ccel_file   passed to boot.simulate
+---   sys_config_file, app_id (20 bytes), ccel_file   passed to context.simulate
 ---   socket_mode, ident, emit_event   passed to moonstack.agent.api
 --- Returns the simulator { ctx, api, stop() } or nil, err, code (nothing left running).
 function M.start(opts)
@@ -39,7 +39,7 @@ function M.start(opts)
     return nil, err, code
   end
   local ctx
-  ctx, err, code = require('moonstack.agent.boot').simulate({
+  ctx, err, code = require('moonstack.agent.simulator.context').simulate({
     keys_file = opts.keys_file, compose_file = opts.compose_file,
     state_dir = opts.state_dir or (dir .. '/.moonstack-agent'), sys_config_file = opts.sys_config_file,
     app_id = opts.app_id, ccel_file = opts.ccel_file,

@@ -8,7 +8,7 @@ local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
 local fs = require('moonstack.core.fs')
-local compose = require('moonstack.agent.boot.compose')
+local compose = require('moonstack.cvm.app_compose')
 
 local M = {}
 

@@ -49,7 +49,7 @@ local function field_bytes(self, method, answer, name, min)
 end
 
 --- The VersionedAttestation of this CVM over the 64-byte `report_data` (Attest). `form` is
---- accepted for the evidence interface of moonstack.agent.api.evidence (the agent decides the
+--- accepted for the evidence interface of moonstack.tdx.evidence (the agent decides the
 --- event-log form). Returns the bytes or nil, msg, code.
 function Guest:attestation(report_data, form) -- luacheck: ignore 212/form
   assert(type(report_data) == 'string' and #report_data == 64, 'guest:attestation: 64 bytes of report_data')

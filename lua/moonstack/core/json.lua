@@ -10,8 +10,8 @@ local M = {}
 local byte, char, sub, find, concat = string.byte, string.char, string.sub, string.find, table.concat
 local floor = math.floor
 
-local ARRAY_MT = { __name = 'moonstack.verifier.json.array' }
-local FLOAT_MT = { __name = 'moonstack.verifier.json.float' } -- canonical(): 1.0 vs 1
+local ARRAY_MT = { __name = 'moonstack.core.json.array' }
+local FLOAT_MT = { __name = 'moonstack.core.json.float' } -- canonical(): 1.0 vs 1
 
 --- The JSON null (decode returns it for null; encode writes it as null).
 M.null = setmetatable({}, { __tostring = function() return 'null' end, __name = 'json.null' })

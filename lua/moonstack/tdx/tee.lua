@@ -1,84 +1,16 @@
 -- SPDX-License-Identifier: Apache-2.0
--- TEE backends: one interface to obtain quotes and extend RTMRs, whatever produces them, and
--- a registry that selects a backend by name only (never silently). Built in: `tdx` (real
--- hardware: configfs-tsm, else TDREPORT + the host quote service; RTMRs via sysfs, else the
--- ioctl). `sim` (software TDX) is moonstack.sim (its `new`), loaded on demand.
---
--- A backend is a table with
---   name, simulated                          'tdx' | 'sim', boolean
---   :get_quote(report_data) -> quote         report_data <= 64 bytes, zero-padded
---   :extend_rtmr(index, digest) -> true      digest = 48 bytes
---   :event_log() -> events                   boot + runtime TdxEvents (moonstack.tdx.eventlog)
---   :emit_event(name, payload) -> digest     extend RTMR3 and log (eventlog.emit)
---   :info() -> table                         what it uses (method, paths)
--- and every failure returns nil, 'CODE: message', CODE. Called inside a task, the slow calls
--- run on the thread pool and only suspend the task; outside a task they block.
+-- The `tdx` TEE backend (real hardware: configfs-tsm, else TDREPORT + the host quote service;
+-- RTMRs via sysfs, else the ioctl), in the interface of moonstack.core.tee, where loading this
+-- module registers it as 'tdx' (and the software TDX, moonstack.sim, as 'sim', loaded on
+-- first use).
 local uv = require('luv')
 local native = require('moonstack.native.tdx')
 local eventlog = require('moonstack.tdx.eventlog')
 local errors = require('moonstack.core.errors')
 local task = require('moonstack.core.task')
+local tee = require('moonstack.core.tee')
 
 local M = {}
-
-local registry = {} -- name -> { factory = fn | module = 'name', summary = '...' }
-
---- Register a backend: `factory(opts)` returns a backend (or nil, msg, code); or give a module
---- name whose module returns such a factory, or a table with `new`. Re-registering a name
---- replaces it.
----@param name string
----@param factory function|string
----@param summary string|nil
-function M.register(name, factory, summary)
-  if type(name) ~= 'string' or not name:match('^[a-z][a-z0-9_-]*$') then
-    error('backend.register: name must be a lowercase identifier', 2)
-  end
-  if type(factory) ~= 'function' and type(factory) ~= 'string' then
-    error('backend.register: factory must be a function or a module name', 2)
-  end
-  registry[name] = { factory = type(factory) == 'function' and factory or nil,
-    module = type(factory) == 'string' and factory or nil, summary = summary }
-end
-
---- The registered backend names, sorted.
-function M.names()
-  local list = {}
-  for name in pairs(registry) do
-    list[#list + 1] = name
-  end
-  table.sort(list)
-  return list
-end
-
---- Create the backend called `name` with `opts`. There is no default and no fallback from
---- one backend to another. Returns the backend or nil, msg, code (EINVAL for an unknown name,
---- ENOTSUP when its module is missing).
----@param name string
----@param opts table|nil
-function M.create(name, opts)
-  if type(name) ~= 'string' then
-    error('backend.create: a backend name is required (' .. table.concat(M.names(), ', ')
-      .. '); there is no default', 2)
-  end
-  local entry = registry[name]
-  if not entry then
-    return errors.fail('EINVAL', ("unknown TEE backend '%s' (available: %s)"):format(name,
-      table.concat(M.names(), ', ')))
-  end
-  local factory = entry.factory
-  if not factory then
-    local ok, mod = pcall(require, entry.module)
-    if not ok then
-      return errors.fail('ENOTSUP', ("TEE backend '%s' is not available: %s"):format(name,
-        tostring(mod):match('^[^\n]*')))
-    end
-    factory = type(mod) == 'table' and mod.new or mod
-    if type(factory) ~= 'function' then
-      return errors.fail('ENOTSUP', ("module %s is not a backend factory"):format(entry.module))
-    end
-  end
-  return factory(opts or {})
-end
 
 -- ---- the tdx backend ----
 
@@ -321,7 +253,7 @@ function Tdx:info()
     qgs = self:qgs_endpoint() }
 end
 
-M.register('tdx', M.new_tdx, 'Intel TDX hardware (configfs-tsm, /dev/tdx_guest, QGS)')
-M.register('sim', 'moonstack.sim', 'software TDX with a simulated PKI (development, CI)')
+tee.register('tdx', M.new_tdx, 'Intel TDX hardware (configfs-tsm, /dev/tdx_guest, QGS)')
+tee.register('sim', 'moonstack.sim', 'software TDX with a simulated PKI (development, CI)')
 
 return M

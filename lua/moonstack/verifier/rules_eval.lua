@@ -1,14 +1,14 @@
 -- SPDX-License-Identifier: Apache-2.0
--- Evaluation of a validated verification policy (moonstack.verifier.policy) against a
+-- Evaluation of a validated verification policy (moonstack.verifier.rules) against a
 -- verified report and an optional event log. Every check that fails adds a violation
 -- { field = <policy field>, reason = <why, with the values> }; runtime events (compose-hash,
 -- os-image-hash, key-provider) are read only after the event log passed its digest-binding
 -- and replay checks (moonstack.verifier.events).
 local cjson = require('cjson.safe')
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local eventlog = require('moonstack.tdx.eventlog')
 local events_mod = require('moonstack.verifier.events')
-local json = require('moonstack.verifier.json')
+local json = require('moonstack.core.json')
 local vtime = require('moonstack.verifier.time')
 
 local hex = codec.hex

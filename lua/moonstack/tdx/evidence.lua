@@ -13,7 +13,7 @@
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local eventlog = require('moonstack.tdx.eventlog')
-local attestation = require('moonstack.verifier.attestation')
+local attestation = require('moonstack.tdx.attestation')
 
 local M = {}
 

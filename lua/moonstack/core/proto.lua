@@ -1,11 +1,11 @@
 -- SPDX-License-Identifier: Apache-2.0
--- The guest agent's pRPC messages (upstream dstack_guest agent_rpc.proto, field numbers kept)
--- and their two wire forms: JSON (bytes as lowercase hex, 0x tolerated on input; responses are
--- pure ASCII, non-ASCII escaped as \uXXXX, because the JS SDK's unix-socket client counts
--- Content-Length in UTF-16 units) and proto3 binary (for clients that send protobuf).
+-- pRPC's message codec: the two wire forms of a message schema, JSON (bytes as lowercase hex,
+-- 0x tolerated on input; responses are pure ASCII, non-ASCII escaped as \uXXXX, because the JS
+-- SDK's unix-socket client counts Content-Length in UTF-16 units) and proto3 binary (for
+-- clients that send protobuf).
 -- Values are Lua tables with raw bytes in `bytes` fields.
 local bit = require('bit')
-local crypto = require('moonstack.crypto')
+local codec = require('moonstack.core.codec')
 
 local M = {}
 
@@ -13,49 +13,12 @@ local byte, char, concat = string.byte, string.char, table.concat
 
 -- Field types: string, bytes, bool, uint64 (optional: absent = nil), message (a nested
 -- message, schema = its field list; absent = nil), and repeated forms string* / bytes* /
--- message*. A field spec is { number, name, type [, omit_empty = true] [, schema = {...}] }.
-local S = {
-  Empty = {},
-  GetTlsKeyArgs = { { 1, 'subject', 'string' }, { 2, 'alt_names', 'string*' },
-    { 3, 'usage_ra_tls', 'bool' }, { 4, 'usage_server_auth', 'bool' },
-    { 5, 'usage_client_auth', 'bool' }, { 6, 'not_before', 'uint64' }, { 7, 'not_after', 'uint64' },
-    { 8, 'with_app_info', 'bool' } },
-  DeriveKeyArgs = { { 1, 'path', 'string' }, { 2, 'subject', 'string' }, { 3, 'alt_names', 'string*' },
-    { 4, 'usage_ra_tls', 'bool' }, { 5, 'usage_server_auth', 'bool' },
-    { 6, 'usage_client_auth', 'bool' }, { 7, 'random_seed', 'bool' } },
-  GetTlsKeyResponse = { { 1, 'key', 'string' }, { 2, 'certificate_chain', 'string*' } },
-  GetKeyArgs = { { 1, 'path', 'string' }, { 2, 'purpose', 'string' }, { 3, 'algorithm', 'string' } },
-  DeriveK256KeyResponse = { { 1, 'k256_key', 'bytes' }, { 2, 'k256_signature_chain', 'bytes*' } },
-  GetKeyResponse = { { 1, 'key', 'bytes' }, { 2, 'signature_chain', 'bytes*' } },
-  TdxQuoteArgs = { { 1, 'report_data', 'bytes' }, { 2, 'hash_algorithm', 'string' },
-    { 3, 'prefix', 'string' } },
-  RawQuoteArgs = { { 1, 'report_data', 'bytes' } },
-  TdxQuoteResponse = { { 1, 'quote', 'bytes' }, { 2, 'event_log', 'string' },
-    { 3, 'hash_algorithm', 'string' }, { 4, 'prefix', 'string' } },
-  AttestResponse = { { 1, 'attestation', 'bytes' } },
-  GetQuoteResponse = { { 1, 'quote', 'bytes' }, { 2, 'event_log', 'string' },
-    { 3, 'report_data', 'bytes' }, { 4, 'vm_config', 'string' },
-    { 5, 'attestation', 'bytes', omit_empty = true } },
-  EmitEventArgs = { { 1, 'event', 'string' }, { 2, 'payload', 'bytes' } },
-  AppInfo = { { 1, 'app_id', 'bytes' }, { 2, 'instance_id', 'bytes' }, { 3, 'app_cert', 'string' },
-    { 4, 'tcb_info', 'string' }, { 5, 'app_name', 'string' }, { 8, 'device_id', 'bytes' },
-    { 9, 'mr_aggregated', 'bytes' }, { 10, 'os_image_hash', 'bytes' },
-    { 12, 'key_provider_info', 'string' }, { 13, 'compose_hash', 'bytes' },
-    { 14, 'vm_config', 'string' }, { 15, 'cloud_vendor', 'string' }, { 16, 'cloud_product', 'string' } },
-  WorkerVersion = { { 1, 'version', 'string' }, { 2, 'rev', 'string' } },
-  SignRequest = { { 1, 'algorithm', 'string' }, { 2, 'data', 'bytes' } },
-  SignResponse = { { 1, 'signature', 'bytes' }, { 2, 'signature_chain', 'bytes*' },
-    { 3, 'public_key', 'bytes' } },
-  VerifyRequest = { { 1, 'algorithm', 'string' }, { 2, 'data', 'bytes' }, { 3, 'signature', 'bytes' },
-    { 4, 'public_key', 'bytes' } },
-  VerifyResponse = { { 1, 'valid', 'bool' } },
-  GetAttestationForAppKeyRequest = { { 1, 'algorithm', 'string' } },
-  GpuInfoResponse = { { 1, 'attestation', 'string' } },
-  ProtoError = { { 1, 'message', 'string' } },
-}
+-- message*. A field spec is { number, name, type [, omit_empty = true] [, schema = {...}] };
+-- a message schema is a list of field specs. Each service keeps its own messages (e.g.
+-- moonstack.agent.api.messages, moonstack.kms.rpc's).
 
---- The message schemas by name.
-M.messages = S
+--- pRPC's error message (the protobuf body of a 400).
+M.ProtoError = { { 1, 'message', 'string' } }
 
 local function fail(msg)
   return nil, msg
@@ -127,7 +90,7 @@ local function hex_or_fail(name, v)
   if type(v) ~= 'string' then
     return fail(('%s: expected a hex string'):format(name))
   end
-  local b = crypto.unhex(v)
+  local b = codec.unhex(v)
   if not b then
     return fail(('%s: invalid hex string'):format(name))
   end
@@ -248,7 +211,7 @@ local function json_scalar(ty, v, f)
   elseif ty == 'string' then
     return json_string(v or '')
   elseif ty == 'bytes' then
-    return '"' .. crypto.hex(v or '') .. '"'
+    return '"' .. codec.hex(v or '') .. '"'
   elseif ty == 'bool' then
     return v and 'true' or 'false'
   end

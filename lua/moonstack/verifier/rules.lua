@@ -26,11 +26,11 @@
 --   replay_rtmrs                  RTMRs the event log replay must reproduce (default
 --                                 {0, 1, 2, 3}; 3 is required)
 --   key_provider                  { name = 'kms', id = hex? }: the key-provider runtime event
-local codec = require('moonstack.tdx.codec')
+local codec = require('moonstack.core.codec')
 local config = require('moonstack.core.config')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
-local json = require('moonstack.verifier.json')
+local json = require('moonstack.core.json')
 local schema = require('moonstack.core.schema')
 
 local M = {}
@@ -319,7 +319,7 @@ function M.compose_hash(p)
   return c and c.compose_hash
 end
 
-local evaluate = require('moonstack.verifier.policy_eval')
+local evaluate = require('moonstack.verifier.rules_eval')
 
 --- Evaluate a policy (validated or not) against a verified report (moonstack.dcap's report:
 --- hex fields, status, simulated, tcb_date...). opts: event_log (TdxEvents, or TdxEvent JSON
