@@ -10,7 +10,7 @@ local client = require('moonstack.http.client')
 local loop = require('tests.helpers.loop')
 local admin = require('moonstack.kms.admin')
 local config = require('moonstack.kms.config')
-local server = require('moonstack.kms.server')
+local server = require('moonstack.kms')
 
 local TOKEN = 's3cret-admin-token'
 local base, kms

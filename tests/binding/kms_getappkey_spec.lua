@@ -15,7 +15,7 @@ local ratls = require('moonstack.x509.ratls')
 local evidence = require('moonstack.tdx.evidence')
 local auth = require('moonstack.kms.auth')
 local config = require('moonstack.kms.config')
-local server = require('moonstack.kms.server')
+local server = require('moonstack.kms')
 local kms_fixture = require('kms_fixture')
 
 local hex, unhex = crypto.hex, crypto.unhex

@@ -15,8 +15,8 @@ local evidence = require('moonstack.tdx.evidence')
 local proto = require('moonstack.core.proto')
 local auth = require('moonstack.kms.auth')
 local config = require('moonstack.kms.config')
-local server = require('moonstack.kms.server')
-local rpc = require('moonstack.kms.rpc')
+local server = require('moonstack.kms')
+local rpc = require('moonstack.kms.api')
 local kms_fixture = require('kms_fixture')
 
 local unhex = crypto.unhex

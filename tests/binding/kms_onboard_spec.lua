@@ -14,7 +14,7 @@ local evidence = require('moonstack.tdx.evidence')
 local auth = require('moonstack.kms.auth')
 local keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
-local server = require('moonstack.kms.server')
+local server = require('moonstack.kms')
 local onboard = require('moonstack.kms.replicate')
 
 local unhex = crypto.unhex
@@ -76,7 +76,7 @@ local function replicate(a, dir, vm_config, image)
     return onboard.replicate({ source_url = ('https://127.0.0.1:%d'):format(a:port()), key_dir = dir,
       vm_config = vm_config,
       evidence = evidence.new({ tee = tee_b, vm_config = '' }),
-      attest = assert(server.attest_from_config(att_cfg(), image)),
+      attest = assert(require('moonstack.kms.setup').attest_from_config(att_cfg(), image)),
       auth = assert(auth.new({ kind = 'b_test' })), timeout_ms = 10000 })
   end, 20000)
 end

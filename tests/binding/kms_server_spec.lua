@@ -14,8 +14,8 @@ local proto = require('moonstack.core.proto')
 local x509 = require('moonstack.x509')
 local keys = require('moonstack.kms.keys')
 local config = require('moonstack.kms.config')
-local rpc = require('moonstack.kms.rpc')
-local server = require('moonstack.kms.server')
+local rpc = require('moonstack.kms.api')
+local server = require('moonstack.kms')
 
 local hex, unhex = crypto.hex, crypto.unhex
 local ROOT = unhex('f57527cea4ab7ffb49af99b158cdc0e3ec06398f528349ea236b7d2afe19cec1')

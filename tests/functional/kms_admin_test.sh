@@ -25,8 +25,8 @@ pid=$!
 defer "kill -KILL $pid 2>/dev/null"
 if wait_for 10 test -S "$t/kms.ctl"; then ok "kms started"; else
   not_ok "kms started" "$(cat "$t/kms.log")"; finish; exit 1; fi
-aport=$("$MOONSTACK" repl "$t/kms.ctl" -e 'kms.kms:admin_port()' 2>&1)
-port=$("$MOONSTACK" repl "$t/kms.ctl" -e 'kms.kms:port()' 2>&1)
+aport=$("$MOONSTACK" repl "$t/kms.ctl" -e 'kms:admin_port()' 2>&1)
+port=$("$MOONSTACK" repl "$t/kms.ctl" -e 'kms:port()' 2>&1)
 check_match "control socket reports the admin port" '^[0-9]+$' "$aport"
 if tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$TOKEN"; then not_ok "token not on the command line"
 else ok "token not on the command line"; fi

@@ -25,7 +25,7 @@ start_kms() {
   defer "kill -KILL $pid 2>/dev/null"
   if wait_for 10 test -S "$t/kms.ctl"; then ok "kms started"; else
     not_ok "kms started" "$(cat "$t/kms.log")"; finish; exit 1; fi
-  port=$("$MOONSTACK" repl "$t/kms.ctl" -e 'kms.kms:port()' 2>&1)
+  port=$("$MOONSTACK" repl "$t/kms.ctl" -e 'kms:port()' 2>&1)
   check_match "control socket reports the port" '^[0-9]+$' "$port"
 }
 

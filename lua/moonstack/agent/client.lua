@@ -69,4 +69,14 @@ function Guest:key(path, purpose)
   return field_bytes(self, 'GetKey', a, 'key', 32)
 end
 
+--- EmitEvent(event, payload): extend RTMR3 with a runtime event of this CVM. True or nil,
+--- msg, code.
+function Guest:emit_event(event, payload)
+  local a, err, code = self:call('EmitEvent', { event = event, payload = crypto.hex(payload) })
+  if not a then
+    return nil, err, code
+  end
+  return true
+end
+
 return M

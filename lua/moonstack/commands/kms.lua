@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- `moonstack kms`: the key management service. `moonstack kms -c kms.lua` runs the daemon
--- (moonstack.kms.server); `moonstack kms derive` prints one app's keys offline from a key
+-- (moonstack.kms); `moonstack kms derive` prints one app's keys offline from a key
 -- directory, for operators (kms-vmm-gateway.md §3.3).
 local cjson = require('cjson')
 local args = require('moonstack.core.args')
@@ -126,7 +126,7 @@ local function derive(argv)
   require('moonstack.core.task').spawn_named('kms-derive', function()
     local sealer, serr
     if cfg.seal then
-      sealer, serr = require('moonstack.kms.server').sealer_from_config(cfg.seal)
+      sealer, serr = require('moonstack.kms.setup').sealer_from_config(cfg.seal)
       if not sealer then
         io.stderr:write(prog, ': seal: ', tostring(serr), '\n')
         require('moonstack.native.runtime').set_exit_code(1)
@@ -145,7 +145,19 @@ local function run_daemon(argv)
   if not opts then
     return code
   end
-  return require('moonstack.kms.server').run_daemon(opts.config)
+  local config = require('moonstack.kms.config')
+  local cfg, err = config.load(opts.config)
+  if not cfg then
+    io.stderr:write(PROG, ': ', tostring(err), '\n')
+    return 2
+  end
+  local repl = require('moonstack.kms.repl')
+  require('moonstack.daemon').serve({ name = 'kms', service = require('moonstack.kms'), cfg = cfg,
+    config_path = opts.config, load_config = config.load, control = cfg.control,
+    repl = repl.env, code = { prefix = 'moonstack.kms', dir = cfg.code_dir,
+      allowed = cfg.code_reload or 'code reload is off (kms.lua code_reload; off in a CVM)',
+      before_swap = require('moonstack.kms.setup').code_recorder(cfg.tee) } })
+  return nil
 end
 
 local function run(argv)

@@ -14,6 +14,8 @@ local eval = require('moonstack.control.eval')
 local pretty = require('moonstack.control.pretty')
 local log = require('moonstack.core.log').new('control')
 
+local errors = require('moonstack.core.errors')
+
 local M = {}
 
 M.MAX_LINE = 1024 * 1024 -- default limit on a request line, in bytes
@@ -38,7 +40,7 @@ local AF_UNIX, SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC = 1, 1, 0x800, 0x80000
 local ECONNREFUSED, EAGAIN, ENOENT = 111, 11, 2
 
 local function fail(code, fmt, ...)
-  return nil, ('%s: ' .. fmt):format(code, ...), code
+  return errors.fail(code, fmt:format(...))
 end
 
 -- Is someone accepting connections on the socket at `path`? 'live', 'stale', or nil, error.

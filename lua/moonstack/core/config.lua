@@ -50,9 +50,7 @@ function M.env(extra)
   })
 end
 
-local function fail(code, msg)
-  return nil, ('%s: %s'):format(code, msg), code
-end
+local fail = require('moonstack.core.errors').fail
 
 -- Lua shortens long chunk names in messages ('...ild/tests/x.lua:3: ...'): put the whole
 -- name back so the operator sees which file failed.

@@ -15,7 +15,7 @@ local byte, char, concat = string.byte, string.char, table.concat
 -- message, schema = its field list; absent = nil), and repeated forms string* / bytes* /
 -- message*. A field spec is { number, name, type [, omit_empty = true] [, schema = {...}] };
 -- a message schema is a list of field specs. Each service keeps its own messages (e.g.
--- moonstack.agent.api.messages, moonstack.kms.rpc's).
+-- moonstack.agent.api.messages, moonstack.kms.api's).
 
 --- pRPC's error message (the protobuf body of a 400).
 M.ProtoError = { { 1, 'message', 'string' } }

@@ -40,6 +40,12 @@
 --   self_authorization = (tee and attestation set)   before each trusted RPC, ask the auth
 --                                     backend's authorize_kms about this KMS's own attestation
 --                                     (moonstack.kms.selfauth) [core] enforce_self_authorization
+--   code_reload = (not in a CVM)      allow reload.code() / SIGUSR2 to swap the KMS's code
+--                                     (moonstack.daemon.code); off by default with tee.kind =
+--                                     'agent'; when on with a tee, each swap is recorded in
+--                                     RTMR3 first (event moonstack-code, payload its SHA-256)
+--   code_dir = nil                    where reload.code() reads the new code (a lua/ root);
+--                                     default: the runtime's --lua-dir
 --   onboard = nil                     when key_dir holds none of the root files: replicate them
 --                                     from a running KMS ({ source_url = 'https://kms-a:8000' },
 --                                     needs tee and attestation), bootstrap them
@@ -119,6 +125,8 @@ M.schema = {
     },
     tee = tee_schema('kind'),
     self_authorization = { type = 'boolean', optional = true },
+    code_reload = { type = 'boolean', optional = true },
+    code_dir = { type = 'string', optional = true, min = 1 },
     site_name = { type = 'string', default = '' },
     onboard = {
       type = 'table',
@@ -183,6 +191,9 @@ function M.validate(tbl)
       .. '(bootstrap), not both', 'EINVAL'
   end
   if cfg then
+    if cfg.code_reload == nil then -- off by default where the KMS runs in a CVM
+      cfg.code_reload = not (cfg.tee and cfg.tee.kind == 'agent')
+    end
     if cfg.self_authorization == nil then
       cfg.self_authorization = cfg.tee ~= nil and cfg.attestation ~= nil
     elseif cfg.self_authorization and not (cfg.tee and cfg.attestation) then

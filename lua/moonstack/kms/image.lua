@@ -17,12 +17,14 @@ local cjson = require('cjson.safe')
 local uv = require('luv')
 local fs = require('moonstack.core.fs')
 
+local errors = require('moonstack.core.errors')
+
 local M = {}
 
 local FIELDS = { 'mrtd', 'rtmr0', 'rtmr1', 'rtmr2' }
 
 local function fail(msg)
-  return nil, 'EIMAGE: ' .. msg, 'EIMAGE'
+  return errors.fail('EIMAGE', msg)
 end
 
 local Gate = {}

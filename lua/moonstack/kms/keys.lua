@@ -16,6 +16,8 @@ local x509 = require('moonstack.x509')
 local profiles = require('moonstack.x509.profiles')
 local seal = require('moonstack.kms.seal')
 
+local errors = require('moonstack.core.errors')
+
 local M = {}
 
 --- The file names, in the order they are written.
@@ -28,8 +30,7 @@ local SECRET = { ['root-ca.key'] = true, ['root-k256.key'] = true, ['tmp-ca.key'
 local MAX_FILE = 64 * 1024
 
 local function fail(fmt, ...)
-  local msg = 'EKEYS: ' .. fmt:format(...)
-  return nil, msg, 'EKEYS'
+  return errors.fail('EKEYS', fmt:format(...))
 end
 
 local function path_of(dir, name)

@@ -22,9 +22,7 @@ local events = require('moonstack.verifier.events')
 
 local M = {}
 
-local function fail(code, msg)
-  return nil, ('%s: %s'):format(code, msg), code
-end
+local fail = require('moonstack.core.errors').fail
 
 local function post(url, body, tls, timeout_ms)
   local r, err, code = client.request({ url = url, method = 'POST', body = body, tls = tls,

@@ -63,7 +63,7 @@ function Checker:check()
   return true
 end
 
---- Wrap the trusted methods of a method table (moonstack.kms.rpc) so that each call first
+--- Wrap the trusted methods of a method table (moonstack.kms.api) so that each call first
 --- passes check(). Returns the table.
 function Checker:guard(methods)
   for name, m in pairs(methods) do

@@ -17,9 +17,7 @@ local csr_codec = require('moonstack.kms.csr')
 
 local M = {}
 
-local function fail(code, msg)
-  return nil, ('%s: %s'):format(code, msg), code
-end
+local fail = require('moonstack.core.errors').fail
 
 -- SubjectPublicKeyInfo DER headers of id-ecPublicKey + prime256v1 (uncompressed, compressed).
 local SPKI_P256 = {

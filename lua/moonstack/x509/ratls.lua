@@ -21,9 +21,7 @@ local native = require('moonstack.native.x509')
 
 local M = {}
 
-local function fail(code, msg)
-  return nil, code .. ': ' .. msg, code
-end
+local fail = require('moonstack.core.errors').fail
 
 --- The RA-TLS binding of a key: SHA-512("ratls-cert:" .. spki_der), 64 bytes.
 function M.report_data(spki_der)

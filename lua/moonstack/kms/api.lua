@@ -11,6 +11,8 @@ local crypto = require('moonstack.crypto')
 local dstack = require('moonstack.crypto.dstack')
 local derive = require('moonstack.kms.derive')
 local signcert = require('moonstack.kms.signcert')
+local admin = require('moonstack.kms.admin')
+local prpc = require('moonstack.core.prpc')
 
 local M = {}
 
@@ -165,6 +167,39 @@ function M.methods(kms)
     end }
 
   return t
+end
+
+--- The RPC listener's HTTP handler over a running KMS: the KMS service's methods (kms.methods)
+--- at /prpc/<M> and /prpc/KMS.<M>, `GET /health`, and `GET /metrics` when cfg.metrics, all
+--- counted by kms.metrics. Statuses: pRPC's (200, 400 with {"error"}, 500 for a bug).
+function M.handler(kms)
+  return kms.metrics:wrap(prpc.handler({
+    { prefix = '/prpc/', service = 'KMS', methods = kms.methods } },
+    function(req)
+      if req.method ~= 'GET' then
+        return nil
+      end
+      if req.path == '/health' then
+        return 200, 'OK', { ['content-type'] = 'text/plain' }
+      end
+      if req.path == '/metrics' and kms.cfg.metrics then
+        return 200, kms.metrics:render(), { ['content-type'] = 'text/plain; version=0.0.4' }
+      end
+    end))
+end
+
+--- The admin listener's HTTP handler: 401 (with a Bearer challenge) unless the request
+--- carries the admin credentials `creds` (moonstack.kms.admin), then the Admin service.
+function M.admin_handler(kms, creds)
+  local h = prpc.handler({ { prefix = '/prpc/', service = 'Admin', methods = admin.methods(kms) } })
+  return function(req)
+    if not admin.authorized(req, creds) then
+      kms.log.warn('admin request refused: bad or missing token', { path = req.path })
+      return 401, '{"error":"unauthorized"}', { ['content-type'] = 'application/json',
+        ['www-authenticate'] = 'Bearer realm="dstack-kms admin"' }
+    end
+    return h(req)
+  end
 end
 
 return M
