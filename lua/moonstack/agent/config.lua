@@ -39,6 +39,12 @@
 --   storage_fs = nil                       the storage-fs event payload (default: app-compose
 --                                          storage_fs, else zfs as upstream's default)
 --   api = {}                               free-form options of moonstack.agent.api
+--   code_reload = (tee.name ~= 'tdx')      allow reload.code() / SIGUSR2 to swap the agent's
+--                                          code (moonstack.daemon.code); each swap is first
+--                                          measured into RTMR3 (runtime event moonstack-code,
+--                                          payload the code's SHA-256). Off by default in a CVM
+--   code_dir = nil                         where reload.code() reads the new code (a lua/
+--                                          root); default: the runtime's --lua-dir
 local config = require('moonstack.core.config')
 
 local M = {}
@@ -165,12 +171,17 @@ M.schema = {
     },
     storage_fs = { type = 'string', optional = true, pattern = '^[%w_-]+$' },
     api = { type = 'table', default = {}, unknown = 'allow', fields = {} },
+    code_reload = { type = 'boolean', optional = true },
+    code_dir = { type = 'string', optional = true, min = 1 },
   },
 }
 
 --- Fill derived defaults (log_dir) in a validated config.
 local function finish(cfg)
   cfg.log_dir = cfg.log_dir or (cfg.state_dir .. '/logs')
+  if cfg.code_reload == nil then -- never by default on TDX hardware
+    cfg.code_reload = cfg.tee.name ~= 'tdx'
+  end
   return cfg
 end
 

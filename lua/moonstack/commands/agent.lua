@@ -64,29 +64,15 @@ local function parse_listen(s)
   return { host = host ~= '' and host or '0.0.0.0', port = port }
 end
 
--- Run the agent as a daemon: `start(d)` (in a task) returns the served state { ctx, api,
--- stop = fn } or nil, err; the REPL sees it as `agent`.
-local function daemonize(control, start)
-  local state = {}
-  daemon.run({
-    name = 'agent',
-    control = control,
-    env = { agent = state },
-    start = function(d)
-      local s, err = start(d, state)
-      if not s then
-        return nil, err
-      end
-      state.ctx, state.api, state.stop = s.ctx, s.api, s.stop
-      d.log.info('guest API listening', state.api:addresses())
-      return true
-    end,
-    stop = function()
-      if state.stop then
-        state.stop()
-      end
-    end,
-  })
+-- Run the agent service (moonstack.agent) as a daemon over `cfg`; the REPL sees it as `agent`.
+local function serve(cfg, control, code, config_path)
+  local agent = require('moonstack.agent')
+  daemon.serve({ name = 'agent', service = agent, cfg = cfg, control = control,
+    config_path = config_path, load_config = config_path and require('moonstack.agent.config').load,
+    repl = require('moonstack.agent.repl').env,
+    code = { prefix = 'moonstack.agent', dir = code.dir,
+      allowed = code.allowed or 'code reload is off (agent.lua code_reload; off on TDX)',
+      before_swap = function(a, staged) return a:record_code(staged) end } })
   return nil
 end
 
@@ -119,15 +105,10 @@ local function run_simulator(opts)
       return fail('--socket-mode must be an octal mode such as 0660')
     end
   end
-  return daemonize(opts.control or (dir .. '/agent.ctl'), function()
-    local s, err = require('moonstack.agent.simulator').start({ keys_file = opts.keys,
-      compose_file = opts.compose, socket_dir = dir, state_dir = opts.state_dir, listen = listen,
-      sys_config_file = opts.sys_config, app_id = app_id, ccel_file = opts.ccel, socket_mode = mode })
-    if not s then
-      return nil, err
-    end
-    return { ctx = s.ctx, api = s.api, stop = function() s:stop() end }
-  end)
+  return serve({ simulator = { keys_file = opts.keys, compose_file = opts.compose,
+    socket_dir = dir, state_dir = opts.state_dir, listen = listen, sys_config_file = opts.sys_config,
+    app_id = app_id, ccel_file = opts.ccel, socket_mode = mode } },
+    opts.control or (dir .. '/agent.ctl'), { allowed = true })
 end
 
 local function run_config(opts)
@@ -135,45 +116,7 @@ local function run_config(opts)
   if not cfg then
     return fail(err)
   end
-  local listen = cfg.listen or {}
-  local api_opts = {}
-  for k, v in pairs(cfg.api or {}) do
-    api_opts[k] = v
-  end
-  api_opts.dstack, api_opts.tappd, api_opts.external = listen.dstack, listen.tappd, listen.public
-  return daemonize(cfg.control, function(d)
-    -- The boot calls serve(ctx) once the keys and the boot measurements are in place and
-    -- before the app starts, so the app finds its sockets; else the API starts afterwards.
-    local served
-    local function serve(ctx)
-      if served then
-        return true
-      end
-      local a, aerr, code = require('moonstack.agent.api').start(ctx, api_opts)
-      if not a then
-        return nil, aerr, code
-      end
-      served = a
-      return true
-    end
-    local ctx, berr = require('moonstack.agent.boot').run(cfg, { serve = serve })
-    if not ctx then
-      if served then
-        served:close()
-      end
-      return nil, berr
-    end
-    local ok, serr = serve(ctx)
-    if not ok then
-      ctx:close()
-      return nil, serr
-    end
-    d.log.info('agent booted', { app = ctx.app_name, state = ctx.state })
-    return { ctx = ctx, api = served, stop = function()
-      served:close()
-      ctx:close()
-    end }
-  end)
+  return serve(cfg, cfg.control, { allowed = cfg.code_reload, dir = cfg.code_dir }, opts.config)
 end
 
 local function run(argv)

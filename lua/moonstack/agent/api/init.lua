@@ -12,7 +12,6 @@
 local server = require('moonstack.http.server')
 local task = require('moonstack.core.task')
 local log = require('moonstack.core.log').new('agent.api')
-local methods = require('moonstack.agent.api.methods')
 local prpc = require('moonstack.core.prpc')
 local info_lib = require('moonstack.agent.api.info')
 local worker = require('moonstack.agent.api.worker')
@@ -36,6 +35,39 @@ local function listen_opts(l, mode)
   return { host = l.host or '0.0.0.0', port = l.port or 8090 }
 end
 
+-- The listeners' pRPC mounts over the method tables `svc` (and the Worker's fallback).
+local function mounts_of(self, svc)
+  return {
+    dstack = { mounts = {
+      { prefix = '/prpc/', service = 'DstackGuest', methods = svc.dstack },
+      { prefix = '/', service = 'DstackGuest', methods = svc.dstack } } },
+    tappd = { mounts = {
+      { prefix = '/prpc/', service = 'Tappd', methods = svc.tappd },
+      { prefix = '/', service = 'DstackGuest', methods = svc.dstack } } },
+    external = { mounts = { { prefix = '/prpc/', service = 'Worker', methods = svc.worker } },
+      fallback = function(req) return worker.route(self, req) end },
+  }
+end
+
+-- Build the method tables and the listeners' handlers from the agent's code as it is now (at
+-- start, and again after a code swap); the state behind the methods (self.state) is kept.
+function Api:_bind()
+  local methods = require('moonstack.agent.api.methods')
+  self.state = self.state or methods.state(self.ctx, self.opts)
+  self.svc = methods.build(self.ctx, self.opts, self.state)
+  self.handlers = {}
+  for name, l in pairs(mounts_of(self, self.svc)) do
+    self.handlers[name] = prpc.handler(l.mounts, l.fallback)
+  end
+end
+
+--- Adopt a swapped copy of the API's code (moonstack.daemon.code): this module's methods
+--- for `api`, method tables and handlers rebuilt; requests in flight finish on the old code.
+function M.rebind(api)
+  setmetatable(api, Api)
+  api:_bind()
+end
+
 --- Start the listeners. opts:
 ---   dstack   = { unix = PATH, mode = 438 } or false     (DstackGuest)
 ---   tappd    = { unix = PATH, mode = 438 } or false     (Tappd)
@@ -45,22 +77,15 @@ end
 function M.start(ctx, opts)
   assert(type(ctx) == 'table' and ctx.tee, 'agent.api.start: ctx with a tee backend required')
   opts = opts or {}
-  local svc = methods.build(ctx, opts)
-  local self = setmetatable({ ctx = ctx, svc = svc, servers = {}, opts = opts }, Api)
+  local self = setmetatable({ ctx = ctx, servers = {}, opts = opts }, Api)
+  self:_bind()
   local ident = opts.ident or info_lib.IDENT
   local mode = opts.socket_mode or M.SOCKET_MODE
-
   local listeners = {
-    { name = 'dstack', cfg = opts.dstack, mounts = {
-      { prefix = '/prpc/', service = 'DstackGuest', methods = svc.dstack },
-      { prefix = '/', service = 'DstackGuest', methods = svc.dstack } } },
-    { name = 'tappd', cfg = opts.tappd, mounts = {
-      { prefix = '/prpc/', service = 'Tappd', methods = svc.tappd },
-      { prefix = '/', service = 'DstackGuest', methods = svc.dstack } } },
+    { name = 'dstack', cfg = opts.dstack },
+    { name = 'tappd', cfg = opts.tappd },
     { name = 'external', cfg = opts.external == nil and M.EXTERNAL or opts.external,
-      headers = { ['x-app-version'] = ('v%s (%s)'):format(info_lib.VERSION, info_lib.REV) },
-      mounts = { { prefix = '/prpc/', service = 'Worker', methods = svc.worker } },
-      fallback = function(req) return worker.route(self, req) end },
+      headers = { ['x-app-version'] = ('v%s (%s)'):format(info_lib.VERSION, info_lib.REV) } },
   }
   for _, l in ipairs(listeners) do
     if l.cfg then
@@ -70,8 +95,8 @@ function M.start(ctx, opts)
       end
       local s = server.new({ name = 'agent-' .. l.name, listen = listen_opts(l.cfg, mode),
         max_body = opts.max_body or M.MAX_BODY, headers = headers })
-      local handler = prpc.handler(l.mounts, l.fallback)
-      s:route('*', '/*', function(req) return handler(req) end)
+      local name = l.name
+      s:route('*', '/*', function(req) return self.handlers[name](req) end)
       local ok, err, code = s:listen()
       if not ok then
         self:close()
@@ -80,10 +105,11 @@ function M.start(ctx, opts)
       self.servers[l.name] = s
     end
   end
+  local st = self.state
   self.demo_task = task.spawn_named('agent:demo-cert', function()
-    local pem, err = svc.certs:demo_cert()
+    local pem, err = st.certs:demo_cert()
     if pem then
-      svc.info.app_cert = pem
+      st.info.app_cert = pem
     else
       log.warn('cannot issue the demo certificate (Info.app_cert stays empty)', { error = err })
     end

@@ -19,13 +19,11 @@ local function m(input, output, call, cache)
     call = call, cache = cache }
 end
 
---- Build the services of `ctx`. opts: emit_event (default true: EmitEvent extends RTMR3;
---- false answers 400 as dstack 0.6 does), dmi_dir, gpu_file. Returns { dstack, tappd, worker,
---- evidence, info, certs } (the method tables and the state behind them).
-function M.build(ctx, opts)
-  opts = opts or {}
+--- The state behind the methods of `ctx` (it survives a code swap): { evidence, info,
+--- certs }. opts: dmi_dir, gpu_file (moonstack.agent.api.info).
+function M.state(ctx, opts)
   local ev = evidence_lib.new(ctx)
-  local info = info_lib.new(ctx, ev, opts)
+  local info = info_lib.new(ctx, ev, opts or {})
   local certs = certs_lib.new(ctx, ev, function()
     local fields, err, code = info:app_info_ext_fields()
     if not fields then
@@ -33,62 +31,61 @@ function M.build(ctx, opts)
     end
     return attestation.app_info_ext(fields)
   end)
+  return { evidence = ev, info = info, certs = certs }
+end
 
-  local function get_quote(a)
-    local rd, err, code = evidence_lib.pad_report_data(a.report_data)
-    if not rd then
-      return nil, err, code
-    end
-    local events
-    events, err, code = ev:events()
-    if not events then
-      return nil, err, code
-    end
-    local q
-    q, err, code = ev:quote(rd)
-    if not q then
-      return nil, err, code
-    end
-    return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'), report_data = rd,
-      vm_config = ctx.vm_config or '' }
+-- GetQuote: a quote over the padded report_data, with the event log in its quote form.
+local function get_quote(ctx, ev, a)
+  local rd, err, code = evidence_lib.pad_report_data(a.report_data)
+  if not rd then
+    return nil, err, code
   end
-
-  local function get_key(a)
-    local r, err, code = keys.get_key(ctx, a.path, a.purpose, a.algorithm)
-    if not r then
-      return nil, err, code
-    end
-    return { key = r.key, signature_chain = r.signature_chain }
+  local events
+  events, err, code = ev:events()
+  if not events then
+    return nil, err, code
   end
-
-  local function tdx_quote(a)
-    local rd, alg, prefix = evidence_lib.tdx_quote_report_data(a.report_data, a.hash_algorithm, a.prefix)
-    if not rd then
-      return nil, alg, prefix
-    end
-    local events, err, code = ev:events()
-    if not events then
-      return nil, err, code
-    end
-    local q
-    q, err, code = ev:quote(rd)
-    if not q then
-      return nil, err, code
-    end
-    return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'),
-      hash_algorithm = alg, prefix = prefix }
+  local q
+  q, err, code = ev:quote(rd)
+  if not q then
+    return nil, err, code
   end
+  return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'), report_data = rd,
+    vm_config = ctx.vm_config or '' }
+end
 
-  local function app_info()
-    return info:app_info()
+-- Tappd.TdxQuote: report_data hashed as the legacy API says.
+local function tdx_quote(ev, a)
+  local rd, alg, prefix = evidence_lib.tdx_quote_report_data(a.report_data, a.hash_algorithm, a.prefix)
+  if not rd then
+    return nil, alg, prefix
   end
+  local events, err, code = ev:events()
+  if not events then
+    return nil, err, code
+  end
+  local q
+  q, err, code = ev:quote(rd)
+  if not q then
+    return nil, err, code
+  end
+  return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'),
+    hash_algorithm = alg, prefix = prefix }
+end
 
-  local svc = { evidence = ev, info = info, certs = certs }
-
-  svc.dstack = {
+-- The DstackGuest service (dstack.sock).
+local function dstack_service(ctx, st, opts)
+  local ev, info, certs = st.evidence, st.info, st.certs
+  return {
     GetTlsKey = m('GetTlsKeyArgs', 'GetTlsKeyResponse', function(a) return certs:get_tls_key(a) end),
-    GetKey = m('GetKeyArgs', 'GetKeyResponse', get_key, keys.cache_key),
-    GetQuote = m('RawQuoteArgs', 'GetQuoteResponse', get_quote),
+    GetKey = m('GetKeyArgs', 'GetKeyResponse', function(a)
+      local r, err, code = keys.get_key(ctx, a.path, a.purpose, a.algorithm)
+      if not r then
+        return nil, err, code
+      end
+      return { key = r.key, signature_chain = r.signature_chain }
+    end, keys.cache_key),
+    GetQuote = m('RawQuoteArgs', 'GetQuoteResponse', function(a) return get_quote(ctx, ev, a) end),
     Attest = m('RawQuoteArgs', 'AttestResponse', function(a)
       local rd, err, code = evidence_lib.pad_report_data(a.report_data)
       if not rd then
@@ -113,7 +110,7 @@ function M.build(ctx, opts)
       log.info('runtime event emitted', { event = a.event, payload_bytes = #a.payload })
       return {}
     end),
-    Info = m('Empty', 'AppInfo', app_info),
+    Info = m('Empty', 'AppInfo', function() return info:app_info() end),
     Sign = m('SignRequest', 'SignResponse', function(a)
       return keys.sign(ctx, a.algorithm, a.data)
     end),
@@ -127,8 +124,12 @@ function M.build(ctx, opts)
     Version = m('Empty', 'WorkerVersion', info_lib.version),
     GpuInfo = m('Empty', 'GpuInfoResponse', function() return info:gpu_info() end),
   }
+end
 
-  svc.tappd = {
+-- The legacy Tappd service (tappd.sock).
+local function tappd_service(ctx, st)
+  local ev, info, certs = st.evidence, st.info, st.certs
+  return {
     DeriveKey = m('DeriveKeyArgs', 'GetTlsKeyResponse', function(a) return certs:derive_key(a) end),
     DeriveK256Key = m('GetKeyArgs', 'DeriveK256KeyResponse', function(a)
       local r, err, code = keys.get_key(ctx, a.path, a.purpose, a.algorithm)
@@ -137,15 +138,19 @@ function M.build(ctx, opts)
       end
       return { k256_key = r.key, k256_signature_chain = r.signature_chain }
     end, keys.cache_key),
-    TdxQuote = m('TdxQuoteArgs', 'TdxQuoteResponse', tdx_quote),
+    TdxQuote = m('TdxQuoteArgs', 'TdxQuoteResponse', function(a) return tdx_quote(ev, a) end),
     RawQuote = m('RawQuoteArgs', 'TdxQuoteResponse', function(a)
-      return tdx_quote({ report_data = a.report_data, hash_algorithm = 'raw', prefix = '' })
+      return tdx_quote(ev, { report_data = a.report_data, hash_algorithm = 'raw', prefix = '' })
     end),
-    Info = m('Empty', 'AppInfo', app_info),
+    Info = m('Empty', 'AppInfo', function() return info:app_info() end),
     Version = m('Empty', 'WorkerVersion', info_lib.version),
   }
+end
 
-  svc.worker = {
+-- The Worker service (the public listener).
+local function worker_service(ctx, st)
+  local ev, info = st.evidence, st.info
+  return {
     Info = m('Empty', 'AppInfo', function() return info:app_info(ctx.public or {}) end),
     Version = m('Empty', 'WorkerVersion', info_lib.version),
     GetAttestationForAppKey = m('GetAttestationForAppKeyRequest', 'GetQuoteResponse', function(a)
@@ -159,10 +164,21 @@ function M.build(ctx, opts)
       if not rd then
         return nil, err, code
       end
-      return get_quote({ report_data = rd })
+      return get_quote(ctx, ev, { report_data = rd })
     end),
   }
-  return svc
+end
+
+--- Build the services of `ctx`. opts: emit_event (default true: EmitEvent extends RTMR3;
+--- false answers 400 as dstack 0.6 does), dmi_dir, gpu_file. `st` (optional) is the state
+--- to serve (M.state; kept across a code swap). Returns { dstack, tappd, worker, evidence,
+--- info, certs } (the method tables and the state behind them).
+function M.build(ctx, opts, st)
+  opts = opts or {}
+  st = st or M.state(ctx, opts)
+  return { evidence = st.evidence, info = st.info, certs = st.certs,
+    dstack = dstack_service(ctx, st, opts), tappd = tappd_service(ctx, st),
+    worker = worker_service(ctx, st) }
 end
 
 return M

@@ -1,0 +1,132 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The guest agent service, in the service shape: start (boot from the shared folder with
+-- moonstack.agent.boot and serve the guest API over the context it builds, or simulator mode:
+-- moonstack.agent.simulator), stop, status, reload (the agent has nothing to apply in place:
+-- a changed config needs a restart) and rebind (adopt a swapped copy of the agent's code:
+-- moonstack.daemon.code). What survives a code swap is this object: the context (the app, its
+-- keys, the TEE), the listeners and the state behind the API's methods.
+local M = {}
+
+--- The runtime event a code swap is recorded under in RTMR3 (payload: the code's SHA-256).
+M.CODE_EVENT = 'moonstack-code'
+
+local Agent = {}
+Agent.__index = Agent
+M.Agent = Agent
+
+-- Boot from the config and serve the API. The boot calls serve(ctx) once the keys and the
+-- boot measurements are in place and before the app starts, so the app finds its sockets;
+-- else the API starts afterwards.
+local function boot(cfg, log)
+  local listen = cfg.listen or {}
+  local api_opts = {}
+  for k, v in pairs(cfg.api or {}) do
+    api_opts[k] = v
+  end
+  api_opts.dstack, api_opts.tappd, api_opts.external = listen.dstack, listen.tappd, listen.public
+  local served
+  local function serve(ctx)
+    if served then
+      return true
+    end
+    local a, aerr, code = require('moonstack.agent.api').start(ctx, api_opts)
+    if not a then
+      return nil, aerr, code
+    end
+    served = a
+    return true
+  end
+  local ctx, err, code = require('moonstack.agent.boot').run(cfg, { serve = serve })
+  if not ctx then
+    if served then
+      served:close()
+    end
+    return nil, err, code
+  end
+  local ok
+  ok, err, code = serve(ctx)
+  if not ok then
+    ctx:close()
+    return nil, err, code
+  end
+  log.info('agent booted', { app = ctx.app_name, state = ctx.state })
+  return ctx, served
+end
+
+--- Start the agent. `cfg` is a validated agent.lua (moonstack.agent.config), or
+--- { simulator = opts } for simulator mode (opts of moonstack.agent.simulator.start). Call in
+--- a task. Returns the Agent { ctx, api, cfg } or nil, msg, code (nothing left running).
+function M.start(cfg, log)
+  log = log or require('moonstack.core.log').new('agent')
+  local self = setmetatable({ cfg = cfg, log = log }, Agent)
+  if cfg.simulator then
+    local s, err, code = require('moonstack.agent.simulator').start(cfg.simulator)
+    if not s then
+      return nil, err, code
+    end
+    self.ctx, self.api, self.simulator = s.ctx, s.api, s
+  else
+    local ctx, api, code = boot(cfg, log)
+    if not ctx then
+      return nil, api, code
+    end
+    self.ctx, self.api = ctx, api
+  end
+  log.info('guest API listening', self.api:addresses())
+  return self
+end
+
+--- Adopt a swapped copy of the agent's code: this module's methods for `agent`, and the
+--- API's method tables and handlers rebuilt from the new moonstack.agent.api.
+function M.rebind(agent)
+  setmetatable(agent, Agent)
+  require('moonstack.agent.api').rebind(agent.api)
+end
+
+--- Record a code swap in RTMR3 before it happens (moonstack.daemon.code's before_swap):
+--- the runtime event moonstack-code with the code's SHA-256, so a verifier replaying the
+--- event log sees which code the agent switched to. True or nil, msg, code.
+function Agent:record_code(staged)
+  local digest = require('moonstack.crypto').unhex(staged.hash)
+  local ok, err, code = self.ctx.tee:emit_event(M.CODE_EVENT, digest)
+  if not ok then
+    return nil, err, code
+  end
+  self.api:invalidate()
+  self.log.info('code swap measured into RTMR3', { event = M.CODE_EVENT, hash = staged.hash })
+  return true
+end
+
+--- Reload: nothing is applied in place (the app was booted from this config); a changed
+--- config answers ERESTART and the running config stays. Returns true or nil, msg, code.
+function Agent.reload(_, _, changed)
+  if changed and #changed > 0 then
+    return nil, ('ERESTART: %s changed: restart the agent to apply'):format(
+      table.concat(changed, ', ')), 'ERESTART'
+  end
+  return true
+end
+
+--- A snapshot for the REPL: the context's status and the API's addresses.
+function Agent:status()
+  return { ctx = self.ctx and self.ctx:status(), listeners = self.api and self.api:addresses() }
+end
+
+--- Close the listeners and the context (the app is stopped). Idempotent.
+function Agent:stop()
+  if self.simulator then
+    self.simulator:stop()
+    self.simulator, self.api, self.ctx = nil, nil, nil
+    return
+  end
+  if self.api then
+    self.api:close()
+    self.api = nil
+  end
+  if self.ctx then
+    self.ctx:close()
+    self.ctx = nil
+  end
+end
+
+return M
