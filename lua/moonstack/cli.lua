@@ -83,8 +83,8 @@ function M.help()
   local tail = {
     '',
     'runtime options (before the command):',
-    '  --lua-dir DIR        load Lua modules from DIR before the embedded ones (development);',
-    '                       also MOONSTACK_LUA_DIR',
+    '  --lua-dir DIR        load Lua modules from DIR before the embedded ones, and the UI',
+    '                       files from DIR/../ui (development); also MOONSTACK_LUA_DIR',
     '  --log-level LEVEL    debug, info, warn or error (default info); also MOONSTACK_LOG_LEVEL',
     '  --log-json           write log records as JSON lines; also MOONSTACK_LOG_JSON=1',
     '  -e CODE              run Lua CODE in the runtime, then the loop until no work is left',

@@ -152,6 +152,35 @@ describe('the guest API in process', function()
     store:close()
   end)
 
+  it('renders the dashboard from ui/agent with every value as text', function()
+    s.ctx.app_name = '<script>alert(1)</script>'
+    s.api:invalidate()
+    s.ctx.logs = { list = function()
+      return { { name = '/we"b<i>', status = 'up & <b>running</b>' } }
+    end }
+    local r = public(s, '/')
+    assert.are.equal(200, r.status)
+    assert.are.equal('text/html; charset=utf-8', r.headers['content-type'])
+    local body = r.body
+    assert.is_nil(body:find('<script>', 1, true))
+    assert.is_nil(body:find('<i>', 1, true))
+    assert.is_nil(body:find('<b>', 1, true))
+    assert.truthy(body:find('<h1>&lt;script&gt;alert(1)&lt;/script&gt;</h1>', 1, true))
+    assert.truthy(body:find('<li>we&quot;b&lt;i&gt; (up &amp; &lt;b&gt;running&lt;/b&gt;)', 1, true))
+    assert.truthy(body:find('href="/logs/we%22b%3Ci%3E?text', 1, true))
+    assert.truthy(body:find('<th>App ID</th><td>' .. APP_ID .. '</td>', 1, true))
+    assert.truthy(body:find('<h2>System</h2>', 1, true)) -- public_sysinfo
+    assert.truthy(body:find('<h2>TCB info</h2>', 1, true))
+    assert.truthy(body:find('<link rel="stylesheet" href="/assets/agent.css">', 1, true))
+    r = public(s, '/assets/agent.css')
+    assert.are.equal(200, r.status)
+    assert.are.equal('text/css; charset=utf-8', r.headers['content-type'])
+    s.ctx.public.sysinfo, s.ctx.public.tcbinfo = false, false
+    body = public(s, '/').body
+    assert.is_nil(body:find('<h2>System</h2>', 1, true))
+    assert.is_nil(body:find('TCB info', 1, true))
+  end)
+
   it('hides tcb_info from Worker.Info unless public_tcbinfo', function()
     local r = public(s, '/prpc/Worker.Info')
     assert.matches('rtmr3', cjson.decode(r.body).tcb_info)

@@ -2,12 +2,13 @@
 -- The `policy` KMS auth backend over the real policy VM and a real file: decisions for apps
 -- and KMS instances, the shipped example policies, reload() while decisions flow (no failed
 -- decision, then the new answers), a broken file refused with the old policy deciding, and a
--- reload triggered by changing the file on disk.
+-- reload triggered by changing the file on disk; decisions and reloads on the event bus.
 local loop = require('loop')
 local fixtures = require('fixtures')
 local task = require('moonstack.core.task')
 local fs = require('moonstack.core.fs')
 local auth = require('moonstack.kms.auth')
+local events = require('moonstack.core.events')
 
 local A, B = ('aa'):rep(32), ('bb'):rep(32)
 
@@ -181,5 +182,50 @@ describe('kms auth policy', function()
     assert.same({ allow = true, reason = 'v2 allow', gateway_app_id = 'gw-v2' }, decide(b, 'app', boot(B)))
     b:close()
     loop.settle(30)
+  end)
+
+  it('publishes every decision and every reload on the event bus', function()
+    local got = {}
+    local sub = events.subscribe(nil, function(ev)
+      if ev.topic == 'kms.decision' or ev.topic == 'policy.reload' then
+        got[#got + 1] = ev
+      end
+    end)
+    local first = events.last_seq()
+    assert(fs.write_atomic(path, policy('v1', A, KMS_HOOK)))
+    local b = assert(auth.new({ kind = 'policy', path = path, watch = false }))
+    decide(b, 'app', boot(A))
+    decide(b, 'kms', boot(B))
+    decide(b, 'app', { appId = 'not hex' })
+    assert(fs.write_atomic(path, 'return {}'))
+    assert.is_nil(b:reload())
+    sub:close()
+    b:close()
+    assert.same({ 'policy.reload', 'kms.decision', 'kms.decision', 'kms.decision', 'policy.reload' },
+      { got[1].topic, got[2].topic, got[3].topic, got[4].topic, got[5].topic })
+    local load = got[1].data
+    assert.same({ host = 'kms-auth', ok = true, name = 'spec', version = 'v1', path = path, tests = 1 },
+      { host = load.host, ok = load.ok, name = load.name, version = load.version, path = load.path,
+        tests = load.tests })
+    assert.matches('^%x+$', load.sha256)
+    assert.same({ backend = 'policy', scope = 'app', app_id = ('0d'):rep(20), compose_hash = A,
+      instance_id = '', allowed = true, reason = 'v1 allow', policy = 'spec', policy_version = 'v1',
+      policy_sha256 = load.sha256 }, got[2].data)
+    assert.equal('kms', got[3].data.scope)
+    assert.is_true(got[3].data.allowed)
+    assert.same({ backend = 'policy', scope = 'app', allowed = false,
+      reason = got[4].data.reason }, got[4].data) -- invalid boot info: no identifiers, no policy
+    assert.matches('^invalid boot info', got[4].data.reason)
+    assert.is_false(got[5].data.ok)
+    assert.is_string(got[5].data.error)
+    assert.equal(load.sha256, got[5].data.active_sha256)
+    for i = 2, 5 do
+      assert.is_true(got[i].seq > got[i - 1].seq)
+    end
+    assert.is_true(got[1].seq > first)
+    -- the ring has them for a dashboard that connects later
+    local kept = events.since(first, 'kms.')
+    assert.equal(3, #kept)
+    assert.equal(got[2].seq, kept[1].seq)
   end)
 end)

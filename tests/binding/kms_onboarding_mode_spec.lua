@@ -88,6 +88,15 @@ describe('kms onboarding mode', function()
     assert.equal(200, page.status)
     assert.truthy(page.body:find('Bootstrap', 1, true))
     assert.truthy(page.headers['content-security-policy'])
+    assert.is_nil(page.headers['content-security-policy']:find('unsafe', 1, true))
+    assert.equal('text/html; charset=utf-8', page.headers['content-type'])
+    for name, ctype in pairs({ ['onboarding.js'] = 'text/javascript', ['onboarding.css'] = 'text/css' }) do
+      local asset = get('http://' .. addr .. '/' .. name) -- ui/kms/onboarding, next to the page
+      assert.equal(200, asset.status, name)
+      assert.matches(ctype, asset.headers['content-type'], 1, true)
+      assert.truthy(page.body:find(name, 1, true), name)
+    end
+    assert.equal(404, get('http://' .. addr .. '/nope.js').status)
     local r = post(addr, 'Finish')
     assert.equal(400, r.status)
     assert.truthy(r.body:find('no root keys yet', 1, true), r.body)

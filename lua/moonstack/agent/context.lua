@@ -34,6 +34,9 @@
 --   simulated  true in simulator mode (moonstack.agent.simulator.context)
 -- Methods: ctx:set_state(state, info), ctx:fail(message), ctx:close() (stops the app and
 -- releases the backend; idempotent), ctx:status() (a JSON-ready snapshot for the REPL).
+-- Steps and states also go to the process's event bus (moonstack.core.events) as 'agent.boot'
+-- { step, ...detail } and 'agent.state' { state, from, ...info } (plain values of detail/info).
+local events = require('moonstack.core.events')
 local log = require('moonstack.core.log').new('agent')
 
 local M = {}
@@ -96,6 +99,20 @@ function Emitter:emit(name, ...)
   call_all(self.listeners['*'], name, name, ...)
 end
 
+-- The string, number and boolean fields of `t` (nil or a table) added to `into`.
+local function plain(into, t)
+  if type(t) == 'table' then
+    for k, v in pairs(t) do
+      local vt = type(v)
+      if type(k) == 'string' and into[k] == nil and (vt == 'string' or vt == 'number'
+          or vt == 'boolean') then
+        into[k] = v
+      end
+    end
+  end
+  return into
+end
+
 -- ---- context ----
 
 local Context = {}
@@ -117,6 +134,7 @@ function Context:set_state(state, info)
   self.state = state
   self.state_changed_at = os.time()
   log.info('agent state', { state = state, from = old, info = info })
+  events.publish('agent.state', plain({ state = state, from = old }, info))
   self.events:emit('state', state, old, info)
 end
 
@@ -130,6 +148,7 @@ end
 --- Report progress of a boot step (emits 'step').
 function Context:step(name, detail)
   self.steps[#self.steps + 1] = { name = name, detail = detail, time = os.time() }
+  events.publish('agent.boot', plain({ step = tostring(name) }, detail))
   self.events:emit('step', name, detail)
 end
 

@@ -5,6 +5,7 @@
 local native = require('moonstack.native.http')
 local errors = require('moonstack.core.errors')
 local log = require('moonstack.core.log').new('http')
+local static = require('moonstack.http.static')
 local task = require('moonstack.core.task')
 local util = require('moonstack.http.util')
 
@@ -121,6 +122,21 @@ end
 
 function Server:post(pattern, handler)
   return self:route('POST', pattern, handler)
+end
+
+--- Serve the ui/ subtree `dir` (e.g. 'kms/onboarding'; '' for all of ui/) under the URL
+--- `prefix` for GET and HEAD, with moonstack.http.static (opts: cache_control, headers, index).
+--- A prefix without a trailing '/' also redirects itself to '<prefix>/' (relative links in
+--- the index page need it). Routes added earlier win over it.
+function Server:static(prefix, dir, opts)
+  assert(type(prefix) == 'string' and prefix:sub(1, 1) == '/', 'static: prefix must start with /')
+  local files = static.new(dir, opts)
+  if prefix:sub(-1) ~= '/' then
+    local slash = prefix .. '/'
+    self:get(prefix, function() return 301, '', { location = slash } end)
+    prefix = slash
+  end
+  return self:get(prefix .. '*', function(req) return files:serve(req, req.params.rest) end)
 end
 
 --- Add a websocket endpoint at `path` (before listen). Handlers: on_open(ws),

@@ -189,18 +189,15 @@ function M.serve(ctx, listen, on_ready)
     finished()
   end
   local methods = M.methods(ctx)
-  local page = require('moonstack.kms.onboarding_page')
+  local page = require('moonstack.http.static').new('kms/onboarding', { headers = {
+    ['content-security-policy'] = "default-src 'none'; script-src 'self'; style-src 'self'; "
+      .. "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'" } })
   local handler = prpc.handler({ { prefix = '/prpc/', service = 'Onboard', methods = methods } },
     function(req)
-      if req.method ~= 'GET' then
+      if req.method ~= 'GET' and req.method ~= 'HEAD' then
         return nil
       end
-      if req.path == '/' then
-        return 200, page, { ['content-type'] = 'text/html; charset=utf-8',
-          ['content-security-policy'] = "default-src 'none'; script-src 'unsafe-inline'; "
-            .. "style-src 'unsafe-inline'; connect-src 'self'" }
-      end
-      if req.path == '/finish' then
+      if req.path == '/finish' and req.method == 'GET' then
         local r, err = methods.Finish.call({})
         if not r then
           return 400, cjson.encode({ error = err }), { ['content-type'] = 'application/json' }
@@ -210,6 +207,7 @@ function M.serve(ctx, listen, on_ready)
       if req.path == '/health' then
         return 200, 'onboarding', { ['content-type'] = 'text/plain' }
       end
+      return page:serve(req, req.path:sub(2)) -- ui/kms/onboarding: the page, its JS and CSS
     end)
   srv:route('*', '/*', function(req) return handler(req) end)
   local ok, err, code = srv:listen()

@@ -2,7 +2,8 @@
 -- The policy host: loads an operator policy into its own sandboxed VM
 -- (moonstack.native.policyvm), validates it (moonstack.policy.schema), runs its own `tests`,
 -- and swaps it in only if all of that succeeds; a failed load or reload keeps the previous
--- policy. decide() never fails: an error, a timeout or an invalid answer is a deny.
+-- policy. decide() never fails: an error, a timeout or an invalid answer is a deny. Every
+-- load (accepted or refused) is published on the event bus as 'policy.reload'.
 --
 -- The sandbox guards against operator mistakes (endless loops, runaway memory, typos that
 -- write globals), not against hostile code: LuaJIT is not a security boundary. Policy files
@@ -14,6 +15,7 @@
 -- field listed in `expect`; a hook error fails the test (it is not turned into a deny).
 local pvm = require('moonstack.native.policyvm')
 local schema = require('moonstack.policy.schema')
+local events = require('moonstack.core.events')
 local logging = require('moonstack.core.log')
 
 local M = {}
@@ -218,6 +220,9 @@ function Host:load_string(source, chunkname, path)
       what = 'policy', host = self.label, ok = false, error = report.error, sha256 = report.sha256,
       path = path, active = self.current and self.current.report.sha256 or nil,
     })
+    events.publish('policy.reload', { host = self.label, ok = false, error = report.error,
+      code = report.code, sha256 = report.sha256, path = path,
+      active_sha256 = self.current and self.current.report.sha256 or nil })
     return nil, report.error, report.code
   end
   cand.path = path
@@ -234,6 +239,8 @@ function Host:load_string(source, chunkname, path)
     what = 'policy', host = self.label, ok = true, name = report.name, version = report.version,
     sha256 = report.sha256, path = path, tests = report.tests.passed,
   })
+  events.publish('policy.reload', { host = self.label, ok = true, name = report.name,
+    version = report.version, sha256 = report.sha256, path = path, tests = report.tests.passed })
   return summary(cand)
 end
 
@@ -248,6 +255,8 @@ function Host:load_file(path)
     log.error('policy file unreadable; the previous policy stays active', {
       what = 'policy', host = self.label, ok = false, error = err, path = path,
     })
+    events.publish('policy.reload', { host = self.label, ok = false, error = err, code = code,
+      path = path, active_sha256 = self.current and self.current.report.sha256 or nil })
     return nil, err, code
   end
   return self:load_string(source, '@' .. path, path)

@@ -22,6 +22,7 @@ local keys = require('moonstack.agent.boot.keys')
 local envm = require('moonstack.agent.boot.env')
 local mrconfig = require('moonstack.agent.boot.mrconfig')
 local teeboot = require('moonstack.agent.boot.tee')
+local bus = require('moonstack.core.events')
 
 local hex, unhex = crypto.hex, crypto.unhex
 local SIM = 'dstack/simulator/'
@@ -242,6 +243,42 @@ describe('agent boot: RTMR3 events', function()
     assert.are.equal(seed, saved.instance_id_seed)
     local appkeys = assert(keys.parse_appkeys(fixtures.read(cfg.state_dir .. '/.appkeys.json')))
     assert.are.equal(hex(ctx.keys.k256_key), hex(appkeys.k256_key))
+    ctx:close()
+  end)
+
+  it('run(): publishes its steps and states on the event bus, without secrets', function()
+    local _, cfg = setup(app_with({ key_provider = 'kms' }))
+    local seen = {}
+    local sub = bus.subscribe('agent.', function(ev) seen[#seen + 1] = ev end)
+    local ctx = assert(run_boot(cfg))
+    sub:close()
+    local steps, states, measured = {}, {}, nil
+    for _, ev in ipairs(seen) do
+      if ev.topic == 'agent.boot' then
+        steps[#steps + 1] = ev.data.step
+        if ev.data.step == 'measure' then
+          measured = ev.data.events -- the step's detail, plain values only
+        end
+      else
+        assert.are.equal('agent.state', ev.topic)
+        states[#states + 1] = ev.data.state
+      end
+    end
+    local want = {}
+    for _, st in ipairs(ctx.steps) do
+      want[#want + 1] = st.name
+    end
+    assert.are.same(want, steps)
+    assert.is_true(#steps >= 4)
+    assert.are.same({ 'starting' }, states)
+    assert.is_true(measured > 0)
+    local text = cjson.encode(seen)
+    for _, secret in pairs(ctx.keys) do
+      if type(secret) == 'string' and #secret >= 16 then
+        assert.is_nil(text:find(hex(secret), 1, true))
+        assert.is_nil(text:find(secret, 1, true))
+      end
+    end
     ctx:close()
   end)
 end)

@@ -1,22 +1,23 @@
 -- SPDX-License-Identifier: Apache-2.0
--- The public listener's non-pRPC routes (guest-and-attestation.md §1.5): the dashboard at `/`,
--- `/metrics` (public_sysinfo) and `/logs/<name>` (public_logs), each shown only as far as the
--- app-compose public_* flags (ctx.public) allow. Logs come from the context's log provider
--- (`ctx.logs`: list() -> { {name, status} }, read(name, opts) -> text | list | iterator of
--- records { channel, message, time? } or lines). Responses are complete (Content-Length);
--- `follow` returns what exists now.
+-- The public listener's non-pRPC routes (guest-and-attestation.md §1.5): the dashboard at `/`
+-- (ui/agent/index.html rendered by moonstack.http.template, so it works without JavaScript;
+-- its stylesheet at `/assets/agent.css`), `/metrics` (public_sysinfo) and `/logs/<name>`
+-- (public_logs), each shown only as far as the app-compose public_* flags (ctx.public) allow.
+-- Logs come from the context's log provider (`ctx.logs`: list() -> { {name, status} },
+-- read(name, opts) -> text | list | iterator of records { channel, message, time? } or
+-- lines). Responses are complete (Content-Length); `follow` returns what exists now.
 local codec = require('moonstack.core.codec')
 local crypto = require('moonstack.crypto')
 local proto = require('moonstack.core.proto')
 local sysinfo = require('moonstack.agent.api.sysinfo')
+local assets = require('moonstack.http.assets')
+local static = require('moonstack.http.static')
+local template = require('moonstack.http.template')
 
 local M = {}
 
-local HTML = { ['&'] = '&amp;', ['<'] = '&lt;', ['>'] = '&gt;', ['"'] = '&quot;', ["'"] = '&#39;' }
-
-local function esc(s)
-  return (tostring(s == nil and '' or s):gsub('[&<>"\']', HTML))
-end
+-- The page (ui/agent/index.html, a moonstack.http.template) and its stylesheet.
+local files = static.new('agent')
 
 local function flags(ctx)
   local p = ctx.public or {}
@@ -35,37 +36,34 @@ local function dashboard(api)
   local ctx = api.ctx
   local f = flags(ctx)
   local info = api.svc.info:app_info(f) or {}
-  local rows = {
-    { 'App name', info.app_name }, { 'App ID', crypto.hex(info.app_id or '') },
-    { 'Instance ID', crypto.hex(info.instance_id or '') },
-    { 'Device ID', crypto.hex(info.device_id or '') },
-    { 'Compose hash', crypto.hex(info.compose_hash or '') },
-    { 'Key provider', info.key_provider_info }, { 'Cloud vendor', info.cloud_vendor },
-    { 'Cloud product', info.cloud_product }, { 'State', ctx.state },
-  }
-  local out = { '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>',
-    esc(info.app_name), ' - moonstack guest agent</title></head><body>\n<h1>', esc(info.app_name),
-    '</h1>\n<table>\n' }
-  for _, r in ipairs(rows) do
-    out[#out + 1] = ('<tr><th>%s</th><td>%s</td></tr>\n'):format(esc(r[1]), esc(r[2]))
+  local page, err = assets.read('agent/index.html')
+  if not page then
+    error('the agent page is missing: ' .. tostring(err))
   end
-  out[#out + 1] = '</table>\n<h2>Containers</h2>\n<ul>\n'
+  local v = {
+    app_name = info.app_name,
+    rows = {
+      { label = 'App name', value = info.app_name },
+      { label = 'App ID', value = crypto.hex(info.app_id or '') },
+      { label = 'Instance ID', value = crypto.hex(info.instance_id or '') },
+      { label = 'Device ID', value = crypto.hex(info.device_id or '') },
+      { label = 'Compose hash', value = crypto.hex(info.compose_hash or '') },
+      { label = 'Key provider', value = info.key_provider_info },
+      { label = 'Cloud vendor', value = info.cloud_vendor },
+      { label = 'Cloud product', value = info.cloud_product },
+      { label = 'State', value = ctx.state },
+    },
+    containers = {},
+    logs_link = f.logs,
+    metrics = f.sysinfo and sysinfo.metrics() or nil,
+    tcb_info = f.tcbinfo and info.tcb_info ~= '' and info.tcb_info or nil,
+  }
   for _, c in ipairs(containers(ctx)) do
     local name = tostring(c.name or ''):gsub('^/', '')
-    local link = f.logs and (' <a href="/logs/%s?text&amp;bare&amp;timestamps&amp;tail=100">logs</a>')
-      :format(esc(name)) or ''
-    out[#out + 1] = ('<li>%s (%s)%s</li>\n'):format(esc(name), esc(c.status), link)
+    v.containers[#v.containers + 1] = { name = name, status = tostring(c.status or ''),
+      name_url = (name:gsub('[^%w%-%._~]', function(ch) return ('%%%02X'):format(ch:byte()) end)) }
   end
-  out[#out + 1] = '</ul>\n'
-  if f.sysinfo then
-    out[#out + 1] = '<h2>System</h2>\n<pre>' .. esc(sysinfo.metrics()) .. '</pre>\n'
-  end
-  if f.tcbinfo and info.tcb_info ~= '' then
-    out[#out + 1] = '<h2>TCB info</h2>\n<textarea readonly rows="20" cols="100">'
-      .. esc(info.tcb_info) .. '</textarea>\n'
-  end
-  out[#out + 1] = '</body></html>\n'
-  return 200, table.concat(out), { ['content-type'] = 'text/html; charset=utf-8' }
+  return 200, template.render(page, v), { ['content-type'] = 'text/html; charset=utf-8' }
 end
 
 local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
@@ -165,6 +163,8 @@ function M.route(api, req)
   end
   if req.path == '/' then
     return dashboard(api)
+  elseif req.path == '/assets/agent.css' then
+    return files:serve(req, 'agent.css')
   elseif req.path == '/metrics' and f.sysinfo then
     return 200, sysinfo.metrics(), { ['content-type'] = 'text/plain; version=0.0.4' }
   end

@@ -2,8 +2,10 @@
 -- KMS auth backends behind one interface: new(cfg) picks the backend by cfg.kind ('dev',
 -- 'webhook', 'policy'; a backend is the module moonstack.kms.auth.<kind> or one registered
 -- with register()) and wraps it so that authorize_app/authorize_kms never raise and always
--- return a well-formed decision { allow, reason, gateway_app_id? }. See README.md.
+-- return a well-formed decision { allow, reason, gateway_app_id? }, published on the event bus
+-- (moonstack.core.events) as 'kms.decision'. See README.md.
 local bootinfo = require('moonstack.kms.auth.bootinfo')
+local events = require('moonstack.core.events')
 local logging = require('moonstack.core.log')
 
 local M = {}
@@ -12,7 +14,8 @@ local log = logging.new('kms-auth')
 local registry = {}
 
 --- Register a backend constructor for `kind`: ctor(cfg) -> backend | nil, msg, code. The
---- backend has authorize(boot_info, scope) (scope 'app' or 'kms', boot_info normalised) and
+--- backend has authorize(boot_info, scope) -> decision [, facts] (scope 'app' or 'kms',
+--- boot_info normalised; facts = { name, version, sha256 } of the policy that decided) and
 --- may have reload(), status(), close().
 function M.register(kind, ctor)
   if type(kind) ~= 'string' or not kind:match('^[%w_]+$') then
@@ -55,18 +58,41 @@ local function clean(d)
   return out
 end
 
+local function scalar(v)
+  local t = type(v)
+  return (t == 'string' or t == 'number') and v or nil
+end
+
+-- Publish the decision on the event bus as 'kms.decision': identifiers and the outcome only
+-- (BootInfo holds no secret; neither does a decision).
+local function publish(kind, scope, info, d, facts)
+  info, facts = info or {}, type(facts) == 'table' and facts or {}
+  events.publish('kms.decision', {
+    backend = kind, scope = scope, app_id = scalar(info.appId),
+    compose_hash = scalar(info.composeHash), instance_id = scalar(info.instanceId),
+    allowed = d.allow, reason = d.reason, policy = scalar(facts.name),
+    policy_version = scalar(facts.version), policy_sha256 = scalar(facts.sha256),
+  })
+end
+
 function Backend:_authorize(info, scope)
   local norm, err = bootinfo.normalize(info)
   if not norm then
     log.warn('invalid boot info; denying', { kind = self.kind, scope = scope, error = err })
-    return deny('invalid boot info: ' .. err:gsub('^EINVAL: ', ''))
+    local d = deny('invalid boot info: ' .. err:gsub('^EINVAL: ', ''))
+    publish(self.kind, scope, nil, d)
+    return d
   end
-  local ok, d = pcall(self.impl.authorize, self.impl, norm, scope)
+  local ok, d, facts = pcall(self.impl.authorize, self.impl, norm, scope)
   if not ok then
     log.error('auth backend failed; denying', { kind = self.kind, scope = scope, error = tostring(d) })
-    return deny(('auth backend %s failed'):format(self.kind))
+    d = deny(('auth backend %s failed'):format(self.kind))
+    publish(self.kind, scope, norm, d)
+    return d
   end
-  return clean(d)
+  d = clean(d)
+  publish(self.kind, scope, norm, d, facts)
+  return d
 end
 
 --- May the app CVM described by `boot_info` (spec §3.7, camelCase keys, hex) get its keys?

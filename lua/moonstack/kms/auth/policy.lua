@@ -24,6 +24,7 @@ Policy.__index = Policy
 local HOOK = { app = 'on_auth', kms = 'on_kms_auth' }
 
 --- Backend method (see moonstack.kms.auth): ask the policy about a normalised BootInfo.
+--- Returns the decision and { name, version, sha256 } of the policy that made it.
 function Policy:authorize(info, scope)
   local input = { now = os.time() }
   for k, v in pairs(info) do
@@ -37,7 +38,7 @@ function Policy:authorize(info, scope)
     policy = active.name, version = active.version, sha256 = active.sha256,
     app_id = info.appId, compose_hash = info.composeHash,
   })
-  return d
+  return d, { name = active.name, version = active.version, sha256 = active.sha256 }
 end
 
 --- Backend method: re-read the policy file now. Returns the active policy's summary, or
