@@ -4,8 +4,8 @@
 -- verifies the quote against the simulator's collateral and root, replays RTMR3, builds the
 -- BootInfo, asks the auth backend and releases the keys of the spec's vectors (root f57527ce…,
 -- k256 root 0x01×32, app 0x11×20, instance 0x22×20). Refused: no client certificate, evidence
--- not bound to the certificate's key, a tampered quote, a simulated quote when simulators are not allowed, a
--- denying auth backend (its reason returned).
+-- not bound to the certificate's key, a tampered quote, a simulated quote when simulators are not allowed, an
+-- event log that does not replay (each named in the error), a denying auth backend (its reason returned).
 local bit = require('bit')
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
@@ -123,7 +123,7 @@ describe('kms GetAppKey', function()
     expect_error(assert(get_app_key(kms, identity(('\7'):rep(64)))), 'report_data is not')
     expect_error(assert(get_app_key(kms, identity(), '{"api_version":2}')), 'unsupported api_version 2')
     expect_error(assert(get_app_key(kms, identity(nil, true))),
-      'attestation rejected: quote verification failed')
+      'quote verification failed: the quote signature over the header and body')
     -- the KMS keeps serving
     assert.equal(200, assert(get_app_key(kms, identity())).status)
   end)
@@ -147,8 +147,34 @@ describe('kms GetAppKey', function()
 
   it('refuses simulated quotes unless the config allows them', function()
     local kms = start({ collateral_file = files.collateral, root_ca_file = files.root })
-    expect_error(assert(get_app_key(kms, identity())), 'attestation rejected: quote verification '
-      .. 'failed: ESIMULATED')
+    expect_error(assert(get_app_key(kms, identity())), 'quote verification failed: the quote chains '
+      .. 'to the simulator root')
+  end)
+
+  it('names the replay when the event log does not reproduce RTMR3 (not a generic EATTEST)', function()
+    local attestation = require('moonstack.tdx.attestation')
+    local kms = start()
+    local ev = evidence.new({ tee = tee, vm_config = cjson.encode({ os_image_hash = OS_IMAGE }) })
+    -- the instance-id event is measured into the quote's RTMR3 but left out of the log
+    local function drop(list, key)
+      for i = #list, 1, -1 do
+        if list[i][key] == 'instance-id' then
+          table.remove(list, i)
+        end
+      end
+    end
+    local id = assert(ratls.issue({ subject = 'app', eku = { 'client_auth' },
+      issuer = { cert = material.tmp_ca_cert, key = material.tmp_ca_key },
+      attest = function(rd)
+        local a = assert(attestation.decode(assert(ev:attestation(rd, 'cert'))))
+        drop(a.event_log, 'event')
+        drop(a.runtime_events, 'event')
+        return assert(attestation.encode_v0(a))
+      end }))
+    local r = assert(get_app_key(kms, id))
+    expect_error(r, 'event log rejected: event_log.rtmr3: replay gives ')
+    assert.falsy(r.body:find('attestation rejected', 1, true), r.body)
+    assert.equal(1, metrics_of(kms).dstack_kms_attestation_failures_total)
   end)
 
   it('returns the auth backend denial', function()

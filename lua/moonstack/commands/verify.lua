@@ -3,7 +3,8 @@
 -- or a PCCS), then check a policy and an event log (moonstack.verifier). Exit 0 verified and
 -- policy ok, 1 verified but policy violated, 2 not verified (signature, chain, CRL, expired
 -- collateral, TCB, malformed input, a simulated quote the policy does not allow) or a usage
--- error.
+-- error. The verdict comes from verifier:check_quote; the output is its verification record
+-- (moonstack.verifier.summary).
 local args = require('moonstack.core.args')
 local eventlog = require('moonstack.tdx.eventlog')
 local json = require('moonstack.core.json')
@@ -191,13 +192,16 @@ local function run(argv)
       policy = { ok = false, violations = json.array() }, event_log = { given = false } })
   end
   task.spawn_named('verify', function()
-    local ok, res = pcall(v.verify, v, qbytes, { now = at, event_log = events, vm_config = vm_config })
+    -- the verdict of the API; the CLI prints its verification record (not a relying party's
+    -- extra requirements: an event log is optional here)
+    local ok, res, _, _, detail = pcall(v.check_quote, v, qbytes, events,
+      { now = at, vm_config = vm_config })
     if not ok then
       io.stderr:write(PROG, ': internal error: ', tostring(res), '\n')
       runtime.set_exit_code(2)
       return
     end
-    runtime.set_exit_code(finish(res))
+    runtime.set_exit_code(finish((res or detail).verification))
   end)
   return nil
 end

@@ -2,14 +2,16 @@
 -- How the KMS checks a caller (kms-vmm-gateway.md §3.7): the client's RA-TLS certificate must
 -- carry evidence bound to its key (moonstack.x509.ratls.inspect), the quote must pass DCAP
 -- (moonstack.verifier: Intel's root, or a simulator root when allowed), the TD must not be a
--- debug TD, the event log must replay to RTMR3; the result is the BootInfo the auth backend
--- decides on (camelCase keys, hex), with osImageHash from the request's vm_config when it
--- names one. The TCB status is not judged here: it is in the BootInfo for the auth backend.
-local codec = require('moonstack.core.codec')
+-- debug TD, the event log must replay to RTMR3 (moonstack.verifier's check_attestation /
+-- check_quote); the result is the BootInfo the auth backend decides on (camelCase keys, hex:
+-- moonstack.kms.auth.bootinfo), with osImageHash from the request's vm_config when it names
+-- one. The TCB status is not judged here (any but Revoked): it is in the BootInfo for the auth
+-- backend. A rejection keeps the verifier's code and reason (EQUOTE, ESIG, ETCB, EEVENTLOG,
+-- ESIMULATED, ...), so a denied caller learns what failed.
+local bootinfo = require('moonstack.kms.auth.bootinfo')
 local ratls = require('moonstack.x509.ratls')
 local verifier = require('moonstack.verifier')
 local policy = require('moonstack.verifier.rules')
-local service = require('moonstack.verifier.service')
 local events = require('moonstack.verifier.events')
 
 local M = {}
@@ -53,8 +55,9 @@ function Attest:check_image(boot)
 end
 
 --- The BootInfo of the CVM presenting certificate `peer_der` (DER; nil when the client sent
---- none), or nil, 'CODE: why', CODE (ENOATTEST, EBINDING, EATTEST, ...). `vm_config` is the
---- request's (JSON text or ''). Call from a task (collateral may be fetched).
+--- none) and the verifier's result, or nil, 'CODE: why', CODE (ENOATTEST, EBINDING, EATTEST
+--- for malformed evidence, then the verifier's: EQUOTE, ETCB, EEVENTLOG, ...). `vm_config` is
+--- the request's (JSON text or ''). Call from a task (collateral may be fetched).
 function Attest:boot_info(peer_der, vm_config)
   if not peer_der then
     return fail('ENOATTEST', 'an RA-TLS client certificate is required')
@@ -64,38 +67,33 @@ function Attest:boot_info(peer_der, vm_config)
     return nil, err, code
   end
   local ev = info.evidence
-  local body
   if ev.kind == 'attestation' then
-    body = { attestation = codec.hex(ev.attestation) }
-  else
-    local log = ev.event_log
-    if log:sub(1, 6) == 'ELGZv1' then
-      return fail('EUNSUPPORTED', 'compressed (ELGZv1) event logs are not supported yet')
-    end
-    body = { quote = codec.hex(ev.quote), event_log = log }
+    return self:_accept(vm_config, self.verifier:check_attestation(ev.attestation))
   end
-  return self:_verify(body, vm_config)
+  if ev.event_log:sub(1, 6) == 'ELGZv1' then
+    return fail('EUNSUPPORTED', 'compressed (ELGZv1) event logs are not supported yet')
+  end
+  return self:_accept(vm_config, self.verifier:check_quote(ev.quote, ev.event_log))
 end
 
 --- The BootInfo of VersionedAttestation bytes `att` (SignCert's CSR attestation; its binding is
---- the caller's to check), or nil, 'CODE: why', CODE. Call from a task.
+--- the caller's to check) and the verifier's result, or nil, 'CODE: why', CODE. Call from a
+--- task.
 function Attest:check_attestation(att, vm_config)
   if type(att) ~= 'string' or att == '' then
     return fail('ENOATTEST', 'no attestation')
   end
-  return self:_verify({ attestation = codec.hex(att) }, vm_config)
+  return self:_accept(vm_config, self.verifier:check_attestation(att))
 end
 
-function Attest:_verify(body, vm_config)
-  local resp = service.handle(self.verifier, body)
-  if not resp.is_valid then
-    return fail('EATTEST', 'attestation rejected: ' .. tostring(resp.reason))
+-- The BootInfo of an accepted verifier result, the request's vm_config naming the OS image.
+function Attest:_accept(vm_config, result, err, code)
+  if not result then
+    return nil, err, code
   end
-  local d = resp.details
-  if not d.event_log_verified or not d.boot_info then
-    return fail('EATTEST', 'attestation rejected: the event log does not replay to RTMR3')
-  end
-  local boot = d.boot_info
+  local boot = bootinfo.from_verifier(result.boot_info)
+  -- as the AppInfo reads it: a vm_config naming a non-hex hash stays a claim the gate refuses
+  boot.osImageHash = result.app_info.os_image_hash
   if type(vm_config) == 'string' and vm_config ~= '' then
     local h = events.vm_config_os_image_hash(vm_config)
     if h then
@@ -106,7 +104,7 @@ function Attest:_verify(body, vm_config)
   if not ok then
     return nil, ierr, icode
   end
-  return boot, d
+  return boot, result
 end
 
 return M

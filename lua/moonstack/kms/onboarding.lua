@@ -163,7 +163,7 @@ function M.methods(ctx)
       os_image_hash = crypto.unhex(boot.osImageHash or '') or '', tee_variant = boot.teeVariant or '',
       site_name = ctx.site_name or '', eth_rpc_url = info.eth_rpc_url or '',
       kms_contract_address = info.kms_contract_address or '',
-      ppid = crypto.unhex(details.ppid or '') or '' }
+      ppid = details.ppid or '' }
   end }
   t.Finish = { input = msg.Empty, output = msg.Empty, call = function()
     if not ctx.has_keys() then

@@ -43,8 +43,8 @@ end
 --- :attestation(report_data, 'cert') -> VersionedAttestation: this KMS's TEE), attest
 --- (moonstack.kms.attest), auth (backend), vm_config? (this KMS's, sent to A), sealer?,
 --- timeout_ms?, log? }. Call from a task. Returns the material (moonstack.kms.keys) or nil,
---- 'CODE: why', CODE (ESOURCE, EATTEST, EBINDING, EDENIED, EKEYS, ...); nothing is written
---- unless every check passed.
+--- 'CODE: why', CODE (ESOURCE, EBINDING, the verifier's EQUOTE/ETCB/EEVENTLOG/..., EDENIED,
+--- EKEYS, ...); nothing is written unless every check passed.
 function M.replicate(opts)
   assert(type(opts) == 'table' and opts.source_url and opts.key_dir and opts.evidence
     and opts.attest and opts.auth, 'kms.onboard.replicate: needs source_url, key_dir, evidence, attest, auth')

@@ -157,7 +157,8 @@ end
 
 --- Handle SignCert `args` = { api_version, csr, signature, vm_config } for `kms` (the rpc.lua
 --- context: material, auth, attest, log). Returns { certificate_chain = { PEM leaf, app CA,
---- root } } or nil, 'CODE: reason' (EINVAL, ESCALE, ESIGNATURE, EBINDING, EATTEST, EDENIED...).
+--- root } } or nil, 'CODE: reason' (EINVAL, ESCALE, ESIGNATURE, EBINDING, EATTEST (a malformed
+--- CSR quote), the verifier's EQUOTE/ETCB/EEVENTLOG/..., EDENIED...).
 function M.handle(kms, args)
   local v = args.api_version
   if v ~= 1 and v ~= 2 then

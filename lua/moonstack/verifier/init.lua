@@ -13,6 +13,12 @@
 --   local v = assert(verifier.new({ policy = p, collateral = text } or { pccs = url, ... }))
 --   local r = v:verify(quote_bytes, { event_log = events, now = t })   -- in a task for pccs
 --   r.exit_code  -- 0 verified and policy ok, 1 verified but policy violated, 2 not verified
+--
+-- A relying party (the KMS, the HTTP service) asks for a verdict instead:
+--   local r, err, code = v:check_attestation(bytes)          -- or v:check_quote(q, log, opts)
+--   if not r then ... end  -- code: EQUOTE, ETCB, EEVENTLOG, EPOLICY, ... (README.md)
+--   r.boot_info.compose_hash, r.status, r.rtmrs.rtmr3 ...
+local check = require('moonstack.verifier.check')
 local dcap = require('moonstack.dcap')
 local codec = require('moonstack.core.codec')
 local collateral = require('moonstack.verifier.collateral')
@@ -146,6 +152,39 @@ function Verifier:verify(quote_bytes, opts)
   result.verified = true
   result.exit_code = ev.ok and 0 or 1
   return result
+end
+
+--- Verify `quote` (binary) with `event_log` (TdxEvent tables, their JSON text, or nil) and
+--- judge it as a relying party does: accepted only when the quote verifies (a simulated one
+--- only if the policy allows it), the policy holds, an event log was given and replays, the
+--- TD's mr_signer_seam is zero and, with opts.report_data (64 bytes), the quote carries it.
+--- opts: now, vm_config (JSON text: os_image_hash for the AppInfo), refresh, report_data.
+--- With a PCCS source this must run in a task. Returns the result, or when rejected nil,
+--- 'CODE: what failed: details', CODE, result. The result:
+---   { ok, code?, error?, verified (DCAP passed and a simulated quote allowed), policy_ok,
+---     exit_code (moonstack verify's), status (TCB), advisory_ids, simulated, tee_type,
+---     tee_variant ('dstack-tdx'|'sgx'), ppid (raw), violations = { {field, reason} },
+---     event_log = { given, verified, replayed (hex) }, rtmrs = { rtmr0..3 (raw, replayed;
+---     nil without a replay) }, app_info (hex, moonstack.verifier.events), boot_info (raw
+---     bytes, when the log replayed: tee_variant, mr_aggregated, os_image_hash, mr_system,
+---     app_id, compose_hash, instance_id, device_id, key_provider_info, tcb_status,
+---     advisory_ids, mrtd, rtmr0..3), failures = { {stage = 'quote'|'check'|'policy', code,
+---     reason, field?} }, report (moonstack.dcap's, hex), collateral, verification (the
+---     Verifier:verify record, for M.summary) }.
+--- code is the most fundamental failure's: the quote stage's own (EQUOTE, ESIG, ECHAIN,
+--- ECRL, EEXPIRED, ETCB, EQEID, EATTR, ECOLLATERAL, ESIMULATED, a fetch error), else ETCB,
+--- EATTR, EQUOTE, EBINDING, EEVENTLOG, EPOLICY in that order.
+function Verifier:check_quote(quote, event_log, opts)
+  return check.quote(self, quote, event_log, opts)
+end
+
+--- Check a dstack VersionedAttestation (V0 or V1 bytes): its quote with its event log, the
+--- attestation's config as vm_config (unless opts.vm_config), and its report_data, which the
+--- quote must carry (EBINDING). opts and the result as check_quote's, plus result.attestation
+--- (moonstack.tdx.attestation's table). Bytes that do not decode: nil, 'EATTESTATION: ...',
+--- 'EATTESTATION' (no result).
+function Verifier:check_attestation(bytes, opts)
+  return check.attestation(self, bytes, opts)
 end
 
 local REPORT_KEYS = { 'status', 'tee_type', 'quote_version', 'mrtd', 'rtmr0', 'rtmr1', 'rtmr2',

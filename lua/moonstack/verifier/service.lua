@@ -20,7 +20,6 @@
 -- attestation's.
 local codec = require('moonstack.core.codec')
 local cjson = require('cjson.safe')
-local attestation = require('moonstack.tdx.attestation')
 local config = require('moonstack.core.config')
 local errors = require('moonstack.core.errors')
 local eventlog = require('moonstack.tdx.eventlog')
@@ -115,40 +114,48 @@ function M.build_verifier(cfg)
   return verifier.new(opts)
 end
 
-local function details_of(result, debug)
+-- camelCase BootInfo keys, from the API's snake_case raw ones.
+local BOOT_KEYS = { 'mrAggregated', 'osImageHash', 'mrSystem', 'appId', 'composeHash', 'instanceId',
+  'deviceId', 'keyProviderInfo', 'mrtd', 'rtmr0', 'rtmr1', 'rtmr2', 'rtmr3' }
+
+-- The dstack-verifier `details` of a check result (moonstack.verifier check_quote) under
+-- policy `p`.
+local function details_of(result, p, debug)
   local r = result.report or {}
   local d = {
     quote_verified = result.verified, event_log_verified = false, os_image_hash_verified = false,
     acpi_tables_verified = false, advisory_ids = json.array({}),
   }
   if r.tee_type then
-    d.tee_variant = r.tee_type == 'TDX' and 'dstack-tdx' or 'sgx'
+    d.tee_variant = result.tee_variant
     d.report_data = r.report_data
-    d.tcb_status = r.status
+    d.tcb_status = result.status
     d.ppid = r.ppid -- the PCK certificate's platform id (hex; device_id = SHA-256 of it)
-    for i, id in ipairs(r.advisory_ids or {}) do
+    for i, id in ipairs(result.advisory_ids) do
       d.advisory_ids[i] = id
     end
   end
   d.event_log_verified = result.event_log and result.event_log.verified or false
   local violated = {}
-  for _, v in ipairs(result.policy.violations) do
+  for _, v in ipairs(result.violations) do
     violated[v.field:match('^[^.]+')] = true
   end
-  local p = result.policy_spec
   if result.verified and p and not p.disable_runtime_verification then
     d.os_image_hash_verified = d.event_log_verified and not violated.os_image_hash
     d.acpi_tables_verified = not violated.expected_bootchain
   end
-  local info = result.app_info
-  if info then
-    d.app_info = info
-    d.key_provider = info.key_provider
-    d.boot_info = { teeVariant = d.tee_variant, mrAggregated = info.mr_aggregated,
-      osImageHash = info.os_image_hash, mrSystem = info.mr_system, appId = info.app_id,
-      composeHash = info.compose_hash, instanceId = info.instance_id, deviceId = info.device_id,
-      keyProviderInfo = info.key_provider_info, tcbStatus = r.status, advisoryIds = d.advisory_ids,
-      mrtd = r.mrtd, rtmr0 = r.rtmr0, rtmr1 = r.rtmr1, rtmr2 = r.rtmr2, rtmr3 = r.rtmr3 }
+  if result.app_info then
+    d.app_info = result.app_info
+    d.key_provider = result.app_info.key_provider
+  end
+  local b = result.boot_info
+  if b then
+    d.boot_info = { teeVariant = b.tee_variant, tcbStatus = b.tcb_status, advisoryIds = d.advisory_ids }
+    for _, k in ipairs(BOOT_KEYS) do
+      d.boot_info[k] = codec.hex(b[k:gsub('%u', function(c) return '_' .. c:lower() end)])
+    end
+    -- as the AppInfo shows it: a vm_config may name an os_image_hash that is not hex
+    d.boot_info.osImageHash = result.app_info.os_image_hash
   end
   if debug and result.event_log and result.event_log.replayed then
     d.rtmr_debug = { replayed = result.event_log.replayed,
@@ -164,8 +171,9 @@ local function invalid(reason, code)
     policy = { ok = false, violations = json.array() } }
 end
 
--- The quote, event log, vm_config and expected report_data of a request body.
-local function inputs(body)
+-- The check of a request body with verifier `v`: the API's result (accepted or not), or nil,
+-- why the request is unreadable.
+local function check(v, body, now)
   if body.attestation ~= nil and body.attestation ~= cjson.null then
     if type(body.attestation) ~= 'string' then
       return nil, 'attestation must be a hex string'
@@ -174,16 +182,8 @@ local function inputs(body)
     if not bytes then
       return nil, 'attestation is not hex'
     end
-    local att, err = attestation.decode(bytes)
-    if not att then
-      return nil, err
-    end
-    local evs
-    evs, err = attestation.events(att)
-    if not evs then
-      return nil, err
-    end
-    return { quote = att.quote, events = evs, vm_config = att.config, report_data = att.report_data }
+    local res, err, _, detail = v:check_attestation(bytes, { now = now })
+    return res or detail, err
   end
   if type(body.quote) ~= 'string' then
     return nil, 'quote (hex) or attestation (hex) is required'
@@ -203,39 +203,33 @@ local function inputs(body)
   if vm_config ~= nil and vm_config ~= cjson.null and type(vm_config) ~= 'string' then
     return nil, 'vm_config must be a JSON string'
   end
-  return { quote = q, events = evs, vm_config = vm_config ~= cjson.null and vm_config or nil }
+  local res, _, _, detail = v:check_quote(q, evs, { now = now,
+    vm_config = vm_config ~= cjson.null and vm_config or nil })
+  return res or detail
 end
 
 --- Handle one decoded /verify request body with verifier `v` (runs in a task when `v`
 --- fetches collateral). Returns the response table.
 function M.handle(v, body, opts)
   opts = opts or {}
-  local input, err = inputs(body)
-  if not input then
+  local result, err = check(v, body, opts.now)
+  if not result then
     return invalid('invalid request: ' .. tostring(err), 'EINVAL')
   end
-  local result = v:verify(input.quote, { event_log = input.events, vm_config = input.vm_config,
-    now = opts.now })
-  result.policy_spec = v.policy
-  local resp = { is_valid = false, details = details_of(result, body.debug == true),
-    policy = result.policy }
+  local resp = { is_valid = false, details = details_of(result, v.policy, body.debug == true),
+    policy = result.verification.policy }
   if result.report then
-    resp.status, resp.simulated = result.report.status, result.report.simulated
+    resp.status, resp.simulated = result.status, result.report.simulated
   end
   local reasons = {}
-  if result.error then
-    reasons[#reasons + 1] = 'quote verification failed: ' .. result.error
-    resp.error_code = result.code
-  else
-    local r = result.report
-    if r.tee_type == 'TDX' and r.mr_signer_seam and r.mr_signer_seam:find('[^0]') then
-      reasons[#reasons + 1] = 'mr_signer_seam is not zero'
-    end
-    if input.report_data and codec.hex(input.report_data) ~= r.report_data then
-      reasons[#reasons + 1] = 'the attestation report_data differs from the quote report_data'
-    end
-    for _, vio in ipairs(result.policy.violations) do
-      reasons[#reasons + 1] = ('policy %s: %s'):format(vio.field, vio.reason)
+  for _, f in ipairs(result.failures) do
+    if f.stage == 'quote' then
+      reasons[#reasons + 1] = 'quote verification failed: ' .. f.reason
+      resp.error_code = f.code
+    elseif f.stage == 'policy' then
+      reasons[#reasons + 1] = ('policy %s: %s'):format(f.field, f.reason)
+    else
+      reasons[#reasons + 1] = f.reason
     end
   end
   resp.is_valid = #reasons == 0

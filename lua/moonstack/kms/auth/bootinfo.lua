@@ -3,6 +3,8 @@
 -- keys, lowercase hex) and encodes it exactly as upstream's serde_json does for the auth
 -- webhook: compact, keys in upstream's struct order (PolicyBootInfo), bytes as lowercase hex.
 -- Policies also get the quote's boot chain (mrtd, rtmr0-3), which the webhook body omits.
+-- from_verifier() renders the verifier's raw BootInfo (snake_case, bytes) in this form.
+local codec = require('moonstack.core.codec')
 local json = require('moonstack.core.json')
 
 local M = {}
@@ -88,6 +90,26 @@ function M.normalize(info)
         end
       end
       out[key] = list
+    end
+  end
+  return out
+end
+
+--- The BootInfo table (camelCase keys, lowercase hex) of the raw one moonstack.verifier's
+--- check_quote / check_attestation return (result.boot_info: snake_case keys, raw bytes).
+function M.from_verifier(raw)
+  local out = {}
+  for _, f in ipairs(M.FIELDS) do
+    local v = raw[f[1]:gsub('%u', function(c) return '_' .. c:lower() end)]
+    if f[2] == 'hex' then
+      out[f[1]] = v and codec.hex(v) or ''
+    elseif f[2] == 'strings' then
+      out[f[1]] = json.array() -- a JSON list even when empty
+      for i, s in ipairs(v or {}) do
+        out[f[1]][i] = s
+      end
+    else
+      out[f[1]] = v
     end
   end
   return out
