@@ -182,6 +182,15 @@ M.schema = {
 --- 'EINVAL'.
 function M.validate(tbl)
   local cfg, err, code = require('moonstack.core.schema').validate(tbl, M.schema, 'config')
+  if not cfg then
+    return nil, err, code
+  end
+  return M.finish(cfg)
+end
+
+--- The checks across keys and the derived defaults (code_reload, self_authorization) of a
+--- config the schema accepted. Returns cfg or nil, 'EINVAL: ...', 'EINVAL'.
+function M.finish(cfg)
   if cfg and cfg.onboard and cfg.onboard.source_url and not (cfg.tee and cfg.attestation) then
     return nil, 'EINVAL: config.onboard needs tee (this KMS\'s attestation) and attestation '
       .. '(to verify the source KMS)', 'EINVAL'
@@ -201,12 +210,20 @@ function M.validate(tbl)
         .. 'attestation (to verify it)', 'EINVAL'
     end
   end
-  return cfg, err, code
+  return cfg
 end
 
 --- Load and validate kms.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).
 function M.load(path)
-  return config.load(path, M.schema)
+  local cfg, err, code = config.load(path, M.schema)
+  if not cfg then
+    return nil, err, code
+  end
+  cfg, err, code = M.finish(cfg)
+  if not cfg then
+    return nil, path .. ': ' .. tostring(err):gsub('^EINVAL: ', ''), code
+  end
+  return cfg
 end
 
 return M
