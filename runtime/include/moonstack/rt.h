@@ -53,14 +53,4 @@ int rt_push_fail(lua_State *L, const char *code, const char *fmt, ...)
 /** Push nil, "ENAME: strerror", "ENAME" for a libuv error. Returns 3. */
 int rt_push_uv_fail(lua_State *L, int uverr);
 
-struct x509_st;
-
-/**
- * The OpenSSL certificate a TLS handshake of this process decoded from exactly the DER @p der
- * (@p len bytes) — a client certificate an HTTP request in flight holds (`req.peer_cert`) — with
- * a new reference (X509_free() it); NULL if there is none. Natives reading `req.peer_cert` use it
- * to skip decoding the certificate a second time.
- */
-struct x509_st *rt_tls_peer_x509(const void *der, size_t len);
-
 #endif
