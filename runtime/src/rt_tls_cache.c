@@ -3,8 +3,9 @@
  * Parsed TLS material reused across connections. OpenSSL 3.0 decodes every public or private key
  * through its provider decoder framework (about 0.2 ms per certificate and 0.6 ms per PEM private
  * key here), and moonstack.http.client opens one connection per request: without this cache each
- * request would parse its trust anchors and its client identity again. Entries are keyed by the
- * SHA-256 of their PEM text, a few of each kind, least recently used out.
+ * request would parse its trust anchors and its client identity again. Whole SSL_CTX built from
+ * PEM (rt_tls_ctx.c) are kept too, for C users such as a proxy. Entries are keyed by the SHA-256
+ * of their PEM text and settings, a few of each kind, least recently used out.
  */
 #include <string.h>
 
@@ -22,11 +23,13 @@ struct entry {
 	uint64_t used;	      /* 0 = free */
 	struct rt_tls_identity identity;
 	X509_STORE *store;
+	SSL_CTX *ssl_ctx; /* the cache's reference */
 };
 
 struct rt_tls_cache {
 	struct entry identities[CACHE_SLOTS];
 	struct entry stores[CACHE_SLOTS];
+	struct entry contexts[CACHE_SLOTS];
 	uint64_t clock;
 };
 
@@ -36,6 +39,7 @@ static void entry_clear(struct entry *e)
 	sk_X509_pop_free(e->identity.chain, X509_free);
 	EVP_PKEY_free(e->identity.key);
 	X509_STORE_free(e->store);
+	SSL_CTX_free(e->ssl_ctx);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -52,6 +56,21 @@ static bool digest(const char *tag, const char *a, const char *b, unsigned char 
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && digest_text(md, tag) &&
 		  digest_text(md, a) && digest_text(md, b) &&
+		  EVP_DigestFinal_ex(md, out, NULL) == 1;
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+/* The key of an SSL_CTX: its kind, the PEM texts, the flags and the hook. */
+static bool digest_config(const char *tag, const struct rt_tls_config *cfg, unsigned char out[32])
+{
+	unsigned char flags[3] = { cfg->require_peer, cfg->insecure, cfg->skip_hostname };
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && digest_text(md, tag) &&
+		  digest_text(md, cfg->cert) && digest_text(md, cfg->key) &&
+		  digest_text(md, cfg->ca) && EVP_DigestUpdate(md, flags, sizeof(flags)) == 1 &&
+		  EVP_DigestUpdate(md, &cfg->verify, sizeof(cfg->verify)) == 1 &&
+		  EVP_DigestUpdate(md, &cfg->verify_user, sizeof(cfg->verify_user)) == 1 &&
 		  EVP_DigestFinal_ex(md, out, NULL) == 1;
 	EVP_MD_CTX_free(md);
 	return ok;
@@ -90,6 +109,7 @@ void rt_tls_cache_free(struct rt_tls_cache *c)
 	for (int i = 0; i < CACHE_SLOTS; i++) {
 		entry_clear(&c->identities[i]);
 		entry_clear(&c->stores[i]);
+		entry_clear(&c->contexts[i]);
 	}
 	free(c);
 }
@@ -147,4 +167,42 @@ X509_STORE *rt_tls_cache_store(struct rt_tls_cache *c, const char *ca_pem)
 	memcpy(e->id, id, 32);
 	e->used = ++c->clock;
 	return e->store;
+}
+
+/* The SSL_CTX of kind @p tag for @p cfg, from @p c or built by @p build (a new reference). */
+static SSL_CTX *cached_ctx(struct rt_tls_cache *c, const char *tag, const struct rt_tls_config *cfg,
+			   SSL_CTX *(*build)(struct rt_tls_cache *, const struct rt_tls_config *,
+					     char *, size_t),
+			   char *err, size_t errlen)
+{
+	unsigned char id[32];
+	bool hit;
+	if (!c || !cfg || !digest_config(tag, cfg, id)) {
+		snprintf(err, errlen, "ENOMEM: cannot key the TLS context");
+		return NULL;
+	}
+	struct entry *e = lookup(c, c->contexts, id, &hit);
+	if (!hit) {
+		e->ssl_ctx = build(c, cfg, err, errlen);
+		if (!e->ssl_ctx) {
+			entry_clear(e);
+			return NULL;
+		}
+		memcpy(e->id, id, 32);
+		e->used = ++c->clock;
+	}
+	SSL_CTX_up_ref(e->ssl_ctx);
+	return e->ssl_ctx;
+}
+
+SSL_CTX *rt_tls_cache_server_ctx(struct rt_tls_cache *c, const struct rt_tls_config *cfg, char *err,
+				 size_t errlen)
+{
+	return cached_ctx(c, "server", cfg, rt_tls_build_server_ctx, err, errlen);
+}
+
+SSL_CTX *rt_tls_cache_client_ctx(struct rt_tls_cache *c, const struct rt_tls_config *cfg, char *err,
+				 size_t errlen)
+{
+	return cached_ctx(c, "client", cfg, rt_tls_build_client_ctx, err, errlen);
 }

@@ -53,4 +53,13 @@ int rt_tls_check_server(const struct rt_tls_opts *t, struct rt_tls_cache *cache,
 void rt_tls_server_ctx_configure(SSL_CTX *ssl_ctx, const struct rt_tls_opts *t,
 				 int (*verify_cb)(int, X509_STORE_CTX *));
 
+/** Build a server SSL_CTX for @p cfg (see rt_tls_cache_server_ctx()), uncached: the identity and
+ *  trust come from @p c. Returns a new SSL_CTX, or NULL with "CODE: message" in @p err. */
+SSL_CTX *rt_tls_build_server_ctx(struct rt_tls_cache *c, const struct rt_tls_config *cfg, char *err,
+				 size_t errlen);
+
+/** Build a client SSL_CTX for @p cfg (see rt_tls_cache_client_ctx()), uncached. */
+SSL_CTX *rt_tls_build_client_ctx(struct rt_tls_cache *c, const struct rt_tls_config *cfg, char *err,
+				 size_t errlen);
+
 #endif

@@ -2,9 +2,9 @@
 /*
  * TLS for C code, with no lua_State: the settings shared by servers and clients (PEM texts, a
  * client-certificate policy, a peer-verification hook given as a C function), a cache of parsed
- * identities and trust stores, and access to the peer certificates handshakes decoded. The
- * runtime's HTTP layer (moonstack/rt_http.h) is built on it; a C proxy uses it directly. Nothing
- * here is thread-safe: use a cache from one thread (a loop).
+ * identities, trust stores and whole server/client SSL_CTX built from PEM, and access to the peer
+ * certificates handshakes decoded. The runtime's HTTP layer (moonstack/rt_http.h) is built on it;
+ * a C proxy uses it directly. Nothing here is thread-safe: use a cache from one thread (a loop).
  */
 #ifndef MOONSTACK_RT_TLS_H
 #define MOONSTACK_RT_TLS_H
@@ -58,7 +58,7 @@ struct rt_tls_cache;
 /** A new, empty cache, or NULL (out of memory). */
 struct rt_tls_cache *rt_tls_cache_new(void);
 
-/** Free @p c and its entries. */
+/** Free @p c and its entries (SSL_CTX handed out stay valid: they are reference-counted). */
 void rt_tls_cache_free(struct rt_tls_cache *c);
 
 /**
@@ -73,6 +73,34 @@ const struct rt_tls_identity *rt_tls_cache_identity(struct rt_tls_cache *c, cons
  * if it holds none. Borrowed: valid until the next call on @p c (X509_STORE_up_ref() to keep it).
  */
 X509_STORE *rt_tls_cache_store(struct rt_tls_cache *c, const char *ca_pem);
+
+/**
+ * A server SSL_CTX for @p cfg (cert and key required): the identity and its chain, the key
+ * exchange groups RT_TLS_GROUPS, TLS 1.2 or later, and the client-certificate policy — a client
+ * certificate is demanded with @c require_peer, asked for (its absence accepted) with @c ca or
+ * @c verify, checked against @c ca by OpenSSL then decided by @c verify if set; no session
+ * tickets then (a resumed session would skip the check). The same settings (same PEM texts, flags
+ * and hook) give the same SSL_CTX while it stays in @p c. Returns a new reference (SSL_CTX_free()
+ * it), or NULL with a reason in @p err.
+ */
+SSL_CTX *rt_tls_cache_server_ctx(struct rt_tls_cache *c, const struct rt_tls_config *cfg, char *err,
+				 size_t errlen);
+
+/**
+ * A client SSL_CTX for @p cfg: the client identity if @c cert / @c key are set, and the check of
+ * the server the HTTP client applies — chain against @c ca (or the system store), host name (see
+ * rt_tls_client_ssl_new()) unless @c skip_hostname, nothing with @c insecure, then @c verify if
+ * set. Same caching and ownership as rt_tls_cache_server_ctx().
+ */
+SSL_CTX *rt_tls_cache_client_ctx(struct rt_tls_cache *c, const struct rt_tls_config *cfg, char *err,
+				 size_t errlen);
+
+/**
+ * A client connection of @p ctx (from rt_tls_cache_client_ctx()) to @p host: SNI and the name the
+ * server certificate must match (an IP literal or a DNS name; NULL for none). Set its BIOs or fd
+ * and call SSL_connect(). Returns a new SSL (SSL_free() it), or NULL.
+ */
+SSL *rt_tls_client_ssl_new(SSL_CTX *ctx, const char *host);
 
 /** Add every certificate in the PEM text @p pem to @p store. Returns the count, or -1. */
 int rt_tls_add_ca_pem(X509_STORE *store, const char *pem);
