@@ -15,7 +15,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
-#include "moonstack/rt.h"
+#include "moonstack/rt_tls.h"
 #include "x509/x509.h"
 
 /*

@@ -1,28 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The asynchronous HTTP(S) client: request(opts, callback) over TCP or a unix socket, with a
- * custom CA, a client certificate, a peer-verification hook and a deadline. The callback gets
- * (nil, response) or (err_message, nil, code) exactly once.
+ * The asynchronous HTTP(S) client: rt_http_client_request() over TCP or a unix socket, with a
+ * custom CA, a client certificate, a peer-verification hook and a deadline. The completion gets
+ * the response or an error code exactly once.
  *
  * Response headers: every header lws knows by token, plus the custom (non-token) headers named in
- * opts.want_headers (lws cannot list custom headers, only look them up by name; Intel PCS sends
- * its certificate chains in such headers, e.g. SGX-PCK-CRL-Issuer-Chain). Names are lowercased.
+ * want_headers (lws cannot list custom headers, only look them up by name; Intel PCS sends its
+ * certificate chains in such headers, e.g. SGX-PCK-CRL-Issuer-Chain). Names are lowercased.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <string.h>
 
-#include "rt_http.h"
-
-#define REQUEST_MT	     "moonstack.http.Request"
-#define DEFAULT_MAX_RESPONSE (64u * 1024 * 1024)
+#include "rt_http_internal.h"
 
 struct rt_http_req {
 	struct rt_http_ctx *ctx;
 	struct lws *wsi;
-	int refs; /**< Lua userdata + in flight */
-	int cb_ref;
-	int self_ref;
+	int refs; /**< the caller's + in flight + the timer's */
+	rt_http_response_fn done_fn;
+	void *user;
 	char method[12];
 	char *address; /**< host, or "+/path" for a unix socket */
 	char *path;
@@ -35,16 +32,17 @@ struct rt_http_req {
 	size_t body_len;
 	bool body_sent;
 	struct rt_tls_opts tls;
+	char rejected[160]; /**< why the server's certificate was refused */
 	uv_timer_t *timer;
 	int timeout_ms;
 	int status;
-	int resp_headers_ref;
+	struct rt_buf resp_headers; /**< "name\0value\0" pairs, lowercased names */
 	struct rt_buf resp;
 	size_t max_response;
 	bool done;
 };
 
-static void req_unref(struct rt_http_req *r)
+void rt_http_req_unref(struct rt_http_req *r)
 {
 	if (!r || --r->refs > 0)
 		return;
@@ -54,8 +52,9 @@ static void req_unref(struct rt_http_req *r)
 	rt_buf_free(&r->headers);
 	rt_buf_free(&r->want_headers);
 	free(r->body);
+	rt_buf_free(&r->resp_headers);
 	rt_buf_free(&r->resp);
-	rt_tls_opts_free(NULL, &r->tls);
+	rt_tls_opts_free(&r->tls);
 	free(r);
 }
 
@@ -63,10 +62,10 @@ static void timer_closed(uv_handle_t *h)
 {
 	struct rt_http_req *r = h->data;
 	free(h);
-	req_unref(r);
+	rt_http_req_unref(r);
 }
 
-/* Deliver the outcome once, release the connection and the Lua references. */
+/* Deliver the outcome once, release the connection and the context. */
 static void finish(struct rt_http_req *r, const char *code, const char *err)
 {
 	if (r->done)
@@ -86,42 +85,20 @@ static void finish(struct rt_http_req *r, const char *code, const char *err)
 		uv_close((uv_handle_t *)r->timer, timer_closed); // holds a ref until closed
 		r->timer = NULL;
 	}
-	lua_State *L = rt_http_ctx_state(r->ctx);
-	int top = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
-	int nargs;
-	if (err) {
-		lua_pushfstring(L, "%s: %s", code, err);
-		lua_pushnil(L);
-		lua_pushstring(L, code);
-		nargs = 3;
-	} else {
-		lua_pushnil(L);
-		lua_createtable(L, 0, 3);
-		lua_pushinteger(L, r->status);
-		lua_setfield(L, -2, "status");
-		if (r->resp_headers_ref != LUA_NOREF)
-			lua_rawgeti(L, LUA_REGISTRYINDEX, r->resp_headers_ref);
-		else
-			lua_newtable(L);
-		lua_setfield(L, -2, "headers");
-		lua_pushlstring(L, r->resp.data ? r->resp.data : "", r->resp.len);
-		lua_setfield(L, -2, "body");
-		nargs = 2;
+	if (err && r->done_fn) {
+		r->done_fn(r->user, NULL, code, err);
+	} else if (r->done_fn) {
+		struct rt_http_response res = {
+			.status = r->status,
+			.headers = r->resp_headers.data ? r->resp_headers.data : "",
+			.headers_len = r->resp_headers.len,
+			.body = r->resp.data ? r->resp.data : "",
+			.body_len = r->resp.len,
+		};
+		r->done_fn(r->user, &res, NULL, NULL);
 	}
-	luaL_unref(L, LUA_REGISTRYINDEX, r->resp_headers_ref);
-	luaL_unref(L, LUA_REGISTRYINDEX, r->self_ref);
-	r->resp_headers_ref = r->self_ref = LUA_NOREF;
-	int cb = r->cb_ref;
-	r->cb_ref = LUA_NOREF;
-	rt_pcall_log(L, nargs, 0, "HTTP client callback");
-	luaL_unref(L, LUA_REGISTRYINDEX, cb);
-	if (r->tls.verify_ref != LUA_NOREF)
-		luaL_unref(L, LUA_REGISTRYINDEX, r->tls.verify_ref);
-	r->tls.verify_ref = LUA_NOREF;
-	lua_settop(L, top);
 	rt_http_ctx_release(r->ctx);
-	req_unref(r); // the in-flight reference
+	rt_http_req_unref(r); // the in-flight reference
 }
 
 static void timeout_cb(uv_timer_t *t)
@@ -132,8 +109,21 @@ static void timeout_cb(uv_timer_t *t)
 	finish(r, "ETIMEDOUT", msg);
 }
 
-/* Add the wanted custom headers that the response carries to the table on top of the stack. */
-static void copy_custom_headers(struct rt_http_req *r, struct lws *wsi, lua_State *L)
+/* Add a header to the response's list (its name lowercased up to @p nlen bytes). */
+static void add_resp_header(struct rt_http_req *r, const char *name, size_t nlen, const char *v,
+			    size_t vlen)
+{
+	for (size_t k = 0; k < nlen; k++) {
+		char c = (char)tolower((unsigned char)name[k]);
+		rt_buf_add(&r->resp_headers, &c, 1);
+	}
+	rt_buf_putc(&r->resp_headers, '\0');
+	rt_buf_add(&r->resp_headers, v, vlen);
+	rt_buf_putc(&r->resp_headers, '\0');
+}
+
+/* Add the wanted custom headers that the response carries. */
+static void copy_custom_headers(struct rt_http_req *r, struct lws *wsi)
 {
 	for (size_t off = 0; off < r->want_headers.len;) {
 		const char *key = r->want_headers.data + off; // "name:"
@@ -146,46 +136,32 @@ static void copy_custom_headers(struct rt_http_req *r, struct lws *wsi, lua_Stat
 		if (!v)
 			continue;
 		int got = lws_hdr_custom_copy(wsi, v, n + 1, key, (int)klen);
-		if (got >= 0) {
-			lua_pushlstring(L, key, klen - 1); // without the ':'
-			lua_pushlstring(L, v, (size_t)got);
-			lua_rawset(L, -3);
-		}
+		if (got >= 0)
+			add_resp_header(r, key, klen - 1, v, (size_t)got); // without the ':'
 		free(v);
 	}
 }
 
-/* opts.want_headers: an array of header names, stored lowercased with a trailing ':'. */
-static void parse_want_headers(lua_State *L, int idx, struct rt_buf *out)
+/* Store the packed names @p names (@p len bytes) lowercased with a trailing ':'. */
+static int set_want_headers(struct rt_buf *out, const char *names, size_t len)
 {
-	if (lua_isnoneornil(L, idx))
-		return;
-	luaL_checktype(L, idx, LUA_TTABLE);
-	for (int i = 1;; i++) {
-		lua_rawgeti(L, idx, i);
-		if (lua_isnil(L, -1)) {
-			lua_pop(L, 1);
-			break;
-		}
-		size_t len = 0;
-		const char *name = lua_tolstring(L, -1, &len);
-		if (lua_type(L, -1) != LUA_TSTRING || len == 0 || len > 100 ||
-		    strpbrk(name, " :\t\r\n"))
-			luaL_error(L, "http.request: want_headers[%d] must be a header name", i);
-		for (size_t k = 0; k < len; k++) {
+	for (size_t off = 0; off < len;) {
+		const char *name = names + off;
+		const char *end = memchr(name, '\0', len - off);
+		size_t n = end ? (size_t)(end - name) : len - off;
+		for (size_t k = 0; k < n; k++) {
 			char c = (char)tolower((unsigned char)name[k]);
 			rt_buf_add(out, &c, 1);
 		}
 		rt_buf_add(out, ":", 2); // ':' and the terminating NUL
-		lua_pop(L, 1);
+		off += n + 1;
 	}
+	return out->failed ? -1 : 0;
 }
 
 static void snapshot_headers(struct rt_http_req *r, struct lws *wsi)
 {
-	lua_State *L = rt_http_ctx_state(r->ctx);
-	char name[64];
-	lua_newtable(L);
+	r->resp_headers.len = 0;
 	for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
 		if (t == WSI_TOKEN_HTTP_URI_ARGS)
 			continue;
@@ -193,21 +169,18 @@ static void snapshot_headers(struct rt_http_req *r, struct lws *wsi)
 		const char *tok = (const char *)lws_token_to_string((enum lws_token_indexes)t);
 		if (len <= 0 || !tok || tok[0] == ':' || !strchr(tok, ':'))
 			continue;
-		size_t n = 0;
-		for (; tok[n] && tok[n] != ':' && n < sizeof(name) - 1; n++)
-			name[n] = (char)tolower((unsigned char)tok[n]);
-		name[n] = '\0';
-		if (!strcmp(name, "get ") || !strcmp(name, "post "))
+		size_t n = strcspn(tok, ":");
+		if (n > 63) // names are cut to 63 characters
+			n = 63;
+		if ((n == 4 && !strncasecmp(tok, "get ", 4)) ||
+		    (n == 5 && !strncasecmp(tok, "post ", 5)))
 			continue;
 		char *v = malloc((size_t)len + 1);
-		if (v && lws_hdr_copy(wsi, v, len + 1, (enum lws_token_indexes)t) >= 0) {
-			lua_pushstring(L, v);
-			lua_setfield(L, -2, name);
-		}
+		if (v && lws_hdr_copy(wsi, v, len + 1, (enum lws_token_indexes)t) >= 0)
+			add_resp_header(r, tok, n, v, strlen(v));
 		free(v);
 	}
-	copy_custom_headers(r, wsi, L);
-	r->resp_headers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	copy_custom_headers(r, wsi);
 }
 
 static int append_headers(struct rt_http_req *r, struct lws *wsi, unsigned char **p,
@@ -267,11 +240,12 @@ int rt_http_client_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 		// Sent to the context's protocol 0 (ours) with the real wsi; in = SSL *.
 		if (!r)
 			return 1;
-		return rt_tls_verify_server(r->ctx, &r->tls, r->host, (X509_STORE_CTX *)user,
-					    (SSL *)in);
+		return rt_http_client_verify(rt_http_ctx_tls_cache(r->ctx), &r->tls, r->host,
+					     (X509_STORE_CTX *)user, (SSL *)in, r->rejected,
+					     sizeof(r->rejected));
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		if (r && r->tls.rejected[0])
-			finish(r, "ECERT", r->tls.rejected);
+		if (r && r->rejected[0])
+			finish(r, "ECERT", r->rejected);
 		else if (r)
 			finish(r, "ECONNREFUSED", in ? (const char *)in : "connection failed");
 		return 0;
@@ -345,87 +319,90 @@ static struct lws_vhost *client_vhost(struct rt_http_ctx *ctx)
 	return ctx->client_vhost;
 }
 
-/* request(opts, callback) -> request object (with :cancel()) */
-int rt_http_client_request(lua_State *L)
+void rt_http_client_opts_init(struct rt_http_client_opts *o)
 {
-	luaL_checktype(L, 1, LUA_TTABLE);
-	luaL_checktype(L, 2, LUA_TFUNCTION);
-	lua_settop(L, 2);
-	struct rt_http_req **ud = lua_newuserdata(L, sizeof(*ud)); // [opts, cb, ud]
-	*ud = NULL;
-	luaL_getmetatable(L, REQUEST_MT);
-	lua_setmetatable(L, -2);
-	struct rt_http_req *r = calloc(1, sizeof(*r));
-	if (!r)
-		return luaL_error(L, "http.request: out of memory");
-	r->refs = 1;
-	r->cb_ref = r->self_ref = r->resp_headers_ref = LUA_NOREF;
-	r->tls.verify_ref = LUA_NOREF;
-	*ud = r;
+	memset(o, 0, sizeof(*o));
+	o->method = "GET";
+	o->port = 80;
+	o->path = "/";
+	o->timeout_ms = RT_HTTP_DEFAULT_TIMEOUT_MS;
+	o->max_response = RT_HTTP_DEFAULT_MAX_RESPONSE;
+}
 
-	lua_getfield(L, 1, "method");
-	snprintf(r->method, sizeof(r->method), "%s", luaL_optstring(L, -1, "GET"));
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "unix");
-	const char *unix_path = lua_tostring(L, -1);
-	lua_getfield(L, 1, "address");
-	const char *address = lua_tostring(L, -1);
-	if (!unix_path && !address)
-		return luaL_error(L, "http.request: give 'address' or 'unix'");
-	if (unix_path)
-		r->address = malloc(strlen(unix_path) + 2), sprintf(r->address, "+%s", unix_path);
-	else
-		r->address = strdup(address);
-	lua_pop(L, 2);
-	lua_getfield(L, 1, "port");
-	r->port = (int)luaL_optinteger(L, -1, 80);
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "path");
-	r->path = strdup(luaL_optstring(L, -1, "/"));
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "host");
-	r->host = strdup(luaL_optstring(L, -1, unix_path ? "localhost" : r->address));
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "timeout_ms");
-	r->timeout_ms = (int)luaL_optinteger(L, -1, 30000);
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "max_response");
-	r->max_response = (size_t)luaL_optinteger(L, -1, DEFAULT_MAX_RESPONSE);
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "body");
-	size_t blen = 0;
-	const char *body = luaL_optlstring(L, -1, NULL, &blen);
-	if (body && blen) {
-		r->body = malloc(blen);
-		memcpy(r->body, body, blen);
-		r->body_len = blen;
+/* Copy @p o into @p r. Returns 0 or -ENOMEM. */
+static int copy_opts(struct rt_http_req *r, const struct rt_http_client_opts *o)
+{
+	snprintf(r->method, sizeof(r->method), "%s", o->method ? o->method : "GET");
+	if (o->unix_path) {
+		r->address = malloc(strlen(o->unix_path) + 2);
+		if (r->address)
+			sprintf(r->address, "+%s", o->unix_path);
+	} else {
+		r->address = strdup(o->address);
 	}
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "headers");
-	rt_http_headers_parse(L, lua_gettop(L), &r->headers);
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "want_headers");
-	parse_want_headers(L, lua_gettop(L), &r->want_headers);
-	lua_pop(L, 1);
-	lua_getfield(L, 1, "tls");
-	r->use_tls = lua_istable(L, -1) || lua_toboolean(L, -1);
-	if (lua_istable(L, -1))
-		rt_tls_opts_parse(L, lua_gettop(L), &r->tls, false);
-	lua_pop(L, 1);
+	r->port = o->port;
+	r->path = strdup(o->path ? o->path : "/");
+	const char *host = o->host ? o->host : o->unix_path ? "localhost" : o->address;
+	r->host = strdup(host);
+	r->timeout_ms = o->timeout_ms;
+	r->max_response = o->max_response;
+	if (o->body && o->body_len) {
+		r->body = malloc(o->body_len);
+		if (r->body)
+			memcpy(r->body, o->body, o->body_len);
+		r->body_len = o->body_len;
+	}
+	if (o->headers_len)
+		rt_buf_add(&r->headers, o->headers, o->headers_len);
+	if (o->want_headers_len)
+		set_want_headers(&r->want_headers, o->want_headers, o->want_headers_len);
+	r->use_tls = o->use_tls;
+	if (o->use_tls && rt_tls_opts_copy(&r->tls, &o->tls) != 0)
+		return -ENOMEM;
+	if (!r->address || !r->path || !r->host || (r->body_len && !r->body) || r->headers.failed ||
+	    r->want_headers.failed)
+		return -ENOMEM;
+	return 0;
+}
 
-	r->ctx = rt_http_ctx_acquire(L);
-	if (!r->ctx)
-		return rt_push_fail(L, "EIO", "cannot create the libwebsockets context");
+int rt_http_client_request(struct rt_runtime *rt, const struct rt_http_client_opts *o,
+			   rt_http_response_fn done, void *user, struct rt_http_req **out,
+			   char *err, size_t errlen)
+{
+	if (out)
+		*out = NULL;
+	if (!o->unix_path && !o->address) {
+		snprintf(err, errlen, "EINVAL: give an address or a unix socket path");
+		return -EINVAL;
+	}
+	struct rt_http_req *r = calloc(1, sizeof(*r));
+	if (r)
+		r->refs = 1; // the caller's
+	if (!r || copy_opts(r, o) != 0) {
+		rt_http_req_unref(r);
+		snprintf(err, errlen, "ENOMEM: out of memory");
+		return -ENOMEM;
+	}
+	r->ctx = rt_http_ctx_acquire(rt);
+	if (!r->ctx) {
+		rt_http_req_unref(r);
+		snprintf(err, errlen, "EIO: cannot create the libwebsockets context");
+		return -EIO;
+	}
 	struct lws_vhost *vh = client_vhost(r->ctx);
 	if (!vh) {
 		rt_http_ctx_release(r->ctx);
-		return rt_push_fail(L, "EIO", "cannot set up the client TLS context");
+		rt_http_req_unref(r);
+		snprintf(err, errlen, "EIO: cannot set up the client TLS context");
+		return -EIO;
 	}
-	lua_pushvalue(L, 2);
-	r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	lua_pushvalue(L, 3);
-	r->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	r->done_fn = done;
+	r->user = user;
 	r->refs++; // in flight, until finish()
+	if (out)
+		*out = r;
+	else
+		r->refs--; // the caller keeps none: in flight holds it
 
 	r->timer = malloc(sizeof(*r->timer));
 	uv_timer_init(rt_loop(r->ctx->rt), r->timer);
@@ -448,51 +425,18 @@ int rt_http_client_request(lua_State *L)
 	ci.opaque_user_data = r;
 	ci.pwsi = &r->wsi;
 	ci.ssl_connection = LCCSCF_HTTP_NO_FOLLOW_REDIRECT;
-	if (r->use_tls) // the hostname is checked by rt_tls_verify_server, not by lws
+	if (r->use_tls) // the hostname is checked by rt_tls_check_server, not by lws
 		ci.ssl_connection |= LCCSCF_USE_SSL | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK;
-	r->ctx->active_L = L;
 	struct lws *wsi = lws_client_connect_via_info(&ci);
-	r->ctx->active_L = NULL;
 	if (!wsi && !r->done) {
 		r->wsi = NULL;
 		finish(r, "ECONNREFUSED", "cannot start the connection");
 	}
-	return 1;
+	return 0;
 }
 
-static int l_request_cancel(lua_State *L)
+void rt_http_client_cancel(struct rt_http_req *r)
 {
-	struct rt_http_req **ud = luaL_checkudata(L, 1, REQUEST_MT);
-	struct rt_http_req *r = *ud;
-	if (r && !r->done && r->ctx) {
-		r->ctx->active_L = L;
-		struct rt_http_ctx *ctx = r->ctx;
+	if (r && !r->done && r->ctx)
 		finish(r, "ECANCELED", "request cancelled");
-		ctx->active_L = NULL;
-	}
-	return 0;
-}
-
-static int l_request_gc(lua_State *L)
-{
-	struct rt_http_req **ud = luaL_checkudata(L, 1, REQUEST_MT);
-	if (*ud) {
-		req_unref(*ud);
-		*ud = NULL;
-	}
-	return 0;
-}
-
-static const luaL_Reg request_methods[] = {
-	{ "cancel", l_request_cancel },
-	{ NULL, NULL },
-};
-static const luaL_Reg request_meta[] = {
-	{ "__gc", l_request_gc },
-	{ NULL, NULL },
-};
-
-void rt_http_client_register(lua_State *L)
-{
-	rt_newclass(L, REQUEST_MT, request_methods, request_meta);
 }

@@ -6,8 +6,7 @@
  */
 #include <string.h>
 
-#include "rt_http.h"
-#include "rt_internal.h"
+#include "rt_http_internal.h"
 
 /* The context currently accepting users, per runtime (one runtime per process in practice). */
 static struct rt_http_ctx *live_ctx;
@@ -42,7 +41,7 @@ static void reaper_closed(uv_handle_t *h)
 {
 	struct rt_http_ctx *ctx = h->data;
 	rt_shutdown_work_done(ctx->rt);
-	rt_tls_cache_free(ctx);
+	rt_tls_cache_free(ctx->tls_cache);
 	free(ctx);
 }
 
@@ -89,13 +88,12 @@ static void ctx_shutdown_hook(void *ud, int stage)
 		ctx_begin_destroy(ctx);
 }
 
-struct rt_http_ctx *rt_http_ctx_acquire(lua_State *L)
+struct rt_http_ctx *rt_http_ctx_acquire(struct rt_runtime *rt)
 {
 	if (live_ctx && !live_ctx->destroying) {
 		live_ctx->users++;
 		return live_ctx;
 	}
-	struct rt_runtime *rt = rt_from_lua(L);
 	struct rt_http_ctx *ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return NULL;
@@ -140,7 +138,9 @@ void rt_http_ctx_release(struct rt_http_ctx *ctx)
 		ctx_begin_destroy(ctx);
 }
 
-lua_State *rt_http_ctx_state(struct rt_http_ctx *ctx)
+struct rt_tls_cache *rt_http_ctx_tls_cache(struct rt_http_ctx *ctx)
 {
-	return ctx->active_L ? ctx->active_L : rt_state(ctx->rt);
+	if (!ctx->tls_cache)
+		ctx->tls_cache = rt_tls_cache_new();
+	return ctx->tls_cache;
 }

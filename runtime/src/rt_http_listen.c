@@ -13,7 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "rt_http.h"
+#include "rt_http_internal.h"
 
 /* Started servers, closing ones included until freed (see reclaim_endpoint). */
 static struct rt_http_server *listening;
@@ -36,7 +36,9 @@ void rt_http_server_unref(struct rt_http_server *srv)
 	if (!srv || --srv->refs > 0)
 		return;
 	unlist(srv);
-	rt_tls_opts_free(NULL, &srv->tls);
+	if (srv->release)
+		srv->release(srv->user);
+	rt_tls_opts_free(&srv->tls);
 	for (int i = 0; i < srv->n_ws_paths; i++)
 		free(srv->ws_paths[i]);
 	free(srv->ws_paths);
@@ -167,7 +169,7 @@ static int numeric_host(struct rt_http_server *srv, char *err, size_t errlen)
 	return 0;
 }
 
-int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, size_t errlen)
+static int listen_now(struct rt_http_server *srv, struct rt_runtime *rt, char *err, size_t errlen)
 {
 	int rc;
 	if (!srv->unix_path && (rc = numeric_host(srv, err, errlen)) != 0)
@@ -180,7 +182,7 @@ int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, si
 	    (rc = probe_tcp_port(srv->host, srv->port, err, errlen)) != 0)
 		return rc;
 
-	srv->ctx = rt_http_ctx_acquire(L);
+	srv->ctx = rt_http_ctx_acquire(rt);
 	if (!srv->ctx) {
 		snprintf(err, errlen, "EIO: cannot create the libwebsockets context");
 		return -EIO;
@@ -249,7 +251,7 @@ int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, si
 		if (chmod(srv->unix_path, srv->unix_mode) != 0) {
 			snprintf(err, errlen, "EPERM: chmod %s: %s", srv->unix_path,
 				 strerror(errno));
-			rt_http_server_close(srv, L);
+			rt_http_server_close(srv);
 			return -EPERM;
 		}
 	} else {
@@ -262,7 +264,7 @@ int rt_http_server_start(struct rt_http_server *srv, lua_State *L, char *err, si
 			snprintf(err, errlen,
 				 "EADDRNOTAVAIL: cannot listen on %s (see the lws log above)",
 				 srv->host ? srv->host : "*");
-			rt_http_server_close(srv, L);
+			rt_http_server_close(srv);
 			return -EADDRNOTAVAIL;
 		}
 	}
@@ -367,20 +369,11 @@ static int reclaim_endpoint(struct rt_http_server *srv, char *err, size_t errlen
 	return 0;
 }
 
-void rt_http_server_close(struct rt_http_server *srv, lua_State *L)
+void rt_http_server_close(struct rt_http_server *srv)
 {
-	if (srv->closed)
+	if (!srv || srv->closed)
 		return;
 	srv->closed = true;
-	if (L) {
-		luaL_unref(L, LUA_REGISTRYINDEX, srv->on_request_ref);
-		luaL_unref(L, LUA_REGISTRYINDEX, srv->on_ws_ref);
-		luaL_unref(L, LUA_REGISTRYINDEX, srv->self_ref);
-		if (srv->tls.verify_ref != LUA_NOREF)
-			luaL_unref(L, LUA_REGISTRYINDEX, srv->tls.verify_ref);
-	}
-	srv->on_request_ref = srv->on_ws_ref = srv->self_ref = LUA_NOREF;
-	srv->tls.verify_ref = LUA_NOREF;
 	if (srv->unix_path && srv->vhost)
 		unlink(srv->unix_path);
 	if (!srv->vhost || srv->ctx_released)
@@ -395,4 +388,130 @@ void rt_http_server_close(struct rt_http_server *srv, lua_State *L)
 	rt_shutdown_work_begin(c->rt);
 	uv_timer_init(rt_loop(c->rt), &c->timer);
 	uv_timer_start(&c->timer, closer_cb, 0, 0);
+}
+
+void rt_http_server_config_init(struct rt_http_server_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->unix_mode = 0600;
+	cfg->max_body = RT_HTTP_DEFAULT_MAX_BODY;
+	cfg->max_ws_message = RT_WS_DEFAULT_MAX_MESSAGE;
+}
+
+static char *dup_opt(const char *s, bool *oom)
+{
+	char *copy = s ? strdup(s) : NULL;
+	if (s && !copy)
+		*oom = true;
+	return copy;
+}
+
+/* Copy @p cfg into @p srv. Returns 0 or -ENOMEM (what was copied is freed with srv). */
+static int copy_config(struct rt_http_server *srv, const struct rt_http_server_config *cfg)
+{
+	bool oom = false;
+	srv->unix_path = dup_opt(cfg->unix_path, &oom);
+	srv->host = dup_opt(cfg->host, &oom);
+	srv->name = dup_opt(cfg->name ? cfg->name : cfg->unix_path ? "unix" : "http", &oom);
+	srv->port = cfg->port;
+	srv->unix_mode = cfg->unix_mode;
+	srv->max_body = cfg->max_body;
+	srv->max_ws_message = cfg->max_ws_message;
+	if (cfg->n_ws_paths > 0) {
+		srv->ws_paths = calloc((size_t)cfg->n_ws_paths + 1, sizeof(char *));
+		oom = oom || !srv->ws_paths;
+		for (int i = 0; srv->ws_paths && i < cfg->n_ws_paths; i++)
+			srv->ws_paths[srv->n_ws_paths++] = dup_opt(cfg->ws_paths[i], &oom);
+	}
+	// protocols: [0] ours (HTTP, and websockets without a subprotocol), then named ones.
+	int n = cfg->n_ws_protocols > 0 ? cfg->n_ws_protocols : 0;
+	srv->protocols = calloc((size_t)n + 2, sizeof(struct lws_protocols));
+	if (!srv->protocols)
+		return -ENOMEM;
+	srv->protocols[0].name = "moonstack";
+	srv->protocols[0].callback = rt_http_server_callback;
+	srv->protocols[0].per_session_data_size = sizeof(struct rt_http_pss);
+	for (int i = 1; i <= n; i++) {
+		char *name = dup_opt(cfg->ws_protocols[i - 1], &oom);
+		if (!name)
+			break; // the list ends at the first NULL name
+		srv->protocols[i].name = name;
+		srv->protocols[i].callback = rt_http_server_callback;
+		srv->protocols[i].per_session_data_size = sizeof(struct rt_http_pss);
+	}
+	if (rt_tls_opts_copy(&srv->tls, &cfg->tls) != 0)
+		oom = true;
+	return oom ? -ENOMEM : 0;
+}
+
+int rt_http_server_start(struct rt_runtime *rt, const struct rt_http_server_config *cfg,
+			 struct rt_http_server **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!cfg->on_request || (cfg->unix_path && cfg->host) ||
+	    (cfg->tls.cert == NULL) != (cfg->tls.key == NULL)) {
+		snprintf(err, errlen, "EINVAL: %s",
+			 !cfg->on_request	       ? "a server needs a request handler"
+			 : cfg->unix_path && cfg->host ? "'unix' and 'host' are exclusive"
+						       : "tls.cert and tls.key go together");
+		return -EINVAL;
+	}
+	struct rt_http_server *srv = calloc(1, sizeof(*srv));
+	if (!srv) {
+		snprintf(err, errlen, "ENOMEM: out of memory");
+		return -ENOMEM;
+	}
+	srv->refs = 1; // the caller's
+	int rc = copy_config(srv, cfg);
+	if (rc != 0)
+		snprintf(err, errlen, "ENOMEM: out of memory");
+	else
+		rc = listen_now(srv, rt, err, errlen);
+	if (rc != 0) {
+		srv->closed = true;
+		rt_http_server_unref(srv); // a pending close may hold it a little longer
+		return rc;
+	}
+	// Handlers from here only: a failed start calls nothing, release included.
+	srv->on_request = cfg->on_request;
+	srv->on_ws = cfg->on_ws;
+	srv->user = cfg->user;
+	srv->release = cfg->release;
+	if (srv->unix_path)
+		rt_log(RT_LOG_DEBUG, "http", "%s listening on unix:%s", srv->name, srv->unix_path);
+	else
+		rt_log(RT_LOG_DEBUG, "http", "%s listening on %s:%d", srv->name,
+		       srv->host ? srv->host : "*", srv->port);
+	*out = srv;
+	return 0;
+}
+
+int rt_http_server_port(const struct rt_http_server *srv)
+{
+	return srv->unix_path ? 0 : srv->port;
+}
+
+const char *rt_http_server_unix_path(const struct rt_http_server *srv)
+{
+	return srv->unix_path;
+}
+
+const char *rt_http_server_host(const struct rt_http_server *srv)
+{
+	return srv->host;
+}
+
+const char *rt_http_server_name(const struct rt_http_server *srv)
+{
+	return srv->name;
+}
+
+unsigned long rt_http_server_requests(const struct rt_http_server *srv)
+{
+	return srv->requests;
+}
+
+bool rt_http_server_closed(const struct rt_http_server *srv)
+{
+	return srv->closed;
 }

@@ -1,32 +1,41 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Binding `moonstack.native.http`: listen(opts, on_request, on_ws) -> server, the `exchange`
- * object a handler answers through, the `ws` object of a websocket connection, and
- * request(opts, callback) for the client (rt_http_client.c).
+ * Binding `moonstack.native.http` over the C API of moonstack/rt_http.h: listen(opts, on_request,
+ * on_ws) -> server, the `exchange` object a handler answers through, the `ws` object of a
+ * websocket connection, and request(opts, callback) for the client (rt_http_lua_client.c). The
+ * C handlers call the Lua functions through protected calls; the registry refs are owned here.
  */
-#include <ctype.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "rt_http.h"
+#include "rt_http_lua.h"
 #include "rt_natives.h"
 
 #define SERVER_MT   "moonstack.http.Server"
 #define EXCHANGE_MT "moonstack.http.Exchange"
 #define WS_MT	    "moonstack.http.WebSocket"
+/* Registry field: lightuserdata(struct rt_ws_conn *) -> its `ws` object, while open. */
+#define WS_LIVE "moonstack.http.ws_live"
 
-static char *opt_string(lua_State *L, int idx, const char *field, bool required)
+/* The state of the binding call in progress, for callbacks it triggers synchronously. */
+static lua_State *active_L;
+
+lua_State *rt_http_lua_state(struct rt_runtime *rt)
 {
-	lua_getfield(L, idx, field);
-	char *v = NULL;
-	if (lua_isstring(L, -1)) {
-		v = strdup(lua_tostring(L, -1));
-	} else if (!lua_isnil(L, -1) || required) {
-		lua_pop(L, 1);
-		luaL_error(L, "http: option '%s' must be a string", field);
-	}
-	lua_pop(L, 1);
-	return v;
+	return active_L ? active_L : rt_state(rt);
+}
+
+lua_State *rt_http_lua_enter(lua_State *L)
+{
+	lua_State *prev = active_L;
+	active_L = L;
+	return prev;
+}
+
+void rt_http_lua_leave(lua_State *prev)
+{
+	active_L = prev;
 }
 
 static lua_Integer opt_integer(lua_State *L, int idx, const char *field, lua_Integer def,
@@ -46,74 +55,21 @@ static lua_Integer opt_integer(lua_State *L, int idx, const char *field, lua_Int
 	return v;
 }
 
-static bool header_text_ok(const char *s)
-{
-	for (; *s; s++)
-		if (*s == '\r' || *s == '\n')
-			return false;
-	return true;
-}
-
-void rt_http_headers_parse(lua_State *L, int idx, struct rt_buf *out)
-{
-	if (lua_isnoneornil(L, idx))
-		return;
-	luaL_checktype(L, idx, LUA_TTABLE);
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
-			luaL_error(L, "http: headers must map names to strings");
-		const char *name = lua_tostring(L, -2);
-		const char *value = lua_tostring(L, -1);
-		// Reject anything that could split the header block (response splitting).
-		if (!*name || strlen(name) > 100 || strpbrk(name, " :\t") ||
-		    !header_text_ok(name) || !header_text_ok(value))
-			luaL_error(L, "http: invalid header '%s'", name);
-		rt_buf_add(out, name, strlen(name) + 1);
-		rt_buf_add(out, value, strlen(value) + 1);
-		lua_pop(L, 1);
-	}
-}
-
-void rt_tls_opts_parse(lua_State *L, int idx, struct rt_tls_opts *t, bool server)
-{
-	t->verify_ref = LUA_NOREF;
-	if (lua_isnoneornil(L, idx))
-		return;
-	luaL_checktype(L, idx, LUA_TTABLE);
-	t->cert = opt_string(L, idx, "cert", false);
-	t->key = opt_string(L, idx, "key", false);
-	t->ca = opt_string(L, idx, "ca", false);
-	if ((t->cert == NULL) != (t->key == NULL))
-		luaL_error(L, "http: tls.cert and tls.key go together");
-	if (server && !t->cert)
-		luaL_error(L, "http: a TLS server needs tls.cert and tls.key");
-	lua_getfield(L, idx, "client_cert");
-	const char *mode = lua_isnil(L, -1) ? "none" : lua_tostring(L, -1);
-	if (!mode || (strcmp(mode, "none") && strcmp(mode, "request") && strcmp(mode, "require")))
-		luaL_error(L, "http: tls.client_cert must be 'none', 'request' or 'require'");
-	t->require_peer = strcmp(mode, "require") == 0;
-	lua_pop(L, 1);
-	lua_getfield(L, idx, "insecure");
-	t->insecure = lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	lua_getfield(L, idx, "skip_hostname");
-	t->skip_hostname = lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	lua_getfield(L, idx, "verify");
-	if (lua_isfunction(L, -1)) {
-		t->verify_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	} else {
-		if (!lua_isnil(L, -1))
-			luaL_error(L, "http: tls.verify must be a function");
-		lua_pop(L, 1);
-	}
-}
-
 /* ---- server ---- */
+
+/* The Lua side of a server: its handlers' refs. Freed by the server's release. */
+struct lserver {
+	struct rt_runtime *rt;
+	int on_request_ref;
+	int on_ws_ref;
+	int self_ref; /* the userdata, kept alive while listening */
+	struct rt_http_lua_hook hook;
+};
 
 struct server_ud {
 	struct rt_http_server *srv;
+	struct lserver *ls; /* owned here until the server starts, then by the server */
+	struct rt_http_lua_scratch scratch;
 };
 
 static struct rt_http_server *check_server(lua_State *L)
@@ -122,39 +78,118 @@ static struct rt_http_server *check_server(lua_State *L)
 	return ud->srv;
 }
 
-static void parse_ws_options(lua_State *L, struct rt_http_server *srv)
+static void push_exchange(lua_State *L, struct rt_http_exchange *ex);
+static void ws_push(lua_State *L, struct rt_ws_conn *c);
+
+static int add_header(void *user, const char *name, const char *value)
+{
+	lua_State *L = user;
+	lua_pushstring(L, value);
+	lua_setfield(L, -2, name);
+	return 0;
+}
+
+/* on_request(req, exchange) */
+static int on_request(void *user, struct rt_http_exchange *ex, const struct rt_http_request *req)
+{
+	struct lserver *ls = user;
+	lua_State *L = rt_http_lua_state(ls->rt);
+	int top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->on_request_ref);
+	lua_createtable(L, 0, 8);
+	lua_pushstring(L, req->method);
+	lua_setfield(L, -2, "method");
+	lua_pushstring(L, req->path);
+	lua_setfield(L, -2, "path");
+	lua_pushstring(L, req->query);
+	lua_setfield(L, -2, "query");
+	lua_pushlstring(L, req->body, req->body_len);
+	lua_setfield(L, -2, "body");
+	lua_newtable(L);
+	rt_http_exchange_each_header(ex, add_header, L);
+	lua_setfield(L, -2, "headers");
+	lua_pushstring(L, req->peer);
+	lua_setfield(L, -2, "peer");
+	if (req->peer_cert) {
+		lua_pushlstring(L, (const char *)req->peer_cert, req->peer_cert_len);
+		lua_setfield(L, -2, "peer_cert");
+	}
+	lua_pushstring(L, req->server);
+	lua_setfield(L, -2, "server");
+	// [on_request, req]
+	push_exchange(L, ex);
+	int status = rt_pcall_log(L, 2, 0, "HTTP request handler");
+	lua_settop(L, top);
+	return status;
+}
+
+/* on_ws(event, ws [, data, binary]); the `ws` object is let go at close */
+static void on_ws(void *user, struct rt_ws_conn *c, enum rt_ws_event event, const void *data,
+		  size_t len, bool binary)
+{
+	static const char *const names[] = { "open", "message", "close" };
+	struct lserver *ls = user;
+	lua_State *L = rt_http_lua_state(ls->rt);
+	int top = lua_gettop(L);
+	if (ls->on_ws_ref != LUA_NOREF) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, ls->on_ws_ref);
+		lua_pushstring(L, names[event]);
+		ws_push(L, c);
+		int nargs = 2;
+		if (data) {
+			lua_pushlstring(L, data, len);
+			lua_pushboolean(L, binary);
+			nargs = 4;
+		}
+		rt_pcall_log(L, nargs, 0, "websocket handler");
+		lua_settop(L, top);
+	}
+	if (event == RT_WS_CLOSE) {
+		lua_getfield(L, LUA_REGISTRYINDEX, WS_LIVE);
+		lua_pushlightuserdata(L, c);
+		lua_pushnil(L);
+		lua_rawset(L, -3);
+		lua_settop(L, top);
+	}
+}
+
+static void parse_ws_options(lua_State *L, struct rt_http_server_config *cfg,
+			     struct rt_http_lua_scratch *s)
 {
 	lua_getfield(L, 1, "ws_paths");
 	if (!lua_isnil(L, -1)) {
 		luaL_checktype(L, -1, LUA_TTABLE);
 		int n = (int)lua_objlen(L, -1);
-		srv->ws_paths = calloc((size_t)n + 1, sizeof(char *));
+		const char **paths = rt_http_lua_keep(L, s, NULL, ((size_t)n + 1) * sizeof(char *));
+		cfg->ws_paths = paths;
 		for (int i = 1; i <= n; i++) {
 			lua_rawgeti(L, -1, i);
 			if (!lua_isstring(L, -1))
 				luaL_error(L, "http: ws_paths must be a list of strings");
-			srv->ws_paths[srv->n_ws_paths++] = strdup(lua_tostring(L, -1));
+			const char *p = lua_tostring(L, -1);
+			paths[cfg->n_ws_paths++] = rt_http_lua_keep(L, s, p, strlen(p));
 			lua_pop(L, 1);
 		}
 	}
 	lua_pop(L, 1);
-	// protocols: [0] ours (HTTP, and websockets without a subprotocol), then named ones.
 	lua_getfield(L, 1, "ws_protocols");
 	int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
-	srv->protocols = calloc((size_t)n + 2, sizeof(struct lws_protocols));
-	srv->protocols[0].name = "moonstack";
-	srv->protocols[0].callback = rt_http_server_callback;
-	srv->protocols[0].per_session_data_size = sizeof(struct rt_http_pss);
+	const char **protocols = rt_http_lua_keep(L, s, NULL, ((size_t)n + 1) * sizeof(char *));
+	cfg->ws_protocols = protocols;
 	for (int i = 1; i <= n; i++) {
 		lua_rawgeti(L, -1, i);
 		if (!lua_isstring(L, -1))
 			luaL_error(L, "http: ws_protocols must be a list of strings");
-		srv->protocols[i].name = strdup(lua_tostring(L, -1));
-		srv->protocols[i].callback = rt_http_server_callback;
-		srv->protocols[i].per_session_data_size = sizeof(struct rt_http_pss);
+		const char *p = lua_tostring(L, -1);
+		protocols[cfg->n_ws_protocols++] = rt_http_lua_keep(L, s, p, strlen(p));
 		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);
+}
+
+static void release_server(void *user)
+{
+	free(user); // its refs were released at close (or die with the state)
 }
 
 /* listen(opts, on_request [, on_ws]) -> server | nil, msg, code */
@@ -167,75 +202,78 @@ static int l_listen(lua_State *L)
 	lua_settop(L, 3);
 
 	struct server_ud *ud = lua_newuserdata(L, sizeof(*ud)); // [opts, req, ws, ud]
-	ud->srv = NULL;
+	memset(ud, 0, sizeof(*ud));
 	luaL_getmetatable(L, SERVER_MT);
 	lua_setmetatable(L, -2);
-	struct rt_http_server *srv = calloc(1, sizeof(*srv));
-	if (!srv)
+	struct lserver *ls = calloc(1, sizeof(*ls));
+	if (!ls)
 		return luaL_error(L, "http.listen: out of memory");
-	srv->refs = 1; // the userdata's
-	srv->on_request_ref = srv->on_ws_ref = srv->self_ref = LUA_NOREF;
-	srv->tls.verify_ref = LUA_NOREF;
-	ud->srv = srv; // from here __gc owns it, even if parsing raises below
+	ls->rt = rt_from_lua(L);
+	ls->on_request_ref = ls->on_ws_ref = ls->self_ref = ls->hook.ref = LUA_NOREF;
+	ls->hook.rt = ls->rt;
+	ud->ls = ls; // from here __gc owns it, even if parsing raises below
+	struct rt_http_lua_scratch *s = &ud->scratch;
+	struct rt_http_server_config cfg;
+	rt_http_server_config_init(&cfg);
 
-	srv->unix_path = opt_string(L, 1, "unix", false);
-	srv->host = opt_string(L, 1, "host", false);
-	srv->name = opt_string(L, 1, "name", false);
-	if (!srv->name)
-		srv->name = strdup(srv->unix_path ? "unix" : "http");
-	srv->port = (int)opt_integer(L, 1, "port", 0, 0, 65535);
-	srv->unix_mode = (mode_t)opt_integer(L, 1, "mode", 0600, 0, 0777);
-	srv->max_body = (size_t)opt_integer(L, 1, "max_body", RT_HTTP_DEFAULT_MAX_BODY, 0,
-					    1024L * 1024 * 1024);
-	srv->max_ws_message = (size_t)opt_integer(L, 1, "max_ws_message", RT_WS_DEFAULT_MAX_MESSAGE,
-						  1, 256L * 1024 * 1024);
+	cfg.unix_path = rt_http_lua_opt_string(L, 1, "unix", false, s);
+	cfg.host = rt_http_lua_opt_string(L, 1, "host", false, s);
+	cfg.name = rt_http_lua_opt_string(L, 1, "name", false, s);
+	cfg.port = (int)opt_integer(L, 1, "port", 0, 0, 65535);
+	cfg.unix_mode = (mode_t)opt_integer(L, 1, "mode", 0600, 0, 0777);
+	cfg.max_body = (size_t)opt_integer(L, 1, "max_body", RT_HTTP_DEFAULT_MAX_BODY, 0,
+					   1024L * 1024 * 1024);
+	cfg.max_ws_message = (size_t)opt_integer(L, 1, "max_ws_message", RT_WS_DEFAULT_MAX_MESSAGE,
+						 1, 256L * 1024 * 1024);
 	lua_getfield(L, 1, "any_port");
 	bool any_port = lua_toboolean(L, -1);
 	lua_pop(L, 1);
-	if (!srv->unix_path && !srv->port && !any_port)
+	if (!cfg.unix_path && !cfg.port && !any_port)
 		return luaL_error(L, "http.listen: give 'port' (or 'any_port = true'), or 'unix'");
-	if (srv->unix_path && srv->host)
+	if (cfg.unix_path && cfg.host)
 		return luaL_error(L, "http.listen: 'unix' and 'host' are exclusive");
-	parse_ws_options(L, srv);
+	parse_ws_options(L, &cfg, s);
 	lua_getfield(L, 1, "tls");
-	rt_tls_opts_parse(L, lua_gettop(L), &srv->tls, true);
+	rt_http_lua_tls_parse(L, lua_gettop(L), &cfg.tls, &ls->hook, s, true);
 	lua_pop(L, 1);
+	cfg.on_request = on_request;
+	cfg.on_ws = lua_isfunction(L, 3) ? on_ws : NULL;
+	cfg.user = ls;
+	cfg.release = release_server;
 
 	char err[256] = "";
-	int rc = rt_http_server_start(srv, L, err, sizeof(err));
+	int rc = rt_http_server_start(ls->rt, &cfg, &ud->srv, err, sizeof(err));
+	rt_http_lua_scratch_free(s);
 	if (rc != 0) {
-		srv->closed = true;
-		const char *colon = strchr(err, ':');
-		lua_pushnil(L);
-		lua_pushstring(L, err);
-		lua_pushlstring(L, err, colon ? (size_t)(colon - err) : strlen(err));
-		return 3;
+		rt_http_lua_hook_release(L, &ls->hook);
+		free(ls);
+		ud->ls = NULL;
+		return rt_http_lua_push_err(L, err);
 	}
 	lua_pushvalue(L, 2);
-	srv->on_request_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	ls->on_request_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	if (lua_isfunction(L, 3)) {
 		lua_pushvalue(L, 3);
-		srv->on_ws_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		ls->on_ws_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	}
 	lua_pushvalue(L, 4);
-	srv->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); // alive while listening
-	if (srv->unix_path)
-		rt_log(RT_LOG_DEBUG, "http", "%s listening on unix:%s", srv->name, srv->unix_path);
-	else
-		rt_log(RT_LOG_DEBUG, "http", "%s listening on %s:%d", srv->name,
-		       srv->host ? srv->host : "*", srv->port);
+	ls->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); // alive while listening
 	return 1;
 }
 
 static int l_server_close(lua_State *L)
 {
-	struct rt_http_server *srv = check_server(L);
-	if (srv && !srv->closed) {
-		if (srv->ctx)
-			srv->ctx->active_L = L;
-		rt_http_server_close(srv, L);
-		if (srv->ctx && !srv->ctx_released)
-			srv->ctx->active_L = NULL;
+	struct server_ud *ud = luaL_checkudata(L, 1, SERVER_MT);
+	if (ud->srv && !rt_http_server_closed(ud->srv)) {
+		lua_State *prev = rt_http_lua_enter(L);
+		rt_http_server_close(ud->srv);
+		struct lserver *ls = ud->ls; // alive while ud->srv is
+		luaL_unref(L, LUA_REGISTRYINDEX, ls->on_request_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, ls->on_ws_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, ls->self_ref);
+		ls->on_request_ref = ls->on_ws_ref = ls->self_ref = LUA_NOREF;
+		rt_http_lua_hook_release(L, &ls->hook);
+		rt_http_lua_leave(prev);
 	}
 	return 0;
 }
@@ -243,30 +281,37 @@ static int l_server_close(lua_State *L)
 static int l_server_gc(lua_State *L)
 {
 	struct server_ud *ud = luaL_checkudata(L, 1, SERVER_MT);
+	rt_http_lua_scratch_free(&ud->scratch);
 	if (ud->srv) {
-		rt_http_server_close(ud->srv, NULL); // unreachable: its refs died with it
-		rt_http_server_unref(ud->srv);
+		rt_http_server_close(ud->srv); // unreachable: its refs died with it
+		rt_http_server_unref(ud->srv); // frees ls through its release, once unused
 		ud->srv = NULL;
+	} else {
+		free(ud->ls); // never started (parsing raised): its refs die with the state
 	}
+	ud->ls = NULL;
 	return 0;
 }
 
 static int l_server_port(lua_State *L)
 {
 	struct rt_http_server *srv = check_server(L);
-	if (!srv || srv->unix_path)
+	if (!srv || rt_http_server_unix_path(srv))
 		return 0;
-	lua_pushinteger(L, srv->port);
+	lua_pushinteger(L, rt_http_server_port(srv));
 	return 1;
 }
 
 static int l_server_address(lua_State *L)
 {
 	struct rt_http_server *srv = check_server(L);
-	if (srv->unix_path)
-		lua_pushfstring(L, "unix:%s", srv->unix_path);
+	if (!srv)
+		return 0;
+	const char *host = rt_http_server_host(srv);
+	if (rt_http_server_unix_path(srv))
+		lua_pushfstring(L, "unix:%s", rt_http_server_unix_path(srv));
 	else
-		lua_pushfstring(L, "%s:%d", srv->host ? srv->host : "*", srv->port);
+		lua_pushfstring(L, "%s:%d", host ? host : "*", rt_http_server_port(srv));
 	return 1;
 }
 
@@ -274,9 +319,9 @@ static int l_server_stats(lua_State *L)
 {
 	struct rt_http_server *srv = check_server(L);
 	lua_createtable(L, 0, 2);
-	lua_pushnumber(L, (lua_Number)srv->requests);
+	lua_pushnumber(L, srv ? (lua_Number)rt_http_server_requests(srv) : 0);
 	lua_setfield(L, -2, "requests");
-	lua_pushboolean(L, srv->closed);
+	lua_pushboolean(L, !srv || rt_http_server_closed(srv));
 	lua_setfield(L, -2, "closed");
 	return 1;
 }
@@ -284,7 +329,9 @@ static int l_server_stats(lua_State *L)
 static int l_server_tostring(lua_State *L)
 {
 	struct rt_http_server *srv = check_server(L);
-	lua_pushfstring(L, "http.server(%s%s)", srv->name, srv->closed ? ", closed" : "");
+	bool closed = !srv || rt_http_server_closed(srv);
+	lua_pushfstring(L, "http.server(%s%s)", srv ? rt_http_server_name(srv) : "?",
+			closed ? ", closed" : "");
 	return 1;
 }
 
@@ -294,11 +341,11 @@ struct exchange_ud {
 	struct rt_http_exchange *ex;
 };
 
-void rt_http_push_exchange(lua_State *L, struct rt_http_exchange *ex)
+static void push_exchange(lua_State *L, struct rt_http_exchange *ex)
 {
 	struct exchange_ud *ud = lua_newuserdata(L, sizeof(*ud));
 	ud->ex = ex;
-	ex->refs++;
+	rt_http_exchange_ref(ex);
 	luaL_getmetatable(L, EXCHANGE_MT);
 	lua_setmetatable(L, -2);
 }
@@ -320,23 +367,21 @@ static int l_exchange_respond(lua_State *L)
 	const char *body = luaL_optlstring(L, 4, "", &len);
 	struct rt_buf headers = { 0 };
 	if (lua_istable(L, 3)) {
-		// Build in a userdata-free way: parse may raise, so parse before allocating body.
+		// parse may raise: nothing is allocated before it
 		rt_http_headers_parse(L, 3, &headers);
 	} else if (!lua_isnoneornil(L, 3)) {
 		return luaL_argerror(L, 3, "headers must be a table");
 	}
-	char *copy = malloc(len ? len : 1);
-	if (!copy) {
-		rt_buf_free(&headers);
+	if (headers.failed)
 		return luaL_error(L, "exchange:respond: out of memory");
-	}
-	memcpy(copy, body, len);
-	int rc = rt_http_exchange_respond(ex, status, &headers, copy, len);
+	int rc = rt_http_exchange_respond(ex, status, headers.data, headers.len, body, len);
 	rt_buf_free(&headers);
 	if (rc == -EALREADY)
 		return rt_push_fail(L, "EALREADY", "response already sent");
 	if (rc == -ENOTCONN)
 		return rt_push_fail(L, "ECLOSED", "the client went away");
+	if (rc)
+		return luaL_error(L, "exchange:respond: out of memory");
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -346,47 +391,24 @@ static int l_exchange_header(lua_State *L)
 {
 	struct rt_http_exchange *ex = check_exchange(L);
 	const char *name = luaL_checkstring(L, 2);
-	if (!ex->wsi || ex->responded)
-		return 0;
-	char key[128];
-	snprintf(key, sizeof(key), "%s:", name);
-	for (char *p = key; *p; p++)
-		*p = (char)tolower((unsigned char)*p);
-	for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
-		const char *tok = (const char *)lws_token_to_string((enum lws_token_indexes)t);
-		if (tok && strcasecmp(tok, key) == 0) {
-			int n = lws_hdr_total_length(ex->wsi, (enum lws_token_indexes)t);
-			if (n <= 0)
-				return 0;
-			char *v = malloc((size_t)n + 1);
-			if (v && lws_hdr_copy(ex->wsi, v, n + 1, (enum lws_token_indexes)t) >= 0)
-				lua_pushstring(L, v);
-			free(v);
-			return v ? 1 : 0;
-		}
-	}
-	int n = lws_hdr_custom_length(ex->wsi, key, (int)strlen(key));
-	if (n < 0)
-		return 0;
-	char *v = malloc((size_t)n + 1);
+	size_t len;
+	char *v = rt_http_exchange_header(ex, name, &len);
 	if (!v)
 		return 0;
-	int got = lws_hdr_custom_copy(ex->wsi, v, n + 1, key, (int)strlen(key));
-	if (got >= 0)
-		lua_pushlstring(L, v, (size_t)got);
+	lua_pushlstring(L, v, len);
 	free(v);
-	return got >= 0 ? 1 : 0;
+	return 1;
 }
 
 static int l_exchange_connected(lua_State *L)
 {
-	lua_pushboolean(L, check_exchange(L)->wsi != NULL);
+	lua_pushboolean(L, rt_http_exchange_connected(check_exchange(L)));
 	return 1;
 }
 
 static int l_exchange_responded(lua_State *L)
 {
-	lua_pushboolean(L, check_exchange(L)->responded);
+	lua_pushboolean(L, rt_http_exchange_responded(check_exchange(L)));
 	return 1;
 }
 
@@ -403,7 +425,8 @@ static int l_exchange_gc(lua_State *L)
 static int l_exchange_tostring(lua_State *L)
 {
 	struct rt_http_exchange *ex = check_exchange(L);
-	lua_pushfstring(L, "http.exchange(%s %s)", ex->method, ex->path ? ex->path : "?");
+	const char *path = rt_http_exchange_path(ex);
+	lua_pushfstring(L, "http.exchange(%s %s)", rt_http_exchange_method(ex), path ? path : "?");
 	return 1;
 }
 
@@ -413,21 +436,28 @@ struct ws_ud {
 	struct rt_ws_conn *c;
 };
 
-void rt_ws_push(lua_State *L, struct rt_ws_conn *c)
+/* Push the `ws` object of @p c: created on first use, kept in WS_LIVE while the socket is open. */
+static void ws_push(lua_State *L, struct rt_ws_conn *c)
 {
-	if (c->lua_ref != LUA_NOREF) {
-		lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua_ref);
+	lua_getfield(L, LUA_REGISTRYINDEX, WS_LIVE);
+	lua_pushlightuserdata(L, c);
+	lua_rawget(L, -2);
+	if (!lua_isnil(L, -1)) {
+		lua_remove(L, -2);
 		return;
 	}
+	lua_pop(L, 1); // [live]
 	struct ws_ud *ud = lua_newuserdata(L, sizeof(*ud));
 	ud->c = c;
-	c->refs++;
+	rt_ws_conn_ref(c);
 	luaL_getmetatable(L, WS_MT);
 	lua_setmetatable(L, -2);
-	if (c->wsi) {
-		lua_pushvalue(L, -1);
-		c->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX); // alive while open
+	if (rt_ws_conn_connected(c)) {
+		lua_pushlightuserdata(L, c);
+		lua_pushvalue(L, -2);
+		lua_rawset(L, -4); // alive while open
 	}
+	lua_remove(L, -2);
 }
 
 static struct rt_ws_conn *check_ws(lua_State *L)
@@ -466,20 +496,19 @@ static int l_ws_close(lua_State *L)
 
 static int l_ws_id(lua_State *L)
 {
-	lua_pushnumber(L, (lua_Number)check_ws(L)->id);
+	lua_pushnumber(L, (lua_Number)rt_ws_conn_id(check_ws(L)));
 	return 1;
 }
 
 static int l_ws_path(lua_State *L)
 {
-	lua_pushstring(L, check_ws(L)->path);
+	lua_pushstring(L, rt_ws_conn_path(check_ws(L)));
 	return 1;
 }
 
 static int l_ws_is_open(lua_State *L)
 {
-	struct rt_ws_conn *c = check_ws(L);
-	lua_pushboolean(L, c->wsi != NULL && !c->close_requested);
+	lua_pushboolean(L, rt_ws_conn_is_open(check_ws(L)));
 	return 1;
 }
 
@@ -496,8 +525,8 @@ static int l_ws_gc(lua_State *L)
 static int l_ws_tostring(lua_State *L)
 {
 	struct rt_ws_conn *c = check_ws(L);
-	lua_pushfstring(L, "http.websocket(#%d %s%s)", (int)c->id, c->path,
-			c->wsi ? "" : ", closed");
+	lua_pushfstring(L, "http.websocket(#%d %s%s)", (int)rt_ws_conn_id(c), rt_ws_conn_path(c),
+			rt_ws_conn_connected(c) ? "" : ", closed");
 	return 1;
 }
 
@@ -536,7 +565,7 @@ static const luaL_Reg ws_meta[] = {
 };
 static const luaL_Reg functions[] = {
 	{ "listen", l_listen },
-	{ "request", rt_http_client_request },
+	{ "request", rt_http_lua_request },
 	{ NULL, NULL },
 };
 
@@ -545,7 +574,13 @@ int luaopen_moonstack_native_http(lua_State *L)
 	rt_newclass(L, SERVER_MT, server_methods, server_meta);
 	rt_newclass(L, EXCHANGE_MT, exchange_methods, exchange_meta);
 	rt_newclass(L, WS_MT, ws_methods, ws_meta);
-	rt_http_client_register(L);
+	rt_http_lua_client_register(L);
+	lua_getfield(L, LUA_REGISTRYINDEX, WS_LIVE);
+	if (lua_isnil(L, -1)) {
+		lua_newtable(L);
+		lua_setfield(L, LUA_REGISTRYINDEX, WS_LIVE);
+	}
+	lua_pop(L, 1);
 	lua_newtable(L);
 	luaL_register(L, NULL, functions);
 	return 1;

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * HTTP server connections: parse the request (method, path, query, headers, body up to a
- * limit), hand it to Lua as an exchange, and write the response when Lua answers (now or
- * later). Responses always carry Content-Length; keep-alive and Connection: close are lws's.
+ * limit), hand it to the server's handler as an exchange, and write the response when the handler
+ * answers (now or later). Responses always carry Content-Length; keep-alive and Connection: close
+ * are lws's. Also the exchange's API (moonstack/rt_http.h).
  */
 #include <ctype.h>
 #include <errno.h>
 #include <string.h>
 
-#include "rt_http.h"
+#include "rt_http_internal.h"
 
 static const struct {
 	enum lws_token_indexes token;
@@ -53,8 +54,9 @@ static void detach_exchange(struct rt_http_pss *pss)
 
 static void send_response(struct rt_http_exchange *ex);
 
-int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, struct rt_buf *headers,
-			     char *body, size_t len)
+/* Record the response on @p ex and write it. Takes @p headers' data and @p body (malloc'ed). */
+static int respond_owned(struct rt_http_exchange *ex, int status, struct rt_buf *headers,
+			 char *body, size_t len)
 {
 	if (ex->responded) {
 		free(body);
@@ -88,15 +90,18 @@ static void respond_error(struct rt_http_exchange *ex, int status, const char *m
 	size_t len = body.len;
 	char *data = body.data;
 	body.data = NULL;
-	rt_http_exchange_respond(ex, status, &headers, data, data ? len : 0);
+	respond_owned(ex, status, &headers, data, data ? len : 0);
 	rt_buf_free(&headers);
 }
 
-static void push_request_headers(lua_State *L, struct lws *wsi)
+int rt_http_exchange_each_header(struct rt_http_exchange *ex,
+				 int (*fn)(void *user, const char *name, const char *value),
+				 void *user)
 {
+	struct lws *wsi = ex->wsi;
 	char name[64];
-	lua_newtable(L);
-	for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+	int rc = 0;
+	for (int t = 0; wsi && !rc && t < WSI_TOKEN_COUNT; t++) {
 		bool skip = t == WSI_TOKEN_HTTP_URI_ARGS || t == WSI_TOKEN_HTTP1_0;
 		for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++)
 			skip = skip || (int)methods[m].token == t;
@@ -113,12 +118,11 @@ static void push_request_headers(lua_State *L, struct lws *wsi)
 		char *value = malloc((size_t)len + 1);
 		if (!value)
 			continue;
-		if (lws_hdr_copy(wsi, value, len + 1, (enum lws_token_indexes)t) >= 0) {
-			lua_pushstring(L, value);
-			lua_setfield(L, -2, name);
-		}
+		if (lws_hdr_copy(wsi, value, len + 1, (enum lws_token_indexes)t) >= 0)
+			rc = fn(user, name, value);
 		free(value);
 	}
+	return rc;
 }
 
 /*
@@ -153,42 +157,28 @@ static char *copy_query(struct lws *wsi)
 	return q.data;
 }
 
-/* Hand the complete request to Lua: on_request(req, exchange). */
+/* Hand the complete request to the handler. */
 static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http_exchange *ex)
 {
 	ex->dispatched = true;
 	ex->refs++; // answering may detach it from the connection
 	srv->requests++;
-	lua_State *L = rt_http_ctx_state(srv->ctx);
-	int top = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, srv->on_request_ref);
-	lua_createtable(L, 0, 8);
-	lua_pushstring(L, ex->method);
-	lua_setfield(L, -2, "method");
-	lua_pushstring(L, ex->path ? ex->path : "/");
-	lua_setfield(L, -2, "path");
-	lua_pushstring(L, ex->query ? ex->query : "");
-	lua_setfield(L, -2, "query");
-	lua_pushlstring(L, ex->body.data ? ex->body.data : "", ex->body.len);
-	lua_setfield(L, -2, "body");
-	push_request_headers(L, wsi);
-	lua_setfield(L, -2, "headers");
-	char peer[64];
+	char peer[64] = "";
 	lws_get_peer_simple(wsi, peer, sizeof(peer));
-	lua_pushstring(L, srv->unix_path ? "unix" : peer);
-	lua_setfield(L, -2, "peer");
-	if (ex->peer) {
-		lua_pushlstring(L, (const char *)ex->peer->der, ex->peer->len);
-		lua_setfield(L, -2, "peer_cert");
-	}
-	lua_pushstring(L, srv->name);
-	lua_setfield(L, -2, "server");
-	// [on_request, req]
-	rt_http_push_exchange(L, ex);
+	struct rt_http_request req = {
+		.method = ex->method,
+		.path = ex->path ? ex->path : "/",
+		.query = ex->query ? ex->query : "",
+		.body = ex->body.data ? ex->body.data : "",
+		.body_len = ex->body.len,
+		.peer = srv->unix_path ? "unix" : peer,
+		.server = srv->name,
+	};
+	if (ex->peer)
+		req.peer_cert = rt_tls_peer_der(ex->peer, &req.peer_cert_len);
 	srv->dispatching++;
-	int status = rt_pcall_log(L, 2, 0, "HTTP request handler");
+	int status = srv->on_request(srv->user, ex, &req);
 	srv->dispatching--;
-	lua_settop(L, top);
 	if (status != 0 && !ex->responded)
 		respond_error(ex, 500, "internal error");
 	if (!ex->responded && ex->wsi) {
@@ -223,7 +213,7 @@ static int on_http(struct rt_http_server *srv, struct lws *wsi, struct rt_http_p
 	ex->path = strndup(uri ? uri : "/", uri ? len : 1);
 	ex->query = copy_query(wsi);
 	if (srv->tls.cert)
-		ex->peer = rt_tls_peer_take(wsi);
+		ex->peer = rt_http_peer_take(wsi);
 
 	char cl[32] = "";
 	long long content_length = 0;
@@ -417,4 +407,129 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 	default:
 		return lws_callback_http_dummy(wsi, reason, user, in, len);
 	}
+}
+
+void rt_http_exchange_ref(struct rt_http_exchange *ex)
+{
+	ex->refs++;
+}
+
+static bool header_text_ok(const char *s)
+{
+	for (; *s; s++)
+		if (*s == '\r' || *s == '\n')
+			return false;
+	return true;
+}
+
+/* Whether the packed list @p h (@p len bytes) is whole "name\0value\0" pairs that cannot split
+ * the header block (response splitting). */
+static bool headers_ok(const char *h, size_t len)
+{
+	for (size_t off = 0; off < len;) {
+		const char *name = h + off;
+		const char *nend = memchr(name, '\0', len - off);
+		const char *value = nend ? nend + 1 : NULL;
+		const char *vend = value ? memchr(value, '\0', len - (size_t)(value - h)) : NULL;
+		if (!vend || !*name || nend - name > 100 || strpbrk(name, " :\t") ||
+		    !header_text_ok(name) || !header_text_ok(value))
+			return false;
+		off = (size_t)(vend - h) + 1;
+	}
+	return true;
+}
+
+int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, const char *headers,
+			     size_t headers_len, const void *body, size_t len)
+{
+	if (status < 100 || status > 599 || (headers_len && !headers_ok(headers, headers_len)))
+		return -EINVAL;
+	if (ex->responded)
+		return -EALREADY;
+	if (!ex->wsi)
+		return -ENOTCONN;
+	struct rt_buf h = { 0 };
+	char *copy = malloc(len ? len : 1);
+	if (!copy || (headers_len && rt_buf_add(&h, headers, headers_len))) {
+		free(copy);
+		rt_buf_free(&h);
+		return -ENOMEM;
+	}
+	if (len)
+		memcpy(copy, body, len);
+	int rc = respond_owned(ex, status, &h, copy, len);
+	rt_buf_free(&h);
+	return rc;
+}
+
+char *rt_http_exchange_header(struct rt_http_exchange *ex, const char *name, size_t *len)
+{
+	if (!ex->wsi || ex->responded)
+		return NULL;
+	char key[128];
+	snprintf(key, sizeof(key), "%s:", name);
+	for (char *p = key; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+		const char *tok = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+		if (tok && strcasecmp(tok, key) == 0) {
+			int n = lws_hdr_total_length(ex->wsi, (enum lws_token_indexes)t);
+			if (n <= 0)
+				return NULL;
+			char *v = malloc((size_t)n + 1);
+			if (v && lws_hdr_copy(ex->wsi, v, n + 1, (enum lws_token_indexes)t) < 0) {
+				free(v);
+				v = NULL;
+			}
+			if (v && len)
+				*len = strlen(v);
+			return v;
+		}
+	}
+	int n = lws_hdr_custom_length(ex->wsi, key, (int)strlen(key));
+	if (n < 0)
+		return NULL;
+	char *v = malloc((size_t)n + 1);
+	if (!v)
+		return NULL;
+	int got = lws_hdr_custom_copy(ex->wsi, v, n + 1, key, (int)strlen(key));
+	if (got < 0) {
+		free(v);
+		return NULL;
+	}
+	v[got] = '\0';
+	if (len)
+		*len = (size_t)got;
+	return v;
+}
+
+bool rt_http_exchange_connected(const struct rt_http_exchange *ex)
+{
+	return ex->wsi != NULL;
+}
+
+bool rt_http_exchange_responded(const struct rt_http_exchange *ex)
+{
+	return ex->responded;
+}
+
+const char *rt_http_exchange_method(const struct rt_http_exchange *ex)
+{
+	return ex->method;
+}
+
+const char *rt_http_exchange_path(const struct rt_http_exchange *ex)
+{
+	return ex->path;
+}
+
+const unsigned char *rt_http_exchange_peer_cert(const struct rt_http_exchange *ex, size_t *len)
+{
+	*len = 0;
+	return ex->peer ? rt_tls_peer_der(ex->peer, len) : NULL;
+}
+
+X509 *rt_http_exchange_peer_x509(const struct rt_http_exchange *ex)
+{
+	return ex->peer ? rt_tls_peer_cert(ex->peer) : NULL;
 }

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Websocket connections on a server: open/message/close events to Lua, a bounded outgoing
- * queue drained one message per writeable callback, fragment reassembly with a size cap.
+ * Websocket connections on a server: open/message/close events to the server's handler, a
+ * bounded outgoing queue drained one message per writeable callback, fragment reassembly with a
+ * size cap. Also the connection's API (moonstack/rt_http.h).
  */
 #include <errno.h>
 #include <string.h>
 
-#include "rt_http.h"
+#include "rt_http_internal.h"
 
 /* Cap on queued outgoing bytes per connection: a slow reader must not exhaust memory. */
 #define WS_MAX_QUEUED (16u * 1024 * 1024)
@@ -58,26 +59,14 @@ void rt_ws_close(struct rt_ws_conn *c, int code, const char *reason)
 	lws_callback_on_writable(c->wsi);
 }
 
-/* on_ws(event, ws [, data, binary]) */
-static void notify(struct rt_ws_conn *c, const char *event, const char *data, size_t len,
+/* Hand an event to the server's websocket handler, if the connection still has its server. */
+static void notify(struct rt_ws_conn *c, enum rt_ws_event event, const char *data, size_t len,
 		   bool binary)
 {
 	struct rt_http_server *srv = c->server;
-	if (!srv || srv->on_ws_ref == LUA_NOREF)
+	if (!srv || !srv->on_ws)
 		return;
-	lua_State *L = rt_http_ctx_state(srv->ctx);
-	int top = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, srv->on_ws_ref);
-	lua_pushstring(L, event);
-	rt_ws_push(L, c);
-	int nargs = 2;
-	if (data) {
-		lua_pushlstring(L, data, len);
-		lua_pushboolean(L, binary);
-		nargs = 4;
-	}
-	rt_pcall_log(L, nargs, 0, "websocket handler");
-	lua_settop(L, top);
+	srv->on_ws(srv->user, c, event, data, len, binary);
 }
 
 static int on_established(struct lws *wsi, struct rt_http_pss *pss)
@@ -90,7 +79,6 @@ static int on_established(struct lws *wsi, struct rt_http_pss *pss)
 	c->wsi = wsi;
 	c->server = srv;
 	c->id = ++srv->next_ws_id;
-	c->lua_ref = LUA_NOREF;
 	char uri[512] = "/";
 	lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
 	char *q = strchr(uri, '?');
@@ -98,7 +86,7 @@ static int on_established(struct lws *wsi, struct rt_http_pss *pss)
 		*q = '\0';
 	c->path = strdup(uri);
 	pss->ws = c;
-	notify(c, "open", NULL, 0, false);
+	notify(c, RT_WS_OPEN, NULL, 0, false);
 	return 0;
 }
 
@@ -117,7 +105,7 @@ static int on_receive(struct lws *wsi, struct rt_ws_conn *c, const void *in, siz
 	if (rt_buf_add(&c->in, in, len))
 		return -1;
 	if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
-		notify(c, "message", c->in.data ? c->in.data : "", c->in.len, c->in_binary);
+		notify(c, RT_WS_MESSAGE, c->in.data ? c->in.data : "", c->in.len, c->in_binary);
 		c->in.len = 0;
 	}
 	return 0;
@@ -194,16 +182,36 @@ int rt_ws_handle(struct lws *wsi, enum lws_callback_reasons reason, struct rt_ht
 			return 0;
 		pss->ws = NULL;
 		c->wsi = NULL;
-		notify(c, "close", NULL, 0, false);
-		if (c->lua_ref != LUA_NOREF && c->server) {
-			lua_State *L = rt_http_ctx_state(c->server->ctx);
-			luaL_unref(L, LUA_REGISTRYINDEX, c->lua_ref);
-			c->lua_ref = LUA_NOREF;
-		}
+		notify(c, RT_WS_CLOSE, NULL, 0, false);
 		c->server = NULL;
 		rt_ws_conn_unref(c);
 		return 0;
 	default:
 		return 0;
 	}
+}
+
+void rt_ws_conn_ref(struct rt_ws_conn *c)
+{
+	c->refs++;
+}
+
+unsigned long rt_ws_conn_id(const struct rt_ws_conn *c)
+{
+	return c->id;
+}
+
+const char *rt_ws_conn_path(const struct rt_ws_conn *c)
+{
+	return c->path;
+}
+
+bool rt_ws_conn_connected(const struct rt_ws_conn *c)
+{
+	return c->wsi != NULL;
+}
+
+bool rt_ws_conn_is_open(const struct rt_ws_conn *c)
+{
+	return c->wsi != NULL && !c->close_requested;
 }

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Parsed TLS material reused across client connections. OpenSSL 3.0 decodes every public or
- * private key through its provider decoder framework (about 0.2 ms per certificate and 0.6 ms
- * per PEM private key here), and moonstack.http.client opens one connection per request: without
- * this cache each request would parse its trust anchors and its client identity again. Entries
- * are keyed by the SHA-256 of their PEM text, a few of each kind, least recently used out.
+ * Parsed TLS material reused across connections. OpenSSL 3.0 decodes every public or private key
+ * through its provider decoder framework (about 0.2 ms per certificate and 0.6 ms per PEM private
+ * key here), and moonstack.http.client opens one connection per request: without this cache each
+ * request would parse its trust anchors and its client identity again. Whole SSL_CTX built from
+ * PEM (rt_tls_ctx.c) are kept too, for C users such as a proxy. Entries are keyed by the SHA-256
+ * of their PEM text and settings, a few of each kind, least recently used out.
  */
 #include <string.h>
 
@@ -13,7 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
-#include "rt_http.h"
+#include "rt_tls_internal.h"
 
 #define CACHE_SLOTS 8
 
@@ -22,11 +23,13 @@ struct entry {
 	uint64_t used;	      /* 0 = free */
 	struct rt_tls_identity identity;
 	X509_STORE *store;
+	SSL_CTX *ssl_ctx; /* the cache's reference */
 };
 
 struct rt_tls_cache {
 	struct entry identities[CACHE_SLOTS];
 	struct entry stores[CACHE_SLOTS];
+	struct entry contexts[CACHE_SLOTS];
 	uint64_t clock;
 };
 
@@ -36,16 +39,38 @@ static void entry_clear(struct entry *e)
 	sk_X509_pop_free(e->identity.chain, X509_free);
 	EVP_PKEY_free(e->identity.key);
 	X509_STORE_free(e->store);
+	SSL_CTX_free(e->ssl_ctx);
 	memset(e, 0, sizeof(*e));
+}
+
+/* Hash a text, telling NULL from "" (a present text is hashed with its NUL). */
+static bool digest_text(EVP_MD_CTX *md, const char *s)
+{
+	unsigned char present = s != NULL;
+	return EVP_DigestUpdate(md, &present, 1) == 1 &&
+	       (!s || EVP_DigestUpdate(md, s, strlen(s) + 1) == 1);
 }
 
 static bool digest(const char *tag, const char *a, const char *b, unsigned char out[32])
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-		  EVP_DigestUpdate(md, tag, strlen(tag) + 1) == 1 &&
-		  EVP_DigestUpdate(md, a, strlen(a) + 1) == 1 &&
-		  (!b || EVP_DigestUpdate(md, b, strlen(b) + 1) == 1) &&
+	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && digest_text(md, tag) &&
+		  digest_text(md, a) && digest_text(md, b) &&
+		  EVP_DigestFinal_ex(md, out, NULL) == 1;
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+/* The key of an SSL_CTX: its kind, the PEM texts, the flags and the hook. */
+static bool digest_config(const char *tag, const struct rt_tls_config *cfg, unsigned char out[32])
+{
+	unsigned char flags[3] = { cfg->require_peer, cfg->insecure, cfg->skip_hostname };
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && digest_text(md, tag) &&
+		  digest_text(md, cfg->cert) && digest_text(md, cfg->key) &&
+		  digest_text(md, cfg->ca) && EVP_DigestUpdate(md, flags, sizeof(flags)) == 1 &&
+		  EVP_DigestUpdate(md, &cfg->verify, sizeof(cfg->verify)) == 1 &&
+		  EVP_DigestUpdate(md, &cfg->verify_user, sizeof(cfg->verify_user)) == 1 &&
 		  EVP_DigestFinal_ex(md, out, NULL) == 1;
 	EVP_MD_CTX_free(md);
 	return ok;
@@ -72,11 +97,21 @@ static struct entry *lookup(struct rt_tls_cache *c, struct entry *slots, const u
 	return victim;
 }
 
-static struct rt_tls_cache *cache_of(struct rt_http_ctx *ctx)
+struct rt_tls_cache *rt_tls_cache_new(void)
 {
-	if (!ctx->tls_cache)
-		ctx->tls_cache = calloc(1, sizeof(*ctx->tls_cache));
-	return ctx->tls_cache;
+	return calloc(1, sizeof(struct rt_tls_cache));
+}
+
+void rt_tls_cache_free(struct rt_tls_cache *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < CACHE_SLOTS; i++) {
+		entry_clear(&c->identities[i]);
+		entry_clear(&c->stores[i]);
+		entry_clear(&c->contexts[i]);
+	}
+	free(c);
 }
 
 static bool parse_identity(const char *cert_pem, const char *key_pem, struct rt_tls_identity *out)
@@ -96,13 +131,12 @@ static bool parse_identity(const char *cert_pem, const char *key_pem, struct rt_
 	return out->leaf && out->chain && out->key;
 }
 
-const struct rt_tls_identity *rt_tls_cache_identity(struct rt_http_ctx *ctx, const char *cert_pem,
+const struct rt_tls_identity *rt_tls_cache_identity(struct rt_tls_cache *c, const char *cert_pem,
 						    const char *key_pem)
 {
-	struct rt_tls_cache *c = cache_of(ctx);
 	unsigned char id[32];
 	bool hit;
-	if (!c || !digest("identity", cert_pem, key_pem, id))
+	if (!c || !cert_pem || !key_pem || !digest("identity", cert_pem, key_pem, id))
 		return NULL;
 	struct entry *e = lookup(c, c->identities, id, &hit);
 	if (hit)
@@ -116,12 +150,11 @@ const struct rt_tls_identity *rt_tls_cache_identity(struct rt_http_ctx *ctx, con
 	return &e->identity;
 }
 
-X509_STORE *rt_tls_cache_store(struct rt_http_ctx *ctx, const char *ca_pem)
+X509_STORE *rt_tls_cache_store(struct rt_tls_cache *c, const char *ca_pem)
 {
-	struct rt_tls_cache *c = cache_of(ctx);
 	unsigned char id[32];
 	bool hit;
-	if (!c || !digest("store", ca_pem, NULL, id))
+	if (!c || !ca_pem || !digest("store", ca_pem, NULL, id))
 		return NULL;
 	struct entry *e = lookup(c, c->stores, id, &hit);
 	if (hit)
@@ -136,15 +169,40 @@ X509_STORE *rt_tls_cache_store(struct rt_http_ctx *ctx, const char *ca_pem)
 	return e->store;
 }
 
-void rt_tls_cache_free(struct rt_http_ctx *ctx)
+/* The SSL_CTX of kind @p tag for @p cfg, from @p c or built by @p build (a new reference). */
+static SSL_CTX *cached_ctx(struct rt_tls_cache *c, const char *tag, const struct rt_tls_config *cfg,
+			   SSL_CTX *(*build)(struct rt_tls_cache *, const struct rt_tls_config *,
+					     char *, size_t),
+			   char *err, size_t errlen)
 {
-	struct rt_tls_cache *c = ctx->tls_cache;
-	if (!c)
-		return;
-	for (int i = 0; i < CACHE_SLOTS; i++) {
-		entry_clear(&c->identities[i]);
-		entry_clear(&c->stores[i]);
+	unsigned char id[32];
+	bool hit;
+	if (!c || !cfg || !digest_config(tag, cfg, id)) {
+		snprintf(err, errlen, "ENOMEM: cannot key the TLS context");
+		return NULL;
 	}
-	free(c);
-	ctx->tls_cache = NULL;
+	struct entry *e = lookup(c, c->contexts, id, &hit);
+	if (!hit) {
+		e->ssl_ctx = build(c, cfg, err, errlen);
+		if (!e->ssl_ctx) {
+			entry_clear(e);
+			return NULL;
+		}
+		memcpy(e->id, id, 32);
+		e->used = ++c->clock;
+	}
+	SSL_CTX_up_ref(e->ssl_ctx);
+	return e->ssl_ctx;
+}
+
+SSL_CTX *rt_tls_cache_server_ctx(struct rt_tls_cache *c, const struct rt_tls_config *cfg, char *err,
+				 size_t errlen)
+{
+	return cached_ctx(c, "server", cfg, rt_tls_build_server_ctx, err, errlen);
+}
+
+SSL_CTX *rt_tls_cache_client_ctx(struct rt_tls_cache *c, const struct rt_tls_config *cfg, char *err,
+				 size_t errlen)
+{
+	return cached_ctx(c, "client", cfg, rt_tls_build_client_ctx, err, errlen);
 }

@@ -5,6 +5,7 @@
  * request); OpenSSL 3.0 decodes a certificate's key through its decoder framework, about
  * 0.2 ms, and libssl has already done that once in the handshake. rt_tls_peer_x509() gives the
  * natives the handshake's X509 for exactly the same DER, so it is decoded once per request.
+ * Any TLS user (the HTTP server, a C proxy) registers the peers it holds with rt_tls_peer_take().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,14 +13,21 @@
 #include <openssl/crypto.h>
 #include <openssl/x509.h>
 
-#include "rt_http.h"
+#include "moonstack/rt_tls.h"
+
+/* A peer certificate: the handshake's X509 and its DER. */
+struct rt_tls_peer {
+	X509 *x509;
+	unsigned char *der;
+	size_t len;
+	struct rt_tls_peer *prev, *next; /* the live entries rt_tls_peer_x509() searches */
+};
 
 /* The live entries (a few: one per request in flight with a client certificate). */
 static struct rt_tls_peer *live;
 
-struct rt_tls_peer *rt_tls_peer_take(struct lws *wsi)
+struct rt_tls_peer *rt_tls_peer_take(SSL *ssl)
 {
-	SSL *ssl = lws_get_ssl(wsi);
 	X509 *x = ssl ? SSL_get1_peer_certificate(ssl) : NULL;
 	if (!x)
 		return NULL;
@@ -56,6 +64,17 @@ void rt_tls_peer_release(struct rt_tls_peer *p)
 	X509_free(p->x509);
 	free(p->der);
 	free(p);
+}
+
+const unsigned char *rt_tls_peer_der(const struct rt_tls_peer *p, size_t *len)
+{
+	*len = p->len;
+	return p->der;
+}
+
+X509 *rt_tls_peer_cert(const struct rt_tls_peer *p)
+{
+	return p->x509;
 }
 
 X509 *rt_tls_peer_x509(const void *der, size_t len)
