@@ -4,7 +4,7 @@
  * Keccak-256, HMAC and HKDF, P-256 and secp256k1 ECDSA (recoverable signatures included),
  * X25519, Ed25519, AES-256-GCM, secure random and constant-time comparison.
  *
- * OpenSSL 3 (EVP) does the work except for Keccak-256 (OpenSSL 3.0 has none; see hash.c) and
+ * OpenSSL 3 (EVP) does the work except for Keccak-256 (OpenSSL 3.0 has none; see crypto_hash.c) and
  * secp256k1 (libsecp256k1, the reference implementation, for RFC 6979 low-S recoverable
  * signatures and public-key recovery).
  *
@@ -48,7 +48,7 @@ struct crypto_iov {
 	size_t len;	  /**< number of bytes */
 };
 
-/* ---- hashes (hash.c) ---- */
+/* ---- hashes (crypto_hash.c) ---- */
 
 /** Digest sizes, in bytes. */
 #define CRYPTO_SHA256_LEN    32
@@ -118,7 +118,7 @@ void crypto_keccak256_final(struct crypto_keccak *k, uint8_t out[CRYPTO_KECCAK25
 /** Keccak-256 of @p data (Ethereum's; `keccak256("")` = c5d24601...). */
 int crypto_keccak256(const void *data, size_t len, uint8_t out[CRYPTO_KECCAK256_LEN]);
 
-/* ---- MAC and KDF (mac_kdf.c); alg is CRYPTO_SHA256/384/512 (not Keccak) ---- */
+/* ---- MAC and KDF (crypto_mac_kdf.c); alg is CRYPTO_SHA256/384/512 (not Keccak) ---- */
 
 /** HMAC-@p alg of @p data under @p key into @p out (crypto_hash_len(alg) bytes). */
 int crypto_hmac(int alg, const void *key, size_t key_len, const void *data, size_t len,
@@ -145,7 +145,7 @@ int crypto_hkdf_extract(int alg, const void *ikm, size_t ikm_len, const void *sa
 int crypto_hkdf_expand(int alg, const void *prk, size_t prk_len, const void *info, size_t info_len,
 		       uint8_t *out, size_t out_len);
 
-/* ---- random and comparison (util.c) ---- */
+/* ---- random and comparison (crypto_util.c) ---- */
 
 /** Fill @p out with @p len bytes from OpenSSL's CSPRNG (the private instance). */
 int crypto_random(void *out, size_t len);
@@ -156,7 +156,7 @@ bool crypto_equal(const void *a, const void *b, size_t len);
 /** Wipe @p len bytes at @p p in a way the compiler cannot drop. */
 void crypto_wipe(void *p, size_t len);
 
-/* ---- ECDSA over P-256 (p256.c) ---- */
+/* ---- ECDSA over P-256 (crypto_p256.c) ---- */
 
 /** Sizes of EC private keys, SEC1 public keys and (recoverable) ECDSA signatures. */
 #define CRYPTO_EC_PRIV_LEN	   32
@@ -198,7 +198,7 @@ struct evp_pkey_st *crypto_p256_public_key(const uint8_t pub65[CRYPTO_EC_PUB_UNC
 int crypto_p256_verify(const uint8_t *pub, size_t pub_len, const uint8_t digest[32],
 		       const uint8_t sig[CRYPTO_ECDSA_SIG_LEN]);
 
-/* ---- password hashes (password.c) ---- */
+/* ---- password hashes (crypto_password.c) ---- */
 
 /** Whether @p hash is a bcrypt hash ($2a$/$2b$/$2y$, cost 4..31, 60 characters). */
 bool crypto_bcrypt_hash_valid(const char *hash);
@@ -210,7 +210,7 @@ bool crypto_bcrypt_hash_valid(const char *hash);
  */
 int crypto_bcrypt_check(const char *password, size_t password_len, const char *hash);
 
-/* ---- ECDSA over secp256k1 (k256.c) ---- */
+/* ---- ECDSA over secp256k1 (crypto_k256.c) ---- */
 
 /** Whether @p priv is a valid secp256k1 private scalar (1 <= d <= n-1). */
 bool crypto_k256_priv_valid(const uint8_t priv[CRYPTO_EC_PRIV_LEN]);
@@ -247,7 +247,7 @@ int crypto_k256_recover(const uint8_t digest[32], const uint8_t sig[CRYPTO_ECDSA
 int crypto_k256_verify(const uint8_t *pub, size_t pub_len, const uint8_t digest[32],
 		       const uint8_t sig[CRYPTO_ECDSA_SIG_LEN]);
 
-/* ---- X25519 and Ed25519 (curve25519.c) ---- */
+/* ---- X25519 and Ed25519 (crypto_curve25519.c) ---- */
 
 /** Sizes of X25519 keys and of Ed25519 seeds, public keys and signatures. */
 #define CRYPTO_X25519_LEN	32
@@ -274,7 +274,7 @@ int crypto_ed25519_sign(const uint8_t seed[CRYPTO_ED25519_SEED_LEN], const void 
 int crypto_ed25519_verify(const uint8_t pub[CRYPTO_ED25519_PUB_LEN], const void *msg, size_t len,
 			  const uint8_t sig[CRYPTO_ED25519_SIG_LEN]);
 
-/* ---- AES-256-GCM (aead.c) ---- */
+/* ---- AES-256-GCM (crypto_aead.c) ---- */
 
 /** AES-256-GCM key, IV and tag sizes. */
 #define CRYPTO_AES256_KEY_LEN 32

@@ -3,12 +3,12 @@
  * dstack's key derivations and signature formats, byte-compatible with upstream
  * (spec kms-vmm-gateway.md §2-3, guest-and-attestation.md §7):
  *
- *   dstack_kdf.c  derive_key (HKDF-SHA256, salt "RATLS"), derive_p256, the 138-byte PKCS#8
+ *   crypto_dstack_kdf.c  derive_key (HKDF-SHA256, salt "RATLS"), derive_p256, the 138-byte PKCS#8
  *                 encoding and derive_dh_secret; the KMS derivation tree and the non-KMS one
- *   dstack_sig.c  GetKey and its signature_chain[0], Sign/Verify, the `dstack-kms-issued:`
+ *   crypto_dstack_sig.c  GetKey and its signature_chain[0], Sign/Verify, the `dstack-kms-issued:`
  *                 signature, the env-encrypt-pubkey signatures (legacy and timestamped), the
  *                 chain check, report_data formats
- *   dstack_env.c  the encrypted-env blob (X25519 + AES-256-GCM)
+ *   crypto_dstack_env.c  the encrypted-env blob (X25519 + AES-256-GCM)
  *
  * Same conventions as crypto.h: CRYPTO_OK or a negative enum crypto_err, outputs written only
  * on success, secrets wiped. app_id is always 20 bytes; instance_id is 20 bytes or empty.
@@ -26,7 +26,7 @@
 /** Size of a TDX report_data field. */
 #define DSTACK_REPORT_DATA_LEN 64
 
-/* ---- dstack_kdf.c ---- */
+/* ---- crypto_dstack_kdf.c ---- */
 
 /**
  * derive_key: HKDF-SHA256 with salt "RATLS", @p ikm, info = the @p nctx parts concatenated,
@@ -88,7 +88,7 @@ int dstack_kms_app_k256(const uint8_t root_k256[CRYPTO_EC_PRIV_LEN],
 int dstack_local_app_keys(const uint8_t seed[32], uint8_t *ca_key, uint8_t *disk_key,
 			  uint8_t *k256_key);
 
-/* ---- dstack_sig.c ---- */
+/* ---- crypto_dstack_sig.c ---- */
 
 /** GetKey algorithms. */
 enum dstack_key_alg {
@@ -201,7 +201,7 @@ int dstack_report_data(const char *tag, const void *content, size_t len,
 int dstack_app_key_report_data(int key_alg, const uint8_t *pub, size_t pub_len,
 			       uint8_t out[DSTACK_REPORT_DATA_LEN]);
 
-/* ---- dstack_env.c ---- */
+/* ---- crypto_dstack_env.c ---- */
 
 /** Smallest encrypted-env blob: ephemeral key, IV and tag around an empty plaintext. */
 #define DSTACK_ENV_OVERHEAD (CRYPTO_X25519_LEN + CRYPTO_GCM_IV_LEN + CRYPTO_GCM_TAG_LEN)

@@ -10,7 +10,7 @@
 #include <openssl/x509.h>
 
 #include "dcap/dcap.h"
-#include "tdx/quote.h"
+#include "tdx/tdx_quote.h"
 
 /** Most TCB components a level may list (Intel: 16; more is a count mismatch). */
 #define DCAP_MAX_COMPONENTS 32

@@ -2,8 +2,8 @@
 /*
  * tdx: Intel TDX quotes, RTMRs and event logs as a plain C API (no Lua; see tdx_lua.c for the
  * binding). This umbrella header holds what every part shares (the error record, sizes) and
- * includes the per-concept headers: quote.h (parsing quotes in place, PCK chains),
- * eventlog.h (CCEL/TCG logs, runtime events, RTMR replay) and guest.h (configfs-tsm,
+ * includes the per-concept headers: tdx_quote.h (parsing quotes in place, PCK chains),
+ * tdx_eventlog.h (CCEL/TCG logs, runtime events, RTMR replay) and tdx_guest.h (configfs-tsm,
  * /dev/tdx_guest ioctls, the host quote service, sysfs RTMRs).
  *
  * Conventions: functions return 0 or a negative errno and, when @p err is not NULL, fill it
@@ -60,8 +60,8 @@ int tdx_sha384(const void *data, size_t len, uint8_t out[TDX_MR_LEN]);
 /** SHA-256 of @p len bytes at @p data into @p out. Returns 0 or -ENOMEM. */
 int tdx_sha256(const void *data, size_t len, uint8_t out[32]);
 
-#include "tdx/eventlog.h"
-#include "tdx/guest.h"
-#include "tdx/quote.h"
+#include "tdx/tdx_eventlog.h"
+#include "tdx/tdx_guest.h"
+#include "tdx/tdx_quote.h"
 
 #endif

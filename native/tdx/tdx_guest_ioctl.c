@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * /dev/tdx_guest ioctls (guest.h): GET_REPORT0, EXTEND_RTMR and GET_QUOTE, marshalled into the
+ * /dev/tdx_guest ioctls (tdx_guest.h): GET_REPORT0, EXTEND_RTMR and GET_QUOTE, marshalled into the
  * kernel ABI structs and issued through an ops table so tests can stand in for the kernel.
  */
 #include <errno.h>
@@ -10,7 +10,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "tdx/guest.h"
+#include "tdx/tdx_guest.h"
 
 /* The request codes are the kernel's macros, spelled out; check them. */
 _Static_assert(sizeof(struct tdx_report_req) == 1088, "tdx_report_req is 1088 bytes");

@@ -65,21 +65,6 @@ static void vhost_finalize(struct lws_vhost *vh, void *arg)
 	rt_http_server_unref(srv);
 }
 
-/* Is something accepting connections on this unix socket path? */
-static bool unix_socket_alive(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return false;
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return false;
-	bool alive = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return alive;
-}
-
 static int prepare_unix_path(const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un sa;
@@ -95,7 +80,7 @@ static int prepare_unix_path(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "EEXIST: %s exists and is not a socket", path);
 		return -EEXIST;
 	}
-	if (unix_socket_alive(path)) {
+	if (rt_unix_socket_probe(path) == 1) {
 		snprintf(err, errlen, "EADDRINUSE: another process is serving %s", path);
 		return -EADDRINUSE;
 	}

@@ -117,6 +117,19 @@ static int l_stats(lua_State *L)
 	return 1;
 }
 
+/* unix_socket_state(path) -> 'live' | 'stale', or nil, message (rt_unix_socket_probe). */
+static int l_unix_socket_state(lua_State *L)
+{
+	int rc = rt_unix_socket_probe(luaL_checkstring(L, 1));
+	if (rc < 0) {
+		lua_pushnil(L);
+		lua_pushstring(L, strerror(-rc));
+		return 2;
+	}
+	lua_pushstring(L, rc ? "live" : "stale");
+	return 1;
+}
+
 static const luaL_Reg functions[] = {
 	{ "version", l_version },
 	{ "log", l_log },
@@ -130,6 +143,7 @@ static const luaL_Reg functions[] = {
 	{ "exit", l_exit },
 	{ "set_exit_code", l_set_exit_code },
 	{ "stats", l_stats },
+	{ "unix_socket_state", l_unix_socket_state },
 	{ NULL, NULL },
 };
 

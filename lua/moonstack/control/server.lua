@@ -24,44 +24,17 @@ M.MAX_CLIENTS = 16
 local WRITE_HIGH_WATER = 8 * 1024 * 1024 -- stop reading a client whose replies pile up
 local SUN_PATH_MAX = 108
 
--- Each declaration on its own, so one already made elsewhere (same signature) is harmless.
-for _, decl in ipairs({
-  'unsigned int umask(unsigned int mask);',
-  'int socket(int domain, int type, int protocol);',
-  'int connect(int fd, const void *addr, unsigned int addrlen);',
-  'int close(int fd);',
-  'char *strerror(int errnum);',
-  'struct moonstack_control_sockaddr_un { unsigned short sun_family; char sun_path[108]; };',
-}) do
-  pcall(ffi.cdef, decl)
-end
+-- umask only: the socket file must be created with mode 0600, never wider.
+pcall(ffi.cdef, 'unsigned int umask(unsigned int mask);')
 local C = ffi.C
-local AF_UNIX, SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC = 1, 1, 0x800, 0x80000
-local ECONNREFUSED, EAGAIN, ENOENT = 111, 11, 2
 
 local function fail(code, fmt, ...)
   return errors.fail(code, fmt:format(...))
 end
 
--- Is someone accepting connections on the socket at `path`? 'live', 'stale', or nil, error.
-local function probe(path)
-  local fd = C.socket(AF_UNIX, bit.bor(SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC), 0)
-  if fd < 0 then
-    return nil, ffi.string(C.strerror(ffi.errno()))
-  end
-  local addr = ffi.new('struct moonstack_control_sockaddr_un')
-  addr.sun_family = AF_UNIX
-  ffi.copy(addr.sun_path, path)
-  local rc = C.connect(fd, addr, ffi.sizeof(addr))
-  local e = ffi.errno()
-  C.close(fd)
-  if rc == 0 or e == EAGAIN then -- EAGAIN: a full backlog, so someone listens
-    return 'live'
-  elseif e == ECONNREFUSED or e == ENOENT then
-    return 'stale'
-  end
-  return nil, ffi.string(C.strerror(e))
-end
+-- Is someone accepting connections on the socket at `path`? 'live', 'stale', or nil, error
+-- (the runtime's one liveness probe, shared with the HTTP listeners).
+local probe = require('moonstack.native.runtime').unix_socket_state
 
 local HELP = [[
 Each line is Lua, evaluated in the daemon: as an expression first (`1+1`), then as a

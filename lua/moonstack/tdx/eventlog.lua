@@ -332,4 +332,22 @@ function M.emit(backend, name, payload, opts)
   return unpack(result, 2, 4)
 end
 
+--- Whether a TdxEvent is a dstack runtime event (event type 0x08000001).
+function M.is_runtime(e)
+  return e.event_type == M.RUNTIME_EVENT_TYPE
+end
+
+--- The dstack runtime (RTMR3) events of a TdxEvent list, in order, as { event = name,
+--- payload = bytes, version } (the one reading of them: the guest API's attestations and
+--- the verifier both take it from here).
+function M.runtime_events(events)
+  local out = {}
+  for _, e in ipairs(events) do
+    if M.is_runtime(e) then
+      out[#out + 1] = { event = e.event or '', payload = e.event_payload or '', version = e.version }
+    end
+  end
+  return out
+end
+
 return M

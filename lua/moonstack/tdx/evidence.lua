@@ -17,7 +17,6 @@ local attestation = require('moonstack.tdx.attestation')
 
 local M = {}
 
-local RUNTIME = eventlog.RUNTIME_EVENT_TYPE
 local ACPI = { ['acpi-loader'] = true, ['acpi-rsdp'] = true, ['acpi-tables'] = true }
 local ZERO64 = string.rep('\0', 64)
 
@@ -115,9 +114,7 @@ local function copy(e)
   return c
 end
 
-local function is_runtime(e)
-  return e.event_type == RUNTIME
-end
+local is_runtime = eventlog.is_runtime
 
 --- `events` in one of the forms above ('full', 'quote', 'cert'): a new list.
 function M.shape(events, form)
@@ -153,16 +150,8 @@ function M.event_log_json(events, form)
   return eventlog.to_json(M.shape(events, form))
 end
 
---- The runtime events of a log as VersionedAttestation's runtime_events.
-function M.runtime_events(events)
-  local out = {}
-  for _, e in ipairs(events) do
-    if is_runtime(e) then
-      out[#out + 1] = { event = e.event or '', payload = e.event_payload or '', version = e.version }
-    end
-  end
-  return out
-end
+--- The runtime (RTMR3) events of a log as { event, payload, version } (moonstack.tdx.eventlog's).
+M.runtime_events = eventlog.runtime_events
 
 --- VersionedAttestation bytes for a quote over `rd`: V0 SCALE when every runtime event is V1,
 --- else V1 msgpack. `form` shapes the event log ('full' for Attest, 'cert' for RA-TLS).

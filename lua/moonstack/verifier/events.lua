@@ -19,13 +19,10 @@ local json = require('moonstack.core.json')
 
 local M = {}
 
-local RUNTIME = eventlog.RUNTIME_EVENT_TYPE
 local hex, unhex = codec.hex, codec.unhex
 local ZERO32 = string.rep('\0', 32)
 
-local function is_runtime(e)
-  return e.event_type == RUNTIME
-end
+local is_runtime = eventlog.is_runtime
 
 -- Problems with one runtime event's digest binding, or nil.
 local function binding_problem(e)
@@ -99,17 +96,6 @@ function M.check(events, report, rtmrs)
     end
   end
   return result
-end
-
---- The runtime events as a list { {name, payload (binary), version} } in log order.
-function M.runtime_events(events)
-  local out = {}
-  for _, e in ipairs(events) do
-    if is_runtime(e) then
-      out[#out + 1] = { name = e.event or '', payload = e.event_payload or '', version = e.version }
-    end
-  end
-  return out
 end
 
 --- The payload (binary) of the first runtime event named `name` before system-ready, or nil.

@@ -127,4 +127,9 @@ int rt_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen);
  *  is not valid UTF-8 (overlong forms, surrogates and code points past U+10FFFF are invalid). */
 size_t rt_utf8_seq_len(const unsigned char *s, size_t avail);
 
+/** Whether a process accepts connections on the unix socket at @p path: 1 live (a full
+ *  backlog counts), 0 stale or absent (ECONNREFUSED, ENOENT), or -errno when it cannot tell
+ *  (ENAMETOOLONG, EACCES, ...). Never blocks. */
+int rt_unix_socket_probe(const char *path);
+
 #endif

@@ -21,7 +21,7 @@
 #include <openssl/x509v3.h>
 
 #include "dcap_test.h"
-#include "tdx/quote.h"
+#include "tdx/tdx_quote.h"
 
 #define TDX_NOW 1752919234
 #define SGX_NOW 1752919277

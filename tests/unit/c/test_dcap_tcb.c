@@ -18,7 +18,7 @@
 #include <cmocka.h>
 
 #include "dcap_sim_test.h"
-#include "tdx/quote.h"
+#include "tdx/tdx_quote.h"
 
 static const char *const none[] = { NULL };
 

@@ -31,7 +31,7 @@
 #include <openssl/x509v3.h>
 
 #include "sim/sim.h"
-#include "tdx/quote.h"
+#include "tdx/tdx_quote.h"
 
 /* v4 quote offsets (spec/guest-and-attestation.md §3.1-3.2) */
 #define OFF_MRTD	 184

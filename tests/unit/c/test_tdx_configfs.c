@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * configfs-tsm (native/tdx/guest.h) against a fake tree in a temp dir. A thread plays the
+ * configfs-tsm (native/tdx/tdx_guest.h) against a fake tree in a temp dir. A thread plays the
  * kernel: when 64 bytes land in inblob it publishes a quote carrying them as report_data in
  * outblob and bumps generation (by one, or by two to play a racing writer). Covered: success
  * (twice, and from two threads at once), the entry created on demand, missing tsm root,

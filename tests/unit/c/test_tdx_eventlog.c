@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Event logs (native/tdx/eventlog.h): ccel.bin parses to exactly the upstream snapshots (TCG
+ * Event logs (native/tdx/tdx_eventlog.h): ccel.bin parses to exactly the upstream snapshots (TCG
  * events and the TdxEvent conversion); its replay gives RTMR0 of quote-from-tappd.hex; the
  * simulator attestation's 33 events replay to its quote's RTMRs (also stripped, and up to
  * boot-mr-done); V1/V2 runtime digests and canonical JSON match the spec vectors; a GCP vTPM

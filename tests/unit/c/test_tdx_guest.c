@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * /dev/tdx_guest ioctls and the host quote service (native/tdx/guest.h). A fake ops table
+ * /dev/tdx_guest ioctls and the host quote service (native/tdx/tdx_guest.h). A fake ops table
  * plays the kernel and checks the exact request codes and byte layouts the real path hands to
  * ioctl(2) (GET_REPORT0, EXTEND_RTMR with its _IOW fallback, GET_QUOTE's GHCI buffer); the
  * real ops are exercised against a missing device and a regular file. A thread on the other

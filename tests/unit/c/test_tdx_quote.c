@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Quote parsing (native/tdx/quote.h): every real quote in the vectors parses and every field
+ * Quote parsing (native/tdx/tdx_quote.h): every real quote in the vectors parses and every field
  * equals vectors/derived/quotes-parsed.json (an independent parser's dump); every truncation
  * point fails cleanly (exact-size heap copies, so ASan sees any over-read); corrupted length,
  * version and type fields fail naming the field; trailing bytes are tolerated; the PEM chain

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * TCG crypto-agile event logs (the TDX CCEL, TPM binary_bios_measurements) parsed in place,
- * and their conversion to dstack's TdxEvent form with the ACPI DATA labels (eventlog.h).
+ * and their conversion to dstack's TdxEvent form with the ACPI DATA labels (tdx_eventlog.h).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tdx/eventlog.h"
+#include "tdx/tdx_eventlog.h"
 
 static const uint8_t spec_id_sig[16] = "Spec ID Event03";
 

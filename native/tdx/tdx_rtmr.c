@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * RTMRs: SHA-384 extend and replay of event logs (eventlog.h), and extending/reading them
- * through the in-tree driver's sysfs measurement files (guest.h).
+ * RTMRs: SHA-384 extend and replay of event logs (tdx_eventlog.h), and extending/reading them
+ * through the in-tree driver's sysfs measurement files (tdx_guest.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tdx/eventlog.h"
-#include "tdx/guest.h"
+#include "tdx/tdx_eventlog.h"
+#include "tdx/tdx_guest.h"
 
 void tdx_rtmr_extend(uint8_t mr[TDX_MR_LEN], const uint8_t digest[TDX_MR_LEN])
 {

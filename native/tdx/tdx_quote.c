@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * DCAP quote parsing in place (quote.h): a cursor walks the header, the body by type, the
+ * DCAP quote parsing in place (tdx_quote.h): a cursor walks the header, the body by type, the
  * signature data and the (nested) certification data, checking each field against the end of
  * its container, so a bad length names the field, its offset and the reason.
  */
@@ -10,7 +10,7 @@
 
 #include <openssl/evp.h>
 
-#include "tdx/quote.h"
+#include "tdx/tdx_quote.h"
 
 /* A cursor over the quote; @limit is the end of the innermost container being parsed. */
 struct cur {

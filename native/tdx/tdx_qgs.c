@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The host's quote generation service (guest.h): the GET_QUOTE_REQ/RESP framing of QGS
+ * The host's quote generation service (tdx_guest.h): the GET_QUOTE_REQ/RESP framing of QGS
  * message version 1.0 (a u32 big-endian length, then a little-endian header and body), one
  * exchange over any connected stream, and the vsock (or unix socket) connection.
  */
@@ -16,7 +16,7 @@
 
 #include <linux/vm_sockets.h>
 
-#include "tdx/guest.h"
+#include "tdx/tdx_guest.h"
 
 #define QGS_MAJOR	   1
 #define QGS_MINOR	   0

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * dstack runtime events (RTMR3): the V1 and V2 digest preimages (eventlog.h). V2 is the
+ * dstack runtime events (RTMR3): the V1 and V2 digest preimages (tdx_eventlog.h). V2 is the
  * RFC 8785 (JCS) canonical JSON of {"name","payload","type"}: keys in that (sorted) order, no
  * whitespace, strings escaped as ECMAScript's JSON.stringify does, non-ASCII kept raw.
  */
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "moonstack/rt.h"
-#include "tdx/eventlog.h"
+#include "tdx/tdx_eventlog.h"
 
 /* Append the JCS form of the string @s to @out (which has room: 6 bytes per input byte + 2).
  * Returns the new end, or NULL if @s is not valid UTF-8. */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The PEM PCK certificate chain a quote embeds (quote.h): each certificate's subject, issuer,
+ * The PEM PCK certificate chain a quote embeds (tdx_quote.h): each certificate's subject, issuer,
  * serial, validity and fingerprint, and the PCK leaf's SGX extension (FMSPC, PCE-ID, TCB). Only
  * parsing: chain verification belongs to the DCAP verifier.
  */
@@ -17,7 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "tdx/quote.h"
+#include "tdx/tdx_quote.h"
 
 #define SGX_EXT_OID "1.2.840.113741.1.13.1"
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Quotes through configfs-tsm (guest.h): <entry>/{inblob,outblob,generation,provider} with
+ * Quotes through configfs-tsm (tdx_guest.h): <entry>/{inblob,outblob,generation,provider} with
  * dstack's exact sequence and generation checks, so a concurrent writer (another process
  * sharing the entry) is detected instead of returning someone else's quote.
  */
@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tdx/guest.h"
+#include "tdx/tdx_guest.h"
 
 #define REPORT_DIR	  "/sys/kernel/config/tsm/report"
 #define PATH_MAX_OVERRIDE 240
