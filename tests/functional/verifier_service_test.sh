@@ -140,7 +140,7 @@ check_match "broken policy: reload failed, logged" 'reload failed.*EPARSE' "$(gr
 post "after a failed reload" "$dir/v.sock" "$S/req-quote.json"
 check "failed reload: the previous policy still applies" app_compose "$(field policy.violations.1.field)"
 
-out=$("$MOONSTACK" repl "$dir/ctl.sock" -e 'service().requests' 2>&1)
+out=$("$MOONSTACK" repl "$dir/ctl.sock" -e 'verifier.requests' 2>&1)
 check "REPL: request count" 11 "$out"
 
 kill -TERM $pid
@@ -177,11 +177,11 @@ kill -TERM $pid2
 wait $pid2
 check "TCP verifier: exit 0" 0 "$?"
 
-# 3. config errors: clear message, exit 1; the example config is valid
+# 3. config errors: clear message, exit 2 (as every daemon); the example config is valid
 printf 'return { listen = { port = 8080, unix = "/x" }, collateral = { file = "x" }, bogus = 1 }' \
   >"$dir/bad.lua"
 "$MOONSTACK" verifier -c "$dir/bad.lua" >/dev/null 2>"$dir/err"
-check "bad config: exit 1" 1 "$?"
+check "bad config: exit 2" 2 "$?"
 check_match "bad config: names the keys" 'config\.bogus: unknown key' "$(cat "$dir/err")"
 check_match "bad config: listen" 'config\.listen: give host and port, or unix' "$(cat "$dir/err")"
 "$MOONSTACK" -e "

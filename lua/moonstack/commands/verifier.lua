@@ -1,7 +1,7 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- `moonstack verifier -c verifier.lua`: the quote + event-log verification service, with
 -- dstack-verifier's HTTP API (POST /verify, GET /health; moonstack.verifier.service), run as
--- a daemon (moonstack.daemon): control socket, SIGTERM/SIGINT stop, SIGHUP re-reads the
+-- a daemon (moonstack.daemon.serve): control socket, SIGTERM/SIGINT stop, SIGHUP re-reads the
 -- config's policy, collateral and root files (the previous ones stay on failure).
 local args = require('moonstack.core.args')
 local daemon = require('moonstack.daemon')
@@ -31,43 +31,13 @@ local function run(argv)
   local cfg, err = service.load_config(opts.config)
   if not cfg then
     io.stderr:write(PROG, ': ', err, '\n')
-    return 1
+    return 2
   end
-  local svc
-  daemon.run({
-    name = 'verifier',
-    control = cfg.control,
-    env = { config = cfg, service = function() return svc end },
-    start = function(d)
-      local s, serr = service.new(cfg)
-      if not s then
-        return nil, serr
-      end
-      local ok, lerr = s:start()
-      if not ok then
-        return nil, lerr
-      end
-      svc = s
-      d.log.info('verifier listening', { address = s:address() })
-      return true
-    end,
-    stop = function()
-      if svc then
-        svc:stop()
-      end
-    end,
-    reload = function(d)
-      local new, rerr = service.load_config(opts.config)
-      if not new then
-        error(rerr, 0)
-      end
-      local ok, lerr = svc:reload(new)
-      if not ok then
-        error(lerr, 0)
-      end
-      d.log.info('policy and collateral reloaded')
-    end,
-  })
+  daemon.serve({ name = 'verifier', service = service, cfg = cfg, control = cfg.control,
+    config_path = opts.config, load_config = service.load_config,
+    repl = function(svc)
+      return { config = svc.cfg }, { config = 'the running config' }
+    end })
   return nil
 end
 

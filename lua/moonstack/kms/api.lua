@@ -49,14 +49,11 @@ M.messages.KmsKeyResponse = { { 1, 'temp_ca_key', 'string' },
 
 local msg = M.messages
 
---- The methods over a running KMS `kms` = { material (moonstack.kms.keys), auth (backend),
---- attest (moonstack.kms.attest, or nil: GetAppKey unavailable), log, now = fn() -> seconds? }.
---- Returns the method table for moonstack.core.prpc.
-function M.methods(kms)
-  local now = kms.now or os.time
-  local t = {}
+-- One builder per method: build.<Method>(kms, now) -> { input, output, call }.
+local build = {}
 
-  t.GetMeta = { input = msg.Empty, output = msg.GetMetaResponse, call = function()
+function build.GetMeta(kms, now) -- luacheck: ignore 212
+  return { input = msg.Empty, output = msg.GetMetaResponse, call = function()
     local dev = kms.auth.kind == 'dev'
     local info, err, code = kms.auth:info() -- the webhook's GET <url>, every time (as upstream)
     if not info then
@@ -71,14 +68,18 @@ function M.methods(kms)
       kms_contract_address = info.kms_contract_address, chain_id = info.chain_id or 0,
       app_auth_implementation = info.app_auth_implementation }
   end }
+end
 
-  t.GetTempCaCert = { input = msg.Empty, output = msg.GetTempCaCertResponse, call = function()
+function build.GetTempCaCert(kms, now) -- luacheck: ignore 212
+  return { input = msg.Empty, output = msg.GetTempCaCertResponse, call = function()
     local m = kms.material
     return { temp_ca_cert = m.tmp_ca_cert:pem(), temp_ca_key = m.tmp_ca_key:pkcs8_pem(),
       ca_cert = m.root_cert:pem() }
   end }
+end
 
-  t.GetAppEnvEncryptPubKey = { input = msg.AppId, output = msg.PublicKeyResponse,
+function build.GetAppEnvEncryptPubKey(kms, now) -- luacheck: ignore 212
+  return { input = msg.AppId, output = msg.PublicKeyResponse,
     call = function(args)
       if #args.app_id ~= 20 then
         return nil, ('EINVAL: app_id must be 20 bytes, got %d'):format(#args.app_id)
@@ -101,8 +102,10 @@ function M.methods(kms)
       end
       return { public_key = pub, signature = sig, timestamp = ts, signature_v1 = sig1 }
     end }
+end
 
-  t.GetAppKey = { input = msg.GetAppKeyRequest, output = msg.AppKeyResponse,
+function build.GetAppKey(kms, now) -- luacheck: ignore 212
+  return { input = msg.GetAppKeyRequest, output = msg.AppKeyResponse,
     call = function(args, req)
       if (args.api_version or 0) > 1 then
         return nil, ('EINVAL: unsupported api_version %d'):format(args.api_version)
@@ -135,8 +138,10 @@ function M.methods(kms)
         tproxy_app_id = gw, gateway_app_id = gw,
         os_image_hash = crypto.unhex(boot.osImageHash or '') or '' }
     end }
+end
 
-  t.GetKmsKey = { input = msg.GetKmsKeyRequest, output = msg.KmsKeyResponse,
+function build.GetKmsKey(kms, now) -- luacheck: ignore 212
+  return { input = msg.GetKmsKeyRequest, output = msg.KmsKeyResponse,
     call = function(args, req)
       if not kms.attest then
         return nil, 'EUNAVAILABLE: GetKmsKey needs attestation settings (kms.lua attestation = {...})'
@@ -156,8 +161,10 @@ function M.methods(kms)
       return { temp_ca_key = m.tmp_ca_key:pkcs8_pem(),
         keys = { { ca_key = m.root_key:pkcs8_pem(), k256_key = m.root_k256 } } }
     end }
+end
 
-  t.SignCert = { input = msg.SignCertRequest, output = msg.SignCertResponse,
+function build.SignCert(kms, now) -- luacheck: ignore 212
+  return { input = msg.SignCertRequest, output = msg.SignCertResponse,
     call = function(args)
       local r, err, code = signcert.handle(kms, args)
       if not r then
@@ -165,7 +172,17 @@ function M.methods(kms)
       end
       return r, err, code
     end }
+end
 
+--- The methods over a running KMS `kms` = { material (moonstack.kms.keys), auth (backend),
+--- attest (moonstack.kms.attest, or nil: GetAppKey unavailable), log, now = fn() -> seconds? }.
+--- Returns the method table for moonstack.core.prpc.
+function M.methods(kms)
+  local now = kms.now or os.time
+  local t = {}
+  for name, make in pairs(build) do
+    t[name] = make(kms, now)
+  end
   return t
 end
 

@@ -279,9 +279,40 @@ function Service:start()
   return self
 end
 
+--- Start the service from a validated config (the service contract of moonstack.daemon.serve).
+--- Returns it listening, or nil, msg, code.
+function M.start(cfg, log_)
+  local s, err, code = M.new(cfg)
+  if not s then
+    return nil, err, code
+  end
+  local ok
+  ok, err, code = s:start()
+  if not ok then
+    return nil, err, code
+  end
+  local l = log_ or log
+  l.info('verifier listening', { address = s:address() })
+  return s
+end
+
+--- A snapshot for the REPL.
+function Service:status()
+  return { address = self:address(), requests = self.requests, at = self.cfg.at }
+end
+
+-- Config keys a running verifier applies in place (the others need a restart).
+local LIVE = { policy = true, collateral = true, root_ca = true, at = true, control = true }
+
 --- Re-read the policy, collateral and root files of `cfg` (default: the current config);
---- the previous verifier stays on failure. Returns true or nil, msg, code.
-function Service:reload(cfg)
+--- the previous verifier stays on failure. `changed` (daemon.serve's) lists the changed
+--- top-level keys: a listener change answers ERESTART. Returns true or nil, msg, code.
+function Service:reload(cfg, changed)
+  for _, k in ipairs(changed or {}) do
+    if not LIVE[k] then
+      return nil, ('ERESTART: %s changed: restart the verifier to apply'):format(k), 'ERESTART'
+    end
+  end
   local v, err, code = M.build_verifier(cfg or self.cfg)
   if not v then
     return nil, err, code
