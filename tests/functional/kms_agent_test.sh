@@ -134,7 +134,7 @@ local uv = require('luv')
 local task = require('moonstack.core.task')
 local sim = require('moonstack.sim')
 local crypto = require('moonstack.crypto')
-local kms_client = require('moonstack.agent.boot.kms_client')
+local kms_client = require('moonstack.kms.client')
 local dir, url, compose, stop = arg[1], arg[2], arg[3], arg[4]
 local tee = assert(sim.new({ dir = dir, cvm = 'loop', create = true }))
 assert(tee:emit_event('app-id', crypto.unhex(compose:sub(1, 40)), { version = 1 }))

@@ -5,7 +5,7 @@
 --   COUNT GetAppKey calls, each on a fresh mutual-TLS connection (moonstack.http.client makes one
 --   request per connection), so the KMS verifies the certificate chain, the quote, the event
 --   log replay and asks the auth backend every time.
--- MODE 'boot': COUNT full agent key fetches (moonstack.agent.boot.kms_client.get_app_keys:
+-- MODE 'boot': COUNT full agent key fetches (moonstack.kms.client.get_app_keys:
 --   GetTempCaCert, a new key + fresh quote + certificate, GetAppKey).
 -- MODE 'meta': GetMeta on a fresh server-authenticated TLS connection (the transport baseline).
 -- TARGET_URL (optional) sends the 'appkey' and 'meta' requests there instead of KMS_URL (the
@@ -21,7 +21,7 @@ local sim = require('moonstack.sim')
 local client = require('moonstack.http.client')
 local ratls = require('moonstack.x509.ratls')
 local x509 = require('moonstack.x509')
-local kms_client = require('moonstack.agent.boot.kms_client')
+local kms_client = require('moonstack.kms.client')
 local evidence_mod = require('moonstack.tdx.evidence')
 
 local dir, url, ca_file, mode, conc, count, target = arg[1], arg[2], arg[3], arg[4],

@@ -7,7 +7,7 @@
 --              os_image_hash = bytes? (KMS only: measured as os-image-hash), provider_id =
 --              bytes (checked against app-compose key_provider_id) }
 -- Providers here:
---   kms        the KMS's GetAppKey over RA-TLS (moonstack.agent.boot.kms_client; URLs from
+--   kms        the KMS's GetAppKey over RA-TLS (moonstack.kms.client; URLs from
 --              key_provider.urls or sys-config kms_urls, root CA pinned by sys-config kms_ca
 --              or learned from GetTempCaCert as upstream, checked by the key_provider_id pin)
 --   local      a 32-byte seed (an SGX local key provider's sealing key in production) with
@@ -211,7 +211,7 @@ end
 local providers = {}
 
 providers.kms = function(req)
-  return require('moonstack.agent.boot.kms_client').provider(req)
+  return require('moonstack.agent.boot.kms_provider').provider(req)
 end
 
 providers['local'] = function(req)

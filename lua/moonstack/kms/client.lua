@@ -1,6 +1,7 @@
 -- SPDX-License-Identifier: Apache-2.0
--- The agent's side of GetAppKey (spec kms-vmm-gateway.md §1.3 step 5, §3.6; guest-and-
--- attestation.md §8.2), as upstream dstack-util's request_app_keys:
+-- How a CVM talks to the KMS (the KMS service's client module): GetAppKey as upstream
+-- dstack-util's request_app_keys (spec kms-vmm-gateway.md §1.3 step 5, §3.6; guest-and-
+-- attestation.md §8.2):
 --   1. GetTempCaCert from the KMS (TLS: the configured KMS root CA, else — as upstream, which
 --      uses tls_no_check here — unverified; the answer names the root CA `ca_cert`);
 --   2. a fresh RA-TLS client certificate: new P-256 key, attestation = a quote from the TEE
@@ -8,7 +9,8 @@
 --   3. GetAppKey over mutual TLS trusting only the root CA (configured, or the one step 1
 --      named: trust on first use, bound by the app-compose key_provider_id pin, which
 --      moonstack.agent.boot.keys checks against the root's SPKI).
--- A denial is EDENIED with the KMS's reason; transport failures try the next URL.
+-- A denial is EDENIED with the KMS's reason. (The agent's key provider over it, trying each KMS
+-- URL in turn, is moonstack.agent.boot.kms_provider.)
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
@@ -139,48 +141,6 @@ function M.get_app_keys(opts)
     return nil, os_image_hash, 'EPROTO'
   end
   return { keys = keys, root = root, os_image_hash = os_image_hash }
-end
-
---- The KMS URLs of a boot: the agent config's key_provider.urls, else sys-config kms_urls.
-function M.urls(kcfg, sys_config)
-  local list = (kcfg and kcfg.urls) or (type(sys_config) == 'table' and sys_config.kms_urls)
-  local out = {}
-  for _, u in ipairs(type(list) == 'table' and list or {}) do
-    if type(u) == 'string' and u ~= '' then
-      out[#out + 1] = u
-    end
-  end
-  return out
-end
-
---- The key provider `kms` (moonstack.agent.boot.keys): try each URL; a denial stops at once.
---- The root CA may be pinned with sys-config `kms_ca` (PEM).
-function M.provider(req)
-  local urls = M.urls(req.config, req.sys_config)
-  if #urls == 0 then
-    return errors.fail('EINVAL', 'kms_enabled but no KMS URL (sys-config kms_urls or key_provider.urls)')
-  end
-  local ca = type(req.sys_config) == 'table' and type(req.sys_config.kms_ca) == 'string'
-    and req.sys_config.kms_ca ~= '' and req.sys_config.kms_ca or nil
-  local failures = {}
-  for _, url in ipairs(urls) do
-    local r, err, code = M.get_app_keys({ url = url, tee = req.tee, vm_config = req.vm_config,
-      ca = ca })
-    if r then
-      local spki = r.root:spki()
-      local result = { keys = r.keys, info = { name = 'kms', id = crypto.hex(spki) },
-        provider_id = spki }
-      if #r.os_image_hash > 0 then
-        result.os_image_hash = r.os_image_hash
-      end
-      return result
-    end
-    if code == 'EDENIED' then
-      return errors.fail('EDENIED', ('KMS %s refused the app keys: %s'):format(url, err))
-    end
-    failures[#failures + 1] = ('%s: %s'):format(url, tostring(err))
-  end
-  return errors.fail('EUNAVAILABLE', 'no KMS answered GetAppKey: ' .. table.concat(failures, '; '))
 end
 
 return M
