@@ -54,6 +54,16 @@ static int cvm_path(struct sim *s, const char *name, char *out, size_t size)
 	return 0;
 }
 
+/* The state file of CVM `name` in `out`, then the platform lock (shared or exclusive):
+ * returns the lock fd (>= 0) for sim_unlock, or a negative SIM_E* code. */
+static int cvm_open(struct sim *s, const char *name, char *out, size_t size, bool exclusive)
+{
+	int rc = cvm_path(s, name, out, size);
+	if (rc < 0)
+		return rc;
+	return sim_lock(s, exclusive);
+}
+
 static int write_td(struct sim *s, const char *path, const struct sim_td *td)
 {
 	struct sim_buf b = { 0 };
@@ -129,13 +139,10 @@ int sim_cvm_create(struct sim *s, const char *name, const struct sim_td *td, boo
 int sim_cvm_load(struct sim *s, const char *name, struct sim_td *out)
 {
 	char path[4096];
-	int rc = cvm_path(s, name, path, sizeof(path));
-	if (rc < 0)
-		return rc;
-	int lock = sim_lock(s, false);
+	int lock = cvm_open(s, name, path, sizeof(path), false);
 	if (lock < 0)
 		return lock;
-	rc = read_td(s, name, path, out);
+	int rc = read_td(s, name, path, out);
 	sim_unlock(lock);
 	return rc;
 }
@@ -143,10 +150,8 @@ int sim_cvm_load(struct sim *s, const char *name, struct sim_td *out)
 int sim_cvm_remove(struct sim *s, const char *name)
 {
 	char path[4096];
-	int rc = cvm_path(s, name, path, sizeof(path));
-	if (rc < 0)
-		return rc;
-	int lock = sim_lock(s, true);
+	int rc = 0;
+	int lock = cvm_open(s, name, path, sizeof(path), true);
 	if (lock < 0)
 		return lock;
 	if (unlink(path) < 0)
@@ -163,14 +168,11 @@ int sim_extend_rtmr(struct sim *s, const char *name, unsigned index,
 	char path[4096];
 	if (index >= SIM_RTMR_COUNT)
 		return sim_fail(s, SIM_EINVAL, "RTMR index %u out of range 0..3", index);
-	int rc = cvm_path(s, name, path, sizeof(path));
-	if (rc < 0)
-		return rc;
-	int lock = sim_lock(s, true);
+	int lock = cvm_open(s, name, path, sizeof(path), true);
 	if (lock < 0)
 		return lock;
 	struct sim_td td;
-	rc = read_td(s, name, path, &td);
+	int rc = read_td(s, name, path, &td);
 	if (rc == 0) {
 		uint8_t buf[2 * SIM_MR_LEN];
 		unsigned int n = 0;

@@ -64,7 +64,7 @@ function M.start(cfg, log)
     if not s then
       return nil, err, code
     end
-    self.ctx, self.api, self.simulator = s.ctx, s.api, s
+    self.ctx, self.api = s.ctx, s.api
   else
     local ctx, api, code = boot(cfg, log)
     if not ctx then
@@ -112,13 +112,9 @@ function Agent:status()
   return { ctx = self.ctx and self.ctx:status(), listeners = self.api and self.api:addresses() }
 end
 
---- Close the listeners and the context (the app is stopped). Idempotent.
+--- Close the listeners and the context (the app is stopped). Idempotent. (Also the stop of
+--- simulator mode's object, which has the same ctx and api.)
 function Agent:stop()
-  if self.simulator then
-    self.simulator:stop()
-    self.simulator, self.api, self.ctx = nil, nil, nil
-    return
-  end
   if self.api then
     self.api:close()
     self.api = nil

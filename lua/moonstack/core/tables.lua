@@ -48,6 +48,16 @@ function M.equal(a, b)
   return equal(a, b, {})
 end
 
+--- Whether the array `list` holds `value` (compared with ==).
+function M.contains(list, value)
+  for _, v in ipairs(list) do
+    if v == value then
+      return true
+    end
+  end
+  return false
+end
+
 --- Pack varargs with their count: { n = select('#', ...), ... }.
 function M.pack(...)
   return { n = select('#', ...), ... }

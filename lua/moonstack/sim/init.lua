@@ -170,27 +170,14 @@ function Backend:event_log()
     events, err, code = read_ccel(self.ccel_file)
     if not events then return nil, err, code end
   end
-  local f = io.open(self.runtime_log_dir .. '/runtime_events.log', 'rb')
-  if f then
-    local runtime, err, code = eventlog.parse_runtime_log(f:read('*a'))
-    f:close()
-    if not runtime then return nil, err, code end
-    for _, e in ipairs(runtime) do
-      events[#events + 1] = e
-    end
-  end
-  return events
+  return eventlog.append_runtime_log(events, self.runtime_log_dir)
 end
 
 --- Extend RTMR3 with a runtime event and log it in `runtime_log_dir` (eventlog.emit; opts.version
 --- or the directory's runtime_event_version). Returns the digest.
 function Backend:emit_event(name, payload, opts)
   live(self, 'emit_event')
-  local o = { dir = self.runtime_log_dir }
-  for k, v in pairs(opts or {}) do
-    o[k] = v
-  end
-  return eventlog.emit(self, name, payload, o)
+  return eventlog.emit_logged(self, self.runtime_log_dir, name, payload, opts)
 end
 
 --- Collateral JSON for the simulated platform (the dcap-qvl format), valid around `now`.

@@ -350,4 +350,32 @@ function M.runtime_events(events)
   return out
 end
 
+--- Append the runtime events logged in `dir`/runtime_events.log (none when the file is
+--- absent) to `events`, the boot events a backend read. Returns events or nil, msg, code.
+function M.append_runtime_log(events, dir)
+  local f = io.open(dir .. '/runtime_events.log', 'rb')
+  if not f then
+    return events
+  end
+  local runtime, err, code = M.parse_runtime_log(f:read('*a'))
+  f:close()
+  if not runtime then
+    return nil, err, code
+  end
+  for _, e in ipairs(runtime) do
+    events[#events + 1] = e
+  end
+  return events
+end
+
+--- A backend's emit_event: extend RTMR3 and log the event in `dir` (M.emit with opts.dir =
+--- dir; other opts passed on). Returns the digest or nil, msg, code.
+function M.emit_logged(backend, dir, name, payload, opts)
+  local o = { dir = dir }
+  for k, v in pairs(opts or {}) do
+    o[k] = v
+  end
+  return M.emit(backend, name, payload, o)
+end
+
 return M

@@ -131,4 +131,18 @@ M.FIELD_ORDER = { 'version', 'tee_type', 'tee', 'attestation_key_type', 'qe_svn'
   'mr_signer', 'isv_prod_id', 'isv_svn', 'report_data', 'sig_data_len', 'attestation_pubkey',
   'cert_data_type', 'inner_cert_type', 'qe_hash_ok', 'fmspc' }
 
+--- The TD report of a quote just obtained: `report_of(source:get_quote(rd))` passes a
+--- source's failure through (nil, msg, code), parses the quote, and returns its report.
+function M.report_of(q, err, code)
+  if not q then
+    return nil, err, code
+  end
+  local parsed
+  parsed, err, code = M.parse(q)
+  if not parsed then
+    return nil, err, code
+  end
+  return parsed.report
+end
+
 return M

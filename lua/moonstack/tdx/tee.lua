@@ -220,28 +220,12 @@ function Tdx:event_log()
   if not events then
     return nil, err, code
   end
-  f = io.open(self.runtime_log_dir .. '/runtime_events.log', 'rb')
-  if f then
-    local runtime
-    runtime, err, code = eventlog.parse_runtime_log(f:read('*a'))
-    f:close()
-    if not runtime then
-      return nil, err, code
-    end
-    for _, e in ipairs(runtime) do
-      events[#events + 1] = e
-    end
-  end
-  return events
+  return eventlog.append_runtime_log(events, self.runtime_log_dir)
 end
 
 --- Extend RTMR3 with a runtime event and log it (eventlog.emit in runtime_log_dir).
 function Tdx:emit_event(name, payload, opts)
-  local o = { dir = self.runtime_log_dir }
-  for k, v in pairs(opts or {}) do
-    o[k] = v
-  end
-  return eventlog.emit(self, name, payload, o)
+  return eventlog.emit_logged(self, self.runtime_log_dir, name, payload, opts)
 end
 
 --- What this backend uses.

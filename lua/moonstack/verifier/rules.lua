@@ -135,14 +135,7 @@ M.SCHEMA = {
 
 local compiled = setmetatable({}, { __mode = 'k' })
 
-local function contains(list, value)
-  for _, v in ipairs(list) do
-    if v == value then
-      return true
-    end
-  end
-  return false
-end
+local contains = require('moonstack.core.tables').contains
 
 -- Cross-field rules: { {field, reason} } for a schema-valid copy.
 local function contradictions(p)

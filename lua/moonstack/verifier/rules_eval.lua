@@ -15,14 +15,7 @@ local hex = codec.hex
 
 local OUT_OF_DATE = { OutOfDate = true, OutOfDateConfigurationNeeded = true }
 
-local function contains(list, value)
-  for _, v in ipairs(list) do
-    if v == value then
-      return true
-    end
-  end
-  return false
-end
+local contains = require('moonstack.core.tables').contains
 
 -- The event list from opts.event_log: TdxEvent tables (binary fields, as moonstack.tdx.eventlog
 -- returns them) or TdxEvent JSON text.

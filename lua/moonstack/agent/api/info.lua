@@ -82,18 +82,13 @@ function Info:_build()
   if not events then
     return nil, err, code
   end
-  local q
-  q, err, code = ev:quote(string.rep('\0', 64))
-  if not q then
-    return nil, err, code
-  end
-  local parsed
-  parsed, err, code = quote.parse(q)
-  if not parsed then
+  local td
+  td, err, code = quote.report_of(ev:quote(string.rep('\0', 64)))
+  if not td then
     return nil, err, code
   end
   local report = {}
-  for k, v in pairs(parsed.report or {}) do
+  for k, v in pairs(td) do
     if type(v) == 'string' then
       report[k] = crypto.hex(v)
     end

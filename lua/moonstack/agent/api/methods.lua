@@ -73,17 +73,23 @@ local function tdx_quote(ev, a)
     hash_algorithm = alg, prefix = prefix }
 end
 
+-- GetKey's key and signature chain, answered under the field names `key_field` and
+-- `chain_field` (DstackGuest.GetKey and Tappd.DeriveK256Key differ only there).
+local function app_key(ctx, a, key_field, chain_field)
+  local r, err, code = keys.get_key(ctx, a.path, a.purpose, a.algorithm)
+  if not r then
+    return nil, err, code
+  end
+  return { [key_field] = r.key, [chain_field] = r.signature_chain }
+end
+
 -- The DstackGuest service (dstack.sock).
 local function dstack_service(ctx, st, opts)
   local ev, info, certs = st.evidence, st.info, st.certs
   return {
     GetTlsKey = m('GetTlsKeyArgs', 'GetTlsKeyResponse', function(a) return certs:get_tls_key(a) end),
     GetKey = m('GetKeyArgs', 'GetKeyResponse', function(a)
-      local r, err, code = keys.get_key(ctx, a.path, a.purpose, a.algorithm)
-      if not r then
-        return nil, err, code
-      end
-      return { key = r.key, signature_chain = r.signature_chain }
+      return app_key(ctx, a, 'key', 'signature_chain')
     end, keys.cache_key),
     GetQuote = m('RawQuoteArgs', 'GetQuoteResponse', function(a) return get_quote(ctx, ev, a) end),
     Attest = m('RawQuoteArgs', 'AttestResponse', function(a)
@@ -132,11 +138,7 @@ local function tappd_service(ctx, st)
   return {
     DeriveKey = m('DeriveKeyArgs', 'GetTlsKeyResponse', function(a) return certs:derive_key(a) end),
     DeriveK256Key = m('GetKeyArgs', 'DeriveK256KeyResponse', function(a)
-      local r, err, code = keys.get_key(ctx, a.path, a.purpose, a.algorithm)
-      if not r then
-        return nil, err, code
-      end
-      return { k256_key = r.key, k256_signature_chain = r.signature_chain }
+      return app_key(ctx, a, 'k256_key', 'k256_signature_chain')
     end, keys.cache_key),
     TdxQuote = m('TdxQuoteArgs', 'TdxQuoteResponse', function(a) return tdx_quote(ev, a) end),
     RawQuote = m('RawQuoteArgs', 'TdxQuoteResponse', function(a)

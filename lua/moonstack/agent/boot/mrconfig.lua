@@ -123,16 +123,11 @@ function M.read(tee)
     end
     return m.mr_config_id
   end
-  local q, err, code = tee:get_quote('')
-  if not q then
+  local report, err, code = quote.report_of(tee:get_quote(''))
+  if not report then
     return nil, err, code
   end
-  local parsed
-  parsed, err, code = quote.parse(q)
-  if not parsed then
-    return nil, err, code
-  end
-  return parsed.report.mr_config_id
+  return report.mr_config_id
 end
 
 return M

@@ -58,16 +58,9 @@ function M.start(opts)
   return setmetatable({ ctx = ctx, api = a, dir = dir }, Simulator)
 end
 
---- Close the listeners and the simulated CVM (idempotent).
+--- Close the listeners and the simulated CVM (idempotent): the agent service's stop.
 function Simulator:stop()
-  if self.api then
-    self.api:close()
-    self.api = nil
-  end
-  if self.ctx then
-    self.ctx:close()
-    self.ctx = nil
-  end
+  return require('moonstack.agent').Agent.stop(self)
 end
 
 return M
