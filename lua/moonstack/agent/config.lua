@@ -198,11 +198,7 @@ end
 
 --- Load and validate agent.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).
 function M.load(path)
-  local cfg, err, code = config.load(path, M.schema)
-  if not cfg then
-    return nil, err, code
-  end
-  return finish(cfg)
+  return config.load(path, M.schema, { finish = finish })
 end
 
 return M

@@ -64,7 +64,8 @@ end
 
 --- Load config text `src`. `name` is used in messages (e.g. the file path). `schema` is
 --- optional; `opts.env` adds globals; `opts.root` names the value in key paths (default
---- 'config'). Returns the validated table (a copy with defaults applied), or nil, msg, code
+--- 'config'); `opts.finish(cfg)` -> cfg | nil, msg, code runs after the schema (checks across
+--- keys, derived defaults). Returns the validated table (a copy with defaults applied), or nil, msg, code
 --- with code EPARSE (syntax error, bytecode) or EINVAL (error while running the chunk, no
 --- table returned, schema violation).
 function M.load_string(src, name, schema, opts)
@@ -92,9 +93,12 @@ function M.load_string(src, name, schema, opts)
   if schema == nil then
     return result
   end
-  local out, msg = schema_mod.validate(result, schema, opts.root or 'config')
+  local out, msg, code = schema_mod.validate(result, schema, opts.root or 'config')
+  if out and opts.finish then
+    out, msg, code = opts.finish(out)
+  end
   if not out then
-    return fail('EINVAL', label .. ': ' .. (msg:gsub('^EINVAL: ', '')))
+    return fail(code or 'EINVAL', label .. ': ' .. (tostring(msg):gsub('^E[A-Z0-9_]+: ', '')))
   end
   return out
 end

@@ -215,15 +215,7 @@ end
 
 --- Load and validate kms.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).
 function M.load(path)
-  local cfg, err, code = config.load(path, M.schema)
-  if not cfg then
-    return nil, err, code
-  end
-  cfg, err, code = M.finish(cfg)
-  if not cfg then
-    return nil, path .. ': ' .. tostring(err):gsub('^EINVAL: ', ''), code
-  end
-  return cfg
+  return config.load(path, M.schema, { finish = M.finish })
 end
 
 return M

@@ -34,32 +34,8 @@ function M.state(ctx, opts)
   return { evidence = ev, info = info, certs = certs }
 end
 
--- GetQuote: a quote over the padded report_data, with the event log in its quote form.
-local function get_quote(ctx, ev, a)
-  local rd, err, code = evidence_lib.pad_report_data(a.report_data)
-  if not rd then
-    return nil, err, code
-  end
-  local events
-  events, err, code = ev:events()
-  if not events then
-    return nil, err, code
-  end
-  local q
-  q, err, code = ev:quote(rd)
-  if not q then
-    return nil, err, code
-  end
-  return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'), report_data = rd,
-    vm_config = ctx.vm_config or '' }
-end
-
--- Tappd.TdxQuote: report_data hashed as the legacy API says.
-local function tdx_quote(ev, a)
-  local rd, alg, prefix = evidence_lib.tdx_quote_report_data(a.report_data, a.hash_algorithm, a.prefix)
-  if not rd then
-    return nil, alg, prefix
-  end
+-- A quote over `rd` and the event log (its quote form) it goes with: q, log or nil, msg, code.
+local function quote_and_log(ev, rd)
   local events, err, code = ev:events()
   if not events then
     return nil, err, code
@@ -69,8 +45,34 @@ local function tdx_quote(ev, a)
   if not q then
     return nil, err, code
   end
-  return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'),
-    hash_algorithm = alg, prefix = prefix }
+  return q, evidence_lib.event_log_json(events, 'quote')
+end
+
+-- GetQuote: a quote over the padded report_data, with the event log in its quote form.
+local function get_quote(ctx, ev, a)
+  local rd, err, code = evidence_lib.pad_report_data(a.report_data)
+  if not rd then
+    return nil, err, code
+  end
+  local q, log_json
+  q, log_json, code = quote_and_log(ev, rd)
+  if not q then
+    return nil, log_json, code
+  end
+  return { quote = q, event_log = log_json, report_data = rd, vm_config = ctx.vm_config or '' }
+end
+
+-- Tappd.TdxQuote: report_data hashed as the legacy API says.
+local function tdx_quote(ev, a)
+  local rd, alg, prefix = evidence_lib.tdx_quote_report_data(a.report_data, a.hash_algorithm, a.prefix)
+  if not rd then
+    return nil, alg, prefix
+  end
+  local q, log_json, code = quote_and_log(ev, rd)
+  if not q then
+    return nil, log_json, code
+  end
+  return { quote = q, event_log = log_json, hash_algorithm = alg, prefix = prefix }
 end
 
 -- GetKey's key and signature chain, answered under the field names `key_field` and
