@@ -63,6 +63,12 @@ out=$(repl "$t/kms.ctl" 'select(2, reload.code())')
 check_match "a broken module is refused, naming the file" 'ELOAD.*broken\.lua' "$out"
 check "the old code keeps serving" "OK (reloaded)" "$(health)"
 rm "$t/lua/moonstack/kms/broken.lua"
+cp "$t/lua/moonstack/kms/api.lua" "$t/api.lua.good"
+sed -i 's/^function M.handler(kms)$/function M.handler(kms) error("cannot adopt")/' "$t/lua/moonstack/kms/api.lua"
+out=$(repl "$t/kms.ctl" 'select(2, reload.code())')
+check_match "new code that cannot adopt the service is rolled back" 'ELOAD: rebind:.*cannot adopt' "$out"
+check "the old code serves after the rollback" "OK (reloaded)" "$(health)"
+cp "$t/api.lua.good" "$t/lua/moonstack/kms/api.lua"
 
 sed -i "s/'OK (reloaded)'/'OK (signal)'/" "$t/lua/moonstack/kms/api.lua"
 kill -USR2 "$kpid"

@@ -115,15 +115,27 @@ function M.stage(dir, prefix)
 end
 
 --- Publish staged modules: package.loaded points at the new code from now on. Modules of the
---- prefix that the new tree no longer has are forgotten.
+--- prefix that the new tree no longer has are forgotten. Returns `previous`, for undo().
 function M.swap(staged)
-  for name in pairs(package.loaded) do
-    if (name == staged.prefix or name:sub(1, #staged.prefix + 1) == staged.prefix .. '.')
-      and staged.modules[name] == nil then
+  local previous = {}
+  for name, value in pairs(package.loaded) do
+    if name == staged.prefix or name:sub(1, #staged.prefix + 1) == staged.prefix .. '.' then
+      previous[name] = value
       package.loaded[name] = nil
     end
   end
   for name, value in pairs(staged.modules) do
+    package.loaded[name] = value
+  end
+  return previous
+end
+
+--- Put back the modules swap() replaced (`previous` is what it returned).
+function M.undo(staged, previous)
+  for name in pairs(staged.modules) do
+    package.loaded[name] = nil
+  end
+  for name, value in pairs(previous) do
     package.loaded[name] = value
   end
 end

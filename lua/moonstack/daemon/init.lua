@@ -164,6 +164,72 @@ local function changed_keys(old, new)
 end
 M.changed_keys = changed_keys
 
+-- reload.config() and SIGHUP: read the config again, hand the changed keys to the service.
+local function reload_config(state, def)
+  local d = state.daemon
+  local cfg = state.cfg
+  if def.config_path and def.load_config then
+    local new, err = def.load_config(def.config_path)
+    if not new then
+      d.log.error('config reload failed; the running config stays', { error = tostring(err) })
+      return nil, err
+    end
+    cfg = new
+  end
+  local changed = state.cfg and cfg ~= state.cfg and changed_keys(state.cfg, cfg) or {}
+  local ok, err = state.svc:reload(cfg, changed)
+  if not ok then
+    d.log.error('reload failed; the running config stays', { error = tostring(err),
+      changed = changed })
+    return nil, err
+  end
+  state.cfg = cfg
+  d.log.info('reloaded', { changed = changed })
+  return true
+end
+
+-- reload.code([dir]) and SIGUSR2: stage, check, record, swap, rebind (moonstack.daemon.code).
+local function reload_code(state, def, dir)
+  local d = state.daemon
+  local c = def.code
+  if not c then
+    return nil, 'ENOTSUP: this daemon has no service code to swap'
+  end
+  if c.allowed ~= true then
+    local why = type(c.allowed) == 'string' and c.allowed or 'code reload is off in the config'
+    d.log.warn('code reload refused', { reason = why })
+    return nil, 'EPERM: ' .. why
+  end
+  dir = dir or c.dir or runtime.lua_dir()
+  if not dir then
+    return nil, 'EINVAL: no code directory (start with --lua-dir DIR or set code_dir)'
+  end
+  local staged, err = code_loader.stage(dir, c.prefix)
+  if not staged then
+    d.log.error('code reload refused; the running code stays', { error = err })
+    return nil, err
+  end
+  if c.before_swap then
+    local ok, berr = c.before_swap(state.svc, staged)
+    if not ok then
+      d.log.error('code reload refused; the running code stays', { error = berr })
+      return nil, berr
+    end
+  end
+  local previous = code_loader.swap(staged)
+  local ok, rerr = pcall(package.loaded[c.prefix].rebind, state.svc)
+  if not ok then -- the new code could not adopt the service: back to the old code
+    code_loader.undo(staged, previous)
+    package.loaded[c.prefix].rebind(state.svc)
+    d.log.error('code reload failed while adopting the service; the old code is back',
+      { error = tostring(rerr) })
+    return nil, 'ELOAD: rebind: ' .. tostring(rerr), 'ELOAD'
+  end
+  d.code = { hash = staged.hash, files = staged.files, dir = dir, at = os.time() }
+  d.log.info('code reloaded', d.code)
+  return d.code
+end
+
 --- Run a service in the service shape as a daemon. def:
 ---   name        the daemon's name (logs; the service object's name in the REPL)
 ---   service     the service module: start(cfg, log) -> svc | nil, msg, code; the object has
@@ -185,59 +251,6 @@ function M.serve(def)
     'daemon.serve: name and service required')
   local state = { cfg = def.cfg }
   local d
-  local function reload_config()
-    local cfg = state.cfg
-    if def.config_path and def.load_config then
-      local new, err = def.load_config(def.config_path)
-      if not new then
-        d.log.error('config reload failed; the running config stays', { error = tostring(err) })
-        return nil, err
-      end
-      cfg = new
-    end
-    local changed = state.cfg and cfg ~= state.cfg and changed_keys(state.cfg, cfg) or {}
-    local ok, err = state.svc:reload(cfg, changed)
-    if not ok then
-      d.log.error('reload failed; the running config stays', { error = tostring(err),
-        changed = changed })
-      return nil, err
-    end
-    state.cfg = cfg
-    d.log.info('reloaded', { changed = changed })
-    return true
-  end
-  local function reload_code(dir)
-    local c = def.code
-    if not c then
-      return nil, 'ENOTSUP: this daemon has no service code to swap'
-    end
-    if c.allowed ~= true then
-      local why = type(c.allowed) == 'string' and c.allowed or 'code reload is off in the config'
-      d.log.warn('code reload refused', { reason = why })
-      return nil, 'EPERM: ' .. why
-    end
-    dir = dir or c.dir or runtime.lua_dir()
-    if not dir then
-      return nil, 'EINVAL: no code directory (start with --lua-dir DIR or set code_dir)'
-    end
-    local staged, err = code_loader.stage(dir, c.prefix)
-    if not staged then
-      d.log.error('code reload refused; the running code stays', { error = err })
-      return nil, err
-    end
-    if c.before_swap then
-      local ok, berr = c.before_swap(state.svc, staged)
-      if not ok then
-        d.log.error('code reload refused; the running code stays', { error = berr })
-        return nil, berr
-      end
-    end
-    code_loader.swap(staged)
-    package.loaded[c.prefix].rebind(state.svc)
-    d.code = { hash = staged.hash, files = staged.files, dir = dir, at = os.time() }
-    d.log.info('code reloaded', d.code)
-    return d.code
-  end
   d = M.run({
     name = def.name,
     control = def.control,
@@ -256,8 +269,8 @@ function M.serve(def)
         state.svc:stop()
       end
     end,
-    reload = function() assert(reload_config()) end,
-    reload_code = function() reload_code() end,
+    reload = function() assert(reload_config(state, def)) end,
+    reload_code = function() reload_code(state, def) end,
     env = function(dd)
       local env, doc = {}, {}
       if def.repl then
@@ -265,7 +278,8 @@ function M.serve(def)
         env, doc = env or {}, doc or {}
       end
       env[def.name] = state.svc
-      env.reload = { config = reload_config, code = reload_code }
+      env.reload = { config = function() return reload_config(state, def) end,
+        code = function(dir) return reload_code(state, def, dir) end }
       env.status = env.status or function() return state.svc:status() end
       local all = { [def.name] = 'the ' .. def.name .. ' service object (its state and methods)',
         daemon = 'the daemon: daemon:status(), daemon:stop()',
@@ -280,6 +294,7 @@ function M.serve(def)
       return env
     end,
   })
+  state.daemon = d
   return d
 end
 
