@@ -40,7 +40,7 @@ test-asan: deps
 	ctest --test-dir $(BUILD_ASAN) --output-on-failure -j $(JOBS) -L 'unit-c|binding|functional'
 
 install: build
-	cmake --install $(BUILD)
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	scripts/install-deps.sh bench

@@ -22,6 +22,15 @@ static int bad(struct ctx *c, const char *path, const char *why)
 	return dcap_fail(c->err, "ECOLLATERAL", "%s: %s %s", c->doc, path, why);
 }
 
+/* "path.key" (or "key" at the top) in out; a path longer than the buffer is cut and ends
+ * in "...". */
+static void json_path(char *out, size_t size, const char *path, const char *key)
+{
+	int n = snprintf(out, size, "%s%s%s", path, *path ? "." : "", key);
+	if (n < 0 || (size_t)n >= size)
+		memcpy(out + size - 4, "...", 4);
+}
+
 static const struct dcap_json *member(struct ctx *c, const struct dcap_json *obj, const char *key,
 				      enum dcap_json_type type, bool required, const char *path,
 				      int *rc)
@@ -31,7 +40,7 @@ static const struct dcap_json *member(struct ctx *c, const struct dcap_json *obj
 
 	if (*rc)
 		return NULL;
-	snprintf(where, sizeof(where), "%s%s%s", path, *path ? "." : "", key);
+	json_path(where, sizeof(where), path, key);
 	if (!v) {
 		if (required)
 			*rc = bad(c, where, "is missing");
@@ -63,7 +72,7 @@ static uint32_t uint_field(struct ctx *c, const struct dcap_json *obj, const cha
 		return 0;
 	if (v->u.num < 0 || v->u.num > max || v->u.num != (double)(uint32_t)v->u.num) {
 		char where[160], why[64];
-		snprintf(where, sizeof(where), "%s%s%s", path, *path ? "." : "", key);
+		json_path(where, sizeof(where), path, key);
 		snprintf(why, sizeof(why), "must be an integer in 0..%u", max);
 		*rc = bad(c, where, why);
 		return 0;

@@ -39,11 +39,12 @@ wait_for() {
   done
 }
 
+# tmpdir: a new directory under this test's root, which is removed when the test exits (tmpdir
+# runs in a command substitution, a subshell, so it cannot register its own cleanup).
+TEST_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/moonstack-test.XXXXXX")
+defer "rm -rf '$TEST_ROOT'"
 tmpdir() {
-  local d
-  d=$(mktemp -d "${TMPDIR:-/tmp}/moonstack-test.XXXXXX")
-  defer "rm -rf '$d'"
-  echo "$d"
+  mktemp -d "$TEST_ROOT/d.XXXXXX"
 }
 
 # install_dstack_sdk: the official @phala/dstack-sdk 0.5.8 (and the peer dependencies its entry
