@@ -31,6 +31,7 @@ struct session {
 	FILE *in, *out, *err;
 	char buf[16384]; /* bytes read from the socket and not consumed yet */
 	size_t pos, len;
+	bool json; /* the connection's mode: --json, or the user typed \json (\text back) */
 };
 
 int rt_repl_connect(const char *path, char *err, size_t errlen)
@@ -206,12 +207,35 @@ static int read_json_reply(struct session *s, enum reply_status *st, bool print)
 	return 0;
 }
 
-/* Send one line and read its reply. Returns 0 (with *st) or -1 (reported). */
+/* Whether `line` is the control command `cmd` (`\json`, `\text`) and nothing after it but
+ * blanks, as the server reads it. */
+static bool is_command(const char *line, const char *cmd)
+{
+	size_t n = strlen(cmd);
+	if (strncmp(line, cmd, n) != 0)
+		return false;
+	for (line += n; *line; line++)
+		if (*line != ' ' && *line != '\t' && *line != '\r')
+			return false;
+	return true;
+}
+
+/* Send one line and read its reply. The server answers `\json` with a JSON line and switches
+ * the connection to JSON mode, and `\text` with a text frame: follow it. Returns 0 (with *st)
+ * or -1 (reported). */
 static int exchange(struct session *s, const char *line, size_t len, enum reply_status *st)
 {
 	if (write_all(s, line, len) != 0 || write_all(s, "\n", 1) != 0)
 		return -1;
-	if (s->o->json)
+	if (is_command(line, "\\json")) {
+		s->json = true;
+		return read_json_reply(s, st, true);
+	}
+	if (is_command(line, "\\text")) {
+		s->json = false;
+		return read_text_reply(s, st);
+	}
+	if (s->json)
 		return read_json_reply(s, st, true);
 	return read_text_reply(s, st);
 }
@@ -284,6 +308,7 @@ int rt_repl_session(int fd, const char *label, const struct rt_repl_opts *opts)
 	bool interactive = !o.expr && (o.interactive < 0 ? isatty(STDIN_FILENO) : o.interactive);
 	int code = RT_REPL_EXIT_IO;
 	enum reply_status st;
+	s->json = o.json;
 	if (o.json) {
 		if (write_all(s, "\\json\n", 6) != 0 || read_json_reply(s, &st, false) != 0)
 			goto out;

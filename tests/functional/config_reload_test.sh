@@ -30,6 +30,8 @@ is_dev() { curl -s --max-time 5 --cacert "$t/keys/root-ca.crt" --resolve "localh
   -H 'Content-Type: application/json' -d '' "https://localhost:$PORT/prpc/GetMeta" |
   node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(String(JSON.parse(s).is_dev)))'; }
 check "dev auth: is_dev" "true" "$(is_dev)"
+check "help() lists what the daemon offers" "true true true" \
+  "$("$MOONSTACK" repl "$t/kms.ctl" -e 'local h = help() return h["reload.code"] ~= nil, h.auth ~= nil, h.kms ~= nil' 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 
 write_cfg "{ kind = 'policy', path = '$t/policy.lua', watch = false }"
 kill -HUP "$pid"

@@ -38,6 +38,17 @@ repl "$sock" --json -e 'error("bad")'
 check "--json error: exit code" 1 "$rc"
 check_match "--json error reply" '^\{"ok":false,"error":"repl:1: bad' "$out"
 
+# \json and \text typed in a session switch the client too (the session goes on)
+out=$(printf '\\json\n1+1\n\\text\n2+2\n' | timeout 20 "$MOONSTACK" repl "$sock" 2>&1); rc=$?
+check "\\json then \\text in a session" "$(printf '{"ok":true,"mode":"json"}\n{"ok":true,"results":[2]}\n4')" "$out"
+check "\\json in a session: exit code" 0 "$rc"
+# io.write reaches the REPL, not the daemon's stdout
+repl "$sock" -e 'io.write("w1", 2) io.stdout:write("w3")'
+check "io.write is captured" "w12w3" "$out"
+# binary strings are hex in JSON mode (valid JSON, never raw bytes)
+repl "$sock" --json -e '"\0\255\16", "text é"'
+check "--json: binary as hex, text as text" '{"ok":true,"results":[{"hex":"00ff10"},"text é"]}' "$out"
+
 out=$(printf 'x = 20\nx + 22\n' | timeout 20 "$MOONSTACK" repl "$sock" 2>&1)
 check "state between lines" "42" "$out"
 out=$(printf 'for i = 1, 3 do\nprint(i * 10)\nend\n' | timeout 20 "$MOONSTACK" repl "$sock" 2>&1)

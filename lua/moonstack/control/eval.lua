@@ -121,15 +121,39 @@ local function repl_print(...)
   output[#output + 1] = table.concat(parts, '\t') .. '\n'
 end
 
+-- `io` for REPL chunks: io.write and io.stdout:write are captured like print (they would go to
+-- the daemon's stdout, which nobody at the REPL sees); everything else is the real io.
+local function repl_write(...)
+  if not output then
+    return io.write(...)
+  end
+  for i = 1, select('#', ...) do
+    local v = select(i, ...)
+    if type(v) ~= 'string' and type(v) ~= 'number' then
+      error(("bad argument #%d to 'write' (string expected, got %s)"):format(i, type(v)), 2)
+    end
+    output[#output + 1] = tostring(v)
+  end
+end
+local repl_stdout = setmetatable({
+  write = function(_, ...)
+    repl_write(...)
+  end,
+}, { __index = function(_, k)
+  local v = io.stdout[k]
+  return type(v) == 'function' and function(_, ...) return v(io.stdout, ...) end or v
+end })
+local repl_io = setmetatable({ write = repl_write, stdout = repl_stdout }, { __index = io })
+
 --- An evaluation environment: assignments stay in it (the daemon's _G is not touched);
---- reads fall back to `print` (captured), then `extra` (the daemon's helpers), then
+--- reads fall back to `print` and `io.write` (captured), then `extra` (the daemon's helpers), then
 --- `globals` (default _G). `_G` in a chunk is the daemon's real global table.
 function M.new_env(extra, globals)
   if extra ~= nil and type(extra) ~= 'table' then
     error('eval.new_env: extra must be a table', 2)
   end
   globals = globals or _G
-  local builtins = { print = repl_print }
+  local builtins = { print = repl_print, io = repl_io }
   return setmetatable({}, {
     __index = function(_, k)
       local v = builtins[k]

@@ -1,6 +1,8 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The REPL's pretty-printer: any Lua value as readable text (quoted strings, sorted keys,
 -- nested tables with cycle detection and a depth limit), and as a JSON-encodable copy.
+local codec = require('moonstack.core.codec')
+
 local M = {}
 
 local DEFAULTS = { depth = 6, width = 80, max_items = 1000, indent = '  ' }
@@ -204,7 +206,8 @@ function M.format_results(values, n, opts)
   return table.concat(lines, '\n')
 end
 
---- A copy of `v` that cjson can encode: strings, finite numbers, booleans and nil as is;
+--- A copy of `v` that cjson can encode: UTF-8 strings, finite numbers, booleans and nil as
+--- is; other strings (binary) as { hex = '...' };
 --- tables as arrays (keys exactly 1..n) or objects (keys as text); cycles, deep nesting,
 --- NaN/inf, functions, userdata and tables with __tostring as their text.
 function M.jsonable(v, opts)
@@ -212,7 +215,9 @@ function M.jsonable(v, opts)
   local path = {}
   local function conv(x, level)
     local t = type(x)
-    if t == 'string' or t == 'boolean' or t == 'nil' then
+    if t == 'string' then -- bytes that are not text (keys, digests) as { hex = ... }
+      return codec.is_utf8(x) and x or { hex = codec.hex(x) }
+    elseif t == 'boolean' or t == 'nil' then
       return x
     elseif t == 'number' then
       if x ~= x or x == math.huge or x == -math.huge then
