@@ -111,6 +111,27 @@ print(v and 'verified' or err)
 EOF
 check "GetKey chain verifies up to the KMS root k256 key" verified \
   "$("$MOONSTACK" run "$d/chain.lua" "$d/getkey.json" "${good:0:40}" "$kms_pub" 2>&1)"
+# GetTlsKey: the certificate comes from the KMS's SignCert, its chain ends at the KMS root
+curl -s --unix-socket "$d/good/dstack.sock" -H 'content-type: application/json' \
+  -d '{"subject":"app.example","alt_names":["app.example"],"usage_ra_tls":true,"usage_server_auth":true}' \
+  http://localhost/GetTlsKey >"$d/tls.json"
+n=$(jq -r '.certificate_chain | length' "$d/tls.json")
+check "GetTlsKey answers a key and a 3-certificate chain [leaf, app CA, KMS root]" "3 true" \
+  "$n $(jq -r '.key | startswith("-----BEGIN PRIVATE KEY-----")' "$d/tls.json")"
+jq -r '.certificate_chain[0]' "$d/tls.json" >"$d/leaf.pem"
+jq -r '.certificate_chain[1]' "$d/tls.json" >"$d/appca.pem"
+jq -r '.certificate_chain[2]' "$d/tls.json" >"$d/chainroot.pem"
+check "the chain ends at the KMS root" "$(openssl x509 -in "$d/kms-keys/root-ca.crt" -noout -fingerprint)" \
+  "$(openssl x509 -in "$d/chainroot.pem" -noout -fingerprint)"
+check_match "the leaf verifies to the KMS root" ': OK$' \
+  "$(openssl verify -CAfile "$d/kms-keys/root-ca.crt" -untrusted "$d/appca.pem" "$d/leaf.pem" 2>&1)"
+check_match "the leaf is for the subject asked" 'CN ?= ?app.example' "$(openssl x509 -in "$d/leaf.pem" -noout -subject)"
+pub_leaf=$(openssl x509 -in "$d/leaf.pem" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum)
+pub_key=$(jq -r '.key' "$d/tls.json" | openssl pkey -pubout -outform DER | sha256sum)
+check "the leaf certifies the key handed out" "$pub_key" "$pub_leaf"
+wait_for 10 bash -c "curl -s --unix-socket '$d/good/dstack.sock' http://localhost/Info | jq -e '.app_cert | length > 0' >/dev/null"
+check_match "Info.app_cert is the KMS-signed demo certificate" 'BEGIN CERTIFICATE' \
+  "$(curl -s --unix-socket "$d/good/dstack.sock" http://localhost/Info | jq -r '.app_cert')"
 kill -TERM "$APID"; wait "$APID" 2>/dev/null
 
 # ---- an app outside the policy is denied with the policy's reason ----

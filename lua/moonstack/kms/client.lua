@@ -94,14 +94,11 @@ local function keys_of(resp, url, root, tmp)
   return keys, os_image_hash
 end
 
---- Ask one KMS for the app keys (inside a task). opts = { url (base URL), tee (a TEE backend),
---- vm_config (string), ca (PEM of the KMS root CA, optional), timeout_ms? }. Returns
---- { keys, root = Cert, os_image_hash = bytes } or nil, msg, code (EDENIED: the KMS refused,
---- its reason in msg; EPROTO; transport codes).
-function M.get_app_keys(opts)
-  assert(type(opts) == 'table' and type(opts.url) == 'string' and opts.tee,
-    'kms_client.get_app_keys: needs { url, tee }')
-  local timeout = opts.timeout_ms or 30000
+-- An RA-TLS session with the KMS at opts.url (inside a task): GetTempCaCert (TLS to opts.ca,
+-- else unverified as upstream), then a fresh client certificate (CN "RA-TLS TEMP Cert", the
+-- CVM's attestation over its key) signed by the temp CA. Returns { tls, root = Cert, tmp } or
+-- nil, msg, code.
+local function ratls_session(opts, timeout)
   local tls0 = opts.ca and { ca = opts.ca } or { insecure = true }
   local tmp, err, code = call(method_url(opts.url, 'GetTempCaCert'), '{}', tls0, timeout)
   if not tmp then
@@ -128,19 +125,96 @@ function M.get_app_keys(opts)
   if not id then
     return nil, err, code
   end
+  -- the leaf alone: its issuer is the KMS's own temp CA (sending it makes the KMS decode it)
+  return { tls = ratls.tls({ cert = id.cert, key = id.key }, { ca = root:pem() }), root = root,
+    tmp = tmp, evidence = evidence }
+end
+
+--- Ask one KMS for the app keys (inside a task). opts = { url (base URL), tee (a TEE backend),
+--- vm_config (string), ca (PEM of the KMS root CA, optional), timeout_ms? }. Returns
+--- { keys, root = Cert, os_image_hash = bytes } or nil, msg, code (EDENIED: the KMS refused,
+--- its reason in msg; EPROTO; transport codes).
+function M.get_app_keys(opts)
+  assert(type(opts) == 'table' and type(opts.url) == 'string' and opts.tee,
+    'kms_client.get_app_keys: needs { url, tee }')
+  local timeout = opts.timeout_ms or 30000
+  local session, err, code = ratls_session(opts, timeout)
+  if not session then
+    return nil, err, code
+  end
   local resp
   resp, err, code = call(method_url(opts.url, 'GetAppKey'),
-    cjson.encode({ api_version = 1, vm_config = opts.vm_config or '' }),
-    -- the leaf alone: its issuer is the KMS's own temp CA (sending it makes the KMS decode it)
-    ratls.tls({ cert = id.cert, key = id.key }, { ca = root:pem() }), timeout)
+    cjson.encode({ api_version = 1, vm_config = opts.vm_config or '' }), session.tls, timeout)
   if not resp then
     return nil, ('GetAppKey: %s'):format(err), code
   end
-  local keys, os_image_hash = keys_of(resp, opts.url, root, tmp)
+  local keys, os_image_hash = keys_of(resp, opts.url, session.root, session.tmp)
   if not keys then
     return nil, os_image_hash, 'EPROTO'
   end
-  return { keys = keys, root = root, os_image_hash = os_image_hash }
+  return { keys = keys, root = session.root, os_image_hash = os_image_hash }
+end
+
+-- ECDSA (r || s, 64 bytes) as the ASN.1 DER signature SignCert wants.
+local function der_signature(rs)
+  local function int(b)
+    b = b:gsub('^%z+', '')
+    if b == '' or b:byte(1) >= 0x80 then
+      b = '\0' .. b
+    end
+    return '\2' .. string.char(#b) .. b
+  end
+  local body = int(rs:sub(1, 32)) .. int(rs:sub(33, 64))
+  return '\48' .. string.char(#body) .. body
+end
+
+--- SignCert (inside a task): the KMS signs a certificate for a P-256 key of this CVM
+--- (guest-and-attestation.md §6.2, kms-vmm-gateway.md §3.5). opts = { url, tee, vm_config, ca
+--- (the KMS root PEM), key (x509 private Key), config = CertConfigV2 { subject,
+--- subject_alt_names, usage_server_auth, usage_client_auth, ext_quote, ext_app_info,
+--- not_before?, not_after?, org_name? }, attestation (VersionedAttestation over the key's RA-TLS
+--- binding; made here when absent), timeout_ms? }. Returns the chain { leaf, app CA, root }
+--- (PEMs) or nil, msg, code (EDENIED: refused, with the KMS's reason).
+function M.sign_cert(opts)
+  assert(type(opts) == 'table' and type(opts.url) == 'string' and opts.tee and opts.key
+    and type(opts.config) == 'table', 'kms_client.sign_cert: needs { url, tee, key, config }')
+  local timeout = opts.timeout_ms or 30000
+  local session, err, code = ratls_session(opts, timeout)
+  if not session then
+    return nil, err, code
+  end
+  local spki = opts.key:spki()
+  local att = opts.attestation
+  if not att then
+    att, err, code = session.evidence:attestation(ratls.report_data(spki), 'cert')
+    if not att then
+      return nil, 'cannot attest the certificate key: ' .. tostring(err), code
+    end
+  end
+  local csr = require('moonstack.kms.csr').encode_v2({ pubkey = spki, config = opts.config,
+    attestation = att })
+  local rs
+  rs, err, code = crypto.p256.sign(opts.key:scalar(), crypto.sha256(csr))
+  if not rs then
+    return nil, err, code
+  end
+  local resp
+  resp, err, code = call(method_url(opts.url, 'SignCert'), cjson.encode({ api_version = 2,
+    csr = crypto.hex(csr), signature = crypto.hex(der_signature(rs)),
+    vm_config = opts.vm_config or '' }), session.tls, timeout)
+  if not resp then
+    return nil, ('SignCert: %s'):format(err), code
+  end
+  local chain = resp.certificate_chain
+  if type(chain) ~= 'table' or #chain < 2 then
+    return errors.fail('EPROTO', 'SignCert answer has no certificate chain')
+  end
+  for i, pem in ipairs(chain) do
+    if type(pem) ~= 'string' or not x509.cert(pem) then
+      return errors.fail('EPROTO', ('SignCert answer: certificate_chain[%d] is not a certificate'):format(i))
+    end
+  end
+  return chain
 end
 
 return M

@@ -8,6 +8,22 @@ local kms_client = require('moonstack.kms.client')
 
 local M = {}
 
+--- The certificate signer of an app whose keys came from the KMS at `kms.url` (guest spec
+--- §6.2: with the KMS as key provider, GetTlsKey's certificates come from its SignCert, the
+--- chain ending at the KMS root). kms = { url, tee, vm_config, ca = root PEM }. Returns the
+--- context's sign_cert(req) hook (moonstack.agent.api.certs).
+function M.signer(kms)
+  return function(req)
+    return kms_client.sign_cert({ url = kms.url, tee = kms.tee, vm_config = kms.vm_config,
+      ca = kms.ca, key = req.key, attestation = req.attestation, config = {
+        subject = req.subject or '', subject_alt_names = req.alt_names or {},
+        usage_server_auth = req.usage_server_auth == true,
+        usage_client_auth = req.usage_client_auth == true, ext_quote = req.ext_quote == true,
+        ext_app_info = req.ext_app_info == true, not_before = req.not_before,
+        not_after = req.not_after } })
+  end
+end
+
 --- The KMS URLs of a boot: the agent config's key_provider.urls, else sys-config kms_urls.
 function M.urls(kcfg, sys_config)
   local list = (kcfg and kcfg.urls) or (type(sys_config) == 'table' and sys_config.kms_urls)
@@ -36,7 +52,8 @@ function M.provider(req)
     if r then
       local spki = r.root:spki()
       local result = { keys = r.keys, info = { name = 'kms', id = crypto.hex(spki) },
-        provider_id = spki }
+        provider_id = spki, sign_cert = M.signer({ url = url, tee = req.tee,
+          vm_config = req.vm_config, ca = r.root:pem() }) }
       if #r.os_image_hash > 0 then
         result.os_image_hash = r.os_image_hash
       end

@@ -93,6 +93,7 @@ function M.fill(ctx, id, result)
   ctx.key_provider_info = result.info
   ctx.key_provider_info_json = result.key_provider_json
   ctx.keys = result.keys
+  ctx.sign_cert = result.sign_cert -- the KMS's SignCert when it gave the keys (certs.lua)
   ctx.public = compose.public_flags(id.app_compose)
 end
 
