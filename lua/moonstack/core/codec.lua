@@ -93,7 +93,7 @@ function M.is_utf8(s)
     if c < 0x80 then
       i = i + 1
     else
-      local len, min = 0, 0
+      local len, min
       if c >= 0xc2 and c <= 0xdf then
         len, min = 2, 0x80
       elseif c >= 0xe0 and c <= 0xef then
