@@ -51,6 +51,31 @@ check "without it the command does not exist" 2 "$?"
 out=$("$MOONSTACK" -e 'print(debug.getinfo(require("moonstack.core.errors").new).source)')
 check "embedded chunk names point at the source path" "@lua/moonstack/core/errors.lua" "$out"
 
+# every usage line names every option its --help lists (verify --cache-dir/--vm-config and
+# eventlog replay --no-acpi-labels were missing)
+for cmd in "verify" "verifier" "agent" "kms derive" "eventlog replay" "policy check" "quote show" \
+    "repl" "run" "selfcheck" "version"; do
+  # shellcheck disable=SC2086
+  h=$("$MOONSTACK" $cmd --help 2>&1)
+  usage=$(echo "$h" | grep -m1 '^usage:')
+  missing=""
+  for o in $(echo "$h" | sed -n '/^options:/,$p' | grep -oE '^  (-[a-z], )?--[a-z-]+' | grep -oE -- '--[a-z-]+'); do
+    [ "$o" = "--help" ] && continue
+    echo "$usage" | grep -qE -- "$o( |\]|$|=)" || missing="$missing $o"
+  done
+  check "'$cmd' usage names every option" "" "$missing"
+done
+check_match "agent --help lists the config keys (not a source path)" 'shared_dir = ' "$("$MOONSTACK" agent --help)"
+if "$MOONSTACK" agent --help | grep -q 'lua/moonstack/'; then not_ok "agent --help names no source path"; else
+  ok "agent --help names no source path"; fi
+out=$("$MOONSTACK" kms --log-level debug -c /nonexistent 2>&1); rc=$?
+check "a runtime option after the command exits 2" 2 "$rc"
+check_match "and says it goes before the command" "'--log-level' is a runtime option: it goes before the command" "$out"
+for cmd in kms agent verifier; do
+  "$MOONSTACK" "$cmd" -c "$dir/no-such-config.lua" >/dev/null 2>&1
+  check "$cmd: a missing config file exits 2" 2 "$?"
+done
+
 out=$("$MOONSTACK" --log-level nonsense version 2>&1); rc=$?
 check "bad --log-level exits 2" 2 "$rc"
 check_match "bad --log-level is explained" "'nonsense' is not one of debug, info, warn, error" "$out"

@@ -17,7 +17,7 @@
 --   key_provider = { kind = 'auto' }       where app keys come from:
 --     'auto'       what app-compose asks (key_provider / kms_enabled / ...): kms, local
 --                  (needs seed), or none (fresh random keys every boot)
---     'kms'        the KMS (GetAppKey over mutual RA-TLS; see boot/kms_client.lua), urls =
+--     'kms'        the KMS (GetAppKey over mutual RA-TLS, moonstack.kms.client), urls =
 --                  { ... } over sys-config kms_urls; sys-config kms_ca pins the KMS root
 --     'local'      seed = hex 32 bytes or seed_file = path (hex or 32 raw bytes), mr = hex
 --                  (the provider's measurement, reported as key-provider local-sgx)

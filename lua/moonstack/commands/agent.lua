@@ -15,7 +15,7 @@ local spec = {
     .. '--compose APP-COMPOSE.json --socket-dir DIR [--listen HOST:PORT] [--state-dir DIR]',
   summary = 'run the guest agent (dstack.sock, tappd.sock, the public listener)',
   description = table.concat({
-    'With -c, FILE is a Lua config (see lua/moonstack/agent/config.lua): the boot sequence runs',
+    'With -c, FILE is a Lua config (its keys are below): the boot sequence runs',
     'from the shared folder and the API serves the resulting app.',
     '',
     'With --simulator, no config is needed: DIR/dstack.sock and DIR/tappd.sock serve an app',
@@ -24,6 +24,10 @@ local spec = {
     'seed, the runtime event log) lives in --state-dir (default DIR/.moonstack-agent). Use',
     '--app-id to report the app id the keys were issued for (e.g. the upstream simulator\'s',
     '5bb4ff9a3837357f19dc176407a5709c62eb6c56), or the signature chain will not verify.',
+    '',
+    'The keys of the config file (examples: share/moonstack/examples/configs):',
+    '',
+    require('moonstack.core.config').doc('moonstack.agent.config'),
   }, '\n'),
   options = {
     { '-c', '--config', arg = 'FILE', help = 'the agent config file' },

@@ -31,7 +31,8 @@ local derive_spec = {
 local daemon_spec = {
   usage = 'moonstack kms -c FILE',
   summary = 'run the KMS daemon (pRPC over HTTPS, control socket)',
-  description = 'FILE is a Lua config (see lua/moonstack/kms/config.lua).',
+  description = 'FILE is a Lua config (examples: share/moonstack/examples/configs). '
+    .. 'Its keys:\n\n' .. require('moonstack.core.config').doc('moonstack.kms.config'),
   options = { { '-c', '--config', arg = 'FILE', help = 'the KMS config file', required = true } },
 }
 

@@ -22,9 +22,25 @@ local function key_of(opt)
   return (name:gsub('^%-+', ''):gsub('-', '_'))
 end
 
+--- The usage line of a spec: spec.usage, with every option it does not mention appended
+--- (`[--name ARG]`, or without brackets when required), so the line never misses one.
+function M.usage(spec)
+  local usage = spec.usage or ''
+  for _, o in ipairs(spec.options or {}) do
+    local name = o[#o]
+    local at = usage:find(name, 1, true)
+    local after = at and usage:sub(at + #name, at + #name)
+    if not at or after:match('[%w-]') then
+      local part = name .. (o.arg and ' ' .. o.arg or '')
+      usage = usage .. ' ' .. (o.required and part or '[' .. part .. ']')
+    end
+  end
+  return usage
+end
+
 --- Render the help text for a spec.
 function M.help(spec)
-  local lines = { 'usage: ' .. (spec.usage or '') }
+  local lines = { 'usage: ' .. M.usage(spec) }
   if spec.summary then
     lines[#lines + 1] = ''
     lines[#lines + 1] = spec.summary
@@ -60,6 +76,9 @@ function M.help(spec)
   end
   return table.concat(lines, '\n') .. '\n'
 end
+
+-- The runtime's own options (runtime/src/main.c): given after a command, they get a hint.
+local RUNTIME_OPTIONS = { ['--lua-dir'] = true, ['--log-level'] = true, ['--log-json'] = true }
 
 --- Parse `argv` (array of strings) against `spec`.
 --- Returns `opts` (keyed by option key, plus `opts.args`: positional values in order, and
@@ -99,6 +118,10 @@ function M.parse(spec, argv)
       name = name or a
       local o = by_name[name]
       if not o then
+        if RUNTIME_OPTIONS[name] then
+          return nil, ("'%s' is a runtime option: it goes before the command "
+            .. "(moonstack %s ... COMMAND ...)"):format(name, name)
+        end
         return nil, ("unknown option '%s' (see --help)"):format(name)
       end
       local k = key_of(o)

@@ -123,4 +123,22 @@ function M.load(path, schema, opts)
   return M.load_string(src, '@' .. path, schema, opts)
 end
 
+--- The documentation of a config module: the comment at the top of the embedded source of
+--- `module` (e.g. 'moonstack.kms.config', which lists every key with its default), without the
+--- SPDX line and the comment markers, for a command's --help. '' when it has none.
+function M.doc(module)
+  local src = require('moonstack.native.runtime').embedded('lua/' .. module:gsub('%.', '/') .. '.lua')
+  local out = {}
+  for line in (src or ''):gmatch('([^\n]*)\n') do
+    local text = line:match('^%-%- ?(.*)$')
+    if not text then
+      break
+    end
+    if not text:match('^SPDX%-License%-Identifier') then
+      out[#out + 1] = text
+    end
+  end
+  return table.concat(out, '\n')
+end
+
 return M
