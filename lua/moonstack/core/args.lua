@@ -23,9 +23,13 @@ local function key_of(opt)
 end
 
 --- The usage line of a spec: spec.usage, with every option it does not mention appended
---- (`[--name ARG]`, or without brackets when required), so the line never misses one.
+--- (`[--name ARG]`, or without brackets when required), so the line never misses one; a
+--- usage that says [OPTIONS] is left as it is.
 function M.usage(spec)
   local usage = spec.usage or ''
+  if usage:find('OPTIONS', 1, true) then
+    return usage
+  end
   for _, o in ipairs(spec.options or {}) do
     local name = o[#o]
     local at = usage:find(name, 1, true)
