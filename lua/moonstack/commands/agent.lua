@@ -47,8 +47,7 @@ local spec = {
 }
 
 local function fail(msg)
-  io.stderr:write(PROG, ': ', tostring(msg), '\n')
-  return 2
+  return args.fail(PROG, msg)
 end
 
 -- "host:port" / "[v6]:port" / ":port" / "port" -> { host, port } or nil, msg.

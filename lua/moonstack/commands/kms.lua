@@ -49,10 +49,7 @@ local HELP = table.concat({
   '',
 }, '\n')
 
-local function fail(prog, msg)
-  io.stderr:write(prog, ': ', tostring(msg), '\n')
-  return 2
-end
+local fail = args.fail
 
 -- The fields printed by derive, in order.
 local FIELDS = { 'app_id', 'instance_id', 'app_ca_key', 'app_ca_cert', 'disk_crypt_key',
@@ -149,8 +146,7 @@ local function run_daemon(argv)
   local config = require('moonstack.kms.config')
   local cfg, err = config.load(opts.config)
   if not cfg then
-    io.stderr:write(PROG, ': ', tostring(err), '\n')
-    return 2
+    return fail(PROG, err)
   end
   local repl = require('moonstack.kms.repl')
   require('moonstack.daemon').serve({ name = 'kms', service = require('moonstack.kms'), cfg = cfg,

@@ -30,8 +30,7 @@ local function run(argv)
   end
   local cfg, err = service.load_config(opts.config)
   if not cfg then
-    io.stderr:write(PROG, ': ', err, '\n')
-    return 2
+    return args.fail(PROG, err)
   end
   daemon.serve({ name = 'verifier', service = service, cfg = cfg, control = cfg.control,
     config_path = opts.config, load_config = service.load_config,

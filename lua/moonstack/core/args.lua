@@ -210,4 +210,11 @@ function M.dispatch(prog, help, subcommands, argv)
   return fn({ select(2, unpack(argv)) })
 end
 
+--- Report a usage or config error of command `prog` on stderr ("prog: msg") and return the
+--- exit code for it, 2.
+function M.fail(prog, msg)
+  io.stderr:write(prog, ': ', tostring(msg), '\n')
+  return 2
+end
+
 return M

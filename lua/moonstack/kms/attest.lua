@@ -19,9 +19,7 @@ local M = {}
 local Attest = {}
 Attest.__index = Attest
 
-local function fail(code, msg)
-  return nil, ('%s: %s'):format(code, msg), code
-end
+local fail = require('moonstack.core.errors').fail
 
 --- A checker. opts = { collateral = JSON text | pccs = URL (+ cache_dir, timeout_ms),
 --- root_ca = PEM/DER of a simulator root?, allow_simulator = false, image = a
