@@ -138,4 +138,23 @@ printf 'return { listen = { port = "x" } }\n' >"$t/bad.lua"
 err=$("$MOONSTACK" kms -c "$t/bad.lua" 2>&1); rc=$?
 check "bad config exits 2" 2 "$rc"
 check_match "names the key" 'port' "$err"
+
+# M7 item 14: a first start that cannot work writes no key.
+printf "return { key_dir = '%s', auth = { kind = 'devv' } }\n" "$t/keys-devv" >"$t/devv.lua"
+err=$("$MOONSTACK" kms -c "$t/devv.lua" 2>&1); rc=$?
+check "auth.kind = 'devv' exits 2" 2 "$rc"
+check_match "the error lists the valid kinds" "unknown auth kind 'devv' \\(valid: dev, policy, webhook\\)" "$err"
+check "auth.kind = 'devv': no key directory" no "$([ -e "$t/keys-devv" ] && echo yes || echo no)"
+node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port)})' \
+  >"$t/busy.port" &
+busy_pid=$!
+defer "kill $busy_pid 2>/dev/null"
+wait_for 10 test -s "$t/busy.port"
+busy=$(cat "$t/busy.port")
+printf "return { key_dir = '%s', listen = { host = '127.0.0.1', port = %s }, auth = { kind = 'dev' } }\n" \
+  "$t/keys-busy" "$busy" >"$t/busy.lua"
+err=$(timeout 10 "$MOONSTACK" kms -c "$t/busy.lua" 2>&1); rc=$?
+check "port in use exits 1" 1 "$rc"
+check_match "port in use: named" "EADDRINUSE: 127.0.0.1:$busy" "$err"
+check "port in use: no key written" "" "$(ls "$t/keys-busy" 2>/dev/null)"
 finish

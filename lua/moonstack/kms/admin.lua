@@ -24,14 +24,19 @@ local function trim(s)
 end
 
 --- The admin token of a validated `admin` config table: `token`, else the content of
---- `token_file`, else the first non-empty of M.ENV (`getenv` defaults to os.getenv). Returns it
---- or nil, 'EINVAL: ...', 'EINVAL' (none configured: the listener must not start).
+--- `token_file` (refused when its group or others may read it, as ssh does with keys: EPERM),
+--- else the first non-empty of M.ENV (`getenv` defaults to os.getenv). Returns it or nil,
+--- 'EINVAL: ...', 'EINVAL' (none configured: the listener must not start).
 function M.token(cfg, getenv)
   getenv = getenv or os.getenv
   if cfg.token and trim(cfg.token) ~= '' then
     return trim(cfg.token)
   end
   if cfg.token_file then
+    local ok, perr, pcode = fs.check_private(cfg.token_file, 'admin.token_file')
+    if not ok then
+      return nil, pcode == 'EPERM' and perr or 'admin.token_file: ' .. tostring(perr), pcode
+    end
     local data, err, code = fs.read_file(cfg.token_file, 4096)
     if not data then
       return nil, 'admin.token_file: ' .. tostring(err), code
