@@ -18,8 +18,9 @@
 --                                     (dcap-qvl JSON) or pccs = URL (+ cache_dir, timeout_ms);
 --                                     root_ca_file = a simulator root (PEM/DER) and
 --                                     allow_simulator = true to accept simulated quotes; or,
---                                     for development, simulator_dir = a moonstack simulator
---                                     state directory (its root and collateral, made at start)
+--                                     for development, simulator_dir = an existing moonstack
+--                                     simulator platform (its root and collateral, made at
+--                                     start; none there: the start fails — moonstack sim init)
 --                                     with allow_simulator = true
 --   seal = nil                        seal the private root keys at rest (moonstack.kms.seal)
 --                                     with a key bound to the KMS's CVM: { tee = 'agent',
