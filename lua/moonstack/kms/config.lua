@@ -31,8 +31,10 @@
 --                                     { listen = { host = '127.0.0.1', port = 8001 }, token =
 --                                     secret?, token_file = path? } (else the env
 --                                     DSTACK_KMS_ADMIN_TOKEN / ADMIN_API_TOKEN), htpasswd_file =
---                                     path? (bcrypt users, Basic auth), insecure_no_auth = false;
---                                     no credential at all: start fails
+--                                     path? (bcrypt users, Basic auth, checked off the loop),
+--                                     insecure_no_auth = false, failed_logins = { max = 5,
+--                                     window_s = 300, max_inflight = 2 } (per client address:
+--                                     beyond, 429 without a check); no credential: start fails
 --   tee = nil                         the KMS's own TEE, to attest its RPC certificate (.1.8,
 --                                     [core] attest_rpc_cert; onboarding peers check it):
 --                                     { kind = 'agent', socket = '/var/run/dstack.sock' } (its
@@ -123,6 +125,15 @@ M.schema = {
         token_file = { type = 'string', optional = true, min = 1 },
         htpasswd_file = { type = 'string', optional = true, min = 1 },
         insecure_no_auth = { type = 'boolean', default = false },
+        failed_logins = {
+          type = 'table',
+          default = {},
+          fields = {
+            max = { type = 'integer', default = 5, min = 1 },
+            window_s = { type = 'integer', default = 300, min = 1 },
+            max_inflight = { type = 'integer', default = 2, min = 1 },
+          },
+        },
       },
     },
     tee = tee_schema('kind'),

@@ -176,6 +176,9 @@ function Kms:_assemble(evidence)
   if not self.admin_creds then
     return nil, err, code
   end
+  if cfg.admin then
+    self.login_limit = require('moonstack.kms.login_limit').new(cfg.admin.failed_logins)
+  end
   self.auth, err, code = auth.new(cfg.auth)
   if not self.auth then
     return nil, 'auth: ' .. tostring(err), code
