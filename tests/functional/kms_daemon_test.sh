@@ -122,15 +122,24 @@ check_match "names the missing file" 'incomplete: missing root-ca.crt' "$(cat "$
 check "root-ca.crt not regenerated" "" "$(ls "$t/keys" | grep root-ca.crt)"
 mv "$t/root-ca.crt.bak" "$t/keys/root-ca.crt"
 
-# The shipped example configs validate.
-for ex in kms.lua kms-dev.lua; do
-  out=$("$MOONSTACK" run /dev/stdin "$MOONSTACK_SRC/examples/configs/$ex" 2>&1 <<'LUA'
-local cfg, err = require('moonstack.kms.config').load(({ ... })[1])
+# The shipped example configs validate (tests/functional/example_configs_test.sh starts them),
+# from another directory: their paths do not depend on it.
+for ex in kms.lua:kms kms-dev.lua:kms agent-dev.lua:agent; do
+  out=$(cd / && "$MOONSTACK" run /dev/stdin "$MOONSTACK_SRC/examples/configs/${ex%%:*}" "${ex##*:}" 2>&1 <<'LUA'
+local path, svc = ...
+local cfg, err = require('moonstack.' .. svc .. '.config').load(path)
 if not cfg then error(err, 0) end
+local dir = path:match('^(.*)/[^/]*$')
+for _, k in ipairs({ 'key_dir', 'shared_dir', 'state_dir', 'control' }) do
+  if cfg[k] and cfg[k]:sub(1, 1) ~= '/' then error(k .. ' is relative: ' .. cfg[k], 0) end
+end
+if cfg.shared_dir and not io.open(cfg.shared_dir .. '/app-compose.json') then
+  error('no app-compose.json in ' .. cfg.shared_dir .. ' (next to ' .. dir .. ')', 0)
+end
 print('ok')
 LUA
 )
-  check "examples/configs/$ex validates" ok "$out"
+  check "examples/configs/${ex%%:*} validates" ok "$out"
 done
 
 # A bad config: exit 2 with the key named.

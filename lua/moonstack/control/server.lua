@@ -348,6 +348,17 @@ function M.listen(path, opts)
       return nil, uerr, ucode
     end
   end
+  -- its directory: created (0700) when missing, or what stops it named with the fix
+  local dir = path:match('^(.+)/[^/]+$')
+  if dir and not uv.fs_stat(dir) then
+    local made, merr, mcode = require('moonstack.core.fs').mkdir_p(dir, 448)
+    if not made then
+      return fail(mcode or 'EIO', 'cannot create %s, the directory of the control socket %s (%s): '
+        .. 'create it for this user (e.g. install -d -m 0700 %s) or set control to a path it '
+        .. 'may write', dir, path, tostring(merr):gsub('^%u+: ', ''), dir)
+    end
+    log.info('created the control socket directory', { dir = dir })
+  end
   local handle = uv.new_pipe(false)
   -- The socket file must never exist with a wider mode: create it under umask 0177.
   local old = C.umask(tonumber('177', 8))
@@ -355,7 +366,8 @@ function M.listen(path, opts)
   C.umask(old)
   if not ok then
     handle:close()
-    return nil, err, code
+    return fail(code or 'EIO', 'cannot bind the control socket %s: %s', path,
+      (tostring(err):gsub('^%u+: ', '')))
   end
   local bound = uv.fs_lstat(path)
   if not bound or bit.band(bound.mode, tonumber('777', 8)) ~= tonumber('600', 8) then
