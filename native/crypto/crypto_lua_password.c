@@ -39,7 +39,8 @@ static void job_free(struct bcrypt_job *j)
 static int push_result(lua_State *L, int rc)
 {
 	if (rc == CRYPTO_EINVAL)
-		return rt_push_fail(L, "EINVAL", "bcrypt_check: not a bcrypt hash ($2y$/$2b$/$2a$)");
+		return rt_push_fail(L, "EINVAL",
+				    "bcrypt_check: not a bcrypt hash ($2y$/$2b$/$2a$)");
 	lua_pushboolean(L, rc == CRYPTO_OK);
 	return 1;
 }
