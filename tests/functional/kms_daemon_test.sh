@@ -166,4 +166,11 @@ err=$(timeout 10 "$MOONSTACK" kms -c "$t/busy.lua" 2>&1); rc=$?
 check "port in use exits 1" 1 "$rc"
 check_match "port in use: named" "EADDRINUSE: 127.0.0.1:$busy" "$err"
 check "port in use: no key written" "" "$(ls "$t/keys-busy" 2>/dev/null)"
+touch "$t/not-a-socket"
+printf "return { key_dir = '%s', listen = { host = '127.0.0.1', port = 0 }, auth = { kind = 'dev' }, control = '%s' }\n" \
+  "$t/keys-ctl" "$t/not-a-socket" >"$t/ctl.lua"
+err=$(timeout 10 "$MOONSTACK" kms -c "$t/ctl.lua" 2>&1); rc=$?
+check "control path taken by a file: exit 1" 1 "$rc"
+check_match "control path taken by a file: named" "EEXIST: $t/not-a-socket exists and is not a socket" "$err"
+check "control path taken by a file: no key written" "" "$(ls "$t/keys-ctl" 2>/dev/null)"
 finish

@@ -30,7 +30,7 @@ check "absent platform: no platform created" no "$([ -e "$t/nowhere" ] && echo y
 check "absent platform: no key written" no "$([ -e "$t/keys-abs" ] && echo yes || echo no)"
 if grep -q 'KMS ready' "$t/abs.log"; then not_ok "absent platform: never ready"; else ok "absent platform: never ready"; fi
 
-# a relative path (as in kms-dev.lua) is named with the directory it was taken from
+# a relative path (kms-dev.lua had them) is named with the directory it was taken from
 mkdir -p "$t/cwd"
 kms_conf "$t/rel.lua" "./agent/.moonstack-agent/sim" "$t/keys-rel"
 (cd "$t/cwd" && timeout 20 "$MOONSTACK" kms -c "$t/rel.lua") >"$t/rel.log" 2>&1

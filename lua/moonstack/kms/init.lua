@@ -307,10 +307,12 @@ function Kms:reload(cfg, changed)
   return self.auth:reload()
 end
 
---- A snapshot for the REPL: address, key_dir, k256 public key, auth status.
+--- A snapshot for the REPL: address, key_dir, k256 public key, auth status, the admin
+--- listener's failed-login limiter (clients tracked, checks in flight).
 function Kms:status()
   return { address = self:address(), key_dir = self.cfg.key_dir,
-    k256_pubkey = crypto.hex(self.material.k256_pubkey), auth = self.auth and self.auth:status() }
+    k256_pubkey = crypto.hex(self.material.k256_pubkey), auth = self.auth and self.auth:status(),
+    admin_logins = self.login_limit and self.login_limit:status() }
 end
 
 --- Stop listening and release the auth backend. Idempotent.
