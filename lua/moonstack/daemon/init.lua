@@ -57,9 +57,9 @@ function M.run(spec)
 
   task.spawn_named(spec.name .. ':start', function()
     -- a control socket that cannot open fails the start before the services create anything
-    local cok, cerr = control.check(spec.control)
+    local cok, check_err = control.check(spec.control)
     if not cok then
-      log.error('cannot open the control socket', { error = cerr })
+      log.error('cannot open the control socket', { error = check_err })
       d:stop(1)
       return
     end
