@@ -26,6 +26,7 @@ return {
   -- allow_simulator = true, or simulated quotes are still rejected)
   -- root_ca = '/var/lib/moonstack/sim/root-ca.pem',
 
-  -- the REPL socket (mode 0600): moonstack repl /run/moonstack/verifier-control.sock
+  -- the REPL socket (mode 0600; its directory is created 0700 when missing):
+  -- moonstack repl /run/moonstack/verifier-control.sock
   control = '/run/moonstack/verifier-control.sock',
 }

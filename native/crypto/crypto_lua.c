@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Binding `moonstack.native.crypto`: the primitives of crypto.h over Lua strings (raw bytes in,
- * raw bytes out), plus the dstack functions of crypto_lua_dstack.c. Only lua/moonstack/
+ * raw bytes out), plus the dstack functions of crypto_lua_dstack.c and the password checks of
+ * crypto_lua_password.c (bcrypt, optionally on the thread pool). Only lua/moonstack/
  * requires it; moonstack.crypto is the friendly layer.
  *
  *   local c = require('moonstack.native.crypto')
@@ -455,27 +456,6 @@ static int l_aes256gcm_encrypt(lua_State *L)
 	return rc == CRYPTO_OK ? 1 : crypto_lua_fail(L, fn, rc);
 }
 
-/* bcrypt_check(password, hash) -> true | false; nil, 'EINVAL: ...' if hash is not bcrypt */
-static int l_bcrypt_check(lua_State *L)
-{
-	size_t len;
-	const char *pw = luaL_checklstring(L, 1, &len);
-	const char *hash = luaL_checkstring(L, 2);
-	int rc = crypto_bcrypt_check(pw, len, hash);
-	if (rc == CRYPTO_EINVAL)
-		return rt_push_fail(L, "EINVAL",
-				    "bcrypt_check: not a bcrypt hash ($2y$/$2b$/$2a$)");
-	lua_pushboolean(L, rc == CRYPTO_OK);
-	return 1;
-}
-
-/* bcrypt_hash_valid(hash) -> boolean */
-static int l_bcrypt_hash_valid(lua_State *L)
-{
-	lua_pushboolean(L, crypto_bcrypt_hash_valid(luaL_checkstring(L, 1)));
-	return 1;
-}
-
 /* aes256gcm_decrypt(key, iv, ciphertext || tag, aad) -> plaintext */
 static int l_aes256gcm_decrypt(lua_State *L)
 {
@@ -530,8 +510,6 @@ static const luaL_Reg crypto_funcs[] = {
 	{ "ed25519_verify", l_ed25519_verify },
 	{ "aes256gcm_encrypt", l_aes256gcm_encrypt },
 	{ "aes256gcm_decrypt", l_aes256gcm_decrypt },
-	{ "bcrypt_check", l_bcrypt_check },
-	{ "bcrypt_hash_valid", l_bcrypt_hash_valid },
 	{ NULL, NULL },
 };
 
@@ -540,5 +518,6 @@ int luaopen_moonstack_native_crypto(lua_State *L)
 	lua_newtable(L);
 	crypto_lua_register(L, crypto_funcs);
 	crypto_lua_register_dstack(L);
+	crypto_lua_register_password(L);
 	return 1;
 }

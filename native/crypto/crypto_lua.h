@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Internal to the `moonstack.native.crypto` binding: argument and result helpers shared by
- * crypto_lua.c (primitives) and crypto_lua_dstack.c (dstack derivations and signatures).
+ * crypto_lua.c (primitives), crypto_lua_dstack.c (dstack derivations and signatures) and
+ * crypto_lua_password.c (bcrypt).
  */
 #ifndef MOONSTACK_CRYPTO_LUA_H
 #define MOONSTACK_CRYPTO_LUA_H
@@ -63,5 +64,8 @@ int crypto_lua_uint(lua_State *L, int idx, uint64_t *out);
 
 /** Add the dstack_* functions to the table on top of the stack. */
 void crypto_lua_register_dstack(lua_State *L);
+
+/** Add bcrypt_check (blocking, or on the thread pool with a callback) and bcrypt_hash_valid. */
+void crypto_lua_register_password(lua_State *L);
 
 #endif

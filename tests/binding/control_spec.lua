@@ -339,6 +339,39 @@ describe('moonstack.control', function()
     assert.matches('^ENAMETOOLONG: ', err)
   end)
 
+  it('creates a missing directory (0700) and names what it cannot create or bind (M7 item 9)',
+    function()
+      local path = dir .. '/run/moonstack/ctl.sock'
+      assert.is_true(require('moonstack.control.server').check(path))
+      local _, p = listen(nil, path)
+      assert.equal(tonumber('700', 8), assert(uv.fs_stat(dir .. '/run/moonstack')).mode % 512)
+      assert.same({ 'ok', '2\n' }, { client(p):ask('1+1') })
+      local f = assert(io.open(dir .. '/afile', 'w'))
+      f:close()
+      local server = require('moonstack.control.server')
+      for _, fn in ipairs({ server.check, control.listen }) do
+        local srv, err, code = fn(dir .. '/afile/run/ctl.sock')
+        assert.is_nil(srv)
+        assert.equal('ENOTDIR', code)
+        assert.matches(('cannot create %s/afile/run, the directory of the control socket '
+          .. '%s/afile/run/ctl.sock'):format(dir, dir), err, 1, true)
+        assert.matches('install -d -m 0700 ' .. dir .. '/afile/run', err, 1, true)
+        srv, err, code = fn(dir .. '/afile/ctl.sock')
+        assert.is_nil(srv)
+        assert.equal('ENOTDIR', code)
+        assert.matches('cannot bind the control socket ' .. dir .. '/afile/ctl.sock', err, 1, true)
+      end
+      -- check() creates nothing and sees a live socket
+      assert.is_nil(uv.fs_stat(dir .. '/afile2'))
+      assert.is_true(server.check(dir .. '/afile2/x/ctl.sock'))
+      assert.is_nil(uv.fs_stat(dir .. '/afile2'))
+      local ok, err, code = server.check(p)
+      assert.is_nil(ok)
+      assert.equal('EADDRINUSE', code, err)
+      assert.is_true(control.check(nil))
+      assert.is_nil((control.check({ path = p })))
+    end)
+
   it('unlinks the socket on close, idempotently, and leaves no handle behind', function()
     loop.settle(20)
     local baseline = uv_handles.count()

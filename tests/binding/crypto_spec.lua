@@ -132,6 +132,31 @@ describe('moonstack.native.crypto contract', function()
 end)
 
 describe('moonstack.crypto', function()
+  it('checks bcrypt on the thread pool inside a task, the loop serving meanwhile (M7 item 4)', function()
+    local uv = require('luv')
+    local h = assert(io.popen("htpasswd -nbB -C 10 u 'p w'"))
+    local hash = h:read('*a'):match('^u:(%S+)')
+    h:close()
+    assert.truthy(hash)
+    -- blocking outside a task (tools)
+    assert.is_true(crypto.bcrypt_check('p w', hash))
+    assert.is_false(crypto.bcrypt_check('p x', hash))
+    local ticks, results = 0, nil
+    local timer = uv.new_timer()
+    timer:start(2, 2, function() ticks = ticks + 1 end)
+    require('tests.helpers.loop').run_task(function()
+      results = { crypto.bcrypt_check('p w', hash), crypto.bcrypt_check('p x', hash),
+        crypto.bcrypt_check('p w\0', hash), crypto.bcrypt_check('p w', hash) }
+      local _, err, code = crypto.bcrypt_check('p w', '$1$salt$qJH7.N4xYta3aEG/dfqo/0')
+      results[5] = code .. ' ' .. err
+    end, 20000)
+    timer:close()
+    assert.same({ true, false, false, true,
+      'EINVAL EINVAL: bcrypt_check: not a bcrypt hash ($2y$/$2b$/$2a$)' }, results)
+    -- four checks at cost 10 take tens of ms each: the timer ran while they did
+    assert.truthy(ticks >= 10, 'the loop was blocked: ' .. ticks .. ' ticks')
+  end)
+
   it('converts hex both ways', function()
     assert.equal('00ff10', hex('\0\255\16'))
     assert.equal('\0\255\16', unhex('00FF10'))

@@ -3,7 +3,8 @@
 -- X-Admin-Token; missing or wrong -> 401), the token from kms.lua, a token file or the
 -- environment, none -> the KMS does not start; ClearImageCache removes exactly the named
 -- cache entries (or all), refuses non-hex names; the method is not on the public listener;
--- htpasswd users (bcrypt from the real htpasswd -B) over Basic auth; insecure_no_auth.
+-- htpasswd users (bcrypt from the real htpasswd -B) over Basic auth; insecure_no_auth; a token
+-- file others may read is refused (M7 item 7).
 local uv = require('luv')
 local cjson = require('cjson.safe')
 local client = require('moonstack.http.client')
@@ -71,6 +72,7 @@ describe('kms admin', function()
     local getenv = function(k) return env[k] end
     assert.equal('cfg', admin.token({ token = ' cfg ' }, getenv))
     write(base .. '/tok', 'from-file\n')
+    assert(uv.fs_chmod(base .. '/tok', 384)) -- 0600
     assert.equal('from-file', admin.token({ token_file = base .. '/tok' }, getenv))
     assert.equal('main', admin.token({}, getenv))
     env.DSTACK_KMS_ADMIN_TOKEN = nil
@@ -83,6 +85,24 @@ describe('kms admin', function()
     assert.is_nil(t)
     assert.equal('ENOENT', code)
     assert.truthy(err:find('admin.token_file', 1, true), err)
+  end)
+
+  it('refuses a token file its group or others may read, naming the file and the fix', function()
+    write(base .. '/tok-open', 'from-file\n')
+    for _, mode in ipairs({ 420, 416, 388 }) do -- 0644, 0640, 0604
+      assert(uv.fs_chmod(base .. '/tok-open', mode))
+      local t, err, code = admin.token({ token_file = base .. '/tok-open' }, function() return 'env' end)
+      assert.is_nil(t)
+      assert.equal('EPERM', code)
+      assert.truthy(err:find('admin.token_file ' .. base .. '/tok-open is accessible by its group or '
+        .. 'others (mode 0' .. ('%o'):format(mode) .. ')', 1, true), err)
+      assert.truthy(err:find('run chmod 600 ' .. base .. '/tok-open', 1, true), err)
+    end
+    -- and the KMS does not start with it
+    local k, err, code = server.start(cfg_with({ listen = { port = 0 }, token_file = base .. '/tok-open' }))
+    assert.is_nil(k)
+    assert.equal('EPERM', code)
+    assert.truthy(err:find('tok-open is accessible', 1, true), err)
   end)
 
   it('answers 401 without the right token', function()

@@ -122,15 +122,24 @@ check_match "names the missing file" 'incomplete: missing root-ca.crt' "$(cat "$
 check "root-ca.crt not regenerated" "" "$(ls "$t/keys" | grep root-ca.crt)"
 mv "$t/root-ca.crt.bak" "$t/keys/root-ca.crt"
 
-# The shipped example configs validate.
-for ex in kms.lua kms-dev.lua; do
-  out=$("$MOONSTACK" run /dev/stdin "$MOONSTACK_SRC/examples/configs/$ex" 2>&1 <<'LUA'
-local cfg, err = require('moonstack.kms.config').load(({ ... })[1])
+# The shipped example configs validate (tests/functional/example_configs_test.sh starts them),
+# from another directory: their paths do not depend on it.
+for ex in kms.lua:kms kms-dev.lua:kms agent-dev.lua:agent; do
+  out=$(cd / && "$MOONSTACK" run /dev/stdin "$MOONSTACK_SRC/examples/configs/${ex%%:*}" "${ex##*:}" 2>&1 <<'LUA'
+local path, svc = ...
+local cfg, err = require('moonstack.' .. svc .. '.config').load(path)
 if not cfg then error(err, 0) end
+local dir = path:match('^(.*)/[^/]*$')
+for _, k in ipairs({ 'key_dir', 'shared_dir', 'state_dir', 'control' }) do
+  if cfg[k] and cfg[k]:sub(1, 1) ~= '/' then error(k .. ' is relative: ' .. cfg[k], 0) end
+end
+if cfg.shared_dir and not io.open(cfg.shared_dir .. '/app-compose.json') then
+  error('no app-compose.json in ' .. cfg.shared_dir .. ' (next to ' .. dir .. ')', 0)
+end
 print('ok')
 LUA
 )
-  check "examples/configs/$ex validates" ok "$out"
+  check "examples/configs/${ex%%:*} validates" ok "$out"
 done
 
 # A bad config: exit 2 with the key named.
@@ -138,4 +147,30 @@ printf 'return { listen = { port = "x" } }\n' >"$t/bad.lua"
 err=$("$MOONSTACK" kms -c "$t/bad.lua" 2>&1); rc=$?
 check "bad config exits 2" 2 "$rc"
 check_match "names the key" 'port' "$err"
+
+# M7 item 14: a first start that cannot work writes no key.
+printf "return { key_dir = '%s', auth = { kind = 'devv' } }\n" "$t/keys-devv" >"$t/devv.lua"
+err=$("$MOONSTACK" kms -c "$t/devv.lua" 2>&1); rc=$?
+check "auth.kind = 'devv' exits 2" 2 "$rc"
+check_match "the error lists the valid kinds" "unknown auth kind 'devv' \\(valid: dev, policy, webhook\\)" "$err"
+check "auth.kind = 'devv': no key directory" no "$([ -e "$t/keys-devv" ] && echo yes || echo no)"
+node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port)})' \
+  >"$t/busy.port" &
+busy_pid=$!
+defer "kill $busy_pid 2>/dev/null"
+wait_for 10 test -s "$t/busy.port"
+busy=$(cat "$t/busy.port")
+printf "return { key_dir = '%s', listen = { host = '127.0.0.1', port = %s }, auth = { kind = 'dev' } }\n" \
+  "$t/keys-busy" "$busy" >"$t/busy.lua"
+err=$(timeout 10 "$MOONSTACK" kms -c "$t/busy.lua" 2>&1); rc=$?
+check "port in use exits 1" 1 "$rc"
+check_match "port in use: named" "EADDRINUSE: 127.0.0.1:$busy" "$err"
+check "port in use: no key written" "" "$(ls "$t/keys-busy" 2>/dev/null)"
+touch "$t/not-a-socket"
+printf "return { key_dir = '%s', listen = { host = '127.0.0.1', port = 0 }, auth = { kind = 'dev' }, control = '%s' }\n" \
+  "$t/keys-ctl" "$t/not-a-socket" >"$t/ctl.lua"
+err=$(timeout 10 "$MOONSTACK" kms -c "$t/ctl.lua" 2>&1); rc=$?
+check "control path taken by a file: exit 1" 1 "$rc"
+check_match "control path taken by a file: named" "EEXIST: $t/not-a-socket exists and is not a socket" "$err"
+check "control path taken by a file: no key written" "" "$(ls "$t/keys-ctl" 2>/dev/null)"
 finish

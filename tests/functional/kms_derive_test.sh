@@ -20,6 +20,13 @@ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$keys/tmp-c
 openssl req -x509 -new -key "$keys/tmp-ca.key" -subj '/O=Dstack/CN=Dstack Client Temp CA' -days 30 \
   -addext 'basicConstraints=critical,CA:TRUE,pathlen:0' -out "$keys/tmp-ca.crt" 2>/dev/null
 printf '%064d' 0 | sed 's/0/01/g' | cut -c1-64 | xxd -r -p >"$keys/root-k256.key"
+# private keys others may read are refused, as ssh does (M7 item 7): openssl wrote them 0644
+chmod 644 "$keys/root-ca.key"
+err=$("$MOONSTACK" kms derive --key-dir "$keys" --app-id "$(printf '11%.0s' $(seq 20))" 2>&1)
+check "a 0644 root-ca.key: exit 1" 1 $?
+check_match "a 0644 root-ca.key: the file and the fix named" \
+  "$keys/root-ca.key is accessible by its group or others \\(mode 0644\\).*run chmod 600 $keys/root-ca.key" "$err"
+chmod 600 "$keys"/*.key
 check "k256 root is 32 bytes of 0x01" "0101010101010101010101010101010101010101010101010101010101010101" \
   "$(xxd -p -c 64 "$keys/root-k256.key")"
 

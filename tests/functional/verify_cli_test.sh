@@ -3,7 +3,7 @@
 # `moonstack verify` end to end: every sample of vectors/README.md §1 with its collateral at
 # the stated time gives the expected exit code, status and advisory IDs (or the expected
 # error); binary and hex quotes; the simulator rule (a simulated quote needs --root-ca AND
-# allow_simulator); policies that are violated (exit 1) including a forged event log;
+# allow_simulator; --simulator DIR takes both from the platform); policies that are violated (exit 1) including a forged event log;
 # malformed input (exit 2); collateral fetched from a local PCCS and then from the cache.
 source "$(dirname "$0")/lib.sh"
 V=${MOONSTACK_VECTORS:-$MOONSTACK_SRC/../shared/vectors}
@@ -119,6 +119,27 @@ verify 2 "simulated quote with the default policy and --root-ca" --quote "$S/quo
 verify 0 "simulated quote with --root-ca and allow_simulator" --quote "$S/quote.hex" \
   --collateral "$S/coll.json" --root-ca "$S/root.pem" --policy "$S/policy-sim.json"
 check "sim: simulated" true "$(field simulated)"
+
+# --simulator DIR: the platform's own root and collateral, allow_simulator implied (M7 item 12)
+verify 0 "simulated quote with --simulator (the platform directory)" --quote "$S/quote.bin" \
+  --simulator "$S/sim"
+check "--simulator: verified" true "$(field verified)"
+check "--simulator: reported as simulated" true "$(field simulated)"
+check "--simulator: status" UpToDate "$(field status)"
+verify 0 "--simulator implies allow_simulator over a policy without it" --quote "$S/quote.hex" \
+  --simulator "$S/sim" --policy "$S/policy-nosim.json"
+check "--simulator + policy: simulated" true "$(field simulated)"
+"$MOONSTACK" verify --quote "$S/quote.bin" --simulator "$S/sim" >"$dir/out.txt" 2>"$dir/err"
+check "--simulator, text output: exit 0" 0 "$?"
+check_match "--simulator, text output: simulated line" '^simulated +true$' "$(grep '^simulated' "$dir/out.txt")"
+verify 2 "--simulator naming no platform" --quote "$S/quote.bin" --simulator "$dir/no-platform"
+check_match "--simulator naming no platform: why" "no simulated platform in $dir/no-platform" "$(cat "$dir/err")"
+check "--simulator naming no platform: nothing created" no "$([ -e "$dir/no-platform" ] && echo yes || echo no)"
+verify 2 "--simulator with --root-ca" --quote "$S/quote.bin" --simulator "$S/sim" --root-ca "$S/root.pem"
+check_match "--simulator with --root-ca: why" 'give none of --collateral, --pccs, --root-ca' "$(cat "$dir/err")"
+"$MOONSTACK" sim init "$dir/other-platform" >/dev/null 2>&1
+verify 2 "--simulator with another platform" --quote "$S/quote.bin" --simulator "$dir/other-platform"
+check "another platform: not verified" false "$(field verified)"
 
 verify 2 "a debug TD" --quote "$S/quote-debug.bin" --collateral "$S/coll.json" --root-ca "$S/root.pem" \
   --policy "$S/policy-sim.json"

@@ -17,8 +17,8 @@ local verifier = require('moonstack.verifier')
 local PROG = 'moonstack verify'
 
 local spec = {
-  usage = 'moonstack verify --quote FILE [--collateral FILE | --pccs URL] [--root-ca FILE] '
-    .. '[--event-log FILE] [--policy FILE] [--at UNIX_SECONDS] [--json]',
+  usage = 'moonstack verify --quote FILE [--collateral FILE | --pccs URL | --simulator DIR] '
+    .. '[--root-ca FILE] [--event-log FILE] [--policy FILE] [--at UNIX_SECONDS] [--json]',
   summary = 'verify a TDX/SGX quote (DCAP), its event log and a policy',
   description = table.concat({
     'The quote file holds binary or hex text (0x optional, whitespace allowed). Collateral',
@@ -29,7 +29,10 @@ local spec = {
     '',
     'Simulated quotes: only the Intel SGX Root CA is trusted unless --root-ca names the',
     'simulator root; a quote chaining to it is accepted only if the policy also sets',
-    'allow_simulator = true (otherwise: not verified, exit 2).',
+    'allow_simulator = true (otherwise: not verified, exit 2). --simulator DIR (a simulated',
+    "platform's state directory: moonstack sim init, agent.lua tee.dir, <socket-dir>/",
+    '.moonstack-agent/sim) takes that root and fresh collateral from the platform itself and',
+    'implies allow_simulator; the quote is still reported as simulated.',
     '',
     'Exit status: 0 verified and policy ok; 1 verified but the policy is violated; 2 not',
     'verified (with the reason), or a usage error.',
@@ -41,6 +44,8 @@ local spec = {
     { '--pccs', arg = 'URL', help = 'PCCS / Intel PCS v4 base URL to fetch collateral from' },
     { '--cache-dir', arg = 'DIR', help = 'cache fetched collateral in DIR (0600 files)' },
     { '--root-ca', arg = 'FILE', help = 'trust this simulator root CA (PEM or DER)' },
+    { '--simulator', arg = 'DIR', help = "a simulated platform: its root CA and collateral, "
+      .. 'allow_simulator implied' },
     { '--event-log', arg = 'FILE', help = 'TdxEvent JSON (array, or an object with event_log), '
       .. 'or a CCEL binary' },
     { '--vm-config', arg = 'FILE', help = 'vm_config JSON, for app_info.os_image_hash' },
@@ -78,6 +83,28 @@ local function default_cache_dir()
     base = (os.getenv('HOME') or '/tmp') .. '/.cache'
   end
   return base .. '/moonstack/collateral'
+end
+
+-- Trust the simulated platform in `dir`: its root CA and its collateral (valid at `at`, else
+-- now) into `vopts`, and a policy that allows simulated quotes. Returns an error message or nil.
+local function simulator_trust(vopts, dir, at)
+  local s, err = require('moonstack.sim').open(dir, { create = false })
+  if not s then
+    return ('%s: %s'):format(dir, err)
+  end
+  vopts.collateral, err = s:collateral(at or os.time())
+  vopts.root_ca = vopts.collateral and s:root_ca()
+  s:close()
+  if not vopts.collateral then
+    return ('%s: %s'):format(dir, err)
+  end
+  local p = {}
+  for k, v in pairs(vopts.policy or verifier.DEFAULT_POLICY) do
+    p[k] = v
+  end
+  p.allow_simulator = true
+  vopts.policy = p
+  return nil
 end
 
 local function print_text(out, s)
@@ -120,6 +147,10 @@ local function run(argv)
   if opts.collateral and opts.pccs then
     return usage('give --collateral or --pccs, not both')
   end
+  if opts.simulator and (opts.collateral or opts.pccs or opts.root_ca) then
+    return usage("--simulator takes the platform's root CA and collateral: give none of "
+      .. '--collateral, --pccs, --root-ca with it')
+  end
   local at
   if opts.at then
     at = tonumber(opts.at)
@@ -154,6 +185,12 @@ local function run(argv)
     vopts.root_ca, err = read(opts.root_ca)
     if not vopts.root_ca then
       return usage('--root-ca: ' .. err)
+    end
+  end
+  if opts.simulator then
+    err = simulator_trust(vopts, opts.simulator, at)
+    if err then
+      return usage('--simulator ' .. err)
     end
   end
   local events, vm_config

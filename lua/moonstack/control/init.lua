@@ -7,6 +7,19 @@ local M = {}
 
 M.listen = server.listen
 
+--- Whether the control socket of `cfg` (as for open()) can be opened: true (also when there
+--- is none), or nil, msg, code (see server.check). Nothing is created.
+function M.check(cfg)
+  if cfg == nil or cfg == false or (type(cfg) == 'table' and cfg.enabled == false) then
+    return true
+  end
+  local path = type(cfg) == 'table' and cfg.path or cfg
+  if type(path) ~= 'string' or path == '' then
+    error('control.check: cfg must be a path or a table with path', 2)
+  end
+  return server.check(path)
+end
+
 --- Open a daemon's control socket as its config says.
 --- `cfg` is the daemon's `control` setting: a socket path, or a table
 --- { path = '...', enabled = true, timeout = 30, max_line = 1048576, max_clients = 16 },

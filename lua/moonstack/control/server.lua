@@ -285,6 +285,61 @@ function Server:__tostring()
   return ('control.server: %s%s'):format(self.path, self.closed and ' (closed)' or '')
 end
 
+--- Whether listen(path) can work, without touching anything: the path fits, nothing but a
+--- stale socket is there, and its directory exists or its nearest existing parent is a
+--- directory this process may write. A daemon asks before starting its services, so a
+--- control socket that cannot open fails the start before they create anything. Returns
+--- true or nil, msg, code (as listen()).
+function M.check(path)
+  if type(path) ~= 'string' or path == '' then
+    error('control.check: path must be a non-empty string', 2)
+  end
+  if #path >= SUN_PATH_MAX then
+    return fail('ENAMETOOLONG', 'socket path is longer than %d bytes: %s', SUN_PATH_MAX - 1,
+      path)
+  end
+  local st = uv.fs_lstat(path)
+  if st then
+    if st.type ~= 'socket' then
+      return fail('EEXIST', '%s exists and is not a socket', path)
+    end
+    if probe(path) == 'live' then
+      return fail('EADDRINUSE', 'a process is already listening on %s', path)
+    end
+    return true
+  end
+  local dir = path:match('^(.+)/[^/]+$') or '.'
+  local dst = uv.fs_stat(dir)
+  if dst then
+    if dst.type ~= 'directory' then
+      return fail('ENOTDIR', 'cannot bind the control socket %s: %s is not a directory', path, dir)
+    end
+    if not uv.fs_access(dir, 'W') then
+      return fail('EACCES', 'cannot bind the control socket %s: this user may not write %s: '
+        .. 'give it the directory or set control to a path it may write', path, dir)
+    end
+    return true
+  end
+  -- listen() creates the directory: its nearest existing parent must allow it
+  local parent, pst = dir, nil
+  while not pst do
+    local up = parent:match('^(.*)/[^/]*$')
+    up = up == nil and '.' or (up == '' and '/' or up)
+    if up == parent then
+      break
+    end
+    parent, pst = up, uv.fs_stat(up)
+  end
+  local why = not pst and 'is missing' or pst.type ~= 'directory' and 'is not a directory'
+    or not uv.fs_access(parent, 'W') and 'is not writable by this user'
+  if why then
+    return fail(pst and pst.type ~= 'directory' and 'ENOTDIR' or 'EACCES', 'cannot create %s, '
+      .. 'the directory of the control socket %s (%s %s): create it for this user (e.g. install '
+      .. '-d -m 0700 %s) or set control to a path it may write', dir, path, parent, why, dir)
+  end
+  return true
+end
+
 --- Listen on the unix socket `path` (created with mode 0600). Refuses a path where a live
 --- process answers, or that is not a socket; removes a stale socket file.
 --- opts: env (table of helpers visible as globals in REPL chunks), timeout (CPU seconds
@@ -321,6 +376,17 @@ function M.listen(path, opts)
       return nil, uerr, ucode
     end
   end
+  -- its directory: created (0700) when missing, or what stops it named with the fix
+  local dir = path:match('^(.+)/[^/]+$')
+  if dir and not uv.fs_stat(dir) then
+    local made, merr, mcode = require('moonstack.core.fs').mkdir_p(dir, 448)
+    if not made then
+      return fail(mcode or 'EIO', 'cannot create %s, the directory of the control socket %s (%s): '
+        .. 'create it for this user (e.g. install -d -m 0700 %s) or set control to a path it '
+        .. 'may write', dir, path, tostring(merr):gsub('^%u+: ', ''), dir)
+    end
+    log.info('created the control socket directory', { dir = dir })
+  end
   local handle = uv.new_pipe(false)
   -- The socket file must never exist with a wider mode: create it under umask 0177.
   local old = C.umask(tonumber('177', 8))
@@ -328,7 +394,8 @@ function M.listen(path, opts)
   C.umask(old)
   if not ok then
     handle:close()
-    return nil, err, code
+    return fail(code or 'EIO', 'cannot bind the control socket %s: %s', path,
+      (tostring(err):gsub('^%u+: ', '')))
   end
   local bound = uv.fs_lstat(path)
   if not bound or bit.band(bound.mode, tonumber('777', 8)) ~= tonumber('600', 8) then

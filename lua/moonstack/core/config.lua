@@ -8,8 +8,11 @@
 --   assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall
 --   string (without string.dump), table, math: copies of the standard libraries
 --   os.getenv, os.time, os.date, os.clock
+--   config_dir: the absolute directory of the config file (load() only), so a config can name
+--     files next to it and work from any current directory
 --   anything passed in opts.env (e.g. host-provided values)
 -- A chunk may set globals; they stay in its private environment.
+local uv = require('luv')
 local schema_mod = require('moonstack.core.schema')
 
 local M = {}
@@ -105,6 +108,17 @@ end
 
 local ERRNO = { [2] = 'ENOENT', [13] = 'EACCES', [21] = 'EISDIR' }
 
+--- The absolute directory (symlinks resolved) of the file at `path`: `config_dir` of its chunk.
+function M.dir_of(path)
+  local dir = path:match('^(.*)/[^/]*$')
+  if dir == nil then
+    dir = '.'
+  elseif dir == '' then
+    dir = '/'
+  end
+  return uv.fs_realpath(dir) or dir
+end
+
 --- Load the config file at `path` (see load_string). Adds codes ENOENT, EACCES, EISDIR or
 --- EIO when the file cannot be read.
 function M.load(path, schema, opts)
@@ -120,7 +134,15 @@ function M.load(path, schema, opts)
   if not src then
     return fail(ERRNO[rerrno] or 'EIO', ('%s: %s'):format(path, tostring(rerr)))
   end
-  return M.load_string(src, '@' .. path, schema, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do
+    o[k] = v
+  end
+  o.env = { config_dir = M.dir_of(path) }
+  for k, v in pairs(opts and opts.env or {}) do
+    o.env[k] = v
+  end
+  return M.load_string(src, '@' .. path, schema, o)
 end
 
 --- The documentation of a config module: the comment at the top of the embedded source of

@@ -1,6 +1,8 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- Small file helpers shared by the components: read a whole file with the expected-failure
--- contract, write a file atomically (0600 by default), create a directory path.
+-- contract, write a file atomically (0600 by default), create a directory path, refuse
+-- secrets others could read (as ssh does with private keys), find a write_atomic's leftovers.
+local bit = require('bit')
 local uv = require('luv')
 
 local M = {}
@@ -66,6 +68,70 @@ function M.mkdir_p(dir, mode)
     end
   end
   return true
+end
+
+-- The octal text of a mode's permission bits ('0644').
+local function octal(mode)
+  return ('%04o'):format(bit.band(mode, 4095))
+end
+
+--- Whether `path` may hold a secret (a private key, a token), as ssh judges private keys: a
+--- regular file (symlinks followed) owned by this user or root, which neither its group nor
+--- others can read or write. `what` names the file in messages (e.g. 'admin.token_file').
+--- Returns true, or nil, 'EPERM: <what> <path> ...: <the fix>', 'EPERM' (ENOENT and the like
+--- from stat as they come).
+function M.check_private(path, what)
+  local st, err, code = uv.fs_stat(path)
+  if not st then
+    return nil, err, code
+  end
+  local label = what and (what .. ' ' .. path) or path
+  if st.type ~= 'file' then
+    return nil, ('EPERM: %s is not a regular file'):format(label), 'EPERM'
+  end
+  local uid = uv.getuid()
+  if st.uid ~= uid and st.uid ~= 0 then
+    return nil, ('EPERM: %s is owned by uid %d, not by this user (uid %d) or root: '
+      .. 'run chown %d %s'):format(label, st.uid, uid, uid, path), 'EPERM'
+  end
+  if bit.band(st.mode, 63) ~= 0 then -- 0077
+    return nil, ('EPERM: %s is accessible by its group or others (mode %s): secrets must be '
+      .. 'readable by their owner only: run chmod 600 %s'):format(label, octal(st.mode), path), 'EPERM'
+  end
+  return true
+end
+
+--- Whether directory `dir` may hold secrets: not writable by its group or others (who could
+--- replace the files in it). Returns true, or nil, 'EPERM: ...: <the fix>', 'EPERM'.
+function M.check_private_dir(dir, what)
+  local st, err, code = uv.fs_stat(dir)
+  if not st then
+    return nil, err, code
+  end
+  local label = what and (what .. ' ' .. dir) or dir
+  if bit.band(st.mode, 18) ~= 0 then -- 0022
+    return nil, ('EPERM: %s is writable by its group or others (mode %s): anyone could '
+      .. 'replace the files in it: run chmod 700 %s'):format(label, octal(st.mode), dir), 'EPERM'
+  end
+  return true
+end
+
+--- The temporaries write_atomic leaves in `dir` when the process dies between creating and
+--- renaming them (`<name>.tmp.<pid>.<hex>`): a list of their names (maybe empty).
+function M.atomic_leftovers(dir)
+  local out = {}
+  local h = uv.fs_scandir(dir)
+  while h do
+    local name = uv.fs_scandir_next(h)
+    if not name then
+      break
+    end
+    if name:match('^.+%.tmp%.%d+%.%x+$') then
+      out[#out + 1] = name
+    end
+  end
+  table.sort(out)
+  return out
 end
 
 return M

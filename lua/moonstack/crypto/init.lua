@@ -7,6 +7,7 @@
 -- checks return nil, 'CODE: message', CODE. dstack's derivations live in moonstack.crypto.dstack.
 local native = require('moonstack.native.crypto')
 local codec = require('moonstack.core.codec')
+local task = require('moonstack.core.task')
 
 local M = {}
 
@@ -108,8 +109,20 @@ M.aes256gcm = {
 
 --- Check `password` against a bcrypt hash (htpasswd -B: $2y$/$2b$/$2a$), in constant time:
 --- true or false; nil, 'EINVAL: ...' if `hash` is not bcrypt. Passwords over 72 bytes (bcrypt's
---- limit) or holding a NUL never match.
-M.bcrypt_check = native.bcrypt_check
+--- limit) or holding a NUL never match. bcrypt is slow on purpose (cost 12: ~200 ms): inside a
+--- task the check runs on the libuv thread pool while the task waits, so the loop keeps
+--- serving; outside a task it blocks (tools).
+function M.bcrypt_check(password, hash)
+  if not task.current() then
+    return native.bcrypt_check(password, hash)
+  end
+  return task.await(function(resume)
+    local queued, err, code = native.bcrypt_check(password, hash, resume)
+    if not queued then -- not a bcrypt hash, or the pool refused the work
+      resume(nil, err, code)
+    end
+  end)
+end
 --- Whether `hash` is a bcrypt hash bcrypt_check takes ($2a$/$2b$/$2y$, cost 4..31, 60 characters).
 M.bcrypt_hash_valid = native.bcrypt_hash_valid
 

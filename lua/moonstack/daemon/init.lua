@@ -56,6 +56,13 @@ function M.run(spec)
   end
 
   task.spawn_named(spec.name .. ':start', function()
+    -- a control socket that cannot open fails the start before the services create anything
+    local cok, check_err = control.check(spec.control)
+    if not cok then
+      log.error('cannot open the control socket', { error = check_err })
+      d:stop(1)
+      return
+    end
     local ok, res, err = pcall(spec.start or function() return true end, d)
     if not ok or res == nil and err ~= nil then
       log.error('startup failed', { error = tostring(ok and err or res) })

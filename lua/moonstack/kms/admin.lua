@@ -7,7 +7,9 @@
 -- file (`admin.htpasswd_file`, bcrypt only) adds users over `Authorization: Basic`;
 -- `admin.insecure_no_auth = true` drops authentication (loudly). With none of these the admin
 -- listener refuses to start (fails closed). Comparison is constant-time (over the
--- SHA-256 of both sides, so the length does not leak either). Methods (pRPC service `Admin`):
+-- SHA-256 of both sides, so the length does not leak either). Basic passwords are checked off
+-- the event loop (bcrypt on the thread pool) and failed logins are limited per client
+-- (moonstack.kms.login_limit: 429 with Retry-After, no check). Methods (pRPC service `Admin`):
 -- ClearImageCache{image_hash, config_hash} removes `<image.cache_dir>/images/<image_hash>` and
 -- `<image.cache_dir>/measurements/<config_hash>` (hex names; `all` = the whole directory).
 local bit = require('bit')
@@ -24,14 +26,19 @@ local function trim(s)
 end
 
 --- The admin token of a validated `admin` config table: `token`, else the content of
---- `token_file`, else the first non-empty of M.ENV (`getenv` defaults to os.getenv). Returns it
---- or nil, 'EINVAL: ...', 'EINVAL' (none configured: the listener must not start).
+--- `token_file` (refused when its group or others may read it, as ssh does with keys: EPERM),
+--- else the first non-empty of M.ENV (`getenv` defaults to os.getenv). Returns it or nil,
+--- 'EINVAL: ...', 'EINVAL' (none configured: the listener must not start).
 function M.token(cfg, getenv)
   getenv = getenv or os.getenv
   if cfg.token and trim(cfg.token) ~= '' then
     return trim(cfg.token)
   end
   if cfg.token_file then
+    local ok, perr, pcode = fs.check_private(cfg.token_file, 'admin.token_file')
+    if not ok then
+      return nil, pcode == 'EPERM' and perr or 'admin.token_file: ' .. tostring(perr), pcode
+    end
     local data, err, code = fs.read_file(cfg.token_file, 4096)
     if not data then
       return nil, 'admin.token_file: ' .. tostring(err), code
@@ -113,11 +120,20 @@ function M.equal(a, b)
   return diff == 0
 end
 
---- Whether request `req` (moonstack.http.server) carries valid credentials: `creds` from
---- credentials(), or a bare token string. The token as `Authorization: Bearer` or
---- `X-Admin-Token`; an htpasswd user as `Authorization: Basic` (bcrypt, constant time);
---- anything with insecure_no_auth.
-function M.authorized(req, creds)
+-- The unauthorized answer: 401 with the Bearer challenge.
+local function deny()
+  return false, 401, { ['www-authenticate'] = 'Bearer realm="dstack-kms admin"' },
+    'bad or missing credentials'
+end
+
+--- Judge request `req` (moonstack.http.server): `creds` from credentials() (or a bare token
+--- string). The token as `Authorization: Bearer` or `X-Admin-Token`; an htpasswd user as
+--- `Authorization: Basic` (bcrypt in constant time, on the thread pool when in a task; an
+--- unknown user costs the same); anything with insecure_no_auth. With `limiter`
+--- (moonstack.kms.login_limit), a Basic check starts only when the client (req.peer) is under
+--- its failed-login limit. Returns true, or false, status (401, or 429 refused by the limiter
+--- without a check), headers, reason.
+function M.judge(req, creds, limiter)
   if type(creds) == 'string' then
     creds = { token = creds }
   end
@@ -127,18 +143,44 @@ function M.authorized(req, creds)
   local auth = req:header('authorization')
   local given = req:header('x-admin-token') or (auth and auth:match('^[Bb]earer%s+(%S+)%s*$'))
   if type(given) == 'string' then
-    return creds.token ~= nil and M.equal(given, creds.token)
+    if creds.token ~= nil and M.equal(given, creds.token) then
+      return true
+    end
+    return deny()
   end
   local basic = creds.users and auth and auth:match('^[Bb]asic%s+(%S+)%s*$')
   local pair = basic and require('moonstack.core.codec').unbase64(basic)
   local user, password = (pair or ''):match('^([^:]*):(.*)$')
   if not user then
-    return false
+    return deny()
+  end
+  local peer = req.peer or '?'
+  if limiter then
+    local ok, retry_after, why = limiter:begin(peer)
+    if not ok then
+      return false, 429, { ['retry-after'] = tostring(retry_after) },
+        ('%s: retry in %d s'):format(why, retry_after)
+    end
   end
   local hash = creds.users[user]
   -- an unknown user still costs a bcrypt check: no timing hint of which names exist
-  local ok = crypto.bcrypt_check(password, hash or creds.users[next(creds.users)])
-  return hash ~= nil and ok == true
+  local done, ok = pcall(crypto.bcrypt_check, password, hash or creds.users[next(creds.users)])
+  local passed = done and hash ~= nil and ok == true
+  if limiter then
+    limiter:finish(peer, passed)
+  end
+  if not done then
+    error(ok, 0) -- the task was cancelled: pass it on
+  end
+  if passed then
+    return true
+  end
+  return deny()
+end
+
+--- Whether request `req` carries valid credentials (judge() without a limiter).
+function M.authorized(req, creds)
+  return (M.judge(req, creds)) == true
 end
 
 -- Remove a file or a directory tree (no symlink is followed).

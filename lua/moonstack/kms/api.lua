@@ -206,14 +206,17 @@ function M.handler(kms)
 end
 
 --- The admin listener's HTTP handler: 401 (with a Bearer challenge) unless the request
---- carries the admin credentials `creds` (moonstack.kms.admin), then the Admin service.
+--- carries the admin credentials `creds` (moonstack.kms.admin), 429 (Retry-After) when the
+--- client is over its failed-login limit (kms.login_limit), then the Admin service.
 function M.admin_handler(kms, creds)
   local h = prpc.handler({ { prefix = '/prpc/', service = 'Admin', methods = admin.methods(kms) } })
   return function(req)
-    if not admin.authorized(req, creds) then
-      kms.log.warn('admin request refused: bad or missing token', { path = req.path })
-      return 401, '{"error":"unauthorized"}', { ['content-type'] = 'application/json',
-        ['www-authenticate'] = 'Bearer realm="dstack-kms admin"' }
+    local ok, status, headers, why = admin.judge(req, creds, kms.login_limit)
+    if not ok then
+      kms.log.warn('admin request refused', { path = req.path, peer = req.peer, status = status,
+        reason = why })
+      headers['content-type'] = 'application/json'
+      return status, status == 429 and { error = why } or '{"error":"unauthorized"}', headers
     end
     return h(req)
   end

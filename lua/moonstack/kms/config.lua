@@ -18,8 +18,9 @@
 --                                     (dcap-qvl JSON) or pccs = URL (+ cache_dir, timeout_ms);
 --                                     root_ca_file = a simulator root (PEM/DER) and
 --                                     allow_simulator = true to accept simulated quotes; or,
---                                     for development, simulator_dir = a moonstack simulator
---                                     state directory (its root and collateral, made at start)
+--                                     for development, simulator_dir = an existing moonstack
+--                                     simulator platform (its root and collateral, made at
+--                                     start; none there: the start fails — moonstack sim init)
 --                                     with allow_simulator = true
 --   seal = nil                        seal the private root keys at rest (moonstack.kms.seal)
 --                                     with a key bound to the KMS's CVM: { tee = 'agent',
@@ -30,8 +31,10 @@
 --                                     { listen = { host = '127.0.0.1', port = 8001 }, token =
 --                                     secret?, token_file = path? } (else the env
 --                                     DSTACK_KMS_ADMIN_TOKEN / ADMIN_API_TOKEN), htpasswd_file =
---                                     path? (bcrypt users, Basic auth), insecure_no_auth = false;
---                                     no credential at all: start fails
+--                                     path? (bcrypt users, Basic auth, checked off the loop),
+--                                     insecure_no_auth = false, failed_logins = { max = 5,
+--                                     window_s = 300, max_inflight = 2 } (per client address:
+--                                     beyond, 429 without a check); no credential: start fails
 --   tee = nil                         the KMS's own TEE, to attest its RPC certificate (.1.8,
 --                                     [core] attest_rpc_cert; onboarding peers check it):
 --                                     { kind = 'agent', socket = '/var/run/dstack.sock' } (its
@@ -108,7 +111,8 @@ M.schema = {
       type = 'table',
       default = { kind = 'webhook', url = 'http://auth-api:8000' },
       unknown = 'allow',
-      fields = { kind = { type = 'string', min = 1 } },
+      fields = { kind = { type = 'string', min = 1,
+        check = function(k) return require('moonstack.kms.auth').known(k) end } },
     },
     max_body = { type = 'integer', default = 10 * 1024 * 1024, min = 1024 },
     metrics = { type = 'boolean', default = true },
@@ -121,6 +125,15 @@ M.schema = {
         token_file = { type = 'string', optional = true, min = 1 },
         htpasswd_file = { type = 'string', optional = true, min = 1 },
         insecure_no_auth = { type = 'boolean', default = false },
+        failed_logins = {
+          type = 'table',
+          default = {},
+          fields = {
+            max = { type = 'integer', default = 5, min = 1 },
+            window_s = { type = 'integer', default = 300, min = 1 },
+            max_inflight = { type = 'integer', default = 2, min = 1 },
+          },
+        },
       },
     },
     tee = tee_schema('kind'),

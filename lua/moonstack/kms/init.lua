@@ -1,11 +1,14 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The KMS service (kms-vmm-gateway.md §3), in the service shape: start (open, or on first start
--- create, the root material; issue the RPC certificate from the root CA, CN = SAN = domain,
+-- create — written only once the rest of the config is validated and the listeners are bound —
+-- the root material; issue the RPC certificate from the root CA, CN = SAN = domain,
 -- special usage kms:rpc, a fresh key at every start kept in memory; create the auth backend;
 -- serve moonstack.kms.api over HTTPS, plus the admin listener when `admin` is configured),
 -- stop, status, reload (SIGHUP: the auth backend, or a changed `auth` config) and rebind (adopt
 -- a swapped copy of the KMS's code: moonstack.daemon.code). What survives a code swap is this
 -- object: material, backend, listeners, metrics; the handlers are rebuilt from the new code.
+local bit = require('bit')
+local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local http = require('moonstack.http.server')
 local x509 = require('moonstack.x509')
@@ -24,7 +27,9 @@ M.VERSION = '0.1.0'
 auth.register('dev', require('moonstack.kms.dev_auth').new)
 
 -- The root material of cfg.key_dir: onboarded first when `onboard` is set and the directory is
--- empty, created on the first start, CA certificates renewed when they expire within a year.
+-- empty, generated in memory on the first start (material, true, sealer: start() writes it
+-- once the config is validated and the listeners are bound), else loaded with its CA
+-- certificates renewed when they expire within a year.
 local function open_material(cfg, log, hooks)
   local sealer, err, code
   if cfg.seal then
@@ -41,13 +46,21 @@ local function open_material(cfg, log, hooks)
     end
   end
   local material, created
-  material, created, code = keys.open(cfg.key_dir, { sealer = sealer })
+  material, created, code = keys.open(cfg.key_dir, { sealer = sealer, defer_write = true,
+    on_cleaned = function(names)
+      log.warn('removed the temporaries of an interrupted write (an earlier start was killed)',
+        { key_dir = cfg.key_dir, files = names })
+    end })
   if not material then
     return nil, created, code
   end
   if created then
-    log.info('root material generated', { key_dir = cfg.key_dir, sealed = sealer and sealer.kind })
-    return material, true
+    return material, true, sealer -- written by start() once everything else is ready
+  end
+  local st = uv.fs_stat(cfg.key_dir)
+  if st and bit.band(st.mode, 63) ~= 0 then
+    log.warn(('the key directory is open to its group or others (mode %04o): run chmod 700 %s')
+      :format(bit.band(st.mode, 4095), cfg.key_dir), { key_dir = cfg.key_dir })
   end
   local renewed
   renewed, err, code = keys.renew(material)
@@ -108,11 +121,11 @@ M.Kms = Kms
 function M.start(cfg, log, hooks)
   assert(type(cfg) == 'table' and cfg.key_dir, 'kms.start: a validated config required')
   log = log or require('moonstack.core.log').new('kms')
-  local material, created, code = open_material(cfg, log, hooks)
+  local material, created, sealer = open_material(cfg, log, hooks)
   if not material then
-    return nil, created, code
+    return nil, created, sealer
   end
-  local err
+  local err, code
   -- this KMS's own TEE: attests the RPC certificate, then self-authorization (below)
   local evidence
   if cfg.tee then
@@ -130,6 +143,12 @@ function M.start(cfg, log, hooks)
   end
   if ok then
     ok, err, code = self:_listen()
+  end
+  if ok and created then -- everything else is ready: only now do the keys reach the disk
+    ok, err, code = keys.write(cfg.key_dir, material, { sealer = sealer })
+    if ok then
+      log.info('root material generated', { key_dir = cfg.key_dir, sealed = sealer and sealer.kind })
+    end
   end
   if not ok then
     self:stop()
@@ -156,6 +175,9 @@ function Kms:_assemble(evidence)
   self.admin_creds, err, code = admin_credentials(cfg, self.log)
   if not self.admin_creds then
     return nil, err, code
+  end
+  if cfg.admin then
+    self.login_limit = require('moonstack.kms.login_limit').new(cfg.admin.failed_logins)
   end
   self.auth, err, code = auth.new(cfg.auth)
   if not self.auth then
@@ -285,10 +307,12 @@ function Kms:reload(cfg, changed)
   return self.auth:reload()
 end
 
---- A snapshot for the REPL: address, key_dir, k256 public key, auth status.
+--- A snapshot for the REPL: address, key_dir, k256 public key, auth status, the admin
+--- listener's failed-login limiter (clients tracked, checks in flight).
 function Kms:status()
   return { address = self:address(), key_dir = self.cfg.key_dir,
-    k256_pubkey = crypto.hex(self.material.k256_pubkey), auth = self.auth and self.auth:status() }
+    k256_pubkey = crypto.hex(self.material.k256_pubkey), auth = self.auth and self.auth:status(),
+    admin_logins = self.login_limit and self.login_limit:status() }
 end
 
 --- Stop listening and release the auth backend. Idempotent.

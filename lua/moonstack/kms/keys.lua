@@ -8,7 +8,10 @@
 -- partial set, an unreadable, corrupt or mismatched file is an EKEYS error naming the file,
 -- never a silent regeneration. With opts.sealer (moonstack.kms.seal) the three private keys
 -- are sealed at rest; a sealed file without a sealer, a plain one with a sealer, or one that
--- does not unseal (other measurements, tampering) is an EKEYS error as well.
+-- does not unseal (other measurements, tampering) is an EKEYS error as well. As ssh does, a
+-- private key file its group or others may read (or owned by another user), or a directory
+-- others may write, is refused, naming the file and the chmod that fixes it; the temporaries
+-- of an interrupted first start (full private keys) are removed by open().
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local fs = require('moonstack.core.fs')
@@ -53,6 +56,12 @@ end
 
 local function read(dir, name, sealer)
   local p = path_of(dir, name)
+  if SECRET[name] then
+    local ok, perr = fs.check_private(p)
+    if not ok then
+      return fail('%s', (perr:gsub('^EPERM: ', '')))
+    end
+  end
   local data, err = fs.read_file(p, MAX_FILE)
   if not data then
     return fail('cannot read %s: %s', p, err)
@@ -135,6 +144,10 @@ function M.load(dir, opts)
     return fail('key directory %s is incomplete: missing %s (present: %s)', dir,
       table.concat(missing, ', '), #present > 0 and table.concat(present, ', ') or 'none')
   end
+  local dok, derr = fs.check_private_dir(dir, 'the key directory')
+  if not dok then
+    return fail('%s', (derr:gsub('^EPERM: ', '')))
+  end
   local sealer = opts and opts.sealer
   local root_key, root_cert, code = load_pair(dir, 'root-ca.key', 'root-ca.crt', sealer)
   if not root_key then
@@ -151,22 +164,11 @@ function M.load(dir, opts)
   return material(dir, root_key, root_cert, k256, k256_pub, tmp_key, tmp_cert)
 end
 
---- Generate fresh root material into `dir` (created 0700 if missing; it must hold none of the
---- files). opts: sealer (moonstack.kms.seal) to seal the private keys; for tests and
---- vectors root_scalar = 32 bytes, root_k256 = 32 bytes.
---- Returns the material or nil, msg, code.
-function M.create(dir, opts)
-  assert(type(dir) == 'string' and dir ~= '', 'kms.keys.create: dir must be a non-empty string')
+--- Generate fresh root material in memory, for `dir` (nothing is written: write() stores it).
+--- opts: for tests and vectors root_scalar = 32 bytes, root_k256 = 32 bytes. Returns the
+--- material or nil, msg, code.
+function M.generate(dir, opts)
   opts = opts or {}
-  local present = survey(dir)
-  if #present > 0 then
-    return fail('key directory %s already holds %s: refusing to overwrite', dir,
-      table.concat(present, ', '))
-  end
-  local ok, err, code = fs.mkdir_p(dir, 448) -- 0700
-  if not ok then
-    return fail('cannot create the key directory %s: %s', dir, tostring(err or code))
-  end
   local root_key, kerr
   if opts.root_scalar then
     root_key, kerr = x509.key_from_scalar(opts.root_scalar)
@@ -190,8 +192,26 @@ function M.create(dir, opts)
   if not tmp_cert then
     return fail('cannot issue the temp CA certificate: %s', terr)
   end
-  return M.write(dir, { root_key = root_key, root_cert = root_cert, root_k256 = k256,
-    tmp_ca_key = tmp_key, tmp_ca_cert = tmp_cert }, opts)
+  return material(dir, root_key, root_cert, k256, k256_pub, tmp_key, tmp_cert)
+end
+
+--- Generate fresh root material into `dir` (created 0700 if missing; it must hold none of the
+--- files). opts: sealer (moonstack.kms.seal) to seal the private keys; for tests and
+--- vectors root_scalar = 32 bytes, root_k256 = 32 bytes.
+--- Returns the material or nil, msg, code.
+function M.create(dir, opts)
+  assert(type(dir) == 'string' and dir ~= '', 'kms.keys.create: dir must be a non-empty string')
+  opts = opts or {}
+  local present = survey(dir)
+  if #present > 0 then
+    return fail('key directory %s already holds %s: refusing to overwrite', dir,
+      table.concat(present, ', '))
+  end
+  local m, err, code = M.generate(dir, opts)
+  if not m then
+    return nil, err, code
+  end
+  return M.write(dir, m, opts)
 end
 
 --- Write given root material `m` = { root_key, root_cert, root_k256, tmp_ca_key, tmp_ca_cert }
@@ -209,6 +229,10 @@ function M.write(dir, m, opts)
   local ok, err, code = fs.mkdir_p(dir, 448) -- 0700
   if not ok then
     return fail('cannot create the key directory %s: %s', dir, tostring(err or code))
+  end
+  ok, err = fs.check_private_dir(dir, 'the key directory')
+  if not ok then
+    return fail('%s', (err:gsub('^EPERM: ', '')))
   end
   local k256_pub = type(m.root_k256) == 'string' and #m.root_k256 == 32 and crypto.k256.pubkey(m.root_k256)
   if not k256_pub then
@@ -264,14 +288,50 @@ function M.renew(m, opts)
   return renewed
 end
 
+--- Remove the temporaries an interrupted write left in `dir` (`<file>.tmp.<pid>.<hex>`: a
+--- kill during the first start leaves full private keys there). Returns the removed names
+--- (maybe empty) or nil, 'EKEYS: ...', 'EKEYS'.
+function M.clean_temporaries(dir)
+  local removed = {}
+  for _, name in ipairs(fs.atomic_leftovers(dir)) do
+    local ok, err, code = uv.fs_unlink(path_of(dir, name))
+    if not ok and code ~= 'ENOENT' then
+      return fail('cannot remove the leftover %s: %s', path_of(dir, name), tostring(err))
+    end
+    removed[#removed + 1] = name
+  end
+  return removed
+end
+
 --- Load the material of `dir`, or generate it when the directory is missing or holds none of
---- the files (opts as for create: sealer, ...). Returns material, created (boolean) or nil,
---- msg, code.
+--- the files (opts as for create: sealer, ...; opts.defer_write = true: generated material is
+--- not written, the caller stores it with write(dir, m, opts) once everything else is ready).
+--- Leftover temporaries are removed first (opts.on_cleaned(names) is told). Returns material,
+--- created (boolean) or nil, msg, code.
 function M.open(dir, opts)
   assert(type(dir) == 'string' and dir ~= '', 'kms.keys.open: dir must be a non-empty string')
+  opts = opts or {}
+  local removed, rerr, rcode = M.clean_temporaries(dir)
+  if not removed then
+    return nil, rerr, rcode
+  end
+  if #removed > 0 and opts.on_cleaned then
+    opts.on_cleaned(removed)
+  end
   local present = survey(dir)
   if #present == 0 then
-    local m, err, code = M.create(dir, opts)
+    local m, err, code
+    if uv.fs_stat(dir) then
+      local ok, derr = fs.check_private_dir(dir, 'the key directory')
+      if not ok then
+        return fail('%s', (derr:gsub('^EPERM: ', '')))
+      end
+    end
+    if opts.defer_write then
+      m, err, code = M.generate(dir, opts)
+    else
+      m, err, code = M.create(dir, opts)
+    end
     if not m then
       return nil, err, code
     end

@@ -58,13 +58,39 @@ local function td_values(fn, td)
   return out
 end
 
---- Open (creating on first use) a simulator state directory: the native object, for tools
---- that manage CVMs (create_cvm, cvm, remove_cvm, collateral, root_ca ...).
+--- Whether `dir` holds a simulated platform (its platform.conf, written last when created).
+function M.exists(dir)
+  local f = io.open(dir .. '/platform.conf', 'rb')
+  if f then
+    f:close()
+    return true
+  end
+  return false
+end
+
+-- nil, 'ENOENT: no simulated platform in DIR ...' for a directory holding none.
+local function absent(dir, what)
+  local abs = dir
+  if dir:sub(1, 1) ~= '/' then
+    abs = ('%s/%s (relative to the current directory)'):format(require('luv').cwd(), dir)
+  end
+  return errors.fail('ENOENT', ('no simulated platform in %s (%s/platform.conf is missing)%s')
+    :format(abs, dir, what or ''))
+end
+
+--- Open a simulator state directory: the native object, for tools that manage CVMs
+--- (create_cvm, cvm, remove_cvm, collateral, root_ca ...). The platform is created on first
+--- use unless opts.create == false: then a directory without one is nil, 'ENOENT: no
+--- simulated platform in DIR ...', 'ENOENT' (a verifier told to trust a platform must not
+--- invent a new one).
 ---@param dir string
 ---@return userdata|nil sim, string|nil err, string|nil code
-function M.open(dir)
+function M.open(dir, opts)
   if type(dir) ~= 'string' or dir == '' then
     error('sim.open: dir must be a non-empty string', 2)
+  end
+  if opts and opts.create == false and not M.exists(dir) then
+    return absent(dir)
   end
   return native.open(dir)
 end
@@ -223,6 +249,9 @@ function M.new(opts)
   end
   local td, err, code = initial_td(opts)
   if err then return nil, err, code end
+  if not (opts.create or opts.reset) and not M.exists(opts.dir) then
+    return absent(opts.dir, (': no CVM %s there'):format(opts.cvm))
+  end
   local s
   s, err, code = native.open(opts.dir)
   if not s then return nil, err, code end

@@ -38,7 +38,7 @@ describe('core.config', function()
 
   teardown(function()
     for _, name in ipairs({ 'ok.lua', 'syntax.lua', 'notable.lua', 'bad.lua', 'runtime.lua',
-      'bytecode.lua', 'env.lua' }) do
+      'bytecode.lua', 'env.lua', 'dir.lua' }) do
       os.remove(tmpdir .. '/' .. name)
     end
     assert(uv.fs_rmdir(tmpdir))
@@ -57,6 +57,24 @@ describe('core.config', function()
     assert.are.same({ name = 'gw-A', http = { port = 8080, host = '127.0.0.1' }, tags = {} }, cfg)
     -- without a schema the table comes back as the chunk built it
     assert.are.same({ name = 'gw-A', http = { port = 8080 } }, config.load(path))
+  end)
+
+  it('gives a file chunk config_dir, its own absolute directory, whatever the cwd', function()
+    local path = write('dir.lua', 'return { here = config_dir }')
+    local real = assert(uv.fs_realpath(tmpdir))
+    assert.are.same({ here = real }, config.load(path))
+    local cwd = uv.cwd()
+    assert(uv.chdir(tmpdir))
+    local rel = config.load('dir.lua')
+    local dotted = config.load('./dir.lua')
+    assert(uv.chdir(cwd))
+    assert.are.same({ here = real }, rel)
+    assert.are.same({ here = real }, dotted)
+    -- opts.env may still set it; a string chunk has none
+    assert.are.same({ here = 'x' }, config.load(path, nil, { env = { config_dir = 'x' } }))
+    local t, err = config.load_string('return { here = config_dir }', 'mem')
+    assert.is_nil(t)
+    assert.truthy(err:find("undefined global 'config_dir'", 1, true))
   end)
 
   it('reports an unreadable file with its errno code', function()

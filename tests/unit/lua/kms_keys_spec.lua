@@ -133,6 +133,72 @@ describe('kms.keys', function()
     assert.equal(m.root_scalar, assert(keys.open(dir)).root_scalar)
   end)
 
+  it('removes the temporaries of an interrupted first start before creating (M7 item 7)', function()
+    local dir = fresh_dir('interrupted')
+    assert(uv.fs_mkdir(dir, 448))
+    -- what a kill between write_atomic's open and rename leaves: a full private key
+    local left = { 'root-ca.key.tmp.4242.1f2e3d', 'tmp-ca.key.tmp.4242.abc' }
+    for _, name in ipairs(left) do
+      spit(dir .. '/' .. name, '-----BEGIN PRIVATE KEY-----\n...\n')
+    end
+    spit(dir .. '/notes.tmp', 'not ours') -- another name pattern: kept
+    local told
+    local m, created = keys.open(dir, { on_cleaned = function(names) told = names end })
+    assert.is_table(m, created)
+    assert.is_true(created)
+    assert.same(left, told)
+    for _, name in ipairs(left) do
+      assert.is_nil(uv.fs_stat(dir .. '/' .. name), name)
+    end
+    assert.is_table(uv.fs_stat(dir .. '/notes.tmp'))
+    -- leftovers next to a complete directory go too (a kill during a renewal)
+    spit(dir .. '/root-ca.crt.tmp.77.ff', 'x')
+    assert(keys.open(dir))
+    assert.is_nil(uv.fs_stat(dir .. '/root-ca.crt.tmp.77.ff'))
+  end)
+
+  it('generates without writing when told to defer (the KMS writes once it is ready)', function()
+    local dir = fresh_dir('deferred')
+    local m, created = keys.open(dir, { defer_write = true })
+    assert.is_table(m, created)
+    assert.is_true(created)
+    assert.is_nil(uv.fs_stat(dir))
+    assert(keys.write(dir, m))
+    assert.equal(m.root_scalar, assert(keys.load(dir)).root_scalar)
+  end)
+
+  it('refuses private keys others may read and a directory others may write (M7 item 7)', function()
+    local dir = fresh_dir('modes')
+    assert(keys.create(dir))
+    for _, c in ipairs({ { 'root-ca.key', 420 }, { 'root-k256.key', 416 }, { 'tmp-ca.key', 388 } }) do
+      local p = dir .. '/' .. c[1]
+      assert(uv.fs_chmod(p, c[2]))
+      expect_ekeys(('%s is accessible by its group or others (mode 0%o)'):format(p, c[2]), keys.open(dir))
+      expect_ekeys('run chmod 600 ' .. p, keys.load(dir))
+      assert(uv.fs_chmod(p, 384))
+    end
+    -- certificates are public; a directory others may read but not write still loads
+    assert(uv.fs_chmod(dir .. '/root-ca.crt', 420))
+    assert(uv.fs_chmod(dir, 493)) -- 0755
+    assert(keys.open(dir))
+    assert(uv.fs_chmod(dir, 511)) -- 0777: anyone could swap the files
+    expect_ekeys('the key directory ' .. dir .. ' is writable by its group or others (mode 0777)',
+      keys.open(dir))
+    expect_ekeys('run chmod 700 ' .. dir, keys.load(dir))
+    -- an empty directory others may write is not filled either
+    local open = fresh_dir('open-empty')
+    assert(uv.fs_mkdir(open, 448))
+    assert(uv.fs_chmod(open, 511))
+    expect_ekeys('is writable by its group or others', keys.open(open))
+    assert.same({}, (function()
+      local names = {}
+      for name in uv.fs_scandir_next, uv.fs_scandir(open) do
+        names[#names + 1] = name
+      end
+      return names
+    end)())
+  end)
+
   describe('sealed at rest', function()
     local function measurements(tweak)
       return { mrtd = ('\1'):rep(48), rtmr0 = ('\2'):rep(48), rtmr1 = (tweak or '\3'):rep(48),

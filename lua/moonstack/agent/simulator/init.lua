@@ -18,6 +18,9 @@ local M = {}
 --- The `Server:` header of the simulator's listeners.
 M.IDENT = 'moonstack guest agent (simulator)'
 
+--- The app id the upstream simulator's appkeys.json was issued to.
+M.UPSTREAM_APP_ID = '5bb4ff9a3837357f19dc176407a5709c62eb6c56'
+
 local Simulator = {}
 Simulator.__index = Simulator
 
@@ -46,6 +49,16 @@ function M.start(opts)
   })
   if not ctx then
     return nil, err, code
+  end
+  if not opts.app_id then
+    -- the keys' k256_signature was made by a KMS for the app it issued them to: reporting
+    -- another app id gives signature chains that verify against nothing
+    local app_id = require('moonstack.crypto').hex(ctx.instance_info.app_id)
+    require('moonstack.core.log').new('agent').warn(('no --app-id: reporting app id %s '
+      .. '(compose_hash[:20]); the k256_signature in %s verifies only for the app id the keys '
+      .. 'were issued to, so GetKey signature chains will not verify unless it is this one: '
+      .. "pass --app-id (the upstream simulator's appkeys.json: %s)"):format(app_id,
+      opts.keys_file, M.UPSTREAM_APP_ID), { app_id = app_id, keys = opts.keys_file })
   end
   local a
   a, err, code = api.start(ctx, { dstack = { unix = dir .. '/dstack.sock' },

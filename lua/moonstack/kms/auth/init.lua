@@ -27,11 +27,42 @@ function M.register(kind, ctor)
   registry[kind] = ctor
 end
 
+-- The backends shipped with moonstack: modules moonstack.kms.auth.<kind>, and 'dev'
+-- (moonstack.kms.dev_auth, which moonstack.kms also registers).
+local BUILTIN = { 'dev', 'policy', 'webhook' }
+
+--- The backend kinds new() accepts: the built-in ones and those registered, sorted.
+function M.kinds()
+  local seen, out = {}, {}
+  for _, k in ipairs(BUILTIN) do
+    seen[k] = true
+  end
+  for k in pairs(registry) do
+    seen[k] = true
+  end
+  for k in pairs(seen) do
+    out[#out + 1] = k
+  end
+  table.sort(out)
+  return out
+end
+
+--- Whether `kind` names a backend new() accepts; else false and the reason with the valid kinds.
+function M.known(kind)
+  for _, k in ipairs(M.kinds()) do
+    if k == kind then
+      return true
+    end
+  end
+  return false, ("unknown auth kind '%s' (valid: %s)"):format(tostring(kind),
+    table.concat(M.kinds(), ', '))
+end
+
 local function constructor(kind)
   if registry[kind] then
     return registry[kind]
   end
-  local ok, mod = pcall(require, 'moonstack.kms.auth.' .. kind)
+  local ok, mod = pcall(require, kind == 'dev' and 'moonstack.kms.dev_auth' or 'moonstack.kms.auth.' .. kind)
   if ok and type(mod) == 'table' and type(mod.new) == 'function' then
     registry[kind] = mod.new
     return mod.new
@@ -170,7 +201,8 @@ function M.new(cfg)
   end
   local ctor = cfg.kind:match('^[%w_]+$') and constructor(cfg.kind)
   if not ctor then
-    return nil, ("EINVAL: unknown auth kind '%s'"):format(cfg.kind), 'EINVAL'
+    local _, why = M.known(cfg.kind)
+    return nil, 'EINVAL: ' .. (why or ("unknown auth kind '%s'"):format(cfg.kind)), 'EINVAL'
   end
   local impl, err, code = ctor(cfg)
   if not impl then

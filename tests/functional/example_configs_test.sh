@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The shipped example configs start as shipped, from any directory, or say what is missing
+# (M7 items 9 and 13). Run in private mount and network namespaces (tmpfs over /run and
+# /var/cache, a fresh loopback), so the examples' fixed paths and ports are theirs alone:
+#   verifier.lua   starts: /run/moonstack (absent) is created for its control socket (0600);
+#                  a control path whose directory cannot be made is refused naming it and the fix
+#   kms.lua        (a KMS in a TDX CVM) exits 1 naming the guest agent socket it lacks
+#   kms-dev.lua    exits 1 naming the simulated platform it lacks (and `moonstack sim init`);
+#   + agent-dev.lua  after `moonstack sim init`, the dev KMS runs and the agent boots the shared
+#                  folder's app through it (its key-provider event names the KMS root)
+source "$(dirname "$0")/lib.sh"
+
+if [ -z "${MOONSTACK_IN_NS:-}" ]; then
+  if ! unshare -mn true 2>/dev/null; then
+    not_ok "private namespaces (unshare -mn: run as root)"
+    finish
+    exit 1
+  fi
+  MOONSTACK_IN_NS=1 exec unshare -mn bash "$0" "$@"
+fi
+mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/cache && ip link set lo up \
+  || { not_ok "namespace set up (tmpfs on /run and /var/cache, lo up)"; finish; exit 1; }
+EX=$MOONSTACK_SRC/examples/configs
+t=$(tmpdir)
+mkdir -p "$t/elsewhere"
+cd "$t/elsewhere" || exit 1 # any directory but the tree's
+
+# ---- verifier.lua ----
+"$MOONSTACK" verifier -c "$EX/verifier.lua" >"$t/verifier.log" 2>&1 &
+vpid=$!
+defer "kill -KILL $vpid 2>/dev/null"
+if wait_for 20 test -S /run/moonstack/verifier-control.sock; then ok "verifier.lua starts as shipped"; else
+  not_ok "verifier.lua starts as shipped" "$(cat "$t/verifier.log")"; fi
+check "its control socket directory was created (0700)" 700 "$(stat -c %a /run/moonstack 2>&1)"
+check "its control socket is 0600" 600 "$(stat -c %a /run/moonstack/verifier-control.sock 2>&1)"
+check "the REPL answers" '"running"' "$("$MOONSTACK" repl /run/moonstack/verifier-control.sock -e 'daemon:status().state' 2>&1)"
+check_match "GET /health" '"status":"ok"' "$(curl -sS --max-time 10 http://127.0.0.1:8080/health)"
+kill -TERM "$vpid"; wait "$vpid"
+check "verifier.lua: SIGTERM exits 0" 0 $?
+
+# a control socket whose directory cannot be made: refused, the path and the fix named
+touch "$t/afile"
+sed "s#control = .*#control = '$t/afile/run/verifier.sock',#" "$EX/verifier.lua" >"$t/verifier-bad.lua"
+timeout 20 "$MOONSTACK" verifier -c "$t/verifier-bad.lua" >"$t/verifier-bad.log" 2>&1
+check "an impossible control directory: exit 1" 1 $?
+check_match "names the directory, the socket and the fix" \
+  "cannot create $t/afile/run, the directory of the control socket $t/afile/run/verifier.sock .*install -d -m 0700 $t/afile/run" \
+  "$(cat "$t/verifier-bad.log")"
+sed "s#control = .*#control = '$t/afile/verifier.sock',#" "$EX/verifier.lua" >"$t/verifier-bad2.lua"
+timeout 20 "$MOONSTACK" verifier -c "$t/verifier-bad2.lua" >"$t/verifier-bad2.log" 2>&1
+check "a control socket that cannot be bound: exit 1" 1 $?
+check_match "names the socket" "ENOTDIR: cannot bind the control socket $t/afile/verifier.sock" \
+  "$(cat "$t/verifier-bad2.log")"
+
+# ---- kms.lua: a KMS in a TDX CVM, here without its guest agent ----
+timeout 20 "$MOONSTACK" kms -c "$EX/kms.lua" >"$t/kms.log" 2>&1
+check "kms.lua without a guest agent: exit 1" 1 $?
+check_match "kms.lua names the guest agent socket it lacks" 'guest agent at /var/run/dstack.sock' "$(cat "$t/kms.log")"
+check "kms.lua wrote no key" no "$([ -e /etc/kms/certs ] && echo yes || echo no)"
+
+# ---- kms-dev.lua + agent-dev.lua ----
+dev=$t/dev
+export MOONSTACK_DEV_DIR=$dev
+timeout 20 "$MOONSTACK" kms -c "$EX/kms-dev.lua" >"$t/kms-dev0.log" 2>&1
+check "kms-dev.lua without its platform: exit 1" 1 $?
+check_match "kms-dev.lua names the platform and the fix" \
+  "no simulated platform in $dev/sim .*moonstack sim init $dev/sim" "$(cat "$t/kms-dev0.log")"
+"$MOONSTACK" sim init "$dev/sim" >"$t/sim.log" 2>&1
+check "moonstack sim init" 0 $?
+"$MOONSTACK" kms -c "$EX/kms-dev.lua" >"$t/kms-dev.log" 2>&1 &
+kpid=$!
+defer "kill -KILL $kpid 2>/dev/null"
+if wait_for 20 test -S "$dev/kms.sock"; then ok "kms-dev.lua starts"; else
+  not_ok "kms-dev.lua starts" "$(cat "$t/kms-dev.log")"; fi
+check "kms-dev.lua listens where agent-dev's sys-config says" 8000 \
+  "$("$MOONSTACK" repl "$dev/kms.sock" -e 'kms:port()' 2>&1)"
+"$MOONSTACK" agent -c "$EX/agent-dev.lua" >"$t/agent-dev.log" 2>&1 &
+apid=$!
+defer "kill -KILL $apid 2>/dev/null"
+if wait_for 30 grep -q 'dev-app started with keys from the dev KMS' "$dev/agent/logs/app.log"; then
+  ok "agent-dev.lua boots its app through the dev KMS"
+else
+  not_ok "agent-dev.lua boots its app through the dev KMS" "$(tail -20 "$t/agent-dev.log")"
+fi
+root_spki=$(openssl x509 -in "$dev/kms-keys/root-ca.crt" -pubkey -noout | openssl pkey -pubin -outform DER \
+  | od -An -tx1 | tr -d ' \n')
+check "its key-provider event names the dev KMS root" "{\"name\":\"kms\",\"id\":\"$root_spki\"}" \
+  "$(jq -r 'select(.event=="key-provider") | .payload' "$dev/sim/cvms/dev-app.runtime/runtime_events.log" \
+    2>/dev/null | base64 -d 2>/dev/null)"
+check "its guest API answers" dev-app \
+  "$(curl -sS --max-time 10 --unix-socket "$dev/dstack.sock" http://localhost/Info | jq -r .app_name)"
+check_match "the dev KMS logged the decision" 'GetAppKey decision' "$(cat "$t/kms-dev.log")"
+kill -TERM "$apid"; wait "$apid"
+check "agent-dev.lua: SIGTERM exits 0" 0 $?
+kill -TERM "$kpid"; wait "$kpid"
+check "kms-dev.lua: SIGTERM exits 0" 0 $?
+finish
