@@ -94,14 +94,9 @@ static int l_bcrypt_check(lua_State *L)
 	j->password[len] = '\0'; /* crypt_rn reads a C string */
 	j->password_len = len;
 	memcpy(j->hash, hash, strlen(hash) + 1); /* valid: 60 characters */
-	struct rt_runtime *rt = rt_from_lua(L);
-	j->L = rt_state(rt);
-	lua_pushvalue(L, 3);
-	j->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	j->work.data = j;
-	int rc = uv_queue_work(rt_loop(rt), &j->work, work_cb, after_work_cb);
+	int rc = rt_queue_lua_work(L, &j->work, 3, &j->L, &j->cb_ref, work_cb, after_work_cb);
 	if (rc) {
-		luaL_unref(L, LUA_REGISTRYINDEX, j->cb_ref);
 		job_free(j);
 		return rt_push_uv_fail(L, rc);
 	}

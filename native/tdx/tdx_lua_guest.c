@@ -168,14 +168,9 @@ static int dispatch(lua_State *L, struct job *j, int cb_idx, const char *fn)
 		job_free(j);
 		return luaL_error(L, "tdx.%s: the callback must be a function", fn);
 	}
-	struct rt_runtime *rt = rt_from_lua(L);
-	j->L = rt_state(rt);
-	lua_pushvalue(L, cb_idx);
-	j->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	j->work.data = j;
-	int rc = uv_queue_work(rt_loop(rt), &j->work, work_cb, after_work_cb);
+	int rc = rt_queue_lua_work(L, &j->work, cb_idx, &j->L, &j->cb_ref, work_cb, after_work_cb);
 	if (rc) {
-		luaL_unref(L, LUA_REGISTRYINDEX, j->cb_ref);
 		job_free(j);
 		return rt_push_uv_fail(L, rc);
 	}

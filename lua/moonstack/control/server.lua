@@ -285,6 +285,29 @@ function Server:__tostring()
   return ('control.server: %s%s'):format(self.path, self.closed and ' (closed)' or '')
 end
 
+-- What is at a control socket path: 'absent', 'stale' (a socket nobody serves), or nil, msg,
+-- code (too long, not a socket, served by a live process, or cannot tell).
+local function occupant(path)
+  if #path >= SUN_PATH_MAX then
+    return fail('ENAMETOOLONG', 'socket path is longer than %d bytes: %s', SUN_PATH_MAX - 1,
+      path)
+  end
+  local st = uv.fs_lstat(path)
+  if not st then
+    return 'absent'
+  end
+  if st.type ~= 'socket' then
+    return fail('EEXIST', '%s exists and is not a socket', path)
+  end
+  local state, perr = probe(path)
+  if state == 'live' then
+    return fail('EADDRINUSE', 'a process is already listening on %s', path)
+  elseif not state then
+    return fail('EADDRINUSE', 'cannot tell whether %s is in use: %s', path, perr)
+  end
+  return 'stale'
+end
+
 --- Whether listen(path) can work, without touching anything: the path fits, nothing but a
 --- stale socket is there, and its directory exists or its nearest existing parent is a
 --- directory this process may write. A daemon asks before starting its services, so a
@@ -294,18 +317,10 @@ function M.check(path)
   if type(path) ~= 'string' or path == '' then
     error('control.check: path must be a non-empty string', 2)
   end
-  if #path >= SUN_PATH_MAX then
-    return fail('ENAMETOOLONG', 'socket path is longer than %d bytes: %s', SUN_PATH_MAX - 1,
-      path)
-  end
-  local st = uv.fs_lstat(path)
-  if st then
-    if st.type ~= 'socket' then
-      return fail('EEXIST', '%s exists and is not a socket', path)
-    end
-    if probe(path) == 'live' then
-      return fail('EADDRINUSE', 'a process is already listening on %s', path)
-    end
+  local at, aerr, acode = occupant(path)
+  if not at then
+    return nil, aerr, acode
+  elseif at == 'stale' then
     return true
   end
   local dir = path:match('^(.+)/[^/]+$') or '.'
@@ -355,21 +370,10 @@ function M.listen(path, opts)
     error('control.listen: opts must be a table', 2)
   end
   opts = opts or {}
-  if #path >= SUN_PATH_MAX then
-    return fail('ENAMETOOLONG', 'socket path is longer than %d bytes: %s', SUN_PATH_MAX - 1,
-      path)
-  end
-  local st = uv.fs_lstat(path)
-  if st then
-    if st.type ~= 'socket' then
-      return fail('EEXIST', '%s exists and is not a socket', path)
-    end
-    local state, perr = probe(path)
-    if state == 'live' then
-      return fail('EADDRINUSE', 'a process is already listening on %s', path)
-    elseif not state then
-      return fail('EADDRINUSE', 'cannot tell whether %s is in use: %s', path, perr)
-    end
+  local at, aerr, acode = occupant(path)
+  if not at then
+    return nil, aerr, acode
+  elseif at == 'stale' then
     log.info('removing stale control socket', { path = path })
     local ok, uerr, ucode = uv.fs_unlink(path)
     if not ok and ucode ~= 'ENOENT' then

@@ -53,4 +53,11 @@ int rt_push_fail(lua_State *L, const char *code, const char *fmt, ...)
 /** Push nil, "ENAME: strerror", "ENAME" for a libuv error. Returns 3. */
 int rt_push_uv_fail(lua_State *L, int uverr);
 
+/** Queue `work` (its data set by the caller) on libuv's thread pool with the Lua function at
+ *  stack index @p cb_idx as its completion callback: *@p cb_ref gets a registry reference to
+ *  it and *@p state the runtime's main state, for @p after_cb to call it with. Returns 0, or
+ *  the uv error (the reference released). */
+int rt_queue_lua_work(lua_State *L, uv_work_t *work, int cb_idx, lua_State **state, int *cb_ref,
+		      uv_work_cb work_cb, uv_after_work_cb after_cb);
+
 #endif
