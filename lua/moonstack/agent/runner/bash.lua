@@ -19,27 +19,7 @@ local M = {}
 --- The log service name of the app's main process.
 M.SERVICE = 'app'
 
-local App = {}
-App.__index = App
-
-function App:services()
-  return self.logs:list()
-end
-
---- Call fn(state, info) when the app ends by itself (at once if it already has).
-function App:watch(fn)
-  self.watcher = fn
-  if self.ended then
-    fn(self.ended.state, self.ended.info)
-  end
-end
-
-function App:_ended(state, info)
-  self.ended = { state = state, info = info }
-  if self.watcher then
-    self.watcher(state, info)
-  end
-end
+local App = require('moonstack.agent.runner.app').class()
 
 --- Stop the app's process tree (inside a task).
 function App:stop()

@@ -49,16 +49,8 @@ function M.probe(cfg, env, work_dir)
   return true
 end
 
-local App = {}
-App.__index = App
-
-function App:services()
-  return self.logs:list()
-end
-
-function App:watch(fn)
-  self.watcher = fn -- containers are restarted by Docker's own policy; nothing to report yet
-end
+-- containers are restarted by Docker's own policy: the app does not end by itself (yet)
+local App = require('moonstack.agent.runner.app').class()
 
 function App:_docker(args, timeout_ms)
   local argv = { 'compose', '-f', self.compose_file }
