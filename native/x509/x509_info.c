@@ -38,35 +38,24 @@ struct loader {
 	void (*free)(void *obj);
 };
 
-static void *pem_cert(BIO *b)
-{
-	return PEM_read_bio_X509(b, NULL, NULL, NULL);
-}
+/* The three adapters of an OpenSSL object TYPE for a loader: pem_<name>, d2i_<name>,
+ * free_<name>. */
+#define LOADER_FUNCTIONS(name, TYPE)                               \
+	static void *pem_##name(BIO *b)                            \
+	{                                                          \
+		return PEM_read_bio_##TYPE(b, NULL, NULL, NULL);   \
+	}                                                          \
+	static void *d2i_##name(const unsigned char **p, long len) \
+	{                                                          \
+		return d2i_##TYPE(NULL, p, len);                   \
+	}                                                          \
+	static void free_##name(void *x)                           \
+	{                                                          \
+		TYPE##_free(x);                                    \
+	}
 
-static void *d2i_cert(const unsigned char **p, long len)
-{
-	return d2i_X509(NULL, p, len);
-}
-
-static void free_cert(void *x)
-{
-	X509_free(x);
-}
-
-static void *pem_req(BIO *b)
-{
-	return PEM_read_bio_X509_REQ(b, NULL, NULL, NULL);
-}
-
-static void *d2i_req(const unsigned char **p, long len)
-{
-	return d2i_X509_REQ(NULL, p, len);
-}
-
-static void free_req(void *r)
-{
-	X509_REQ_free(r);
-}
+LOADER_FUNCTIONS(cert, X509)
+LOADER_FUNCTIONS(req, X509_REQ)
 
 static const struct loader cert_loader = { "certificate", pem_cert, d2i_cert, free_cert };
 static const struct loader req_loader = { "certificate request", pem_req, d2i_req, free_req };
