@@ -319,6 +319,20 @@ static int64_t unix_time(const ASN1_TIME *t)
 	return (int64_t)timegm(&tm);
 }
 
+/* The end of x509_cert_info / x509_csr_info: with rc 0 the signature algorithm's name from
+ * `sig_nid`, with rc -1 the half-filled info freed. Returns rc. */
+static int info_done(struct x509_info *info, int sig_nid, int rc)
+{
+	if (rc != 0) {
+		x509_info_free(info);
+		return rc;
+	}
+	snprintf(info->sig_alg, sizeof(info->sig_alg), "%s",
+		 sig_nid != NID_undef ? OBJ_nid2ln(sig_nid) : "unknown");
+	ERR_clear_error();
+	return 0;
+}
+
 int x509_cert_info(X509 *cert, struct x509_info *info, struct x509_error *err)
 {
 	memset(info, 0, sizeof(*info));
@@ -358,14 +372,9 @@ int x509_cert_info(X509 *cert, struct x509_info *info, struct x509_error *err)
 		goto fail;
 	unsigned int n = 0;
 	EVP_Digest(info->der.data, info->der.len, info->fingerprint, &n, EVP_sha256(), NULL);
-	int sig_nid = X509_get_signature_nid(cert);
-	snprintf(info->sig_alg, sizeof(info->sig_alg), "%s",
-		 sig_nid != NID_undef ? OBJ_nid2ln(sig_nid) : "unknown");
-	ERR_clear_error();
-	return 0;
+	return info_done(info, X509_get_signature_nid(cert), 0);
 fail:
-	x509_info_free(info);
-	return -1;
+	return info_done(info, NID_undef, -1);
 }
 
 int x509_csr_info(X509_REQ *req, struct x509_info *info, struct x509_error *err)
@@ -391,14 +400,9 @@ int x509_csr_info(X509_REQ *req, struct x509_info *info, struct x509_error *err)
 	    x509_csr_der(req, &info->der, err) != 0)
 		goto fail;
 	info->signature_ok = x509_csr_signature_ok(req);
-	int sig_nid = X509_REQ_get_signature_nid(req);
-	snprintf(info->sig_alg, sizeof(info->sig_alg), "%s",
-		 sig_nid != NID_undef ? OBJ_nid2ln(sig_nid) : "unknown");
-	ERR_clear_error();
-	return 0;
+	return info_done(info, X509_REQ_get_signature_nid(req), 0);
 fail:
-	x509_info_free(info);
-	return -1;
+	return info_done(info, NID_undef, -1);
 }
 
 void x509_info_free(struct x509_info *info)
