@@ -169,6 +169,13 @@ int rt_push_fail(lua_State *L, const char *code, const char *fmt, ...)
 /** Push nil, "ENAME: strerror", "ENAME" for a libuv error. Returns 3. */
 int rt_push_uv_fail(lua_State *L, int uverr);
 
+/**
+ * `moonstack policy-worker ARGS...` (hidden; @p argv[0] is "policy-worker"): serve one policy
+ * VM over stdin/stdout for a daemon that can kill it (runtime/src/rt_policyvm_worker.c has the
+ * options and the protocol). Runs without the Lua runtime. Returns the exit code.
+ */
+int rt_policy_worker_main(int argc, char **argv);
+
 struct x509_st;
 
 /**
