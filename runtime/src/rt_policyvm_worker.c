@@ -8,6 +8,7 @@
  * Options (the VM limits, rt_policyvm.h): --memory, --instructions, --time-ms, --depth,
  * --items, --string, --bytes (integers), and --parent PID: the worker exits if that process
  * is no longer its parent, and the kernel kills it when the parent dies (PR_SET_PDEATHSIG).
+ * It runs at nice 10, so a policy burning a CPU yields it to the daemon, and dumps no core.
  *
  * Protocol on stdin (requests) and stdout (replies): frames of a u32 payload length (little
  * endian) and the payload; each request gets exactly one reply, in order. A reply is one
@@ -32,6 +33,8 @@
 #include "moonstack/rt.h"
 #include "rt_policyvm.h"
 
+/* The worker's nice value: below the daemon it serves. */
+#define WORKER_NICE 10
 /* Lines a run may print, plus the "(N more lines suppressed)" note. */
 #define WORKER_LINES (RT_PVM_PRINT_LINES + 1)
 
@@ -280,6 +283,9 @@ int rt_policy_worker_main(int argc, char **argv)
 	// A crash is expected here (that is why this process exists): no core files.
 	struct rlimit no_core = { 0, 0 };
 	setrlimit(RLIMIT_CORE, &no_core);
+	// A policy stuck in a C call burns a CPU until the daemon kills it: let the daemon (and
+	// whatever else runs) go first meanwhile.
+	setpriority(PRIO_PROCESS, 0, WORKER_NICE);
 	// The daemon decides when a worker ends: not the terminal's ^C or hangup.
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
