@@ -138,6 +138,10 @@ describe('policy sandbox', function()
       { 'a global with rawset', "rawset(_G, 'x', 1)", 'read%-only table' },
       { 'a library function', 'string.upper = nil', "read%-only table 'string'" },
       { 'a library table with rawset', "rawset(table, 'insert', print)", 'read%-only table' },
+      { 'a global with table.insert', "table.insert(_G, 'x')",
+        'table.insert: attempt to modify a read%-only table' },
+      { 'a library table with table.remove', 'table.remove(string)', 'table.remove: attempt to modify' },
+      { 'a library table with table.sort', 'table.sort(math)', 'table.sort: attempt to modify' },
       { 'the globals metatable', 'setmetatable(_G, {})', 'protected metatable' },
     }
     for _, case in ipairs(cases) do
@@ -146,6 +150,19 @@ describe('policy sandbox', function()
       end))
     end
   end)
+
+  it('shows no heap address through tostring or string.format', in_task(function()
+    local h = host.new({ name = 'sandbox-spec' })
+    assert(h:load_string([[return { name = 'p', version = 1, on_auth = function()
+      local seen = { tostring(print), tostring(pcall), tostring(string), tostring(_G), tostring({}),
+        tostring(function() end), ('%s'):format(table), string.format('%s %s', print, {}) }
+      return { allow = true, reason = table.concat(seen, ' | ') } end }]], '=p'))
+    local d = h:decide('on_auth', {})
+    assert.is_true(d.allow)
+    assert.is_nil(d.reason:find('0x', 1, true), d.reason)
+    assert.matches('^function: builtin | function: builtin | table: #%x+ | table: #%x+', d.reason)
+    h:close()
+  end))
 
   describe('stops runaway code quickly:', function()
     it('an endless loop', in_task(function()
