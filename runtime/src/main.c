@@ -2,7 +2,8 @@
 /*
  * moonstack: entry point. Reads the runtime-wide options, sets up the runtime, hands the
  * command line to the Lua CLI (moonstack.cli), runs the loop until no work is left, and
- * shuts everything down in order. Subcommands live in Lua (lua/moonstack/commands/).
+ * shuts everything down in order. Subcommands live in Lua (lua/moonstack/commands/), except
+ * the hidden `policy-worker` (rt_policyvm_worker.c), which runs without the runtime.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -95,6 +96,9 @@ int main(int argc, char **argv)
 	apply_env(&opts);
 	if (parse_early(&argc, argv, &opts) != 0)
 		return 2;
+	// A policy worker (moonstack.policy.pool) needs no runtime, and starts fast without it.
+	if (argc > 1 && strcmp(argv[1], "policy-worker") == 0)
+		return rt_policy_worker_main(argc - 1, argv + 1);
 	struct rt_runtime *rt = rt_create(&opts);
 	if (!rt)
 		return 70;

@@ -2,7 +2,8 @@
 /*
  * The policy VM (see rt_policyvm.h): the capped allocator, the count hook for the instruction
  * budget and the deadline, and load / info / call. The sandboxed library is in
- * rt_policyvm_sandbox.c, deep copies in rt_policyvm_copy.c.
+ * rt_policyvm_sandbox.c, the wire format values cross in rt_policyvm_wire.c, the worker
+ * process in rt_policyvm_worker.c.
  *
  * Every operation that may allocate in the policy state runs inside lua_cpcall(), so running
  * out of memory there is an ordinary error, never a panic. The other state is only read
@@ -14,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <sys/random.h>
 
 #include <luajit.h>
 
@@ -184,14 +187,8 @@ static int pvm_failed(struct rt_pvm *vm, int st, int hint)
 	return code;
 }
 
-struct rt_pvm *rt_pvm_create(const struct rt_pvm_limits *limits)
+void rt_pvm_limits_defaults(struct rt_pvm_limits *l)
 {
-	struct rt_pvm *vm = calloc(1, sizeof(*vm));
-	if (!vm)
-		return NULL;
-	if (limits)
-		vm->limits = *limits;
-	struct rt_pvm_limits *l = &vm->limits;
 	if (!l->memory_limit)
 		l->memory_limit = RT_PVM_DEFAULT_MEMORY;
 	if (l->memory_limit < RT_PVM_MIN_MEMORY)
@@ -208,7 +205,22 @@ struct rt_pvm *rt_pvm_create(const struct rt_pvm_limits *limits)
 		l->max_items = RT_PVM_DEFAULT_ITEMS;
 	if (!l->max_string)
 		l->max_string = RT_PVM_DEFAULT_STRING;
+	if (!l->max_bytes)
+		l->max_bytes = RT_PVM_DEFAULT_BYTES;
+}
+
+struct rt_pvm *rt_pvm_create(const struct rt_pvm_limits *limits)
+{
+	struct rt_pvm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return NULL;
+	if (limits)
+		vm->limits = *limits;
+	rt_pvm_limits_defaults(&vm->limits);
+	struct rt_pvm_limits *l = &vm->limits;
 	vm->hook_step = l->instruction_limit < PVM_HOOK_STEP ? l->instruction_limit : PVM_HOOK_STEP;
+	if (getrandom(&vm->id_key, sizeof(vm->id_key), GRND_NONBLOCK) != sizeof(vm->id_key))
+		vm->id_key = now_ns() ^ (uint64_t)(uintptr_t)vm;
 
 	vm->P = lua_newstate(pvm_alloc, vm);
 	if (!vm->P) {
@@ -244,6 +256,29 @@ void rt_pvm_set_print(struct rt_pvm *vm, rt_pvm_print_fn fn, void *ud)
 }
 /* ---- load, info, call ---- */
 
+/* A run that returns after its deadline (a long C call between two hooks) fails all the same. */
+static int pvm_overran(struct rt_pvm *vm)
+{
+	uint64_t now = now_ns();
+	if (now <= vm->deadline_ns)
+		return RT_PVM_OK;
+	return set_fail(vm, RT_PVM_ETIMEDOUT,
+			"deadline of %llu ms exceeded (the run took %llu ms, in a library call)",
+			(unsigned long long)vm->limits.time_limit_ms,
+			(unsigned long long)((now - vm->deadline_ns) / 1000000u +
+					     vm->limits.time_limit_ms));
+}
+
+static void clear_reg(lua_State *P, void *key)
+{
+	// Overwriting an existing registry slot does not allocate.
+	lua_settop(P, 0);
+	lua_pushlightuserdata(P, key);
+	lua_pushnil(P);
+	lua_rawset(P, LUA_REGISTRYINDEX);
+	lua_settop(P, 0);
+}
+
 struct load_args {
 	struct rt_pvm *vm;
 	const char *src;
@@ -262,6 +297,8 @@ static int op_load(lua_State *P)
 		return lua_error(P);
 	}
 	luaJIT_setmode(P, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
+	// The run's clock starts now: compiling (at most a source's size) is not policy code.
+	a->vm->deadline_ns = now_ns() + a->vm->limits.time_limit_ms * 1000000u;
 	rt_pvm_push_reg(P, &rt_pvm_key_env);
 	lua_setfenv(P, -2);
 	lua_call(P, 0, 1);
@@ -291,7 +328,10 @@ int rt_pvm_load(struct rt_pvm *vm, const char *src, size_t len, const char *chun
 		return pvm_failed(vm, st, a.hint);
 	vm->loaded = true;
 	lua_settop(vm->P, 0);
-	return RT_PVM_OK;
+	int rc = pvm_overran(vm);
+	if (rc != RT_PVM_OK)
+		rt_pvm_unload(vm);
+	return rc;
 }
 
 bool rt_pvm_loaded(const struct rt_pvm *vm)
@@ -301,15 +341,10 @@ bool rt_pvm_loaded(const struct rt_pvm *vm)
 
 void rt_pvm_unload(struct rt_pvm *vm)
 {
-	lua_State *P = vm->P;
-	lua_settop(P, 0);
-	// Overwriting an existing registry slot does not allocate.
-	lua_pushlightuserdata(P, &key_policy);
-	lua_pushnil(P);
-	lua_rawset(P, LUA_REGISTRYINDEX);
+	clear_reg(vm->P, &key_policy);
 	vm->loaded = false;
-	lua_cpcall(P, op_collect, NULL);
-	lua_settop(P, 0);
+	lua_cpcall(vm->P, op_collect, NULL);
+	lua_settop(vm->P, 0);
 }
 
 static int op_reserve(lua_State *P)
@@ -319,53 +354,95 @@ static int op_reserve(lua_State *P)
 	return 0;
 }
 
-int rt_pvm_push_info(struct rt_pvm *vm, lua_State *to)
+/* Encode the entries of the policy table (at 1 of e->L): the non-function ones when
+ * @p hooks is false, the names of the function-valued ones (as name = true) otherwise. */
+static int info_entries(struct rt_pvm_enc *e, bool hooks)
+{
+	lua_State *P = e->L;
+
+	rt_pvm_wire_byte(e->out, RT_PVM_WIRE_OPEN);
+	lua_pushnil(P);
+	while (lua_next(P, 1)) { // P: [policy, key, value]
+		if (lua_type(P, -1) != LUA_TFUNCTION) {
+			if (!hooks && rt_pvm_enc_pair(e, 1) != 0)
+				return -1;
+		} else if (lua_type(P, -2) != LUA_TSTRING) {
+			rt_pvm_path_push(e, 2);
+			return rt_pvm_enc_fail(e, "a function at a non-string key");
+		} else if (hooks) {
+			size_t len;
+			const char *name = lua_tolstring(P, -2, &len);
+			if (++e->items > e->lim->max_items)
+				return rt_pvm_enc_fail(e, "more than %zu table entries",
+						       e->lim->max_items);
+			if (len > 255)
+				return rt_pvm_enc_fail(e, "a hook name longer than 255 bytes");
+			rt_pvm_wire_string(e->out, name, len);
+			rt_pvm_wire_byte(e->out, RT_PVM_WIRE_TRUE);
+		}
+		lua_pop(P, 1);
+	}
+	rt_pvm_wire_byte(e->out, RT_PVM_WIRE_CLOSE);
+	return 0;
+}
+
+int rt_pvm_info_wire(struct rt_pvm *vm, struct rt_pvm_buf *out)
 {
 	lua_State *P = vm->P;
-	struct rt_pvm_copy c;
+	struct rt_pvm_wire_limits lim;
+	struct rt_pvm_enc e;
+	size_t before = out->len;
 
 	vm->err[0] = '\0';
 	if (!vm->loaded)
 		return set_fail(vm, RT_PVM_ENOENT, "no policy is loaded");
-	luaL_checkstack(to, PVM_STACK_NEED(vm->limits.max_depth), "policy copy");
 	lua_settop(P, 0);
 	if (lua_cpcall(P, op_reserve, vm) != 0) {
 		lua_settop(P, 0);
 		return set_fail(vm, RT_PVM_ENOMEM, "out of memory");
 	}
-	int top = lua_gettop(to);
+	rt_pvm_wire_limits_of(&vm->limits, &lim);
 	rt_pvm_push_reg(P, &key_policy); // P: [policy]
-	rt_pvm_copy_init(&c, vm, P, to, "policy");
-	c.ancestors[0] = lua_topointer(P, 1);
-	lua_createtable(to, 0, 2); // to: [info]
-	lua_newtable(to);	   // to: [info, fields]
-	lua_newtable(to);	   // to: [info, fields, hooks]
-	lua_pushnil(P);
-	while (lua_next(P, 1)) { // P: [policy, key, value]
-		if (lua_type(P, -1) == LUA_TFUNCTION) {
-			if (lua_type(P, -2) != LUA_TSTRING) {
-				rt_pvm_path_push(&c, 2);
-				rt_pvm_copy_fail(&c, "a function at a non-string key");
-				goto fail;
-			}
-			size_t len;
-			const char *name = lua_tolstring(P, -2, &len);
-			lua_pushlstring(to, name, len);
-			lua_pushboolean(to, 1);
-			lua_rawset(to, top + 3);
-		} else if (rt_pvm_copy_pair(&c, top + 2, 1) != 0) {
-			goto fail;
-		}
-		lua_pop(P, 1);
+	rt_pvm_enc_init(&e, P, &lim, out, "policy");
+	e.ancestors[0] = lua_topointer(P, 1);
+	rt_pvm_wire_byte(out, RT_PVM_WIRE_OPEN);
+	rt_pvm_wire_string(out, "fields", 6);
+	int rc = info_entries(&e, false);
+	if (rc == 0) {
+		rt_pvm_wire_string(out, "hooks", 5);
+		rc = info_entries(&e, true);
 	}
-	lua_setfield(to, top + 1, "hooks");
-	lua_setfield(to, top + 1, "fields");
+	rt_pvm_wire_byte(out, RT_PVM_WIRE_CLOSE);
 	lua_settop(P, 0);
+	if (rc == 0 && out->oom)
+		rc = rt_pvm_enc_fail(&e, "out of memory");
+	if (rc != 0) {
+		out->len = before;
+		return set_fail(vm, RT_PVM_EINVAL, "%s", e.err);
+	}
 	return RT_PVM_OK;
-fail:
-	lua_settop(P, 0);
-	lua_settop(to, top);
-	return set_fail(vm, RT_PVM_EINVAL, "%s", c.err);
+}
+
+int rt_pvm_push_info(struct rt_pvm *vm, lua_State *to)
+{
+	struct rt_pvm_buf buf = { 0 };
+	struct rt_pvm_wire_limits lim;
+	char err[256];
+
+	int st = rt_pvm_info_wire(vm, &buf);
+	if (st == RT_PVM_OK) {
+		// { fields = { entries }, hooks = { names } }: one more level, two more entries and
+		// their names
+		rt_pvm_wire_limits_of(&vm->limits, &lim);
+		lim.max_depth += 1;
+		lim.max_items += 2;
+		if (lim.max_string < 255)
+			lim.max_string = 255;
+		if (rt_pvm_decode(to, buf.data, buf.len, &lim, err, sizeof(err)) != 0)
+			st = set_fail(vm, RT_PVM_EINVAL, "%s", err);
+	}
+	rt_pvm_buf_free(&buf);
+	return st;
 }
 
 bool rt_pvm_has_hook(struct rt_pvm *vm, const char *hook)
@@ -392,15 +469,16 @@ bool rt_pvm_has_hook(struct rt_pvm *vm, const char *hook)
 struct call_args {
 	struct rt_pvm *vm;
 	const char *hook;
-	lua_State *from;
-	int idx;
+	const char *in;
+	size_t inlen;
 	int hint;
+	char err[256];
 };
 
 static int op_call(lua_State *P)
 {
 	struct call_args *a = lua_touserdata(P, 1);
-	struct rt_pvm_copy c;
+	struct rt_pvm_wire_limits lim;
 
 	lua_settop(P, 0);
 	rt_pvm_push_reg(P, &key_policy);
@@ -410,11 +488,16 @@ static int op_call(lua_State *P)
 		a->hint = RT_PVM_ENOENT;
 		return luaL_error(P, "the policy has no hook '%s'", a->hook);
 	}
-	if (a->idx) {
-		rt_pvm_copy_init(&c, a->vm, a->from, P, "input");
-		if (rt_pvm_copy_value(&c, a->idx, 0) != 0) {
+	if (a->in && a->inlen) {
+		rt_pvm_wire_limits_of(&a->vm->limits, &lim);
+		int bad = rt_pvm_decode(P, a->in, a->inlen, &lim, a->err, sizeof(a->err));
+		if (bad == 0 && !lua_istable(P, -1)) {
+			snprintf(a->err, sizeof(a->err), "input: not a table");
+			bad = -1;
+		}
+		if (bad != 0) {
 			a->hint = RT_PVM_EINVAL;
-			lua_pushstring(P, c.err);
+			lua_pushstring(P, a->err);
 			return lua_error(P);
 		}
 	} else {
@@ -433,43 +516,64 @@ static int op_call(lua_State *P)
 	return 0;
 }
 
-int rt_pvm_call(struct rt_pvm *vm, const char *hook, lua_State *from, int idx, lua_State *to)
+int rt_pvm_call_wire(struct rt_pvm *vm, const char *hook, const char *in, size_t inlen,
+		     struct rt_pvm_buf *out)
 {
 	lua_State *P = vm->P;
-	struct call_args a = { vm, hook, from, idx, RT_PVM_EPOLICY };
-	struct rt_pvm_copy c;
+	struct call_args a = { vm, hook, in, inlen, RT_PVM_EPOLICY, "" };
+	struct rt_pvm_wire_limits lim;
+	char err[400];
 
 	vm->err[0] = '\0';
 	if (!vm->loaded)
 		return set_fail(vm, RT_PVM_ENOENT, "no policy is loaded");
-	if (idx < 0 && idx > LUA_REGISTRYINDEX)
-		a.idx = lua_gettop(from) + idx + 1;
-	int ftop = lua_gettop(from);
-	luaL_checkstack(from, PVM_STACK_NEED(vm->limits.max_depth), "policy copy");
-	luaL_checkstack(to, PVM_STACK_NEED(vm->limits.max_depth), "policy copy");
-
 	pvm_arm(vm);
 	int st = lua_cpcall(P, op_call, &a);
 	pvm_disarm(vm);
-	lua_settop(from, ftop);
 	if (st != 0)
 		return pvm_failed(vm, st, a.hint);
 
-	int top = lua_gettop(to);
-	lua_settop(P, 0);
-	rt_pvm_push_reg(P, &key_result);
-	rt_pvm_copy_init(&c, vm, P, to, "result");
-	int rc = rt_pvm_copy_value(&c, 1, 0);
-	lua_settop(P, 0);
-	lua_pushlightuserdata(P, &key_result);
-	lua_pushnil(P);
-	lua_rawset(P, LUA_REGISTRYINDEX);
-	lua_settop(P, 0);
-	if (rc != 0) {
-		lua_settop(to, top);
-		return set_fail(vm, RT_PVM_EINVAL, "%s", c.err);
+	int rc = pvm_overran(vm);
+	if (rc == RT_PVM_OK) {
+		size_t before = out->len;
+		lua_settop(P, 0);
+		rt_pvm_push_reg(P, &key_result);
+		rt_pvm_wire_limits_of(&vm->limits, &lim);
+		if (rt_pvm_encode(P, 1, &lim, "result", out, err, sizeof(err)) != 0) {
+			out->len = before;
+			rc = set_fail(vm, RT_PVM_EINVAL, "%s", err);
+		}
 	}
-	return RT_PVM_OK;
+	clear_reg(P, &key_result);
+	return rc;
+}
+
+int rt_pvm_call(struct rt_pvm *vm, const char *hook, lua_State *from, int idx, lua_State *to)
+{
+	struct rt_pvm_buf in = { 0 }, out = { 0 };
+	struct rt_pvm_wire_limits lim;
+	char err[400];
+
+	vm->err[0] = '\0';
+	if (!vm->loaded)
+		return set_fail(vm, RT_PVM_ENOENT, "no policy is loaded");
+	rt_pvm_wire_limits_of(&vm->limits, &lim);
+	if (idx && rt_pvm_encode(from, idx, &lim, "input", &in, err, sizeof(err)) != 0) {
+		rt_pvm_buf_free(&in);
+		return set_fail(vm, RT_PVM_EINVAL, "%s", err);
+	}
+	int st = rt_pvm_call_wire(vm, hook, in.data, in.len, &out);
+	rt_pvm_buf_free(&in);
+	if (st == RT_PVM_OK && rt_pvm_decode(to, out.data, out.len, &lim, err, sizeof(err)) != 0)
+		st = set_fail(vm, RT_PVM_EINVAL, "%s", err);
+	rt_pvm_buf_free(&out);
+	return st;
+}
+
+size_t rt_pvm_frame_max(const struct rt_pvm_limits *l)
+{
+	size_t big = l->max_bytes > RT_PVM_MAX_SOURCE ? l->max_bytes : RT_PVM_MAX_SOURCE;
+	return big + (64u << 10);
 }
 
 const char *rt_pvm_error(const struct rt_pvm *vm)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The policy VM's private layout and the entry points its three files share. */
+/* The policy VM's private layout and the entry points its files share. */
 #ifndef MOONSTACK_RT_POLICYVM_INTERNAL_H
 #define MOONSTACK_RT_POLICYVM_INTERNAL_H
 
@@ -19,6 +19,7 @@ struct rt_pvm {
 	bool running;
 	int tripped; /* RT_PVM_ETIMEDOUT or RT_PVM_ENOMEM once a run is over its limits */
 	uint64_t steps, hook_step, deadline_ns;
+	uint64_t id_key; /* secret that tostring() mixes into object identities */
 	unsigned prints, suppressed;
 	rt_pvm_print_fn print_fn;
 	void *print_ud;
@@ -26,10 +27,12 @@ struct rt_pvm {
 	char err[512];
 };
 
-/* A deep copy in progress, from one state to the other. */
-struct rt_pvm_copy {
-	struct rt_pvm *vm;
-	lua_State *from, *to;
+/* An encoding in progress (rt_policyvm_wire.c): a plain value of L into the wire format. */
+struct rt_pvm_enc {
+	lua_State *L;
+	const struct rt_pvm_wire_limits *lim;
+	struct rt_pvm_buf *out;
+	size_t base; /* out->len when the encoding started: max_bytes counts from here */
 	size_t items;
 	const void *ancestors[RT_PVM_MAX_DEPTH];
 	size_t pathlen;
@@ -58,23 +61,22 @@ void rt_pvm_emit(struct rt_pvm *vm, const char *line, size_t len);
 /* lua_CFunction run under lua_cpcall: open the sandboxed libraries and the read-only globals. */
 int rt_pvm_open_sandbox(lua_State *P);
 
-/* Start a copy from @p from to @p to; @p root names the value in messages ("input"). */
-void rt_pvm_copy_init(struct rt_pvm_copy *c, struct rt_pvm *vm, lua_State *from, lua_State *to,
-		      const char *root);
+/* Start an encoding of values of @p L into @p out; @p root names the value in messages. */
+void rt_pvm_enc_init(struct rt_pvm_enc *e, lua_State *L, const struct rt_pvm_wire_limits *lim,
+		     struct rt_pvm_buf *out, const char *root);
 
-/* Push on c->to a copy of the value at @p idx (absolute) of c->from, at nesting @p depth.
- * Returns 0 or -1 (c->err says why; both stacks may hold partial work to discard). */
-int rt_pvm_copy_value(struct rt_pvm_copy *c, int idx, int depth);
+/* Encode the value at @p idx of e->L, at nesting @p depth. Returns 0 or -1 (e->err says why;
+ * the stack of e->L may hold partial work to discard, and out a partial encoding). */
+int rt_pvm_enc_value(struct rt_pvm_enc *e, int idx, int depth);
 
-/* Copy the key/value pair on top of c->from into the table at @p t of c->to; values are at
- * nesting @p depth. Returns 0 or -1. */
-int rt_pvm_copy_pair(struct rt_pvm_copy *c, int t, int depth);
+/* Encode the key/value pair on top of e->L (key at -2); values are at nesting @p depth. */
+int rt_pvm_enc_pair(struct rt_pvm_enc *e, int depth);
 
-/* Record a copy failure at the current path; returns -1. */
-int rt_pvm_copy_fail(struct rt_pvm_copy *c, const char *fmt, ...)
+/* Record an encoding failure at the current path; returns -1. */
+int rt_pvm_enc_fail(struct rt_pvm_enc *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* Append the key at @p k (in c->from) to the path; returns the length to restore. */
-size_t rt_pvm_path_push(struct rt_pvm_copy *c, int k);
+/* Append the key at @p k (in e->L) to the path; returns the length to restore. */
+size_t rt_pvm_path_push(struct rt_pvm_enc *e, int k);
 
 #endif

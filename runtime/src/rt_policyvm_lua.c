@@ -11,6 +11,13 @@
  *   vm:close()  -- idempotent; __gc does it too
  *   pvm.open_count() -- VMs open in the process (leak checks)
  *
+ * and the frames of the policy worker protocol (rt_policyvm_worker.c), for moonstack.policy.pool:
+ *   pvm.request_load(source, chunkname)       -> frame bytes (length prefix included)
+ *   pvm.request_call(hook, input [, limits])  -> frame bytes | nil, msg, 'EINVAL'
+ *   pvm.decode_reply(payload [, limits])      -> reply table | nil, msg, 'EPROTO'
+ *   pvm.frame_max([limits])                   -> largest payload either side accepts
+ * (limits: the options of new(); the input is encoded within them).
+ *
  * Failures return nil, "CODE: message", CODE with CODE one of EPOLICY, ETIMEDOUT, ENOMEM,
  * EINVAL, ENOENT. Misuse (wrong types, bad options, a closed VM, loading twice) raises.
  */
@@ -84,51 +91,61 @@ static const struct opt_spec opt_specs[] = {
 	{ "max_depth", 1, RT_PVM_MAX_DEPTH },
 	{ "max_items", 1, 1e9 },
 	{ "max_string", 1, 1024.0 * 1024 * 1024 },
+	{ "max_bytes", 1, 1024.0 * 1024 * 1024 },
 	{ NULL, 0, 0 },
 };
 
-/* Read option @p spec from the table at index 1, or 0 when absent; raises when invalid. */
-static double get_opt(lua_State *L, const struct opt_spec *spec)
+/* Read option @p spec from the table at @p idx, or 0 when absent; raises when invalid. */
+static double get_opt(lua_State *L, int idx, const struct opt_spec *spec, const char *fn)
 {
-	lua_getfield(L, 1, spec->name);
+	lua_getfield(L, idx, spec->name);
 	if (lua_isnil(L, -1)) {
 		lua_pop(L, 1);
 		return 0;
 	}
 	double v = lua_tonumber(L, -1);
 	if (lua_type(L, -1) != LUA_TNUMBER || v != floor(v) || v < spec->min || v > spec->max)
-		luaL_error(L, "policyvm.new: option '%s' must be an integer in [%.0f, %.0f]",
-			   spec->name, spec->min, spec->max);
+		luaL_error(L, "%s: option '%s' must be an integer in [%.0f, %.0f]", fn, spec->name,
+			   spec->min, spec->max);
 	lua_pop(L, 1);
 	return v;
+}
+
+/* Read the limits table at @p idx (none or nil: all defaults) into @p limits; raises on an
+ * unknown or invalid option. */
+static void read_limits(lua_State *L, int idx, struct rt_pvm_limits *limits, const char *fn)
+{
+	memset(limits, 0, sizeof(*limits));
+	if (lua_isnoneornil(L, idx))
+		return;
+	luaL_checktype(L, idx, LUA_TTABLE);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		bool known = false;
+		for (const struct opt_spec *s = opt_specs; s->name && !known; s++)
+			known = lua_type(L, -2) == LUA_TSTRING &&
+				strcmp(lua_tostring(L, -2), s->name) == 0;
+		if (!known)
+			luaL_error(L, "%s: unknown option '%s'", fn,
+				   lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+								  : luaL_typename(L, -2));
+		lua_pop(L, 1);
+	}
+	limits->memory_limit = (size_t)get_opt(L, idx, &opt_specs[0], fn);
+	limits->instruction_limit = (uint64_t)get_opt(L, idx, &opt_specs[1], fn);
+	limits->time_limit_ms = (uint64_t)get_opt(L, idx, &opt_specs[2], fn);
+	limits->max_depth = (int)get_opt(L, idx, &opt_specs[3], fn);
+	limits->max_items = (size_t)get_opt(L, idx, &opt_specs[4], fn);
+	limits->max_string = (size_t)get_opt(L, idx, &opt_specs[5], fn);
+	limits->max_bytes = (size_t)get_opt(L, idx, &opt_specs[6], fn);
 }
 
 /* new([opts]) -> vm | nil, "ENOMEM: ...", "ENOMEM" */
 static int l_new(lua_State *L)
 {
-	struct rt_pvm_limits limits = { 0 };
+	struct rt_pvm_limits limits;
 
-	if (!lua_isnoneornil(L, 1)) {
-		luaL_checktype(L, 1, LUA_TTABLE);
-		lua_pushnil(L);
-		while (lua_next(L, 1)) {
-			bool known = false;
-			for (const struct opt_spec *s = opt_specs; s->name && !known; s++)
-				known = lua_type(L, -2) == LUA_TSTRING &&
-					strcmp(lua_tostring(L, -2), s->name) == 0;
-			if (!known)
-				luaL_error(L, "policyvm.new: unknown option '%s'",
-					   lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
-									  : luaL_typename(L, -2));
-			lua_pop(L, 1);
-		}
-		limits.memory_limit = (size_t)get_opt(L, &opt_specs[0]);
-		limits.instruction_limit = (uint64_t)get_opt(L, &opt_specs[1]);
-		limits.time_limit_ms = (uint64_t)get_opt(L, &opt_specs[2]);
-		limits.max_depth = (int)get_opt(L, &opt_specs[3]);
-		limits.max_items = (size_t)get_opt(L, &opt_specs[4]);
-		limits.max_string = (size_t)get_opt(L, &opt_specs[5]);
-	}
+	read_limits(L, 1, &limits, "policyvm.new");
 	// The userdata exists before the VM does, so nothing leaks if anything raises.
 	struct l_vm *v = lua_newuserdata(L, sizeof(*v));
 	memset(v, 0, sizeof(*v));
@@ -225,7 +242,7 @@ static int l_memory(lua_State *L)
 
 static void push_limits(lua_State *L, const struct rt_pvm_limits *l)
 {
-	lua_createtable(L, 0, 6);
+	lua_createtable(L, 0, 7);
 	lua_pushnumber(L, (lua_Number)l->memory_limit);
 	lua_setfield(L, -2, "memory_limit");
 	lua_pushnumber(L, (lua_Number)l->instruction_limit);
@@ -238,6 +255,8 @@ static void push_limits(lua_State *L, const struct rt_pvm_limits *l)
 	lua_setfield(L, -2, "max_items");
 	lua_pushnumber(L, (lua_Number)l->max_string);
 	lua_setfield(L, -2, "max_string");
+	lua_pushnumber(L, (lua_Number)l->max_bytes);
+	lua_setfield(L, -2, "max_bytes");
 }
 
 /* vm:limits() -> { memory_limit, instruction_limit, time_limit_ms, max_depth, ... } */
@@ -274,6 +293,112 @@ static int l_tostring(lua_State *L)
 		lua_pushfstring(L, "%s (%s, %d KiB): %p", VM_CLASS,
 				rt_pvm_loaded(v->vm) ? "loaded" : "empty",
 				(int)(rt_pvm_memory(v->vm) / 1024), (void *)v);
+	return 1;
+}
+
+/* Turn @p b (which starts with a u32 placeholder) into a frame and push it; frees @p b. */
+static int push_frame(lua_State *L, struct rt_pvm_buf *b)
+{
+	if (b->oom) {
+		rt_pvm_buf_free(b);
+		return luaL_error(L, "policyvm: out of memory");
+	}
+	rt_pvm_put_le32(b->data, (uint32_t)(b->len - 4));
+	lua_pushlstring(L, b->data, b->len);
+	rt_pvm_buf_free(b);
+	return 1;
+}
+
+/* request_load(source, chunkname) -> frame */
+static int l_request_load(lua_State *L)
+{
+	size_t srclen, namelen;
+	const char *src = luaL_checklstring(L, 1, &srclen);
+	const char *name = luaL_checklstring(L, 2, &namelen);
+	struct rt_pvm_buf b = { 0 };
+	uint32_t len = 0;
+	uint16_t n16 = (uint16_t)namelen;
+
+	if (srclen > RT_PVM_MAX_SOURCE)
+		return luaL_argerror(L, 1, "policyvm.request_load: source larger than 1 MiB");
+	if (namelen > 255)
+		return luaL_argerror(L, 2, "policyvm.request_load: chunk name longer than 255");
+	rt_pvm_buf_put(&b, &len, sizeof(len));
+	rt_pvm_wire_byte(&b, RT_PVM_OP_LOAD);
+	rt_pvm_buf_put(&b, &n16, sizeof(n16));
+	rt_pvm_buf_put(&b, name, namelen);
+	rt_pvm_buf_put(&b, src, srclen);
+	return push_frame(L, &b);
+}
+
+/* request_call(hook, input [, limits]) -> frame | nil, msg, 'EINVAL' */
+static int l_request_call(lua_State *L)
+{
+	size_t hooklen;
+	const char *hook = luaL_checklstring(L, 1, &hooklen);
+	struct rt_pvm_limits limits;
+	struct rt_pvm_wire_limits lim;
+	struct rt_pvm_buf b = { 0 };
+	uint32_t len = 0;
+	unsigned char h8 = (unsigned char)hooklen;
+	char err[400];
+
+	if (hooklen == 0 || hooklen > 255)
+		return luaL_argerror(L, 1, "policyvm.request_call: hook name of 1 to 255 bytes");
+	luaL_checktype(L, 2, LUA_TTABLE);
+	read_limits(L, 3, &limits, "policyvm.request_call");
+	rt_pvm_limits_defaults(&limits);
+	rt_pvm_wire_limits_of(&limits, &lim);
+	rt_pvm_buf_put(&b, &len, sizeof(len));
+	rt_pvm_wire_byte(&b, RT_PVM_OP_CALL);
+	rt_pvm_buf_put(&b, &h8, 1);
+	rt_pvm_buf_put(&b, hook, hooklen);
+	if (rt_pvm_encode(L, 2, &lim, "input", &b, err, sizeof(err)) != 0) {
+		rt_pvm_buf_free(&b);
+		return rt_push_fail(L, "EINVAL", "%s", err);
+	}
+	return push_frame(L, &b);
+}
+
+/* The limits of a worker's reply: { ok, code, error, info = { fields, hooks } or result,
+ * output = { lines } } around values within @p limits. */
+static void reply_limits(const struct rt_pvm_limits *limits, struct rt_pvm_wire_limits *lim)
+{
+	rt_pvm_wire_limits_of(limits, lim);
+	lim->max_depth += 2;
+	lim->max_items += 2 + 64;
+	if (lim->max_string < 4096)
+		lim->max_string = 4096;
+	lim->max_bytes = rt_pvm_frame_max(limits);
+}
+
+/* decode_reply(payload [, limits]) -> table | nil, msg, 'EPROTO' */
+static int l_decode_reply(lua_State *L)
+{
+	size_t len;
+	const char *data = luaL_checklstring(L, 1, &len);
+	struct rt_pvm_limits limits;
+	struct rt_pvm_wire_limits lim;
+	char err[256];
+
+	read_limits(L, 2, &limits, "policyvm.decode_reply");
+	rt_pvm_limits_defaults(&limits);
+	reply_limits(&limits, &lim);
+	if (rt_pvm_decode(L, data, len, &lim, err, sizeof(err)) != 0)
+		return rt_push_fail(L, "EPROTO", "%s", err);
+	if (!lua_istable(L, -1))
+		return rt_push_fail(L, "EPROTO", "malformed policy data: the reply is not a table");
+	return 1;
+}
+
+/* frame_max([limits]) -> bytes */
+static int l_frame_max(lua_State *L)
+{
+	struct rt_pvm_limits limits;
+
+	read_limits(L, 1, &limits, "policyvm.frame_max");
+	rt_pvm_limits_defaults(&limits);
+	lua_pushnumber(L, (lua_Number)rt_pvm_frame_max(&limits));
 	return 1;
 }
 
@@ -319,6 +444,10 @@ static const luaL_Reg functions[] = {
 	{ "new", l_new },
 	{ "sha256", l_sha256 },
 	{ "open_count", l_open_count },
+	{ "request_load", l_request_load },
+	{ "request_call", l_request_call },
+	{ "decode_reply", l_decode_reply },
+	{ "frame_max", l_frame_max },
 	{ NULL, NULL },
 };
 
@@ -331,6 +460,7 @@ int luaopen_moonstack_native_policyvm(lua_State *L)
 		.max_depth = RT_PVM_DEFAULT_DEPTH,
 		.max_items = RT_PVM_DEFAULT_ITEMS,
 		.max_string = RT_PVM_DEFAULT_STRING,
+		.max_bytes = RT_PVM_DEFAULT_BYTES,
 	};
 
 	rt_newclass(L, VM_CLASS, vm_methods, vm_meta);

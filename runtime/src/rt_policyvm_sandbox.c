@@ -3,8 +3,11 @@
  * The policy VM's library: base (without load*, dofile, require, get/setfenv, collectgarbage,
  * newproxy, coroutine), string (without dump), table and math; print() sent to the VM's sink;
  * pcall/xpcall that cannot catch a blown budget or memory cap; read-only proxies for the
- * globals and the shared library tables; the JIT engine off.
+ * globals and the shared library tables, which rawset and the raw writers of the table library
+ * (insert, remove, sort) refuse; tostring and string.format that show no heap address; the JIT
+ * engine off.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -101,6 +104,88 @@ static int l_rawset(lua_State *P)
 	return 1;
 }
 
+/* table.insert, table.remove and table.sort (upvalue 1; upvalue 2 names it) write raw, past a
+ * proxy's __newindex: refuse the read-only proxies, then call the real function. */
+static int l_table_writer(lua_State *P)
+{
+	if (lua_type(P, 1) == LUA_TTABLE && is_readonly(P, 1))
+		return luaL_error(P, "%s: attempt to modify a read-only table",
+				  lua_tostring(P, lua_upvalueindex(2)));
+	lua_pushvalue(P, lua_upvalueindex(1));
+	lua_insert(P, 1);
+	lua_call(P, lua_gettop(P) - 1, LUA_MULTRET);
+	return lua_gettop(P);
+}
+
+/* A 64-bit mix (splitmix64's finaliser). */
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9u;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebu;
+	return x ^ (x >> 31);
+}
+
+/* tostring(v) without heap addresses: __tostring if any, the usual text of nil, booleans,
+ * numbers and strings, "function: builtin" for C functions, and for any other value its type
+ * and an identity keyed by the VM's secret (equal for the same object, not an address). */
+static int l_tostring(lua_State *P)
+{
+	char text[64];
+
+	luaL_checkany(P, 1);
+	if (luaL_callmeta(P, 1, "__tostring")) {
+		if (!lua_isstring(P, -1))
+			return luaL_error(P, "'__tostring' must return a string");
+		return 1;
+	}
+	switch (lua_type(P, 1)) {
+	case LUA_TNIL:
+		lua_pushliteral(P, "nil");
+		return 1;
+	case LUA_TBOOLEAN:
+		lua_pushstring(P, lua_toboolean(P, 1) ? "true" : "false");
+		return 1;
+	case LUA_TNUMBER:
+	case LUA_TSTRING:
+		lua_pushvalue(P, 1);
+		lua_tolstring(P, -1, NULL);
+		return 1;
+	default:
+		break;
+	}
+	if (lua_iscfunction(P, 1)) {
+		lua_pushliteral(P, "function: builtin");
+		return 1;
+	}
+	uint64_t id = mix64((uint64_t)(uintptr_t)lua_topointer(P, 1) ^ rt_pvm_of(P)->id_key);
+	snprintf(text, sizeof(text), "%s: #%012llx", luaL_typename(P, 1),
+		 (unsigned long long)(id >> 16));
+	lua_pushstring(P, text);
+	return 1;
+}
+
+/* string.format (upvalue 1) with the sandbox's tostring applied to arguments that are not
+ * numbers or strings, so %s shows no heap address either. */
+static int l_format(lua_State *P)
+{
+	int n = lua_gettop(P);
+	for (int i = 2; i <= n; i++) {
+		int t = lua_type(P, i);
+		if (t == LUA_TNUMBER || t == LUA_TSTRING)
+			continue;
+		lua_pushcfunction(P, l_tostring);
+		lua_pushvalue(P, i);
+		lua_call(P, 1, 1);
+		lua_replace(P, i);
+	}
+	lua_pushvalue(P, lua_upvalueindex(1));
+	lua_insert(P, 1);
+	lua_call(P, n, 1);
+	return 1;
+}
+
 /* __newindex of a read-only proxy; upvalue 1 is the table's name ("_G" for the globals). */
 static int l_readonly_newindex(lua_State *P)
 {
@@ -178,9 +263,25 @@ int rt_pvm_open_sandbox(lua_State *P)
 	lua_setfield(P, -2, "dump");
 	lua_pop(P, 1);
 
-	lua_getglobal(P, "tostring");
+	lua_pushcfunction(P, l_tostring);
+	lua_pushvalue(P, -1);
+	lua_setglobal(P, "tostring");
 	lua_pushcclosure(P, l_print, 1);
 	lua_setglobal(P, "print");
+	// Wrapped in the real library tables: the string metatable's __index is the real one.
+	lua_getglobal(P, LUA_STRLIBNAME);
+	lua_getfield(P, -1, "format");
+	lua_pushcclosure(P, l_format, 1);
+	lua_setfield(P, -2, "format");
+	lua_getglobal(P, LUA_TABLIBNAME);
+	static const char *const writers[] = { "insert", "remove", "sort", NULL };
+	for (const char *const *w = writers; *w; w++) {
+		lua_getfield(P, -1, *w);
+		lua_pushfstring(P, "table.%s", *w);
+		lua_pushcclosure(P, l_table_writer, 2);
+		lua_setfield(P, -2, *w);
+	}
+	lua_settop(P, 0);
 	lua_pushcfunction(P, l_pcall);
 	lua_setglobal(P, "pcall");
 	lua_pushcfunction(P, l_xpcall);

@@ -40,6 +40,13 @@ local KMS_HOOK = [[
     return { allow = b.mrAggregated == ']] .. ('0a'):rep(32) .. [[', reason = 'kms at ' .. type(b.now) }
   end,]]
 
+-- The backend waits on its policy workers: create it inside a task.
+local function new_backend(cfg)
+  return loop.run_task(function()
+    return auth.new(cfg)
+  end, 10000)
+end
+
 local function decide(backend, scope, info)
   return loop.run_task(function()
     if scope == 'kms' then
@@ -63,7 +70,7 @@ describe('kms auth policy', function()
 
   it('decides for apps and KMS instances with the policy hooks', function()
     assert(fs.write_atomic(path, policy('v1', A, KMS_HOOK)))
-    local b = assert(auth.new({ kind = 'policy', path = path, watch = false }))
+    local b = assert(new_backend({ kind = 'policy', path = path, watch = false }))
     assert.same({ allow = true, reason = 'v1 allow', gateway_app_id = 'gw-v1' }, decide(b, 'app', boot(A)))
     assert.same({ allow = false, reason = 'v1 deny' }, decide(b, 'app', boot(B)))
     assert.same({ allow = true, reason = 'kms at number' }, decide(b, 'kms', boot(B)))
@@ -78,7 +85,7 @@ describe('kms auth policy', function()
 
   it('denies KMS checks when the policy has no on_kms_auth', function()
     assert(fs.write_atomic(path, policy('v1', A)))
-    local b = assert(auth.new({ kind = 'policy', path = path, watch = false }))
+    local b = assert(new_backend({ kind = 'policy', path = path, watch = false }))
     local d = decide(b, 'kms', boot(A))
     assert.is_false(d.allow)
     assert.equal('policy spec has no on_kms_auth hook', d.reason)
@@ -87,17 +94,17 @@ describe('kms auth policy', function()
 
   it('refuses to start on a broken or missing file', function()
     assert(fs.write_atomic(path, 'return {'))
-    local b, err = auth.new({ kind = 'policy', path = path, watch = false })
+    local b, err = new_backend({ kind = 'policy', path = path, watch = false })
     assert.is_nil(b)
     assert.is_string(err)
-    local b2, _, code = auth.new({ kind = 'policy', path = dir .. '/none.lua', watch = false })
+    local b2, _, code = new_backend({ kind = 'policy', path = dir .. '/none.lua', watch = false })
     assert.is_nil(b2)
     assert.equal('ENOENT', code)
   end)
 
   it('runs the shipped examples', function()
     local ex = os.getenv('MOONSTACK_SRC') .. '/examples/policies/'
-    local b = assert(auth.new({ kind = 'policy', path = ex .. 'tcb-grace-period.lua', watch = false }))
+    local b = assert(new_backend({ kind = 'policy', path = ex .. 'tcb-grace-period.lua', watch = false }))
     local info = boot(A)
     assert.is_true(decide(b, 'app', info).allow)
     info.tcbStatus = 'OutOfDate' -- its grace period ends 2027-01-01; `now` is the real clock
@@ -105,13 +112,13 @@ describe('kms auth policy', function()
     info.tcbStatus = 'Revoked'
     assert.same({ allow = false, reason = 'TCB status Revoked is not accepted' }, decide(b, 'kms', info))
     b:close()
-    b = assert(auth.new({ kind = 'policy', path = ex .. 'device-allow-list.lua', watch = false }))
+    b = assert(new_backend({ kind = 'policy', path = ex .. 'device-allow-list.lua', watch = false }))
     assert.same({ allow = true, reason = 'KMS device allowed' }, decide(b, 'kms', boot(A)))
     info = boot(A)
     info.deviceId = ('00'):rep(32)
     assert.is_false(decide(b, 'app', info).allow)
     b:close()
-    b = assert(auth.new({ kind = 'policy', path = ex .. 'allow-apps-and-images.lua', watch = false }))
+    b = assert(new_backend({ kind = 'policy', path = ex .. 'allow-apps-and-images.lua', watch = false }))
     local d = decide(b, 'app', boot(A))
     assert.same({ allow = false, reason = 'app ' .. ('0d'):rep(20) .. ' is not registered' }, d)
     b:close()
@@ -119,7 +126,7 @@ describe('kms auth policy', function()
 
   it('swaps policies while decisions flow without a failed decision; a broken file is refused', function()
     assert(fs.write_atomic(path, policy('v1', A)))
-    local b = assert(auth.new({ kind = 'policy', path = path, watch = false }))
+    local b = assert(new_backend({ kind = 'policy', path = path, watch = false }))
     local results, stop = {}, false
     local t = task.spawn(function()
       while not stop do
@@ -167,7 +174,7 @@ describe('kms auth policy', function()
 
   it('reloads when the file changes on disk, and ignores a broken change', function()
     assert(fs.write_atomic(path, policy('v1', A)))
-    local b = assert(auth.new({ kind = 'policy', path = path, debounce_ms = 20 }))
+    local b = assert(new_backend({ kind = 'policy', path = path, debounce_ms = 20 }))
     assert.is_true(b:status().watching)
     assert.is_true(decide(b, 'app', boot(A)).allow)
     assert(fs.write_atomic(path, policy('v2', B)))
@@ -193,12 +200,12 @@ describe('kms auth policy', function()
     end)
     local first = events.last_seq()
     assert(fs.write_atomic(path, policy('v1', A, KMS_HOOK)))
-    local b = assert(auth.new({ kind = 'policy', path = path, watch = false }))
+    local b = assert(new_backend({ kind = 'policy', path = path, watch = false }))
     decide(b, 'app', boot(A))
     decide(b, 'kms', boot(B))
     decide(b, 'app', { appId = 'not hex' })
     assert(fs.write_atomic(path, 'return {}'))
-    assert.is_nil(b:reload())
+    assert.is_nil(loop.run_task(function() return b:reload() end, 10000))
     sub:close()
     b:close()
     assert.same({ 'policy.reload', 'kms.decision', 'kms.decision', 'kms.decision', 'policy.reload' },

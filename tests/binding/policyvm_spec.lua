@@ -40,6 +40,7 @@ describe('moonstack.native.policyvm', function()
       max_depth = 32,
       max_items = 10000,
       max_string = 1024 * 1024,
+      max_bytes = 4 * 1024 * 1024,
     }, pvm.defaults)
   end)
 

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # `moonstack policy check FILE [--json]` end to end: the shipped example policies pass, and
 # broken policies (failing tests, syntax errors, bad shape, bytecode, sandbox escapes,
-# endless loops) are rejected with exit 1; usage errors and unreadable files exit 2.
+# endless loops, policies that crash or stall their worker process) are rejected with exit 1;
+# usage errors and unreadable files exit 2.
 set -euo pipefail
 
 : "${MOONSTACK:?MOONSTACK must point at the moonstack binary}"
@@ -120,6 +121,31 @@ local t = {}
 for i = 1, 1e9 do t[i] = string.rep('x', 1e6) .. i end
 return {}
 LUA
+
+# what crashed `moonstack policy check` itself (SIGSEGV, a LuaJIT C stack overflow) or held it
+# for minutes now crashes or stalls only its policy worker: a rejection, reported, within seconds
+reject crash-in-test 'FAIL    #1 (on_auth): ECRASH: the policy worker crashed (signal' <<'LUA'
+return { name = 'crash', version = 1,
+  on_auth = function() local f; f = function() return (("x"):gsub("x", f)) end; f() return { allow = true } end,
+  tests = { { hook = 'on_auth', input = {}, expect = { allow = true } } } }
+LUA
+reject crash-at-load 'rejected: ECRASH: the policy worker crashed (signal' <<'LUA'
+local f; f = function() return (("x"):gsub("x", f)) end; f()
+return { name = 'crash', version = 1, on_auth = function() return { allow = true } end }
+LUA
+start=$(date +%s%N)
+reject backtracking 'did not answer within 150 ms and was killed' <<'LUA'
+return { name = 'bt', version = 1,
+  on_auth = function() return { allow = ('a'):rep(28):find(('a?'):rep(28) .. ('a'):rep(28)) ~= nil } end,
+  tests = { { hook = 'on_auth', input = {}, expect = { allow = true } } } }
+LUA
+reject slow-self-tests 'the self-tests exceeded their total deadline of 2000 ms' <<'LUA'
+local tests = {}
+for i = 1, 3000 do tests[i] = { hook = 'on_auth', expect = {} } end
+return { name = 'slow', version = 1, tests = tests, on_auth = function() while true do end end }
+LUA
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$elapsed_ms" -lt 8000 ] || fail "the stalling policies took ${elapsed_ms} ms to be rejected"
 
 "$MOONSTACK" -e 'io.write(string.dump(function() return { name = "b", version = 1 } end))' \
   >"$tmp/bytecode.lua"

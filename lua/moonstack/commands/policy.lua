@@ -1,15 +1,20 @@
 -- SPDX-License-Identifier: Apache-2.0
--- `moonstack policy check FILE [--json]`: compile an operator policy in the policy sandbox,
--- validate its shape and run its own tests, offline, exactly as a reload would. Exit 0 when
--- it would be accepted, 1 when it would be rejected, 2 for usage errors and unreadable files.
+-- `moonstack policy check FILE [--json]`: compile an operator policy in a policy worker (the
+-- sandbox in its own process), validate its shape and run its own tests, offline, exactly as a
+-- reload would. Exit 0 when it would be accepted, 1 when it would be rejected (including a
+-- policy that crashes or stalls its worker: ECRASH, ETIMEDOUT), 2 for usage errors and
+-- unreadable files.
 local args = require('moonstack.core.args')
 local host = require('moonstack.policy.host')
+local task = require('moonstack.core.task')
+local runtime = require('moonstack.native.runtime')
 
 local check_spec = {
   usage = 'moonstack policy check FILE [--json]',
   summary = 'compile, validate and self-test a policy file as a reload would',
   description = 'Exit status: 0 the policy would be accepted, 1 it would be rejected (syntax,\n'
-    .. 'runtime or shape error, failing tests), 2 usage error or unreadable file.',
+    .. 'runtime or shape error, failing tests, a crash or a timeout of its worker), 2 usage\n'
+    .. 'error or unreadable file.',
   positional = { { 'FILE', help = 'the policy (a Lua file returning {name, version, on_*, tests})',
     required = true } },
   options = { { '--json', help = 'print the report as one JSON object' } },
@@ -19,8 +24,8 @@ local HELP = table.concat({
   'usage: moonstack policy COMMAND [ARGS...]',
   '',
   'Operator policies (KMS auth, gateway routing) run in a sandboxed, memory- and time-capped',
-  'Lua VM; any error, timeout or invalid answer means deny. The sandbox guards against',
-  'mistakes, not hostile code.',
+  'Lua VM in worker processes the daemon kills at the deadline; any error, timeout, crash or',
+  'invalid answer means deny. The sandbox guards against mistakes, not hostile code.',
   '',
   'commands:',
   '  check FILE [--json]   ' .. check_spec.summary,
@@ -66,11 +71,7 @@ local function print_text(out, file, report)
   end
 end
 
-local function check(argv)
-  local opts, code = args.parse_command('moonstack policy check', check_spec, argv)
-  if not opts then
-    return code
-  end
+local function run_check(opts)
   local file = opts.args[1]
   local report, rerr = host.check_file(file)
   if not report then
@@ -88,6 +89,23 @@ local function check(argv)
     print_text(io.stdout, file, report)
   end
   return report.ok and 0 or 1
+end
+
+local function check(argv)
+  local opts, code = args.parse_command('moonstack policy check', check_spec, argv)
+  if not opts then
+    return code
+  end
+  -- the check waits on a policy worker: run it in a task, and exit when it is done
+  task.spawn_named('policy-check', function()
+    local ok, rc = pcall(run_check, opts)
+    if not ok then
+      io.stderr:write('moonstack policy check: ', tostring(rc), '\n')
+      rc = 2
+    end
+    runtime.set_exit_code(rc)
+  end)
+  return nil
 end
 
 return {

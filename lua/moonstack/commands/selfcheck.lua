@@ -111,7 +111,7 @@ local function checks(dir)
     local d = host:decide('on_auth', { app = 'nope' })
     assert(d.allow == false, 'policy did not deny')
     host:close()
-    return 'allow/deny decided in the memory-capped policy VM'
+    return 'allow/deny decided in a policy worker (memory-capped VM in its own process)'
   end)
 
   return list, srvs

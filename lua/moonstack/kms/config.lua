@@ -10,7 +10,11 @@
 --   control = nil                     control socket path (moonstack repl), mode 0600
 --   auth    = { kind = 'webhook', url = 'http://auth-api:8000' }   the auth backend
 --             (moonstack.kms.auth): 'dev' (allow all; gateway_app_id = 'any'), 'webhook'
---             (url, timeout_ms), 'policy' (file); other keys go to the backend [core.auth_api]
+--             (url, timeout_ms), 'policy' (path = the policy file, watch = true, debounce_ms =
+--             200, limits = { memory_limit, instruction_limit, time_limit_ms = 50, ... }?,
+--             workers = 2: policy worker processes deciding in parallel, 1..32, each killed
+--             and replaced when a policy overruns its deadline or crashes it); other keys go
+--             to the backend [core.auth_api]
 --   max_body = 10485760               request body limit (bytes)
 --   metrics = true                    serve GET /metrics (Prometheus text) [core.metrics]
 --   attestation = nil                 how callers' quotes are verified (GetAppKey; without it

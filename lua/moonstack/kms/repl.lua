@@ -3,6 +3,8 @@
 -- status(), reload.config(), reload.code(), help()): the auth backend, the metrics and the
 -- CA certificates. Nothing here prints or returns a private key.
 local crypto = require('moonstack.crypto')
+local task = require('moonstack.core.task')
+local log = require('moonstack.core.log').new('kms')
 
 local M = {}
 
@@ -10,7 +12,19 @@ local M = {}
 function M.env(kms)
   local env = {
     auth = function() return kms.auth:status() end,
-    reload_policy = function() return kms.auth:reload() end,
+    -- a reload waits on the policy workers: it runs in a task, the log and auth() tell how
+    -- it went (a REPL line is evaluated synchronously)
+    reload_policy = function()
+      task.spawn_named('kms:reload-policy', function()
+        local st, err = kms.auth:reload()
+        if st then
+          log.info('policy reloaded from the REPL', { version = st.version, sha256 = st.sha256 })
+        else
+          log.error('policy reload from the REPL failed; the previous policy stays', { error = err })
+        end
+      end)
+      return 'reloading in the background: see auth() and the log'
+    end,
     metrics = function() return kms.metrics:render() end,
     certs = function()
       local m = kms.material
@@ -20,7 +34,7 @@ function M.env(kms)
   }
   local doc = {
     auth = 'auth(): the auth backend (kind, policy version, counts)',
-    reload_policy = "reload_policy(): reload the auth backend's policy file",
+    reload_policy = "reload_policy(): reload the auth backend's policy file (in the background)",
     metrics = 'metrics(): the /metrics text',
     certs = 'certs(): the root, temp CA and RPC certificates (public parts only)',
   }

@@ -1,20 +1,27 @@
 -- SPDX-License-Identifier: Apache-2.0
--- The policy host: loads an operator policy into its own sandboxed VM
--- (moonstack.native.policyvm), validates it (moonstack.policy.schema), runs its own `tests`,
--- and swaps it in only if all of that succeeds; a failed load or reload keeps the previous
--- policy. decide() never fails: an error, a timeout or an invalid answer is a deny. Every
--- load (accepted or refused) is published on the event bus as 'policy.reload'.
+-- The policy host: loads an operator policy into a pool of policy worker processes
+-- (moonstack.policy.pool: each a sandboxed policy VM that the daemon kills at the deadline),
+-- validates it (moonstack.policy.schema), runs its own `tests` under a total deadline, and
+-- swaps it in only if all of that succeeds; a failed load or reload (an error, a timeout, a
+-- crash) keeps the previous policy. decide() never fails: an error, a timeout, a crash of the
+-- worker or an invalid answer is a deny. Every load (accepted or refused) is published on the
+-- event bus as 'policy.reload'. check, load_*, reload and decide wait on the workers: call
+-- them from a task (moonstack.core.task); the loop itself never waits for a policy.
 --
 -- The sandbox guards against operator mistakes (endless loops, runaway memory, typos that
--- write globals), not against hostile code: LuaJIT is not a security boundary. Policy files
+-- write globals); the worker processes contain what the sandbox cannot stop (a crash inside
+-- LuaJIT, a C call that runs for minutes). LuaJIT is not a security boundary: policy files
 -- should be root-owned; their sha256 is logged on every load.
 --
 -- A policy file returns { name, version, description?, on_auth?, on_route?, tests? } where
 -- tests = { { name = 'optional label', hook = 'on_auth', input = {...}, expect = {...} }, ... }.
 -- A test passes when the hook returns a valid decision whose fields equal (deeply) every
 -- field listed in `expect`; a hook error fails the test (it is not turned into a deny).
+local uv = require('luv')
 local pvm = require('moonstack.native.policyvm')
 local schema = require('moonstack.policy.schema')
+local pool = require('moonstack.policy.pool')
+local task = require('moonstack.core.task')
 local events = require('moonstack.core.events')
 local logging = require('moonstack.core.log')
 
@@ -22,6 +29,10 @@ local M = {}
 
 --- Largest policy file accepted, in bytes.
 M.MAX_SOURCE = 1024 * 1024
+--- Default number of worker processes of a host (decisions run in parallel on them).
+M.DEFAULT_WORKERS = 2
+--- Default total deadline of a policy's self-tests at load, in milliseconds.
+M.DEFAULT_TESTS_TIME_MS = 2000
 
 local log = logging.new('policy')
 
@@ -53,56 +64,68 @@ function M.read_file(path)
   return fs.read_file(path, M.MAX_SOURCE)
 end
 
-local function drain_logs(vm, policy_name)
-  local lines, dropped = vm:logs()
-  for _, line in ipairs(lines) do
-    log.info(line, { policy = policy_name })
+local function record(report, result)
+  report.tests.results[#report.tests.results + 1] = result
+  if result.ok then
+    report.tests.passed = report.tests.passed + 1
+  else
+    report.tests.failed = report.tests.failed + 1
   end
-  if dropped > 0 then
-    log.warn('policy output dropped', { policy = policy_name, lines = dropped })
-  end
-  return lines
 end
 
-local function run_tests(vm, tests, report)
-  for i, case in ipairs(tests or {}) do
+local function check_case(case, decision)
+  local ok, derr = schema.check_decision(case.hook, decision)
+  if not ok then
+    return 'invalid decision: ' .. derr
+  end
+  local keys = {}
+  for k in pairs(case.expect) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if not deep_equal(decision[k], case.expect[k]) then
+      return ('expected %s = %s, got %s'):format(k, show(case.expect[k]), show(decision[k]))
+    end
+  end
+end
+
+-- Run the tests one by one in the pool `p`; once `budget_ms` are spent, the rest fail unrun.
+local function run_tests(p, tests, report, budget_ms)
+  tests = tests or {}
+  local deadline = uv.hrtime() + budget_ms * 1e6
+  for i, case in ipairs(tests) do
     local result = { index = i, name = case.name or ('#%d'):format(i), hook = case.hook }
-    local decision, err = vm:call(case.hook, case.input or {})
-    if not decision then
-      result.message = err
+    if uv.hrtime() > deadline then
+      result.ok = false
+      result.message = ('not run (nor the %d after it): the self-tests exceeded their total '
+        .. 'deadline of %d ms'):format(#tests - i, budget_ms)
+      record(report, result)
+      report.tests.failed = report.tests.failed + #tests - i
+      report.tests.cut = i
+      return
+    end
+    local decision, err, _, output = p:call(case.hook, case.input or {})
+    for _, line in ipairs((decision and err or output) or {}) do
+      report.output[#report.output + 1] = line
+    end
+    if decision then
+      result.message = check_case(case, decision)
     else
-      local ok, derr = schema.check_decision(case.hook, decision)
-      if not ok then
-        result.message = 'invalid decision: ' .. derr
-      else
-        local keys = {}
-        for k in pairs(case.expect) do
-          keys[#keys + 1] = k
-        end
-        table.sort(keys)
-        for _, k in ipairs(keys) do
-          if not deep_equal(decision[k], case.expect[k]) then
-            result.message = ('expected %s = %s, got %s'):format(k, show(case.expect[k]), show(decision[k]))
-            break
-          end
-        end
-      end
+      result.message = err
     end
     result.ok = result.message == nil
-    report.tests.results[#report.tests.results + 1] = result
-    if result.ok then
-      report.tests.passed = report.tests.passed + 1
-    else
-      report.tests.failed = report.tests.failed + 1
-    end
+    record(report, result)
   end
 end
 
---- Compile, validate and self-test a policy. Never raises on a bad policy.
---- Returns report, candidate: report = { ok, code?, error?, chunkname, sha256, name?, version?,
---- hooks = {sorted names}, tests = { passed, failed, results = { {index, name, hook, ok,
---- message?} } }, output = {printed lines} }; candidate (only when ok) = { vm, info, report }
---- for Host:swap-in. Options: limits (policy VM limits), required (hooks that must exist).
+--- Compile, validate and self-test a policy in a policy worker. Never raises on a bad policy.
+--- Call from a task. Returns report, candidate: report = { ok, code?, error?, chunkname,
+--- sha256, name?, version?, hooks = {sorted names}, tests = { passed, failed, results = {
+--- {index, name, hook, ok, message?} } }, output = {printed lines} } (code ECRASH: the policy
+--- crashed its worker); candidate (only when ok) = { pool, info, report } for Host:swap-in.
+--- Options: limits (policy VM limits), required (hooks that must exist), tests_time_limit_ms
+--- (total deadline of the self-tests, default 2000), grace_ms (see moonstack.policy.pool).
 function M.check(source, chunkname, opts)
   if type(source) ~= 'string' then
     error('policy.check: source must be a string', 2)
@@ -116,24 +139,28 @@ function M.check(source, chunkname, opts)
     tests = { passed = 0, failed = 0, results = {} },
     output = {},
   }
-  local function failed(vm, msg, code)
+  local p
+  local function failed(msg, code)
     report.error, report.code = msg, code
-    if vm then
-      vm:close()
+    if p then
+      p:close()
     end
     return report
   end
-  local vm, err, code = pvm.new(opts.limits)
-  if not vm then
-    return failed(nil, err, code)
+  if #source > M.MAX_SOURCE then
+    return failed(('ETOOBIG: the policy is larger than %d bytes'):format(M.MAX_SOURCE), 'ETOOBIG')
   end
-  local info
-  info, err, code = vm:load(source, report.chunkname)
-  if not info then
-    report.output = vm:logs()
-    return failed(vm, err, code)
+  if source:byte(1) == 27 then
+    return failed('EINVAL: bytecode is not allowed: policies load as source text only', 'EINVAL')
   end
-  report.output = vm:logs()
+  local info, code, output
+  p, info, code, output = pool.start({ source = source, chunkname = report.chunkname:sub(1, 255),
+    limits = opts.limits, size = 1, label = report.chunkname, grace_ms = opts.grace_ms })
+  if not p then
+    report.output = output or {}
+    return failed(info, code)
+  end
+  report.output = code or {} -- start() returned pool, info, output
   report.name, report.version = info.fields.name, info.fields.version
   for name in pairs(info.hooks) do
     report.hooks[#report.hooks + 1] = name
@@ -141,13 +168,9 @@ function M.check(source, chunkname, opts)
   table.sort(report.hooks)
   local ok, verr = schema.check_policy(info, opts.required)
   if not ok then
-    return failed(vm, 'EINVAL: ' .. verr, 'EINVAL')
+    return failed('EINVAL: ' .. verr, 'EINVAL')
   end
-  run_tests(vm, info.fields.tests, report)
-  local lines = vm:logs()
-  for _, line in ipairs(lines) do
-    report.output[#report.output + 1] = line
-  end
+  run_tests(p, info.fields.tests, report, opts.tests_time_limit_ms or M.DEFAULT_TESTS_TIME_MS)
   if report.tests.failed > 0 then
     local first
     for _, r in ipairs(report.tests.results) do
@@ -156,11 +179,16 @@ function M.check(source, chunkname, opts)
         break
       end
     end
-    return failed(vm, ('EPOLICY: %d of %d policy tests failed (%s)'):format(report.tests.failed,
+    if report.tests.cut then
+      first = ('%s; tests #%d to #%d not run: the self-tests exceeded their total deadline of %d ms')
+        :format(first, report.tests.cut, #info.fields.tests,
+          opts.tests_time_limit_ms or M.DEFAULT_TESTS_TIME_MS)
+    end
+    return failed(('EPOLICY: %d of %d policy tests failed (%s)'):format(report.tests.failed,
       report.tests.failed + report.tests.passed, first), 'EPOLICY')
   end
   report.ok = true
-  return report, { vm = vm, info = info, report = report }
+  return report, { pool = p, info = info, report = report }
 end
 
 --- check() for a file: returns the report, or nil, message, code when the file cannot be read.
@@ -173,18 +201,32 @@ function M.check_file(path, opts)
 end
 
 --- Create a policy host. Options: name (for logs, e.g. 'kms-auth'), limits (policy VM
---- limits), required (hooks every policy loaded here must define, e.g. { 'on_auth' }).
+--- limits), required (hooks every policy loaded here must define, e.g. { 'on_auth' }),
+--- workers (worker processes deciding in parallel, default 2), tests_time_limit_ms (total
+--- deadline of a policy's self-tests at load, default 2000), grace_ms and queue_timeout_ms
+--- (see moonstack.policy.pool).
 function M.new(opts)
   opts = opts or {}
   if type(opts) ~= 'table' then
     error('policy.new: opts must be a table', 2)
   end
+  local workers = opts.workers or M.DEFAULT_WORKERS
+  if type(workers) ~= 'number' or workers % 1 ~= 0 or workers < 1 or workers > pool.MAX_WORKERS then
+    error(('policy.new: workers must be an integer in [1, %d]'):format(pool.MAX_WORKERS), 2)
+  end
   return setmetatable({
     label = opts.name or 'policy',
     limits = opts.limits,
     required = opts.required,
+    pool_size = workers,
+    tests_time_limit_ms = opts.tests_time_limit_ms,
+    grace_ms = opts.grace_ms,
+    queue_timeout_ms = opts.queue_timeout_ms,
     current = nil,
     path = nil,
+    loading = false,
+    load_waiters = {},
+    epoch = 0, -- counts close() calls: a load that outlives a close() is dropped
     stats = { decisions = 0, allowed = 0, denied = 0, errors = 0, reloads = 0, reload_failures = 0 },
   }, Host)
 end
@@ -202,16 +244,37 @@ local function summary(cur)
   }
 end
 
---- Compile, validate and self-test `source`; on success make it the active policy (the
---- previous one is closed), on failure keep the previous one. Returns the active policy's
---- summary { name, version, sha256, path, hooks, tests, loaded_at }, or nil, message, code.
-function Host:load_string(source, chunkname, path)
-  if type(source) ~= 'string' then
-    error('host:load_string: source must be a string', 2)
+-- One load at a time: a later load waits for the one in progress, so the last one wins.
+local function locked(self, fn, ...)
+  while self.loading do
+    task.await(function(resume)
+      self.load_waiters[#self.load_waiters + 1] = resume
+    end)
   end
-  local report, cand = M.check(source, chunkname, { limits = self.limits, required = self.required })
+  self.loading = true
+  local r = { n = select('#', ...) + 1, pcall(fn, ...) }
+  self.loading = false
+  local waiters = self.load_waiters
+  self.load_waiters = {}
+  for _, resume in ipairs(waiters) do
+    resume()
+  end
+  if not r[1] then
+    error(r[2], 0)
+  end
+  return unpack(r, 2, 4)
+end
+
+local function load_string(self, source, chunkname, path)
+  local epoch = self.epoch
+  local report, cand = M.check(source, chunkname, { limits = self.limits, required = self.required,
+    tests_time_limit_ms = self.tests_time_limit_ms, grace_ms = self.grace_ms })
   for _, line in ipairs(report.output) do
     log.info(line, { policy = report.name, host = self.label })
+  end
+  if cand and epoch ~= self.epoch then
+    cand.pool:close()
+    return fail('ECANCELED', 'the policy host was closed during the load')
   end
   self.stats.reloads = self.stats.reloads + 1
   if not report.ok then
@@ -227,21 +290,35 @@ function Host:load_string(source, chunkname, path)
   end
   cand.path = path
   cand.loaded_at = os.time()
+  cand.pool.label = self.label
+  cand.pool.queue_timeout_ms = self.queue_timeout_ms or cand.pool.queue_timeout_ms
+  cand.pool:grow(self.pool_size)
   local old = self.current
   self.current = cand
   if path then
     self.path = path
   end
   if old then
-    old.vm:close()
+    old.pool:retire() -- its decisions in flight finish with the old policy
   end
   log.info('policy loaded', {
     what = 'policy', host = self.label, ok = true, name = report.name, version = report.version,
-    sha256 = report.sha256, path = path, tests = report.tests.passed,
+    sha256 = report.sha256, path = path, tests = report.tests.passed, workers = self.pool_size,
   })
   events.publish('policy.reload', { host = self.label, ok = true, name = report.name,
     version = report.version, sha256 = report.sha256, path = path, tests = report.tests.passed })
   return summary(cand)
+end
+
+--- Compile, validate and self-test `source` in a worker; on success make it the active policy
+--- (the previous policy's workers end once their decisions in flight are done), on failure
+--- keep the previous one. Call from a task. Returns the active policy's summary { name,
+--- version, sha256, path, hooks, tests, loaded_at }, or nil, message, code.
+function Host:load_string(source, chunkname, path)
+  if type(source) ~= 'string' then
+    error('host:load_string: source must be a string', 2)
+  end
+  return locked(self, load_string, self, source, chunkname, path)
 end
 
 --- load_string() for a file, which becomes the file reload() re-reads.
@@ -287,9 +364,9 @@ local function deny(self, hook, reason, err, code)
   return { allow = false, reason = reason }, err, code
 end
 
---- Ask the active policy's `hook` about `input` (a table, copied into the policy VM).
---- Always returns a valid decision table. When the policy could not answer (none loaded, no
---- such hook, an error, a timeout, an invalid answer) the decision is
+--- Ask the active policy's `hook` about `input` (a table, copied into a policy worker). Call
+--- from a task. Always returns a valid decision table. When the policy could not answer (none
+--- loaded, no such hook, an error, a timeout, a crash, an invalid answer) the decision is
 --- { allow = false, reason = ... } and the message and code of the failure follow it.
 function Host:decide(hook, input)
   if type(hook) ~= 'string' or not schema.hooks[hook] then
@@ -308,8 +385,10 @@ function Host:decide(hook, input)
     local msg = ('policy %s has no %s hook'):format(cur.report.name, hook)
     return deny(self, hook, msg, 'ENOENT: ' .. msg, 'ENOENT')
   end
-  local decision, err, code = cur.vm:call(hook, input)
-  drain_logs(cur.vm, cur.report.name)
+  local decision, err, code, output = cur.pool:call(hook, input or {})
+  for _, line in ipairs((decision and err or output) or {}) do
+    log.info(line, { policy = cur.report.name })
+  end
   if not decision then
     return deny(self, hook, ('policy %s failed (%s)'):format(cur.report.name, code), err, code)
   end
@@ -326,10 +405,17 @@ function Host:decide(hook, input)
   return decision
 end
 
---- Close the active policy's VM; the host then denies everything until a new load.
+--- The active policy's workers: { size, live, idle, queued, spawned, crashes, kills, pids },
+--- or nil when no policy is loaded.
+function Host:workers()
+  return self.current and self.current.pool:status() or nil
+end
+
+--- Kill the active policy's workers; the host then denies everything until a new load.
 function Host:close()
+  self.epoch = self.epoch + 1
   if self.current then
-    self.current.vm:close()
+    self.current.pool:close()
     self.current = nil
   end
 end

@@ -60,4 +60,11 @@ int rt_push_uv_fail(lua_State *L, int uverr);
 int rt_queue_lua_work(lua_State *L, uv_work_t *work, int cb_idx, lua_State **state, int *cb_ref,
 		      uv_work_cb work_cb, uv_after_work_cb after_cb);
 
+/**
+ * `moonstack policy-worker ARGS...` (hidden; @p argv[0] is "policy-worker"): serve one policy
+ * VM over stdin/stdout for a daemon that can kill it (runtime/src/rt_policyvm_worker.c has the
+ * options and the protocol). Runs without the Lua runtime. Returns the exit code.
+ */
+int rt_policy_worker_main(int argc, char **argv);
+
 #endif

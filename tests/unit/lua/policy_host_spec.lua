@@ -1,11 +1,46 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- moonstack.policy.host and moonstack.policy.schema: load, validate, self-test, swap only on
 -- success (a failed reload keeps the previous policy), and decide() that denies on failure.
+-- The host waits on its policy worker processes, so every case runs in a task.
 local host = require('moonstack.policy.host')
 local schema = require('moonstack.policy.schema')
 local log = require('moonstack.core.log')
 local pvm = require('moonstack.native.policyvm')
+local task = require('moonstack.core.task')
+local hostile = require('hostile_policies')
+local loop = require('loop')
 local uv = require('luv')
+
+local function in_task(fn)
+  return function()
+    loop.run_task(fn, 30000)
+  end
+end
+
+-- Whether process `pid` is gone (or a zombie, i.e. exited and not yet reaped).
+local function gone(pid)
+  local f = io.open(('/proc/%d/stat'):format(pid))
+  if not f then
+    return true
+  end
+  local stat = f:read('*a')
+  f:close()
+  return stat:match('^%d+ %b() (%a)') == 'Z'
+end
+
+local function wait_gone(pids)
+  for _ = 1, 200 do
+    local all = true
+    for _, pid in ipairs(pids) do
+      all = all and gone(pid)
+    end
+    if all then
+      return true
+    end
+    task.sleep(10)
+  end
+  return false
+end
 
 -- A policy allowing the apps in `apps` (a list of ids), at `version`, with tests.
 local function allow_list(version, apps, extra)
@@ -54,7 +89,7 @@ describe('moonstack.policy.host', function()
   end)
 
   describe('check', function()
-    it('reports name, version, hash, hooks and test results', function()
+    it('reports name, version, hash, hooks and test results', in_task(function()
       local src = allow_list('1.0', { 'app1' })
       local report, cand = host.check(src, '=p')
       assert.is_true(report.ok, report.error)
@@ -66,11 +101,11 @@ describe('moonstack.policy.host', function()
       assert.equal(0, report.tests.failed)
       assert.equal('first app', report.tests.results[1].name)
       assert.equal('#2', report.tests.results[2].name)
-      assert.is_true(cand.vm:loaded())
-      cand.vm:close()
-    end)
+      assert.equal(1, cand.pool:status().live)
+      cand.pool:close()
+    end))
 
-    it('fails on failing tests, naming the test and the difference', function()
+    it('fails on failing tests, naming the test and the difference', in_task(function()
       local src = allow_list('1', { 'app1' },
         "tests = { { hook = 'on_auth', input = { appId = 'app1' }, expect = { allow = false } } },")
       -- a second `tests` key: Lua keeps the last one
@@ -81,9 +116,9 @@ describe('moonstack.policy.host', function()
       assert.equal(1, report.tests.failed)
       assert.equal('expected allow = false, got true', report.tests.results[1].message)
       assert.matches('1 of 1 policy tests failed', report.error)
-    end)
+    end))
 
-    it('counts a hook error or an invalid decision as a failed test', function()
+    it('counts a hook error or an invalid decision as a failed test', in_task(function()
       local report = host.check([[return { name = 'p', version = 1,
         on_auth = function(i) if i.boom then error('kaput') end return { allow = 'yes' } end,
         tests = { { hook = 'on_auth', input = { boom = true }, expect = { allow = false } },
@@ -93,9 +128,9 @@ describe('moonstack.policy.host', function()
       assert.matches('^EPOLICY: p:2: kaput', report.tests.results[1].message)
       assert.matches('^invalid decision: on_auth decision field allow must be a boolean',
         report.tests.results[2].message)
-    end)
+    end))
 
-    it('validates the policy shape, naming the field', function()
+    it('validates the policy shape, naming the field', in_task(function()
       local H = "return { name = 'p', version = 1, on_auth = function() end, "
       local cases = {
         { 'return { version = 1, on_auth = function() end }', 'missing the required field name' },
@@ -128,17 +163,17 @@ describe('moonstack.policy.host', function()
         assert.equal('EINVAL', report.code, case[1])
         assert.matches(case[2], report.error)
       end
-    end)
+    end))
 
-    it('requires the hooks a host needs', function()
+    it('requires the hooks a host needs', in_task(function()
       local src = "return { name = 'r', version = 1, on_route = function() return { allow = true } end }"
       assert.is_true(host.check(src).ok)
       local report = host.check(src, '=p', { required = { 'on_auth' } })
       assert.is_false(report.ok)
       assert.matches('must define the hook on_auth', report.error)
-    end)
+    end))
 
-    it('reads files, and reports unreadable ones', function()
+    it('reads files, and reports unreadable ones', in_task(function()
       local dir = tmpdir()
       write(dir .. '/p.lua', allow_list('1', { 'a' }))
       local report = assert(host.check_file(dir .. '/p.lua'))
@@ -157,11 +192,11 @@ describe('moonstack.policy.host', function()
       os.remove(dir .. '/p.lua')
       os.remove(dir .. '/big.lua')
       uv.fs_rmdir(dir)
-    end)
+    end))
   end)
 
   describe('load and reload', function()
-    it('swaps in a good policy and keeps the old one when the new one fails', function()
+    it('swaps in a good policy and keeps the old one when the new one fails', in_task(function()
       local h = host.new({ name = 'spec' })
       local v1 = allow_list('1', { 'app1' })
       local active = assert(h:load_string(v1, '=v1'))
@@ -195,21 +230,51 @@ describe('moonstack.policy.host', function()
       assert.is_false(h:decide('on_auth', { appId = 'app1' }).allow)
       assert.is_true(h:decide('on_auth', { appId = 'app3' }).allow)
       h:close()
-    end)
+    end))
 
-    it('closes the VM of the policy it replaces', function()
-      local h = host.new()
-      collectgarbage()
-      local before = pvm.open_count()
+    it('keeps the old policy when a new one crashes or stalls its worker, at load or in its tests',
+      in_task(function()
+        local h = host.new({ name = 'spec' })
+        local v1 = allow_list('1', { 'app1' })
+        assert(h:load_string(v1, '=v1'))
+        for _, case in ipairs(hostile.loads) do
+          local t0 = uv.hrtime()
+          local ok, err, code = h:load_string(case.source, '=bad')
+          local ms = (uv.hrtime() - t0) / 1e6
+          assert.is_nil(ok, case.name)
+          assert.is_true(case.codes[code] ~= nil,
+            ('%s: %s %s'):format(case.name, tostring(code), tostring(err)))
+          if case.pattern then
+            assert.matches(case.pattern, err)
+          end
+          -- bounded by the tests' total deadline (2 s) plus one call's
+          assert.is_true(ms < 4000, ('%s: refused after %.1f ms'):format(case.name, ms))
+          assert.equal(pvm.sha256(v1), h:active().sha256, case.name)
+          assert.is_true(h:decide('on_auth', { appId = 'app1' }).allow, case.name)
+        end
+        h:close()
+      end))
+
+    it('ends the workers of the policy it replaces, and kills them all on close', in_task(function()
+      local h = host.new({ workers = 2 })
       assert(h:load_string(allow_list('1', { 'a' })))
+      assert.is_true(h:decide('on_auth', { appId = 'a' }).allow)
+      task.sleep(50) -- the second worker starts in the background
+      local v1 = h:workers()
+      assert.equal(2, v1.size)
+      assert.equal(2, #v1.pids)
       assert(h:load_string(allow_list('2', { 'a' })))
+      assert.is_true(wait_gone(v1.pids), 'the workers of v1 exited')
       assert.is_nil(h:load_string('return {'))
-      assert.equal(before + 1, pvm.open_count())
+      task.sleep(50)
+      local v2 = h:workers()
+      assert.equal(2, #v2.pids)
       h:close()
-      assert.equal(before, pvm.open_count())
-    end)
+      assert.is_nil(h:workers())
+      assert.is_true(wait_gone(v2.pids), 'close() killed the workers of v2')
+    end))
 
-    it('reloads its file; a broken or missing file keeps the old policy', function()
+    it('reloads its file; a broken or missing file keeps the old policy', in_task(function()
       local dir = tmpdir()
       local path = dir .. '/auth.lua'
       local h = host.new()
@@ -248,7 +313,7 @@ describe('moonstack.policy.host', function()
       h:close()
       os.remove(path)
       uv.fs_rmdir(dir)
-    end)
+    end))
   end)
 
   describe('decide', function()
@@ -260,22 +325,22 @@ describe('moonstack.policy.host', function()
       h:close()
     end)
 
-    it('denies when no policy is loaded', function()
+    it('denies when no policy is loaded', in_task(function()
       local d, err, code = h:decide('on_auth', {})
       assert.same({ allow = false, reason = 'no policy is loaded' }, d)
       assert.equal('ENOENT', code)
       assert.matches('^ENOENT', err)
-    end)
+    end))
 
-    it('denies when the policy lacks the hook', function()
+    it('denies when the policy lacks the hook', in_task(function()
       assert(h:load_string(allow_list('1', { 'a' })))
       local d, _, code = h:decide('on_route', { app_id = 'a' })
       assert.is_false(d.allow)
       assert.equal('policy allow-list has no on_route hook', d.reason)
       assert.equal('ENOENT', code)
-    end)
+    end))
 
-    it('denies on an error, a timeout or an invalid answer, and says why', function()
+    it('denies on an error, a timeout or an invalid answer, and says why', in_task(function()
       assert(h:load_string([[return { name = 'flaky', version = 1, on_auth = function(i)
         if i.mode == 'error' then error('oops') end
         if i.mode == 'loop' then while true do end end
@@ -306,30 +371,30 @@ describe('moonstack.policy.host', function()
       assert.equal(1, h.stats.allowed)
       assert.equal(5, h.stats.denied)
       assert.equal(5, h.stats.errors)
-    end)
+    end))
 
-    it('raises on misuse', function()
+    it('raises on misuse', in_task(function()
       assert.has_error(function() h:decide('on_nothing', {}) end)
       assert.has_error(function() h:decide(nil, {}) end)
       assert.has_error(function() h:decide('on_auth', 'input') end)
       assert.has_error(function() h:load_string(nil) end)
       assert.has_error(function() h:load_file(5) end)
       assert.has_error(function() host.new('x') end)
-    end)
+    end))
   end)
 end)
 
 describe('moonstack.policy.schema', function()
-  it('checks decisions against the hook table', function()
+  it('checks decisions against the hook table', in_task(function()
     assert.is_true(schema.check_decision('on_auth', { allow = true, reason = 'r', gateway_app_id = 'g' }))
     assert.is_true(schema.check_decision('on_route', { allow = false, backend = 'b' }))
     assert.is_nil(schema.check_decision('on_route', { allow = true, gateway_app_id = 'g' }))
     assert.is_nil(schema.check_decision('on_auth', { allow = true, reason = 'a\0b' }))
     assert.is_nil(schema.check_decision('on_x', { allow = true }))
     assert.is_nil(schema.check_decision('on_auth', 'allow'))
-  end)
+  end))
 
-  it('lets components register new hooks', function()
+  it('lets components register new hooks', in_task(function()
     assert.has_error(function() schema.add_hook('on_auth', { decision = {} }) end)
     assert.has_error(function() schema.add_hook('check', { decision = {} }) end)
     assert.has_error(function() schema.add_hook('on_y', { decision = { f = { type = 'table' } } }) end)
@@ -342,5 +407,5 @@ describe('moonstack.policy.schema', function()
       tests = { { hook = 'on_spec_test', input = { w = 2 }, expect = { weight = 4 } } } }]]))
     assert.same({ allow = true, weight = 6 }, h:decide('on_spec_test', { w = 3 }))
     h:close()
-  end)
+  end))
 end)

@@ -1,13 +1,16 @@
 -- SPDX-License-Identifier: Apache-2.0
--- The `policy` KMS auth backend: an operator's Lua file run in the policy VM
--- (moonstack.policy.host). on_auth(input) decides for apps, on_kms_auth(input) for KMS
--- instances; input = the BootInfo (camelCase, lowercase hex) plus `now` (Unix seconds, since
--- the sandbox has no clock). The file is reloaded by reload() (SIGHUP, control socket) and when
--- it changes on disk (a debounced watch of its directory, so editors' rename-over works); a
--- file that fails to load, validate or pass its own tests is refused and the last good
--- policy keeps deciding. Every decision is logged with the policy's name, version and sha256.
+-- The `policy` KMS auth backend: an operator's Lua file run in policy worker processes
+-- (moonstack.policy.host, moonstack.policy.pool). on_auth(input) decides for apps,
+-- on_kms_auth(input) for KMS instances; input = the BootInfo (camelCase, lowercase hex) plus
+-- `now` (Unix seconds, since the sandbox has no clock). The file is reloaded by reload()
+-- (SIGHUP, control socket) and when it changes on disk (a debounced watch of its directory, so
+-- editors' rename-over works); a file that fails to load, validate or pass its own tests (or
+-- crashes or stalls its worker) is refused and the last good policy keeps deciding. Every
+-- decision is logged with the policy's name, version and sha256. new(), authorize() and
+-- reload() wait on the workers: call them from a task.
 local uv = require('luv')
 local phost = require('moonstack.policy.host')
+local task = require('moonstack.core.task')
 local pvm = require('moonstack.native.policyvm')
 local logging = require('moonstack.core.log')
 
@@ -15,6 +18,8 @@ local M = {}
 
 --- Default delay between the last change event and the reload, in milliseconds.
 M.DEFAULT_DEBOUNCE_MS = 200
+--- Largest `workers`.
+M.MAX_WORKERS = require('moonstack.policy.pool').MAX_WORKERS
 
 local log = logging.new('kms-auth')
 
@@ -89,10 +94,12 @@ function Policy:_watch()
     end
     self.timer:stop()
     self.timer:start(self.debounce_ms, 0, function()
-      local pok, perr = pcall(self._changed, self)
-      if not pok then
-        log.error('policy reload after a file change failed', { path = self.path, error = tostring(perr) })
-      end
+      task.spawn_named('kms-auth:policy-reload', function()
+        local pok, perr = pcall(self._changed, self)
+        if not pok then
+          log.error('policy reload after a file change failed', { path = self.path, error = tostring(perr) })
+        end
+      end)
     end)
   end)
   if not ok then
@@ -104,7 +111,8 @@ function Policy:_watch()
 end
 
 --- Backend method: { path, name, version, sha256, loaded_at, watching, decisions, allowed,
---- denied, errors, reloads, reload_failures }.
+--- denied, errors, reloads, reload_failures, workers = { size, live, idle, queued, spawned,
+--- crashes, kills, pids } }.
 function Policy:status()
   local st = {}
   for k, v in pairs(self.host.stats) do
@@ -114,10 +122,11 @@ function Policy:status()
   st.path, st.name, st.version, st.sha256, st.loaded_at = self.path, a.name, a.version, a.sha256,
     a.loaded_at
   st.watching = self.watcher ~= nil
+  st.workers = self.host:workers()
   return st
 end
 
---- Backend method: stop watching and close the policy VM.
+--- Backend method: stop watching and kill the policy workers.
 function Policy:close()
   for _, h in pairs({ w = self.watcher, t = self.timer }) do
     if not h:is_closing() then
@@ -129,9 +138,11 @@ function Policy:close()
 end
 
 --- Create a policy backend. cfg: path (the policy file, required), watch (default true:
---- reload when the file changes), debounce_ms (default 200), limits (policy VM limits).
---- The policy must define on_auth (on_kms_auth is optional; without it KMS checks deny).
---- Returns the backend, or nil, message, code when the file cannot be loaded.
+--- reload when the file changes), debounce_ms (default 200), limits (policy VM limits),
+--- workers (policy worker processes, default 2: decisions in parallel; each costs a process
+--- with up to limits.memory_limit of policy memory). The policy must define on_auth
+--- (on_kms_auth is optional; without it KMS checks deny). Call from a task. Returns the
+--- backend, or nil, message, code when the config is invalid or the file cannot be loaded.
 function M.new(cfg)
   if type(cfg.path) ~= 'string' or cfg.path == '' then
     return nil, 'EINVAL: policy path must be a file name', 'EINVAL'
@@ -140,9 +151,21 @@ function M.new(cfg)
   if type(debounce) ~= 'number' or debounce < 0 then
     return nil, 'EINVAL: policy debounce_ms must be a number >= 0', 'EINVAL'
   end
+  local workers = cfg.workers or phost.DEFAULT_WORKERS
+  if type(workers) ~= 'number' or workers % 1 ~= 0 or workers < 1 or workers > M.MAX_WORKERS then
+    return nil, ('EINVAL: policy workers must be an integer in [1, %d]'):format(M.MAX_WORKERS),
+      'EINVAL'
+  end
+  if cfg.limits ~= nil then
+    local ok, err = pcall(pvm.frame_max, cfg.limits) -- validates every limit
+    if not ok then
+      return nil, 'EINVAL: policy ' .. tostring(err):gsub('^policyvm%.frame_max: ', ''), 'EINVAL'
+    end
+  end
   local self = setmetatable({
     path = cfg.path, debounce_ms = debounce,
-    host = phost.new({ name = 'kms-auth', limits = cfg.limits, required = { 'on_auth' } }),
+    host = phost.new({ name = 'kms-auth', limits = cfg.limits, required = { 'on_auth' },
+      workers = workers }),
   }, Policy)
   local ok, err, code = self.host:load_file(cfg.path)
   if not ok then
