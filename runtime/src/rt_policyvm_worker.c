@@ -95,6 +95,19 @@ static void put_key(struct rt_pvm_buf *b, const char *key)
 
 /* Send { ok, code?, error?, <key> = value?, output } and forget the printed lines. @p value
  * holds one encoded value (used only when @p status is RT_PVM_OK). */
+/* Finish the frame in `r` (its first 4 bytes are the length, filled here), write it to stdout
+ * and free it. Returns 0 or -1. */
+static int send_frame(struct rt_pvm_buf *r)
+{
+	int rc = -1;
+	if (!r->oom) {
+		rt_pvm_put_le32(r->data, (uint32_t)(r->len - sizeof(uint32_t)));
+		rc = write_full(STDOUT_FILENO, r->data, r->len);
+	}
+	rt_pvm_buf_free(r);
+	return rc;
+}
+
 static int send_reply(struct worker *w, int status, const char *key, const struct rt_pvm_buf *value)
 {
 	struct rt_pvm_buf r = { 0 };
@@ -124,13 +137,7 @@ static int send_reply(struct worker *w, int status, const char *key, const struc
 	w->nlines = 0;
 	rt_pvm_wire_byte(&r, RT_PVM_WIRE_CLOSE);
 	rt_pvm_wire_byte(&r, RT_PVM_WIRE_CLOSE);
-	int rc = -1;
-	if (!r.oom) {
-		rt_pvm_put_le32(r.data, (uint32_t)(r.len - sizeof(len)));
-		rc = write_full(STDOUT_FILENO, r.data, r.len);
-	}
-	rt_pvm_buf_free(&r);
-	return rc;
+	return send_frame(&r);
 }
 
 static int send_ready(void)
@@ -147,13 +154,7 @@ static int send_ready(void)
 	put_key(&r, "pid");
 	rt_pvm_wire_number(&r, (double)getpid());
 	rt_pvm_wire_byte(&r, RT_PVM_WIRE_CLOSE);
-	int rc = -1;
-	if (!r.oom) {
-		rt_pvm_put_le32(r.data, (uint32_t)(r.len - sizeof(len)));
-		rc = write_full(STDOUT_FILENO, r.data, r.len);
-	}
-	rt_pvm_buf_free(&r);
-	return rc;
+	return send_frame(&r);
 }
 
 static int handle_load(struct worker *w, const char *p, size_t n)
