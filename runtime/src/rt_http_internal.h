@@ -53,6 +53,7 @@ struct rt_http_exchange {
 	bool body_too_big;
 	bool close_after; /**< drop the connection after the response (unread body) */
 	bool rx_paused;	  /**< reading stopped until the (later) response is written */
+	bool dropped;	  /**< the connection closes after the response */
 	bool dispatched;
 	/* response */
 	bool responded;

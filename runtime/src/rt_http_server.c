@@ -157,8 +157,10 @@ static char *copy_query(struct lws *wsi)
 	return q.data;
 }
 
-/* Hand the complete request to the handler. */
-static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http_exchange *ex)
+/* Hand the complete request to the handler. Returns -1 if it was answered at once and the
+ * connection must close: the callback returns it (lws reading on as for a body it expects
+ * would put off a close by timeout). */
+static int dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http_exchange *ex)
 {
 	ex->dispatched = true;
 	ex->refs++; // answering may detach it from the connection
@@ -187,7 +189,9 @@ static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http
 		lws_rx_flow_control(wsi, 0);
 		ex->rx_paused = true;
 	}
+	int rc = ex->responded && ex->dropped ? -1 : 0;
 	rt_http_exchange_unref(ex);
+	return rc;
 }
 
 /* Close the connection from a callback (return -1 after this). Stop reading first, or lws
@@ -299,9 +303,7 @@ static int on_http(struct rt_http_server *srv, struct lws *wsi, struct rt_http_p
 	}
 	if (lws_body && !cl_present)
 		ex->close_after = true; // lws takes what follows as the body: do not keep it
-	if (content_length == 0)
-		dispatch(srv, wsi, ex);
-	return 0;
+	return content_length == 0 ? dispatch(srv, wsi, ex) : 0;
 }
 
 static int on_body(struct lws *wsi, struct rt_http_pss *pss, const void *in, size_t len)
@@ -413,6 +415,7 @@ static void send_response(struct rt_http_exchange *ex)
 	}
 	bool drop = rc != 0 || ex->close_after;
 	bool paused = ex->rx_paused;
+	ex->dropped = drop;
 	if (pss && pss->ex == ex)
 		detach_exchange(pss); // may free ex
 	if (drop || lws_http_transaction_completed(wsi)) {
@@ -504,7 +507,7 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 		rt_http_sock_mark(lws_get_socket_fd(wsi));
 		if (pss->ex && !pss->ex->dispatched && !pss->ex->responded)
-			dispatch(srv, wsi, pss->ex);
+			return dispatch(srv, wsi, pss->ex);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		return 0; // responses are written by send_response()
