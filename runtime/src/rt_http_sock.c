@@ -125,6 +125,8 @@ static struct sock_state *server_sock(int fd)
 static void note_read(int fd)
 {
 	struct sock_state *s = sock(fd, false);
+	if (!on_loop)
+		return;
 	pending_status = 0; // lws moved on to another read
 	if (s) {
 		s->reads++;
