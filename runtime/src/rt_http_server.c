@@ -2,8 +2,10 @@
 /*
  * HTTP server connections: parse the request (method, path, query, headers, body up to a
  * limit), hand it to the server's handler as an exchange, and write the response when the handler
- * answers (now or later). Responses always carry Content-Length; keep-alive and Connection: close
- * are lws's. Also the exchange's API (moonstack/rt_http.h).
+ * answers (now or later). Responses carry Content-Length (none for 1xx/204/304), never chunked;
+ * keep-alive is lws's, but requests lws mishandles are refused here with a status and a close
+ * (pipelined with a body, bad targets, CONNECT: README "libwebsockets 4.1 quirks", with
+ * rt_http_sock.c). Also the exchange's API (moonstack/rt_http.h).
  */
 #include <ctype.h>
 #include <errno.h>
