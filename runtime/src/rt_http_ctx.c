@@ -11,6 +11,21 @@
 /* The context currently accepting users, per runtime (one runtime per process in practice). */
 static struct rt_http_ctx *live_ctx;
 
+/* Request targets longer than RT_HTTP_MAX_URI are cut by lws (rt_http_server.c answers 414)
+ * instead of filling the header space; 0: no limit but the header space. */
+static struct lws_token_limits token_limits;
+
+static void init_token_limits(void)
+{
+	static const enum lws_token_indexes targets[] = {
+		WSI_TOKEN_GET_URI, WSI_TOKEN_POST_URI,	WSI_TOKEN_OPTIONS_URI,
+		WSI_TOKEN_PUT_URI, WSI_TOKEN_PATCH_URI, WSI_TOKEN_DELETE_URI,
+		WSI_TOKEN_CONNECT, WSI_TOKEN_HEAD_URI,	WSI_TOKEN_HTTP_URI_ARGS,
+	};
+	for (size_t i = 0; i < sizeof(targets) / sizeof(targets[0]); i++)
+		token_limits.token_limit[targets[i]] = RT_HTTP_MAX_URI;
+}
+
 static void lws_log_emit(int level, const char *line)
 {
 	enum rt_log_level l = level == LLL_ERR	    ? RT_LOG_ERROR
@@ -34,6 +49,14 @@ static void lws_log_emit(int level, const char *line)
 		p++;
 	if (p[0] && p[1] == ':' && p[2] == ' ')
 		p += 3;
+	// the only sign that lws drops a request whose header section does not fit
+	if (!strcmp(p, "Ran out of header data space") ||
+	    !strcmp(p, "More hdr frags than we can deal with")) {
+		rt_http_sock_header_overflow();
+		l = RT_LOG_DEBUG; // a client's doing, answered 431: not worth an error line
+	} else if (!strncmp(p, "header ", 7) && strstr(p, " exceeds limit ")) {
+		l = RT_LOG_DEBUG; // a request target cut at RT_HTTP_MAX_URI, answered 414
+	}
 	rt_log_emit(l, "lws", p, NULL);
 }
 
@@ -98,6 +121,7 @@ struct rt_http_ctx *rt_http_ctx_acquire(struct rt_runtime *rt)
 	if (!ctx)
 		return NULL;
 	ctx->rt = rt;
+	rt_http_sock_init(rt);
 	uv_timer_init(rt_loop(rt), &ctx->reaper);
 	ctx->reaper.data = ctx;
 
@@ -106,6 +130,7 @@ struct rt_http_ctx *rt_http_ctx_acquire(struct rt_runtime *rt)
 		lws_levels |= LLL_NOTICE;
 	lws_set_log_level(lws_levels, lws_log_emit);
 
+	init_token_limits();
 	static void *loops[1];
 	loops[0] = rt_loop(rt);
 	struct lws_context_creation_info info;
@@ -118,6 +143,14 @@ struct rt_http_ctx *rt_http_ctx_acquire(struct rt_runtime *rt)
 	info.user = ctx;
 	// lws sends client certificate verification to the context's protocol 0.
 	info.protocols = rt_http_client_protocols;
+	/* Reads larger than a TLS record (16 KiB of plaintext): lws reads pt_serv_buf_size -
+	 * LWS_PRE at a time, and plaintext left inside OpenSSL after a read is serviced only once
+	 * per loop turn on libuv, then waits for the next socket event; a client that has sent its
+	 * whole body waits for the answer, so a body ending in such leftovers stalled until it gave
+	 * up. A buffer larger than any record leaves nothing behind. */
+	info.pt_serv_buf_size = RT_HTTP_READ_BUFFER;
+	info.max_http_header_data = RT_HTTP_HEADER_SPACE;
+	info.token_limits = &token_limits; // a longer target is cut there, and answered 414
 	ctx->lws = lws_create_context(&info);
 	if (!ctx->lws) {
 		rt_shutdown_work_begin(rt); // balanced by reaper_closed

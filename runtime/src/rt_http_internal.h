@@ -14,6 +14,13 @@
 #include "rt_json.h"
 #include "rt_tls_internal.h"
 
+/** lws's per-thread I/O buffer: more than a TLS record of plaintext (see rt_http_ctx.c). */
+#define RT_HTTP_READ_BUFFER (32u * 1024)
+/** lws's space for a request's header section (its values, names of unknown headers). */
+#define RT_HTTP_HEADER_SPACE (16u * 1024)
+/** Longest request target (path or query) answered; longer ones get 414. */
+#define RT_HTTP_MAX_URI (8u * 1024)
+
 /**
  * One lws context on the runtime's loop. It exists while a server or client request uses it
  * (an idle lws context would keep the loop alive) and is destroyed in the two stages lws needs
@@ -46,6 +53,7 @@ struct rt_http_exchange {
 	bool body_too_big;
 	bool close_after; /**< drop the connection after the response (unread body) */
 	bool rx_paused;	  /**< reading stopped until the (later) response is written */
+	bool dropped;	  /**< the connection closes after the response */
 	bool dispatched;
 	/* response */
 	bool responded;
@@ -154,5 +162,31 @@ int rt_http_client_verify(struct rt_tls_cache *cache, const struct rt_tls_opts *
 
 /** The peer certificate of @p wsi's TLS connection, registered (see rt_tls_peer_take()). */
 struct rt_tls_peer *rt_http_peer_take(struct lws *wsi);
+
+/* rt_http_sock.c: lws's socket calls seen by the server core (see the file's comment). */
+
+/** Keep the books of lws's socket calls on this thread (the loop's) from now on. */
+void rt_http_sock_init(struct rt_runtime *rt);
+
+/** lws accepted a server connection on @p fd. */
+void rt_http_sock_accepted(int fd);
+
+/** The input of a request on @p fd ended here (headers, or the body so far). */
+void rt_http_sock_mark(int fd);
+
+/**
+ * Whether lws has not read @p fd since the previous request's input ended: the request parsed
+ * now came from lws's buffer of bytes read past that request (pipelined).
+ */
+bool rt_http_sock_pipelined(int fd);
+
+/** @p fd carries websocket or raw traffic now, no more HTTP requests. */
+void rt_http_sock_upgraded(int fd);
+
+/** lws logged that a header section did not fit: answer 431 on the connection it drops. */
+void rt_http_sock_header_overflow(void);
+
+/** Drain @p fd for a while once lws closed it, so that the client gets the answer it was sent. */
+void rt_http_sock_linger(int fd);
 
 #endif

@@ -2,8 +2,10 @@
 /*
  * HTTP server connections: parse the request (method, path, query, headers, body up to a
  * limit), hand it to the server's handler as an exchange, and write the response when the handler
- * answers (now or later). Responses always carry Content-Length; keep-alive and Connection: close
- * are lws's. Also the exchange's API (moonstack/rt_http.h).
+ * answers (now or later). Responses carry Content-Length (none for 1xx/204/304), never chunked;
+ * keep-alive is lws's, but requests lws mishandles are refused here with a status and a close
+ * (pipelined with a body, bad targets, CONNECT: README "libwebsockets 4.1 quirks", with
+ * rt_http_sock.c). Also the exchange's API (moonstack/rt_http.h).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -157,8 +159,10 @@ static char *copy_query(struct lws *wsi)
 	return q.data;
 }
 
-/* Hand the complete request to the handler. */
-static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http_exchange *ex)
+/* Hand the complete request to the handler. Returns -1 if it was answered at once and the
+ * connection must close: the callback returns it (lws reading on as for a body it expects
+ * would put off a close by timeout). */
+static int dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http_exchange *ex)
 {
 	ex->dispatched = true;
 	ex->refs++; // answering may detach it from the connection
@@ -187,72 +191,161 @@ static void dispatch(struct rt_http_server *srv, struct lws *wsi, struct rt_http
 		lws_rx_flow_control(wsi, 0);
 		ex->rx_paused = true;
 	}
+	int rc = ex->responded && ex->dropped ? -1 : 0;
 	rt_http_exchange_unref(ex);
+	return rc;
+}
+
+/* Close the connection from a callback (return -1 after this). Stop reading first, or lws
+ * spins on bytes it buffered while it flushes what was written; the client may still be
+ * sending: drain it once lws closed, so that it gets the answer. */
+static int refuse(struct lws *wsi)
+{
+	lws_rx_flow_control(wsi, 0);
+	rt_http_sock_linger(lws_get_socket_fd(wsi));
+	return -1;
+}
+
+/* The Content-Length of the request: 0 if absent (sets *present), -1 if invalid. */
+static long long content_length_of(struct lws *wsi, bool *present)
+{
+	char cl[32] = "";
+	*present = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+	if (!*present)
+		return 0;
+	if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+		return -1;
+	char *end = NULL;
+	errno = 0;
+	long long n = strtoll(cl, &end, 10);
+	return errno || end == cl || *end || n < 0 ? -1 : n;
+}
+
+/*
+ * What is wrong with the request line lws parsed, as a status and a message; 0 if nothing.
+ * lws decodes the path (%XX) and stops it at a decoded CR or LF, so a request without an HTTP
+ * version lost part of its line; a NUL would cut the path short of what was asked, and no path
+ * has control bytes.
+ */
+static int check_target(struct lws *wsi, const char *uri, size_t len, const char **msg)
+{
+	int query = 0;
+	for (int i = 0; lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) > 0; i++)
+		query += lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i) + 1;
+	if (len >= RT_HTTP_MAX_URI || query >= (int)RT_HTTP_MAX_URI) {
+		*msg = "request target too long";
+		return 414;
+	}
+	*msg = "invalid request target";
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) <= 0 || !uri)
+		return 400;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)uri[i] < 0x20 || uri[i] == 0x7f)
+			return 400;
+	return 0;
 }
 
 static int on_http(struct rt_http_server *srv, struct lws *wsi, struct rt_http_pss *pss,
 		   const char *uri, size_t len)
 {
+	const char *method = "GET";
+	for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+		if (lws_hdr_total_length(wsi, methods[m].token) > 0) {
+			method = methods[m].name;
+			break;
+		}
+	}
+	bool cl_present;
+	long long content_length = content_length_of(wsi, &cl_present);
+	// lws reads a body when there is a Content-Length, or for these methods without one
+	bool lws_body = content_length != 0 ||
+			(!cl_present && (!strcmp(method, "POST") || !strcmp(method, "PUT") ||
+					 !strcmp(method, "PATCH")));
+	int fd = lws_get_socket_fd(wsi);
+	if (lws_body && rt_http_sock_pipelined(fd)) {
+		// Sent before the previous answer: lws parsed it from its own buffer and would
+		// spin feeding that buffer to the body parser. Close: the client retries it.
+		rt_log(RT_LOG_DEBUG, "http", "%s: closing on a pipelined request with a body",
+		       srv->name);
+		return refuse(wsi);
+	}
+	rt_http_sock_mark(fd);
+
 	struct rt_http_exchange *ex = calloc(1, sizeof(*ex));
 	if (!ex)
-		return -1;
+		return refuse(wsi);
 	ex->refs = 1;
 	ex->wsi = wsi;
 	ex->server = srv;
 	ex->body_limit = srv->max_body;
 	detach_exchange(pss);
 	pss->ex = ex;
-	strcpy(ex->method, "GET");
-	for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
-		if (lws_hdr_total_length(wsi, methods[m].token) > 0) {
-			strcpy(ex->method, methods[m].name);
-			break;
-		}
-	}
+	strcpy(ex->method, method);
 	ex->head_only = strcmp(ex->method, "HEAD") == 0;
-	ex->path = strndup(uri ? uri : "/", uri ? len : 1);
+	ex->path = strndup(uri && len ? uri : "/", uri && len ? len : 1);
 	ex->query = copy_query(wsi);
 	if (srv->tls.cert)
 		ex->peer = rt_http_peer_take(wsi);
 
-	char cl[32] = "";
-	long long content_length = 0;
-	if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
-		char *end = NULL;
-		errno = 0;
-		content_length = strtoll(cl, &end, 10);
-		if (errno || end == cl || *end || content_length < 0) {
-			ex->close_after = true; // where the body ends is unknown
-			respond_error(ex, 400, "invalid Content-Length");
-			return -1; // the error is written: close
-		}
+	const char *msg = NULL;
+	int status = check_target(wsi, uri, len, &msg);
+	if (!status && content_length < 0) {
+		status = 400; // where the body ends is unknown
+		msg = "invalid Content-Length";
 	}
-	if ((unsigned long long)content_length > ex->body_limit) {
-		ex->body_too_big = ex->close_after = true;
-		respond_error(ex, 413, "request body too large");
-		return -1; // the error is written: close
+	if (!status && (unsigned long long)content_length > ex->body_limit) {
+		ex->body_too_big = true;
+		status = 413;
+		msg = "request body too large";
 	}
-	if (content_length == 0)
-		dispatch(srv, wsi, ex);
-	return 0;
+	if (status) {
+		ex->close_after = true;
+		respond_error(ex, status, msg);
+		return refuse(wsi); // the error is written: close
+	}
+	if (lws_body && !cl_present)
+		ex->close_after = true; // lws takes what follows as the body: do not keep it
+	return content_length == 0 ? dispatch(srv, wsi, ex) : 0;
 }
 
-static int on_body(struct rt_http_pss *pss, const void *in, size_t len)
+static int on_body(struct lws *wsi, struct rt_http_pss *pss, const void *in, size_t len)
 {
 	struct rt_http_exchange *ex = pss->ex;
+	rt_http_sock_mark(lws_get_socket_fd(wsi));
 	if (!ex || ex->body_too_big || ex->responded)
 		return 0;
 	if (ex->body.len + len > ex->body_limit) {
 		ex->body_too_big = ex->close_after = true;
 		respond_error(ex, 413, "request body too large");
-		return -1; // the error is written: close
+		return refuse(wsi); // the error is written: close
 	}
 	if (rt_buf_add(&ex->body, in, len)) {
 		ex->close_after = true;
 		respond_error(ex, 500, "out of memory");
-		return -1;
+		return refuse(wsi);
 	}
 	return 0;
+}
+
+/* Whether a response with @p status has a body (and so a Content-Length). */
+static bool has_body(int status)
+{
+	return status >= 200 && status != 204 && status != 304;
+}
+
+/* The status line, Content-Type and Content-Length, none on a status that has no body (RFC
+ * 9110 8.6: a 304 may only repeat the 200's; a HEAD answer gives the GET's). Non-zero on error. */
+static int add_status_headers(struct lws *wsi, struct rt_http_exchange *ex, const char *ctype,
+			      unsigned char **p, unsigned char *end)
+{
+	if (has_body(ex->status))
+		return lws_add_http_common_headers(wsi, (unsigned int)ex->status, ctype,
+						   (lws_filepos_t)ex->resp_len, p, end);
+	if (lws_add_http_header_status(wsi, (unsigned int)ex->status, p, end))
+		return 1;
+	return ctype && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+						     (const unsigned char *)ctype,
+						     (int)strlen(ctype), p, end);
 }
 
 /* Write the status line and headers. Returns 0 or -1. */
@@ -273,8 +366,11 @@ static int write_head(struct lws *wsi, struct rt_http_exchange *ex)
 		return -1;
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + need - 1;
 	int rc = -1;
-	if (lws_add_http_common_headers(wsi, (unsigned int)ex->status, ctype,
-					(lws_filepos_t)ex->resp_len, &p, end))
+	if (add_status_headers(wsi, ex, ctype, &p, end))
+		goto out;
+	if (ex->close_after &&
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
+					 5, &p, end))
 		goto out;
 	for (size_t off = 0; off < ex->resp_headers.len;) {
 		const char *name = ex->resp_headers.data + off;
@@ -309,7 +405,7 @@ static void send_response(struct rt_http_exchange *ex)
 	struct lws *wsi = ex->wsi;
 	struct rt_http_pss *pss = lws_wsi_user(wsi);
 	int rc = write_head(wsi, ex);
-	if (rc == 0 && ex->resp_len && !ex->head_only) {
+	if (rc == 0 && ex->resp_len && !ex->head_only && has_body(ex->status)) {
 		unsigned char *buf = malloc(LWS_PRE + ex->resp_len);
 		rc = -1;
 		if (buf) {
@@ -320,14 +416,38 @@ static void send_response(struct rt_http_exchange *ex)
 		}
 	}
 	bool drop = rc != 0 || ex->close_after;
-	if (ex->rx_paused)
-		lws_rx_flow_control(wsi, 1);
+	bool paused = ex->rx_paused;
+	ex->dropped = drop;
 	if (pss && pss->ex == ex)
 		detach_exchange(pss); // may free ex
 	if (drop || lws_http_transaction_completed(wsi)) {
+		// read nothing more: lws would spin on bytes it buffered until the kill
+		lws_rx_flow_control(wsi, 0);
+		if (drop)
+			rt_http_sock_linger(lws_get_socket_fd(wsi)); // the client may be sending
 		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 		lws_cancel_service(lws_get_context(wsi)); // on a foreign loop, lws needs a nudge
+	} else if (paused) {
+		lws_rx_flow_control(wsi, 1);
 	}
+}
+
+/*
+ * lws turns a CONNECT request into a raw connection (no more HTTP, no timeout) and hands it to
+ * protocol 0, ours: answer 405 and close, as for any method a server does not serve.
+ */
+static int refuse_connect(struct lws *wsi)
+{
+	static const char answer[] = "HTTP/1.1 405 Method Not Allowed\r\n"
+				     "content-type: application/json\r\n"
+				     "content-length: 30\r\n"
+				     "connection: close\r\n\r\n"
+				     "{\"error\":\"method not allowed\"}";
+	unsigned char buf[LWS_PRE + sizeof(answer)];
+	memcpy(buf + LWS_PRE, answer, sizeof(answer) - 1);
+	rt_http_sock_upgraded(lws_get_socket_fd(wsi));
+	lws_write(wsi, buf + LWS_PRE, sizeof(answer) - 1, LWS_WRITE_RAW);
+	return refuse(wsi);
 }
 
 static bool ws_path_allowed(struct rt_http_server *srv, struct lws *wsi)
@@ -385,20 +505,29 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 	case LWS_CALLBACK_HTTP:
 		return on_http(srv, wsi, pss, in, len);
 	case LWS_CALLBACK_HTTP_BODY:
-		return on_body(pss, in, len);
+		return on_body(wsi, pss, in, len);
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		rt_http_sock_mark(lws_get_socket_fd(wsi));
 		if (pss->ex && !pss->ex->dispatched && !pss->ex->responded)
-			dispatch(srv, wsi, pss->ex);
+			return dispatch(srv, wsi, pss->ex);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		return 0; // responses are written by send_response()
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+		rt_http_sock_accepted(lws_get_socket_fd(wsi));
+		return 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		if (pss)
 			detach_exchange(pss);
 		return 0;
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		return ws_path_allowed(srv, wsi) ? 0 : 1;
+		if (!ws_path_allowed(srv, wsi))
+			return 1;
+		rt_http_sock_upgraded(lws_get_socket_fd(wsi));
+		return 0;
+	case LWS_CALLBACK_RAW_ADOPT:
+		return refuse_connect(wsi);
 	case LWS_CALLBACK_ESTABLISHED:
 	case LWS_CALLBACK_RECEIVE:
 	case LWS_CALLBACK_SERVER_WRITEABLE:

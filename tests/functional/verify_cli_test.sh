@@ -195,6 +195,13 @@ check_match "no collateral: reason" 'no collateral' "$(cat "$dir/err")"
 verify 2 "--collateral and --pccs together" --quote "$Q/tdx_quote" --collateral "$Q/tdx_quote_collateral.json" \
   --pccs http://127.0.0.1:1
 verify 2 "bad --at" --quote "$Q/tdx_quote" --collateral "$Q/tdx_quote_collateral.json" --at yesterday
+for at in 99999999999999999999 253402300800; do # past 2^64; one second past 9999-12-31
+  verify 2 "--at $at: a usage error" --quote "$Q/tdx_quote" --collateral "$Q/tdx_quote_collateral.json" \
+    --at $at
+  check_match "--at $at: says why" 'at must be unix seconds up to' "$(cat "$dir/err")"
+  if grep -q 'internal error' "$dir/err"; then not_ok "--at $at: no internal error" "$(cat "$dir/err")"
+  else ok "--at $at: no internal error"; fi
+done
 printf '{"grace_period": 60, "disable_runtime_verification": true}' >"$dir/contra.json"
 verify 2 "contradictory policy" --quote "$Q/tdx_quote" --collateral "$Q/tdx_quote_collateral.json" \
   --policy "$dir/contra.json"

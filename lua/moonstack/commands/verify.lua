@@ -15,6 +15,9 @@ local task = require('moonstack.core.task')
 local verifier = require('moonstack.verifier')
 
 local PROG = 'moonstack verify'
+-- The latest --at: 9999-12-31T23:59:59Z, the last instant certificates can name (RFC 5280
+-- GeneralizedTime); past it the verification time is out of the verifier's range.
+local MAX_AT = 253402300799
 
 local spec = {
   usage = 'moonstack verify --quote FILE [--collateral FILE | --pccs URL | --simulator DIR] '
@@ -154,8 +157,9 @@ local function run(argv)
   local at
   if opts.at then
     at = tonumber(opts.at)
-    if not at or at < 0 or at ~= math.floor(at) or not opts.at:match('^%d+$') then
-      return usage(("--at must be unix seconds, got '%s'"):format(opts.at))
+    if not at or at < 0 or at ~= math.floor(at) or not opts.at:match('^%d+$') or at > MAX_AT then
+      return usage(("--at must be unix seconds up to %d (9999-12-31), got '%s'"):format(MAX_AT,
+        opts.at))
     end
   end
   local policy, err

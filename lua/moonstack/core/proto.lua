@@ -2,7 +2,8 @@
 -- pRPC's message codec: the two wire forms of a message schema, JSON (bytes as lowercase hex,
 -- 0x tolerated on input; responses are pure ASCII, non-ASCII escaped as \uXXXX, because the JS
 -- SDK's unix-socket client counts Content-Length in UTF-16 units) and proto3 binary (for
--- clients that send protobuf).
+-- clients that send protobuf). A `string` field must be UTF-8 in every form (prost and
+-- serde_json refuse anything else upstream).
 -- Values are Lua tables with raw bytes in `bytes` fields.
 local bit = require('bit')
 local codec = require('moonstack.core.codec')
@@ -86,6 +87,47 @@ function M.json_string(s)
 end
 local json_string = M.json_string
 
+--- Whether `s` is valid UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF).
+function M.valid_utf8(s)
+  if not s:find('[\128-\255]') then
+    return true
+  end
+  local i, n = 1, #s
+  while i <= n do
+    local b = byte(s, i)
+    local len, lo, hi = 1, 0x80, 0xbf -- length, bounds of the second byte
+    if b >= 0xc2 and b <= 0xdf then
+      len = 2
+    elseif b >= 0xe0 and b <= 0xef then
+      len = 3
+      lo = b == 0xe0 and 0xa0 or 0x80 -- no overlong form
+      hi = b == 0xed and 0x9f or 0xbf -- no surrogate
+    elseif b >= 0xf0 and b <= 0xf4 then
+      len = 4
+      lo = b == 0xf0 and 0x90 or 0x80 -- no overlong form
+      hi = b == 0xf4 and 0x8f or 0xbf -- nothing past U+10FFFF
+    elseif b >= 0x80 then
+      return false
+    end
+    for k = 1, len - 1 do
+      local c = byte(s, i + k)
+      if not c or c < (k == 1 and lo or 0x80) or c > (k == 1 and hi or 0xbf) then
+        return false
+      end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- A string field's value, refused unless UTF-8 (as prost and serde_json refuse it upstream).
+local function utf8_or_fail(name, v)
+  if not M.valid_utf8(v) then
+    return fail(('%s: invalid UTF-8'):format(name))
+  end
+  return v
+end
+
 local function hex_or_fail(name, v)
   if type(v) ~= 'string' then
     return fail(('%s: expected a hex string'):format(name))
@@ -111,7 +153,7 @@ local function json_value(name, ty, v, f)
     if type(v) ~= 'string' then
       return fail(('%s: expected a string'):format(name))
     end
-    return v
+    return utf8_or_fail(name, v)
   elseif ty == 'bytes' then
     return hex_or_fail(name, v)
   elseif ty == 'bool' then
@@ -179,7 +221,9 @@ function M.from_query(schema, args)
     if v == nil then
       x = DEFAULTS[base]
     elseif base == 'string' then
-      x = v
+      local err
+      x, err = utf8_or_fail(name, v)
+      if x == nil then return fail(err) end
     elseif base == 'bytes' then
       local err
       x, err = hex_or_fail(name, v)
@@ -361,6 +405,8 @@ function M.from_proto(schema, s)
       end
       if ty == 'bool' then
         value = value ~= 0
+      elseif ty == 'string' and not M.valid_utf8(value) then
+        return fail(('%s: invalid UTF-8'):format(f[2]))
       end
       if f[3]:sub(-1) == '*' then
         local list = out[f[2]]

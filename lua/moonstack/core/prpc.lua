@@ -4,8 +4,9 @@
 -- key, or its Content-Type is JSON — otherwise protobuf, and the answer is in the same form.
 -- Success is 200 with the response message; any failure is 400 with {"error": message} (JSON,
 -- pretty-printed as upstream) or ProtoError (protobuf); a bug in a method is a 500 and is
--- logged. Methods are tables { input = schema, output = schema, call = fn(args, req) ->
--- msg | nil, err [, cache = fn(args) -> key] } (schemas in moonstack.core.proto's form): with
+-- logged. HEAD is a GET without the body; other methods (PUT, DELETE, ...) get 405. Methods are
+-- tables { input = schema, output = schema, call = fn(args, req) -> msg | nil, err
+-- [, cache = fn(args) -> key] } (schemas in moonstack.core.proto's form): with
 -- `cache`, encoded answers are kept per key (for deterministic methods such as GetKey).
 local cjson = require('cjson.safe')
 local errors = require('moonstack.core.errors')
@@ -44,15 +45,20 @@ local function is_json_type(ct)
   return ct == 'application/json' or (ct ~= nil and ct:match('^application/.+%+json$') ~= nil)
 end
 
+-- Whether the message comes in the query (GET and HEAD) rather than the body.
+local function in_query(req)
+  return req.method == 'GET' or req.method == 'HEAD'
+end
+
 --- Whether a request asks for JSON (GET, ?json, or a JSON Content-Type).
 function M.wants_json(req)
-  return req.method == 'GET' or req.args.json ~= nil or is_json_type(req.headers['content-type'])
+  return in_query(req) or req.args.json ~= nil or is_json_type(req.headers['content-type'])
 end
 
 -- Decode the request message of `m` from `req` (JSON body, query, or protobuf).
 local function decode_args(m, req, json)
   local schema = m.input
-  if req.method == 'GET' then
+  if in_query(req) then
     return proto.from_query(schema, req.args)
   end
   if not json then
@@ -123,8 +129,13 @@ end
 --- 'Tappd', methods = {...} }: a path `<prefix><Method>` or `<prefix><service>.<Method>` calls
 --- the method. A one-segment path that names no method is a 400 ("no such method"), a longer
 --- one a 404. `fallback(req)` (optional) answers paths no mount claims (return nil to 404).
+--- Methods other than GET, HEAD and POST get 405, on every path.
 function M.handler(mounts, fallback)
   return function(req)
+    if not in_query(req) and req.method ~= 'POST' then
+      return 405, '{"error":"method not allowed"}', { ['content-type'] = JSON_CT,
+        allow = 'GET, HEAD, POST' }
+    end
     local path = req.path
     for _, mount in ipairs(mounts) do
       local p = mount.prefix

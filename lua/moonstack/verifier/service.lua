@@ -64,7 +64,7 @@ M.SCHEMA = {
       return type(v) == 'string' or type(v) == 'table', 'a policy file path or a policy table'
     end },
     root_ca = { type = 'string', optional = true },
-    at = { type = 'integer', min = 0, optional = true },
+    at = { type = 'integer', min = 0, max = 253402300799, optional = true }, -- 9999-12-31
     control = { type = 'string', optional = true },
     max_body = { type = 'integer', min = 1024, default = 16 * 1024 * 1024 },
   },

@@ -99,6 +99,29 @@ describe('GetKey with the upstream simulator keys', function()
     assert.are.equal(key('secp256k1'), key('ed25519'))
   end)
 
+  -- Upstream decodes the path into a Rust String: serde_json (JSON) and prost (protobuf) refuse
+  -- bytes that are not UTF-8, so the request is a 400 and no key is derived for them.
+  it('refuses a path that is not UTF-8, in every form, and takes any UTF-8', function()
+    local svc = new_svc()
+    for _, bad in ipairs({ 'a\255b', '\192\175', '\237\160\128', '\244\144\128\128', 'x\226\130' }) do
+      local status, text = call(svc, 'GetKey', '{"path":"' .. bad .. '","purpose":"p"}')
+      assert.are.equal(400, status)
+      assert.matches('path: invalid UTF%-8', cjson.decode(text).error)
+      status = call(svc, 'GetKey', '', { method = 'GET', args = { path = bad } })
+      assert.are.equal(400, status)
+      status, text = call(svc, 'GetKey', proto.to_proto(messages.GetKeyArgs, { path = bad }),
+        { ctype = false })
+      assert.are.equal(400, status)
+      assert.matches('invalid UTF%-8', assert(proto.from_proto(proto.ProtoError, text)).message)
+    end
+    for _, good in ipairs({ 'caf\195\169', '\240\159\148\145', '\239\191\191', 'a\0b' }) do
+      local status = call(svc, 'GetKey', cjson.encode({ path = good }))
+      assert.are.equal(200, status)
+      status = call(svc, 'GetKey', '', { method = 'GET', args = { path = good } })
+      assert.are.equal(200, status)
+    end
+  end)
+
   it('refuses other algorithms with upstream\'s message', function()
     local svc = new_svc()
     for _, alg in ipairs({ 'secp256k1_prehashed', 'rsa', 'SECP256K1' }) do
