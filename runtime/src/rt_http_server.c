@@ -2,8 +2,8 @@
 /*
  * HTTP server connections: parse the request (method, path, query, headers, body up to a
  * limit), hand it to the server's handler as an exchange, and write the response when the handler
- * answers (now or later). Responses always carry Content-Length; keep-alive and Connection: close
- * are lws's. Also the exchange's API (moonstack/rt_http.h).
+ * answers (now or later). Whole responses carry Content-Length; keep-alive and Connection: close
+ * are lws's (streamed responses: rt_http_stream.c). Also the exchange's API (moonstack/rt_http.h).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -36,6 +36,7 @@ void rt_http_exchange_unref(struct rt_http_exchange *ex)
 	rt_buf_free(&ex->body);
 	rt_buf_free(&ex->resp_headers);
 	free(ex->resp_body);
+	rt_http_stream_free(ex);
 	rt_tls_peer_release(ex->peer);
 	free(ex);
 }
@@ -255,8 +256,7 @@ static int on_body(struct rt_http_pss *pss, const void *in, size_t len)
 	return 0;
 }
 
-/* Write the status line and headers. Returns 0 or -1. */
-static int write_head(struct lws *wsi, struct rt_http_exchange *ex)
+int rt_http_write_head(struct lws *wsi, struct rt_http_exchange *ex, lws_filepos_t content_len)
 {
 	const char *ctype = NULL;
 	size_t need = LWS_PRE + 512;
@@ -273,8 +273,7 @@ static int write_head(struct lws *wsi, struct rt_http_exchange *ex)
 		return -1;
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + need - 1;
 	int rc = -1;
-	if (lws_add_http_common_headers(wsi, (unsigned int)ex->status, ctype,
-					(lws_filepos_t)ex->resp_len, &p, end))
+	if (lws_add_http_common_headers(wsi, (unsigned int)ex->status, ctype, content_len, &p, end))
 		goto out;
 	for (size_t off = 0; off < ex->resp_headers.len;) {
 		const char *name = ex->resp_headers.data + off;
@@ -308,7 +307,7 @@ static void send_response(struct rt_http_exchange *ex)
 {
 	struct lws *wsi = ex->wsi;
 	struct rt_http_pss *pss = lws_wsi_user(wsi);
-	int rc = write_head(wsi, ex);
+	int rc = rt_http_write_head(wsi, ex, (lws_filepos_t)ex->resp_len);
 	if (rc == 0 && ex->resp_len && !ex->head_only) {
 		unsigned char *buf = malloc(LWS_PRE + ex->resp_len);
 		rc = -1;
@@ -391,7 +390,8 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 			dispatch(srv, wsi, pss->ex);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
-		return 0; // responses are written by send_response()
+		// whole responses are written by send_response(); streamed ones piece by piece
+		return rt_http_stream_writeable(wsi, pss);
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		if (pss)
@@ -424,7 +424,7 @@ static bool header_text_ok(const char *s)
 
 /* Whether the packed list @p h (@p len bytes) is whole "name\0value\0" pairs that cannot split
  * the header block (response splitting). */
-static bool headers_ok(const char *h, size_t len)
+bool rt_http_headers_ok(const char *h, size_t len)
 {
 	for (size_t off = 0; off < len;) {
 		const char *name = h + off;
@@ -442,7 +442,8 @@ static bool headers_ok(const char *h, size_t len)
 int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, const char *headers,
 			     size_t headers_len, const void *body, size_t len)
 {
-	if (status < 100 || status > 599 || (headers_len && !headers_ok(headers, headers_len)))
+	if (status < 100 || status > 599 ||
+	    (headers_len && !rt_http_headers_ok(headers, headers_len)))
 		return -EINVAL;
 	if (ex->responded)
 		return -EALREADY;
