@@ -11,8 +11,8 @@
 -- moonstack.http.login_limit: 429 with Retry-After, no check). Methods (pRPC service `Admin`):
 -- ClearImageCache{image_hash, config_hash} removes `<image.cache_dir>/images/<image_hash>` and
 -- `<image.cache_dir>/measurements/<config_hash>` (hex names; `all` = the whole directory).
-local uv = require('luv')
 local auth = require('moonstack.http.auth')
+local fs = require('moonstack.core.fs')
 
 local M = {}
 
@@ -65,29 +65,6 @@ function M.authorized(req, creds)
   return (M.judge(req, creds)) == true
 end
 
--- Remove a file or a directory tree (no symlink is followed).
-local function remove_tree(path)
-  local st = uv.fs_lstat(path)
-  if not st then
-    return true
-  end
-  if st.type ~= 'directory' then
-    return uv.fs_unlink(path)
-  end
-  local h = uv.fs_scandir(path)
-  while h do
-    local name = uv.fs_scandir_next(h)
-    if not name then
-      break
-    end
-    local ok, err = remove_tree(path .. '/' .. name)
-    if not ok then
-      return nil, err
-    end
-  end
-  return uv.fs_rmdir(path)
-end
-
 local function clear(dir, key, what)
   if key == '' then
     return true
@@ -99,7 +76,7 @@ local function clear(dir, key, what)
     end
     path = dir .. '/' .. key
   end
-  local ok, err = remove_tree(path)
+  local ok, err = fs.remove_tree(path)
   if not ok then
     return nil, ('EIO: cannot remove %s: %s'):format(path, tostring(err))
   end
