@@ -5,7 +5,8 @@
 -- error that stops a boot, the instance info once the identity is known (the VMM keeps it in
 -- the shared folder, so the instance id survives a reboot), and shutdown progress (`powering
 -- off` tells the VMM the CVM is down on purpose). Reports go out in order from one task and
--- never hold the boot up: a host that does not answer costs a logged warning.
+-- never hold the boot up; one the host does not take is tried again for a while (a VMM
+-- restarting), then dropped with a logged warning.
 local uv = require('luv')
 local task = require('moonstack.core.task')
 local shared = require('moonstack.cvm.shared_folder')
@@ -18,6 +19,10 @@ local M = {}
 M.STEPS = { shared = 'reading the shared folder', tee = 'opening the TEE',
   measure = 'measuring the app', keys = 'requesting app keys',
   verify = 'checking the key provider', env = 'decrypting env', init = 'init-script' }
+
+--- Tries per report, and the pause between them (ms): a host restarting meanwhile (the VMM
+--- after a crash) still gets the reports in order.
+M.TRIES, M.RETRY_MS = 40, 250
 
 local Notifier = {}
 Notifier.__index = Notifier
@@ -34,10 +39,16 @@ function Notifier:_drain()
   end
   self.sending = task.spawn_named('agent:host-notify', function()
     while #self.queue > 0 do
-      local n = table.remove(self.queue, 1)
+      local n = self.queue[1]
       local ok, err = self.api:notify(n[1], n[2])
-      if not ok then
-        log.warn('cannot report to the host', { event = n[1], error = err })
+      n.tries = (n.tries or 0) + 1
+      if ok or n.tries >= M.TRIES then
+        table.remove(self.queue, 1)
+        if not ok then
+          log.warn('cannot report to the host (dropped)', { event = n[1], error = err })
+        end
+      else
+        task.sleep(M.RETRY_MS) -- the host may be restarting: the same report again
       end
     end
     self.sending = nil

@@ -93,6 +93,7 @@ function Sup:launch(vm)
   logs.begin_boot(vm.wd.dir, self.cfg.log)
   vm.boot_progress, vm.boot_error, vm.shutdown_progress = '', '', ''
   vm.exited_at = nil
+  vm:save_runtime()
   local h
   h, err, code = self.backend:launch(vm, function(hh, info) self:_on_exit(vm, hh, info) end)
   if not h then
@@ -189,6 +190,7 @@ function Sup:report(vm, event, payload) -- luacheck: ignore 212/self
     end
   end
   vm:event(event, payload)
+  vm:save_runtime()
   return true
 end
 

@@ -18,13 +18,30 @@ function Vm:__tostring()
   return ('vm<%s %s, %s>'):format(self.id, self.manifest and self.manifest.name or '?', self:status())
 end
 
---- A VM over work directory `wd` with manifest `manifest`. opts = { image, event_buffer_size }.
+--- A VM over work directory `wd` with manifest `manifest` (and what its guest last reported,
+--- kept in the work directory). opts = { image, event_buffer_size }.
 function M.new(wd, manifest, opts)
   opts = opts or {}
+  local rt = wd:runtime() or {}
+  local function str(v)
+    return type(v) == 'string' and v or ''
+  end
+  local evs = {}
+  for _, e in ipairs(type(rt.events) == 'table' and rt.events or {}) do
+    if type(e) == 'table' and type(e.event) == 'string' then
+      evs[#evs + 1] = { event = e.event, body = str(e.body), timestamp = tonumber(e.timestamp) or 0 }
+    end
+  end
   return setmetatable({ id = wd.id, wd = wd, manifest = manifest, image = opts.image,
-    started = wd:started(), boot_progress = '', boot_error = '', shutdown_progress = '',
-    events = {}, event_max = opts.event_buffer_size or 20,
-    restart = { retries = 0 }, lock_queue = {} }, Vm)
+    started = wd:started(), boot_progress = str(rt.boot_progress), boot_error = str(rt.boot_error),
+    shutdown_progress = str(rt.shutdown_progress), events = evs,
+    event_max = opts.event_buffer_size or 20, restart = { retries = 0 }, lock_queue = {} }, Vm)
+end
+
+--- Keep what the guest reported in the work directory (a restarted VMM shows it again).
+function Vm:save_runtime()
+  return self.wd:set_runtime({ boot_progress = self.boot_progress, boot_error = self.boot_error,
+    shutdown_progress = self.shutdown_progress, events = self.events })
 end
 
 local function now_ms()

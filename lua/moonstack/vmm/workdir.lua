@@ -8,6 +8,8 @@
 --   serial.log, stdout.log, stderr.log (+ .1 .. .N)   the logs, a boot separator line per start
 --   process.json      the running process as the supervisor knows it: pid + start time + boot
 --                     id (moonstack.core.procfs), so a restarted VMM finds it again
+--   vm-runtime.json   what the guest last reported (boot progress, boot error, events), so a
+--                     restarted VMM shows it
 --   .removing         RemoveVm under way (a VMM killed meanwhile finishes the removal)
 -- Every file is written atomically (temporary file, fsync, rename). A new VM is assembled in
 -- `<run_dir>/.creating-<id>/` and renamed into place only once complete, so a crash leaves
@@ -24,6 +26,7 @@ local M = {}
 M.MANIFEST = 'vm-manifest.json'
 M.STATE = 'vm-state.json'
 M.PROCESS = 'process.json'
+M.RUNTIME = 'vm-runtime.json'
 M.REMOVING = '.removing'
 M.CREATING = '.creating-'
 
@@ -144,6 +147,22 @@ end
 --- Forget the recorded process.
 function Wd:clear_process()
   uv.fs_unlink(self:path(M.PROCESS))
+end
+
+--- What the guest last reported ({ boot_progress, boot_error, shutdown_progress, events }), or
+--- nil.
+function Wd:runtime()
+  return read_json(self:path(M.RUNTIME))
+end
+
+--- Keep what the guest reported (atomically). True or nil, msg, code.
+function Wd:set_runtime(rt)
+  local copy = {}
+  for k, v in pairs(rt) do
+    copy[k] = v
+  end
+  copy.events = json.array(rt.events or {})
+  return fs.write_atomic(self:path(M.RUNTIME), json.encode(copy), 384)
 end
 
 --- Whether a removal is under way (or was interrupted).
