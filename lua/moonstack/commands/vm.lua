@@ -80,7 +80,7 @@ local SPECS = {
 local HELP_ORDER = { 'ls', 'info', 'images', 'deploy', 'start', 'stop', 'rm', 'logs', 'update' }
 
 local function help()
-  local lines = { 'usage: moonstack vm COMMAND [ARGS...] [--url URL]', '',
+  local lines = { 'usage: moonstack vm [--url URL] COMMAND [ARGS...]', '',
     'The VMM from the command line (its pRPC API, as vmm-cli.py uses it).', '', 'commands:' }
   for _, name in ipairs(HELP_ORDER) do
     lines[#lines + 1] = ('  %-8s %s'):format(name, SPECS[name].summary)
@@ -120,6 +120,18 @@ end
 local verbs = require('moonstack.commands.vm.verbs')
 
 local function run(argv)
+  -- `moonstack vm --url URL VERB ...` as well as `moonstack vm VERB ... --url URL`
+  local url = argv[1] and argv[1]:match('^%-%-url=(.+)$')
+  if argv[1] == '--url' and argv[2] then
+    url = argv[2]
+    argv = { select(3, unpack(argv)) }
+  elseif url then
+    argv = { select(2, unpack(argv)) }
+  end
+  if url and argv[1] then
+    table.insert(argv, '--url')
+    table.insert(argv, url)
+  end
   local subs = {}
   for name in pairs(SPECS) do
     subs[name] = runner(name, verbs[name])
