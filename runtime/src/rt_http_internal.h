@@ -62,8 +62,20 @@ struct rt_http_exchange {
 	struct rt_buf resp_headers; /**< "name\0value\0" pairs */
 	char *resp_body;
 	size_t resp_len;
+	/* a streamed response (rt_http_stream.c): pieces written as the socket takes them */
+	bool streaming;
+	bool stream_ended;
+	struct rt_http_chunk *out_head, *out_tail;
+	size_t out_bytes;
 	/* client certificate seen on this connection, if any */
 	struct rt_tls_peer *peer;
+};
+
+/** A queued piece of a streamed response (LWS_PRE bytes of headroom before the data). */
+struct rt_http_chunk {
+	struct rt_http_chunk *next;
+	size_t len;
+	unsigned char data[];
 };
 
 /** Per-connection data lws allocates for our protocol (HTTP and websocket both). */
@@ -139,6 +151,21 @@ struct rt_tls_cache *rt_http_ctx_tls_cache(struct rt_http_ctx *ctx);
 /** The lws protocol callback for servers (HTTP + websocket). */
 int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 			    size_t len);
+
+/** Write the status line and the headers of @p ex's response, with Content-Length
+ *  @p content_len (LWS_ILLEGAL_HTTP_CONTENT_LEN: none, the connection closes at the end).
+ *  Returns 0 or -1. */
+int rt_http_write_head(struct lws *wsi, struct rt_http_exchange *ex, lws_filepos_t content_len);
+
+/** Whether the packed header list @p h (@p len bytes) is whole "name\0value\0" pairs that
+ *  cannot split the header block. */
+bool rt_http_headers_ok(const char *h, size_t len);
+
+/** The connection of a streamed response can take more (LWS_CALLBACK_HTTP_WRITEABLE). */
+int rt_http_stream_writeable(struct lws *wsi, struct rt_http_pss *pss);
+
+/** Free the pieces still queued on @p ex. */
+void rt_http_stream_free(struct rt_http_exchange *ex);
 
 /** The lws protocol callback for client requests. */
 int rt_http_client_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

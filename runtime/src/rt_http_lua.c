@@ -386,6 +386,67 @@ static int l_exchange_respond(lua_State *L)
 	return 1;
 }
 
+/* exchange:begin(status, headers) -> true | nil, msg, code: a streamed answer's head */
+static int l_exchange_begin(lua_State *L)
+{
+	struct rt_http_exchange *ex = check_exchange(L);
+	int status = (int)luaL_checkinteger(L, 2);
+	if (status < 100 || status > 599)
+		return luaL_argerror(L, 2, "HTTP status must be 100..599");
+	struct rt_buf headers = { 0 };
+	if (lua_istable(L, 3))
+		rt_http_headers_parse(L, 3, &headers);
+	else if (!lua_isnoneornil(L, 3))
+		return luaL_argerror(L, 3, "headers must be a table");
+	if (headers.failed)
+		return luaL_error(L, "exchange:begin: out of memory");
+	int rc = rt_http_exchange_begin(ex, status, headers.data, headers.len);
+	rt_buf_free(&headers);
+	if (rc == -EALREADY)
+		return rt_push_fail(L, "EALREADY", "response already sent");
+	if (rc == -ENOTCONN)
+		return rt_push_fail(L, "ECLOSED", "the client went away");
+	if (rc == -EINVAL)
+		return luaL_argerror(L, 3, "invalid header");
+	if (rc)
+		return luaL_error(L, "exchange:begin: out of memory");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* exchange:write(data) -> true | nil, msg, code: a piece of a streamed answer */
+static int l_exchange_write(lua_State *L)
+{
+	struct rt_http_exchange *ex = check_exchange(L);
+	size_t len;
+	const char *data = luaL_checklstring(L, 2, &len);
+	int rc = rt_http_exchange_write(ex, data, len);
+	if (rc == -ENOTCONN)
+		return rt_push_fail(L, "ECLOSED", "the client went away");
+	if (rc == -ENOBUFS)
+		return rt_push_fail(L, "ENOBUFS", "the client is not reading");
+	if (rc == -EINVAL)
+		return rt_push_fail(L, "EINVAL", "not a streamed answer, or already ended");
+	if (rc)
+		return luaL_error(L, "exchange:write: out of memory");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* exchange:finish(): end a streamed answer (the connection closes once it is written) */
+static int l_exchange_finish(lua_State *L)
+{
+	rt_http_exchange_end(check_exchange(L));
+	return 0;
+}
+
+/* exchange:queued() -> bytes of a streamed answer not yet written */
+static int l_exchange_queued(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)rt_http_exchange_queued(check_exchange(L)));
+	return 1;
+}
+
 /* exchange:header(name) -> value | nil: any request header, including custom ones */
 static int l_exchange_header(lua_State *L)
 {
@@ -544,6 +605,10 @@ static const luaL_Reg server_meta[] = {
 };
 static const luaL_Reg exchange_methods[] = {
 	{ "respond", l_exchange_respond },
+	{ "begin", l_exchange_begin },
+	{ "write", l_exchange_write },
+	{ "finish", l_exchange_finish },
+	{ "queued", l_exchange_queued },
 	{ "header", l_exchange_header },
 	{ "connected", l_exchange_connected },
 	{ "responded", l_exchange_responded },

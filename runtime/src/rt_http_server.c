@@ -2,10 +2,11 @@
 /*
  * HTTP server connections: parse the request (method, path, query, headers, body up to a
  * limit), hand it to the server's handler as an exchange, and write the response when the handler
- * answers (now or later). Responses carry Content-Length (none for 1xx/204/304), never chunked;
- * keep-alive is lws's, but requests lws mishandles are refused here with a status and a close
- * (pipelined with a body, bad targets, CONNECT: README "libwebsockets 4.1 quirks", with
- * rt_http_sock.c). Also the exchange's API (moonstack/rt_http.h).
+ * answers (now or later). Whole responses carry Content-Length (none for 1xx/204/304), never
+ * chunked; streamed ones none, closing at the end (rt_http_stream.c). Keep-alive is lws's, but
+ * requests lws mishandles are refused here with a status and a close (pipelined with a body, bad
+ * targets, CONNECT: README "libwebsockets 4.1 quirks", with rt_http_sock.c). Also the exchange's
+ * API (moonstack/rt_http.h).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -38,6 +39,7 @@ void rt_http_exchange_unref(struct rt_http_exchange *ex)
 	rt_buf_free(&ex->body);
 	rt_buf_free(&ex->resp_headers);
 	free(ex->resp_body);
+	rt_http_stream_free(ex);
 	rt_tls_peer_release(ex->peer);
 	free(ex);
 }
@@ -336,11 +338,11 @@ static bool has_body(int status)
 /* The status line, Content-Type and Content-Length, none on a status that has no body (RFC
  * 9110 8.6: a 304 may only repeat the 200's; a HEAD answer gives the GET's). Non-zero on error. */
 static int add_status_headers(struct lws *wsi, struct rt_http_exchange *ex, const char *ctype,
-			      unsigned char **p, unsigned char *end)
+			      lws_filepos_t content_len, unsigned char **p, unsigned char *end)
 {
 	if (has_body(ex->status))
 		return lws_add_http_common_headers(wsi, (unsigned int)ex->status, ctype,
-						   (lws_filepos_t)ex->resp_len, p, end);
+						   content_len, p, end);
 	if (lws_add_http_header_status(wsi, (unsigned int)ex->status, p, end))
 		return 1;
 	return ctype && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
@@ -348,8 +350,7 @@ static int add_status_headers(struct lws *wsi, struct rt_http_exchange *ex, cons
 						     (int)strlen(ctype), p, end);
 }
 
-/* Write the status line and headers. Returns 0 or -1. */
-static int write_head(struct lws *wsi, struct rt_http_exchange *ex)
+int rt_http_write_head(struct lws *wsi, struct rt_http_exchange *ex, lws_filepos_t content_len)
 {
 	const char *ctype = NULL;
 	size_t need = LWS_PRE + 512;
@@ -366,7 +367,7 @@ static int write_head(struct lws *wsi, struct rt_http_exchange *ex)
 		return -1;
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + need - 1;
 	int rc = -1;
-	if (add_status_headers(wsi, ex, ctype, &p, end))
+	if (add_status_headers(wsi, ex, ctype, content_len, &p, end))
 		goto out;
 	if (ex->close_after &&
 	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
@@ -404,7 +405,7 @@ static void send_response(struct rt_http_exchange *ex)
 {
 	struct lws *wsi = ex->wsi;
 	struct rt_http_pss *pss = lws_wsi_user(wsi);
-	int rc = write_head(wsi, ex);
+	int rc = rt_http_write_head(wsi, ex, (lws_filepos_t)ex->resp_len);
 	if (rc == 0 && ex->resp_len && !ex->head_only && has_body(ex->status)) {
 		unsigned char *buf = malloc(LWS_PRE + ex->resp_len);
 		rc = -1;
@@ -512,7 +513,8 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 			return dispatch(srv, wsi, pss->ex);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
-		return 0; // responses are written by send_response()
+		// whole responses are written by send_response(); streamed ones piece by piece
+		return rt_http_stream_writeable(wsi, pss);
 	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
 		rt_http_sock_accepted(lws_get_socket_fd(wsi));
 		return 0;
@@ -553,7 +555,7 @@ static bool header_text_ok(const char *s)
 
 /* Whether the packed list @p h (@p len bytes) is whole "name\0value\0" pairs that cannot split
  * the header block (response splitting). */
-static bool headers_ok(const char *h, size_t len)
+bool rt_http_headers_ok(const char *h, size_t len)
 {
 	for (size_t off = 0; off < len;) {
 		const char *name = h + off;
@@ -571,7 +573,8 @@ static bool headers_ok(const char *h, size_t len)
 int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, const char *headers,
 			     size_t headers_len, const void *body, size_t len)
 {
-	if (status < 100 || status > 599 || (headers_len && !headers_ok(headers, headers_len)))
+	if (status < 100 || status > 599 ||
+	    (headers_len && !rt_http_headers_ok(headers, headers_len)))
 		return -EINVAL;
 	if (ex->responded)
 		return -EALREADY;

@@ -85,13 +85,17 @@ end
 --- Boot from the config (inside a task). Returns the context, or nil, msg, code. opts.serve =
 --- fn(ctx) -> true | nil, msg, code is called once the context is complete and before the app
 --- starts (the API opens its sockets there, so the app finds them); opts.launch = false
---- leaves the app unstarted (call M.launch(ctx) yourself).
+--- leaves the app unstarted (call M.launch(ctx) yourself); opts.on_context(ctx) is called
+--- with the new context before the first step (to follow its steps and states).
 function M.run(cfg, opts)
   opts = opts or {}
   if type(cfg) ~= 'table' or type(cfg.shared_dir) ~= 'string' or type(cfg.tee) ~= 'table' then
     error('boot.run: cfg must be a validated agent config (moonstack.agent.config)', 2)
   end
   local ctx = context.new({ config = cfg })
+  if opts.on_context then
+    opts.on_context(ctx)
+  end
   ctx:step('shared')
   local sh, err, code = shared.load(cfg.shared_dir)
   if not sh then
@@ -171,7 +175,8 @@ function M.run(cfg, opts)
     return fail(steps.fail('env', err, code))
   end
   ctx.logs, err, code = logs_mod.new({ buffer_bytes = cfg.runner.log_buffer_bytes,
-    dir = cfg.runner.log_files and cfg.log_dir or nil, max_file_bytes = cfg.runner.log_file_max_bytes })
+    dir = cfg.runner.log_files and cfg.log_dir or nil, max_file_bytes = cfg.runner.log_file_max_bytes,
+    echo = cfg.runner.echo and io.stdout or nil })
   if not ctx.logs then
     return fail(steps.fail('logs', err, code))
   end

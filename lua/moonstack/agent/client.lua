@@ -1,4 +1,7 @@
 -- SPDX-License-Identifier: Apache-2.0
+-- How others talk to a guest agent (the agent service's client module). The VMM: the guest
+-- API of a CVM it runs (guest_api(transport): Info, SysInfo, NetworkInfo, ListContainers,
+-- Shutdown at /api/<Method>; transport { unix = PATH } with the process backend, vsock later).
 -- The KMS's own CVM, through its guest agent (the dstack API on a unix socket, by default
 -- /var/run/dstack.sock): how a KMS running as an app on TDX attests itself (Attest: its RPC
 -- certificate's .1.8 attestation, its RA-TLS client certificate when it onboards) and gets a
@@ -77,6 +80,46 @@ function Guest:emit_event(event, payload)
     return nil, err, code
   end
   return true
+end
+
+local GuestApi = {}
+GuestApi.__index = GuestApi
+
+--- The guest API of a CVM over `transport` ({ unix = PATH }); opts.timeout_ms (5000).
+function M.guest_api(transport, opts)
+  if type(transport) ~= 'table' or type(transport.unix) ~= 'string' then
+    error('agent.client.guest_api: transport { unix = PATH } required', 2)
+  end
+  return setmetatable({ transport = transport, timeout_ms = opts and opts.timeout_ms or 5000 },
+    GuestApi)
+end
+
+--- Forward a request to guest API method `method` (body as given, JSON or protobuf by
+--- `content_type`): the response { status, body, headers } or nil, 'EGUEST: ...', 'EGUEST'.
+function GuestApi:request(method, body, content_type, query)
+  local path = '/api/' .. method .. (query and query ~= '' and ('?' .. query) or '')
+  local r, err = client.request({ unix = self.transport.unix, path = path, method = 'POST',
+    body = body or '', headers = { ['content-type'] = content_type or 'application/json' },
+    timeout_ms = self.timeout_ms, want_headers = { 'content-type' } })
+  if not r then
+    return nil, ('EGUEST: the guest API is not reachable (%s): %s'):format(method, tostring(err)),
+      'EGUEST'
+  end
+  return r
+end
+
+--- Call guest API method `method` with the JSON `body`: the decoded answer or nil, msg, code.
+function GuestApi:call(method, body)
+  local r, err, code = self:request(method, cjson.encode(body or {}))
+  if not r then
+    return nil, err, code
+  end
+  local answer = cjson.decode(r.body)
+  if r.status ~= 200 or type(answer) ~= 'table' then
+    return nil, ('EGUEST: the guest answered %s with HTTP %d: %s'):format(method, r.status,
+      r.body:sub(1, 200)), 'EGUEST'
+  end
+  return answer
 end
 
 return M

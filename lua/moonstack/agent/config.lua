@@ -12,7 +12,12 @@
 --     dstack = { unix = '/var/run/dstack.sock' },
 --     tappd  = { unix = '/var/run/tappd.sock' },
 --     public = { host = '0.0.0.0', port = 8090 },
+--     guest  = false,                      the guest API the VMM calls (Shutdown, SysInfo...):
+--                                          { unix = PATH } (mode 0600) or { host =, port = }
 --   }
+--   host_api = nil                         where boot progress, boot errors and instance info
+--                                          are reported (the VMM's host API, Notify):
+--                                          { unix = PATH } (process backend); vsock later
 --   control = nil                          control socket path (moonstack repl)
 --   key_provider = { kind = 'auto' }       where app keys come from:
 --     'auto'       what app-compose asks (key_provider / kms_enabled / ...): kms, local
@@ -35,6 +40,8 @@
 --     wait_sockets_ms = 10000              wait for the API sockets before starting the app
 --     path = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', home = nil
 --     docker = 'docker', docker_probe_timeout_ms = 5000
+--     echo = false                         also write the app's output lines to stdout (the
+--                                          CVM's console, which the VMM keeps as serial.log)
 --   }
 --   storage_fs = nil                       the storage-fs event payload (default: app-compose
 --                                          storage_fs, else zfs as upstream's default)
@@ -111,7 +118,12 @@ M.schema = {
         dstack = listener({ unix = '/var/run/dstack.sock' }),
         tappd = listener({ unix = '/var/run/tappd.sock' }),
         public = listener({ host = '0.0.0.0', port = 8090 }),
+        guest = listener(false),
       },
+    },
+    host_api = {
+      type = 'table', optional = true,
+      fields = { unix = { type = 'string', min = 1 } },
     },
     control = { type = 'string', optional = true, min = 1 },
     key_provider = {
@@ -167,6 +179,7 @@ M.schema = {
         home = { type = 'string', optional = true },
         docker = { type = 'string', default = 'docker', min = 1 },
         docker_probe_timeout_ms = { type = 'integer', default = 5000, min = 1 },
+        echo = { type = 'boolean', default = false },
       },
     },
     storage_fs = { type = 'string', optional = true, pattern = '^[%w_-]+$' },

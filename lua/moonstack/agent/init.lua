@@ -16,7 +16,8 @@ M.Agent = Agent
 
 -- Boot from the config and serve the API. The boot calls serve(ctx) once the keys and the
 -- boot measurements are in place and before the app starts, so the app finds its sockets;
--- else the API starts afterwards.
+-- else the API starts afterwards. With `host_api` in the config, the boot's progress, its
+-- error and the instance info are reported to the host (moonstack.agent.host).
 local function boot(cfg, log)
   local listen = cfg.listen or {}
   local api_opts = {}
@@ -24,6 +25,7 @@ local function boot(cfg, log)
     api_opts[k] = v
   end
   api_opts.dstack, api_opts.tappd, api_opts.external = listen.dstack, listen.tappd, listen.public
+  api_opts.guest = listen.guest
   local served
   local function serve(ctx)
     if served then
@@ -36,13 +38,18 @@ local function boot(cfg, log)
     served = a
     return true
   end
-  local ctx, err, code = require('moonstack.agent.boot').run(cfg, { serve = serve })
+  local host = require('moonstack.agent.host').new(cfg.host_api)
+  local ctx, err, code = require('moonstack.agent.boot').run(cfg, { serve = serve,
+    on_context = function(c) host:attach(c) end })
   if not ctx then
     if served then
       served:close()
     end
+    host:send('boot.error', (tostring(err):gsub('^E[A-Z0-9_]+: ', '')))
+    host:flush(2000)
     return nil, err, code
   end
+  ctx.host = host
   local ok
   ok, err, code = serve(ctx)
   if not ok then
@@ -121,6 +128,9 @@ function Agent:stop()
   end
   if self.ctx then
     self.ctx:close()
+    if self.ctx.host then
+      self.ctx.host:flush(1000)
+    end
     self.ctx = nil
   end
 end

@@ -1,7 +1,8 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- Small file helpers shared by the components: read a whole file with the expected-failure
 -- contract, write a file atomically (0600 by default), create a directory path, refuse
--- secrets others could read (as ssh does with private keys), find a write_atomic's leftovers.
+-- secrets others could read (as ssh does with private keys), find a write_atomic's leftovers,
+-- remove a directory tree.
 local bit = require('bit')
 local uv = require('luv')
 
@@ -114,6 +115,30 @@ function M.check_private_dir(dir, what)
       .. 'replace the files in it: run chmod 700 %s'):format(label, octal(st.mode), dir), 'EPERM'
   end
   return true
+end
+
+--- Remove a file or a directory tree (symlinks are removed, never followed). True (also when
+--- `path` does not exist) or nil, msg, code.
+function M.remove_tree(path)
+  local st = uv.fs_lstat(path)
+  if not st then
+    return true
+  end
+  if st.type ~= 'directory' then
+    return uv.fs_unlink(path)
+  end
+  local h = uv.fs_scandir(path)
+  while h do
+    local name = uv.fs_scandir_next(h)
+    if not name then
+      break
+    end
+    local ok, err, code = M.remove_tree(path .. '/' .. name)
+    if not ok then
+      return nil, err, code
+    end
+  end
+  return uv.fs_rmdir(path)
 end
 
 --- The temporaries write_atomic leaves in `dir` when the process dies between creating and

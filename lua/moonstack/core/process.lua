@@ -1,7 +1,8 @@
 -- SPDX-License-Identifier: Apache-2.0
--- Supervised processes for the runners: spawn a command in its own session (process group =
--- its pid, so stopping it reaches the whole tree it started), feed its stdout/stderr into a
--- log store (moonstack.agent.runner.logs) under a service name, record its exit status and
+-- Supervised processes (the agent's runners, the VMM's process backend): spawn a command in its
+-- own session (process group = its pid, so stopping it reaches the whole tree it started), feed
+-- its stdout/stderr into a log store (moonstack.agent.runner.logs) under a service name, or
+-- straight into files (a child that must outlive this process), record its exit status and
 -- report it (on_exit), and stop it with SIGTERM to the group, then SIGKILL after a grace
 -- period. The environment is exactly the one given (nothing inherited from the agent).
 --
@@ -77,10 +78,32 @@ function Proc:_read(pipe, channel)
   end)
 end
 
+-- The stdio entry of `channel`: a pipe read into the log store, or the fd of opts.files[channel]
+-- opened for appending (0600), kept in `opened` to close once the child has it.
+local function output(self, opts, channel, stdio, opened)
+  local index = channel == 'stdout' and 2 or 3
+  local path = opts.files and opts.files[channel]
+  if not path then
+    local p = uv.new_pipe(false)
+    stdio[index] = p
+    return p
+  end
+  local fd, err, code = uv.fs_open(path, 'a', 384)
+  if not fd then
+    return nil, ('cannot open %s: %s'):format(path, tostring(err)), code
+  end
+  opened[#opened + 1] = fd
+  stdio[index] = fd
+  self.files = true
+  return false
+end
+
 --- Spawn. opts = { service = name (log service), file = program, args = { ... }, env =
 --- { KEY = value }, cwd = dir?, logs = store?, on_exit = fn(proc)?, on_output = fn(channel,
---- data)?, extra_fds = n (pipes at fds 3.., read with proc.fds[i]) }. Returns the process or
---- nil, 'CODE: cannot start ...', code.
+--- data)?, extra_fds = n (pipes at fds 3.., read with proc.fds[i]), files = { stdout = path?,
+--- stderr = path? } (appended to directly: the child keeps writing there if this process
+--- dies), detached = true (own session and process group) }. Returns the process or nil,
+--- 'CODE: cannot start ...', code.
 function M.spawn(opts)
   if type(opts) ~= 'table' or type(opts.file) ~= 'string' or type(opts.service) ~= 'string' then
     error('process.spawn: opts.file and opts.service are required', 2)
@@ -88,8 +111,23 @@ function M.spawn(opts)
   local self = setmetatable({ service = opts.service, logs = opts.logs, on_exit = opts.on_exit,
     on_output = opts.on_output, status = 'starting', open_pipes = 0, waiters = {}, fds = {}, pipes = {} },
     Proc)
-  local out, err_pipe = uv.new_pipe(false), uv.new_pipe(false)
-  local stdio = { nil, out, err_pipe }
+  local stdio, opened = {}, {}
+  local out, oerr, ocode = output(self, opts, 'stdout', stdio, opened)
+  local err_pipe, eerr, ecode
+  if out ~= nil then
+    err_pipe, eerr, ecode = output(self, opts, 'stderr', stdio, opened)
+  end
+  local function release()
+    close(out or nil)
+    close(err_pipe or nil)
+    for _, fd in ipairs(opened) do
+      uv.fs_close(fd)
+    end
+  end
+  if out == nil or err_pipe == nil then
+    release()
+    return errors.fail(ocode or ecode or 'EIO', oerr or eerr)
+  end
   for i = 1, opts.extra_fds or 0 do
     self.fds[i] = uv.new_pipe(false)
     stdio[3 + i] = self.fds[i]
@@ -99,13 +137,16 @@ function M.spawn(opts)
   end
   local handle, pid_or_err, code = uv.spawn(opts.file, {
     args = opts.args or {}, env = M.env_list(opts.env or {}), cwd = opts.cwd, stdio = stdio,
-    detached = true,
+    detached = opts.detached ~= false,
   }, function(exit_code, signal)
     self:_on_exit(exit_code, signal)
   end)
+  for _, fd in ipairs(opened) do
+    uv.fs_close(fd) -- the child has its copy
+  end
+  opened = {}
   if not handle then
-    close(out)
-    close(err_pipe)
+    release()
     for _, p in ipairs(self.fds) do
       close(p)
     end
@@ -120,9 +161,26 @@ function M.spawn(opts)
   if self.logs then
     self.logs:set_status(self.service, 'running', { started_at = self.started_at, pid = self.pid })
   end
-  self:_read(out, 'stdout')
-  self:_read(err_pipe, 'stderr')
+  if out then
+    self:_read(out, 'stdout')
+  end
+  if err_pipe then
+    self:_read(err_pipe, 'stderr')
+  end
   return self
+end
+
+--- Let go of the process without stopping it (it keeps running, e.g. a VM that outlives its
+--- supervisor's restart): the exit is no longer reported and the output pipes are closed.
+function Proc:release()
+  self.on_exit = nil
+  for _, p in ipairs(self.pipes) do
+    close(p)
+  end
+  for _, p in ipairs(self.fds) do
+    close(p)
+  end
+  close(self.handle)
 end
 
 function Proc:_on_exit(exit_code, signal)

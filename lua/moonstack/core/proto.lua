@@ -14,7 +14,8 @@ local byte, char, concat = string.byte, string.char, table.concat
 
 -- Field types: string, bytes, bool, uint64 (optional: absent = nil), message (a nested
 -- message, schema = its field list; absent = nil), and repeated forms string* / bytes* /
--- message*. A field spec is { number, name, type [, omit_empty = true] [, schema = {...}] };
+-- message*. A field spec is { number, name, type [, omit_empty = true] [, optional = true]
+-- [, schema = {...}] } (optional: proto3 `optional`, absent on input stays nil, not the default);
 -- a message schema is a list of field specs. Each service keeps its own messages (e.g.
 -- moonstack.agent.api.messages, moonstack.kms.api's).
 
@@ -172,6 +173,14 @@ end
 
 local DEFAULTS = { string = '', bytes = '', bool = false }
 
+-- The value of an absent field `f` of type `ty` (nil for proto3 optional fields).
+local function absent(f, ty)
+  if f.optional then
+    return nil
+  end
+  return DEFAULTS[ty]
+end
+
 --- A request message from decoded JSON (`obj` a table; unknown fields ignored, missing ones take
 --- their defaults). Returns the message or nil, message.
 function M.from_json(schema, obj)
@@ -184,7 +193,11 @@ function M.from_json(schema, obj)
     local v = obj[name]
     local rep = ty:sub(-1) == '*'
     if v == nil or v == M.null then
-      out[name] = rep and {} or DEFAULTS[ty]
+      if rep then
+        out[name] = {}
+      else
+        out[name] = absent(f, ty)
+      end
     elseif rep then
       if type(v) ~= 'table' or (#v == 0 and next(v) ~= nil) then
         return fail(('%s: expected an array'):format(name))
@@ -219,7 +232,7 @@ function M.from_query(schema, args)
     local base = ty:gsub('%*$', '')
     local x
     if v == nil then
-      x = DEFAULTS[base]
+      x = absent(f, base)
     elseif base == 'string' then
       local err
       x, err = utf8_or_fail(name, v)
@@ -274,7 +287,7 @@ function M.to_json(schema, msg)
         items[i] = json_scalar(ty:sub(1, -2), item, f)
       end
       parts[#parts + 1] = '"' .. name .. '":[' .. concat(items, ',') .. ']'
-    elseif not (v == nil and (ty == 'uint64' or ty == 'message'))
+    elseif not (v == nil and (ty == 'uint64' or ty == 'message' or f.optional))
         and not (f.omit_empty and (v == nil or v == '')) then
       parts[#parts + 1] = '"' .. name .. '":' .. json_scalar(ty, v, f)
     end
@@ -321,7 +334,7 @@ function M.to_proto(schema, msg)
       for _, item in ipairs(v or {}) do
         encode_field(parts, f, ty:sub(1, -2), item)
       end
-    elseif v ~= nil and v ~= '' and v ~= false and not (ty ~= 'uint64' and v == 0) then
+    elseif v ~= nil and (f.optional or (v ~= '' and v ~= false and not (ty ~= 'uint64' and v == 0))) then
       encode_field(parts, f, ty, v)
     end
   end
@@ -355,7 +368,11 @@ function M.from_proto(schema, s)
   local out = {}
   for _, f in ipairs(schema) do
     local ty = f[3]
-    out[f[2]] = ty:sub(-1) == '*' and {} or DEFAULTS[ty]
+    if ty:sub(-1) == '*' then
+      out[f[2]] = {}
+    else
+      out[f[2]] = absent(f, ty)
+    end
   end
   local pos = 1
   while pos <= #s do

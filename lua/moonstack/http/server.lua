@@ -56,6 +56,52 @@ function Response:send(status, body, headers)
   return ok, err, code
 end
 
+local Stream = {}
+Stream.__index = Stream
+
+--- Queue `data` on a streamed answer. Returns true, or nil, msg, code (ECLOSED: the client
+--- went away; ENOBUFS: it does not read).
+function Stream:write(data)
+  return self._exchange:write(data)
+end
+
+--- Bytes queued and not yet written to the client.
+function Stream:queued()
+  return self._exchange:queued()
+end
+
+--- Whether the client is still there.
+function Stream:connected()
+  return self._exchange:connected()
+end
+
+--- End the answer: the connection closes once the queued bytes are written. Idempotent.
+function Stream:close()
+  self._exchange:finish()
+end
+
+--- Answer with a stream (no Content-Length; the connection closes at the end), for bodies
+--- that grow while the client reads (a followed log). Returns the stream { write(data),
+--- queued(), connected(), close() } or nil, msg, code.
+function Response:stream(status, headers)
+  if self.sent then
+    return nil, 'EALREADY: response already sent', 'EALREADY'
+  end
+  local h = {}
+  for k, v in pairs(self.headers) do
+    h[k] = v
+  end
+  for k, v in pairs(headers or {}) do
+    h[k:lower()] = v
+  end
+  local ok, err, code = self._exchange:begin(status, h)
+  self.sent = true
+  if not ok then
+    return nil, err, code
+  end
+  return setmetatable({ _exchange = self._exchange }, Stream)
+end
+
 --- Send `value` as compact JSON.
 function Response:json(status, value)
   return self:send(status, util.encode_json(value), { ['content-type'] = 'application/json' })

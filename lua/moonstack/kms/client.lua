@@ -130,6 +130,25 @@ local function ratls_session(opts, timeout)
     tmp = tmp, evidence = evidence }
 end
 
+--- GetAppEnvEncryptPubKey (inside a task): the X25519 public key env for app `app_id` (20
+--- bytes) is encrypted to, with the KMS's signatures (spec §2.2). opts = { ca (the KMS root
+--- PEM; without it the TLS session is unverified: the answer carries its own k256 signatures,
+--- for the caller to check), timeout_ms? }. Returns the decoded JSON answer { public_key,
+--- signature, timestamp, signature_v1 } (hex strings, timestamp a number) or nil, msg, code.
+function M.env_pubkey(url, app_id, opts)
+  opts = opts or {}
+  local tls = opts.ca and { ca = opts.ca } or { insecure = true }
+  local body = cjson.encode({ app_id = crypto.hex(app_id) })
+  local resp, err, code = call(method_url(url, 'GetAppEnvEncryptPubKey'), body, tls, opts.timeout_ms)
+  if not resp then
+    return nil, ('GetAppEnvEncryptPubKey: %s'):format(err), code
+  end
+  if type(resp.public_key) ~= 'string' or not crypto.unhex(resp.public_key, 32) then
+    return errors.fail('EPROTO', 'GetAppEnvEncryptPubKey answer lacks a 32-byte public_key')
+  end
+  return resp
+end
+
 --- Ask one KMS for the app keys (inside a task). opts = { url (base URL), tee (a TEE backend),
 --- vm_config (string), ca (PEM of the KMS root CA, optional), timeout_ms? }. Returns
 --- { keys, root = Cert, os_image_hash = bytes } or nil, msg, code (EDENIED: the KMS refused,

@@ -177,7 +177,7 @@ function Kms:_assemble(evidence)
     return nil, err, code
   end
   if cfg.admin then
-    self.login_limit = require('moonstack.kms.login_limit').new(cfg.admin.failed_logins)
+    self.login_limit = require('moonstack.http.login_limit').new(cfg.admin.failed_logins)
   end
   self.auth, err, code = auth.new(cfg.auth)
   if not self.auth then

@@ -151,6 +151,32 @@ void rt_http_exchange_unref(struct rt_http_exchange *ex);
 int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, const char *headers,
 			     size_t headers_len, const void *body, size_t len);
 
+/** Bytes a streamed response may hold queued before rt_http_exchange_write() refuses more. */
+#define RT_HTTP_STREAM_MAX_QUEUED (4u * 1024 * 1024)
+
+/**
+ * Begin a streamed answer to @p ex: the status line and the packed @p headers (as
+ * rt_http_exchange_respond()) go out now, without Content-Length: the body follows in pieces
+ * (rt_http_exchange_write()) and the connection closes after rt_http_exchange_end(). For logs
+ * that grow while a client follows them. Returns 0, -EINVAL, -ENOMEM, -EALREADY or -ENOTCONN.
+ */
+int rt_http_exchange_begin(struct rt_http_exchange *ex, int status, const char *headers,
+			   size_t headers_len);
+
+/**
+ * Queue @p len bytes of a streamed answer (copied; written as the socket takes them). Returns 0,
+ * -EINVAL (not streaming, or ended), -ENOTCONN (the client went away), -ENOBUFS (the client does
+ * not read: RT_HTTP_STREAM_MAX_QUEUED bytes wait already) or -ENOMEM.
+ */
+int rt_http_exchange_write(struct rt_http_exchange *ex, const void *data, size_t len);
+
+/** End a streamed answer: the connection closes once the queued pieces are written. Returns 0
+ *  or -EINVAL (not streaming); idempotent. */
+int rt_http_exchange_end(struct rt_http_exchange *ex);
+
+/** Bytes of a streamed answer still queued (0 when none or not streaming). */
+size_t rt_http_exchange_queued(const struct rt_http_exchange *ex);
+
 /**
  * The value of the request header @p name (any case, custom headers included) as a malloc'ed,
  * NUL-terminated copy (@p len gets its length if not NULL); NULL if absent, or once the client

@@ -6,6 +6,8 @@
 --           inherits getKey, info, ... and posts them to its socket)
 --   external TCP (default 0.0.0.0:8090), Worker at /prpc/Worker.<Method>, the dashboard at /,
 --           /metrics and /logs/<name> as the app-compose public_* flags allow (worker.lua)
+--   guest   the guest API the VMM calls (GuestApi at /api/<Method> and /prpc/<Method>:
+--           moonstack.agent.api.guest), off unless configured
 -- Every response carries `Server: <ident>`; the external one also `X-App-Version`. Unix sockets
 -- default to mode 0666: app containers running as any uid must connect (dstack's are 0777), and
 -- nothing else runs in a CVM. Request bodies are limited to 10 MiB (413).
@@ -46,6 +48,9 @@ local function mounts_of(self, svc)
       { prefix = '/', service = 'DstackGuest', methods = svc.dstack } } },
     external = { mounts = { { prefix = '/prpc/', service = 'Worker', methods = svc.worker } },
       fallback = function(req) return worker.route(self, req) end },
+    guest = { mounts = {
+      { prefix = '/api/', service = 'GuestApi', methods = svc.guest },
+      { prefix = '/prpc/', service = 'GuestApi', methods = svc.guest } } },
   }
 end
 
@@ -55,6 +60,8 @@ function Api:_bind()
   local methods = require('moonstack.agent.api.methods')
   self.state = self.state or methods.state(self.ctx, self.opts)
   self.svc = methods.build(self.ctx, self.opts, self.state)
+  self.svc.guest = require('moonstack.agent.api.guest').methods(self.ctx, self.svc.dstack.Info,
+    self.opts.on_shutdown)
   self.handlers = {}
   for name, l in pairs(mounts_of(self, self.svc)) do
     self.handlers[name] = prpc.handler(l.mounts, l.fallback)
@@ -72,6 +79,8 @@ end
 ---   dstack   = { unix = PATH, mode = 438 } or false     (DstackGuest)
 ---   tappd    = { unix = PATH, mode = 438 } or false     (Tappd)
 ---   external = { host =, port = } or { unix = } or false (Worker + dashboard; default :8090)
+---   guest    = { unix = PATH } or { host =, port = } or false/nil (GuestApi; off by default)
+---   on_shutdown = fn() the guest API's Shutdown calls (default: SIGTERM to this process)
 ---   ident (Server header), emit_event (default true), dmi_dir, gpu_file, socket_mode
 --- Returns the Api object (close(), addresses(), svc) or nil, err, code (nothing left open).
 function M.start(ctx, opts)
@@ -86,6 +95,7 @@ function M.start(ctx, opts)
     { name = 'tappd', cfg = opts.tappd },
     { name = 'external', cfg = opts.external == nil and M.EXTERNAL or opts.external,
       headers = { ['x-app-version'] = ('v%s (%s)'):format(info_lib.VERSION, info_lib.REV) } },
+    { name = 'guest', cfg = opts.guest, mode = 384 },
   }
   for _, l in ipairs(listeners) do
     if l.cfg then
@@ -93,7 +103,7 @@ function M.start(ctx, opts)
       for k, v in pairs(l.headers or {}) do
         headers[k] = v
       end
-      local s = server.new({ name = 'agent-' .. l.name, listen = listen_opts(l.cfg, mode),
+      local s = server.new({ name = 'agent-' .. l.name, listen = listen_opts(l.cfg, l.mode or mode),
         max_body = opts.max_body or M.MAX_BODY, headers = headers })
       local name = l.name
       s:route('*', '/*', function(req) return self.handlers[name](req) end)

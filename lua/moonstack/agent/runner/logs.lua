@@ -30,7 +30,8 @@ local Store = {}
 Store.__index = Store
 
 --- A new store. opts = { buffer_bytes = 1 MiB per service, dir = nil (no files),
---- max_file_bytes = 8 MiB, max_line = M.MAX_LINE }.
+--- max_file_bytes = 8 MiB, max_line = M.MAX_LINE, echo = file (io.stdout: every record is
+--- also written there as `<service>: <message>`, a CVM's console) }.
 function M.new(opts)
   opts = opts or {}
   if opts.dir then
@@ -41,7 +42,7 @@ function M.new(opts)
   end
   return setmetatable({ services = {}, buffer_bytes = opts.buffer_bytes or 1024 * 1024,
     dir = opts.dir, max_file_bytes = opts.max_file_bytes or 8 * 1024 * 1024,
-    max_line = opts.max_line or M.MAX_LINE }, Store)
+    max_line = opts.max_line or M.MAX_LINE, echo = opts.echo }, Store)
 end
 
 local function now()
@@ -114,6 +115,10 @@ function Store:_push(s, channel, message)
     s.bytes = s.bytes - #old.message - 32
   end
   self:_write_file(s, rec)
+  if self.echo then
+    self.echo:write(s.name, ': ', message, message:sub(-1) == '\n' and '' or '\n')
+    self.echo:flush()
+  end
   for sub in pairs(s.followers) do
     local ok, err = pcall(sub.fn, rec)
     if not ok then

@@ -1,5 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
--- Failed-login limits of the KMS admin listener (moonstack.kms.admin): a password check
+-- Failed-login limits of a listener that checks passwords (moonstack.http.auth: the KMS admin
+-- listener, the VMM): a password check
 -- (bcrypt, ~200 ms at cost 12, on the thread pool) is only started for a client (its peer
 -- address) with fewer than `max` failures plus checks in flight within the last `window_s`
 -- seconds, and while fewer than `max_inflight` checks run in all; otherwise the request is

@@ -1,10 +1,10 @@
 -- SPDX-License-Identifier: Apache-2.0
--- moonstack.kms.login_limit (M7 item 4): per-client failures plus checks in flight within the
+-- moonstack.http.login_limit (M7 item 4): per-client failures plus checks in flight within the
 -- window, a global cap on checks in flight, Retry-After from the oldest failure, a success
 -- clearing the client, failures expiring, a bounded client table failing closed.
-local login_limit = require('moonstack.kms.login_limit')
+local login_limit = require('moonstack.http.login_limit')
 
-describe('kms.login_limit', function()
+describe('http.login_limit', function()
   local now
   local function clock() return now end
 

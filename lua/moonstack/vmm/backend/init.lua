@@ -1,0 +1,73 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The VMM's backends (how a CVM runs) and their registry, like the TEE backends
+-- (moonstack.core.tee): selected by the config's `backend` name only, no fallback from one to
+-- another. `process` (moonstack.vmm.backend.process) runs a CVM as a supervised local process
+-- tree; `qemu` comes with M9 on the same interface. A backend is created with
+-- new({ cfg (the VMM config), log }) and offers:
+--
+--   b.name
+--   b:check_ports(vm) -> true | nil, msg, code      can this VM's port mappings be carried out
+--                                                    here? (refused clearly, never shared)
+--   b:launch(vm, on_exit) -> handle | nil, msg, code start the CVM (its work dir ready: shared/
+--                                                    with .sys-config.json, logs begun); handle =
+--                                                    { pid, start_time, boot_id, started_at,
+--                                                    exited?, record = what process.json keeps }
+--   b:adopt(vm, record, on_exit) -> handle | nil     a CVM a previous VMM started, identified by
+--                                                    pid + start time + boot id (never pid alone)
+--   b:alive(handle) -> bool                          polled for adopted CVMs (not our children)
+--   b:stop(handle)                                   hard stop of the whole tree (in a task);
+--                                                    on_exit is called once it is gone
+--   b:release(handle)                                the VMM stops: the CVM keeps running
+--   b:cleanup(vm)                                    RemoveVm: what the backend keeps for the VM
+--   b:transports(vm) -> { host_api = { unix = path }, guest_api = { unix = path } }
+--                                                    where the host API (guest → VMM) listens and
+--                                                    where the guest API (VMM → guest) answers
+--   b:status() -> table                              what it can do here (namespaces, cgroups)
+-- on_exit(handle, { exit_code, signal }) is called once per handle when the CVM ends.
+local errors = require('moonstack.core.errors')
+
+local M = {}
+
+local registry = {} -- name -> module name or factory
+
+--- Register a backend: `factory` is a function(opts) -> backend, or a module name whose module
+--- has new(opts).
+function M.register(name, factory)
+  assert(type(name) == 'string' and (type(factory) == 'function' or type(factory) == 'string'),
+    'backend.register: a name and a factory or module name')
+  registry[name] = factory
+end
+
+--- The registered names, sorted.
+function M.names()
+  local out = {}
+  for k in pairs(registry) do
+    out[#out + 1] = k
+  end
+  table.sort(out)
+  return out
+end
+
+--- Create backend `name` with `opts`. Returns it or nil, msg, code (EINVAL: unknown name;
+--- ENOTSUP: not in this build).
+function M.create(name, opts)
+  local f = registry[name]
+  if not f then
+    return errors.fail('EINVAL', ("unknown VMM backend '%s' (available: %s)"):format(tostring(name),
+      table.concat(M.names(), ', ')))
+  end
+  if type(f) == 'string' then
+    local ok, mod = pcall(require, f)
+    if not ok or type(mod) ~= 'table' or type(mod.new) ~= 'function' then
+      return errors.fail('ENOTSUP', ("the %s backend is not in this build%s"):format(name,
+        ok and '' or (': ' .. tostring(mod):match('^[^\n]*'))))
+    end
+    f = mod.new
+  end
+  return f(opts or {})
+end
+
+M.register('process', 'moonstack.vmm.backend.process')
+M.register('qemu', 'moonstack.vmm.backend.qemu')
+
+return M
