@@ -1,12 +1,13 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- Test helper: the "app" of a CVM for the port-mapping specs, run with
 --   moonstack run tests/helpers/portmap_server.lua PORT TOKEN DIR
--- inside a CVM's network namespace. It listens on 0.0.0.0:PORT (TCP and UDP) and on
--- 0.0.0.0:PORT+1 (TCP), writes DIR/ready when both are up, and serves:
+-- inside a CVM's network namespace. It listens on 0.0.0.0:PORT (TCP and UDP), PORT+1 and
+-- PORT+2 (TCP), writes DIR/ready when all are up, and serves:
 --   PORT tcp    "hello TOKEN\n", then echoes every byte; on the client's EOF (half-close) it
 --               writes "\nbye N\n" (N = bytes received) and closes: both directions checked
 --   PORT+1 tcp  "first TOKEN\n", then shuts its own side down at once (FIN first) and keeps
 --               reading; on the client's EOF it writes N to DIR/after-fin and closes
+--   PORT+2 tcp  accepts and never reads (a stalled app, for the relay's bounded buffers)
 --   PORT udp    each datagram D answered with "TOKEN:D"
 -- It runs until killed.
 local uv = require('luv')
@@ -70,6 +71,8 @@ end
 
 tcp_server(port, echo)
 tcp_server(port + 1, fin_first)
+local stalled = {}
+tcp_server(port + 2, function(client) stalled[#stalled + 1] = client end)
 
 local udp = uv.new_udp()
 assert(udp:bind('0.0.0.0', port))

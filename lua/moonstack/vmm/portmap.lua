@@ -20,7 +20,7 @@
 --                  (never a fallback to the host's ports); all or nothing
 --   pm:ports()  -> the mappings with the host ports actually bound (host_port 0: any free one)
 --   pm:stats()  -> { connections, active, refused, failed, timeouts, bytes_in, bytes_out,
---                    datagrams_in, datagrams_out, dropped, ports = { per mapping } }
+--                    datagrams_in, datagrams_out, dropped, queued, ports = { per mapping } }
 --   pm:stop()   -- idempotent: closes the listeners, every connection and the namespace
 --   portmap.run_in_netns(spawn_opts)  (inside a task) moonstack.core.process.spawn, the
 --                  process started in a new network namespace with its loopback up
@@ -270,19 +270,21 @@ end
 
 --- Counters since start: connections (TCP accepted, UDP flows opened), active, refused
 --- (over max_connections), failed (connect), timeouts, bytes_in (toward the listener's far
---- side: host -> CVM for ports), bytes_out, datagrams_in/out, dropped; ports = per mapping.
+--- side: host -> CVM for ports), bytes_out, datagrams_in/out, dropped, queued (bytes waiting
+--- in the relay's write queues now); ports = per mapping.
 function PortMap:stats()
   local out = self.totals and {} or zero()
   for k, v in pairs(self.totals or {}) do
     out[k] = v
   end
-  out.active, out.ports = 0, {}
+  out.active, out.queued, out.ports = 0, 0, {}
   for i, l in ipairs(self.listeners) do
     local s = { protocol = l.route.protocol, label = l.route.label }
     for k, v in pairs(l.stats) do
       s[k] = v
     end
     out.active = out.active + (l.stats.active or 0)
+    out.queued = out.queued + (l.queued and l:queued() or 0)
     out.ports[i] = s
   end
   return out

@@ -177,6 +177,20 @@ function Listener:sweep(now)
   end
 end
 
+--- Bytes waiting in the mapping's write queues now (bounded by HIGH_WATER + one read per
+--- direction and connection).
+function Listener:queued()
+  local n = 0
+  for conn in pairs(self.conns) do
+    for _, h in ipairs({ conn.a, conn.b }) do
+      if h and not h:is_closing() then
+        n = n + h:get_write_queue_size()
+      end
+    end
+  end
+  return n
+end
+
 --- Stop listening and close every connection.
 function Listener:close()
   close(self.server)
