@@ -37,6 +37,14 @@ local function stop_vm(vm)
   os.execute(('rm -rf %q'):format(vm.dir))
 end
 
+-- A TCP listener of the host on 127.0.0.1:port (0: any); returns it and its port.
+local function host_listener(port, on_connection)
+  local h = uv.new_tcp()
+  assert(h:bind('127.0.0.1', port or 0))
+  assert(h:listen(4, function() if on_connection then on_connection(h) end end))
+  return h, h:getsockname().port
+end
+
 local function fd_count()
   local n = 0
   for _ in uv.fs_scandir_next, uv.fs_scandir('/proc/self/fd') do
@@ -175,10 +183,7 @@ describe('vmm port mapping', function()
   end)
 
   it('refuses a taken host port naming it, and keeps nothing of a failed start', function()
-    local taken = uv.new_tcp()
-    assert(taken:bind('127.0.0.1', 0))
-    assert(taken:listen(4, function() end))
-    local port = taken:getsockname().port
+    local taken, port = host_listener(0)
     local probe = uv.new_tcp() -- a free port, to check it is released after the failure
     assert(probe:bind('127.0.0.1', 0))
     local free = probe:getsockname().port
@@ -191,10 +196,7 @@ describe('vmm port mapping', function()
     assert.are.equal('EADDRINUSE', code)
     assert.are.equal(('EADDRINUSE: 127.0.0.1:%d (tcp) is already in use'):format(port), err)
     loop.settle()
-    local again = uv.new_tcp()
-    assert(again:bind('127.0.0.1', free))
-    assert(again:listen(4, function() end))
-    again:close()
+    host_listener(free):close()
     taken:close()
     pm:stop()
     loop.settle()
@@ -223,10 +225,7 @@ describe('vmm port mapping', function()
     open:close()
     loop.settle(50)
     assert.are.equal(fds, fd_count())
-    local again = uv.new_tcp()
-    assert(again:bind('127.0.0.1', port))
-    assert(again:listen(4, function() end))
-    again:close()
+    host_listener(port):close()
     assert.are.equal(1, #pids_with(vm.dir))
     stop_vm(vm)
     assert.is_true(loop.run_until(function() return #pids_with(vm.dir) == 0 end, 5000))
@@ -317,15 +316,13 @@ describe('vmm port mapping', function()
   end)
 
   it('forwards guest -> host: a listener inside the CVM reaches a host service', function()
-    local host = uv.new_tcp()
-    assert(host:bind('127.0.0.1', 0))
-    assert(host:listen(4, function()
+    local host, hport = host_listener(0, function(h)
       local c = uv.new_tcp()
-      host:accept(c)
+      h:accept(c)
       c:write('from the host\n', function() c:close() end)
-    end))
+    end)
     local pm = mapping(a, {}, { forwards = { { vm_port = 9443, host_address = '127.0.0.1',
-      host_port = host:getsockname().port } } })
+      host_port = hport } } })
     local out = loop.run_task(function()
       return process.run({ file = MOONSTACK, args = { 'ns-exec', '--net-pid', tostring(a.proc.pid),
         '--', 'curl', '-s', '--max-time', '3', 'telnet://127.0.0.1:9443' }, env = ENV,

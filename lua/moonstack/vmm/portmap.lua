@@ -253,7 +253,7 @@ end
 function PortMap:ports()
   local out = {}
   for _, l in ipairs(self.listeners) do
-    local r, b = l.route, l:address() or {}
+    local r, b = l.route, l.bound or {}
     local e = {}
     for k, v in pairs(r.entry) do
       e[k] = v

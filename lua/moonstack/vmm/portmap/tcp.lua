@@ -12,8 +12,8 @@
 --   * an error on either side closes both; every handle is closed once (no fd outlives it).
 -- route = { listen = { ns?, address, port }, connect = { ns?, address, port }, label }.
 local uv = require('luv')
-local errors = require('moonstack.core.errors')
 local netns = require('moonstack.netns')
+local socket = require('moonstack.vmm.portmap.socket')
 local log = require('moonstack.core.log').new('vmm')
 
 local M = {}
@@ -26,11 +26,7 @@ M.LOW_WATER = 64 * 1024
 local Conn = {}
 Conn.__index = Conn
 
-local function close(h)
-  if h and not h:is_closing() then
-    h:close()
-  end
-end
+local close = socket.close
 
 --- Close both sides (once) and leave the listener's table.
 function Conn:close(reason)
@@ -77,8 +73,7 @@ function Conn:pump(src, dst, side)
     end
     self.last = uv.now()
     if data then
-      l.stats[stat] = l.stats[stat] + #data
-      l.shared[stat] = l.shared[stat] + #data
+      socket.count(l, stat, #data)
       local ok, werr = dst:write(data, drained)
       if not ok then
         return self:close('write: ' .. tostring(werr))
@@ -109,9 +104,7 @@ function Conn:connected(err)
     return
   end
   if err then
-    local l = self.listener
-    l.stats.failed = l.stats.failed + 1
-    l.shared.failed = l.shared.failed + 1
+    socket.count(self.listener, 'failed', 1)
     return self:close('connect: ' .. tostring(err))
   end
   self.state = 'open'
@@ -131,25 +124,21 @@ function Listener:accept()
     log.warn('port mapping: accept failed', { route = self.route.label, error = err })
     return
   end
-  local stats, shared = self.stats, self.shared
   if self.active >= self.opts.max_connections then
-    stats.refused = stats.refused + 1
-    shared.refused = shared.refused + 1
+    socket.count(self, 'refused', 1)
     close(client)
     return
   end
-  stats.connections = stats.connections + 1
-  shared.connections = shared.connections + 1
+  socket.count(self, 'connections', 1)
   local c = self.route.connect
   local conn = setmetatable({ listener = self, a = client, state = 'connecting', started = uv.now(),
     last = uv.now(), paused = {}, shut = {} }, Conn)
   self.conns[conn] = true
   self.active = self.active + 1
-  stats.active = stats.active + 1
+  self.stats.active = self.stats.active + 1
   local up, uerr = netns.tcp(c.ns, c.address)
   if not up then
-    stats.failed = stats.failed + 1
-    shared.failed = shared.failed + 1
+    socket.count(self, 'failed', 1)
     return conn:close('socket: ' .. tostring(uerr))
   end
   conn.b = up
@@ -166,12 +155,10 @@ function Listener:sweep(now)
   local o = self.opts
   for conn in pairs(self.conns) do
     if conn.state == 'connecting' and now - conn.started > o.connect_timeout_ms then
-      self.stats.failed = self.stats.failed + 1
-      self.shared.failed = self.shared.failed + 1
+      socket.count(self, 'failed', 1)
       conn:close('connect timeout')
     elseif conn.state == 'open' and o.idle_timeout_ms > 0 and now - conn.last > o.idle_timeout_ms then
-      self.stats.timeouts = self.stats.timeouts + 1
-      self.shared.timeouts = self.shared.timeouts + 1
+      socket.count(self, 'timeouts', 1)
       conn:close('idle timeout')
     end
   end
@@ -199,40 +186,23 @@ function Listener:close()
   end
 end
 
---- The bound address { ip, port } (port 0 asked: the one the kernel chose).
-function Listener:address()
-  return self.bound
-end
-
 --- Listen for `route` (see the top). shared: the totals to add to; opts: { backlog,
 --- max_connections, connect_timeout_ms, idle_timeout_ms }. Returns the listener or nil,
---- 'EADDRINUSE: <address> ...' (or another code) naming the address.
+--- 'EADDRINUSE: <address> ...' (or another code) naming the address. listener.bound is the
+--- bound address { ip, port } (port 0 asked: the one the kernel chose).
 function M.listen(route, shared, opts)
-  local at = route.listen
-  local name = route.listen_name
-  local server, err, code = netns.tcp(at.ns, at.address)
-  if not server then
-    return nil, err, code
-  end
-  local ok, berr, bname = server:bind(at.address, at.port)
-  if ok then
-    ok, berr, bname = server:listen(opts.backlog, function(lerr)
-      if lerr then
-        log.warn('port mapping: listen error', { route = route.label, error = lerr })
-        return
-      end
-      route.listener:accept()
-    end)
-  end
-  if not ok then
-    close(server)
-    if bname == 'EADDRINUSE' then
-      return errors.fail('EADDRINUSE', name .. ' is already in use')
+  local server, bound, code = socket.open('tcp', route, opts.backlog, function(lerr)
+    if lerr then
+      log.warn('port mapping: listen error', { route = route.label, error = lerr })
+      return
     end
-    return errors.fail(bname or 'EIO', ('cannot listen on %s: %s'):format(name, tostring(berr)))
+    route.listener:accept()
+  end)
+  if not server then
+    return nil, bound, code
   end
   local self = setmetatable({ route = route, server = server, shared = shared, opts = opts,
-    conns = {}, active = 0, bound = server:getsockname(),
+    conns = {}, active = 0, bound = bound,
     stats = { connections = 0, active = 0, refused = 0, failed = 0, timeouts = 0, bytes_in = 0,
       bytes_out = 0 } }, Listener)
   route.listener = self

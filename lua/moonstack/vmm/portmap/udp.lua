@@ -7,24 +7,19 @@
 -- at most max_flows live at once (a datagram that would open one more is dropped).
 -- route = { listen = { ns?, address, port }, connect = { ns?, address, port }, label }.
 local uv = require('luv')
-local errors = require('moonstack.core.errors')
 local netns = require('moonstack.netns')
+local socket = require('moonstack.vmm.portmap.socket')
 local log = require('moonstack.core.log').new('vmm')
 
 local M = {}
 
-local function close(h)
-  if h and not h:is_closing() then
-    h:close()
-  end
-end
+local close = socket.close
 
 local Listener = {}
 Listener.__index = Listener
 
 function Listener:_count(field, n)
-  self.stats[field] = self.stats[field] + n
-  self.shared[field] = self.shared[field] + n
+  socket.count(self, field, n)
 end
 
 function Listener:_close_flow(key)
@@ -117,30 +112,16 @@ function Listener:close()
   end
 end
 
---- The bound address { ip, port }.
-function Listener:address()
-  return self.bound
-end
-
 --- Bind for `route`. shared: the totals to add to; opts: { max_flows, udp_idle_timeout_ms }.
---- Returns the listener or nil, 'EADDRINUSE: <address> ...' (or another code).
+--- Returns the listener (listener.bound: { ip, port }) or nil, 'EADDRINUSE: <address> ...'
+--- (or another code).
 function M.listen(route, shared, opts)
-  local at = route.listen
-  local name = route.listen_name
-  local server, err, code = netns.udp(at.ns, at.address)
+  local server, bound, code = socket.open('udp', route)
   if not server then
-    return nil, err, code
-  end
-  local ok, berr, bname = server:bind(at.address, at.port)
-  if not ok then
-    close(server)
-    if bname == 'EADDRINUSE' then
-      return errors.fail('EADDRINUSE', name .. ' is already in use')
-    end
-    return errors.fail(bname or 'EIO', ('cannot bind %s: %s'):format(name, tostring(berr)))
+    return nil, bound, code
   end
   local self = setmetatable({ route = route, server = server, shared = shared, opts = opts,
-    flows = {}, nflows = 0, bound = server:getsockname(),
+    flows = {}, nflows = 0, bound = bound,
     stats = { connections = 0, flows = 0, dropped = 0, bytes_in = 0, bytes_out = 0,
       datagrams_in = 0, datagrams_out = 0 } }, Listener)
   server:recv_start(function(rerr, data, addr)
