@@ -22,8 +22,11 @@
 --   pm:stats()  -> { connections, active, refused, failed, timeouts, bytes_in, bytes_out,
 --                    datagrams_in, datagrams_out, dropped, queued, ports = { per mapping } }
 --   pm:stop()   -- idempotent: closes the listeners, every connection and the namespace
---   portmap.run_in_netns(spawn_opts)  (inside a task) moonstack.core.process.spawn, the
---                  process started in a new network namespace with its loopback up
+--   portmap.run_in_netns(spawn_opts [, timeout_ms])  (inside a task) moonstack.core.process
+--                  .spawn, the process started in a new network namespace with its loopback up
+-- The namespace is opened once by start() and held until stop(): a CVM restarted in a new
+-- namespace needs a new mapping; a VMM restarted while its CVMs run maps again by their pids.
+-- No socket file is needed (opts.dir of a unix-socket design is not used).
 local uv = require('luv')
 local errors = require('moonstack.core.errors')
 local task = require('moonstack.core.task')
