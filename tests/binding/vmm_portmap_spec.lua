@@ -33,8 +33,11 @@ local function start_vm(token)
 end
 
 local function stop_vm(vm)
-  loop.run_task(function() vm.proc:stop(2000) end, 5000)
-  os.execute(('rm -rf %q'):format(vm.dir))
+  if vm and not vm.stopped then
+    vm.stopped = true
+    loop.run_task(function() vm.proc:stop(2000) end, 5000)
+    os.execute(('rm -rf %q'):format(vm.dir))
+  end
 end
 
 -- A TCP listener of the host on 127.0.0.1:port (0: any); returns it and its port.
@@ -204,6 +207,7 @@ describe('vmm port mapping', function()
 
   it('stop frees the port, the connections and the fds; the CVM tree stops with /proc clean', function()
     local vm = start_vm('charlie')
+    finally(function() stop_vm(vm) end) -- also when an assertion fails
     local fds = fd_count()
     local pm = mapping(vm, { { host_port = 0, vm_port = 8080 }, { protocol = 'udp', host_port = 0,
       vm_port = 8080 } })
