@@ -9,7 +9,7 @@ build_pkgs=(build-essential cmake pkg-config libluajit-5.1-dev luajit libssl-dev
   lua-luv-dev lua-cjson-dev libwebsockets-dev libwebsockets-evlib-uv libedit-dev
   libsecp256k1-dev)
 test_pkgs=(libcmocka-dev lua-busted lua-check clang-format curl socat valgrind tmux openssl apache2-utils jq nodejs npm
-  procps)
+  procps docker.io docker-compose busybox-static)
 
 bench_pkgs=(nginx)
 

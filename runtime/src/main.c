@@ -3,7 +3,8 @@
  * moonstack: entry point. Reads the runtime-wide options, sets up the runtime, hands the
  * command line to the Lua CLI (moonstack.cli), runs the loop until no work is left, and
  * shuts everything down in order. Subcommands live in Lua (lua/moonstack/commands/), except
- * the hidden `policy-worker` (rt_policyvm_worker.c), which runs without the runtime.
+ * the hidden `policy-worker` (rt_policyvm_worker.c) and `ns-exec` (rt_nsexec.c), which run
+ * without the runtime.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -99,6 +100,9 @@ int main(int argc, char **argv)
 	// A policy worker (moonstack.policy.pool) needs no runtime, and starts fast without it.
 	if (argc > 1 && strcmp(argv[1], "policy-worker") == 0)
 		return rt_policy_worker_main(argc - 1, argv + 1);
+	// Namespaces for a CVM's process tree or its Docker engine: set up, then exec.
+	if (argc > 1 && strcmp(argv[1], "ns-exec") == 0)
+		return rt_ns_exec_main(argc - 1, argv + 1);
 	struct rt_runtime *rt = rt_create(&opts);
 	if (!rt)
 		return 70;

@@ -42,6 +42,22 @@
 --     docker = 'docker', docker_probe_timeout_ms = 5000
 --     echo = false                         also write the app's output lines to stdout (the
 --                                          CVM's console, which the VMM keeps as serial.log)
+--     docker_host = nil                    DOCKER_HOST of every docker/compose command (e.g.
+--                                          'unix:///run/docker.sock'); the agent's own
+--                                          DOCKER_HOST otherwise
+--     compose = 'auto'                     'plugin' (`docker compose`), 'standalone' (compose v1,
+--                                          runner.docker_compose), 'auto': the plugin when
+--                                          `docker compose version` answers, else v1 (Debian 12)
+--     docker_compose = 'docker-compose', compose_project = nil (default: the work dir's name)
+--     dockerd = nil                        a Docker engine of the CVM's own, started before the
+--                                          app and stopped after it (moonstack.agent.runner.
+--                                          dockerd); sets DOCKER_HOST. { dir = <state_dir>/docker,
+--                                          dockerd = 'dockerd', network = 'bridge' | 'none',
+--                                          private_mounts = true, cgroup_parent, log_level =
+--                                          'warn', shutdown_timeout_s = 5, args = {},
+--                                          ready_timeout_ms = 30000, stop_timeout_ms = 30000,
+--                                          images = { 'saved.tar' | { file = 'rootfs.tar',
+--                                          tag = 'name:tag' } }, images_timeout_ms = 120000 }
 --   }
 --   storage_fs = nil                       the storage-fs event payload (default: app-compose
 --                                          storage_fs, else zfs as upstream's default)
@@ -180,6 +196,39 @@ M.schema = {
         docker = { type = 'string', default = 'docker', min = 1 },
         docker_probe_timeout_ms = { type = 'integer', default = 5000, min = 1 },
         echo = { type = 'boolean', default = false },
+        docker_host = { type = 'string', optional = true, pattern = '^%a+://.' },
+        compose = { type = 'string', default = 'auto', enum = { 'auto', 'plugin', 'standalone' } },
+        docker_compose = { type = 'string', default = 'docker-compose', min = 1 },
+        compose_project = { type = 'string', optional = true, pattern = '^[a-z0-9][a-z0-9_-]*$' },
+        dockerd = {
+          type = 'table', optional = true,
+          fields = {
+            dir = { type = 'string', optional = true, min = 1 },
+            dockerd = { type = 'string', default = 'dockerd', min = 1 },
+            network = { type = 'string', default = 'bridge', enum = { 'bridge', 'none' } },
+            private_mounts = { type = 'boolean', default = true },
+            cgroup_parent = { type = 'string', optional = true, pattern = '^[%w_.-]+$' },
+            shutdown_timeout_s = { type = 'integer', default = 5, min = 0 },
+            log_level = { type = 'string', default = 'warn',
+              enum = { 'debug', 'info', 'warn', 'error', 'fatal' } },
+            args = { type = 'table', optional = true, items = 'string' },
+            ready_timeout_ms = { type = 'integer', default = 30000, min = 1 },
+            stop_timeout_ms = { type = 'integer', default = 30000, min = 1 },
+            images_timeout_ms = { type = 'integer', default = 120000, min = 1 },
+            images = { type = 'table', optional = true, items = {
+              type = 'any',
+              check = function(v)
+                if type(v) == 'string' and v ~= '' then
+                  return true
+                end
+                if type(v) == 'table' and type(v.file) == 'string' and type(v.tag) == 'string' then
+                  return true
+                end
+                return nil, 'expected a docker-save tarball path or { file = ROOTFS_TAR, tag = NAME }'
+              end,
+            } },
+          },
+        },
       },
     },
     storage_fs = { type = 'string', optional = true, pattern = '^[%w_-]+$' },

@@ -67,4 +67,12 @@ int rt_queue_lua_work(lua_State *L, uv_work_t *work, int cb_idx, lua_State **sta
  */
 int rt_policy_worker_main(int argc, char **argv);
 
+/**
+ * `moonstack ns-exec [--net | --net-join PATH | --net-pid PID] [--mount] -- PROG ARGS...`
+ * (hidden; @p argv[0] is "ns-exec"): exec PROG in new network and/or mount namespaces
+ * (runtime/src/rt_nsexec.c). Runs without the Lua runtime. Returns the exit code if it cannot
+ * exec: 126 when a namespace cannot be made, 127 when PROG cannot be executed, 2 on misuse.
+ */
+int rt_ns_exec_main(int argc, char **argv);
+
 #endif
