@@ -131,6 +131,7 @@ struct rt_http_server {
 	void (*release)(void *user);
 	bool closed;
 	bool vhost_destroyed;		       /**< lws_vhost_destroy() called; finalize pending */
+	int listen_fd;			       /**< the vhost's listening socket, or -1 */
 	int dispatching;		       /**< handler calls in progress on this server */
 	struct rt_http_server *next_listening; /**< process-wide list of started servers */
 	bool ctx_released;
@@ -194,6 +195,16 @@ struct rt_tls_peer *rt_http_peer_take(struct lws *wsi);
 
 /** Keep the books of lws's socket calls on this thread (the loop's) from now on. */
 void rt_http_sock_init(struct rt_runtime *rt);
+
+/** Forget the last socket listened on; rt_http_sock_listen_end() then says which one lws
+ *  listened on since (-1: none). */
+void rt_http_sock_listen_begin(void);
+
+/** The socket listened on since rt_http_sock_listen_begin(), or -1. */
+int rt_http_sock_listen_end(void);
+
+/** Call @p fn with each server connection lws holds now. */
+void rt_http_sock_each_conn(void (*fn)(int fd, void *ud), void *ud);
 
 /** lws accepted a server connection on @p fd. */
 void rt_http_sock_accepted(int fd);

@@ -214,7 +214,9 @@ static int listen_now(struct rt_http_server *srv, struct rt_runtime *rt, char *e
 	}
 	srv->refs++; // the vhost's, dropped in vhost_finalize
 	mode_t old = srv->unix_path ? umask(0177) : 0;
+	rt_http_sock_listen_begin();
 	srv->vhost = lws_create_vhost(srv->ctx->lws, &vi);
+	srv->listen_fd = srv->vhost ? rt_http_sock_listen_end() : -1;
 	if (srv->unix_path)
 		umask(old);
 	if (!srv->vhost) {
@@ -275,6 +277,27 @@ static void closer_closed(uv_handle_t *h)
 	free(c);
 }
 
+/* Close @p fd's wsi (asynchronously) if it is one of @p srv's vhost. True if so. */
+static bool kill_if_ours(int fd, struct rt_http_server *srv)
+{
+	struct lws *wsi = fd >= 0 ? wsi_from_fd(srv->ctx->lws, fd) : NULL;
+	if (!wsi || lws_get_vhost(wsi) != srv->vhost)
+		return false; // gone, or handed over to another vhost on the same endpoint
+	lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	return true;
+}
+
+/* rt_http_sock_each_conn() callback: close @p fd if it is an idle HTTP connection of @p ud's
+ * vhost (websockets get their close frame first; requests in progress finish). */
+static void kill_idle_conn(int fd, void *ud)
+{
+	struct rt_http_server *srv = ud;
+	struct lws *wsi = wsi_from_fd(srv->ctx->lws, fd);
+	struct rt_http_pss *pss = wsi && lws_get_vhost(wsi) == srv->vhost ? lws_wsi_user(wsi) : NULL;
+	if (pss && !pss->ex && !pss->ws)
+		kill_if_ours(fd, srv);
+}
+
 /* Destroy @p srv's vhost now: websockets asked to close (the Lua server closes its clients
  * with 1001) get their close frame first, since destroying the vhost drops the connections. */
 static void destroy_vhost(struct rt_http_server *srv)
@@ -290,6 +313,12 @@ static void destroy_vhost(struct rt_http_server *srv)
 							     0);
 	}
 	lws_vhost_destroy(srv->vhost);
+	// lws closes the vhost's listener and connections only in a check it runs every 30 s, and
+	// the vhost is freed when the last of them is: close the listener and idle connections now
+	// (a connection with a request in progress closes after its response, see send_response)
+	kill_if_ours(srv->listen_fd, srv);
+	rt_http_sock_each_conn(kill_idle_conn, srv);
+	lws_cancel_service(srv->ctx->lws); // on a foreign loop, lws needs a nudge
 }
 
 static void closer_cb(uv_timer_t *t)
@@ -447,6 +476,7 @@ int rt_http_server_start(struct rt_runtime *rt, const struct rt_http_server_conf
 		return -ENOMEM;
 	}
 	srv->refs = 1; // the caller's
+	srv->listen_fd = -1;
 	int rc = copy_config(srv, cfg);
 	if (rc != 0)
 		snprintf(err, errlen, "ENOMEM: out of memory");

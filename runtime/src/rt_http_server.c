@@ -405,6 +405,11 @@ static void send_response(struct rt_http_exchange *ex)
 {
 	struct lws *wsi = ex->wsi;
 	struct rt_http_pss *pss = lws_wsi_user(wsi);
+	// its vhost is going: the connection goes with this response (the request was read whole,
+	// so without a lingering close, which would hold the client's EOF for its whole delay)
+	bool server_closing = ex->server && ex->server->closed && !ex->close_after;
+	if (server_closing)
+		ex->close_after = true;
 	int rc = rt_http_write_head(wsi, ex, (lws_filepos_t)ex->resp_len);
 	if (rc == 0 && ex->resp_len && !ex->head_only && has_body(ex->status)) {
 		unsigned char *buf = malloc(LWS_PRE + ex->resp_len);
@@ -424,7 +429,7 @@ static void send_response(struct rt_http_exchange *ex)
 	if (drop || lws_http_transaction_completed(wsi)) {
 		// read nothing more: lws would spin on bytes it buffered until the kill
 		lws_rx_flow_control(wsi, 0);
-		if (drop)
+		if (drop && !server_closing)
 			rt_http_sock_linger(lws_get_socket_fd(wsi)); // the client may be sending
 		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 		lws_cancel_service(lws_get_context(wsi)); // on a foreign loop, lws needs a nudge

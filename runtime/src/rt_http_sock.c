@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libwebsockets' socket calls, as the HTTP server core sees them. The executable defines recv(),
- * send(), shutdown(), SSL_read(), SSL_write() and SSL_shutdown(); lws calls them through its PLT,
+ * send(), shutdown(), listen(), SSL_read(), SSL_write() and SSL_shutdown(); lws calls them through its PLT,
  * so they bind here (ELF interposition) and reach the real functions unchanged after a little
  * bookkeeping per server connection, on the loop thread only (other threads pass straight
  * through). lws 4.1 gives no other way to know:
@@ -14,6 +14,10 @@
  *    than its header space, a NUL in the path, a malformed request line): lws closes without a
  *    status. The last call on such a connection was a read, and it is shut down next: answer
  *    400 (431 when lws logged that the headers did not fit) just before.
+ *
+ *  - which socket a new vhost listens on, and which connections are a server's: lws 4.1 closes
+ *    a destroyed vhost's listener and idle connections only in a check it runs every 30 s
+ *    (rt_http_listen.c closes them at once).
  *
  * A connection closed while the client may still be sending is drained for a while after lws
  * closed it (lingering close): closing a socket with unread bytes resets it, and the client may
@@ -56,6 +60,7 @@ static _Thread_local bool on_loop; /* this thread runs lws: keep the books */
 static struct sock_state *socks;
 static size_t socks_len;
 static int pending_status; /* lws logged why it is about to drop the connection it parses */
+static int last_listen = -1; /* the last socket listen() succeeded on, on the loop thread */
 
 static uv_loop_t *loop;
 static uv_timer_t linger_timer;
@@ -66,6 +71,7 @@ static struct rt_runtime *hooked_rt;
 static ssize_t (*real_recv)(int, void *, size_t, int);
 static ssize_t (*real_send)(int, const void *, size_t, int);
 static int (*real_shutdown)(int, int);
+static int (*real_listen)(int, int);
 static int (*real_ssl_read)(SSL *, void *, int);
 static int (*real_ssl_write)(SSL *, const void *, int);
 static int (*real_ssl_shutdown)(SSL *);
@@ -76,6 +82,7 @@ __attribute__((constructor)) static void resolve_real(void)
 	*(void **)&real_recv = dlsym(RTLD_NEXT, "recv");
 	*(void **)&real_send = dlsym(RTLD_NEXT, "send");
 	*(void **)&real_shutdown = dlsym(RTLD_NEXT, "shutdown");
+	*(void **)&real_listen = dlsym(RTLD_NEXT, "listen");
 	*(void **)&real_ssl_read = dlsym(RTLD_NEXT, "SSL_read");
 	*(void **)&real_ssl_write = dlsym(RTLD_NEXT, "SSL_write");
 	*(void **)&real_ssl_shutdown = dlsym(RTLD_NEXT, "SSL_shutdown");
@@ -199,6 +206,15 @@ int shutdown(int fd, int how)
 	return real_shutdown(fd, how);
 }
 
+int listen(int fd, int backlog)
+{
+	REAL(listen, "listen");
+	int rc = real_listen(fd, backlog);
+	if (rc == 0 && on_loop)
+		last_listen = fd;
+	return rc;
+}
+
 int SSL_read(SSL *ssl, void *buf, int num)
 {
 	REAL(ssl_read, "SSL_read");
@@ -231,6 +247,25 @@ int SSL_shutdown(SSL *ssl)
 		real_shutdown(fd, SHUT_WR); // the drained duplicate keeps the socket open
 	}
 	return n;
+}
+
+void rt_http_sock_listen_begin(void)
+{
+	last_listen = -1;
+}
+
+int rt_http_sock_listen_end(void)
+{
+	int fd = last_listen;
+	last_listen = -1;
+	return fd;
+}
+
+void rt_http_sock_each_conn(void (*fn)(int fd, void *ud), void *ud)
+{
+	for (size_t fd = 0; fd < socks_len; fd++)
+		if (server_sock((int)fd))
+			fn((int)fd, ud);
 }
 
 void rt_http_sock_accepted(int fd)
