@@ -10,7 +10,7 @@ local loop = require('tests.helpers.loop')
 local fixtures = require('tests.helpers.fixtures')
 local config = require('moonstack.agent.config')
 local docker = require('moonstack.agent.runner.docker_compose')
-local dockerd = require('moonstack.agent.runner.dockerd')
+local dockerd = require('moonstack.cvm.dockerd')
 
 local PATH = '/usr/local/bin:/usr/bin:/bin'
 

@@ -45,6 +45,11 @@
 --     cgroup = 'auto',                  'auto' | false: memory and CPU limits in a cgroup
 --                                       (v1 or v2) when writable, else RLIMIT_AS from memory
 --     agent_args = {},                  extra runtime options before `agent` (e.g. --log-level)
+--     docker_images = {},               image tarballs (`docker save`) every docker-compose CVM's
+--                                       engine loads before its app: no registry is reachable
+--     dockerd = 'dockerd',              the Docker daemon a docker-compose CVM runs as its own
+--                                       engine (data root, socket and cgroup under its work
+--                                       dir; its containers are seen by no other CVM)
 --   }
 local config = require('moonstack.core.config')
 
@@ -186,6 +191,8 @@ M.schema = {
         pid_namespace = { type = 'any', default = 'auto', enum = { 'auto', true, false } },
         cgroup = { type = 'any', default = 'auto', enum = { 'auto', false } },
         agent_args = { type = 'table', default = {}, items = 'string' },
+        docker_images = { type = 'table', default = {}, items = 'string' },
+        dockerd = { type = 'string', default = 'dockerd', min = 1 },
       },
     },
   },

@@ -6,7 +6,7 @@
 -- what Debian 12 ships): runner.compose = 'auto' | 'plugin' | 'standalone'. The project name is
 -- explicit (-p, runner.compose_project or the work dir's name) so both find the same
 -- containers. The engine is the one at runner.docker_host (DOCKER_HOST), or, with
--- runner.dockerd, an engine of this CVM's own (moonstack.agent.runner.dockerd) started first
+-- runner.dockerd, an engine of this CVM's own (moonstack.cvm.dockerd) started first
 -- (its images loaded) and stopped after the app. `docker info` is probed (with a timeout) and
 -- an absent engine or compose is a clear EUNAVAILABLE error. Each container's output is
 -- followed (`docker logs -f`) into the log store under the container's name, so the logs
@@ -15,7 +15,7 @@
 local errors = require('moonstack.core.errors')
 local task = require('moonstack.core.task')
 local launch = require('moonstack.agent.runner.launch')
-local dockerd = require('moonstack.agent.runner.dockerd')
+local dockerd = require('moonstack.cvm.dockerd')
 local process = require('moonstack.core.process')
 local log = require('moonstack.core.log').new('agent')
 

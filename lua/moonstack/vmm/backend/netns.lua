@@ -1,14 +1,16 @@
 -- SPDX-License-Identifier: Apache-2.0
--- Namespaces for process-backend CVMs: the argv prefix that starts a tree in a PID namespace
--- of its own (`unshare --pid --fork --kill-child`: the tree dies with its first process) and/or
--- a network namespace of its own (`--net`, loopback brought up before the agent starts), and
--- the path of a started tree's network namespace (/proc/<pid>/ns/net, once it is not the
--- VMM's own), which the port mapper (moonstack.vmm.portmap) is given. This is the one place
--- that knows how a CVM's network namespace is made: a richer one (veth, routes to a KMS) plugs
--- in here.
+-- Namespaces for process-backend CVMs: the argv prefix that starts a tree in a network
+-- namespace of its own (the hidden `moonstack ns-exec --net`: loopback only, up, made by
+-- moonstack.netns, so nothing outside this binary is needed) and/or a PID namespace of its own
+-- (`unshare --pid --fork --kill-child --mount-proc`: the tree dies with its first process and
+-- sees its own /proc), and the path of
+-- a started tree's network namespace (/proc/<pid>/ns/net, once it is not the VMM's own), which
+-- the port mapper (moonstack.vmm.portmap) is given. This is the one place that knows how a
+-- CVM's namespaces are made: a richer network (veth, routes to a KMS) plugs in here.
 local uv = require('luv')
 local errors = require('moonstack.core.errors')
 local task = require('moonstack.core.task')
+local netns = require('moonstack.netns')
 
 local M = {}
 
@@ -21,24 +23,27 @@ local function on_path(prog)
   return false
 end
 
---- Whether unshare(1) is there (the caller checks that it runs as root).
+--- What this host allows: { net = bool (network namespaces), pid = bool (unshare(1) for PID
+--- namespaces; the caller checks that it runs as root) }.
 function M.available()
-  return on_path('unshare')
+  return { net = netns.available() == true, pid = on_path('unshare') }
 end
 
 --- The argv prefix that runs the rest of argv in new namespaces. opts = { pid = bool, net =
---- bool }.
+--- bool }. The network namespace is entered first, by the first process (ns-exec execs in
+--- place), so /proc/<first pid>/ns/net is the CVM's.
 function M.unshare_prefix(opts)
-  local argv = { 'unshare', '--fork', '--kill-child' }
+  local argv = {}
+  if opts.net then
+    local file, args = netns.command({ net = true }) -- ends with '--': the rest follows
+    argv[1] = file
+    for _, a in ipairs(args) do
+      argv[#argv + 1] = a
+    end
+  end
   if opts.pid then
-    argv[#argv + 1] = '--pid'
-  end
-  if opts.net then
-    argv[#argv + 1] = '--net'
-  end
-  argv[#argv + 1] = '--'
-  if opts.net then
-    for _, a in ipairs({ 'sh', '-c', 'ip link set lo up || exit 125; exec "$@"', 'cvm-net' }) do
+    -- its own /proc too: pids inside (containerd's shims, for one) must be found there
+    for _, a in ipairs({ 'unshare', '--fork', '--kill-child', '--pid', '--mount-proc', '--' }) do
       argv[#argv + 1] = a
     end
   end

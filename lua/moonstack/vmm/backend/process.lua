@@ -4,14 +4,18 @@
 -- <wd>/agent.lua`, config written here) on the sim TEE (the VMM's process.sim_dir, CVM name =
 -- the VM id): shared_dir = the work dir's shared/, its state in <wd>/state, its sockets
 -- (dstack.sock, tappd.sock, the guest API guest.sock) in the work dir, the host API it reports
--- to at <wd>/host-api.sock, and the app as its child (bash runner). The tree starts in its own
--- session, under the VM's resource limits (moonstack.vmm.backend.limits), in a PID namespace of
--- its own when the VMM may create one (root: `unshare --pid --fork --kill-child`: nothing of
--- it outlives a stop), and in a network namespace of its own when it has port mappings (or
--- process.network = 'netns'); port mappings without one are refused, never put on the host's
--- ports. Its stdout goes to serial.log (the console: the agent echoes the app's output there),
--- its stderr (the agent's log) to stderr.log, straight into the files: a CVM outlives a VMM
--- restart. The process is known by pid + start time + boot id (process.json), never by pid.
+-- to at <wd>/host-api.sock, and the app as its child (bash runner) or on a Docker engine of
+-- the CVM's own (docker-compose runner: moonstack.cvm.dockerd under <wd>/docker, images from
+-- process.docker_images). The tree starts in its own session, under the VM's resource limits
+-- (moonstack.vmm.backend.limits), in a PID namespace of its own when the VMM may create one
+-- (root: `unshare --pid --fork --kill-child --mount-proc`: nothing of it outlives a stop), and
+-- in a network namespace of its own (`moonstack ns-exec --net`) when it has port mappings or a
+-- Docker engine (or process.network = 'netns'), its ports mapped by moonstack.vmm.portmap and
+-- the KMS/gateway on the host's loopback forwarded into it; port mappings without one are
+-- refused, never put on the host's ports. Its stdout goes to serial.log (the console: the
+-- agent echoes the app's output there), its stderr (the agent's log) to stderr.log, straight
+-- into the files: a CVM outlives a VMM restart. The process is known by pid + start time +
+-- boot id (process.json), never by pid.
 local uv = require('luv')
 local errors = require('moonstack.core.errors')
 local fs = require('moonstack.core.fs')
@@ -19,6 +23,7 @@ local procfs = require('moonstack.core.procfs')
 local process = require('moonstack.core.process')
 local task = require('moonstack.core.task')
 local limits_mod = require('moonstack.vmm.backend.limits')
+local dockerd = require('moonstack.cvm.dockerd')
 local netns = require('moonstack.vmm.backend.netns')
 local ports = require('moonstack.vmm.ports')
 
@@ -37,14 +42,17 @@ function M.new(opts)
   local self = setmetatable({ name = 'process', cfg = cfg, pcfg = cfg.process, log = opts.log,
     root = uv.getuid() == 0 }, Backend)
   self.cgroups = self.pcfg.cgroup ~= false and limits_mod.probe() or { why = 'process.cgroup = false' }
-  self.can_unshare = self.root and netns.available()
+  local can = netns.available()
+  self.can_pidns = self.root and can.pid
+  self.can_netns = can.net
   local pidns = self.pcfg.pid_namespace
-  self.pidns = pidns == true or (pidns == 'auto' and self.can_unshare)
-  if pidns == true and not self.can_unshare then
+  self.pidns = pidns == true or (pidns == 'auto' and self.can_pidns)
+  if pidns == true and not self.can_pidns then
     return errors.fail('EINVAL', 'process.pid_namespace = true needs root and unshare(1)')
   end
-  if self.pcfg.network == 'netns' and not self.can_unshare then
-    return errors.fail('EINVAL', "process.network = 'netns' needs root and unshare(1)")
+  if self.pcfg.network == 'netns' and not self.can_netns then
+    return errors.fail('EINVAL', "process.network = 'netns': this host does not let the VMM "
+      .. 'create network namespaces')
   end
   local ok, err, code = fs.mkdir_p(self.pcfg.sim_dir)
   if not ok then
@@ -56,7 +64,7 @@ end
 --- What this host lets the backend do.
 function Backend:status()
   return { name = self.name, root = self.root, pid_namespace = self.pidns,
-    network = self.pcfg.network, netns_available = self.can_unshare,
+    network = self.pcfg.network, netns_available = self.can_netns,
     cgroup = self.cgroups.kind or false, cgroup_why = self.cgroups.why, sim_dir = self.pcfg.sim_dir }
 end
 
@@ -72,18 +80,35 @@ function Backend:own_netns(vm)
   if mode == 'host' then
     return false
   end
-  return mode == 'netns' or (#vm.manifest.port_map > 0 and self.can_unshare)
+  return mode == 'netns' or ((#vm.manifest.port_map > 0 or self:dockerized(vm)) and self.can_netns)
+end
+
+-- Whether `vm`'s app runs on a Docker engine (the docker-compose runner): it gets one of its
+-- own, in its own network namespace, so that no CVM sees another's containers.
+function Backend:dockerized(vm) -- luacheck: ignore 212/self
+  local f = io.open(vm.wd:path('shared/app-compose.json'), 'rb')
+  local text = f and f:read('*a')
+  if f then
+    f:close()
+  end
+  local ok, compose = pcall(require('cjson').decode, text or '')
+  return ok and type(compose) == 'table' and compose.runner == 'docker-compose'
 end
 
 --- Whether this VM's port mappings can be carried out. True or nil, 'ENOTSUP: ...'.
 function Backend:check_ports(vm)
+  if self:dockerized(vm) and not self:own_netns(vm) then
+    return errors.fail('ENOTSUP', 'compose_file: a docker-compose app needs a Docker engine and '
+      .. 'a network namespace of its own, which this VMM cannot create (root needed): refused '
+      .. "rather than sharing the host's engine")
+  end
   if #vm.manifest.port_map == 0 then
     return true
   end
   if not self:own_netns(vm) then
     return errors.fail('ENOTSUP', ('ports: port mapping needs a network namespace per CVM, which '
       .. 'this VMM cannot create (%s): refused rather than sharing the host\'s ports'):format(
-      self.pcfg.network == 'host' and "process.network = 'host'" or 'it needs root and unshare(1)'))
+      self.pcfg.network == 'host' and "process.network = 'host'" or 'the host does not allow it'))
   end
   local mapper, why = ports.mapper()
   if not mapper then
@@ -111,11 +136,27 @@ function Backend:agent_config(vm, own_net)
     '    public = ' .. public .. ',',
     '  },',
     '  host_api = { unix = ' .. q(wd:path(M.FILES.host_api)) .. ' },',
-    '  runner = { stop_grace_ms = 2000, echo = true },',
+    '  runner = { stop_grace_ms = 2000, echo = true,' .. self:dockerd_config(vm) .. ' },',
     '  code_reload = false,',
     '}',
     '',
   }, '\n')
+end
+
+-- The runner.dockerd part of agent.lua for a docker-compose VM ('' for others): an engine of
+-- its own under the work dir, the configured image tarballs loaded before the app.
+function Backend:dockerd_config(vm)
+  if not self:dockerized(vm) then
+    return ''
+  end
+  local q = function(v) return ('%q'):format(v) end
+  local images = {}
+  for i, f in ipairs(self.pcfg.docker_images) do
+    images[i] = q(f)
+  end
+  return table.concat({ '', '    dockerd = { dir = ' .. q(vm.wd:path('docker')) .. ',',
+    '      dockerd = ' .. q(self.pcfg.dockerd) .. ', shutdown_timeout_s = 2,',
+    '      images = { ' .. table.concat(images, ', ') .. ' } },', '  ' }, '\n')
 end
 
 -- The argv of `vm`'s tree: limits, namespaces, then the agent.
@@ -139,15 +180,44 @@ end
 -- A handle for the process `id` ({ pid, start_time, boot_id }).
 local function handle_of(id, extra)
   local h = { pid = id.pid, start_time = id.start_time, boot_id = id.boot_id,
-    started_at = extra.started_at or os.time() }
+    started_at = extra.started_at or os.time(), netns = extra.netns, docker_dir = extra.docker_dir }
   h.record = { pid = id.pid, start_time = id.start_time, boot_id = id.boot_id, backend = 'process',
-    started_at = h.started_at, cgroups = extra.cgroups, netns = extra.netns }
+    started_at = h.started_at, cgroups = extra.cgroups, netns = extra.netns,
+    docker_dir = extra.docker_dir }
   return h
 end
 
--- Start the port mapper of a CVM in its own network namespace (pid = its first process).
-function Backend:start_ports(vm, h) -- luacheck: ignore 212/self
-  if #vm.manifest.port_map == 0 then
+-- The guest -> host forwards of a CVM in its own network namespace: the KMS and gateway URLs
+-- on the host's loopback stay reachable at the same address from inside.
+function Backend:forwards()
+  local out, seen = {}, {}
+  local urls = {}
+  for _, list in ipairs({ self.cfg.kms_urls or {}, self.cfg.gateway_urls or {} }) do
+    for _, u in ipairs(list) do
+      urls[#urls + 1] = u
+    end
+  end
+  for _, u in ipairs(urls) do
+    local host, port = tostring(u):match('^%a+://([%d%.]+):(%d+)')
+    if not host then
+      host = tostring(u):match('^%a+://(localhost):') and '127.0.0.1'
+      port = tostring(u):match('^%a+://localhost:(%d+)')
+    end
+    port = tonumber(port)
+    if host and host:match('^127%.') and port and not seen[host .. ':' .. port] then
+      seen[host .. ':' .. port] = true
+      out[#out + 1] = { protocol = 'tcp', vm_address = host, vm_port = port, host_address = host,
+        host_port = port }
+    end
+  end
+  return out
+end
+
+-- Start the port mapper of a CVM in its own network namespace (pid = its first process): its
+-- port mappings, and the forwards to the KMS and gateway on the host's loopback.
+function Backend:start_ports(vm, h)
+  local forwards = h.netns and self:forwards() or {}
+  if #vm.manifest.port_map == 0 and #forwards == 0 then
     return true
   end
   local mapper, why = ports.mapper()
@@ -158,8 +228,12 @@ function Backend:start_ports(vm, h) -- luacheck: ignore 212/self
   if not path then
     return nil, err, code
   end
-  local pm = mapper.new({ netns_path = path, ports = ports.mapper_ports(vm.manifest.port_map),
-    socket_dir = vm.wd.dir })
+  local pm
+  pm, err, code = mapper.new({ netns = path, ports = ports.mapper_ports(vm.manifest.port_map),
+    forwards = forwards })
+  if not pm then
+    return nil, 'ports: ' .. tostring(err), code
+  end
   local ok
   ok, err, code = pm:start()
   if not ok then
@@ -207,7 +281,8 @@ function Backend:launch(vm, on_exit)
     return nil, err, code
   end
   local id = procfs.identity(p.pid) or { pid = p.pid, start_time = -1, boot_id = procfs.boot_id() }
-  h = handle_of(id, { cgroups = lim.cgroups, netns = own_net or nil })
+  h = handle_of(id, { cgroups = lim.cgroups, netns = own_net or nil,
+    docker_dir = self:dockerized(vm) and vm.wd:path('docker') or nil })
   h.proc, h.limits, h.argv = p, lim, argv
   if p.exited then
     h.exited = true
@@ -228,7 +303,7 @@ function Backend:adopt(vm, record, on_exit)
     return nil
   end
   local h = handle_of(record, { started_at = record.started_at, cgroups = record.cgroups,
-    netns = record.netns })
+    netns = record.netns, docker_dir = record.docker_dir })
   h.adopted, h.on_exit = true, on_exit
   h.limits = { cgroups = record.cgroups or {} }
   local ok, err = self:start_ports(vm, h)
@@ -272,6 +347,9 @@ function Backend:stop(h) -- luacheck: ignore 212/self
       end
     end
   end
+  if h.docker_dir then -- the engine died with the tree: what it leaves outside goes too
+    dockerd.sweep(h.docker_dir)
+  end
   limits_mod.remove(h.limits)
 end
 
@@ -287,8 +365,11 @@ function Backend:release(h) -- luacheck: ignore 212/self
   end
 end
 
---- RemoveVm: the sim TEE's state of the CVM.
+--- RemoveVm: the sim TEE's state of the CVM, and what its Docker engine left outside.
 function Backend:cleanup(vm)
+  if uv.fs_stat(vm.wd:path('docker')) then
+    dockerd.sweep(vm.wd:path('docker'))
+  end
   local base = self.pcfg.sim_dir .. '/cvms/' .. vm.id
   for _, p in ipairs({ base, base .. '.state', base .. '.runtime' }) do
     fs.remove_tree(p)

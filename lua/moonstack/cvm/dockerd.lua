@@ -5,7 +5,9 @@
 -- so this engine gets that network (docker's bridge, iptables and published ports stay inside
 -- it). Everything of the engine lives under one directory:
 --   <dir>/data  --data-root (images, containers: kept across restarts, like a CVM's disk)
---   <dir>/exec  --exec-root (its containerd's state and socket)
+--   <dir>/exec  --exec-root (its containerd's state and sockets; containerd refuses socket
+--               paths over 104 bytes, so a deep <dir> gets /run/moonstack-docker-<hash of dir>
+--               instead, removed with the engine)
 --   <dir>/docker.sock, <dir>/docker.pid
 -- dockerd runs in a private mount namespace (`moonstack ns-exec --mount`), so its overlay and
 -- nsfs mounts never show on the host and vanish with it, and its containers go under a cgroup
@@ -33,6 +35,20 @@ local M = {}
 --- The longest unix socket path (sun_path minus its NUL).
 M.MAX_SOCKET_PATH = 107
 
+-- containerd's longest socket under the exec root, and the limit it puts on socket paths
+local CONTAINERD_SOCKET = '/containerd/containerd-debug.sock'
+local CONTAINERD_MAX_PATH = 104
+
+-- The engine's exec root: <dir>/exec, or a short path of its own when that is too deep.
+local function exec_root_of(dir, hash)
+  local own = dir .. '/exec'
+  if #own + #CONTAINERD_SOCKET <= CONTAINERD_MAX_PATH then
+    return own
+  end
+  local base = uv.fs_access('/run', 'w') and '/run' or (os.getenv('TMPDIR') or '/tmp')
+  return base .. '/moonstack-docker-' .. hash
+end
+
 local DEFAULTS = { dockerd = 'dockerd', docker = 'docker', network = 'bridge',
   private_mounts = true, ready_timeout_ms = 30000, stop_timeout_ms = 30000,
   shutdown_timeout_s = 5, log_level = 'warn', images_timeout_ms = 120000,
@@ -47,7 +63,7 @@ end
 
 -- dockerd's arguments for the engine.
 local function dockerd_args(self, o)
-  local args = { '--data-root', self.dir .. '/data', '--exec-root', self.dir .. '/exec',
+  local args = { '--data-root', self.dir .. '/data', '--exec-root', self.exec_root,
     '-H', self.host, '--pidfile', self.dir .. '/docker.pid', '--cgroup-parent',
     '/' .. self.cgroup_parent, '--shutdown-timeout', tostring(o.shutdown_timeout_s),
     '--log-level', o.log_level }
@@ -68,6 +84,15 @@ local function ping(self)
   return r and r.status == 200
 end
 
+-- An engine's places for `dir` (o: the options with their defaults): not started.
+local function layout(dir, o, cgroup_parent)
+  dir = dir:gsub('/+$', '')
+  local hash = codec.hex(crypto.sha256(dir)):sub(1, 12)
+  return setmetatable({ dir = dir, socket = dir .. '/docker.sock', opts = o,
+    exec_root = exec_root_of(dir, hash),
+    cgroup_parent = cgroup_parent or ('moonstack-' .. hash), lines = {} }, Engine)
+end
+
 --- Start an engine (inside a task). opts = { dir (required), dockerd = 'dockerd', docker =
 --- 'docker', path = PATH for dockerd and the docker CLI, network = 'bridge' | 'none',
 --- private_mounts = true, cgroup_parent = 'moonstack-<hash>', shutdown_timeout_s = 5,
@@ -85,22 +110,23 @@ function M.start(opts)
     o[k] = opts[k] == nil and v or opts[k]
   end
   o.args, o.images = opts.args, opts.images
-  local dir = opts.dir:gsub('/+$', '')
-  local self = setmetatable({ dir = dir, socket = dir .. '/docker.sock', opts = o,
-    cgroup_parent = opts.cgroup_parent or ('moonstack-' .. codec.hex(crypto.sha256(dir)):sub(1, 12)),
-    lines = {} }, Engine)
+  local self = layout(opts.dir, o, opts.cgroup_parent)
+  local dir = self.dir
   self.host = 'unix://' .. self.socket
   if #self.socket > M.MAX_SOCKET_PATH then
     return errors.fail('EINVAL', ('the engine socket path %s is longer than %d bytes: give a '
       .. 'shorter dir'):format(self.socket, M.MAX_SOCKET_PATH))
   end
-  for _, d in ipairs({ dir, dir .. '/data', dir .. '/exec' }) do
+  for _, d in ipairs({ dir, dir .. '/data', self.exec_root }) do
     local ok, err, code = fs.mkdir_p(d, 448)
     if not ok then
       return nil, err, code
     end
   end
   os.remove(self.socket) -- a stale socket of a crashed engine would look ready
+  -- and its pid file stops dockerd when that pid runs: in a CVM's PID namespace the new
+  -- dockerd often gets the very same pid (the agent makes one engine per CVM, never two)
+  os.remove(self.dir .. '/docker.pid')
   local file, args = o.dockerd, dockerd_args(self, o)
   if o.private_mounts then
     local ok, err = netns.available() -- the same privilege as a mount namespace
@@ -267,7 +293,7 @@ function Engine:_sweep()
     end
     uv.kill(pid, 'sigkill')
   end
-  for _, pid in ipairs(pids_mentioning(self.dir .. '/exec')) do
+  for _, pid in ipairs(pids_mentioning(self.exec_root)) do
     if alive(pid) then
       kill(pid, 'process')
     end
@@ -304,13 +330,34 @@ function Engine:stop()
   if self.proc then
     self.proc:stop(self.opts.stop_timeout_ms)
   end
+  self:_clear()
+  log.info('docker engine stopped', { dir = self.dir })
+  return true
+end
+
+-- Sweep what is left (see _sweep), then the socket and a separate exec root.
+function Engine:_clear()
   local found = self:_sweep()
   if #found > 0 then
     log.warn('docker engine left processes or mounts behind: removed', { dir = self.dir,
       found = table.concat(found, ', ') })
   end
   os.remove(self.socket)
-  log.info('docker engine stopped', { dir = self.dir })
+  os.remove(self.dir .. '/docker.pid')
+  if self.exec_root ~= self.dir .. '/exec' then
+    fs.remove_tree(self.exec_root)
+  end
+end
+
+--- Remove whatever the engine of `dir` left after its CVM was killed without stopping it
+--- (inside a task): its containerd, shims and containers, their cgroups, its mounts, its
+--- socket and exec root. opts.cgroup_parent as given to start(). Returns true.
+function M.sweep(dir, opts)
+  local o = {}
+  for k, v in pairs(DEFAULTS) do
+    o[k] = v
+  end
+  layout(dir, o, opts and opts.cgroup_parent):_clear()
   return true
 end
 
