@@ -293,7 +293,8 @@ static void kill_idle_conn(int fd, void *ud)
 {
 	struct rt_http_server *srv = ud;
 	struct lws *wsi = wsi_from_fd(srv->ctx->lws, fd);
-	struct rt_http_pss *pss = wsi && lws_get_vhost(wsi) == srv->vhost ? lws_wsi_user(wsi) : NULL;
+	struct rt_http_pss *pss =
+		wsi && lws_get_vhost(wsi) == srv->vhost ? lws_wsi_user(wsi) : NULL;
 	if (pss && !pss->ex && !pss->ws)
 		kill_if_ours(fd, srv);
 }

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libwebsockets' socket calls, as the HTTP server core sees them. The executable defines recv(),
- * send(), shutdown(), listen(), SSL_read(), SSL_write() and SSL_shutdown(); lws calls them through its PLT,
- * so they bind here (ELF interposition) and reach the real functions unchanged after a little
- * bookkeeping per server connection, on the loop thread only (other threads pass straight
+ * send(), shutdown(), listen(), SSL_read(), SSL_write() and SSL_shutdown(); lws calls them through
+ * its PLT, so they bind here (ELF interposition) and reach the real functions unchanged after a
+ * little bookkeeping per server connection, on the loop thread only (other threads pass straight
  * through). lws 4.1 gives no other way to know:
  *
  *  - whether a request was parsed from lws's own buffer of bytes read past the previous request
@@ -59,7 +59,7 @@ struct lingerer {
 static _Thread_local bool on_loop; /* this thread runs lws: keep the books */
 static struct sock_state *socks;
 static size_t socks_len;
-static int pending_status; /* lws logged why it is about to drop the connection it parses */
+static int pending_status;   /* lws logged why it is about to drop the connection it parses */
 static int last_listen = -1; /* the last socket listen() succeeded on, on the loop thread */
 
 static uv_loop_t *loop;

@@ -27,7 +27,6 @@ read -r PORT_A PORT_B < <(python3 -c '
 import socket
 a = socket.socket(); a.bind(("127.0.0.1", 0)); b = socket.socket(); b.bind(("127.0.0.1", 0))
 print(a.getsockname()[1], b.getsockname()[1])')
-cgroups_before=$(find /sys/fs/cgroup -maxdepth 2 -name 'moonstack-*' | sort)
 cat >"$d/vmm.lua" <<EOF
 return {
   listen = { host = '127.0.0.1', port = 0 }, run_dir = '$d/run', image_dir = '$d/images',
@@ -80,8 +79,17 @@ if wait_for 120 answers "$PORT_A" web-a; then ok "StartVm: A answers again (its 
 for id in "$A" "$B"; do rpc RemoveVm "{\"id\":\"$id\"}" >/dev/null; done
 check "RemoveVm on both" "" "$(ls -A "$d/run")"
 check "no process left (/proc walk)" "" "$(procs_under "$d/run")"
-check "no container cgroup left" "$cgroups_before" "$(find /sys/fs/cgroup -maxdepth 2 -name 'moonstack-*' | sort)"
-check "no exec root left" "" "$(ls -d /run/moonstack-docker-* 2>/dev/null)"
+# (only this test's: other tests run engines and CVMs at the same time)
+own_cgroups() {
+  local id
+  for id in "$A" "$B"; do
+    find /sys/fs/cgroup -maxdepth 2 \( -name "moonstack-cvm-$id" -o \
+      -name "moonstack-$(printf '%s' "$d/run/$id/docker" | sha256sum | cut -c1-12)" \)
+  done
+}
+check "no CVM or container cgroup left" "" "$(own_cgroups)"
+check "no exec root left" "" "$(for id in "$A" "$B"; do
+  ls -d "/run/moonstack-docker-$(printf '%s' "$d/run/$id/docker" | sha256sum | cut -c1-12)" 2>/dev/null; done)"
 kill -TERM "$VMM_PID"; wait "$VMM_PID"
 check "SIGTERM: exit 0" 0 $?
 finish

@@ -45,10 +45,10 @@ violation "a service reaching into another fails" 'service kms reaches into serv
   moonstack/kms/bad.lua "local a = require('moonstack.agent.api') return {}"
 violation "a folder off the map fails" 'folder nowhere is not on the layer map' \
   moonstack/nowhere/x.lua "return {}"
-violation "a service without the shape fails" 'service vmm has no api.lua' \
-  moonstack/vmm/init.lua "return {}"
-violation "a service used without a client fails" 'service kms uses service vmm, which has no client.lua' \
-  moonstack/kms/bad.lua "local v = require('moonstack.vmm.client') return {}"
+violation "a service without the shape fails" 'service gateway has no api.lua' \
+  moonstack/gateway/init.lua "return {}"
+violation "a service used without a client fails" 'service kms uses service gateway, which has no client.lua' \
+  moonstack/kms/bad.lua "local v = require('moonstack.gateway.client') return {}"
 rm -rf "$t/lua" && cp -r "$src/lua" "$t/lua"
 printf -- "-- see require('moonstack.kms') in the docs\nreturn {}\n" >"$t/lua/moonstack/core/doc.lua"
 out=$($check "$t/lua" 2>&1)
