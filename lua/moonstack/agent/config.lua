@@ -13,11 +13,16 @@
 --     tappd  = { unix = '/var/run/tappd.sock' },
 --     public = { host = '0.0.0.0', port = 8090 },
 --     guest  = false,                      the guest API the VMM calls (Shutdown, SysInfo...):
---                                          { unix = PATH } (mode 0600) or { host =, port = }
+--                                          { unix = PATH } (mode 0600), { host =, port = } or
+--                                          { serial = PORT } (served over a virtio-serial port)
 --   }
 --   host_api = nil                         where boot progress, boot errors and instance info
 --                                          are reported (the VMM's host API, Notify):
---                                          { unix = PATH } (process backend); vsock later
+--                                          { unix = PATH } (process backend) or { serial =
+--                                          PORT } (a virtio-serial port: the qemu backend)
+--   boot_progress_file = nil               stages the VM's init reached before the agent (one
+--                                          per line: kernel up, share mounted...), reported
+--                                          first
 --   control = nil                          control socket path (moonstack repl)
 --   key_provider = { kind = 'auto' }       where app keys come from:
 --     'auto'       what app-compose asks (key_provider / kms_enabled / ...): kms, local
@@ -28,7 +33,12 @@
 --                  (the provider's measurement, reported as key-provider local-sgx)
 --     'none'       random keys
 --     'keys_file'  file = path of an upstream appkeys.json (development, the simulator's)
---   tee = { name = 'tdx' | 'sim', ... }    the TEE backend (moonstack.core.tee): sim needs
+--   tee = { name = 'tdx' | 'sim' | 'sim-remote' | 'auto', ... }
+--                                          sim-remote: the host's simulated quote service over
+--                                          remote = { serial = PORT } (a VM without TDX);
+--                                          auto: tdx when this guest has it, else sim-remote
+--                                          (and the choice logged);
+--                                          the TEE backend (moonstack.core.tee): sim needs
 --                                          dir and cvm (reset = true: every boot starts from
 --                                          the CVM's launch values); other keys go to the
 --                                          backend's constructor
@@ -83,9 +93,18 @@ local function listener(default)
         return nil, 'expected false or a table { unix = PATH } or { host =, port = }'
       end
       for k in pairs(v) do
-        if k ~= 'unix' and k ~= 'host' and k ~= 'port' and k ~= 'mode' then
+        if k ~= 'unix' and k ~= 'host' and k ~= 'port' and k ~= 'mode' and k ~= 'serial' then
           return nil, ('unknown key %s'):format(tostring(k))
         end
+      end
+      if v.serial ~= nil then
+        if type(v.serial) ~= 'string' or not v.serial:match('^[%w._-]+$') then
+          return nil, 'serial must name a virtio-serial port (letters, digits, . _ -)'
+        end
+        if v.unix ~= nil or v.host ~= nil or v.port ~= nil then
+          return nil, 'give serial alone'
+        end
+        return true
       end
       if v.unix ~= nil then
         if type(v.unix) ~= 'string' or v.unix == '' then
@@ -139,8 +158,16 @@ M.schema = {
     },
     host_api = {
       type = 'table', optional = true,
-      fields = { unix = { type = 'string', min = 1 } },
+      fields = { unix = { type = 'string', optional = true, min = 1 },
+        serial = { type = 'string', optional = true, pattern = '^[%w._-]+$' } },
+      check = function(t)
+        if (t.unix == nil) == (t.serial == nil) then
+          return nil, 'give unix = PATH or serial = PORT NAME'
+        end
+        return true
+      end,
     },
+    boot_progress_file = { type = 'string', optional = true, min = 1 },
     control = { type = 'string', optional = true, min = 1 },
     key_provider = {
       type = 'table',
@@ -168,7 +195,10 @@ M.schema = {
       type = 'table',
       unknown = 'allow',
       fields = {
-        name = { type = 'string', enum = { 'tdx', 'sim' } },
+        name = { type = 'string', enum = { 'tdx', 'sim', 'sim-remote', 'auto' } },
+        remote = { type = 'table', optional = true, fields = {
+          serial = { type = 'string', optional = true, pattern = '^[%w._-]+$' },
+          unix = { type = 'string', optional = true, min = 1 } } },
         dir = { type = 'string', optional = true, min = 1 },
         cvm = { type = 'string', optional = true, min = 1 },
         reset = { type = 'boolean', optional = true },
@@ -178,6 +208,9 @@ M.schema = {
       check = function(t)
         if t.name == 'sim' and not (t.dir and t.cvm) then
           return nil, "the sim backend needs dir (its state directory) and cvm (the CVM name)"
+        end
+        if t.name == 'sim-remote' and not t.remote then
+          return nil, "the sim-remote backend needs remote = { serial = PORT } (the host's quote service)"
         end
         return true
       end,

@@ -39,6 +39,9 @@ local function boot(cfg, log)
     return true
   end
   local host = require('moonstack.agent.host').new(cfg.host_api)
+  for _, stage in ipairs(require('moonstack.agent.channels').boot_stages(cfg.boot_progress_file)) do
+    host:send('boot.progress', stage) -- what the VM's init did before the agent ran
+  end
   local ctx, err, code = require('moonstack.agent.boot').run(cfg, { serve = serve,
     on_context = function(c) host:attach(c) end })
   if not ctx then
@@ -73,8 +76,15 @@ function M.start(cfg, log)
     end
     self.ctx, self.api = s.ctx, s.api
   else
-    local ctx, api, code = boot(cfg, log)
+    local channels = require('moonstack.agent.channels')
+    local ccfg, relays, ccode = channels.open(cfg)
+    if not ccfg then
+      return nil, relays, ccode
+    end
+    self.relays = relays
+    local ctx, api, code = boot(ccfg, log)
     if not ctx then
+      channels.close_all(relays)
       return nil, api, code
     end
     self.ctx, self.api = ctx, api
@@ -132,6 +142,10 @@ function Agent:stop()
       self.ctx.host:flush(1000)
     end
     self.ctx = nil
+  end
+  if self.relays then -- after the last reports went out
+    require('moonstack.agent.channels').close_all(self.relays)
+    self.relays = nil
   end
 end
 

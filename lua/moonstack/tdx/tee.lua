@@ -239,5 +239,7 @@ end
 
 tee.register('tdx', M.new_tdx, 'Intel TDX hardware (configfs-tsm, /dev/tdx_guest, QGS)')
 tee.register('sim', 'moonstack.sim', 'software TDX with a simulated PKI (development, CI)')
+tee.register('sim-remote', 'moonstack.sim.remote',
+  'software TDX held by the host (the VMM\'s simulated quote service, over the VM\'s channel)')
 
 return M
