@@ -51,6 +51,18 @@
 --                                       engine (data root, socket and cgroup under its work
 --                                       dir; its containers are seen by no other CVM)
 --   }
+--   qemu = {                            the qemu backend (moonstack.vmm.backend.qemu): a CVM is a
+--                                       QEMU guest booted from a `--kind qemu` image
+--     binary = 'qemu-system-x86_64',
+--     accel = 'auto',                   'auto': tdx on a TDX host, kvm only where a probe proves a
+--                                       guest runs under it (a present /dev/kvm may hang), else
+--                                       tcg; or force one of 'tdx' | 'kvm' | 'tcg'
+--     probe_timeout_ms = 4000,          how long the kvm probe may take
+--     docker_images = {},               image tarballs put in each docker-flavour guest's share
+--                                       (loaded at boot: no registry is reachable)
+--     powerdown_timeout = <shutdown_timeout>   seconds after QMP system_powerdown before quit
+--   }                                   (guests without TDX attest on process.sim_dir through the
+--                                       VMM's simulated quote service)
 local config = require('moonstack.core.config')
 
 local M = {}
@@ -193,6 +205,16 @@ M.schema = {
         agent_args = { type = 'table', default = {}, items = 'string' },
         docker_images = { type = 'table', default = {}, items = 'string' },
         dockerd = { type = 'string', default = 'dockerd', min = 1 },
+      },
+    },
+    qemu = {
+      type = 'table', default = {},
+      fields = {
+        binary = { type = 'string', default = 'qemu-system-x86_64', min = 1 },
+        accel = { type = 'string', default = 'auto', enum = { 'auto', 'tdx', 'kvm', 'tcg' } },
+        probe_timeout_ms = { type = 'integer', default = 4000, min = 100 },
+        docker_images = { type = 'table', default = {}, items = 'string' },
+        powerdown_timeout = { type = 'integer', optional = true, min = 1 },
       },
     },
   },

@@ -140,7 +140,8 @@ function Sup:stop(vm)
   return true
 end
 
---- Graceful shutdown (inside a task): the guest API's Shutdown, then at most shutdown_timeout
+--- Graceful shutdown (inside a task): the backend's powerdown (a VM's power button) or else the
+--- guest API's Shutdown, then at most shutdown_timeout
 --- for the process to end, then a hard stop. Returns true, or nil, msg, code when the guest
 --- could not be asked (the hard stop happened anyway).
 function Sup:shutdown(vm)
@@ -149,7 +150,12 @@ function Sup:shutdown(vm)
     return true
   end
   vm.shutdown_progress = 'shutting down'
-  local ok, err = self.vmm:guest(vm):call('Shutdown', {})
+  local ok, err
+  if self.backend.powerdown then -- a VM: its power button, which the guest acts on
+    ok, err = self.backend:powerdown(h)
+  else -- a process tree: the guest API's Shutdown
+    ok, err = self.vmm:guest(vm):call('Shutdown', {})
+  end
   local deadline = uv.now() + self.cfg.shutdown_timeout * 1000
   while ok and not h.exited and self.backend:alive(h) and uv.now() < deadline do
     task.sleep(50)

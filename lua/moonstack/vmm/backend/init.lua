@@ -2,7 +2,7 @@
 -- The VMM's backends (how a CVM runs) and their registry, like the TEE backends
 -- (moonstack.core.tee): selected by the config's `backend` name only, no fallback from one to
 -- another. `process` (moonstack.vmm.backend.process) runs a CVM as a supervised local process
--- tree; `qemu` comes with M9 on the same interface. A backend is created with
+-- tree; `qemu` (moonstack.vmm.backend.qemu) as a QEMU guest. A backend is created with
 -- new({ cfg (the VMM config), log }) and offers:
 --
 --   b.name
@@ -23,6 +23,9 @@
 --                                                    where the host API (guest → VMM) listens and
 --                                                    where the guest API (VMM → guest) answers
 --   b:status() -> table                              what it can do here (namespaces, cgroups)
+--   b:powerdown(handle) -> true | nil, msg           optional: ask the guest to power off (a
+--                                                    VM's power button); ShutdownVm uses it
+--                                                    instead of the guest API's Shutdown
 -- on_exit(handle, { exit_code, signal }) is called once per handle when the CVM ends.
 local errors = require('moonstack.core.errors')
 
@@ -65,6 +68,16 @@ function M.create(name, opts)
     f = mod.new
   end
   return f(opts or {})
+end
+
+--- Remove the simulated TD of VM `id` from the simulator directory `sim_dir` (its state, its
+--- runtime log): what RemoveVm frees for a CVM that attested on the simulator.
+function M.remove_sim_cvm(sim_dir, id)
+  local fs = require('moonstack.core.fs')
+  local base = sim_dir .. '/cvms/' .. id
+  for _, p in ipairs({ base, base .. '.state', base .. '.runtime' }) do
+    fs.remove_tree(p)
+  end
 end
 
 M.register('process', 'moonstack.vmm.backend.process')

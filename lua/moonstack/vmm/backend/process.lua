@@ -370,10 +370,7 @@ function Backend:cleanup(vm)
   if uv.fs_stat(vm.wd:path('docker')) then
     dockerd.sweep(vm.wd:path('docker'))
   end
-  local base = self.pcfg.sim_dir .. '/cvms/' .. vm.id
-  for _, p in ipairs({ base, base .. '.state', base .. '.runtime' }) do
-    fs.remove_tree(p)
-  end
+  require('moonstack.vmm.backend').remove_sim_cvm(self.pcfg.sim_dir, vm.id)
 end
 
 return M
