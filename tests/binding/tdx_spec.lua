@@ -366,7 +366,7 @@ end)
 
 describe('moonstack.core.tee + moonstack.tdx.tee', function()
   it('selects backends by name only', function()
-    assert.same({ 'sim', 'tdx' }, backend.names())
+    assert.same({ 'sim', 'sim-remote', 'tdx' }, backend.names())
     assert.has_error(function() backend.create() end)
     local none, err, code = backend.create('sgx')
     assert.is_nil(none)
