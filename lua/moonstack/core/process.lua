@@ -312,4 +312,18 @@ function M.run(opts)
     stderr = table.concat(out.stderr) }
 end
 
+--- The path of program `prog` found on $PATH (or `prog` itself when it names a path that is
+--- executable), or nil.
+function M.which(prog)
+  if prog:find('/', 1, true) then
+    return uv.fs_access(prog, 'x') and prog or nil
+  end
+  for dir in (os.getenv('PATH') or '/usr/bin:/bin'):gmatch('[^:]+') do
+    if uv.fs_access(dir .. '/' .. prog, 'x') then
+      return dir .. '/' .. prog
+    end
+  end
+  return nil
+end
+
 return M

@@ -70,6 +70,18 @@ function M.create(name, opts)
   return f(opts or {})
 end
 
+--- Whether the CVM of backend handle `h` still runs: not seen exiting, and its process (our
+--- child, or one adopted by pid + start time + boot id) alive.
+function M.alive(h)
+  if h.exited then
+    return false
+  end
+  if h.proc then
+    return not h.proc.exited
+  end
+  return require('moonstack.core.procfs').alive(h)
+end
+
 --- Remove the simulated TD of VM `id` from the simulator directory `sim_dir` (its state, its
 --- runtime log): what RemoveVm frees for a CVM that attested on the simulator.
 function M.remove_sim_cvm(sim_dir, id)

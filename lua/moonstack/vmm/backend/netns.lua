@@ -11,22 +11,14 @@ local uv = require('luv')
 local errors = require('moonstack.core.errors')
 local task = require('moonstack.core.task')
 local netns = require('moonstack.netns')
+local process = require('moonstack.core.process')
 
 local M = {}
-
-local function on_path(prog)
-  for dir in (os.getenv('PATH') or '/usr/bin:/bin'):gmatch('[^:]+') do
-    if uv.fs_access(dir .. '/' .. prog, 'x') then
-      return true
-    end
-  end
-  return false
-end
 
 --- What this host allows: { net = bool (network namespaces), pid = bool (unshare(1) for PID
 --- namespaces; the caller checks that it runs as root) }.
 function M.available()
-  return { net = netns.available() == true, pid = on_path('unshare') }
+  return { net = netns.available() == true, pid = process.which('unshare') ~= nil }
 end
 
 --- The argv prefix that runs the rest of argv in new namespaces. opts = { pid = bool, net =

@@ -315,13 +315,7 @@ end
 
 --- Whether the CVM of handle `h` still runs.
 function Backend:alive(h) -- luacheck: ignore 212/self
-  if h.exited then
-    return false
-  end
-  if h.proc then
-    return not h.proc.exited
-  end
-  return procfs.alive(h)
+  return require('moonstack.vmm.backend').alive(h)
 end
 
 --- Hard stop (inside a task): the whole tree gets SIGKILL (stopped first so nothing forks

@@ -29,6 +29,7 @@ local channel = require('moonstack.channel')
 local http = require('moonstack.http.server')
 local sim = require('moonstack.sim')
 local sim_service = require('moonstack.sim.service')
+local base = require('moonstack.vmm.backend')
 
 local M = {}
 
@@ -56,7 +57,7 @@ function M.new(opts)
   end
   local self = setmetatable({ name = 'qemu', cfg = cfg, qcfg = cfg.qemu, log = opts.log, q = q,
     sim_dir = cfg.process.sim_dir }, Backend)
-  if not uv.fs_access(self.qcfg.binary, 'x') and not self:_on_path(self.qcfg.binary) then
+  if not process.which(self.qcfg.binary) then
     return errors.fail('ENOENT', ('qemu.binary: %s is not installed (apt-get install '
       .. 'qemu-system-x86)'):format(self.qcfg.binary))
   end
@@ -65,18 +66,6 @@ function M.new(opts)
     return nil, 'process.sim_dir: ' .. tostring(merr), code
   end
   return self
-end
-
-function Backend:_on_path(prog) -- luacheck: ignore 212/self
-  if prog:find('/', 1, true) then
-    return false
-  end
-  for dir in (os.getenv('PATH') or '/usr/bin:/bin'):gmatch('[^:]+') do
-    if uv.fs_access(dir .. '/' .. prog, 'x') then
-      return true
-    end
-  end
-  return false
 end
 
 -- The accelerator: the configured one, or the probe's answer (once per VMM).
@@ -258,10 +247,10 @@ function Backend:_desc(vm, paths, accel)
     qemu = self.qcfg.binary, accel = accel, vm_id = vm.id, vcpu = m.vcpu, memory_mb = m.memory,
     kernel = file(img.kernel), initrd = file(img.initrd), cmdline = img.cmdline or '',
     bios = file(img.bios), rootfs = file(img.rootfs),
-    serial_log = vm.wd:path('serial.log'), qmp = paths.qmp,
-    share = { mode = '9p', path = vm.wd:path('shared'), tag = 'host-shared', readonly = false,
-      security_model = 'none' },
-    net = { { kind = 'user', restrict = true, hostfwd = fwd } },
+    serial_log = vm.wd:path('serial.log'), qmp_socket = paths.qmp,
+    share = { mode = '9p', path = vm.wd:path('shared'), readonly = false, security_model = 'none' },
+    nics = { { mode = 'user', restrict = true } },
+    ports = fwd,
     serial_ports = {
       { name = M.PORTS.host_api, path = paths.host_api, server = true },
       { name = M.PORTS.guest_api, path = paths.guest_api, server = true },
@@ -362,13 +351,7 @@ end
 
 --- Whether the QEMU of handle `h` still runs.
 function Backend:alive(h) -- luacheck: ignore 212/self
-  if h.exited then
-    return false
-  end
-  if h.proc then
-    return not h.proc.exited
-  end
-  return procfs.alive(h)
+  return base.alive(h)
 end
 
 -- Wait (inside a task) until `h`'s QEMU is gone, at most `ms`. True if gone.
@@ -426,7 +409,7 @@ end
 
 --- RemoveVm: the simulated TD of the VM.
 function Backend:cleanup(vm)
-  require('moonstack.vmm.backend').remove_sim_cvm(self.sim_dir, vm.id)
+  base.remove_sim_cvm(self.sim_dir, vm.id)
 end
 
 return M
