@@ -297,8 +297,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	struct qemu_qmp *q = s->data;
 	if (q->closing || nread == 0)
 		return;
-	if (nread == UV_EOF) {
-		shut(q, "ECLOSED", "QEMU closed the QMP connection %s", q->path);
+	if (nread == UV_EOF || nread == UV_ECONNRESET) { // a reset: it exited with bytes unread
+		shut(q, "ECLOSED", "QEMU closed the QMP connection %s%s", q->path,
+		     nread == UV_EOF ? "" : " (reset)");
 		return;
 	}
 	if (nread < 0) {
