@@ -16,6 +16,7 @@
  * description that is not a table) raises.
  */
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "moonstack/rt.h"
@@ -103,7 +104,7 @@ static int get_uint(struct rd *r, int t, const char *prefix, const char *key, do
 	if (type == LUA_TNIL)
 		return 0;
 	field_name(f, prefix, key);
-	if (type != LUA_TNUMBER || v < 0 || v != (double)(uint64_t)v || v > max)
+	if (type != LUA_TNUMBER || !(v >= 0 && v <= max) || v != floor(v)) // NaN fails too
 		return qemu_bad(r->err, f, "must be an integer in 0..%.0f", max);
 	*out = (uint64_t)v;
 	return 0;

@@ -17,6 +17,7 @@
  * runtime's protected call (an error is logged). At runtime shutdown every connection is
  * closed without calling back into Lua.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,10 +152,10 @@ static void on_shutdown(void *ud, int stage)
 	qemu_qmp_close(c->q);
 }
 
-static struct lqmp *check_conn(lua_State *L, const char *fn)
+/* The connection behind the userdata at 1, or NULL once it is closed. */
+static struct lqmp *check_conn(lua_State *L)
 {
 	struct lqmp_ud *u = luaL_checkudata(L, 1, QMP_CLASS);
-	(void)fn;
 	return u->c;
 }
 
@@ -163,7 +164,7 @@ static int optint(lua_State *L, int t, const char *key, lua_Number max)
 	lua_getfield(L, t, key);
 	lua_Number v = lua_isnil(L, -1) ? 0 : luaL_checknumber(L, -1);
 	lua_pop(L, 1);
-	if (v < 0 || v > max || v != (lua_Number)(long long)v)
+	if (!(v >= 0 && v <= max) || v != floor(v)) // NaN fails too
 		luaL_error(L, "qmp_connect: opts.%s must be an integer in 0..%.0f", key, max);
 	return (int)v;
 }
@@ -229,7 +230,7 @@ static int l_qmp_connect(lua_State *L)
 /* conn:execute(command, args_json_or_nil, callback) */
 static int l_execute(lua_State *L)
 {
-	struct lqmp *c = check_conn(L, "execute");
+	struct lqmp *c = check_conn(L);
 	const char *cmd = luaL_checkstring(L, 2);
 	const char *args = luaL_optstring(L, 3, NULL);
 	luaL_checktype(L, 4, LUA_TFUNCTION);
@@ -250,7 +251,7 @@ static int l_execute(lua_State *L)
 /* conn:close() */
 static int l_close(lua_State *L)
 {
-	struct lqmp *c = check_conn(L, "close");
+	struct lqmp *c = check_conn(L);
 	if (c)
 		qemu_qmp_close(c->q);
 	return 0;
@@ -272,21 +273,21 @@ static int l_gc(lua_State *L)
 
 static int l_ready(lua_State *L)
 {
-	struct lqmp *c = check_conn(L, "ready");
+	struct lqmp *c = check_conn(L);
 	lua_pushboolean(L, c && qemu_qmp_ready(c->q));
 	return 1;
 }
 
 static int l_pending(lua_State *L)
 {
-	struct lqmp *c = check_conn(L, "pending");
+	struct lqmp *c = check_conn(L);
 	lua_pushinteger(L, c ? (lua_Integer)qemu_qmp_pending(c->q) : 0);
 	return 1;
 }
 
 static int l_tostring(lua_State *L)
 {
-	struct lqmp *c = check_conn(L, "tostring");
+	struct lqmp *c = check_conn(L);
 	lua_pushstring(L, !c			 ? "qmp<closed>"
 			  : qemu_qmp_ready(c->q) ? "qmp<ready>"
 						 : "qmp<connecting>");

@@ -68,10 +68,12 @@ local function run_bounded(argv, timeout_ms)
   local done = p:wait(timeout_ms)
   local ms = math.floor((uv.hrtime() - t0) / 1e6)
   if not done then
-    p:stop(0) -- SIGTERM then SIGKILL to the group at once: a hung vCPU may ignore the first
+    p:kill('sigkill') -- the whole group: a vCPU stuck in the kernel may never see SIGTERM
+    p:wait(2000)
+    p:stop(0) -- closes the output pipes
     return { ms = ms, stderr = table.concat(stderr) }, true
   end
-  p:stop(0) -- reaps nothing more; closes the output pipes
+  p:stop(0) -- the group is gone: this only closes the output pipes
   return { exit_code = p.exit_code, signal = p.signal, stderr = table.concat(stderr), ms = ms }
 end
 
