@@ -83,11 +83,16 @@ static int get_str(struct rd *r, int t, const char *prefix, const char *key, con
 {
 	char f[FIELD_LEN];
 	int type = raw_field(r->L, t, key);
-	*out = type == LUA_TSTRING ? lua_tostring(r->L, -1) : NULL;
+	size_t len = 0;
+	*out = type == LUA_TSTRING ? lua_tolstring(r->L, -1, &len) : NULL;
 	lua_pop(r->L, 1);
 	if (type != LUA_TNIL && type != LUA_TSTRING) {
 		field_name(f, prefix, key);
 		return qemu_bad(r->err, f, "must be a string");
+	}
+	if (*out && strlen(*out) != len) {
+		field_name(f, prefix, key);
+		return qemu_bad(r->err, f, "contains a NUL byte");
 	}
 	return 0;
 }
@@ -318,12 +323,14 @@ static int read_volumes(struct rd *r, int t, const char *const **out, size_t *n)
 	lua_insert(r->L, a);
 	for (size_t i = 1; i <= *n && !rc; i++) {
 		lua_rawgeti(r->L, a + 1, (int)i);
-		v[i - 1] = lua_type(r->L, -1) == LUA_TSTRING ? lua_tostring(r->L, -1) : NULL;
-		if (!v[i - 1]) {
-			char f[FIELD_LEN];
-			snprintf(f, sizeof(f), "volumes[%zu]", i);
+		size_t len = 0;
+		v[i - 1] = lua_type(r->L, -1) == LUA_TSTRING ? lua_tolstring(r->L, -1, &len) : NULL;
+		char f[FIELD_LEN];
+		snprintf(f, sizeof(f), "volumes[%zu]", i);
+		if (!v[i - 1])
 			rc = qemu_bad(r->err, f, "must be a string");
-		}
+		else if (strlen(v[i - 1]) != len)
+			rc = qemu_bad(r->err, f, "contains a NUL byte");
 		lua_pop(r->L, 1);
 	}
 	lua_pop(r->L, 1);
@@ -440,6 +447,18 @@ static int read_desc(struct rd *r, int t, struct qemu_vm *vm, uint8_t prefix[3])
 	return 0;
 }
 
+/* String argument @p idx without embedded NUL (NULL when optional and absent). */
+static const char *arg_str(lua_State *L, int idx, bool optional)
+{
+	if (optional && lua_isnoneornil(L, idx))
+		return NULL;
+	size_t len;
+	const char *s = luaL_checklstring(L, idx, &len);
+	if (strlen(s) != len)
+		luaL_argerror(L, idx, "contains a NUL byte");
+	return s;
+}
+
 /* ---- results ---- */
 
 static int l_argv_gc(lua_State *L)
@@ -485,14 +504,14 @@ static int l_argv(lua_State *L)
 /* native.mac_address(vm_id, nic [, prefix]) */
 static int l_mac_address(lua_State *L)
 {
-	const char *id = luaL_checkstring(L, 1);
+	const char *id = arg_str(L, 1, false);
 	lua_Integer nic = luaL_checkinteger(L, 2);
-	const char *ps = luaL_optstring(L, 3, "");
+	const char *ps = arg_str(L, 3, true);
 	luaL_argcheck(L, nic >= 0 && nic < 1 << 20, 2, "a NIC index from 0");
 	struct qemu_error e;
 	uint8_t prefix[3];
 	size_t plen;
-	if (parse_prefix(&e, ps, prefix, &plen) < 0)
+	if (parse_prefix(&e, ps ? ps : "", prefix, &plen) < 0)
 		return push_err(L, &e);
 	char mac[18];
 	if (qemu_mac_address(id, prefix, plen, (unsigned)nic, mac) < 0)
@@ -505,7 +524,7 @@ static int l_mac_address(lua_State *L)
 static int l_probe_write_payload(lua_State *L)
 {
 	struct qemu_error e;
-	if (qemu_probe_write_payload(luaL_checkstring(L, 1), &e) < 0)
+	if (qemu_probe_write_payload(arg_str(L, 1, false), &e) < 0)
 		return push_err(L, &e);
 	lua_pushboolean(L, 1);
 	return 1;
@@ -516,8 +535,8 @@ static int l_probe_argv(lua_State *L)
 {
 	struct qemu_error e;
 	struct qemu_argv a;
-	if (qemu_probe_argv(luaL_checkstring(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3),
-			    &a, &e) < 0)
+	const char *qemu = arg_str(L, 1, false), *accel = arg_str(L, 2, false);
+	if (qemu_probe_argv(qemu, accel, arg_str(L, 3, false), &a, &e) < 0)
 		return push_err(L, &e);
 	return push_argv(L, &a);
 }
@@ -526,7 +545,7 @@ static int l_probe_argv(lua_State *L)
 static int l_host_tdx(lua_State *L)
 {
 	struct qemu_error e;
-	int rc = qemu_host_tdx(luaL_optstring(L, 1, NULL), &e);
+	int rc = qemu_host_tdx(arg_str(L, 1, true), &e);
 	if (rc < 0)
 		return push_err(L, &e);
 	lua_pushboolean(L, rc);

@@ -152,6 +152,18 @@ static void on_shutdown(void *ud, int stage)
 	qemu_qmp_close(c->q);
 }
 
+/* String argument @p idx without embedded NUL (NULL when optional and absent). */
+static const char *arg_str(lua_State *L, int idx, bool optional)
+{
+	if (optional && lua_isnoneornil(L, idx))
+		return NULL;
+	size_t len;
+	const char *s = luaL_checklstring(L, idx, &len);
+	if (strlen(s) != len)
+		luaL_argerror(L, idx, "contains a NUL byte");
+	return s;
+}
+
 /* The connection behind the userdata at 1, or NULL once it is closed. */
 static struct lqmp *check_conn(lua_State *L)
 {
@@ -172,7 +184,7 @@ static int optint(lua_State *L, int t, const char *key, lua_Number max)
 /* native.qmp_connect(path, opts) */
 static int l_qmp_connect(lua_State *L)
 {
-	const char *path = luaL_checkstring(L, 1);
+	const char *path = arg_str(L, 1, false);
 	if (lua_isnoneornil(L, 2))
 		lua_newtable(L);
 	luaL_checktype(L, 2, LUA_TTABLE);
@@ -231,8 +243,8 @@ static int l_qmp_connect(lua_State *L)
 static int l_execute(lua_State *L)
 {
 	struct lqmp *c = check_conn(L);
-	const char *cmd = luaL_checkstring(L, 2);
-	const char *args = luaL_optstring(L, 3, NULL);
+	const char *cmd = arg_str(L, 2, false);
+	const char *args = arg_str(L, 3, true);
 	luaL_checktype(L, 4, LUA_TFUNCTION);
 	if (!c)
 		return rt_push_fail(L, "EPIPE", "the QMP connection is closed");

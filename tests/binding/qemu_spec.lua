@@ -112,6 +112,10 @@ describe('moonstack.qemu.argv', function()
       { { accel = false }, 'EINVAL: accel: must be a string' },
       { { cmdline = 'console=ttyS0\ninit=/bin/sh' }, 'EINVAL: cmdline: control character 0x0a' },
       { { kernel = 'vmlinux' }, 'EINVAL: kernel: must be an absolute path' },
+      { { kernel = '/img/vm\0linux' }, 'EINVAL: kernel: contains a NUL byte' },
+      { { volumes = { '/a\0b' } }, 'EINVAL: volumes[1]: contains a NUL byte' },
+      { { nics = { { net = '10.0.2.0/24\0,hostfwd=tcp::22-:22' } } },
+        'EINVAL: nics[1].net: contains a NUL byte' },
       { { vcpu = -1 }, 'EINVAL: vcpu: must be an integer' },
       { { vcpu = 0 }, 'EINVAL: vcpu: must be 1..512' },
       { { memory = 512 }, 'EINVAL: memory: unknown field' },
@@ -136,6 +140,7 @@ describe('moonstack.qemu.argv', function()
       assert.are.equal(c[2], err:sub(1, #c[2]), 'got: ' .. tostring(err))
     end
     assert.has_error(function() qemu.argv('x') end, 'qemu.argv: desc must be a table')
+    assert.has_error(function() qemu.mac_address('vm\0x', 0) end)
   end)
 end)
 
