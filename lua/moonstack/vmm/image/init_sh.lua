@@ -8,10 +8,11 @@
 -- wants them (10.0.2.15/24 via 10.0.2.2; "network up"). Each stage is a line appended to
 -- /run/moonstack/boot-progress and printed on the console (the VM's serial log).
 -- Plain flavour: then run the agent (below).
--- Docker flavour: mount the read-only root filesystem (virtio-blk) under a tmpfs overlay,
--- move the mounts into it and switch_root to this same script in it (`stage2`), which mounts
--- cgroup2, starts dockerd (data root on a tmpfs; "docker ready"), `docker load`s every
--- /dstack/.host-shared/images/*.tar, then runs the agent.
+-- Docker flavour: mount the read-only root filesystem (squashfs on virtio-blk) under a tmpfs
+-- overlay, move the mounts into it and switch_root to this same script in it (`stage2`),
+-- which mounts cgroup2, starts dockerd (data root on a tmpfs; "docker ready"), `docker load`s every
+-- /dstack/.host-shared/images/*.tar, then runs the agent. Without the disk (ROOTFS absent
+-- after 5 s) the agent runs from the initramfs as in the plain flavour.
 -- Running the agent: open the ACPI power button's input device first (a press before the
 -- agent is up is not lost), start `moonstack agent -c /etc/moonstack/agent.lua` with its
 -- output on the console, and watch the button: a press sends the agent SIGTERM and powers off
@@ -39,7 +40,8 @@ say() { echo "moonstack-init: $*"; }
 stage() {
   $BB mkdir -p /run/moonstack
   echo "$1" >>"$PROGRESS"
-  say "$1"
+  read -r up _ </proc/uptime
+  say "$1 (uptime ${up}s)"
 }
 halt() {
   $BB sync
@@ -99,8 +101,12 @@ mounted() { $BB grep -q " $1 " /proc/mounts; }
 switch_to_rootfs() {
   n=0
   while [ ! -b "$ROOTFS" ] && [ $n -lt 100 ]; do $BB sleep 0.05; n=$((n + 1)); done
+  if [ ! -b "$ROOTFS" ]; then
+    say "no root filesystem at $ROOTFS: running the agent from the initramfs, without docker"
+    return 0
+  fi
   $BB mkdir -p /rootfs.ro /rootfs.rw /sysroot
-  $BB mount -t ext4 -o ro "$ROOTFS" /rootfs.ro || fatal "cannot mount the root filesystem $ROOTFS"
+  $BB mount -t squashfs -o ro "$ROOTFS" /rootfs.ro || fatal "cannot mount the root filesystem $ROOTFS"
   $BB mount -t tmpfs -o mode=0755 tmpfs /rootfs.rw
   $BB mkdir -p /rootfs.rw/upper /rootfs.rw/work
   $BB mount -t overlay -o lowerdir=/rootfs.ro,upperdir=/rootfs.rw/upper,workdir=/rootfs.rw/work \
@@ -134,7 +140,7 @@ start_docker() {
   stage "docker ready"
   for t in "$SHARE"/images/*.tar; do
     [ -f "$t" ] || continue
-    docker load -i "$t" || say "docker load $t failed"
+    docker load -q -i "$t" || say "docker load $t failed"
   done
 }
 

@@ -8,7 +8,7 @@
 --   initramfs.cpio.gz  busybox, bash, moonstack and exactly the libraries they load, the CA
 --                      certificates, the modules the guest needs (in load order), /init
 --                      (moonstack.vmm.image.init_sh) and /etc/moonstack/agent.lua
---   rootfs.img         docker flavour: a Debian root file system (ext4, attached read only)
+--   rootfs.img         docker flavour: a Debian root file system (squashfs, attached read only)
 --                      with docker.io, docker-compose v1, iptables ... and moonstack
 --   metadata.json      upstream's fields (cmdline, kernel, initrd, rootfs, bios, version,
 --                      is_dev, shared_ro) and ours: kind = 'qemu', flavour, host_share_mode,
@@ -37,9 +37,9 @@ M.CMDLINE = 'console=ttyS0 quiet panic=-1'
 M.MODULES = {
   plain = { 'virtio_pci', 'virtio_net', '9p', '9pnet_virtio', 'virtio_console',
     'vmw_vsock_virtio_transport', 'button', 'evdev', 'wireguard' },
-  docker = { 'virtio_blk', 'ext4', 'overlay', 'bridge', 'br_netfilter', 'veth', 'nf_tables',
-    'nft_compat', 'nft_chain_nat', 'nf_nat', 'nft_ct', 'nft_masq', 'xt_nat', 'xt_MASQUERADE',
-    'xt_addrtype', 'xt_conntrack', 'xt_tcpudp', 'ip_tables', 'iptable_nat', 'iptable_filter' },
+  docker = { 'virtio_blk', 'squashfs', 'overlay', 'bridge', 'br_netfilter', 'veth', 'nf_tables',
+    'nft_compat', 'nft_chain_nat', 'nf_nat', 'xt_nat', 'xt_MASQUERADE',
+    'xt_addrtype', 'xt_conntrack', 'xt_tcpudp' },
 }
 
 --- The Debian packages the docker flavour's root file system is bootstrapped with (plus the
@@ -182,13 +182,8 @@ local function copy(src, dest, mode)
   return true
 end
 
---- Build a qemu image in `out`. opts = { flavour = 'plain' | 'docker', cache = dir (default
---- M.default_cache()), version, is_dev = true, binary = the moonstack binary (default: this
---- one), agent_config = file (replaces the image's agent.lua: tests), description, progress
---- = fn(line) | false (default: lines on stderr) }. Returns { dir, digest, files = { name =
---- sha256 }, metadata } or nil, msg, code.
-function M.build(out, opts)
-  opts = opts or {}
+-- The build itself (M.build removes its temporary files when it fails).
+local function build(out, opts)
   local flavour = opts.flavour or 'plain'
   if not FLAVOURS[flavour] then
     return errors.fail('EINVAL', ('unknown flavour %s (plain or docker)'):format(tostring(flavour)))
@@ -202,7 +197,7 @@ function M.build(out, opts)
     { 'sha256sum', 'coreutils' } }
   if flavour == 'docker' then
     tools[#tools + 1] = { 'debootstrap', 'debootstrap' }
-    tools[#tools + 1] = { 'mkfs.ext4', 'e2fsprogs' }
+    tools[#tools + 1] = { 'mksquashfs', 'squashfs-tools' }
   end
   local ok, err, code = exec.require_tools(tools)
   if ok then
@@ -398,12 +393,12 @@ function M.build(out, opts)
       { '/dstack/.host-shared', dir = true },
       { '/var/lib/moonstack', dir = true },
     }
-    local mib
-    mib, err, code = rootfs.image(rf.dir, extra, out .. '/rootfs.img.tmp', sde)
-    if not mib then
+    local bytes
+    bytes, err, code = rootfs.image(rf.dir, extra, out .. '/rootfs.img.tmp', sde)
+    if not bytes then
       return nil, err, code
     end
-    progress('rootfs.img: ext4, %d MiB', mib)
+    progress('rootfs.img: squashfs (zstd), %s', size_mib(bytes))
     files['rootfs.img'] = true
     rootfs_info = { key = rf.key, packages = count }
   end
@@ -423,6 +418,7 @@ function M.build(out, opts)
     description = opts.description or ('moonstack qemu image (%s)'):format(flavour),
     kernel = 'vmlinux', initrd = 'initramfs.cpio.gz', cmdline = M.CMDLINE,
     rootfs = files['rootfs.img'] and 'rootfs.img' or '', bios = '', shared_ro = false,
+    rootfs_type = files['rootfs.img'] and 'squashfs' or nil,
     host_share_mode = '9p', kernel_version = kp.kver, packages = packages,
     modules = module_names, moonstack_sha256 = bin_hash:match('^%x+'),
     rootfs_packages = rootfs_info and rootfs_info.packages or nil,
@@ -472,6 +468,24 @@ function M.build(out, opts)
   end
   progress('done: os_image_hash %s', digest)
   return { dir = out, digest = digest, files = hashes, metadata = meta }
+end
+
+local OUTPUTS = { 'vmlinux', 'initramfs.cpio.gz', 'rootfs.img', 'metadata.json' }
+
+--- Build a qemu image in `out`. opts = { flavour = 'plain' | 'docker', cache = dir (default
+--- M.default_cache()), version, is_dev = true, binary = the moonstack binary (default: this
+--- one), agent_config = file (replaces the image's agent.lua: tests), description, progress
+--- = fn(line) | false (default: lines on stderr) }. Returns { dir, digest, files = { name =
+--- sha256 }, metadata } or nil, msg, code.
+function M.build(out, opts)
+  opts = opts or {}
+  local r = { build(out, opts) }
+  if not r[1] then -- no half-written files left in the image directory
+    for _, name in ipairs(OUTPUTS) do
+      uv.fs_unlink(out .. '/' .. name .. '.tmp')
+    end
+  end
+  return unpack(r, 1, 3)
 end
 
 return M

@@ -5,8 +5,10 @@
 -- machine-id; password ages pinned; Python byte code compiled again with hash-based
 -- invalidation and a fixed hash seed), kept in the cache under a key made of the recipe and
 -- the release's InRelease file (which changes when the mirror's package versions do); then,
--- per build, that tree plus the build's own files made into a reproducible ext4 image (fixed
--- UUID and hash seed, every timestamp the same, no journal: it is attached read only).
+-- per build, that tree plus the build's own files made into a reproducible squashfs image
+-- (zstd, sorted, every timestamp the same; read only by nature). squashfs rather than
+-- `mkfs.ext4 -d`: e2fsprogs 1.47 copies each source file's ctime and atime into the image,
+-- which no clamping of the tree can fix, so two builds of one tree differed.
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
@@ -18,10 +20,7 @@ local exec = require('moonstack.vmm.image.exec')
 local M = {}
 
 --- Bumped when the recipe (cleaning, options) changes, so old cache entries are not reused.
-M.RECIPE = 1
-
---- The ext4 image's fixed UUID and directory hash seed.
-M.UUID = '6d6f6f6e-7374-6163-6b00-726f6f746673'
+M.RECIPE = 2
 
 -- The apt lists file of `mirror`'s `suite` InRelease (or Release), as apt names it.
 local function release_file(mirror, suite)
@@ -89,7 +88,7 @@ end
 -- Clean a fresh bootstrap so that it depends only on the package versions.
 local function clean(root, sde)
   local rm = { 'rm', '-rf' }
-  for _, p in ipairs({ '/var/lib/apt/lists', '/var/cache/apt', '/var/cache/debconf', '/var/log',
+  for _, p in ipairs({ '/var/lib/apt/lists', '/var/cache/apt', '/var/log',
     '/var/cache/ldconfig/aux-cache', '/usr/share/man', '/usr/share/info', '/usr/share/lintian',
     '/usr/share/linda', '/var/lib/dbus/machine-id', '/etc/machine-id', '/debootstrap' }) do
     rm[#rm + 1] = root .. p
@@ -99,7 +98,8 @@ local function clean(root, sde)
     return nil, err, code
   end
   -- globbed leftovers: backups of dpkg's and the password files', temp dirs, /run
-  ok, err, code = run({ 'find', root .. '/var/lib/dpkg', root .. '/etc', '-maxdepth', '1',
+  ok, err, code = run({ 'find', root .. '/var/lib/dpkg', root .. '/etc', root .. '/var/cache/debconf',
+    '-maxdepth', '1',
     '(', '-name', '*-old', '-o', '-name', '*-', ')', '-type', 'f', '-delete' })
   if ok then
     ok, err, code = run({ 'find', root .. '/tmp', root .. '/var/tmp', root .. '/run',
@@ -117,8 +117,7 @@ local function clean(root, sde)
   if not ok then
     return nil, err, code
   end
-  for _, d in ipairs({ '/var/log', '/var/cache/apt/archives/partial', '/var/cache/debconf',
-    '/var/lib/apt/lists/partial' }) do
+  for _, d in ipairs({ '/var/log', '/var/cache/apt/archives/partial', '/var/lib/apt/lists/partial' }) do
     ok, err, code = fs.mkdir_p(root .. d, 493)
     if not ok then
       return nil, err, code
@@ -149,7 +148,7 @@ local function clean(root, sde)
     if not ok then
       return nil, err, code
     end
-    local dirs = { 'chroot', root, '/usr/bin/python3', '-m', 'compileall', '-q', '-j', '0',
+    local dirs = { 'chroot', root, '/usr/bin/python3', '-m', 'compileall', '-q', '-f',
       '--invalidation-mode', 'checked-hash' }
     local h = uv.fs_scandir(root .. '/usr/lib')
     local pydirs = {}
@@ -166,7 +165,8 @@ local function clean(root, sde)
     for _, d in ipairs(pydirs) do
       dirs[#dirs + 1] = d
     end
-    ok, err, code = exec.run(dirs, { env = { PYTHONHASHSEED = '0', SOURCE_DATE_EPOCH = tostring(sde) },
+    ok, err, code = exec.run(dirs, { env = { PYTHONHASHSEED = '0', PYTHONDONTWRITEBYTECODE = '1',
+      SOURCE_DATE_EPOCH = tostring(sde) },
       ok_codes = { [0] = true, [1] = true } }) -- 1: a test file that does not compile
     if not ok then
       return nil, err, code
@@ -233,9 +233,11 @@ function M.prepare(cache, recipe, sde, progress)
     packages = fs.read_file(dir .. '/packages.txt') or '' }
 end
 
---- Make the ext4 image `out` of the prepared tree `tree` plus `files` (a list of { path,
---- data, mode } or { path, src = host file, mode }, and { path, dir = true }), every timestamp
---- `sde`. The tree itself is not changed: the image is made from a hard-linked copy beside it.
+--- Make the squashfs image `out` of the prepared tree `tree` plus `files` (a list of { path,
+--- data, mode } or { path, src = host file, mode }, and { path, dir = true }): zstd, every
+--- timestamp `sde`, entries sorted (mksquashfs -reproducible), owners and modes as in the
+--- tree. The tree itself is not changed: the image is made from a hard-linked copy beside it.
+--- Returns the image's size in bytes or nil, msg, code.
 function M.image(tree, files, out, sde)
   local work = debian.partial(tree:gsub('/tree$', '') .. '/work')
   debian.rm_rf(work)
@@ -265,33 +267,15 @@ function M.image(tree, files, out, sde)
       return fail(nil, err, code)
     end
   end
-  ok, err, code = run({ 'find', work, '-exec', 'touch', '-h', '-d', '@' .. sde, '{}', '+' })
-  if not ok then
-    return fail(nil, err, code)
-  end
-  -- size: the data in 4 KiB blocks, an inode each, a quarter more, rounded to 16 MiB
-  local listing
-  listing, err, code = exec.run({ 'find', work, '-printf', '%s\n' })
-  if not listing then
-    return fail(nil, err, code)
-  end
-  local blocks, inodes = 0, 0
-  for n in listing:gmatch('%d+') do
-    blocks = blocks + math.ceil(tonumber(n) / 4096)
-    inodes = inodes + 1
-  end
-  local bytes = (blocks * 4096 + inodes * 256) * 1.25 + 64 * 1048576
-  local mib = math.ceil(bytes / 16777216) * 16
   uv.fs_unlink(out)
-  ok, err, code = run({ 'mkfs.ext4', '-q', '-F', '-t', 'ext4', '-b', '4096', '-O', '^has_journal',
-    '-U', M.UUID, '-E', ('hash_seed=%s,root_owner=0:0,nodiscard'):format(M.UUID),
-    '-L', 'moonstack-root', '-d', work, out, mib .. 'M' },
-    { env = { E2FSPROGS_FAKE_TIME = tostring(sde), SOURCE_DATE_EPOCH = tostring(sde) } })
+  ok, err, code = run({ 'mksquashfs', work, out, '-noappend', '-comp', 'zstd',
+    '-Xcompression-level', '3', '-reproducible', '-all-time', tostring(sde), '-mkfs-time',
+    tostring(sde), '-no-progress', '-quiet' })
   if not ok then
     return fail(nil, err, code)
   end
   debian.rm_rf(work)
-  return mib
+  return uv.fs_stat(out).size
 end
 
 return M
