@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moonstack needs to build, test and run, only if missing.
-# Usage: scripts/install-deps.sh [build|test|bench]   (test adds the test and lint tools; bench
-# adds the peers the benchmarks measure beside moonstack)
+# Usage: scripts/install-deps.sh [build|image|test|bench]   (image adds the tools
+# `moonstack image build --kind qemu` runs; test adds those, QEMU and the test and lint tools;
+# bench adds the peers the benchmarks measure beside moonstack)
 set -euo pipefail
 what=${1:-test}
 
@@ -9,11 +10,15 @@ build_pkgs=(build-essential cmake pkg-config libluajit-5.1-dev luajit libssl-dev
   lua-luv-dev lua-cjson-dev libwebsockets-dev libwebsockets-evlib-uv libedit-dev
   libsecp256k1-dev)
 test_pkgs=(libcmocka-dev lua-busted lua-check clang-format curl socat valgrind tmux openssl apache2-utils jq nodejs npm
-  procps docker.io docker-compose busybox-static)
+  procps docker.io docker-compose busybox-static qemu-system-x86)
+# what `moonstack image build --kind qemu` runs: depmod, xz, debootstrap and mksquashfs (docker
+# flavour); busybox-static and cpio for the tests that look inside an initramfs
+image_pkgs=(kmod xz-utils debootstrap squashfs-tools busybox-static cpio)
 
 bench_pkgs=(nginx)
 
 pkgs=("${build_pkgs[@]}")
+[ "$what" = image ] || [ "$what" = test ] || [ "$what" = bench ] && pkgs+=("${image_pkgs[@]}")
 [ "$what" = test ] || [ "$what" = bench ] && pkgs+=("${test_pkgs[@]}")
 [ "$what" = bench ] && pkgs+=("${bench_pkgs[@]}")
 

@@ -4,8 +4,11 @@
 -- the image is for ('process' | 'qemu'; absent = 'qemu', upstream's images), and what that
 -- backend needs. A process image holds the moonstack binary the CVM runs (`agent`, default
 -- bin/moonstack) and `digest.txt`, its os_image_hash (SHA-256 of the binary, measured by the
--- KMS's OS-image gate like any image hash). ListImages shows each with its version; an image
--- whose metadata cannot be read is left out of the list and named in the log.
+-- KMS's OS-image gate like any image hash). A qemu image (`moonstack image build --kind qemu`,
+-- moonstack.vmm.image.qemu) holds `kernel`, `initrd`, `rootfs` (docker flavour) and the
+-- kernel `cmdline`, with `flavour`, `host_share_mode` and `kernel_version`; its digest.txt is
+-- upstream's os_image_hash, the SHA-256 of sha256sum.txt. ListImages shows each with its
+-- version; an image whose metadata cannot be read is left out of the list and named in the log.
 local cjson = require('cjson.safe')
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
@@ -21,7 +24,9 @@ function M.valid_name(name)
 end
 
 -- The image `name` of `dir`: { name, dir, info (metadata), metadata_text, version, is_dev,
--- kind, digest (hex, '' when none), agent (process images: the binary) } or nil, msg, code.
+-- kind, digest (hex, '' when none), agent (process images: the binary); qemu images: kernel,
+-- initrd, rootfs, bios (absolute paths, nil when the metadata names none), cmdline, flavour,
+-- host_share_mode ('9p' by default), shared_ro, kernel_version } or nil, msg, code.
 local function load(dir, name)
   local idir = dir .. '/' .. name
   local text, err, code = fs.read_file(idir .. '/metadata.json', 1024 * 1024)
@@ -37,9 +42,22 @@ local function load(dir, name)
     is_dev = info.is_dev == true, kind = type(info.kind) == 'string' and info.kind or 'qemu' }
   local digest = fs.read_file(idir .. '/digest.txt', 4096)
   img.digest = digest and digest:match('^%s*(%x+)%s*$') or ''
+  local function path(v)
+    if type(v) ~= 'string' or v == '' then
+      return nil
+    end
+    return v:sub(1, 1) == '/' and v or (idir .. '/' .. v)
+  end
   if img.kind == 'process' then
-    local agent = type(info.agent) == 'string' and info.agent or 'bin/moonstack'
-    img.agent = agent:sub(1, 1) == '/' and agent or (idir .. '/' .. agent)
+    img.agent = path(type(info.agent) == 'string' and info.agent or 'bin/moonstack')
+  elseif img.kind == 'qemu' then
+    img.kernel, img.initrd = path(info.kernel), path(info.initrd)
+    img.rootfs, img.bios = path(info.rootfs), path(info.bios)
+    img.cmdline = type(info.cmdline) == 'string' and info.cmdline or ''
+    img.flavour = type(info.flavour) == 'string' and info.flavour or nil
+    img.host_share_mode = type(info.host_share_mode) == 'string' and info.host_share_mode or '9p'
+    img.shared_ro = info.shared_ro == true
+    img.kernel_version = type(info.kernel_version) == 'string' and info.kernel_version or nil
   end
   return img
 end
