@@ -61,6 +61,13 @@ describe('moonstack.channel', function()
       calls = calls + 1
       return 200, { got = req:json(), n = calls }
     end)
+    host_srv:post('/api/Big', function()
+      return 200, { blob = ('0123456789abcdef'):rep(20000) } -- 320 KB: many frames
+    end)
+    host_srv:post('/api/Late', function()
+      task.sleep(400)
+      return 200, { late = true }
+    end)
     host_srv:post('/api/Bye', function(_, res)
       res:set_header('Connection', 'close')
       return 200, { bye = true }
@@ -97,6 +104,29 @@ describe('moonstack.channel', function()
     assert.equal('600', ('%o'):format(uv.fs_stat(dir .. '/local.sock').mode % 512))
     assert.equal(1, guest_relay:stats().opened)
     assert.equal(5, guest_relay:stats().connections)
+  end)
+
+  it('carries a large answer whole, and the caller sees the end of it', function()
+    loop.run_task(function()
+      local status, v = call('Big', {})
+      assert.equal(200, status)
+      assert.equal(320000, #v.blob)
+    end)
+  end)
+
+  it('never hands the answer of a caller that gave up to the next one', function()
+    loop.run_task(function()
+      local r, err = http.request({ unix = dir .. '/local.sock', path = '/api/Late', method = 'POST',
+        json = {}, timeout_ms = 100 })
+      assert.is_nil(r)
+      assert.matches('ETIMEDOUT', err)
+      local status, v = call('Echo', { mine = true })
+      assert.equal(200, status)
+      assert.same({ mine = true }, v.got)
+      task.sleep(500) -- the late answer arrives meanwhile: dropped, not given to anyone
+      status, v = call('Echo', { again = true })
+      assert.same({ again = true }, v.got)
+    end, 5000)
   end)
 
   it('opens a new connection to the server after it closed one', function()

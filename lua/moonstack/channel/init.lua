@@ -4,8 +4,11 @@
 -- service: vsock in production, a virtio-serial port where vsock is missing (QEMU exposes it to
 -- the guest as /dev/vportNpM, named by /sys/class/virtio-ports/*/name, and to the host as a
 -- unix socket chardev). Both ends keep using plain HTTP clients and servers on local unix
--- sockets; a relay joins them to the stream, one HTTP connection at a time (HTTP frames its
--- messages, so a stream carries any number of exchanges in order):
+-- sockets; a relay joins them to the stream, one connection at a time. On the stream, bytes go
+-- in frames ('D' + 4-byte big-endian length + up to 64 KiB, or 'C' + 0: the connection ended),
+-- so each side learns when the other's connection closed (an HTTP client that asked for
+-- `Connection: close` waits for that) and a caller that gives up never leaves its answer to
+-- the next one:
 --
 --   channel.serve(stream, path)    listen on unix `path` (0600); each connection accepted is
 --                                  bridged to the stream in turn (the next waits until the
@@ -133,12 +136,12 @@ function Relay:_open_stream()
     end
     self.stream_h = handle
     self.stats_.opened = self.stats_.opened + 1
+    self.rx = ''
     handle:read_start(function(rerr, data)
       if rerr or not data then
         self:_stream_lost(rerr or 'EOF')
       else
-        self.stats_.from_stream = self.stats_.from_stream + #data
-        self:_from_stream(data)
+        self:_frames(data)
       end
     end)
     self:_flush_to_stream()
@@ -177,17 +180,69 @@ function Relay:_stream_lost(why)
   self:_retry(why)
 end
 
--- Write to the stream, or hold the bytes until it is open.
-function Relay:_to_stream(data)
-  self.stats_.to_stream = self.stats_.to_stream + #data
+local FRAME_MAX = 65536
+
+local function be32(n)
+  return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256)
+end
+
+-- Parse the frames in `data` (after what a previous read left), dispatching each.
+function Relay:_frames(data)
+  local buf = self.rx .. data
+  local pos = 1
+  while #buf - pos + 1 >= 5 do
+    local kind = buf:sub(pos, pos)
+    local b1, b2, b3, b4 = buf:byte(pos + 1, pos + 4)
+    local len = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    if (kind ~= 'D' and kind ~= 'C') or len > FRAME_MAX then
+      log.warn('channel: a malformed frame on the stream: reopening it', { stream = describe(self.stream) })
+      self.rx = ''
+      self:_stream_lost('bad frame')
+      return
+    end
+    if #buf - pos + 1 < 5 + len then
+      break
+    end
+    local payload = buf:sub(pos + 5, pos + 4 + len)
+    pos = pos + 5 + len
+    if kind == 'D' then
+      self.stats_.from_stream = self.stats_.from_stream + len
+      self:_from_stream(payload)
+    else
+      self:_peer_closed()
+    end
+    if not self.stream_h then
+      return -- lost meanwhile
+    end
+  end
+  self.rx = buf:sub(pos)
+end
+
+-- Write raw frame bytes to the stream, or hold them until it is open.
+function Relay:_write_stream(bytes)
   if self.stream_h then
-    self.stream_h:write(data)
+    self.stream_h:write(bytes)
     return
   end
-  self.pending_out = (self.pending_out or '') .. data
+  self.pending_out = (self.pending_out or '') .. bytes
   if #self.pending_out > M.MAX_PENDING then
     self.pending_out = nil
     log.warn('channel: the stream is not there; bytes dropped', { stream = describe(self.stream) })
+  end
+end
+
+-- Tell the other side that the connection of this side ended.
+function Relay:_send_close()
+  self:_write_stream('C' .. be32(0))
+end
+
+-- Send bytes of the local connection to the other side.
+function Relay:_to_stream(data)
+  self.stats_.to_stream = self.stats_.to_stream + #data
+  for i = 1, #data, FRAME_MAX do
+    local chunk = data:sub(i, i + FRAME_MAX - 1)
+    self:_write_stream('D' .. be32(#chunk) .. chunk)
   end
 end
 
@@ -248,7 +303,17 @@ end
 
 -- ---- serve: local clients, one at a time, over the stream ----
 
-local function next_client(self)
+local next_client
+
+-- A caller's exchange is over when both sides said their connection ended.
+local function serve_end_if_done(self)
+  if self.sent_c and self.got_c then
+    self.sent_c, self.got_c, self.conn = false, false, nil
+    next_client(self)
+  end
+end
+
+next_client = function(self)
   if self.conn or self.closed then
     return
   end
@@ -258,11 +323,12 @@ local function next_client(self)
   end
   self.conn = c
   c:read_start(function(err, data)
-    if err or not data then
+    if err or not data then -- the caller is done (or gave up): the other side closes too
       close_handle(c)
-      if self.conn == c then
-        self.conn = nil
-        next_client(self)
+      if self.conn == c and not self.sent_c then
+        self.sent_c = true
+        self:_send_close()
+        serve_end_if_done(self)
       end
     else
       self:_to_stream(data)
@@ -270,8 +336,24 @@ local function next_client(self)
   end)
 end
 
+-- The answering side's connection ended: the caller's closes once it has every byte (and the
+-- other side learns it; the next caller starts once both sides said so).
+local function serve_peer_closed(self)
+  self.got_c = true
+  local c = self.conn
+  if c and not self.sent_c then
+    c:read_stop()
+    if not c:is_closing() then
+      c:shutdown(function() close_handle(c) end)
+    end
+    self.sent_c = true
+    self:_send_close()
+  end
+  serve_end_if_done(self)
+end
+
 local function serve_from_stream(self, data)
-  if self.conn then
+  if self.conn and not self.conn:is_closing() then
     self.conn:write(data)
   else
     log.debug('channel: bytes from the stream with no caller (dropped)', { bytes = #data })
@@ -281,7 +363,7 @@ end
 local function serve_stream_lost(self)
   -- the exchange in progress cannot finish: its caller sees the connection close
   close_handle(self.conn)
-  self.conn = nil
+  self.conn, self.sent_c, self.got_c = nil, false, false
   next_client(self)
 end
 
@@ -292,7 +374,7 @@ function M.serve(stream, path)
     return nil, err, code
   end
   local self = new_relay(stream, { _from_stream = serve_from_stream,
-    _on_stream_lost = serve_stream_lost })
+    _on_stream_lost = serve_stream_lost, _peer_closed = serve_peer_closed })
   uv.fs_unlink(path) -- a previous relay's
   local server = uv.new_pipe(false)
   local bok, berr = server:bind(path)
@@ -349,6 +431,10 @@ local function connect_from_stream(self, data)
       self.conn, self.pending_in = nil, nil
       log.warn('channel: cannot reach the local server (request dropped)', { path = self.target,
         error = tostring(err) })
+      if not self.sent_c then -- the caller sees its connection close at once
+        self.sent_c = true
+        self:_send_close()
+      end
       return
     end
     self.conn_ready = true
@@ -361,6 +447,10 @@ local function connect_from_stream(self, data)
         close_handle(c)
         if self.conn == c then
           self.conn, self.conn_ready = nil, false -- the next bytes open another
+          if not self.sent_c then
+            self.sent_c = true -- the caller's side answers with its own end
+            self:_send_close()
+          end
         end
       else
         self:_to_stream(rdata)
@@ -369,9 +459,27 @@ local function connect_from_stream(self, data)
   end)
 end
 
+-- The other side's connection ended. If ours ended first, that closes the exchange; else the
+-- caller is done (or gave up): ours closes too, never left to the next caller, and we say so.
+local function connect_peer_closed(self)
+  if self.sent_c then
+    self.sent_c = false
+    return
+  end
+  local c = self.conn
+  self.conn, self.conn_ready, self.pending_in = nil, false, nil
+  if c then
+    c:read_stop()
+    if not c:is_closing() then
+      c:shutdown(function() close_handle(c) end)
+    end
+  end
+  self:_send_close()
+end
+
 local function connect_stream_lost(self)
   close_handle(self.conn)
-  self.conn, self.conn_ready, self.pending_in = nil, false, nil
+  self.conn, self.conn_ready, self.pending_in, self.sent_c = nil, false, nil, false
 end
 
 --- Answer the stream's callers with the local server at unix `path` (see the file comment).
@@ -381,7 +489,7 @@ function M.connect(stream, path)
     return nil, err, code
   end
   local self = new_relay(stream, { target = path, _from_stream = connect_from_stream,
-    _on_stream_lost = connect_stream_lost })
+    _on_stream_lost = connect_stream_lost, _peer_closed = connect_peer_closed })
   self:_open_stream()
   return self
 end
