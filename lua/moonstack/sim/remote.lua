@@ -77,9 +77,26 @@ function Remote:rtmrs()
   return { td.rtmr0, td.rtmr1, td.rtmr2, td.rtmr3 }
 end
 
---- The event log: the runtime events logged by this guest (no boot CCEL is simulated).
+--- The event log: the launch events the host holds (what a real guest reads from its CCEL),
+--- then the runtime events logged by this guest.
 function Remote:event_log()
-  return eventlog.append_runtime_log({}, self.runtime_log_dir)
+  if not self.boot_events then
+    local r, err, code = self:call('BootEvents', {})
+    if not r then
+      return nil, err, code
+    end
+    local events
+    events, err, code = eventlog.from_json(r.event_log or '[]')
+    if not events then
+      return nil, err, code
+    end
+    self.boot_events = events
+  end
+  local events = {}
+  for i, e in ipairs(self.boot_events) do
+    events[i] = e
+  end
+  return eventlog.append_runtime_log(events, self.runtime_log_dir)
 end
 
 --- Extend RTMR3 with a runtime event and log it (eventlog.emit_logged).

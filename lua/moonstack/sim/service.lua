@@ -9,11 +9,14 @@
 --   POST /tee/GetQuote      { report_data = hex (<= 64 bytes) }  -> { quote = hex }
 --   POST /tee/ExtendRtmr    { index = 2 | 3, digest = hex (48 bytes) } -> {}
 --   POST /tee/Measurements  {} -> { mrtd, rtmr0, rtmr1, rtmr2, rtmr3, ... = hex }
+--   POST /tee/BootEvents    {} -> { event_log = TdxEvent JSON text }: the launch events whose
+--                           replay gives RTMR0-2 (what a real guest reads from its CCEL)
 --
 -- Only RTMR2 and RTMR3 can be extended by a guest, as on TDX (TDG.MR.RTMR.EXTEND); bodies are
 -- small and strictly checked.
 local cjson = require('cjson.safe')
 local codec = require('moonstack.core.codec')
+local eventlog = require('moonstack.tdx.eventlog')
 
 local M = {}
 
@@ -65,6 +68,9 @@ local METHODS = {
     end
     return 200, {}
   end,
+  BootEvents = function(_, _, opts)
+    return 200, '{"event_log":' .. cjson.encode(eventlog.to_json(opts.boot_events or {})) .. '}'
+  end,
   Measurements = function(tee)
     local td, err = tee:measurements()
     if not td then
@@ -79,8 +85,10 @@ local METHODS = {
 }
 
 --- Route the service's methods on HTTP server `srv` (moonstack.http.server) over TEE backend
---- `tee` (a `sim` backend of the VM). Returns srv.
-function M.attach(srv, tee)
+--- `tee` (a `sim` backend of the VM). opts.boot_events: the launch events (TdxEvent tables).
+--- Returns srv.
+function M.attach(srv, tee, opts)
+  opts = opts or {}
   srv:post('/tee/:method', function(req)
     local fn = METHODS[req.params.method]
     if not fn then
@@ -93,7 +101,7 @@ function M.attach(srv, tee)
     if type(obj) ~= 'table' then
       return bad('body: expected a JSON object')
     end
-    return fn(tee, obj)
+    return fn(tee, obj, opts)
   end)
   return srv
 end

@@ -29,6 +29,7 @@ local channel = require('moonstack.channel')
 local http = require('moonstack.http.server')
 local sim = require('moonstack.sim')
 local sim_service = require('moonstack.sim.service')
+local eventlog = require('moonstack.tdx.eventlog')
 local base = require('moonstack.vmm.backend')
 
 local M = {}
@@ -112,29 +113,35 @@ local function launch_paths(vm, tag)
   return out
 end
 
--- The launch values of the simulated TD of `vm` (raw bytes), from its image and shape: the
--- same image and shape measure the same, another image differently (as TDX measures the
+-- The launch events of the simulated TD of `vm` (TdxEvent tables) and its launch values (raw
+-- bytes): RTMR0-2 are the replay of the events, as a TDX guest's CCEL replays to its RTMRs;
+-- the same image and shape measure the same, another image differently (TDX measures the
 -- firmware, kernel, initrd and command line into MRTD and RTMR0-2).
-local function td_values(vm)
+local function launch(vm)
   local img, m = vm.image.info or {}, vm.manifest
-  local digest = vm.image.digest
-  local function h(...)
-    return crypto.sha384(table.concat({ ... }, '\0'))
+  local digest = vm.image.digest or ''
+  local function event(imr, name, payload)
+    return { imr = imr, event_type = 0x0D, event = name, event_payload = payload, version = 1,
+      digest = crypto.sha384(name .. '\0' .. payload) }
   end
-  return {
-    mrtd = h('moonstack-sim-mrtd', digest or '', img.bios or ''),
-    rtmr0 = h('moonstack-sim-rtmr0', digest or '', tostring(m.vcpu), tostring(m.memory)),
-    rtmr1 = h('moonstack-sim-rtmr1', digest or '', img.kernel or ''),
-    rtmr2 = h('moonstack-sim-rtmr2', digest or '', img.cmdline or '', img.initrd or ''),
-    rtmr3 = ('\0'):rep(48),
+  local events = {
+    event(0, 'moonstack-sim: firmware and VM shape', ('image=%s vcpu=%s memory=%s'):format(digest,
+      tostring(m.vcpu), tostring(m.memory))),
+    event(1, 'moonstack-sim: kernel', ('image=%s kernel=%s'):format(digest, tostring(img.kernel))),
+    event(2, 'moonstack-sim: command line and initrd', ('image=%s cmdline=%s initrd=%s'):format(
+      digest, tostring(img.cmdline), tostring(img.initrd))),
   }
+  local r = assert(eventlog.replay(events, { binary = true }))
+  return events, { mrtd = crypto.sha384('moonstack-sim-mrtd\0' .. digest .. '\0' .. tostring(img.bios)),
+    rtmr0 = r[1], rtmr1 = r[2], rtmr2 = r[3], rtmr3 = ('\0'):rep(48) }
 end
 
 -- Start the host's ends of `vm`'s channels and its quote service on handle `h`.
 function Backend:_start_channels(vm, h)
   local paths = h.paths
+  local boot_events, td = launch(vm)
   local tee, err, code = sim.new({ dir = self.sim_dir, cvm = vm.id, create = true,
-    reset = not h.adopted, td = td_values(vm) })
+    reset = not h.adopted, td = td })
   if not tee then
     return nil, 'simulated TD: ' .. tostring(err), code
   end
@@ -142,7 +149,7 @@ function Backend:_start_channels(vm, h)
   local tee_sock = vm.wd:path('tee.sock')
   local srv = http.new({ name = 'vmm-quote-service', listen = { unix = tee_sock, mode = 384 },
     max_body = sim_service.MAX_BODY })
-  sim_service.attach(srv, tee)
+  sim_service.attach(srv, tee, { boot_events = boot_events })
   local ok
   ok, err, code = srv:listen()
   if not ok then
