@@ -92,6 +92,7 @@ function M.download(dir, pkg, version)
   end
   local path = dir .. '/' .. M.deb_name(pkg, version)
   if M.exists(path) then
+    M.touch(path)
     return path, false
   end
   local tmp = M.partial(dir .. '/.download-' .. pkg)
@@ -137,6 +138,7 @@ end
 --- now.
 function M.extract(deb, dir)
   if M.exists(dir) then
+    M.touch(dir)
     return dir, false
   end
   local tmp = M.partial(dir)
@@ -154,6 +156,38 @@ function M.extract(deb, dir)
     return nil, err, code
   end
   return dir, true
+end
+
+--- Mark the cache entry `path` as used now (its mtime; see prune).
+function M.touch(path)
+  local now = os.time()
+  uv.fs_utime(path, now, now)
+end
+
+--- Remove the entries of the cache directory `dir` (files or trees) not used (touched) for
+--- `days` days, and leftovers of interrupted builds (.partial.<pid> of a dead process).
+--- Returns the names removed.
+function M.prune(dir, days)
+  local removed, limit = {}, os.time() - days * 86400
+  local h = uv.fs_scandir(dir)
+  while h do
+    local name = uv.fs_scandir_next(h)
+    if not name then
+      break
+    end
+    local path = dir .. '/' .. name
+    local st = uv.fs_lstat(path)
+    local pid = tonumber(name:match('%.partial%.(%d+)$'))
+    local stale = st and st.mtime.sec < limit
+    if pid then -- in progress elsewhere unless its process is gone
+      stale = pid ~= uv.os_getpid() and uv.kill(pid, 0) ~= 0
+    end
+    if stale and M.rm_rf(path) then
+      removed[#removed + 1] = name
+    end
+  end
+  table.sort(removed)
+  return removed
 end
 
 --- Fetch and unpack `pkg` at its candidate version into `cache`/debs and `cache`/pkg.

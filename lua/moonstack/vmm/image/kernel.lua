@@ -200,6 +200,7 @@ function M.prepare(cache, k)
       return nil, err, code
     end
   end
+  debian.touch(dir)
   local kver = (fs.read_file(dir .. '/kver') or ''):match('%S+')
   if not kver then
     return errors.fail('EFORMAT', dir .. ': the cached kernel has no kver file')

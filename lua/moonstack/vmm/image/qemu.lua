@@ -50,6 +50,10 @@ M.DOCKER_PACKAGES = { 'docker.io', 'docker-compose', 'iptables', 'kmod', 'iprout
 --- The timestamp of every file in the root file system image: $SOURCE_DATE_EPOCH, else this.
 M.DEFAULT_EPOCH = 1704067200 -- 2024-01-01T00:00:00Z
 
+--- Cache entries (debs, unpacked packages, kernels, root file systems) unused for this many
+--- days are removed at the end of a build.
+M.CACHE_DAYS = 30
+
 local FLAVOURS = { plain = true, docker = true }
 
 -- The libwebsockets event-loop plugin lws dlopen()s for libuv (not in ldd's list).
@@ -465,6 +469,16 @@ local function build(out, opts)
     if h then
       hashes[name] = h
     end
+  end
+  local pruned = {}
+  for _, sub in ipairs({ 'debs', 'pkg', 'kernel', 'rootfs' }) do
+    for _, name in ipairs(debian.prune(cache .. '/' .. sub, M.CACHE_DAYS)) do
+      pruned[#pruned + 1] = sub .. '/' .. name
+    end
+  end
+  if #pruned > 0 then
+    progress('cache: removed %d stale entries (unused for %d days, or left by a dead build): %s',
+      #pruned, M.CACHE_DAYS, table.concat(pruned, ' '))
   end
   progress('done: os_image_hash %s', digest)
   return { dir = out, digest = digest, files = hashes, metadata = meta }

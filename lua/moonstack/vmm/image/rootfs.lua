@@ -229,6 +229,7 @@ function M.prepare(cache, recipe, sde, progress)
       return nil, err, code
     end
   end
+  debian.touch(dir)
   return { dir = dir .. '/tree', key = key, cached = cached,
     packages = fs.read_file(dir .. '/packages.txt') or '' }
 end
@@ -239,7 +240,9 @@ end
 --- tree. The tree itself is not changed: the image is made from a hard-linked copy beside it.
 --- Returns the image's size in bytes or nil, msg, code.
 function M.image(tree, files, out, sde)
-  local work = debian.partial(tree:gsub('/tree$', '') .. '/work')
+  local entry = tree:gsub('/tree$', '')
+  debian.prune(entry, math.huge) -- work copies left by interrupted builds
+  local work = debian.partial(entry .. '/work')
   debian.rm_rf(work)
   local ok, err, code = run({ 'cp', '-al', tree, work })
   local function fail(...)
