@@ -12,12 +12,12 @@
 # doubled; RemoveVm leaves no QEMU behind.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/vmm_lib.sh"
+source "$(dirname "$0")/image_lib.sh"
 
 command -v qemu-system-x86_64 >/dev/null || { not_ok "qemu-system-x86 is installed"; finish; exit 1; }
 d=$(tmpdir)
 mkdir -p "$d/images" "$d/run"
-cache=${MOONSTACK_IMAGE_CACHE:-$MOONSTACK_TEST_TMP/../image-cache}
-mkdir -p "$cache"
+cache=$IMAGE_CACHE
 t0=$SECONDS
 if "$MOONSTACK" image build --kind qemu --output "$d/images/guest" --cache "$cache" >"$d/build.log" 2>&1; then
   ok "image build --kind qemu ($((SECONDS - t0)) s, cache $cache)"
