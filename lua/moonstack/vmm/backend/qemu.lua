@@ -66,18 +66,33 @@ function M.new(opts)
   if not ok then
     return nil, 'process.sim_dir: ' .. tostring(merr), code
   end
+  if self.qcfg.accel == 'auto' then
+    self.probing = true
+    task.spawn_named('vmm:qemu-probe', function() self:_probe() end)
+  end
   return self
 end
 
--- The accelerator: the configured one, or the probe's answer (once per VMM).
+-- Probe the accelerator (inside a task; once per VMM).
+function Backend:_probe()
+  self.probing = true
+  local a, why = self.q.probe_accel({ qemu = self.qcfg.binary, timeout_ms = self.qcfg.probe_timeout_ms })
+  self.probed = { a or 'tcg', why }
+  self.probing = false
+  self.log.info('QEMU accelerator', { accel = self.probed[1], why = why })
+end
+
+-- The accelerator (inside a task): the configured one, or the probe's answer. The probe starts
+-- with the VMM (new), so the first CreateVm does not wait for it unless it comes very early.
 function Backend:accel()
   if self.qcfg.accel ~= 'auto' then
     return self.qcfg.accel, 'configured'
   end
+  while self.probing do
+    task.sleep(50)
+  end
   if not self.probed then
-    local a, why = self.q.probe_accel({ qemu = self.qcfg.binary, timeout_ms = self.qcfg.probe_timeout_ms })
-    self.probed = { a or 'tcg', why }
-    self.log.info('QEMU accelerator', { accel = self.probed[1], why = why })
+    self:_probe()
   end
   return self.probed[1], self.probed[2]
 end
