@@ -41,6 +41,8 @@ for _ in $(seq 200); do grep -q 'VMM ready' "$dir/vmm.log" && break; sleep 0.05;
 port=$(grep 'VMM ready' "$dir/vmm.log" | sed -n 's/.*"address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p')
 [ -n "$port" ] || { cat "$dir/vmm.log"; exit 1; }
 VMM=http://127.0.0.1:$port
+# the accelerator probe runs when the VMM starts (up to its timeout): boots are timed after it
+for _ in $(seq 300); do grep -q 'QEMU accelerator' "$dir/vmm.log" && break; sleep 0.05; done
 rpc() { curl -sS --max-time 30 -H 'content-type: application/json' -d "$2" "$VMM/prpc/$1?json"; }
 compose=$(jq -cn '{manifest_version:2,name:"bench",runner:"bash",bash_script:"exec sleep 100000"}')
 body() { jq -cn --arg n "$1" --arg c "$compose" '{name:$n,image:"guest",compose_file:$c,vcpu:1,memory:512}'; }
