@@ -125,6 +125,7 @@ describe('moonstack.channel', function()
       assert.same({ mine = true }, v.got)
       task.sleep(500) -- the late answer arrives meanwhile: dropped, not given to anyone
       status, v = call('Echo', { again = true })
+      assert.equal(200, status)
       assert.same({ again = true }, v.got)
     end, 5000)
   end)
