@@ -62,7 +62,7 @@ ex=$TEST_ROOT/ex
 unsquashfs -q -d "$ex" "$D1/rootfs.img" etc/moonstack/agent.lua usr/bin/moonstack >/dev/null 2>&1
 cmp -s "$MOONSTACK" "$ex/usr/bin/moonstack" && ok "the rootfs's moonstack is this binary" ||
   not_ok "the rootfs's moonstack is this binary"
-grep -qF "docker_host = 'unix:///var/run/docker.sock', compose = 'standalone' }," "$ex/etc/moonstack/agent.lua" &&
+grep -qF "docker_host = 'unix:///var/run/docker.sock', compose = 'standalone'," "$ex/etc/moonstack/agent.lua" &&
   ok "agent.lua: the docker runner keys" || not_ok "agent.lua: the docker runner keys" "$(cat "$ex/etc/moonstack/agent.lua")"
 mods=$(zcat "$D1/initramfs.cpio.gz" | cpio -i --quiet --to-stdout etc/moonstack/modules 2>/dev/null)
 for m_ in virtio_blk squashfs overlay bridge br_netfilter veth nf_tables nft_compat nft_chain_nat xt_MASQUERADE \

@@ -66,7 +66,8 @@ function M.agent_config(flavour)
   local runner = "  runner = { echo = true, stop_grace_ms = 3000 },"
   if flavour == 'docker' then
     runner = "  runner = { echo = true, stop_grace_ms = 3000,\n" ..
-      "    docker_host = 'unix:///var/run/docker.sock', compose = 'standalone' },"
+      "    docker_host = 'unix:///var/run/docker.sock', compose = 'standalone',\n" ..
+      "    docker_probe_timeout_ms = 60000 }, -- compose v1 (Python) starts slowly under TCG"
   end
   return table.concat({
     '-- moonstack guest agent config (written by `moonstack image build --kind qemu`)',
