@@ -48,7 +48,8 @@ check "CreateVm (docker flavour)" 200 "$(rpc_status)"
 answers() { [ "$(curl -sS --max-time 2 "http://127.0.0.1:$APP_PORT/" 2>/dev/null)" = "hello from a container in a VM" ]; }
 if wait_for 150 answers; then ok "the container answers on the mapped port ($(( ($(now_ms) - t0) / 1000 )) s from CreateVm)"; else
   not_ok "the container answers on the mapped port" "$(vm_field "$id" '.boot_error'; tail -30 "$d/run/$id/serial.log")"; fi
-check "boot progress reached done" done "$(vm_field "$id" .boot_progress)"
+if wait_vm "$id" 60 '.boot_progress=="done"'; then ok "boot progress reached done"; else
+  not_ok "boot progress reached done" "$(vm_field "$id" .boot_progress)"; fi
 check_match "the logs carry the compose output" 'Creating app_web_1 .*done' "$(curl -sS "$VMM/logs?id=$id&lines=400&ansi=false")"
 rpc ShutdownVm "{\"id\":\"$id\"}" >/dev/null
 if wait_vm "$id" 60 '.status=="stopped"'; then ok "ShutdownVm: the guest stopped its app and powered off"; else
