@@ -156,12 +156,11 @@ t_agent=$(wait_serial 60 "$run" 'moonstack-init: starting the agent') &&
   not_ok "the image's own agent.lua: boots to the agent" "$(cat "$run/serial.log" "$run/qemu.out")"
 stages=$(sed -n 's/^.*moonstack-init: \(kernel up\|share mounted\|network up\) (uptime.*$/\1/p' "$run/serial.log" | tr '\n' ',')
 check "boot stages on the serial log, in order" "kernel up,share mounted,network up," "$stages"
-sleep 2
-if kill -0 "$QPID" 2>/dev/null; then # an agent that accepts the image's config: power it off
+if wait_serial 15 "$run" 'moonstack-init: the agent exited' >/dev/null; then
+  echo "# the agent refused the image's agent.lua (until it supports serial transports): VM powered off"
+else # an agent that accepts the image's config keeps running: power it off
   qmp "$run/qmp.sock" system_powerdown >/dev/null
   echo "# the agent accepted the image's agent.lua; powered off by QMP"
-else
-  echo "# the agent refused the image's agent.lua (until it supports serial transports): VM powered off"
 fi
 if qemu_exits 30; then ok "QEMU exits (status $QRC)"; else not_ok "QEMU exits" "$(tail -5 "$run/serial.log")"; fi
 check_match "the init powers off after the agent" 'moonstack-init: the agent exited' "$(cat "$run/serial.log")"

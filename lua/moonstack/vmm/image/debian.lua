@@ -70,10 +70,18 @@ function M.partial(path)
   return ('%s.partial.%d'):format(path, uv.os_getpid())
 end
 
---- Move the finished `tmp` to `path`; if another build got there first, keep theirs.
+--- Mark the cache entry `path` as used now (its mtime; see prune).
+function M.touch(path)
+  local now = os.time()
+  uv.fs_utime(path, now, now)
+end
+
+--- Move the finished `tmp` to `path` (marked used now: unpacked trees and downloads keep
+--- their packages' old times); if another build got there first, keep theirs.
 function M.commit(tmp, path)
   local ok, err, code = uv.fs_rename(tmp, path)
   if ok then
+    M.touch(path)
     return true
   end
   if M.exists(path) then
@@ -158,12 +166,6 @@ function M.extract(deb, dir)
   return dir, true
 end
 
---- Mark the cache entry `path` as used now (its mtime; see prune).
-function M.touch(path)
-  local now = os.time()
-  uv.fs_utime(path, now, now)
-end
-
 --- Remove the entries of the cache directory `dir` (files or trees) not used (touched) for
 --- `days` days, and leftovers of interrupted builds (.partial.<pid> of a dead process).
 --- Returns the names removed.
@@ -205,12 +207,12 @@ function M.fetch(cache, pkg, version)
   if not deb then
     return nil, fetched, code
   end
-  local dir
-  dir, err, code = M.extract(deb, ('%s/pkg/%s_%s'):format(cache, pkg, version:gsub(':', '%%3a')))
+  local dir, unpacked
+  dir, unpacked, code = M.extract(deb, ('%s/pkg/%s_%s'):format(cache, pkg, version:gsub(':', '%%3a')))
   if not dir then
-    return nil, err, code
+    return nil, unpacked, code
   end
-  return { name = pkg, version = version, deb = deb, dir = dir, fetched = fetched }
+  return { name = pkg, version = version, deb = deb, dir = dir, fetched = fetched or unpacked }
 end
 
 --- The installed packages owning the host files `paths` (dpkg -S, trying the path as given

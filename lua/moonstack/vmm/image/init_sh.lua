@@ -11,8 +11,9 @@
 -- Docker flavour: mount the read-only root filesystem (squashfs on virtio-blk) under a tmpfs
 -- overlay, move the mounts into it and switch_root to this same script in it (`stage2`),
 -- which mounts cgroup2, starts dockerd (data root on a tmpfs; "docker ready"), `docker load`s every
--- /dstack/.host-shared/images/*.tar, then runs the agent. Without the disk (ROOTFS absent
--- after 5 s) the agent runs from the initramfs as in the plain flavour.
+-- /dstack/.host-shared/images/*.tar, then runs the agent. The root file system is the first
+-- virtio disk holding a squashfs (ROOTFS=squashfs in image.conf); without one after 5 s the
+-- agent runs from the initramfs as in the plain flavour.
 -- Running the agent: open the ACPI power button's input device first (a press before the
 -- agent is up is not lost), start `moonstack agent -c /etc/moonstack/agent.lua` with its
 -- output on the console, and watch the button: a press sends the agent SIGTERM and powers off
@@ -98,13 +99,23 @@ network() {
 mounted() { $BB grep -q " $1 " /proc/mounts; }
 
 # Docker flavour, stage 1: the root filesystem (read only) under a tmpfs overlay.
+# The first virtio disk holding a squashfs (the VMM may attach data disks beside it).
+find_rootfs() {
+  for d in /dev/vd[a-z]; do
+    [ -b "$d" ] && [ "$($BB head -c 4 "$d" 2>/dev/null)" = hsqs ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
 switch_to_rootfs() {
   n=0
-  while [ ! -b "$ROOTFS" ] && [ $n -lt 100 ]; do $BB sleep 0.05; n=$((n + 1)); done
-  if [ ! -b "$ROOTFS" ]; then
-    say "no root filesystem at $ROOTFS: running the agent from the initramfs, without docker"
+  dev=
+  until dev=$(find_rootfs) || [ $n -ge 100 ]; do $BB sleep 0.05; n=$((n + 1)); done
+  if [ -z "$dev" ]; then
+    say "no squashfs root filesystem on a virtio disk: running the agent from the initramfs, without docker"
     return 0
   fi
+  ROOTFS=$dev
   $BB mkdir -p /rootfs.ro /rootfs.rw /sysroot
   $BB mount -t squashfs -o ro "$ROOTFS" /rootfs.ro || fatal "cannot mount the root filesystem $ROOTFS"
   $BB mount -t tmpfs -o mode=0755 tmpfs /rootfs.rw
@@ -117,7 +128,7 @@ switch_to_rootfs() {
       $BB mount --move "$m" "/sysroot$m" || fatal "cannot move $m into the root filesystem"
     fi
   done
-  exec $BB switch_root /sysroot /usr/lib/moonstack/init stage2
+  exec $BB switch_root /sysroot /usr/lib/moonstack/init stage2 "$ROOTFS"
 }
 
 start_docker() {
@@ -127,6 +138,10 @@ start_docker() {
   dockerd --host=unix:///var/run/docker.sock --data-root=/var/lib/docker --log-level=warn \
     </dev/null >/run/moonstack/dockerd.log 2>&1 &
   DOCKERD=$!
+  # compose v1 is Python: its first start reads a few MB off the squashfs, seconds under TCG.
+  # Warm the page cache while dockerd starts, so the agent's `docker-compose version` probe
+  # answers in time.
+  command -v docker-compose >/dev/null && docker-compose version >/dev/null 2>&1 &
   n=0
   until docker version >/dev/null 2>&1; do
     if ! $BB kill -0 $DOCKERD 2>/dev/null || [ $n -ge 600 ]; then
@@ -185,7 +200,7 @@ run_agent() {
 }
 
 if [ "$1" = stage2 ]; then
-  say "root filesystem $ROOTFS (read only, tmpfs overlay)"
+  say "root filesystem $2 (squashfs, read only, under a tmpfs overlay)"
   start_docker
   run_agent
 fi

@@ -109,7 +109,7 @@ local function image_conf(flavour, kver)
     'POWEROFF_TIMEOUT=10',
   }
   if flavour == 'docker' then
-    lines[#lines + 1] = 'ROOTFS=/dev/vda'
+    lines[#lines + 1] = 'ROOTFS=squashfs' -- the first virtio disk holding one
   end
   return table.concat(lines, '\n') .. '\n'
 end
