@@ -144,6 +144,12 @@ end
 --- The temporaries write_atomic leaves in `dir` when the process dies between creating and
 --- renaming them (`<name>.tmp.<pid>.<hex>`): a list of their names (maybe empty).
 function M.atomic_leftovers(dir)
+  return M.names(dir, '^.+%.tmp%.%d+%.%x+$')
+end
+
+--- The names of the entries of directory `dir` matching Lua pattern `pattern` (all when nil),
+--- sorted; {} when `dir` cannot be read.
+function M.names(dir, pattern)
   local out = {}
   local h = uv.fs_scandir(dir)
   while h do
@@ -151,7 +157,7 @@ function M.atomic_leftovers(dir)
     if not name then
       break
     end
-    if name:match('^.+%.tmp%.%d+%.%x+$') then
+    if not pattern or name:match(pattern) then
       out[#out + 1] = name
     end
   end

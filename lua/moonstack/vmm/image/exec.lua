@@ -25,15 +25,7 @@ function M.env(extra)
   for k, v in pairs(extra or {}) do
     env[k] = v
   end
-  local keys, out = {}, {}
-  for k in pairs(env) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
-  for i, k in ipairs(keys) do
-    out[i] = k .. '=' .. env[k]
-  end
-  return out
+  return require('moonstack.core.process').env_list(env)
 end
 
 local function close(h)

@@ -118,18 +118,7 @@ end
 -- makes it (the certificates in name order, each ending with a newline).
 local function ca_bundle(pkgdir)
   local dir = pkgdir .. '/usr/share/ca-certificates/mozilla'
-  local names = {}
-  local h = uv.fs_scandir(dir)
-  while h do
-    local name = uv.fs_scandir_next(h)
-    if not name then
-      break
-    end
-    if name:match('%.crt$') then
-      names[#names + 1] = name
-    end
-  end
-  table.sort(names)
+  local names = fs.names(dir, '%.crt$')
   if #names == 0 then
     return errors.fail('ENOENT', dir .. ': no certificates')
   end
