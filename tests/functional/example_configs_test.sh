@@ -9,6 +9,8 @@
 #   kms-dev.lua    exits 1 naming the simulated platform it lacks (and `moonstack sim init`);
 #   + agent-dev.lua  after `moonstack sim init`, the dev KMS runs and the agent boots the shared
 #                  folder's app through it (its key-provider event names the KMS root)
+#   vmm.lua        starts; `moonstack vm deploy` boots a bash app with a port mapping; rm
+#   vmm-qemu.lua   starts with the qemu backend and answers ListImages
 source "$(dirname "$0")/lib.sh"
 
 if [ -z "${MOONSTACK_IN_NS:-}" ]; then
@@ -93,6 +95,36 @@ check "its guest API answers" dev-app \
 check_match "the dev KMS logged the decision" 'GetAppKey decision' "$(cat "$t/kms-dev.log")"
 kill -TERM "$apid"; wait "$apid"
 check "agent-dev.lua: SIGTERM exits 0" 0 $?
+
+# ---- vmm.lua: the process backend, a bash app deployed with moonstack vm ----
+"$MOONSTACK" image build --kind process --output "$dev/vmm/images/moonstack" >/dev/null
+"$MOONSTACK" vmm -c "$EX/vmm.lua" >"$t/vmm.log" 2>&1 &
+vpid=$!
+defer "kill -KILL $vpid 2>/dev/null"
+wait_for 20 test -S "$dev/vmm.sock" || not_ok "vmm.lua starts" "$(cat "$t/vmm.log")"
+printf '%s' '{"manifest_version":2,"name":"hello","runner":"bash","bash_script":"echo hello; exec sleep 1000"}' \
+  >"$t/hello.json"
+out=$("$MOONSTACK" vm --url "unix:$dev/vmm.sock" deploy --name hello --image moonstack \
+  --compose "$t/hello.json" --memory 256M --port tcp:127.0.0.1:20080:8080 --timeout 30 2>&1)
+check_match "vmm.lua: moonstack vm deploy boots an app (port mapped)" 'done' "$out"
+check_match "vmm.lua: moonstack vm ls shows it running" 'hello +running' \
+  "$("$MOONSTACK" vm --url "unix:$dev/vmm.sock" ls 2>&1)"
+id=$("$MOONSTACK" vm --url "unix:$dev/vmm.sock" ls --json 2>/dev/null | jq -r '.[0].id // .vms[0].id')
+"$MOONSTACK" vm --url "unix:$dev/vmm.sock" rm "$id" >/dev/null 2>&1
+check "vmm.lua: moonstack vm rm" "" "$(ls -A "$dev/vmm/vm")"
+kill -TERM "$vpid"; wait "$vpid"
+check "vmm.lua: SIGTERM exits 0" 0 $?
+
+# ---- vmm-qemu.lua: the qemu backend starts and answers (booting guests: vmm_qemu_test) ----
+"$MOONSTACK" vmm -c "$EX/vmm-qemu.lua" >"$t/vmm-qemu.log" 2>&1 &
+qpid=$!
+defer "kill -KILL $qpid 2>/dev/null"
+wait_for 20 test -S "$dev/vmm-qemu.sock" || not_ok "vmm-qemu.lua starts" "$(cat "$t/vmm-qemu.log")"
+check "vmm-qemu.lua: the qemu backend answers ListImages" 0 \
+  "$(curl -sS --unix-socket "$dev/vmm-qemu.sock" -H 'content-type: application/json' -d '{}' \
+    'http://localhost/prpc/ListImages?json' | jq '.images | length')"
+kill -TERM "$qpid"; wait "$qpid"
+check "vmm-qemu.lua: SIGTERM exits 0" 0 $?
 kill -TERM "$kpid"; wait "$kpid"
 check "kms-dev.lua: SIGTERM exits 0" 0 $?
 finish
