@@ -35,13 +35,32 @@ end
 
 --- A new temporary directory under $MOONSTACK_TEST_TMP (or /tmp), named PREFIX-XXXXXX. With
 --- `short`, it stays short enough for unix socket paths (107 bytes at most).
+-- The directories tmpdir() made, removed by cleanup(). Kept in the registry: busted insulates
+-- each spec file (its modules are loaded afresh), and the list must outlive that.
+local function made()
+  local reg = debug.getregistry()
+  reg.moonstack_test_tmpdirs = reg.moonstack_test_tmpdirs or {}
+  return reg.moonstack_test_tmpdirs
+end
+
 function M.tmpdir(prefix, short)
   local base = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
   os.execute(('mkdir -p %q'):format(base))
   if short and #base > 60 then
     base = '/tmp'
   end
-  return assert(uv.fs_mkdtemp(base .. '/' .. (prefix or 'test') .. '-XXXXXX'))
+  local dir = assert(uv.fs_mkdtemp(base .. '/' .. (prefix or 'test') .. '-XXXXXX'))
+  local list = made()
+  list[#list + 1] = dir
+  return dir
+end
+
+--- Remove every directory tmpdir() made (the spec run passed: nothing to look at).
+function M.cleanup()
+  for _, dir in ipairs(made()) do
+    os.execute(('rm -rf %q'):format(dir))
+  end
+  debug.getregistry().moonstack_test_tmpdirs = {}
 end
 
 return M
