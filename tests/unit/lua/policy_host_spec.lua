@@ -259,15 +259,23 @@ describe('moonstack.policy.host', function()
       local h = host.new({ workers = 2 })
       assert(h:load_string(allow_list('1', { 'a' })))
       assert.is_true(h:decide('on_auth', { appId = 'a' }).allow)
-      task.sleep(50) -- the second worker starts in the background
-      local v1 = h:workers()
+      local function two_workers() -- the second worker starts in the background
+        for _ = 1, 100 do
+          local w = h:workers()
+          if w and #w.pids == 2 then
+            return w
+          end
+          task.sleep(20)
+        end
+        return h:workers()
+      end
+      local v1 = two_workers()
       assert.equal(2, v1.size)
       assert.equal(2, #v1.pids)
       assert(h:load_string(allow_list('2', { 'a' })))
       assert.is_true(wait_gone(v1.pids), 'the workers of v1 exited')
       assert.is_nil(h:load_string('return {'))
-      task.sleep(50)
-      local v2 = h:workers()
+      local v2 = two_workers()
       assert.equal(2, #v2.pids)
       h:close()
       assert.is_nil(h:workers())
