@@ -65,7 +65,7 @@ for i in $(seq "$n"); do
   rpc RemoveVm "{\"id\":\"$id\"}" >/dev/null
 done
 read -r med p90 < <(sort -n "$dir/boot" | awk '{a[NR]=$1} END {m=a[int((NR+1)/2)]; p=a[int(NR*0.9+0.999)]; if (p=="") p=a[NR]; print m, p}')
-accel=$(grep -o '"accel":"[a-z]*"' "$dir/vmm.log" | head -1 | cut -d'"' -f4)
+accel=$(grep 'QEMU accelerator' "$dir/vmm.log" | grep -o '"accel":"[a-z]*"' | head -1 | cut -d'"' -f4)
 
 echo "guest image (moonstack image build --kind qemu, plain flavour):"
 printf '  build cold:   %6.1f s (kernel + packages from the Debian registry, unpacked)\n' "$(echo "$cold / 1000" | bc -l)"
