@@ -115,7 +115,7 @@ static enum proxy_sni_status frame_records(const uint8_t *buf, size_t len,
 
 		if (len - off < TLS_REC_HDR) {
 			/* judge what is there of the header before waiting for the rest */
-			if (off > 0 && buf[off] != TLS_CT_HANDSHAKE)
+			if (off > 0 && len > off && buf[off] != TLS_CT_HANDSHAKE)
 				return fail(out, PROXY_SNI_E_RECORD_INTERLEAVED);
 			if (len - off >= 2 && buf[off + 1] != 3)
 				return fail(out, PROXY_SNI_E_RECORD_VERSION);
