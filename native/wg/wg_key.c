@@ -9,44 +9,22 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "moonstack/rt_base.h"
 #include "wg/wg_internal.h"
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 void wg_key_to_hex(const uint8_t key[WG_KEY_LEN], char out[WG_KEY_HEX_LEN + 1])
 {
-	static const char hex[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < WG_KEY_LEN; i++) {
-		out[2 * i] = hex[key[i] >> 4];
-		out[2 * i + 1] = hex[key[i] & 15];
-	}
-	out[WG_KEY_HEX_LEN] = '\0';
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	rt_hex_encode(key, WG_KEY_LEN, out, false);
 }
 
 int wg_key_from_hex(const char *hex, size_t len, uint8_t key[WG_KEY_LEN])
 {
-	uint8_t tmp[WG_KEY_LEN];
+	uint8_t tmp[WG_KEY_LEN]; /* @key is left as it was on a refusal */
 
-	if (!hex || len != WG_KEY_HEX_LEN)
+	if (!hex || rt_hex_decode(hex, len, tmp, WG_KEY_LEN))
 		return -EINVAL;
-	for (size_t i = 0; i < WG_KEY_LEN; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		tmp[i] = (uint8_t)(hi << 4 | lo);
-	}
 	memcpy(key, tmp, WG_KEY_LEN);
 	return 0;
 }
