@@ -172,18 +172,7 @@ function Tree:program(src, dest)
   if not ok then
     return nil, err, code
   end
-  local libs
-  libs, err, code = M.ldd(src)
-  if not libs then
-    return nil, err, code
-  end
-  for _, lib in ipairs(libs) do
-    ok, err, code = self:host_path(lib)
-    if not ok then
-      return nil, err, code
-    end
-  end
-  return libs
+  return self:_libraries_of(src)
 end
 
 --- Put a library loaded at run time (dlopen) and the libraries it loads.
@@ -192,12 +181,17 @@ function Tree:library(path)
   if not ok then
     return nil, err, code
   end
-  local libs
-  libs, err, code = M.ldd(path)
+  return self:_libraries_of(path)
+end
+
+-- Put the shared libraries `path` loads (ldd) at their host paths. Returns their list.
+function Tree:_libraries_of(path)
+  local libs, err, code = M.ldd(path)
   if not libs then
     return nil, err, code
   end
   for _, lib in ipairs(libs) do
+    local ok
     ok, err, code = self:host_path(lib)
     if not ok then
       return nil, err, code
