@@ -139,6 +139,24 @@ static bool key_is(const struct scan *c, size_t start, size_t end, const char *k
 	return end - start == n && memcmp(c->s + start, key, n) == 0;
 }
 
+/* After a member of an object or array closed by @close: 1 at ',' (another member follows), 0 at
+ * @close (the container ends), -1 otherwise. Consumes what it saw. */
+static int after_member(struct scan *c, char close)
+{
+	skip_ws(c);
+	if (c->pos >= c->len)
+		return -1;
+	if (c->s[c->pos] == ',') {
+		c->pos++;
+		return 1;
+	}
+	if (c->s[c->pos] == close) {
+		c->pos++;
+		return 0;
+	}
+	return -1;
+}
+
 /* An object; at depth 1 (the top) record the members QMP framing looks at. */
 static int scan_object(struct scan *c, int depth, struct qemu_json_top *top)
 {
@@ -178,18 +196,9 @@ static int scan_object(struct scan *c, int depth, struct qemu_json_top *top)
 				top->id = num;
 			}
 		}
-		skip_ws(c);
-		if (c->pos >= c->len)
-			return -1;
-		if (c->s[c->pos] == ',') {
-			c->pos++;
-			continue;
-		}
-		if (c->s[c->pos] == '}') {
-			c->pos++;
-			return 0;
-		}
-		return -1;
+		int more = after_member(c, '}');
+		if (more <= 0)
+			return more;
 	}
 }
 
@@ -209,18 +218,9 @@ static int scan_array(struct scan *c, int depth)
 		skip_ws(c);
 		if (scan_value(c, depth, &is_uint, &num) < 0)
 			return -1;
-		skip_ws(c);
-		if (c->pos >= c->len)
-			return -1;
-		if (c->s[c->pos] == ',') {
-			c->pos++;
-			continue;
-		}
-		if (c->s[c->pos] == ']') {
-			c->pos++;
-			return 0;
-		}
-		return -1;
+		int more = after_member(c, ']');
+		if (more <= 0)
+			return more;
 	}
 }
 
