@@ -13,16 +13,8 @@ source "$(dirname "$0")/vmm_lib.sh"
 d=$(tmpdir)
 mkdir -p "$d/sim" "$d/images" "$d/run"
 vmm_image "$d/images" proc || { finish; exit 1; }
-cat >"$d/pki.lua" <<'EOF'
-local sim = require('moonstack.sim')
-local t = assert(sim.new({ dir = arg[1], cvm = 'pki', create = true }))
-local function write(p, s) local f = assert(io.open(p, 'wb')) f:write(s) f:close() end
-write(arg[2], assert(t:collateral(os.time())))
-write(arg[3], (assert(t:root_ca())))
-t:close()
-EOF
-"$MOONSTACK" run "$d/pki.lua" "$d/sim" "$d/collateral.json" "$d/sim-root.pem" >"$d/pki.log" 2>&1 \
-  || { not_ok "sim PKI written" "$(cat "$d/pki.log")"; finish; exit 1; }
+"$MOONSTACK" sim init "$d/sim" >"$d/sim.log" 2>&1 \
+  || { not_ok "simulated platform made (moonstack sim init)" "$(cat "$d/sim.log")"; finish; exit 1; }
 
 cat >"$d/policy.lua" <<'EOF'
 return { name = 'vmm-kms-test', version = '1',
@@ -34,8 +26,7 @@ return {
   listen = { host = '127.0.0.1', port = 0 },
   auth = { kind = 'policy', path = '$d/policy.lua' },
   image = { verify = false }, -- process images have no registered boot measurements (M13)
-  attestation = { collateral_file = '$d/collateral.json', root_ca_file = '$d/sim-root.pem',
-    allow_simulator = true },
+  attestation = { simulator_dir = '$d/sim', allow_simulator = true },
 }
 EOF
 "$MOONSTACK" kms -c "$d/kms.lua" >"$d/kms.log" 2>&1 &
