@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-# Helpers for the qemu image tests (sourced after lib.sh): the shared image cache, a free port,
+# Helpers for the qemu image tests (sourced after lib.sh): the shared image cache,
 # booting an image under TCG as the VMM would (PVH vmlinux, initramfs, 9p share host-shared,
 # user network with restrict=on and a host forward, virtio-serial, QMP on a unix socket), a
 # tiny QMP client (python3) and waiting on the serial log.
@@ -12,10 +12,6 @@ mkdir -p "$IMAGE_CACHE"
 # now_ms: wall clock in milliseconds.
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 
-# free_port: a free TCP port on 127.0.0.1.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # boot_image IMAGE_DIR RUN_DIR SHARE_DIR MEM_MB HOST_PORT GUEST_PORT [HOST_PORT GUEST_PORT]...:
 # start QEMU in the background as the VMM's qemu backend would; sets QPID and QSTART (ms).

@@ -65,6 +65,11 @@ install_dstack_sdk() {
     "$(realpath "$SDK_CACHE/node_modules/@phala/dstack-sdk/package.json")")"
 }
 
+# free_port: a free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
