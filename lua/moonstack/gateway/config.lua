@@ -35,7 +35,8 @@
 --       ip = '10.0.0.1/24', reserved_net = { '10.0.0.1/32' }, client_ip_range = '10.0.0.0/25',
 --       interface = 'wg-ms0', endpoint = 'host:port' (what CVMs dial, required),
 --       config_path = <data_dir>/wg.conf, netns = nil, run_dir = <data_dir>/wg,
---       userspace = 'wireguard-go', refresh_interval = 10 (s, handshake ages) }
+--       userspace = 'wireguard-go', refresh_interval = 10 (s, handshake ages),
+--       device = true (false: allocate and answer only; the operator drives the device) }
 --     checked: reserved_net within ip's net, ip in reserved_net, client_ip_range within it
 --   data_dir = nil                     state (registered instances, 0600 JSON); in memory only
 --                                      when absent (required with rpc)
@@ -154,6 +155,7 @@ M.schema = {
         run_dir = { type = 'string', optional = true, min = 1 },
         userspace = { type = 'string', default = 'wireguard-go', min = 1 },
         refresh_interval = { type = 'number', default = 10, min = 0.05 },
+        device = { type = 'boolean', default = true },
       },
     },
     data_dir = { type = 'string', optional = true, min = 1 },

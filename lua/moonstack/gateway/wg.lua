@@ -75,6 +75,15 @@ end
 --- require('moonstack.wg')) }. Returns the hub or nil, msg, code.
 function M.open(opts)
   local cfg, log = opts.cfg, opts.log
+  if cfg.device == false then -- addresses only: the operator runs the device
+    local key, err, code = M.private_key(cfg)
+    if not key then
+      return nil, err, code
+    end
+    log.warn('wg.device = false: no WireGuard device is driven here (peers are not applied)')
+    return setmetatable({ cfg = cfg, state = opts.state, log = log, key = key, syncs = 0,
+      sync_failures = 0, refreshes = 0, pubkey = require('moonstack.native.wg').pubkey(key) }, Hub)
+  end
   local wgmod = opts.wg
   if not wgmod then
     local ok, mod = pcall(require, 'moonstack.wg')
@@ -179,9 +188,9 @@ function Hub:refresh()
   return hs
 end
 
---- { public_key, interface, config_path, syncs, sync_failures, refreshes }
+--- { public_key, interface, config_path, syncs, sync_failures, refreshes, device }
 function Hub:status()
-  return { public_key = self.pubkey, interface = self.cfg.interface, config_path = self.config_path,
+  return { device = self.dev ~= nil, public_key = self.pubkey, interface = self.cfg.interface, config_path = self.config_path,
     syncs = self.syncs, sync_failures = self.sync_failures, refreshes = self.refreshes }
 end
 
