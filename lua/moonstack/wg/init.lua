@@ -14,7 +14,7 @@
 --   dev:handshakes([cb]) -> { [public_key] = last handshake, unix seconds (0: never) }
 --   dev:peers([cb]) -> the device's peers as moonstack.native.wg reads them
 --   dev:public_key(); dev:socket(); dev:alive(); dev:close()
---   wg.render_config(conf)  the wg-quick text (moonstack.wg.config)
+--   wg.render_config(conf)  the wg-quick text (moonstack.wg.config); wg.public_key_of(priv)
 -- With cb the UAPI exchange runs on the thread pool and cb(result | nil, msg, code) is called
 -- on the loop; without one the call must be made inside a task and returns the result.
 --
@@ -43,6 +43,11 @@ local PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 local UAPI_MS = 5000
 
 M.render_config = config.render
+
+--- The public key (base64) of a private key (base64 or hex); raises on a malformed key.
+function M.public_key_of(private_key)
+  return native.pubkey(private_key)
+end
 
 local Dev = {}
 Dev.__index = Dev
