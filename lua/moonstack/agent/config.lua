@@ -80,8 +80,9 @@
 --                                          WireGuard UAPI socket
 --     register_interval_ms = 180000, handshake_stale_ms = 180000, check_interval_ms = 10000,
 --     retry_min_ms = 30000, retry_max_ms = 120000, timeout_ms = 30000, cert_days = 10,
---     keepalive = 25, userspace = 'wireguard-go', skip_hostname = false
---   }
+--     keepalive = 25, userspace = 'wireguard-go', skip_hostname = false,
+--     netns = nil                          the network namespace of the interface (path or
+--   }                                      name; default: the agent's own)
 --   code_reload = (tee.name ~= 'tdx')      allow reload.code() / SIGUSR2 to swap the agent's
 --                                          code (moonstack.daemon.code); each swap is first
 --                                          measured into RTMR3 (runtime event moonstack-code,
@@ -299,6 +300,7 @@ M.schema = {
         keepalive = { type = 'integer', default = 25, min = 0, max = 65535 },
         userspace = { type = 'string', default = 'wireguard-go', min = 1 },
         skip_hostname = { type = 'boolean', default = false },
+        netns = { type = 'string', optional = true, min = 1 },
       },
     },
     code_reload = { type = 'boolean', optional = true },

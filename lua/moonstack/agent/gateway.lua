@@ -156,7 +156,7 @@ function Gateway:_apply(reg, key)
     local dev
     dev, err, code = wg.open({ ifname = cfg.interface, private_key = key,
       listen_port = cfg.listen_port, address = address, routes = routes, run_dir = self.dir,
-      userspace = cfg.userspace }, log)
+      userspace = cfg.userspace, netns = cfg.netns }, log)
     if not dev then
       return nil, err, code
     end

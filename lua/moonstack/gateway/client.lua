@@ -145,13 +145,14 @@ function M.check_registration(obj)
 end
 
 --- A `tls.verify` hook accepting a gateway whose certificate chained to the configured CA and,
---- when `app_id` is a hex id, names that app id (RA-TLS extension 1.3).
-function M.verify_gateway(app_id)
+--- when `app_id` is a hex id, names that app id (RA-TLS extension 1.3). `why` (a table), when
+--- given, gets the reason of a refusal in why.reason.
+function M.verify_gateway(app_id, why)
   local want = type(app_id) == 'string' and app_id:lower():gsub('^0x', '') or ''
   if want == 'any' then
     want = ''
   end
-  return function(peer)
+  local check = function(peer)
     if not peer.der then
       return false, 'the gateway presented no certificate'
     end
@@ -163,7 +164,7 @@ function M.verify_gateway(app_id)
       return true
     end
     local cert = x509.cert(peer.der)
-    local got = cert and cert:ratls_ext('app_id')
+    local got = cert and cert:ratls('app_id')
     if not got then
       return false, 'gateway certificate has no app id extension'
     end
@@ -171,6 +172,13 @@ function M.verify_gateway(app_id)
       return false, ('gateway app id %s is not the expected %s'):format(crypto.hex(got), want)
     end
     return true
+  end
+  return function(peer)
+    local ok, reason = check(peer)
+    if not ok and why then
+      why.reason = reason
+    end
+    return ok, reason
   end
 end
 
@@ -180,8 +188,9 @@ function M.register_cvm(opts)
       or type(opts.identity) ~= 'table' or not key_ok(opts.public_key) then
     error('gateway.client.register_cvm: needs { url, ca, identity = { cert, key }, public_key }', 2)
   end
+  local why = {}
   local tls = { cert = opts.identity.cert, key = opts.identity.key, ca = opts.ca,
-    verify = M.verify_gateway(opts.gateway_app_id), skip_hostname = opts.skip_hostname or nil }
+    verify = M.verify_gateway(opts.gateway_app_id, why), skip_hostname = opts.skip_hostname or nil }
   local req = { client_public_key = opts.public_key }
   if opts.port_policy then
     req.port_policy = opts.port_policy
@@ -189,7 +198,8 @@ function M.register_cvm(opts)
   local resp, err, code = call(method_url(opts.url, 'RegisterCvm'), cjson.encode(req), tls,
     opts.timeout_ms)
   if not resp then
-    return nil, ('RegisterCvm at %s: %s'):format(opts.url, tostring(err)), code
+    return nil, ('RegisterCvm at %s: %s%s'):format(opts.url, tostring(err),
+      why.reason and (' (' .. why.reason .. ')') or ''), code
   end
   return M.check_registration(resp)
 end
