@@ -34,7 +34,8 @@
 --     { private_key = base64 | private_key_file = path (0600), listen_port = 51820,
 --       ip = '10.0.0.1/24', reserved_net = { '10.0.0.1/32' }, client_ip_range = '10.0.0.0/25',
 --       interface = 'wg-ms0', endpoint = 'host:port' (what CVMs dial, required),
---       config_path = <data_dir>/wg.conf, netns = nil, run_dir = <data_dir>/wg,
+--       config_path = <data_dir>/wg.conf, netns = nil, run_dir = nil (absolute: the UAPI
+--       socket's directory, in a private mount namespace),
 --       userspace = 'wireguard-go', refresh_interval = 10 (s, handshake ages),
 --       device = true (false: allocate and answer only; the operator drives the device) }
 --     checked: reserved_net within ip's net, ip in reserved_net, client_ip_range within it

@@ -103,7 +103,7 @@ function M.open(opts)
   self.pubkey = require('moonstack.native.wg').pubkey(key)
   self.dev, err, code = wgmod.open({ ifname = cfg.interface, private_key = key,
     listen_port = cfg.listen_port, address = cfg.ip, netns = cfg.netns,
-    run_dir = cfg.run_dir or (dir .. '/wg'), userspace = cfg.userspace }, log)
+    run_dir = cfg.run_dir, userspace = cfg.userspace }, log)
   if not self.dev then
     return nil, 'wg: ' .. tostring(err), code
   end
