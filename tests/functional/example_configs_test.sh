@@ -11,6 +11,8 @@
 #                  folder's app through it (its key-provider event names the KMS root)
 #   vmm.lua        starts; `moonstack vm deploy` boots a bash app with a port mapping; rm
 #   vmm-qemu.lua   starts with the qemu backend and answers ListImages
+#   gateway-local.lua  starts (the proxy alone); gateway.lua starts beside kms-dev.lua (its root
+#                  CA for client certificates, a WireGuard hub, the example routing policy)
 source "$(dirname "$0")/lib.sh"
 
 if [ -z "${MOONSTACK_IN_NS:-}" ]; then
@@ -125,6 +127,32 @@ check "vmm-qemu.lua: the qemu backend answers ListImages" 0 \
     'http://localhost/prpc/ListImages?json' | jq '.images | length')"
 kill -TERM "$qpid"; wait "$qpid"
 check "vmm-qemu.lua: SIGTERM exits 0" 0 $?
+# ---- gateway-local.lua: the proxy alone (no WireGuard, no RPC) ----
+"$MOONSTACK" gateway -c "$EX/gateway-local.lua" >"$t/gateway-local.log" 2>&1 &
+glpid=$!
+defer "kill -KILL $glpid 2>/dev/null"
+if wait_for 20 test -S "$dev/gateway-local.sock"; then ok "gateway-local.lua starts as shipped"; else
+  not_ok "gateway-local.lua starts as shipped" "$(cat "$t/gateway-local.log")"; fi
+check "gateway-local.lua: localhost backends on, no WireGuard, no RPC" "true nil nil" \
+  "$("$MOONSTACK" repl "$dev/gateway-local.sock" -e 'tostring(gw.routes().insecure_localhost) .. " " .. tostring(gateway:status().wg) .. " " .. tostring(gateway:status().rpc)' 2>&1 | tr -d '"')"
+kill -TERM "$glpid"; wait "$glpid"
+check "gateway-local.lua: SIGTERM exits 0" 0 $?
+
+# ---- gateway.lua: beside kms-dev.lua (its root CA), WireGuard hub, routing policy ----
+umask 077; printf 'example-admin-token\n' >"$dev/gateway-admin.token"; umask 022
+"$MOONSTACK" gateway -c "$EX/gateway.lua" >"$t/gateway.log" 2>&1 &
+gpid=$!
+defer "kill -KILL $gpid 2>/dev/null"
+if wait_for 30 grep -q 'gateway ready' "$t/gateway.log"; then ok "gateway.lua starts (beside kms-dev.lua)"; else
+  not_ok "gateway.lua starts (beside kms-dev.lua)" "$(tail -20 "$t/gateway.log")"; fi
+check "gateway.lua: Info on its rpc listener" app.localhost \
+  "$(curl -sk --max-time 10 https://127.0.0.1:8010/prpc/Info?json | jq -r .base_domain)"
+check "gateway.lua: admin GetMeta with the token" 0 \
+  "$(curl -s --max-time 10 -H 'X-Admin-Token: example-admin-token' http://127.0.0.1:8011/prpc/GetMeta?json | jq .registered)"
+check "gateway.lua: its WireGuard key was made (0600) and the routing policy loaded" "600 route" \
+  "$(stat -c %a "$dev/gateway-wg.key") $("$MOONSTACK" repl "$dev/gateway.sock" -e 'gw.policy().name' 2>&1 | tr -d '"')"
+kill -TERM "$gpid"; wait "$gpid"
+check "gateway.lua: SIGTERM exits 0" 0 $?
 kill -TERM "$kpid"; wait "$kpid"
 check "kms-dev.lua: SIGTERM exits 0" 0 $?
 finish

@@ -72,6 +72,17 @@
 --   storage_fs = nil                       the storage-fs event payload (default: app-compose
 --                                          storage_fs, else zfs as upstream's default)
 --   api = {}                               free-form options of moonstack.agent.api
+--   gateway = {                            registration with the gateway (moonstack.agent.gateway,
+--     enabled = 'auto',                    spec §6.6): 'auto' = app-compose gateway_enabled;
+--     urls = nil,                          true / false force it; urls over sys-config
+--     interface = 'dstack-wg0', listen_port = 9182,   gateway_urls
+--     dir = <state_dir>/gateway,           gateway-cache.json, <interface>.conf (0600), the
+--                                          WireGuard UAPI socket
+--     register_interval_ms = 180000, handshake_stale_ms = 180000, check_interval_ms = 10000,
+--     retry_min_ms = 30000, retry_max_ms = 120000, timeout_ms = 30000, cert_days = 10,
+--     keepalive = 25, userspace = 'wireguard-go', skip_hostname = false,
+--     netns = nil                          the network namespace of the interface (path or
+--   }                                      name; default: the agent's own)
 --   code_reload = (tee.name ~= 'tdx')      allow reload.code() / SIGUSR2 to swap the agent's
 --                                          code (moonstack.daemon.code); each swap is first
 --                                          measured into RTMR3 (runtime event moonstack-code,
@@ -266,6 +277,32 @@ M.schema = {
     },
     storage_fs = { type = 'string', optional = true, pattern = '^[%w_-]+$' },
     api = { type = 'table', default = {}, unknown = 'allow', fields = {} },
+    gateway = {
+      type = 'table', default = {},
+      fields = {
+        enabled = { type = 'any', default = 'auto', check = function(v)
+          if v == 'auto' or v == true or v == false then
+            return true
+          end
+          return nil, "expected 'auto', true or false"
+        end },
+        urls = { type = 'table', optional = true, items = 'string' },
+        interface = { type = 'string', default = 'dstack-wg0', pattern = '^[%w_.-]+$', max = 15 },
+        listen_port = { type = 'integer', default = 9182, min = 0, max = 65535 },
+        dir = { type = 'string', optional = true, min = 1 },
+        register_interval_ms = { type = 'integer', default = 180000, min = 10 },
+        handshake_stale_ms = { type = 'integer', default = 180000, min = 10 },
+        check_interval_ms = { type = 'integer', default = 10000, min = 10 },
+        retry_min_ms = { type = 'integer', default = 30000, min = 10 },
+        retry_max_ms = { type = 'integer', default = 120000, min = 10 },
+        timeout_ms = { type = 'integer', default = 30000, min = 100 },
+        cert_days = { type = 'integer', default = 10, min = 1, max = 3650 },
+        keepalive = { type = 'integer', default = 25, min = 0, max = 65535 },
+        userspace = { type = 'string', default = 'wireguard-go', min = 1 },
+        skip_hostname = { type = 'boolean', default = false },
+        netns = { type = 'string', optional = true, min = 1 },
+      },
+    },
     code_reload = { type = 'boolean', optional = true },
     code_dir = { type = 'string', optional = true, min = 1 },
   },

@@ -83,6 +83,10 @@ function Notifier:attach(ctx)
     if name == 'runner' then
       text = detail and detail.runner == 'bash' and 'running main script' or 'starting containers'
     end
+    if name == 'gateway' then
+      text = detail and detail.state == 'registered' and 'gateway registered'
+        or 'registering with the gateway'
+    end
     if name == 'env' and ctx.instance_info then
       self:send('instance.info', shared.instance_info_json(ctx.instance_info))
     end

@@ -60,6 +60,8 @@ local function boot(cfg, log)
     return nil, err, code
   end
   log.info('agent booted', { app = ctx.app_name, state = ctx.state })
+  -- gateway registration (spec §6.6): in the background, never fatal to the app
+  ctx.gateway = require('moonstack.agent.gateway').start(ctx, cfg.gateway, cfg.state_dir)
   return ctx, served
 end
 
@@ -126,7 +128,8 @@ end
 
 --- A snapshot for the REPL: the context's status and the API's addresses.
 function Agent:status()
-  return { ctx = self.ctx and self.ctx:status(), listeners = self.api and self.api:addresses() }
+  return { ctx = self.ctx and self.ctx:status(), listeners = self.api and self.api:addresses(),
+    gateway = self.ctx and self.ctx.gateway and self.ctx.gateway:status() or nil }
 end
 
 --- Close the listeners and the context (the app is stopped). Idempotent. (Also the stop of
@@ -137,6 +140,9 @@ function Agent:stop()
     self.api = nil
   end
   if self.ctx then
+    if self.ctx.gateway then
+      self.ctx.gateway:stop()
+    end
     self.ctx:close()
     if self.ctx.host then
       self.ctx.host:flush(1000)

@@ -1,0 +1,143 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- Test helper for tests/binding/proxy_*_spec.lua: a wildcard certificate made by the openssl
+-- CLI, plain TCP backends on the spec's loop (luv), the python TLS client tests/helpers/
+-- proxy_peer.py run as a child process while the loop turns, and an fd count.
+local uv = require('luv')
+local cjson = require('cjson.safe')
+local loop = require('loop')
+local fixtures = require('fixtures')
+
+local M = {}
+
+M.BASE = 'test.local'
+
+--- A self-signed certificate for *.test.local (EC P-256): { cert = PEM, key = PEM }.
+function M.cert(dir)
+  local cmd = ('openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2' ..
+    ' -subj /CN=%s -addext subjectAltName=DNS:*.%s,DNS:%s -keyout %s/k.pem -out %s/c.pem' ..
+    ' >/dev/null 2>&1'):format(M.BASE, M.BASE, M.BASE, dir, dir)
+  local ok = os.execute(cmd)
+  assert(ok == true or ok == 0, 'openssl failed')
+  return { cert = fixtures.read(dir .. '/c.pem'), key = fixtures.read(dir .. '/k.pem') }
+end
+
+--- A snapshot with the test base domain, localhost allowed, and `extra` fields merged in.
+function M.snapshot(version, cert, extra)
+  local s = {
+    version = version,
+    base_domains = { { domain = M.BASE, cert = cert.cert, key = cert.key } },
+    insecure_localhost = true,
+  }
+  for k, v in pairs(extra or {}) do
+    s[k] = v
+  end
+  return s
+end
+
+--- A TCP server on 127.0.0.1 calling on_conn(client) for each connection. Returns server, port.
+function M.server(on_conn)
+  local srv = uv.new_tcp()
+  assert(srv:bind('127.0.0.1', 0))
+  assert(srv:listen(256, function(err)
+    assert(not err, err)
+    local c = uv.new_tcp()
+    srv:accept(c)
+    c:nodelay(true)
+    on_conn(c)
+  end))
+  return srv, srv:getsockname().port
+end
+
+--- An echo backend: every byte back; at EOF, shuts its write side and closes. Counts in `stats`.
+function M.echo_server(stats)
+  stats = stats or {}
+  stats.conns, stats.bytes, stats.open = 0, 0, 0
+  local srv, port = M.server(function(c)
+    stats.conns = stats.conns + 1
+    stats.open = stats.open + 1
+    c:read_start(function(err, data)
+      if data then
+        stats.bytes = stats.bytes + #data
+        c:write(data)
+      else
+        c:read_stop()
+        c:shutdown(function()
+          c:close()
+          stats.open = stats.open - 1
+        end)
+      end
+    end)
+  end)
+  return srv, port, stats
+end
+
+local PEER = (os.getenv('MOONSTACK_SRC') or '.') .. '/tests/helpers/proxy_peer.py'
+
+--- Run proxy_peer.py with `plan` while the loop turns; returns its list of results.
+function M.peer(plan, timeout_ms)
+  local out, done = {}, false
+  local stdout = uv.new_pipe(false)
+  local stderr = uv.new_pipe(false)
+  local errs = {}
+  local handle = uv.spawn('/usr/bin/python3', {
+    args = { PEER, cjson.encode(plan) },
+    stdio = { nil, stdout, stderr },
+  }, function()
+    done = true
+  end)
+  assert(handle, 'cannot run python3')
+  stdout:read_start(function(_, data)
+    if data then
+      out[#out + 1] = data
+    end
+  end)
+  stderr:read_start(function(_, data)
+    if data then
+      errs[#errs + 1] = data
+    end
+  end)
+  local finished = loop.run_until(function() return done end, timeout_ms or 30000)
+  loop.run_until(function() return false end, 20)
+  if not finished then
+    handle:kill('sigkill')
+    loop.run_until(function() return done end, 2000)
+  end
+  handle:close()
+  stdout:close()
+  stderr:close()
+  assert(finished, 'proxy_peer.py did not finish')
+  local res = cjson.decode(table.concat(out))
+  assert(res, 'proxy_peer.py printed no JSON: ' .. table.concat(out) .. table.concat(errs))
+  return res
+end
+
+--- SNI of `localhost` on `port` with `suffix` ('' terminate, 's' passthrough, 'g' h2).
+function M.sni(port, suffix)
+  return ('localhost-%d%s.%s'):format(port, suffix or '', M.BASE)
+end
+
+--- Open file descriptors of this process.
+function M.fds()
+  local n = 0
+  local req = uv.fs_scandir('/proc/self/fd')
+  while req and uv.fs_scandir_next(req) do
+    n = n + 1
+  end
+  return n
+end
+
+--- A proxy on an ephemeral port with short timeouts (merged with `opts`).
+function M.proxy(opts)
+  local proxy = require('moonstack.native.proxy')
+  local o = {
+    listen = { { host = '127.0.0.1', port = 0 } },
+    workers = 2,
+    timeouts = { connect = 2, handshake = 2, idle = 5, shutdown = 2, total = 60 },
+  }
+  for k, v in pairs(opts or {}) do
+    o[k] = v
+  end
+  return assert(proxy.new(o))
+end
+
+return M
