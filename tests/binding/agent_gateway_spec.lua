@@ -343,4 +343,75 @@ describe('agent gateway registration', function()
     end, 10000)
     assert(ok, err)
   end)
+  it("reaches a hub on the host's loopback through the process backend's UDP forward", function()
+    local holders, hub, dev, pm = {}, nil, nil, nil
+    local ok, err = pcall(loop.run_task, function()
+      -- what the VMM forwards into a CVM's namespace with process.udp_forwards
+      local backend = assert(require('moonstack.vmm.backend.process').new({ cfg = {
+        kms_urls = {}, gateway_urls = { 'https://127.0.0.1:8000' }, process = {
+          sim_dir = fx.base .. '/vmm-sim', network = 'auto', pid_namespace = false, cgroup = false,
+          udp_forwards = { '127.0.0.1:51841' } } }, log = require('moonstack.core.log').new('vmm') }))
+      local fwd = backend:forwards()
+      assert.are.same({ protocol = 'udp', vm_address = '127.0.0.1', vm_port = 51841,
+        host_address = '127.0.0.1', host_port = 51841 }, fwd[2])
+      assert.are.equal('tcp', fwd[1].protocol)
+      local a = holder()
+      holders = { a }
+      pm = assert(require('moonstack.vmm.portmap').new({ netns = a.path, forwards = { fwd[2] } }))
+      assert(pm:start())
+      -- the hub in this (the host's) namespace, the CVM's interface in its own
+      hub = assert(wg.open({ ifname = 'msfwhub', private_key = require('moonstack.native.wg').genkey(),
+        listen_port = 51841, address = '10.205.0.1/24', run_dir = fx.base .. '/fwhub' }))
+      dev = assert(wg.open({ ifname = 'msfw0', private_key = require('moonstack.native.wg').genkey(),
+        listen_port = 9182, address = '10.205.0.2/32', routes = { '10.205.0.1/32' }, netns = a.path,
+        run_dir = fx.base .. '/fwcvm' }))
+      assert(hub:add_peer({ public_key = dev:public_key(), allowed_ips = { '10.205.0.2/32' } }))
+      assert(dev:set_peers({ { public_key = hub:public_key(), allowed_ips = { '10.205.0.1/32' },
+        endpoint = '127.0.0.1:51841', persistent_keepalive = 25 } }))
+      local nsa = assert(netns.open(a.path))
+      local srv = assert(netns.tcp(nsa, '10.205.0.2'))
+      assert(srv:bind('10.205.0.2', 7020))
+      assert(srv:listen(4, function()
+        local c = uv.new_tcp()
+        srv:accept(c)
+        c:write('through the forward', function() c:close() end)
+      end))
+      local cli = uv.new_tcp()
+      local got = task.await(function(resume)
+        local buf = ''
+        cli:connect('10.205.0.2', 7020, function(cerr)
+          if cerr then
+            return resume(nil, cerr)
+          end
+          cli:read_start(function(_, data)
+            if data then
+              buf = buf .. data
+            else
+              resume(buf)
+            end
+          end)
+        end)
+      end, { timeout = 10000 })
+      cli:close()
+      srv:close()
+      nsa:close()
+      assert.are.equal('through the forward', got)
+      assert.is_true(pm:stats().datagrams_in > 0)
+    end, 60000)
+    loop.run_task(function()
+      if dev then
+        dev:close()
+      end
+      if hub then
+        hub:close()
+      end
+      if pm then
+        pm:stop()
+      end
+      for _, h in ipairs(holders) do
+        h.proc:stop(500)
+      end
+    end, 10000)
+    assert(ok, err)
+  end)
 end)
