@@ -24,11 +24,14 @@ M.hooks = {
     },
   },
   on_route = {
-    summary = 'gateway: may this request be routed, and to which backend?',
+    summary = 'gateway: may this route (app or instance, port) be used, to which backend port, '
+      .. 'with a PROXY header?',
     decision = {
       allow = { type = 'boolean', required = true },
       reason = { type = 'string', max_len = 1024 },
       backend = { type = 'string', max_len = 256 },
+      to_port = { type = 'number' }, -- another backend port (1..65535) on the instance
+      pp = { type = 'boolean' }, -- send (true) or not (false) a PROXY v2 header; nil: port policy
     },
   },
 }

@@ -315,4 +315,28 @@ function M.app_info_ext(info)
   return msgpack_mod.encode({ array = arr })
 end
 
+--- Decode the RA-TLS AppInfo extension (1.9): the compact array app_info_ext() writes or the
+--- named-field map (rmp-serde's struct-as-map). Returns { app_id, compose_hash, instance_id,
+--- device_id, mr_system, mr_aggregated, os_image_hash, key_provider_info } (raw bytes; ''
+--- when absent), or nil, 'EATTEST: ...', 'EATTEST'.
+function M.app_info_decode(bytes)
+  local v, err = msgpack_mod.decode(bytes or '')
+  if type(v) ~= 'table' then
+    return nil, 'EATTEST: app-info extension: ' .. tostring(err or 'not a map or an array'),
+      'EATTEST'
+  end
+  local out = {}
+  for i, k in ipairs(APP_INFO_FIELDS) do
+    local f = v[i]
+    if f == nil then
+      f = v[k]
+    end
+    if f ~= nil and type(f) ~= 'string' then
+      return nil, ('EATTEST: app-info extension: %s is not bytes'):format(k), 'EATTEST'
+    end
+    out[k] = f or ''
+  end
+  return out
+end
+
 return M

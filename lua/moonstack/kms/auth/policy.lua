@@ -8,9 +8,7 @@
 -- crashes or stalls its worker) is refused and the last good policy keeps deciding. Every
 -- decision is logged with the policy's name, version and sha256. new(), authorize() and
 -- reload() wait on the workers: call them from a task.
-local uv = require('luv')
 local phost = require('moonstack.policy.host')
-local task = require('moonstack.core.task')
 local pvm = require('moonstack.native.policyvm')
 local logging = require('moonstack.core.log')
 
@@ -51,63 +49,12 @@ end
 function Policy:reload()
   local s, err, code = self.host:reload()
   if not s then
-    self.failed_sha = nil
+    if self.watch then
+      self.watch:reset()
+    end
     return nil, err, code
   end
   return s
-end
-
--- Reload after a change event, unless the file's content is the active policy's (or the one
--- that was just refused: one error log per broken version is enough).
-function Policy:_changed()
-  local source = phost.read_file(self.path)
-  if source then
-    local sha = pvm.sha256(source)
-    local active = self.host:active()
-    if (active and active.sha256 == sha) or sha == self.failed_sha then
-      return
-    end
-    if not self.host:load_string(source, '@' .. self.path, self.path) then
-      self.failed_sha = sha
-    else
-      self.failed_sha = nil
-    end
-  else
-    self.host:load_file(self.path) -- logs why the file cannot be read; the old policy stays
-  end
-end
-
-function Policy:_watch()
-  local dir, base = self.path:match('^(.*)/([^/]+)$')
-  if not dir then
-    dir, base = '.', self.path
-  end
-  self.timer = uv.new_timer()
-  self.watcher = uv.new_fs_event()
-  local ok, err = self.watcher:start(dir == '' and '/' or dir, {}, function(werr, name)
-    if werr then
-      log.warn('policy file watch error', { path = self.path, error = werr })
-      return
-    end
-    if name ~= nil and name ~= base then
-      return
-    end
-    self.timer:stop()
-    self.timer:start(self.debounce_ms, 0, function()
-      task.spawn_named('kms-auth:policy-reload', function()
-        local pok, perr = pcall(self._changed, self)
-        if not pok then
-          log.error('policy reload after a file change failed', { path = self.path, error = tostring(perr) })
-        end
-      end)
-    end)
-  end)
-  if not ok then
-    log.warn('cannot watch the policy file; reload with SIGHUP or the control socket',
-      { path = self.path, error = err })
-    self.watcher:close()
-    self.watcher = nil
-  end
 end
 
 --- Backend method: { path, name, version, sha256, loaded_at, watching, decisions, allowed,
@@ -121,19 +68,17 @@ function Policy:status()
   local a = self.host:active() or {}
   st.path, st.name, st.version, st.sha256, st.loaded_at = self.path, a.name, a.version, a.sha256,
     a.loaded_at
-  st.watching = self.watcher ~= nil
+  st.watching = self.watch ~= nil and self.watch.active
   st.workers = self.host:workers()
   return st
 end
 
 --- Backend method: stop watching and kill the policy workers.
 function Policy:close()
-  for _, h in pairs({ w = self.watcher, t = self.timer }) do
-    if not h:is_closing() then
-      h:close()
-    end
+  if self.watch then
+    self.watch:close()
+    self.watch = nil
   end
-  self.watcher, self.timer = nil, nil
   self.host:close()
 end
 
@@ -173,7 +118,8 @@ function M.new(cfg)
     return nil, err, code
   end
   if cfg.watch ~= false then
-    self:_watch()
+    self.watch = require('moonstack.policy.watch').start(self.host, self.path,
+      { debounce_ms = self.debounce_ms, log = log, label = 'kms-auth' })
   end
   return self
 end
