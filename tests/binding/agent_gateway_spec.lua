@@ -343,4 +343,161 @@ describe('agent gateway registration', function()
     end, 10000)
     assert(ok, err)
   end)
+  it("reaches a hub on the host's loopback through the process backend's UDP forward", function()
+    local holders, hub, dev, pm = {}, nil, nil, nil
+    local ok, err = pcall(loop.run_task, function()
+      -- what the VMM forwards into a CVM's namespace with process.udp_forwards
+      local backend = assert(require('moonstack.vmm.backend.process').new({ cfg = {
+        kms_urls = {}, gateway_urls = { 'https://127.0.0.1:8000' }, process = {
+          sim_dir = fx.base .. '/vmm-sim', network = 'auto', pid_namespace = false, cgroup = false,
+          udp_forwards = { '127.0.0.1:51841' } } }, log = require('moonstack.core.log').new('vmm') }))
+      local fwd = backend:forwards()
+      assert.are.same({ protocol = 'udp', vm_address = '127.0.0.1', vm_port = 51841,
+        host_address = '127.0.0.1', host_port = 51841 }, fwd[2])
+      assert.are.equal('tcp', fwd[1].protocol)
+      local a = holder()
+      holders = { a }
+      pm = assert(require('moonstack.vmm.portmap').new({ netns = a.path, forwards = { fwd[2] } }))
+      assert(pm:start())
+      -- the hub in this (the host's) namespace, the CVM's interface in its own
+      hub = assert(wg.open({ ifname = 'msfwhub', private_key = require('moonstack.native.wg').genkey(),
+        listen_port = 51841, address = '10.205.0.1/24', run_dir = fx.base .. '/fwhub' }))
+      dev = assert(wg.open({ ifname = 'msfw0', private_key = require('moonstack.native.wg').genkey(),
+        listen_port = 9182, address = '10.205.0.2/32', routes = { '10.205.0.1/32' }, netns = a.path,
+        run_dir = fx.base .. '/fwcvm' }))
+      assert(hub:add_peer({ public_key = dev:public_key(), allowed_ips = { '10.205.0.2/32' } }))
+      assert(dev:set_peers({ { public_key = hub:public_key(), allowed_ips = { '10.205.0.1/32' },
+        endpoint = '127.0.0.1:51841', persistent_keepalive = 25 } }))
+      local nsa = assert(netns.open(a.path))
+      local srv = assert(netns.tcp(nsa, '10.205.0.2'))
+      assert(srv:bind('10.205.0.2', 7020))
+      assert(srv:listen(4, function()
+        local c = uv.new_tcp()
+        srv:accept(c)
+        c:write('through the forward', function() c:close() end)
+      end))
+      local cli = uv.new_tcp()
+      local got = task.await(function(resume)
+        local buf = ''
+        cli:connect('10.205.0.2', 7020, function(cerr)
+          if cerr then
+            return resume(nil, cerr)
+          end
+          cli:read_start(function(_, data)
+            if data then
+              buf = buf .. data
+            else
+              resume(buf)
+            end
+          end)
+        end)
+      end, { timeout = 10000 })
+      cli:close()
+      srv:close()
+      nsa:close()
+      assert.are.equal('through the forward', got)
+      assert.is_true(pm:stats().datagrams_in > 0)
+    end, 60000)
+    loop.run_task(function()
+      if dev then
+        dev:close()
+      end
+      if hub then
+        hub:close()
+      end
+      if pm then
+        pm:stop()
+      end
+      for _, h in ipairs(holders) do
+        h.proc:stop(500)
+      end
+    end, 10000)
+    assert(ok, err)
+  end)
+  it('registers with the real gateway (moonstack.gateway) and reaches its app over its hub', function()
+    local holders, gwsvc, ag = {}, nil, nil
+    local ok, err = pcall(loop.run_task, function()
+      local a, b = holder(), holder()
+      holders = { a, b }
+      local va, vb = ('msr%da'):format(a.proc.pid % 100000), ('msr%db'):format(b.proc.pid % 100000)
+      assert.are.equal(0, run('ip', { 'link', 'add', va, 'netns', tostring(a.proc.pid), 'type',
+        'veth', 'peer', 'name', vb, 'netns', tostring(b.proc.pid) }).exit_code)
+      for _, sp in ipairs({ { a.path, va, '192.168.206.2/24' }, { b.path, vb, '192.168.206.1/24' } }) do
+        assert.are.equal(0, ns_run(sp[1], 'ip', { 'address', 'add', sp[3], 'dev', sp[2] }).exit_code)
+        assert.are.equal(0, ns_run(sp[1], 'ip', { 'link', 'set', sp[2], 'up' }).exit_code)
+      end
+      local cert, key = gw_cert(root_issuer(), GW_APP)
+      local dir = fx.base .. '/realgw'
+      assert(require('moonstack.core.fs').mkdir_p(dir))
+      local function put(name, text)
+        assert(require('moonstack.core.fs').write_atomic(dir .. '/' .. name, text, 384))
+        return dir .. '/' .. name
+      end
+      local gcfg = assert(require('moonstack.gateway.config').validate({
+        proxy = { listen = { host = '127.0.0.1', port = 0 }, base_domain = 'app.test' },
+        rpc = { listen = { host = '127.0.0.1', port = 0 }, cert = put('rpc.crt', cert:pem()),
+          key = put('rpc.key', key:pkcs8_pem()), kms_ca = put('kms-ca.crt', root_pem) },
+        wg = { private_key = require('moonstack.native.wg').genkey(), listen_port = 51850,
+          ip = '10.206.0.1/24', reserved_net = { '10.206.0.1/32' }, client_ip_range = '10.206.0.0/25',
+          interface = 'msrhub', endpoint = '192.168.206.1:51850', netns = b.path,
+          run_dir = dir .. '/wg' },
+        data_dir = dir .. '/data' }))
+      gwsvc = assert(require('moonstack.gateway').start(gcfg))
+      local url = ('https://localhost:%d'):format(gwsvc.rpc_server:port())
+      local ctx = context.new({ keys = appkeys.keys, sign_cert = appkeys.sign_cert,
+        app_compose = { gateway_enabled = true }, sys_config = { gateway_urls = { url } } })
+      ag = assert(gateway.start(ctx, { interface = 'msr0', dir = dir .. '/agent', netns = a.path,
+        check_interval_ms = 100, retry_min_ms = 200, retry_max_ms = 400, timeout_ms = 5000 }, fx.base))
+      assert.is_true(wait_for(function() return ag.state == 'registered' end, 20000), ag.last_error)
+      assert.are.equal('10.206.0.2', ag.registration.wg.client_ip)
+      local nsa = assert(netns.open(a.path))
+      local srv = assert(netns.tcp(nsa, '10.206.0.2'))
+      assert(srv:bind('10.206.0.2', 7030))
+      assert(srv:listen(4, function()
+        local c = uv.new_tcp()
+        srv:accept(c)
+        c:write('app behind the real gateway', function() c:close() end)
+      end))
+      local nsb = assert(netns.open(b.path))
+      local got
+      for _ = 1, 3 do -- the hub learns the peer as the gateway reconfigures it
+        local cli = assert(netns.tcp(nsb, '10.206.0.2'))
+        got = task.await(function(resume)
+          local buf = ''
+          cli:connect('10.206.0.2', 7030, function(cerr)
+            if cerr then
+              return resume(nil, cerr)
+            end
+            cli:read_start(function(_, data)
+              if data then
+                buf = buf .. data
+              else
+                resume(buf)
+              end
+            end)
+          end)
+        end, { timeout = 8000 })
+        cli:close()
+        if got then
+          break
+        end
+      end
+      srv:close()
+      nsa:close()
+      nsb:close()
+      assert.are.equal('app behind the real gateway', got)
+    end, 90000)
+    loop.run_task(function()
+      if ag then
+        ag:stop()
+      end
+      if gwsvc then
+        gwsvc:stop()
+      end
+      for _, h in ipairs(holders) do
+        h.proc:stop(500)
+      end
+    end, 15000)
+    assert(ok, err)
+  end)
 end)

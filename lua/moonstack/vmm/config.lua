@@ -50,6 +50,10 @@
 --     dockerd = 'dockerd',              the Docker daemon a docker-compose CVM runs as its own
 --                                       engine (data root, socket and cgroup under its work
 --                                       dir; its containers are seen by no other CVM)
+--     udp_forwards = {},                'ip:port' UDP services on the host's loopback forwarded
+--                                       into each CVM's network namespace at the same address:
+--                                       the gateway's WireGuard endpoint ('127.0.0.1:51820'),
+--                                       which a CVM registered with the gateway dials
 --   }
 --   qemu = {                            the qemu backend (moonstack.vmm.backend.qemu): a CVM is a
 --                                       QEMU guest booted from a `--kind qemu` image
@@ -205,6 +209,8 @@ M.schema = {
         agent_args = { type = 'table', default = {}, items = 'string' },
         docker_images = { type = 'table', default = {}, items = 'string' },
         dockerd = { type = 'string', default = 'dockerd', min = 1 },
+        udp_forwards = { type = 'table', default = {}, items = { type = 'string',
+          pattern = '^127%.%d+%.%d+%.%d+:%d+$' } },
       },
     },
     qemu = {

@@ -188,7 +188,9 @@ local function handle_of(id, extra)
 end
 
 -- The guest -> host forwards of a CVM in its own network namespace: the KMS and gateway URLs
--- on the host's loopback stay reachable at the same address from inside.
+-- on the host's loopback stay reachable at the same address from inside (TCP), and so do the
+-- UDP services of process.udp_forwards (the gateway's WireGuard endpoint: the CVM's
+-- dstack-wg0 sends to it from inside, the relay's flow carries the hub's answers back).
 function Backend:forwards()
   local out, seen = {}, {}
   local urls = {}
@@ -207,6 +209,15 @@ function Backend:forwards()
     if host and host:match('^127%.') and port and not seen[host .. ':' .. port] then
       seen[host .. ':' .. port] = true
       out[#out + 1] = { protocol = 'tcp', vm_address = host, vm_port = port, host_address = host,
+        host_port = port }
+    end
+  end
+  for _, u in ipairs(self.pcfg.udp_forwards or {}) do
+    local host, port = u:match('^([%d%.]+):(%d+)$')
+    port = tonumber(port)
+    if host and port and port >= 1 and port <= 65535 and not seen['udp:' .. u] then
+      seen['udp:' .. u] = true
+      out[#out + 1] = { protocol = 'udp', vm_address = host, vm_port = port, host_address = host,
         host_port = port }
     end
   end
