@@ -7,7 +7,7 @@
 #
 #   proxy_peer.py '{"port":P,"sni":"localhost-9000.test","tls":true,"alpn":["h2"],
 #                   "ops":[["send",1024],["recv",1024],["shutdown"],["eof"]],
-#                   "repeat":1,"parallel":1,"timeout":10}'
+#                   "times":1,"parallel":1,"timeout":10}'
 #
 # ops: send N (pattern bytes), recv N (exactly N, checked against the echo of what was sent),
 # recv_any (whatever arrives first, reported), shutdown (TLS: close_notify; raw: SHUT_WR),
@@ -76,7 +76,8 @@ class Peer:
                 self.flush()
                 if not self.fill():
                     raise ConnectionError("EOF during the handshake")
-        self.out["alpn"] = self.obj.selected_alpn_protocol()
+        if self.obj.selected_alpn_protocol():
+            self.out["alpn"] = self.obj.selected_alpn_protocol()
         self.out["version"] = self.obj.version()
 
     def read(self, n):
@@ -200,7 +201,7 @@ def main():
 
     def worker(i):
         out, session = [], None
-        for _ in range(plan.get("repeat", 1)):
+        for _ in range(plan.get("times", 1)):
             r = one(plan, ctx, session if plan.get("resume") else None)
             session = r.pop("session", None) or session
             out.append(r)
