@@ -10,7 +10,8 @@ build_pkgs=(build-essential cmake pkg-config libluajit-5.1-dev luajit libssl-dev
   lua-luv-dev lua-cjson-dev libwebsockets-dev libwebsockets-evlib-uv libedit-dev
   libsecp256k1-dev)
 test_pkgs=(libcmocka-dev lua-busted lua-check clang-format curl socat valgrind tmux openssl apache2-utils jq nodejs npm
-  procps docker.io docker-compose busybox-static qemu-system-x86)
+  procps docker.io docker-compose busybox-static qemu-system-x86
+  haproxy dnsmasq-base)
 # what `moonstack image build --kind qemu` runs: depmod, xz, debootstrap and mksquashfs (docker
 # flavour); busybox-static and cpio for the tests that look inside an initramfs
 image_pkgs=(kmod xz-utils debootstrap squashfs-tools busybox-static cpio)
