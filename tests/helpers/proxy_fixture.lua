@@ -176,6 +176,25 @@ function M.wait(fn, ms)
   return loop.run_until(fn, ms or 3000)
 end
 
+--- A backend that records the first bytes of each connection (stats.first) and echoes.
+function M.recording_server(stats)
+  stats = stats or {}
+  stats.conns, stats.first = 0, {}
+  local srv, port = M.server(function(c)
+    stats.conns = stats.conns + 1
+    local idx, buf = stats.conns, ''
+    c:read_start(function(_, data)
+      if data then
+        buf = buf .. data
+        stats.first[idx] = buf:sub(1, 64)
+      else
+        c:close()
+      end
+    end)
+  end)
+  return srv, port, stats
+end
+
 local PEER = (os.getenv('MOONSTACK_SRC') or '.') .. '/tests/helpers/proxy_peer.py'
 
 --- Run proxy_peer.py with `plan` while the loop turns; returns its list of results.
