@@ -48,7 +48,8 @@ describe('moonstack.native.proxy relay', function()
   for _, size in ipairs({ 1024, MiB }) do
     it(('terminates TLS and relays %d bytes both ways intact'):format(size), function()
       local bport, st = serve(F.echo_server())
-      local r = one({ sni = F.sni(bport), ops = { { 'send', size }, { 'recv', size }, { 'shutdown' }, { 'eof' } } })
+      local r = one({ sni = F.sni(bport),
+        ops = { { 'send', size }, { 'recv', size }, { 'shutdown' }, { 'eof' } } })
       assert.is_true(r.ok, r.error)
       assert.equal(size, r.rcvd)
       assert.equal('clean', r.eof)
@@ -170,7 +171,8 @@ describe('moonstack.native.proxy relay', function()
 
   it('selects ALPN h2 only for g names', function()
     local bport = serve(F.echo_server())
-    local r = one({ sni = F.sni(bport, 'g'), alpn = { 'h2', 'http/1.1' }, ops = { { 'send', 5 }, { 'recv', 5 } } })
+    local r = one({ sni = F.sni(bport, 'g'), alpn = { 'h2', 'http/1.1' },
+      ops = { { 'send', 5 }, { 'recv', 5 } } })
     assert.is_true(r.ok, r.error)
     assert.equal('h2', r.alpn)
     r = one({ sni = F.sni(bport), alpn = { 'h2', 'http/1.1' }, ops = { { 'send', 5 }, { 'recv', 5 } } })

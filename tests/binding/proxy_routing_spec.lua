@@ -50,14 +50,18 @@ describe('moonstack.native.proxy routing', function()
     end
     assert.matches('snapshot.version', err({}))
     assert.matches('instances%["i1"%].ip', err({ version = 1, instances = { i1 = { app_id = 'a' } } }))
-    assert.matches('not a numeric address', err({ version = 1, instances = { i1 = { app_id = 'a', ip = 'x' } } }))
+    assert.matches('not a numeric address',
+      err({ version = 1, instances = { i1 = { app_id = 'a', ip = 'x' } } }))
     assert.matches('bogus is not a known field', err({ version = 1, bogus = 1 }))
     assert.matches('routes', err({ version = 1, routes = { nope = { allow = true } } }))
     assert.matches('routes%["a:1"%].allow', err({ version = 1, routes = { ['a:1'] = {} } }))
-    assert.matches('base_domains%[1%]', err({ version = 1, base_domains = { { domain = 'x.y', cert = 'c' } } }))
-    assert.matches('ports', err({ version = 1, instances = { i1 = { app_id = 'a', ip = '1.2.3.4', ports = { [70000] = true } } } }))
+    assert.matches('base_domains%[1%]',
+      err({ version = 1, base_domains = { { domain = 'x.y', cert = 'c' } } }))
+    assert.matches('ports', err({ version = 1,
+      instances = { i1 = { app_id = 'a', ip = '1.2.3.4', ports = { [70000] = true } } } }))
     -- a certificate that does not load is an expected failure, not misuse
-    local v, msg, code = p:publish({ version = 1, base_domains = { { domain = 'x.y', cert = 'c', key = 'k' } } })
+    local v, msg, code = p:publish({ version = 1,
+      base_domains = { { domain = 'x.y', cert = 'c', key = 'k' } } })
     assert.is_nil(v)
     assert.equal('ETLS', code)
     assert.matches('x.y', msg)
@@ -176,7 +180,8 @@ describe('moonstack.native.proxy routing', function()
         ports = { [bport] = { pp = true } } } },
     })))
     local r = one({ sni = ('i1-%ds.%s'):format(bport, F.BASE), tls = false,
-      preamble = 'PROXY TCP4 198.51.100.7 203.0.113.9 40000 443\r\n', ops = { { 'send', 10 }, { 'sleep', 100 } } })
+      preamble = 'PROXY TCP4 198.51.100.7 203.0.113.9 40000 443\r\n',
+      ops = { { 'send', 10 }, { 'sleep', 100 } } })
     assert.is_true(r.ok, r.error)
     assert.is_true(F.wait(function() return st.first[1] ~= nil and #st.first[1] >= 28 end))
     local h = st.first[1]
@@ -220,7 +225,8 @@ describe('moonstack.native.proxy routing', function()
     assert(srv:bind('127.0.0.1', 0))
     assert(srv:listen(1, function() end))
     servers[#servers + 1] = srv
-    local q, msg, code = proxy.new({ listen = { { host = '127.0.0.1', port = srv:getsockname().port } }, workers = 1 })
+    local taken = srv:getsockname().port
+    local q, msg, code = proxy.new({ listen = { { host = '127.0.0.1', port = taken } }, workers = 1 })
     assert.is_nil(q)
     assert.equal('EADDRINUSE', code)
     assert.is_string(msg)

@@ -55,7 +55,7 @@ function M.echo_server(stats)
   local srv, port = M.server(function(c)
     stats.conns = stats.conns + 1
     stats.open = stats.open + 1
-    c:read_start(function(err, data)
+    c:read_start(function(_, data)
       if data then
         stats.bytes = stats.bytes + #data
         c:write(data)
