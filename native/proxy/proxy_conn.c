@@ -202,7 +202,6 @@ static void lookup_id(struct px_conn *c, const char *id, uint16_t port)
 	decide(c);
 }
 
-#ifdef PX_HAVE_DNS
 static void dns_work(uv_work_t *wk)
 {
 	struct px_conn *c = wk->data;
@@ -227,11 +226,9 @@ static void dns_done(uv_work_t *wk, int status)
 	snprintf(c->route.id, sizeof(c->route.id), "%s", c->dns_id);
 	lookup_id(c, c->route.id, c->dns_port);
 }
-#endif
 
 static void custom_domain(struct px_conn *c)
 {
-#ifdef PX_HAVE_DNS
 	if (c->snap->dns && c->snap->dns->d) {
 		c->phase = PX_PH_DNS;
 		c->dns_work.data = c;
@@ -240,7 +237,6 @@ static void custom_domain(struct px_conn *c)
 			return;
 		c->dns_busy = false;
 	}
-#endif
 	px_conn_refuse(c, PROXY_R_DNS);
 }
 
@@ -300,7 +296,6 @@ static void parse_input(struct px_conn *c)
 	struct proxy_server *s = c->w->s;
 
 	if (c->phase == PX_PH_PP) {
-#ifdef PX_HAVE_PP
 		struct proxy_pp_header h;
 		enum proxy_pp_result r = proxy_pp_parse(c->in, c->inlen, &h);
 		if (r == PROXY_PP_NEED_MORE) {
@@ -322,11 +317,6 @@ static void parse_input(struct px_conn *c)
 		c->hello_off = h.header_bytes;
 		c->phase = PX_PH_HELLO;
 		px_conn_arm(c, px_ms(s->o.t_handshake));
-#else
-		(void)s;
-		px_conn_refuse(c, PROXY_R_PP);
-		return;
-#endif
 	}
 	enum proxy_sni_status st =
 		proxy_sni_parse(c->in + c->hello_off, c->inlen - c->hello_off, &c->hello);

@@ -345,7 +345,6 @@ void px_conn_backend_ready(struct px_conn *c)
 		return;
 	}
 	if (c->pp_out) {
-#ifdef PX_HAVE_PP
 		uint8_t hdr[256];
 		ssize_t n = proxy_pp_build_v2((struct sockaddr *)&c->client,
 					      (struct sockaddr *)&c->local, hdr, sizeof(hdr));
@@ -354,10 +353,6 @@ void px_conn_backend_ready(struct px_conn *c)
 			return;
 		}
 		queue_c2s(c, hdr, (size_t)n);
-#else
-		px_conn_refuse(c, PROXY_R_PP);
-		return;
-#endif
 	}
 	if (pass) {
 		queue_c2s(c, c->in + c->hello_off, hello);
