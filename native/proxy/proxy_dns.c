@@ -429,10 +429,13 @@ static void pump(struct query *q, const int *fds, size_t ns, uint64_t start, uin
 		unsigned s = q->sent % ns;
 
 		q->sent++;
-		if (q->failed & (1u << s))
+		if (q->failed & (1u << s)) {
+			q->hurry = true; /* a dead server's slot goes to the next one */
 			continue;
+		}
 		if (fds[s] < 0 || send(fds[s], q->pkt, (size_t)q->len, MSG_NOSIGNAL) != q->len) {
 			q->failed |= 1u << s;
+			q->hurry = true;
 			continue;
 		}
 		q->hurry = false;
