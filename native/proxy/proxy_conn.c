@@ -126,6 +126,17 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap
 static void decided(struct px_conn *c, int found, const struct proxy_decision *d)
 {
 	struct proxy_decision def = { .allow = true, .to_port = 0, .pp = -1 };
+	if (c->route.kind == PROXY_ROUTE_LOCALHOST) {
+		/* the debug backend 127.0.0.1:<port>: a decision may deny it or move its port */
+		if (found > 0 && !d->allow) {
+			px_conn_refuse(c, PROXY_R_DENIED);
+			return;
+		}
+		if (found > 0 && d->to_port)
+			((struct sockaddr_in *)&c->baddr)->sin_port = htons(d->to_port);
+		px_conn_route_decided(c, NULL);
+		return;
+	}
 	px_conn_route_decided(c, found > 0 ? d : &def);
 }
 
@@ -134,7 +145,7 @@ static void decide(struct px_conn *c)
 {
 	const struct proxy_decision *d = px_snapshot_route(c->snap, c->key);
 	if (d) {
-		px_conn_route_decided(c, d);
+		decided(c, 1, d);
 		return;
 	}
 	struct proxy_miss m = {
@@ -142,7 +153,7 @@ static void decide(struct px_conn *c)
 		.id = c->route.id,
 		.mode = c->mode,
 		.sni = c->hello.host,
-		.app_id = c->inst ? c->inst->app_id : c->app->id,
+		.app_id = c->inst ? c->inst->app_id : c->app ? c->app->id : "",
 		.instance_id = c->inst ? c->inst->id : "",
 		.client = c->client_str,
 		.port = c->route.port,
@@ -171,7 +182,7 @@ void px_conn_wake_parked(struct px_worker *w)
 			.id = c->route.id,
 			.mode = c->mode,
 			.sni = c->hello.host,
-			.app_id = c->inst ? c->inst->app_id : c->app->id,
+			.app_id = c->inst ? c->inst->app_id : c->app ? c->app->id : "",
 			.instance_id = c->inst ? c->inst->id : "",
 			.client = c->client_str,
 			.port = c->route.port,
@@ -276,7 +287,8 @@ static void route(struct px_conn *c)
 		a->sin_family = AF_INET;
 		a->sin_port = htons(c->route.port);
 		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		px_conn_route_decided(c, NULL);
+		snprintf(c->key, sizeof(c->key), "localhost:%u", c->route.port);
+		decide(c);
 		return;
 	}
 	case PROXY_ROUTE_CUSTOM:
