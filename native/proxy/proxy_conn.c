@@ -38,6 +38,7 @@ static void on_closed(uv_handle_t *h)
 	px_relay_free(c);
 	proxy_snapshot_unref(c->snap);
 	free(c->in);
+	free(c->cand);
 	free(c);
 	px_worker_maybe_done(w);
 }
@@ -153,7 +154,9 @@ static void decide(struct px_conn *c)
 		.id = c->route.id,
 		.mode = c->mode,
 		.sni = c->hello.host,
-		.app_id = c->inst ? c->inst->app_id : c->app ? c->app->id : "",
+		.app_id = c->inst  ? c->inst->app_id
+			  : c->app ? c->app->id
+				   : "",
 		.instance_id = c->inst ? c->inst->id : "",
 		.client = c->client_str,
 		.port = c->route.port,
@@ -182,7 +185,9 @@ void px_conn_wake_parked(struct px_worker *w)
 			.id = c->route.id,
 			.mode = c->mode,
 			.sni = c->hello.host,
-			.app_id = c->inst ? c->inst->app_id : c->app ? c->app->id : "",
+			.app_id = c->inst  ? c->inst->app_id
+				  : c->app ? c->app->id
+					   : "",
 			.instance_id = c->inst ? c->inst->id : "",
 			.client = c->client_str,
 			.port = c->route.port,
@@ -354,7 +359,17 @@ static void parse_input(struct px_conn *c)
 static void read_input(struct px_conn *c)
 {
 	for (;;) {
-		size_t want = PX_INBUF - c->inlen;
+		if (c->inlen == c->incap && c->incap < PX_INBUF) {
+			size_t cap = c->incap * 2 < PX_INBUF ? c->incap * 2 : PX_INBUF;
+			uint8_t *in = realloc(c->in, cap);
+			if (!in) {
+				px_conn_refuse(c, PROXY_R_INTERNAL);
+				return;
+			}
+			c->in = in;
+			c->incap = cap;
+		}
+		size_t want = c->incap - c->inlen;
 		if (want == 0) {
 			px_conn_refuse(c, PROXY_R_MALFORMED);
 			return;
@@ -387,7 +402,7 @@ void px_conn_on_poll(uv_poll_t *h, int status, int events)
 	case PX_PH_TLS:
 	case PX_PH_RELAY:
 	case PX_PH_DRAIN:
-		px_relay_poll(c);
+		px_relay_poll(c, h == &c->bpoll, status, events);
 		return;
 	default:
 		return;
@@ -421,7 +436,7 @@ void px_conn_start(struct px_worker *w, int fd, const struct sockaddr *peer, soc
 {
 	struct proxy_server *s = w->s;
 	struct px_conn *c = calloc(1, sizeof(*c));
-	uint8_t *in = malloc(PX_INBUF);
+	uint8_t *in = malloc(PX_INBUF_FIRST);
 	struct proxy_snapshot *snap = px_server_snapshot(s);
 
 	if (!c || !in || !snap) {
@@ -434,6 +449,7 @@ void px_conn_start(struct px_worker *w, int fd, const struct sockaddr *peer, soc
 	}
 	c->w = w;
 	c->in = in;
+	c->incap = PX_INBUF_FIRST;
 	c->snap = snap;
 	c->cfd = fd;
 	c->bfd = -1;

@@ -186,6 +186,7 @@ struct px_worker {
 	size_t nconns;
 	bool stopping;
 	uint64_t next_id;
+	uint8_t *scratch; /**< buffer_size bytes every relay of this worker reads into first */
 };
 
 struct px_miss_q;
