@@ -141,14 +141,10 @@ static void decided(struct px_conn *c, int found, const struct proxy_decision *d
 	px_conn_route_decided(c, found > 0 ? d : &def);
 }
 
-/* Ask the snapshot, then the overlay / Lua, for the decision of c->key. */
-static void decide(struct px_conn *c)
+/* px_miss_lookup() for c->key, described by the connection: 1 found, 0 asked of Lua (park), -1 no
+ * handler. */
+static int ask(struct px_conn *c, struct proxy_decision *got)
 {
-	const struct proxy_decision *d = px_snapshot_route(c->snap, c->key);
-	if (d) {
-		decided(c, 1, d);
-		return;
-	}
 	struct proxy_miss m = {
 		.key = c->key,
 		.id = c->route.id,
@@ -161,8 +157,19 @@ static void decide(struct px_conn *c)
 		.client = c->client_str,
 		.port = c->route.port,
 	};
+	return px_miss_lookup(c->w->s, c->key, &m, got);
+}
+
+/* Ask the snapshot, then the overlay / Lua, for the decision of c->key. */
+static void decide(struct px_conn *c)
+{
+	const struct proxy_decision *d = px_snapshot_route(c->snap, c->key);
+	if (d) {
+		decided(c, 1, d);
+		return;
+	}
 	struct proxy_decision got;
-	int rc = px_miss_lookup(c->w->s, c->key, &m, &got);
+	int rc = ask(c, &got);
 	if (rc == 0) {
 		c->phase = PX_PH_DECIDE;
 		px_conn_arm(c, px_ms(c->w->s->o.t_handshake));
@@ -180,19 +187,7 @@ void px_conn_wake_parked(struct px_worker *w)
 		if (c->phase != PX_PH_DECIDE)
 			continue;
 		struct proxy_decision got;
-		struct proxy_miss m = {
-			.key = c->key,
-			.id = c->route.id,
-			.mode = c->mode,
-			.sni = c->hello.host,
-			.app_id = c->inst  ? c->inst->app_id
-				  : c->app ? c->app->id
-					   : "",
-			.instance_id = c->inst ? c->inst->id : "",
-			.client = c->client_str,
-			.port = c->route.port,
-		};
-		int rc = px_miss_lookup(w->s, c->key, &m, &got);
+		int rc = ask(c, &got);
 		if (rc != 0) {
 			uv_timer_stop(&c->timer);
 			decided(c, rc, &got);
