@@ -82,8 +82,10 @@ check "no reload failed" 0 "$(gw_eval "$D" "return gw.policy().failures" 2>&1)"
 # A broken policy is refused; the old one keeps deciding.
 printf 'return { name = "broken", on_route = function( }\n' > "$D/route.lua"
 gw_eval "$D" "return gw.reload_policy()" > /dev/null 2>&1
-wait_for 10 test "$(gw_eval "$D" "return gw.policy().failures" 2>&1)" = 1
-check "a broken policy is refused" 1 "$(gw_eval "$D" "return gw.policy().failures" 2>&1)"
+wait_for 10 test "$(gw_eval "$D" "return gw.policy().failures" 2>&1)" -ge 1
+failures=$(gw_eval "$D" "return gw.policy().failures" 2>&1)
+if [ "$failures" -ge 1 ] 2>/dev/null; then ok "a broken policy is refused ($failures refusals: the REPL's and the file watch's)"
+else not_ok "a broken policy is refused" "failures: $failures"; fi
 check "the old policy still decides" "v$reloads" "$(gw_eval "$D" "return gw.policy().version" 2>&1 | tr -d '"')"
 check "requests still pass" 200 \
   "$(in_hosts "$D" "$host" -- curl -sk -o /dev/null -w '%{http_code}' "$url")"
