@@ -33,7 +33,7 @@ function M.start(cfg, log, on_change)
   self.sha = ok.sha256
   if cfg.watch then
     self.watch = watch.start(self.host, cfg.path, { debounce_ms = cfg.debounce_ms, log = log,
-      label = 'gateway', on_reload = function(ok) self:_after_reload(ok) end })
+      label = 'gateway', on_reload = function(loaded) self:_after_reload(loaded) end })
   end
   return self
 end
