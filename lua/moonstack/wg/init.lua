@@ -221,9 +221,18 @@ local function start(self)
   for _, p in ipairs(peers) do -- after a crash: where peers were last seen (a hub's clients roam)
     p.endpoint = p.endpoint or self.learned[p.public_key]
   end
+  -- wireguard-go binds the socket (the file appears) a moment before it listens: a refused
+  -- connection until then is not a failure
   local ok
-  ok, err, code = uapi(native.set, path, { private_key = self.private_key,
-    listen_port = self.listen_port, replace_peers = true, peers = peers })
+  repeat
+    ok, err, code = uapi(native.set, path, { private_key = self.private_key,
+      listen_port = self.listen_port, replace_peers = true, peers = peers })
+    local again = not ok and code == 'ECONNREFUSED' and not proc.exited and uv.now() < deadline
+    if again then
+      task.sleep(20)
+      uv.update_time()
+    end
+  until not again
   if ok and self.address then
     ok, err, code = ip(self, { 'address', 'add', self.address, 'dev', self.ifname })
   end
