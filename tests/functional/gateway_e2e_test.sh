@@ -218,35 +218,46 @@ vm1=$(rpc CreateVm "$(create_body e2e-1 proc "$compose")" | jq -r .id)
 check "CreateVm (the first instance)" 200 "$(rpc_status)"
 vm2=$(rpc CreateVm "$(create_body e2e-2 proc "$compose")" | jq -r .id)
 check "CreateVm (the second instance of the same app)" 200 "$(rpc_status)"
+# another app, with no port_policy in its app-compose (upstream's default: no restriction)
+plain=$(jq -cn '{manifest_version:2, name:"e2e-plain", runner:"bash", kms_enabled:true,
+  gateway_enabled:true, bash_script:"MARK=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d \" \\n\")
+mkdir -p www && echo \"hello from the plain app $MARK\" > www/index.html && echo \"mark $MARK\"
+exec python3 -u -m http.server 8080 --bind 0.0.0.0 --directory www"}')
+vm3=$(rpc CreateVm "$(create_body e2e-3 proc "$plain")" | jq -r .id)
+check "CreateVm (another app, without a port_policy)" 200 "$(rpc_status)"
 
 # info VM: "app_id instance_id" from the CVM's agent (its dstack.sock)
 info() {
   curl -s --max-time 5 --unix-socket "$d/run/$1/dstack.sock" http://localhost/Info | jq -r '"\(.app_id) \(.instance_id)"'
 }
-for v in "$vm1" "$vm2"; do
+for v in "$vm1" "$vm2" "$vm3"; do
   wait_for 60 grep -q 'mark ' "$d/run/$v/serial.log" ||
     { not_ok "the app of $v started" "$(tail -20 "$d/run/$v/stderr.log" "$d/run/$v/serial.log" 2>&1)"; finish; exit 1; }
 done
 read -r APP IID1 <<<"$(info "$vm1")"
 read -r APP2 IID2 <<<"$(info "$vm2")"
+read -r APP3 IID3 <<<"$(info "$vm3")"
 mark_of() { grep -o 'mark [0-9a-f]*' "$d/run/$1/serial.log" | tail -1 | cut -d' ' -f2; }
-M1=$(mark_of "$vm1"); M2=$(mark_of "$vm2")
-check_match "both CVMs booted through the KMS: one app id, two instance ids, two app marks" \
-  '^([0-9a-f]{40}) \1 [0-9a-f]{40} [0-9a-f]{40} [0-9a-f]{16} [0-9a-f]{16}$' "$APP $APP2 $IID1 $IID2 $M1 $M2"
-[ "$IID1" != "$IID2" ] && [ "$M1" != "$M2" ] || not_ok "the two instances differ" "$IID1/$IID2 $M1/$M2"
+M1=$(mark_of "$vm1"); M2=$(mark_of "$vm2"); M3=$(mark_of "$vm3")
+check_match "the CVMs booted through the KMS: the first two share an app id, all have an instance id and a mark" \
+  '^([0-9a-f]{40}) \1 [0-9a-f]{40}( [0-9a-f]{40}){3}( [0-9a-f]{16}){3}$' "$APP $APP2 $APP3 $IID1 $IID2 $IID3 $M1 $M2 $M3"
+check "... all different but the first two's app id" "3 3 2" \
+  "$(printf '%s\n' "$IID1" "$IID2" "$IID3" | sort -u | wc -l) $(printf '%s\n' "$M1" "$M2" "$M3" | sort -u | wc -l) $(printf '%s\n' "$APP" "$APP2" "$APP3" | sort -u | wc -l)"
 
-# the gateway lists both instances (admin Status) with a handshake within the last minute
+# the gateway lists the three instances (admin Status) with a handshake within the last minute
 registered() {
-  admin Status | jq -e --arg a "$APP" --arg i1 "$IID1" --arg i2 "$IID2" --argjson now "$(date +%s)" \
-    '[.hosts[] | select(.app_id == $a and (.instance_id == $i1 or .instance_id == $i2)
-      and ($now - (.latest_handshake | tonumber)) < 60)] | length == 2'
+  admin Status | jq -e --arg a "$APP" --arg a3 "$APP3" --arg i1 "$IID1" --arg i2 "$IID2" \
+    --arg i3 "$IID3" --argjson now "$(date +%s)" \
+    '[.hosts[] | select((.app_id == $a and (.instance_id == $i1 or .instance_id == $i2)
+      or .app_id == $a3 and .instance_id == $i3) and ($now - (.latest_handshake | tonumber)) < 60)]
+      | length == 3'
 }
 # what each side of the tunnels saw (for a failure's message): the hub, each CVM's UDP sockets,
 # its dstack-wg0 (UAPI, no key), its agent's gateway log lines, the gateway's last lines
 tunnels() {
   local v
   admin Status; echo; wg show "$HUB_IF"
-  for v in "$vm1" "$vm2"; do
+  for v in "$vm1" "$vm2" "$vm3"; do
     echo "== $v"
     nsenter --net="/proc/$(jq -r .pid "$d/run/$v/process.json")/ns/net" ss -uapn 2>&1
     python3 -c 'import socket, sys
@@ -257,18 +268,18 @@ print(s.recv(65536).decode())' "$d/run/$v/state/gateway/dstack-wg0.sock" 2>&1 | 
   tail -5 "$d/gw.log"
 }
 if wait_for 60 registered; then
-  ok "admin Status: both instances registered with a recent WireGuard handshake"
+  ok "admin Status: the three instances registered with a recent WireGuard handshake"
 else
-  not_ok "admin Status: both instances registered with a recent WireGuard handshake" "$(tunnels)"
+  not_ok "admin Status: the three instances registered with a recent WireGuard handshake" "$(tunnels)"
   finish; exit 1
 fi
-check "the hub has both peers, AllowedIPs their /32" "10.0.0.2/32 10.0.0.3/32" \
+check "the hub has the three peers, AllowedIPs their /32" "10.0.0.2/32 10.0.0.3/32 10.0.0.4/32" \
   "$(wg show "$HUB_IF" allowed-ips | cut -f2 | sort | tr '\n' ' ' | sed 's/ $//')"
-check "each CVM has its own dstack-wg0 with its address" "10.0.0.2/32 10.0.0.3/32" \
-  "$(for v in "$vm1" "$vm2"; do nsenter --net="/proc/$(jq -r .pid "$d/run/$v/process.json")/ns/net" \
+check "each CVM has its own dstack-wg0 with its address" "10.0.0.2/32 10.0.0.3/32 10.0.0.4/32" \
+  "$(for v in "$vm1" "$vm2" "$vm3"; do nsenter --net="/proc/$(jq -r .pid "$d/run/$v/process.json")/ns/net" \
     ip -o -4 addr show dstack-wg0 | awk '{print $4}'; done | sort | tr '\n' ' ' | sed 's/ $//')"
-check "each agent registered once over mutual RA-TLS (its ids from its KMS client certificate)" "1 1" \
-  "$(grep -c "CVM registered.*\"instance_id\":\"$IID1\"" "$d/gw.log") $(grep -c "CVM registered.*\"instance_id\":\"$IID2\"" "$d/gw.log")"
+check "each agent registered once over mutual RA-TLS (its ids from its KMS client certificate)" "1 1 1" \
+  "$(for i in "$IID1" "$IID2" "$IID3"; do grep -c "CVM registered.*\"instance_id\":\"$i\"" "$d/gw.log"; done | tr '\n' ' ' | sed 's/ $//')"
 
 # ---- 3. TLS terminated by the gateway ----
 # get NAME PATH [CURL ARGS...]: GET https://NAME.app.test:PORT/PATH from the client's namespace,
@@ -289,6 +300,8 @@ else not_ok "1 MiB body: its SHA-256 is the app's file's" "got $big, the apps ha
 check "https://<instance_id 1>-8080 reaches that instance" "hello from instance $M1" "$(get "$IID1-8080" index.html 2>&1)"
 check "https://<instance_id 2>-8080 reaches that instance" "hello from instance $M2" "$(get "$IID2-8080" index.html 2>&1)"
 check "... and its 1 MiB body" "$want2" "$(get "$IID2-8080" big.bin | sha256sum | cut -d' ' -f1)"
+check "an app without a port_policy is reachable (<app_id>-8080 of the other app)" \
+  "hello from the plain app $M3" "$(get "$APP3-8080" index.html 2>&1)"
 issuer=$(client sh -c "echo | openssl s_client -connect 10.99.0.1:$PPORT -servername $APP-8080.$BASE 2>/dev/null" |
   openssl x509 -noout -fingerprint -sha256 2>&1)
 check "terminated: the client sees the gateway's wildcard certificate" \
@@ -336,7 +349,9 @@ done
 check "the app's route reaches the remaining instance (4 of 4)" 4 "$ok_app"
 rpc RemoveVm "{\"id\":\"$vm1\"}" >/dev/null
 check "RemoveVm (the first instance)" 200 "$(rpc_status)"
-# recycle.timeout lowered to 1 s by a reload (SIGHUP): both silent instances go, with their peers
+rpc RemoveVm "{\"id\":\"$vm3\"}" >/dev/null
+check "RemoveVm (the other app's)" 200 "$(rpc_status)"
+# recycle.timeout lowered to 1 s by a reload (SIGHUP): the silent instances go, with their peers
 gw_config 1
 kill -HUP "$GPID"
 if wait_for 15 sh -c "[ \"\$(wg show $HUB_IF peers | grep -c .)\" = 0 ] && [ \"\$('$MOONSTACK' repl '$d/gw.ctl' -e '#gw.instances()' 2>/dev/null)\" = 0 ]"; then
