@@ -11,16 +11,17 @@
 #      a wildcard certificate of *.app.test, admin with a token), a real VMM (process backend,
 #      a netns per CVM, udp_forwards to the hub, kms_urls and gateway_urls);
 #   2. two CVMs of one gateway_enabled, kms_enabled bash app (HTTP on 8080 and 9090, its own TLS
-#      on 8443; port_policy 8080 + 8443, restrict_mode): each agent gets its client certificate
-#      from the KMS's SignCert, registers, brings up dstack-wg0; the admin Status lists both
-#      instances with a handshake;
+#      on 8443; port_policy 8080 + 8443, restrict_mode) and one of another app with no
+#      port_policy: each agent gets its client certificate from the KMS's SignCert, registers,
+#      brings up dstack-wg0; the admin Status lists the three instances with a handshake;
 #   3. https://<app_id>-8080.app.test (TLS terminated by the gateway): the body, a 1 MiB body's
-#      digest; https://<instance_id>-8080... reaches exactly that instance;
+#      digest; https://<instance_id>-8080... reaches exactly that instance; the other app by
+#      its app id (no port_policy: no restriction);
 #   4. https://<app_id>-8443s.app.test (passthrough): the certificate the client sees is the
 #      app's own (not the gateway's) and the body;
 #   5. refused: an unknown app id, a port outside the restrict_mode policy (the app serves it);
 #      a removed VM's instance route fails while the app's route reaches the other instance;
-#      once both are gone and recycled (recycle.timeout lowered by SIGHUP) the app is unknown;
+#      once all are gone and recycled (recycle.timeout lowered by SIGHUP) the app is unknown;
 #   6. everything (VMs, daemons, wireguard-go, interfaces, namespaces) goes at exit.
 source "$(dirname "$0")/lib.sh"
 
