@@ -9,7 +9,7 @@ CMAKE_FLAGS ?=
 
 MOONSTACK := $(BUILD)/runtime/moonstack
 
-.PHONY: all deps deps-build build run test test-asan asan install bench lint format clean
+.PHONY: all deps deps-build build run test test-asan asan install bench lint format clean fuzz
 
 all: build
 
@@ -38,6 +38,17 @@ test-asan: deps
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DMOONSTACK_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	ctest --test-dir $(BUILD_ASAN) --output-on-failure -j $(JOBS) -L 'unit-c|binding|functional' -LE vm
+
+## fuzz: the libFuzzer targets (clang) over their seeds, FUZZ_RUNS executions each; a long run:
+## make fuzz FUZZ_TARGETS=proxy_sni FUZZ_RUNS=10000000 (tests/fuzz/README.md)
+FUZZ_RUNS    ?= 20000
+FUZZ_TARGETS ?= proxy_sni proxy_pp proxy_route
+fuzz: build
+	cmake --build $(BUILD) --target fuzzers
+	@for t in $(FUZZ_TARGETS); do \
+	  tests/fuzz/run.sh $(BUILD)/tests/fuzz/fuzz_$$t tests/fuzz/corpus/$$t \
+	    $(BUILD)/tests/fuzz/work-$$t -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; \
+	done
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)

@@ -38,6 +38,7 @@ static void on_closed(uv_handle_t *h)
 	px_relay_free(c);
 	proxy_snapshot_unref(c->snap);
 	free(c->in);
+	free(c->cand);
 	free(c);
 	px_worker_maybe_done(w);
 }
@@ -126,7 +127,37 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap
 static void decided(struct px_conn *c, int found, const struct proxy_decision *d)
 {
 	struct proxy_decision def = { .allow = true, .to_port = 0, .pp = -1 };
+	if (c->route.kind == PROXY_ROUTE_LOCALHOST) {
+		/* the debug backend 127.0.0.1:<port>: a decision may deny it or move its port */
+		if (found > 0 && !d->allow) {
+			px_conn_refuse(c, PROXY_R_DENIED);
+			return;
+		}
+		if (found > 0 && d->to_port)
+			((struct sockaddr_in *)&c->baddr)->sin_port = htons(d->to_port);
+		px_conn_route_decided(c, NULL);
+		return;
+	}
 	px_conn_route_decided(c, found > 0 ? d : &def);
+}
+
+/* px_miss_lookup() for c->key, described by the connection: 1 found, 0 asked of Lua (park), -1 no
+ * handler. */
+static int ask(struct px_conn *c, struct proxy_decision *got)
+{
+	struct proxy_miss m = {
+		.key = c->key,
+		.id = c->route.id,
+		.mode = c->mode,
+		.sni = c->hello.host,
+		.app_id = c->inst  ? c->inst->app_id
+			  : c->app ? c->app->id
+				   : "",
+		.instance_id = c->inst ? c->inst->id : "",
+		.client = c->client_str,
+		.port = c->route.port,
+	};
+	return px_miss_lookup(c->w->s, c->key, &m, got);
 }
 
 /* Ask the snapshot, then the overlay / Lua, for the decision of c->key. */
@@ -134,21 +165,11 @@ static void decide(struct px_conn *c)
 {
 	const struct proxy_decision *d = px_snapshot_route(c->snap, c->key);
 	if (d) {
-		px_conn_route_decided(c, d);
+		decided(c, 1, d);
 		return;
 	}
-	struct proxy_miss m = {
-		.key = c->key,
-		.id = c->route.id,
-		.mode = c->mode,
-		.sni = c->hello.host,
-		.app_id = c->inst ? c->inst->app_id : c->app->id,
-		.instance_id = c->inst ? c->inst->id : "",
-		.client = c->client_str,
-		.port = c->route.port,
-	};
 	struct proxy_decision got;
-	int rc = px_miss_lookup(c->w->s, c->key, &m, &got);
+	int rc = ask(c, &got);
 	if (rc == 0) {
 		c->phase = PX_PH_DECIDE;
 		px_conn_arm(c, px_ms(c->w->s->o.t_handshake));
@@ -166,17 +187,7 @@ void px_conn_wake_parked(struct px_worker *w)
 		if (c->phase != PX_PH_DECIDE)
 			continue;
 		struct proxy_decision got;
-		struct proxy_miss m = {
-			.key = c->key,
-			.id = c->route.id,
-			.mode = c->mode,
-			.sni = c->hello.host,
-			.app_id = c->inst ? c->inst->app_id : c->app->id,
-			.instance_id = c->inst ? c->inst->id : "",
-			.client = c->client_str,
-			.port = c->route.port,
-		};
-		int rc = px_miss_lookup(w->s, c->key, &m, &got);
+		int rc = ask(c, &got);
 		if (rc != 0) {
 			uv_timer_stop(&c->timer);
 			decided(c, rc, &got);
@@ -202,7 +213,6 @@ static void lookup_id(struct px_conn *c, const char *id, uint16_t port)
 	decide(c);
 }
 
-#ifdef PX_HAVE_DNS
 static void dns_work(uv_work_t *wk)
 {
 	struct px_conn *c = wk->data;
@@ -227,11 +237,9 @@ static void dns_done(uv_work_t *wk, int status)
 	snprintf(c->route.id, sizeof(c->route.id), "%s", c->dns_id);
 	lookup_id(c, c->route.id, c->dns_port);
 }
-#endif
 
 static void custom_domain(struct px_conn *c)
 {
-#ifdef PX_HAVE_DNS
 	if (c->snap->dns && c->snap->dns->d) {
 		c->phase = PX_PH_DNS;
 		c->dns_work.data = c;
@@ -240,7 +248,6 @@ static void custom_domain(struct px_conn *c)
 			return;
 		c->dns_busy = false;
 	}
-#endif
 	px_conn_refuse(c, PROXY_R_DNS);
 }
 
@@ -280,7 +287,8 @@ static void route(struct px_conn *c)
 		a->sin_family = AF_INET;
 		a->sin_port = htons(c->route.port);
 		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		px_conn_route_decided(c, NULL);
+		snprintf(c->key, sizeof(c->key), "localhost:%u", c->route.port);
+		decide(c);
 		return;
 	}
 	case PROXY_ROUTE_CUSTOM:
@@ -300,7 +308,6 @@ static void parse_input(struct px_conn *c)
 	struct proxy_server *s = c->w->s;
 
 	if (c->phase == PX_PH_PP) {
-#ifdef PX_HAVE_PP
 		struct proxy_pp_header h;
 		enum proxy_pp_result r = proxy_pp_parse(c->in, c->inlen, &h);
 		if (r == PROXY_PP_NEED_MORE) {
@@ -322,11 +329,6 @@ static void parse_input(struct px_conn *c)
 		c->hello_off = h.header_bytes;
 		c->phase = PX_PH_HELLO;
 		px_conn_arm(c, px_ms(s->o.t_handshake));
-#else
-		(void)s;
-		px_conn_refuse(c, PROXY_R_PP);
-		return;
-#endif
 	}
 	enum proxy_sni_status st =
 		proxy_sni_parse(c->in + c->hello_off, c->inlen - c->hello_off, &c->hello);
@@ -352,7 +354,17 @@ static void parse_input(struct px_conn *c)
 static void read_input(struct px_conn *c)
 {
 	for (;;) {
-		size_t want = PX_INBUF - c->inlen;
+		if (c->inlen == c->incap && c->incap < PX_INBUF) {
+			size_t cap = c->incap * 2 < PX_INBUF ? c->incap * 2 : PX_INBUF;
+			uint8_t *in = realloc(c->in, cap);
+			if (!in) {
+				px_conn_refuse(c, PROXY_R_INTERNAL);
+				return;
+			}
+			c->in = in;
+			c->incap = cap;
+		}
+		size_t want = c->incap - c->inlen;
 		if (want == 0) {
 			px_conn_refuse(c, PROXY_R_MALFORMED);
 			return;
@@ -385,7 +397,7 @@ void px_conn_on_poll(uv_poll_t *h, int status, int events)
 	case PX_PH_TLS:
 	case PX_PH_RELAY:
 	case PX_PH_DRAIN:
-		px_relay_poll(c);
+		px_relay_poll(c, h == &c->bpoll, status, events);
 		return;
 	default:
 		return;
@@ -419,7 +431,7 @@ void px_conn_start(struct px_worker *w, int fd, const struct sockaddr *peer, soc
 {
 	struct proxy_server *s = w->s;
 	struct px_conn *c = calloc(1, sizeof(*c));
-	uint8_t *in = malloc(PX_INBUF);
+	uint8_t *in = malloc(PX_INBUF_FIRST);
 	struct proxy_snapshot *snap = px_server_snapshot(s);
 
 	if (!c || !in || !snap) {
@@ -432,6 +444,7 @@ void px_conn_start(struct px_worker *w, int fd, const struct sockaddr *peer, soc
 	}
 	c->w = w;
 	c->in = in;
+	c->incap = PX_INBUF_FIRST;
 	c->snap = snap;
 	c->cfd = fd;
 	c->bfd = -1;

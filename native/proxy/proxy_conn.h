@@ -11,6 +11,8 @@
 
 /** Bytes read before the route is known: a PROXY header and the ClientHello records. */
 #define PX_INBUF (PROXY_SNI_MAX_BYTES + 1024)
+/** The first size of that buffer: most hellos fit (it doubles while one needs more). */
+#define PX_INBUF_FIRST 2048
 
 enum px_phase {
 	PX_PH_PP,      /**< reading the inbound PROXY header */
@@ -59,8 +61,8 @@ struct px_conn {
 	unsigned closing; /**< handles still closing */
 	uint64_t started_ms, deadline_ms, last_ms, total_deadline_ms, drain_deadline_ms;
 	/* what was read before routing */
-	uint8_t *in; /**< PX_INBUF bytes, freed once relaying */
-	size_t inlen, hello_off;
+	uint8_t *in; /**< incap bytes (grown up to PX_INBUF), freed once relaying */
+	size_t inlen, incap, hello_off;
 	struct sockaddr_storage client, local; /**< from the socket or the inbound PROXY header */
 	bool pp_local;
 	/* routing */
@@ -80,7 +82,7 @@ struct px_conn {
 	char dns_id[PROXY_ROUTE_ID_MAX + 1];
 	uint16_t dns_port;
 	/* connect */
-	struct px_cand cand[PROXY_MAX_TOP_N];
+	struct px_cand *cand; /**< the connect attempts (as many as may be made), or NULL */
 	unsigned ncand, cand_pending;
 	struct sockaddr_storage baddr;
 	/* TLS */
@@ -103,8 +105,9 @@ void px_conn_route_decided(struct px_conn *c, const struct proxy_decision *d);
 void px_conn_backend_ready(struct px_conn *c);
 /** The poll callback of both sockets (dispatches on the phase). */
 void px_conn_on_poll(uv_poll_t *h, int status, int events);
-/** Poll callback of the client socket in TLS / relay phases. */
-void px_relay_poll(struct px_conn *c);
+/** Poll callback of a socket in TLS / relay phases: @p backend tells which one, @p status and
+ *  @p events are the poll's. */
+void px_relay_poll(struct px_conn *c, bool backend, int status, int events);
 /** Timer callback for the relay phases. */
 void px_relay_timer(struct px_conn *c);
 /** Free relay resources (pipes, buffers, SSL). */

@@ -221,6 +221,11 @@ void px_conn_route_decided(struct px_conn *c, const struct proxy_decision *d)
 		return;
 	}
 	c->phase = PX_PH_CONNECT;
+	unsigned top = s->o.connect_top_n > PROXY_MAX_TOP_N ? PROXY_MAX_TOP_N : s->o.connect_top_n;
+	if (!(c->cand = calloc(d && !c->inst && top > 1 ? top : 1, sizeof(*c->cand)))) {
+		px_conn_refuse(c, PROXY_R_INTERNAL);
+		return;
+	}
 	if (d) {
 		c->port = d->to_port ? d->to_port : c->route.port;
 		if (!(c->ncand = choose(c, d)))

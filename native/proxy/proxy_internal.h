@@ -20,16 +20,8 @@
 #include "proxy/proxy_route.h"
 #include "proxy/proxy_sni.h"
 
-#if defined(__has_include)
-#if __has_include("proxy/proxy_pp.h")
-#include "proxy/proxy_pp.h"
-#define PX_HAVE_PP 1
-#endif
-#if __has_include("proxy/proxy_dns.h")
 #include "proxy/proxy_dns.h"
-#define PX_HAVE_DNS 1
-#endif
-#endif
+#include "proxy/proxy_pp.h"
 
 /* ---- immutable string map (proxy_map.c) ---- */
 
@@ -142,9 +134,7 @@ struct proxy_snapshot {
 struct px_dns_ref {
 	atomic_long refs;
 	char *cfgkey;
-#ifdef PX_HAVE_DNS
 	struct proxy_dns *d;
-#endif
 };
 
 /** The instance or app of @p id (instance first). */
@@ -196,6 +186,7 @@ struct px_worker {
 	size_t nconns;
 	bool stopping;
 	uint64_t next_id;
+	uint8_t *scratch; /**< buffer_size bytes every relay of this worker reads into first */
 };
 
 struct px_miss_q;

@@ -100,9 +100,7 @@ void px_dns_unref(struct px_dns_ref *r)
 {
 	if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
 		return;
-#ifdef PX_HAVE_DNS
 	proxy_dns_free(r->d);
-#endif
 	free(r->cfgkey);
 	free(r);
 }
@@ -131,7 +129,6 @@ static int attach_dns(struct proxy_server *s, struct proxy_snapshot *snap, char 
 		return -1;
 	}
 	atomic_init(&r->refs, 2); /* the snapshot's and the server's */
-#ifdef PX_HAVE_DNS
 	struct proxy_dns_config cfg = {
 		.prefix = snap->dns_prefix,
 		.compat = snap->dns_compat,
@@ -145,7 +142,6 @@ static int attach_dns(struct proxy_server *s, struct proxy_snapshot *snap, char 
 		snprintf(err, errlen, "custom_domains: cannot create the resolver");
 		return -1;
 	}
-#endif
 	px_dns_unref(s->dns);
 	s->dns = r;
 	snap->dns = r;

@@ -149,11 +149,40 @@ static int side_shutdown(struct px_conn *c, bool backend, int *want)
 	return 0; /* nothing more can be said on a broken session */
 }
 
-/* Move what can be moved in direction @p d. Returns 0, or -1 on a fatal error. */
+/* Start splicing direction @p d (passthrough, once a read filled the buffer: bulk data, where
+ * two splices beat a read and a write; small messages stay on read/write, which costs fewer
+ * system calls). Returns false if no pipe could be made (read/write goes on). */
+static bool start_splice(struct px_conn *c, struct px_dir *d)
+{
+	if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC)) {
+		d->pipe[0] = d->pipe[1] = -1;
+		return false;
+	}
+	fcntl(d->pipe[1], F_SETPIPE_SZ, (int)c->w->s->o.buffer_size);
+	return true;
+}
+
+/* Keep the @p n bytes at @p p that the destination did not take: the direction's own buffer,
+ * allocated only now (an idle or request/response connection never holds one). */
+static int keep(struct px_dir *d, size_t cap, const uint8_t *p, size_t n)
+{
+	free(d->buf); /* the first bytes' buffer, if still there: sized for them only */
+	if (!(d->buf = malloc(cap)))
+		return -1;
+	memmove(d->buf, p, n);
+	d->off = 0;
+	d->len = n;
+	return 0;
+}
+
+/* Move what can be moved in direction @p d. Returns 0, or -1 on a fatal error. Bytes are read
+ * into the worker's scratch buffer and written on at once; only what the destination does not
+ * take is copied into the direction's own buffer, which is freed once written. */
 static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 {
 	bool dst_backend = !src_backend;
 	size_t cap = c->w->s->o.buffer_size, moved = 0;
+	uint8_t *scratch = c->w->scratch;
 	int want = 0;
 
 	d->src_ev = d->dst_ev = 0;
@@ -168,8 +197,11 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 			if (n <= 0)
 				return -1;
 			d->off += (size_t)n;
-			if (d->off == d->len)
-				d->off = d->len = 0;
+			if (d->off < d->len)
+				continue;
+			d->off = d->len = 0;
+			free(d->buf);
+			d->buf = NULL;
 			continue;
 		}
 		if (d->piped) {
@@ -202,6 +234,7 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 			return 0;
 		}
 		ssize_t n;
+		bool more; /* whether the source may hold more right now */
 		if (d->pipe[0] >= 0) {
 			n = splice(src_backend ? c->bfd : c->cfd, NULL, d->pipe[1], NULL, cap,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -213,15 +246,35 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 			}
 			if (n > 0)
 				d->piped = (size_t)n;
+			more = n > 0;
 		} else {
-			n = side_read(c, src_backend, d->buf, cap, &want);
+			n = side_read(c, src_backend, scratch, cap, &want);
 			if (n == -EAGAIN) {
 				d->src_ev = want;
 				return 0;
 			}
+			/* a short read drained the socket (poll is level-triggered: more wakes us);
+			 * TLS reads one record at a time, so ask OpenSSL what it still holds */
+			more = (size_t)n == cap ||
+			       (tls_src && (SSL_pending(c->ssl) > 0 || c->rbio_mem || n == 16384));
 			if (n > 0) {
-				d->off = 0;
-				d->len = (size_t)n;
+				ssize_t w = side_write(c, dst_backend, scratch, (size_t)n, &want);
+				if (w == -EAGAIN)
+					w = 0;
+				else if (w <= 0)
+					return -1;
+				if (w < n) {
+					if (keep(d, cap, scratch + w, (size_t)(n - w)))
+						return -1;
+					if (want)
+						d->dst_ev = want;
+				}
+				if (!src_backend || !c->ssl) {
+					/* passthrough bulk: splice from now on */
+					bool pass = !c->ssl && c->w->s->o.splice;
+					if (pass && (size_t)n == cap && d->pipe[0] < 0)
+						start_splice(c, d);
+				}
 			}
 		}
 		if (n < 0)
@@ -232,6 +285,15 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 		}
 		moved += (size_t)n;
 		count(c, !src_backend, (size_t)n);
+		if (d->off < d->len) {
+			if (!d->dst_ev)
+				d->dst_ev = UV_WRITABLE;
+			return 0; /* the destination is full: read again once it drained */
+		}
+		if (!more) {
+			d->src_ev = UV_READABLE;
+			return 0;
+		}
 	}
 }
 
@@ -249,10 +311,17 @@ static void arm_relay(struct px_conn *c)
 	px_conn_arm(c, next > now ? next - now : 1);
 }
 
-/* Pump both directions, then ask each socket's poll for what the next step waits on. */
-static void relay(struct px_conn *c)
+/* Pump the directions waiting on what happened (both with @p events 0: at the start, or after
+ * an error), then ask each socket's poll for what the next step waits on. */
+static void relay(struct px_conn *c, bool backend, int events)
 {
-	if (pump(c, &c->c2s, false) || pump(c, &c->s2c, true)) {
+	bool all = events == 0;
+	/* c2s reads the client and writes the backend; s2c the other way */
+	bool c2s = all || (!backend && (c->c2s.src_ev & events)) ||
+		   (backend && (c->c2s.dst_ev & events));
+	bool s2c = all || (backend && (c->s2c.src_ev & events)) ||
+		   (!backend && (c->s2c.dst_ev & events));
+	if ((c2s && pump(c, &c->c2s, false)) || (s2c && pump(c, &c->s2c, true))) {
 		px_conn_close(c);
 		return;
 	}
@@ -274,7 +343,7 @@ static void start_relay(struct px_conn *c)
 	c->phase = PX_PH_RELAY;
 	c->last_ms = px_now_ms(c);
 	arm_relay(c);
-	relay(c);
+	relay(c, false, 0);
 }
 
 static void tls_step(struct px_conn *c)
@@ -299,12 +368,12 @@ static void tls_step(struct px_conn *c)
 	}
 }
 
-void px_relay_poll(struct px_conn *c)
+void px_relay_poll(struct px_conn *c, bool backend, int status, int events)
 {
 	if (c->phase == PX_PH_TLS)
 		tls_step(c);
 	else
-		relay(c);
+		relay(c, backend, status < 0 ? 0 : events);
 }
 
 void px_relay_timer(struct px_conn *c)
@@ -334,18 +403,14 @@ void px_conn_backend_ready(struct px_conn *c)
 {
 	struct proxy_server *s = c->w->s;
 	size_t hello = c->inlen - c->hello_off;
-	size_t cap = s->o.buffer_size;
-	size_t c2s_cap = cap > PX_INBUF + 256 ? cap : PX_INBUF + 256;
 	bool pass = c->route.mode == PROXY_ROUTE_PASSTHROUGH;
 
-	c->c2s.buf = malloc(c2s_cap);
-	c->s2c.buf = malloc(cap);
-	if (!c->c2s.buf || !c->s2c.buf) {
+	/* what goes to the backend first (a PROXY header, the replayed hello) */
+	if ((c->pp_out || pass) && !(c->c2s.buf = malloc(256 + hello))) {
 		px_conn_refuse(c, PROXY_R_INTERNAL);
 		return;
 	}
 	if (c->pp_out) {
-#ifdef PX_HAVE_PP
 		uint8_t hdr[256];
 		ssize_t n = proxy_pp_build_v2((struct sockaddr *)&c->client,
 					      (struct sockaddr *)&c->local, hdr, sizeof(hdr));
@@ -354,25 +419,10 @@ void px_conn_backend_ready(struct px_conn *c)
 			return;
 		}
 		queue_c2s(c, hdr, (size_t)n);
-#else
-		px_conn_refuse(c, PROXY_R_PP);
-		return;
-#endif
 	}
 	if (pass) {
 		queue_c2s(c, c->in + c->hello_off, hello);
 		count(c, true, hello);
-		if (s->o.splice) {
-			struct px_dir *dirs[2] = { &c->c2s, &c->s2c };
-			for (int i = 0; i < 2; i++) {
-				if (pipe2(dirs[i]->pipe, O_NONBLOCK | O_CLOEXEC)) {
-					dirs[i]->pipe[0] = dirs[i]->pipe[1] = -1;
-					px_conn_refuse(c, PROXY_R_INTERNAL);
-					return;
-				}
-				fcntl(dirs[i]->pipe[1], F_SETPIPE_SZ, (int)cap);
-			}
-		}
 		free(c->in);
 		c->in = NULL;
 		start_relay(c);

@@ -201,6 +201,7 @@ static void free_unstarted(struct proxy_server *s)
 		uv_loop_close(&w->loop);
 		pthread_mutex_destroy(&w->mu);
 		free(w->listeners);
+		free(w->scratch);
 	}
 }
 
@@ -210,8 +211,12 @@ static int setup_worker(struct proxy_server *s, struct px_worker *w, unsigned id
 	w->s = s;
 	w->idx = idx;
 	w->listeners = calloc(s->o.nlisten, sizeof(*w->listeners));
-	if (!w->listeners || uv_loop_init(&w->loop)) {
+	w->scratch = malloc(s->o.buffer_size);
+	if (!w->listeners || !w->scratch || uv_loop_init(&w->loop)) {
 		free(w->listeners);
+		free(w->scratch);
+		w->listeners = NULL;
+		w->scratch = NULL;
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&w->mu, NULL);
@@ -360,6 +365,7 @@ void proxy_server_free(struct proxy_server *s)
 			rt_log(RT_LOG_WARN, "proxy", "worker %u loop still has handles", i);
 		pthread_mutex_destroy(&w->mu);
 		free(w->listeners);
+		free(w->scratch);
 	}
 	proxy_snapshot_unref(s->snap);
 	px_dns_unref(s->dns);

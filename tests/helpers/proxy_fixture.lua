@@ -55,7 +55,7 @@ function M.echo_server(stats)
   local srv, port = M.server(function(c)
     stats.conns = stats.conns + 1
     stats.open = stats.open + 1
-    c:read_start(function(err, data)
+    c:read_start(function(_, data)
       if data then
         stats.bytes = stats.bytes + #data
         c:write(data)
@@ -65,6 +65,130 @@ function M.echo_server(stats)
           c:close()
           stats.open = stats.open - 1
         end)
+      end
+    end)
+  end)
+  return srv, port, stats
+end
+
+--- A backend that reads to EOF, then answers "got:<bytes>" and closes. Records in `stats`.
+function M.sink_server(stats)
+  stats = stats or {}
+  stats.conns, stats.open, stats.got = 0, 0, {}
+  local srv, port = M.server(function(c)
+    stats.conns = stats.conns + 1
+    stats.open = stats.open + 1
+    local n = 0
+    c:read_start(function(_, data)
+      if data then
+        n = n + #data
+      else
+        stats.got[#stats.got + 1] = n
+        c:write('got:' .. n, function()
+          c:shutdown(function()
+            c:close()
+            stats.open = stats.open - 1
+          end)
+        end)
+      end
+    end)
+  end)
+  return srv, port, stats
+end
+
+--- A backend that greets with `greeting`, shuts its write side at once, then counts what it
+--- still reads (stats.after) and closes at EOF.
+function M.greeter_server(greeting, stats)
+  stats = stats or {}
+  stats.conns, stats.open, stats.after = 0, 0, {}
+  local srv, port = M.server(function(c)
+    stats.conns = stats.conns + 1
+    stats.open = stats.open + 1
+    local n = 0
+    c:write(greeting)
+    c:shutdown()
+    c:read_start(function(_, data)
+      if data then
+        n = n + #data
+      else
+        stats.after[#stats.after + 1] = n
+        c:close()
+        stats.open = stats.open - 1
+      end
+    end)
+  end)
+  return srv, port, stats
+end
+
+--- An echo backend that closes (write side first) once it has echoed `limit` bytes.
+function M.echo_n_server(limit, stats)
+  stats = stats or {}
+  stats.conns, stats.open = 0, 0
+  local srv, port = M.server(function(c)
+    stats.conns = stats.conns + 1
+    stats.open = stats.open + 1
+    local n, done = 0, false
+    c:read_start(function(_, data)
+      if data and not done then
+        n = n + #data
+        c:write(data)
+        if n >= limit then
+          done = true
+          c:shutdown(function()
+            c:close()
+            stats.open = stats.open - 1
+          end)
+        end
+      elseif not data and not done then
+        done = true
+        c:close()
+        stats.open = stats.open - 1
+      end
+    end)
+  end)
+  return srv, port, stats
+end
+
+--- A raw TCP client sending `bytes` (may be nil): returns how long until the proxy closed it
+--- (ms) or nil after `wait_ms`.
+function M.raw_closed_after(port, bytes, wait_ms)
+  local c = uv.new_tcp()
+  local t0, closed_at = uv.now(), nil
+  c:connect('127.0.0.1', port, function(err)
+    assert(not err, err)
+    if bytes then
+      c:write(bytes)
+    end
+    c:read_start(function(_, data)
+      if not data then
+        closed_at = uv.now()
+      end
+    end)
+  end)
+  loop.run_until(function() return closed_at ~= nil end, wait_ms)
+  c:close()
+  loop.settle(20)
+  return closed_at and (closed_at - t0) or nil
+end
+
+--- Run the loop until `fn()` is true (or `ms`); returns fn().
+function M.wait(fn, ms)
+  return loop.run_until(fn, ms or 3000)
+end
+
+--- A backend that records the first bytes of each connection (stats.first) and echoes.
+function M.recording_server(stats)
+  stats = stats or {}
+  stats.conns, stats.first = 0, {}
+  local srv, port = M.server(function(c)
+    stats.conns = stats.conns + 1
+    local idx, buf = stats.conns, ''
+    c:read_start(function(_, data)
+      if data then
+        buf = buf .. data
+        stats.first[idx] = buf:sub(1, 64)
+      else
+        c:close()
       end
     end)
   end)

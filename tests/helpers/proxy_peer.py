@@ -7,12 +7,12 @@
 #
 #   proxy_peer.py '{"port":P,"sni":"localhost-9000.test","tls":true,"alpn":["h2"],
 #                   "ops":[["send",1024],["recv",1024],["shutdown"],["eof"]],
-#                   "repeat":1,"parallel":1,"timeout":10}'
+#                   "times":1,"parallel":1,"timeout":10}'
 #
 # ops: send N (pattern bytes), recv N (exactly N, checked against the echo of what was sent),
 # recv_any (whatever arrives first, reported), shutdown (TLS: close_notify; raw: SHUT_WR),
 # eof (read to the end: reports eof = "clean" | "ragged" | "reset" and extra bytes),
-# sleep MS, closed_within MS (the proxy must close the connection within MS).
+# sleep MS, closed_within MS. preamble: bytes sent first (an inbound PROXY header); (the proxy must close the connection within MS).
 # tls=false sends a real ClientHello (made by ssl.MemoryBIO) then the ops' bytes in the clear:
 # for passthrough to a plain TCP backend that checks the bytes.
 import json
@@ -33,6 +33,8 @@ class Peer:
         self.ctx = ctx
         self.sock = socket.create_connection(("127.0.0.1", plan["port"]), timeout=plan.get("timeout", 10))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if plan.get("preamble"):
+            self.sock.sendall(plan["preamble"].encode("latin-1"))
         self.tls = plan.get("tls", True)
         self.sent = 0
         self.rcvd = 0
@@ -76,7 +78,8 @@ class Peer:
                 self.flush()
                 if not self.fill():
                     raise ConnectionError("EOF during the handshake")
-        self.out["alpn"] = self.obj.selected_alpn_protocol()
+        if self.obj.selected_alpn_protocol():
+            self.out["alpn"] = self.obj.selected_alpn_protocol()
         self.out["version"] = self.obj.version()
 
     def read(self, n):
@@ -200,7 +203,7 @@ def main():
 
     def worker(i):
         out, session = [], None
-        for _ in range(plan.get("repeat", 1)):
+        for _ in range(plan.get("times", 1)):
             r = one(plan, ctx, session if plan.get("resume") else None)
             session = r.pop("session", None) or session
             out.append(r)

@@ -86,6 +86,26 @@ static enum state step(struct conn *c, int ep, SSL_CTX *ctx, const char *sni)
 	return HANDSHAKING;
 }
 
+/* Whether a held connection that became readable was closed by the server (an EOF, an error),
+ * rather than sent something: TLS 1.3 servers send session tickets after the handshake. */
+static bool is_dropped(struct conn *c, uint32_t events)
+{
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		return true;
+	char buf[4096];
+	if (!c->ssl) {
+		ssize_t r = read(c->fd, buf, sizeof(buf));
+		return r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR);
+	}
+	for (;;) {
+		int r = SSL_read(c->ssl, buf, sizeof(buf));
+		if (r > 0)
+			continue;
+		int e = SSL_get_error(c->ssl, r);
+		return e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4 || !strcmp(argv[1], "--help")) {
@@ -210,6 +230,8 @@ int main(int argc, char **argv)
 		int n = epoll_wait(ep, evs, 256, wait);
 		for (int i = 0; i < n; i++) {
 			struct conn *c = evs[i].data.ptr;
+			if (!is_dropped(c, evs[i].events))
+				continue;
 			epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
 			dropped++;
 		}

@@ -161,13 +161,19 @@ function Proxy:publish()
     for key, meta in pairs(M.route_keys(gw.state:list())) do
       routes[key] = gw.routing:decide(key, meta)
     end
+    -- decisions made for the first connection of a key (on_route_miss) stay in the snapshot
+    -- until the policy changes: steady state never asks Lua
+    for key, r in pairs(gw.routing.cache) do
+      routes[key] = routes[key] or r
+    end
   end
   self.version = self.version + 1
   local snap = M.snapshot(gw, routes, self.version)
   self.last = snap
   if self.native then
-    local ok, err = pcall(self.native.publish, self.native, snap)
-    if not ok then
+    local ok, v, msg = pcall(self.native.publish, self.native, snap)
+    local err = not ok and v or (v == nil and msg) or nil
+    if err then
       self.publish_failures = self.publish_failures + 1
       self.log.error('snapshot refused by the data path', { error = tostring(err),
         version = self.version })
