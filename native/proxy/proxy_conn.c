@@ -390,7 +390,9 @@ static void parse_input(struct px_conn *c)
 	}
 	free(c->hello);
 	c->hello = NULL;
-	px_conn_poll(c, false, 0);
+	/* the client poll stays as it is (readable) while the route is decided and the backend
+	 * connected: a client that waits costs no poll change; one that sends more early is
+	 * paused by px_conn_on_poll */
 	uv_timer_stop(&c->timer);
 	route(c);
 }
@@ -437,6 +439,16 @@ void px_conn_on_poll(uv_poll_t *h, int status, int events)
 	case PX_PH_PP:
 	case PX_PH_HELLO:
 		read_input(c);
+		return;
+	case PX_PH_DNS:
+	case PX_PH_DECIDE:
+	case PX_PH_CONNECT:
+		if (c->phase == PX_PH_CONNECT && h == &c->bpoll) {
+			px_connect_on_bpoll(c);
+			return;
+		}
+		/* the client sent more before its backend is there: the relay reads it later */
+		px_conn_poll(c, false, 0);
 		return;
 	case PX_PH_TLS:
 	case PX_PH_RELAY:
@@ -499,8 +511,8 @@ void px_conn_start(struct px_worker *w, int fd, const struct sockaddr *peer, soc
 	c->c2s.pipe[0] = c->c2s.pipe[1] = c->s2c.pipe[0] = c->s2c.pipe[1] = -1;
 	c->id = atomic_fetch_add(&s->conn_ids, 1) + 1;
 	memcpy(&c->client, peer, peerlen < sizeof(c->client) ? peerlen : sizeof(c->client));
-	socklen_t len = sizeof(c->local);
-	getsockname(fd, &c->local.sa, &len);
+	/* c->local: from an inbound PROXY header, else asked of the socket when an outbound
+	 * header needs it */
 	c->started_ms = uv_hrtime() / 1000000;
 	c->total_deadline_ms = uv_now(&w->loop) + px_ms(s->o.t_total);
 	uv_timer_init(&w->loop, &c->timer);

@@ -41,6 +41,7 @@ struct px_cand {
 	int fd;
 	uv_poll_t poll;
 	bool poll_init;
+	bool via_bpoll; /**< the only attempt: it waits on the connection's backend poll */
 	struct px_instance *inst;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -113,6 +114,8 @@ void px_conn_route_decided(struct px_conn *c, const struct proxy_decision *d);
 void px_conn_backend_ready(struct px_conn *c);
 /** The poll callback of both sockets (dispatches on the phase). */
 void px_conn_on_poll(uv_poll_t *h, int status, int events);
+/** The backend poll fired while the only connect attempt waits on it (proxy_connect.c). */
+void px_connect_on_bpoll(struct px_conn *c);
 /** Poll callback of a socket in TLS / relay phases: @p backend tells which one, @p status and
  *  @p events are the poll's. */
 void px_relay_poll(struct px_conn *c, bool backend, int status, int events);

@@ -32,6 +32,10 @@ static void drop_cand(struct px_conn *c, struct px_cand *k)
 		px_conn_close_handle(c, (uv_handle_t *)&k->poll);
 		k->poll_init = false;
 	}
+	if (k->via_bpoll) {
+		px_conn_poll(c, true, 0);
+		k->via_bpoll = false;
+	}
 	close(k->fd);
 	k->fd = -1;
 	if (c->cand_pending)
@@ -53,13 +57,19 @@ static void win(struct px_conn *c, struct px_cand *k)
 		px_conn_close_handle(c, (uv_handle_t *)&k->poll);
 		k->poll_init = false;
 	}
+	bool via_bpoll = k->via_bpoll;
+	k->via_bpoll = false;
 	k->fd = -1;
 	px_connect_free(c);
 	uv_timer_stop(&c->timer);
 	c->bfd = fd;
-	uv_poll_init_socket(&c->w->loop, &c->bpoll, fd);
-	c->bpoll.data = c;
-	c->bpoll_init = true;
+	if (via_bpoll) {
+		px_conn_poll(c, true, 0); /* the relay asks for what it needs */
+	} else {
+		uv_poll_init_socket(&c->w->loop, &c->bpoll, fd);
+		c->bpoll.data = c;
+		c->bpoll_init = true;
+	}
 	nodelay(c->cfd);
 	if (k->inst) {
 		pthread_mutex_lock(&c->w->mu);
@@ -78,14 +88,9 @@ static void win(struct px_conn *c, struct px_cand *k)
 	px_conn_backend_ready(c);
 }
 
-static void on_connect(uv_poll_t *h, int status, int events)
+/* Candidate @p k's connect finished (or failed). */
+static void connected(struct px_conn *c, struct px_cand *k)
 {
-	struct px_conn *c = h->data;
-	struct px_cand *k = NULL;
-
-	for (unsigned i = 0; i < c->ncand; i++)
-		if (&c->cand[i].poll == h)
-			k = &c->cand[i];
 	if (!k || k->fd < 0 || c->phase != PX_PH_CONNECT)
 		return;
 	int err = 0;
@@ -99,6 +104,23 @@ static void on_connect(uv_poll_t *h, int status, int events)
 	drop_cand(c, k);
 	if (!c->cand_pending)
 		px_conn_refuse(c, PROXY_R_CONNECT);
+}
+
+static void on_connect(uv_poll_t *h, int status, int events)
+{
+	struct px_conn *c = h->data;
+	struct px_cand *k = NULL;
+
+	for (unsigned i = 0; i < c->ncand; i++)
+		if (&c->cand[i].poll == h)
+			k = &c->cand[i];
+	connected(c, k);
+}
+
+void px_connect_on_bpoll(struct px_conn *c)
+{
+	if (c->ncand == 1 && c->cand[0].via_bpoll)
+		connected(c, &c->cand[0]);
 }
 
 /* Start connecting candidate @p k. Returns 1 connected now, 0 in progress, -1 failed. */
@@ -118,6 +140,15 @@ static int start(struct px_conn *c, struct px_cand *k)
 	if (errno != EINPROGRESS) {
 		drop_cand(c, k);
 		return -1;
+	}
+	if (c->ncand == 1 && !c->bpoll_init) {
+		/* the only attempt: wait on the backend poll the relay keeps (one handle less) */
+		uv_poll_init_socket(&c->w->loop, &c->bpoll, k->fd);
+		c->bpoll.data = c;
+		c->bpoll_init = true;
+		k->via_bpoll = true;
+		px_conn_poll(c, true, UV_WRITABLE);
+		return 0;
 	}
 	uv_poll_init_socket(&c->w->loop, &k->poll, k->fd);
 	k->poll.data = c;

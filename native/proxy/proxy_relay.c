@@ -229,7 +229,7 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 			return 0;
 		}
 		bool tls_src = !src_backend && c->ssl;
-		if (moved >= PX_BUDGET && !(tls_src && SSL_pending(c->ssl) > 0)) {
+		if (moved >= PX_BUDGET && !(tls_src && SSL_has_pending(c->ssl))) {
 			d->src_ev = UV_READABLE; /* yield: come back on the next loop turn */
 			return 0;
 		}
@@ -256,7 +256,7 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 			/* a short read drained the socket (poll is level-triggered: more wakes us);
 			 * TLS reads one record at a time, so ask OpenSSL what it still holds */
 			more = (size_t)n == cap ||
-			       (tls_src && (SSL_pending(c->ssl) > 0 || c->rbio_mem || n == 16384));
+			       (tls_src && (SSL_has_pending(c->ssl) || c->rbio_mem || n == 16384));
 			if (n > 0) {
 				ssize_t w = side_write(c, dst_backend, scratch, (size_t)n, &want);
 				if (w == -EAGAIN)
@@ -412,6 +412,10 @@ void px_conn_backend_ready(struct px_conn *c)
 	}
 	if (c->pp_out) {
 		uint8_t hdr[256];
+		if (c->local.sa.sa_family == AF_UNSPEC) {
+			socklen_t len = sizeof(c->local);
+			getsockname(c->cfd, &c->local.sa, &len);
+		}
 		ssize_t n = proxy_pp_build_v2((struct sockaddr *)&c->client,
 					      (struct sockaddr *)&c->local, hdr, sizeof(hdr));
 		if (n < 0) {
