@@ -32,19 +32,7 @@ static void on_closed(uv_handle_t *h)
 {
 	struct px_conn *c = h->data;
 
-	if (--c->closing)
-		return;
-	if (c->phase != PX_PH_CLOSING) {
-		/* the connect attempts' handles are closed: their memory goes now, not at the end
-		 */
-		if (c->cand && !c->cand_pending && c->phase >= PX_PH_TLS) {
-			free(c->cand);
-			c->cand = NULL;
-			c->ncand = 0;
-		}
-		return;
-	}
-	if (c->dns_busy)
+	if (--c->closing || c->dns_busy || c->phase != PX_PH_CLOSING)
 		return;
 	struct px_worker *w = c->w;
 	atomic_fetch_add_explicit(&w->s->churn, 1, memory_order_relaxed);
@@ -89,10 +77,9 @@ void px_conn_close(struct px_conn *c)
 		atomic_fetch_sub(&c->inst_stats->active, 1);
 	px_connect_free(c);
 	px_conn_close_handle(c, (uv_handle_t *)&c->timer);
-	if (c->cpoll_init)
-		px_conn_close_handle(c, (uv_handle_t *)&c->cpoll);
-	if (c->bpoll_init)
-		px_conn_close_handle(c, (uv_handle_t *)&c->bpoll);
+	/* closing the sockets takes them out of the worker's epoll set; events of this batch
+	 * still queued for them see the CLOSING phase (the memory lives until the timer closed) */
+	c->cw.fd = c->bw.fd = -1;
 	if (c->cfd >= 0)
 		close(c->cfd);
 	if (c->bfd >= 0)
@@ -108,16 +95,7 @@ void px_conn_refuse(struct px_conn *c, enum proxy_refusal why)
 
 void px_conn_poll(struct px_conn *c, bool backend, int events)
 {
-	uv_poll_t *p = backend ? &c->bpoll : &c->cpoll;
-	int *cur = backend ? &c->bpoll_ev : &c->cpoll_ev;
-
-	if (events == *cur)
-		return;
-	*cur = events;
-	if (events)
-		uv_poll_start(p, events, px_conn_on_poll);
-	else
-		uv_poll_stop(p);
+	px_watch_set(c->w, backend ? &c->bw : &c->cw, events);
 }
 
 void px_addr_format(const union px_addr *a, char *out, size_t cap)
@@ -431,29 +409,40 @@ static void read_input(struct px_conn *c)
 	}
 }
 
-void px_conn_on_poll(uv_poll_t *h, int status, int events)
+void px_watch_fire(struct px_watch *x, int status, int events)
 {
-	struct px_conn *c = h->data;
+	struct px_conn *c = x->c;
+	bool backend = x->kind == PX_WATCH_BACKEND;
 
+	if (x->fd < 0 || c->phase == PX_PH_CLOSING)
+		return; /* closed earlier in this batch */
+	if (x->kind == PX_WATCH_CAND) {
+		px_connect_done(c, x->cand);
+		return;
+	}
 	switch (c->phase) {
 	case PX_PH_PP:
 	case PX_PH_HELLO:
-		read_input(c);
+		if (!backend)
+			read_input(c);
 		return;
 	case PX_PH_DNS:
 	case PX_PH_DECIDE:
 	case PX_PH_CONNECT:
-		if (c->phase == PX_PH_CONNECT && h == &c->bpoll) {
-			px_connect_on_bpoll(c);
-			return;
-		}
 		/* the client sent more before its backend is there: the relay reads it later */
-		px_conn_poll(c, false, 0);
+		px_conn_poll(c, backend, 0);
 		return;
 	case PX_PH_TLS:
+		if (backend) {
+			/* a backend that speaks first: heard once the client's handshake is done */
+			px_conn_poll(c, true, 0);
+			return;
+		}
+		px_relay_poll(c, false, status, events);
+		return;
 	case PX_PH_RELAY:
 	case PX_PH_DRAIN:
-		px_relay_poll(c, h == &c->bpoll, status, events);
+		px_relay_poll(c, backend, status, events);
 		return;
 	default:
 		return;
@@ -517,9 +506,8 @@ void px_conn_start(struct px_worker *w, int fd, const struct sockaddr *peer, soc
 	c->total_deadline_ms = uv_now(&w->loop) + px_ms(s->o.t_total);
 	uv_timer_init(&w->loop, &c->timer);
 	c->timer.data = c;
-	uv_poll_init_socket(&w->loop, &c->cpoll, fd);
-	c->cpoll.data = c;
-	c->cpoll_init = true;
+	c->cw = (struct px_watch){ .c = c, .fd = fd, .kind = PX_WATCH_CLIENT };
+	c->bw = (struct px_watch){ .c = c, .fd = -1, .kind = PX_WATCH_BACKEND };
 	pthread_mutex_lock(&w->mu);
 	c->next = w->conns;
 	if (w->conns)

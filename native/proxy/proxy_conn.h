@@ -36,12 +36,31 @@ union px_addr {
 /** Format @p a as "ip:port" / "[ip]:port" ("-" for none) into @p out. */
 void px_addr_format(const union px_addr *a, char *out, size_t cap);
 
+/** What a registered socket is to its connection. */
+enum px_watch_kind { PX_WATCH_CLIENT, PX_WATCH_BACKEND, PX_WATCH_CAND };
+
+/**
+ * A socket of a connection in its worker's epoll set (level-triggered, registered once: no
+ * libuv handle per socket, whose set-up and tear-down cost a dozen system calls per
+ * connection). Closing the socket takes it out of the set.
+ */
+struct px_watch {
+	struct px_conn *c;
+	struct px_cand *cand; /**< PX_WATCH_CAND: the attempt */
+	int fd;		      /**< registered socket, or -1 */
+	int events;	      /**< UV_READABLE | UV_WRITABLE asked now (0: not in the set) */
+	enum px_watch_kind kind;
+};
+
+/** Ask for @p events (UV_READABLE | UV_WRITABLE; 0 leaves the set) on @p x's socket. */
+void px_watch_set(struct px_worker *w, struct px_watch *x, int events);
+/** A registered socket's events: dispatch them (proxy_conn.c). */
+void px_watch_fire(struct px_watch *x, int status, int events);
+
 /** One backend connect attempt. */
 struct px_cand {
 	int fd;
-	uv_poll_t poll;
-	bool poll_init;
-	bool via_bpoll; /**< the only attempt: it waits on the connection's backend poll */
+	struct px_watch watch;
 	struct px_instance *inst;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -65,9 +84,7 @@ struct px_conn {
 	struct proxy_snapshot *snap;
 	enum px_phase phase;
 	int cfd, bfd;
-	uv_poll_t cpoll, bpoll;
-	bool cpoll_init, bpoll_init;
-	int cpoll_ev, bpoll_ev;
+	struct px_watch cw, bw; /**< the client's and the backend's socket */
 	uv_timer_t timer;
 	unsigned closing; /**< handles still closing */
 	uint64_t started_ms, deadline_ms, last_ms, total_deadline_ms, drain_deadline_ms;
@@ -112,10 +129,9 @@ void px_conn_arm(struct px_conn *c, uint64_t ms);
 void px_conn_route_decided(struct px_conn *c, const struct proxy_decision *d);
 /** Connected to the backend @p fd: start TLS or the relay (proxy_relay.c). */
 void px_conn_backend_ready(struct px_conn *c);
-/** The poll callback of both sockets (dispatches on the phase). */
-void px_conn_on_poll(uv_poll_t *h, int status, int events);
-/** The backend poll fired while the only connect attempt waits on it (proxy_connect.c). */
-void px_connect_on_bpoll(struct px_conn *c);
+
+/** Candidate @p k's connect finished or failed (proxy_connect.c). */
+void px_connect_done(struct px_conn *c, struct px_cand *k);
 /** Poll callback of a socket in TLS / relay phases: @p backend tells which one, @p status and
  *  @p events are the poll's. */
 void px_relay_poll(struct px_conn *c, bool backend, int status, int events);

@@ -27,15 +27,7 @@ static void drop_cand(struct px_conn *c, struct px_cand *k)
 {
 	if (k->fd < 0)
 		return;
-	if (k->poll_init) {
-		uv_poll_stop(&k->poll);
-		px_conn_close_handle(c, (uv_handle_t *)&k->poll);
-		k->poll_init = false;
-	}
-	if (k->via_bpoll) {
-		px_conn_poll(c, true, 0);
-		k->via_bpoll = false;
-	}
+	k->watch.fd = -1; /* closing the socket takes it out of the epoll set */
 	close(k->fd);
 	k->fd = -1;
 	if (c->cand_pending)
@@ -52,24 +44,18 @@ static void win(struct px_conn *c, struct px_cand *k)
 {
 	int fd = k->fd;
 
-	if (k->poll_init) {
-		uv_poll_stop(&k->poll);
-		px_conn_close_handle(c, (uv_handle_t *)&k->poll);
-		k->poll_init = false;
-	}
-	bool via_bpoll = k->via_bpoll;
-	k->via_bpoll = false;
+	/* the attempt's registration becomes the backend's: same socket, asked for reading now
+	 * (the relay changes it as it needs; in the TLS phase a backend that speaks first is
+	 * paused until the handshake is done) */
+	c->bw.fd = fd;
+	c->bw.events = k->watch.events;
+	k->watch.fd = -1;
+	k->watch.events = 0;
 	k->fd = -1;
 	px_connect_free(c);
 	uv_timer_stop(&c->timer);
 	c->bfd = fd;
-	if (via_bpoll) {
-		px_conn_poll(c, true, 0); /* the relay asks for what it needs */
-	} else {
-		uv_poll_init_socket(&c->w->loop, &c->bpoll, fd);
-		c->bpoll.data = c;
-		c->bpoll_init = true;
-	}
+	px_conn_poll(c, true, UV_READABLE);
 	nodelay(c->cfd);
 	if (k->inst) {
 		pthread_mutex_lock(&c->w->mu);
@@ -88,8 +74,7 @@ static void win(struct px_conn *c, struct px_cand *k)
 	px_conn_backend_ready(c);
 }
 
-/* Candidate @p k's connect finished (or failed). */
-static void connected(struct px_conn *c, struct px_cand *k)
+void px_connect_done(struct px_conn *c, struct px_cand *k)
 {
 	if (!k || k->fd < 0 || c->phase != PX_PH_CONNECT)
 		return;
@@ -104,23 +89,6 @@ static void connected(struct px_conn *c, struct px_cand *k)
 	drop_cand(c, k);
 	if (!c->cand_pending)
 		px_conn_refuse(c, PROXY_R_CONNECT);
-}
-
-static void on_connect(uv_poll_t *h, int status, int events)
-{
-	struct px_conn *c = h->data;
-	struct px_cand *k = NULL;
-
-	for (unsigned i = 0; i < c->ncand; i++)
-		if (&c->cand[i].poll == h)
-			k = &c->cand[i];
-	connected(c, k);
-}
-
-void px_connect_on_bpoll(struct px_conn *c)
-{
-	if (c->ncand == 1 && c->cand[0].via_bpoll)
-		connected(c, &c->cand[0]);
 }
 
 /* Start connecting candidate @p k. Returns 1 connected now, 0 in progress, -1 failed. */
@@ -141,19 +109,8 @@ static int start(struct px_conn *c, struct px_cand *k)
 		drop_cand(c, k);
 		return -1;
 	}
-	if (c->ncand == 1 && !c->bpoll_init) {
-		/* the only attempt: wait on the backend poll the relay keeps (one handle less) */
-		uv_poll_init_socket(&c->w->loop, &c->bpoll, k->fd);
-		c->bpoll.data = c;
-		c->bpoll_init = true;
-		k->via_bpoll = true;
-		px_conn_poll(c, true, UV_WRITABLE);
-		return 0;
-	}
-	uv_poll_init_socket(&c->w->loop, &k->poll, k->fd);
-	k->poll.data = c;
-	k->poll_init = true;
-	uv_poll_start(&k->poll, UV_WRITABLE, on_connect);
+	k->watch = (struct px_watch){ .c = c, .cand = k, .fd = k->fd, .kind = PX_WATCH_CAND };
+	px_watch_set(c->w, &k->watch, UV_WRITABLE);
 	return 0;
 }
 

@@ -188,6 +188,8 @@ struct px_worker {
 	uint64_t next_id;
 	uint8_t *scratch;      /**< buffer_size bytes every relay of this worker reads into first */
 	uv_timer_t trim_timer; /**< worker 0: gives freed heap back to the system after churn */
+	int epfd;	       /**< the connections' sockets (struct px_watch), level-triggered */
+	uv_poll_t ep_poll;     /**< the loop's watch on epfd */
 };
 
 struct px_miss_q;

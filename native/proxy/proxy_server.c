@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
+#include <sys/epoll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,42 @@ static void on_listener_closed(uv_handle_t *h)
 	l->fd = -1;
 }
 
+void px_watch_set(struct px_worker *w, struct px_watch *x, int events)
+{
+	if (x->fd < 0 || events == x->events)
+		return;
+	struct epoll_event ev = {
+		.events = (events & UV_READABLE ? EPOLLIN : 0) |
+			  (events & UV_WRITABLE ? EPOLLOUT : 0),
+		.data.ptr = x,
+	};
+	/* leaving the set (not asking for 0): a hung-up socket would be reported over and over */
+	int op = !events ? EPOLL_CTL_DEL : x->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (epoll_ctl(w->epfd, op, x->fd, &ev) < 0 && op != EPOLL_CTL_DEL)
+		rt_log(RT_LOG_WARN, "proxy", "epoll_ctl: %s", strerror(errno));
+	x->events = events;
+}
+
+/* The worker's epoll set is ready: run the events of its sockets, a batch at a time. */
+static void on_epoll(uv_poll_t *h, int status, int events)
+{
+	struct px_worker *w = h->data;
+	struct epoll_event evs[128];
+	int n;
+
+	do {
+		n = epoll_wait(w->epfd, evs, 128, 0);
+		for (int i = 0; i < n; i++) {
+			struct px_watch *x = evs[i].data.ptr;
+			uint32_t e = evs[i].events;
+			int ev = (e & EPOLLIN ? UV_READABLE : 0) | (e & EPOLLOUT ? UV_WRITABLE : 0);
+			if (e & (EPOLLERR | EPOLLHUP))
+				ev |= x->events; /* whatever waits learns the error from its call */
+			px_watch_fire(x, e & EPOLLERR ? UV_EIO : 0, ev);
+		}
+	} while (n == 128);
+}
+
 /* Connections opened and closed since the last trim that make a trim worth it: a burst of
  * handshakes leaves free heap (their transient buffers) that glibc keeps mapped otherwise. */
 #define PX_TRIM_CHURN 256
@@ -166,6 +203,7 @@ void px_worker_maybe_done(struct px_worker *w)
 	uv_close((uv_handle_t *)&w->async, NULL);
 	uv_close((uv_handle_t *)&w->stop_timer, NULL);
 	uv_close((uv_handle_t *)&w->trim_timer, NULL);
+	uv_close((uv_handle_t *)&w->ep_poll, NULL);
 }
 
 static void on_async(uv_async_t *a)
@@ -212,6 +250,11 @@ static void free_unstarted(struct proxy_server *s)
 		uv_close((uv_handle_t *)&w->async, NULL);
 		uv_close((uv_handle_t *)&w->stop_timer, NULL);
 		uv_close((uv_handle_t *)&w->trim_timer, NULL);
+		if (w->epfd >= 0) {
+			uv_close((uv_handle_t *)&w->ep_poll, NULL);
+			uv_run(&w->loop, UV_RUN_DEFAULT);
+			close(w->epfd);
+		}
 		uv_run(&w->loop, UV_RUN_DEFAULT);
 		uv_loop_close(&w->loop);
 		pthread_mutex_destroy(&w->mu);
@@ -225,6 +268,7 @@ static int setup_worker(struct proxy_server *s, struct px_worker *w, unsigned id
 {
 	w->s = s;
 	w->idx = idx;
+	w->epfd = -1;
 	w->listeners = calloc(s->o.nlisten, sizeof(*w->listeners));
 	w->scratch = malloc(s->o.buffer_size);
 	if (!w->listeners || !w->scratch || uv_loop_init(&w->loop)) {
@@ -241,6 +285,12 @@ static int setup_worker(struct proxy_server *s, struct px_worker *w, unsigned id
 	w->stop_timer.data = w;
 	uv_timer_init(&w->loop, &w->trim_timer);
 	w->trim_timer.data = w;
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0)
+		return -errno;
+	uv_poll_init(&w->loop, &w->ep_poll, w->epfd);
+	w->ep_poll.data = w;
+	uv_poll_start(&w->ep_poll, UV_READABLE, on_epoll);
 	if (idx == 0)
 		uv_timer_start(&w->trim_timer, on_trim_timer, 2000, 2000);
 	for (size_t k = 0; k < s->o.nlisten; k++)
@@ -386,6 +436,8 @@ void proxy_server_free(struct proxy_server *s)
 		uv_run(&w->loop, UV_RUN_DEFAULT);
 		if (uv_loop_close(&w->loop))
 			rt_log(RT_LOG_WARN, "proxy", "worker %u loop still has handles", i);
+		if (w->epfd >= 0)
+			close(w->epfd);
 		pthread_mutex_destroy(&w->mu);
 		free(w->listeners);
 		free(w->scratch);
