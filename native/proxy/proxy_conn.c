@@ -77,9 +77,10 @@ void px_conn_close(struct px_conn *c)
 		atomic_fetch_sub(&c->inst_stats->active, 1);
 	px_connect_free(c);
 	px_conn_close_handle(c, (uv_handle_t *)&c->timer);
-	/* closing the sockets takes them out of the worker's epoll set; events of this batch
-	 * still queued for them see the CLOSING phase (the memory lives until the timer closed) */
-	c->cw.fd = c->bw.fd = -1;
+	/* events of this batch still queued for them see the CLOSING phase (the memory lives
+	 * until the timer is closed) */
+	px_watch_forget(w, &c->cw);
+	px_watch_forget(w, &c->bw);
 	if (c->cfd >= 0)
 		close(c->cfd);
 	if (c->bfd >= 0)

@@ -42,7 +42,7 @@ enum px_watch_kind { PX_WATCH_CLIENT, PX_WATCH_BACKEND, PX_WATCH_CAND };
 /**
  * A socket of a connection in its worker's epoll set (level-triggered, registered once: no
  * libuv handle per socket, whose set-up and tear-down cost a dozen system calls per
- * connection). Closing the socket takes it out of the set.
+ * connection). px_watch_forget() takes it out before the socket is closed.
  */
 struct px_watch {
 	struct px_conn *c;
@@ -54,6 +54,9 @@ struct px_watch {
 
 /** Ask for @p events (UV_READABLE | UV_WRITABLE; 0 leaves the set) on @p x's socket. */
 void px_watch_set(struct px_worker *w, struct px_watch *x, int events);
+/** Take @p x's socket out of the set before it is closed: closing is not enough while a
+ *  forked child (a policy worker between fork and exec) still holds the socket. */
+void px_watch_forget(struct px_worker *w, struct px_watch *x);
 /** A registered socket's events: dispatch them (proxy_conn.c). */
 void px_watch_fire(struct px_watch *x, int status, int events);
 

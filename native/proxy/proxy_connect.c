@@ -27,7 +27,7 @@ static void drop_cand(struct px_conn *c, struct px_cand *k)
 {
 	if (k->fd < 0)
 		return;
-	k->watch.fd = -1; /* closing the socket takes it out of the epoll set */
+	px_watch_forget(c->w, &k->watch);
 	close(k->fd);
 	k->fd = -1;
 	if (c->cand_pending)

@@ -159,6 +159,14 @@ void px_watch_set(struct px_worker *w, struct px_watch *x, int events)
 	x->events = events;
 }
 
+void px_watch_forget(struct px_worker *w, struct px_watch *x)
+{
+	if (x->fd >= 0 && x->events)
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, x->fd, NULL);
+	x->fd = -1;
+	x->events = 0;
+}
+
 /* The worker's epoll set is ready: run the events of its sockets, a batch at a time. */
 static void on_epoll(uv_poll_t *h, int status, int events)
 {
