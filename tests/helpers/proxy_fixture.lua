@@ -48,23 +48,32 @@ function M.server(on_conn)
   return srv, srv:getsockname().port
 end
 
+-- M.server counting its connections in stats.conns and stats.open: on_conn(c, close), where
+-- close() closes c and counts it closed.
+local function counted(stats, on_conn)
+  stats.conns, stats.open = 0, 0
+  return M.server(function(c)
+    stats.conns = stats.conns + 1
+    stats.open = stats.open + 1
+    on_conn(c, function()
+      c:close()
+      stats.open = stats.open - 1
+    end)
+  end)
+end
+
 --- An echo backend: every byte back; at EOF, shuts its write side and closes. Counts in `stats`.
 function M.echo_server(stats)
   stats = stats or {}
-  stats.conns, stats.bytes, stats.open = 0, 0, 0
-  local srv, port = M.server(function(c)
-    stats.conns = stats.conns + 1
-    stats.open = stats.open + 1
+  stats.bytes = 0
+  local srv, port = counted(stats, function(c, close)
     c:read_start(function(_, data)
       if data then
         stats.bytes = stats.bytes + #data
         c:write(data)
       else
         c:read_stop()
-        c:shutdown(function()
-          c:close()
-          stats.open = stats.open - 1
-        end)
+        c:shutdown(close)
       end
     end)
   end)
@@ -74,10 +83,8 @@ end
 --- A backend that reads to EOF, then answers "got:<bytes>" and closes. Records in `stats`.
 function M.sink_server(stats)
   stats = stats or {}
-  stats.conns, stats.open, stats.got = 0, 0, {}
-  local srv, port = M.server(function(c)
-    stats.conns = stats.conns + 1
-    stats.open = stats.open + 1
+  stats.got = {}
+  local srv, port = counted(stats, function(c, close)
     local n = 0
     c:read_start(function(_, data)
       if data then
@@ -85,10 +92,7 @@ function M.sink_server(stats)
       else
         stats.got[#stats.got + 1] = n
         c:write('got:' .. n, function()
-          c:shutdown(function()
-            c:close()
-            stats.open = stats.open - 1
-          end)
+          c:shutdown(close)
         end)
       end
     end)
@@ -100,10 +104,8 @@ end
 --- still reads (stats.after) and closes at EOF.
 function M.greeter_server(greeting, stats)
   stats = stats or {}
-  stats.conns, stats.open, stats.after = 0, 0, {}
-  local srv, port = M.server(function(c)
-    stats.conns = stats.conns + 1
-    stats.open = stats.open + 1
+  stats.after = {}
+  local srv, port = counted(stats, function(c, close)
     local n = 0
     c:write(greeting)
     c:shutdown()
@@ -112,8 +114,7 @@ function M.greeter_server(greeting, stats)
         n = n + #data
       else
         stats.after[#stats.after + 1] = n
-        c:close()
-        stats.open = stats.open - 1
+        close()
       end
     end)
   end)
@@ -123,10 +124,7 @@ end
 --- An echo backend that closes (write side first) once it has echoed `limit` bytes.
 function M.echo_n_server(limit, stats)
   stats = stats or {}
-  stats.conns, stats.open = 0, 0
-  local srv, port = M.server(function(c)
-    stats.conns = stats.conns + 1
-    stats.open = stats.open + 1
+  local srv, port = counted(stats, function(c, close)
     local n, done = 0, false
     c:read_start(function(_, data)
       if data and not done then
@@ -134,15 +132,11 @@ function M.echo_n_server(limit, stats)
         c:write(data)
         if n >= limit then
           done = true
-          c:shutdown(function()
-            c:close()
-            stats.open = stats.open - 1
-          end)
+          c:shutdown(close)
         end
       elseif not data and not done then
         done = true
-        c:close()
-        stats.open = stats.open - 1
+        close()
       end
     end)
   end)
@@ -248,6 +242,35 @@ function M.fds()
     n = n + 1
   end
   return n
+end
+
+-- The backends kept by M.keep, closed by M.close_all.
+local kept = {}
+
+--- Keep the backend `srv` (as returned by a *_server helper, with its port and stats) to be
+--- closed by M.close_all; returns port, stats.
+function M.keep(srv, port, stats)
+  kept[#kept + 1] = srv
+  return port, stats
+end
+
+--- Close the proxy `p` and every kept backend, and let the loop run their close callbacks.
+function M.close_all(p)
+  p:close()
+  for _, srv in ipairs(kept) do
+    srv:close()
+  end
+  kept = {}
+  M.wait(function() return false end, 20)
+end
+
+--- Run one connection of `plan` (proxy_peer.py) against `port` unless the plan names one;
+--- returns its result.
+function M.one(plan, port)
+  plan.port = plan.port or port
+  local r = M.peer(plan)
+  assert(#r == 1, 'expected the result of one connection')
+  return r[1]
 end
 
 --- A proxy on an ephemeral port with short timeouts (merged with `opts`).
