@@ -31,7 +31,6 @@ local GW_APP = ('\170'):rep(20)
 local OS_IMAGE = ('ab'):rep(32)
 local VM_CONFIG = cjson.encode({ os_image_hash = OS_IMAGE })
 
-local why_skip = N.why_skip()
 local ns_run, holder, wait_for = N.ns_run, N.holder, N.wait_for
 
 local function mode_of(path)
@@ -53,10 +52,7 @@ local function rpc_server(cert, key, ca, answer)
 end
 
 describe('agent gateway registration', function()
-  if why_skip then
-    it('is skipped: ' .. why_skip, function()
-      print('# SKIP agent_gateway_spec: ' .. why_skip)
-    end)
+  if N.skipped(it, 'agent_gateway_spec') then
     return
   end
 
@@ -257,17 +253,7 @@ describe('agent gateway registration', function()
       assert.are_not.equal(0, ns_run(a.path, 'ip', { 'link', 'show', 'msgw0' }).exit_code)
       assert.is_nil(uv.fs_stat(dir .. '/msgw0.sock'))
     end, 90000)
-    loop.run_task(function()
-      if gw then
-        gw:stop()
-      end
-      if hub then
-        hub:close()
-      end
-      for _, h in ipairs(holders) do
-        h.proc:stop(500)
-      end
-    end, 10000)
+    loop.run_task(function() N.teardown(holders, gw, hub) end, 10000)
     assert(ok, err)
   end)
   it("reaches a hub on the host's loopback through the process backend's UDP forward", function()
@@ -303,20 +289,7 @@ describe('agent gateway registration', function()
       assert.are.equal('through the forward', got)
       assert.is_true(pm:stats().datagrams_in > 0)
     end, 60000)
-    loop.run_task(function()
-      if dev then
-        dev:close()
-      end
-      if hub then
-        hub:close()
-      end
-      if pm then
-        pm:stop()
-      end
-      for _, h in ipairs(holders) do
-        h.proc:stop(500)
-      end
-    end, 10000)
+    loop.run_task(function() N.teardown(holders, dev, hub, pm) end, 10000)
     assert(ok, err)
   end)
   it('registers with the real gateway (moonstack.gateway) and reaches its app over its hub', function()
@@ -364,17 +337,7 @@ describe('agent gateway registration', function()
       nsb:close()
       assert.are.equal('app behind the real gateway', got)
     end, 90000)
-    loop.run_task(function()
-      if ag then
-        ag:stop()
-      end
-      if gwsvc then
-        gwsvc:stop()
-      end
-      for _, h in ipairs(holders) do
-        h.proc:stop(500)
-      end
-    end, 15000)
+    loop.run_task(function() N.teardown(holders, ag, gwsvc) end, 15000)
     assert(ok, err)
   end)
 end)

@@ -14,7 +14,6 @@ local netns = require('moonstack.netns')
 local task = require('moonstack.core.task')
 
 local TMP = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-local why_skip = N.why_skip()
 local run, ns_run, holder = N.run, N.ns_run, N.holder
 
 -- Connect from namespace `from` to host:port (a listener in `to`), send `msg`, read the echo.
@@ -73,10 +72,7 @@ local function wg_processes(ifname)
 end
 
 describe('moonstack.wg devices', function()
-  if why_skip then
-    it('is skipped: ' .. why_skip, function()
-      print('# SKIP wg_device_spec: ' .. why_skip)
-    end)
+  if N.skipped(it, 'wg_device_spec') then
     return
   end
 
@@ -206,14 +202,7 @@ describe('moonstack.wg devices', function()
       nsb:close()
       os.remove(run_dir)
     end, 60000)
-    loop.run_task(function()
-      for _, d in ipairs(devs) do
-        d:close()
-      end
-      for _, h in ipairs(holders) do
-        h.proc:stop(500)
-      end
-    end, 10000)
+    loop.run_task(function() N.teardown(holders, unpack(devs)) end, 10000)
     assert(ok, err)
   end)
 end)

@@ -48,28 +48,32 @@ function M.server(on_conn)
   return srv, srv:getsockname().port
 end
 
--- M.server counting its connections in stats.conns and stats.open: on_conn(c, close), where
--- close() closes c and counts it closed.
-local function counted(stats, on_conn)
+-- M.server counting its connections in stats.conns and stats.open (stats: the caller's table or
+-- a new one, given `fields` first): on_conn(c, close, stats), where close() closes c and counts
+-- it closed. Returns server, port, stats.
+local function counted(stats, fields, on_conn)
+  stats = stats or {}
+  for k, v in pairs(fields) do
+    stats[k] = v
+  end
   stats.conns, stats.open = 0, 0
-  return M.server(function(c)
+  local srv, port = M.server(function(c)
     stats.conns = stats.conns + 1
     stats.open = stats.open + 1
     on_conn(c, function()
       c:close()
       stats.open = stats.open - 1
-    end)
+    end, stats)
   end)
+  return srv, port, stats
 end
 
 --- An echo backend: every byte back; at EOF, shuts its write side and closes. Counts in `stats`.
 function M.echo_server(stats)
-  stats = stats or {}
-  stats.bytes = 0
-  local srv, port = counted(stats, function(c, close)
+  return counted(stats, { bytes = 0 }, function(c, close, st)
     c:read_start(function(_, data)
       if data then
-        stats.bytes = stats.bytes + #data
+        st.bytes = st.bytes + #data
         c:write(data)
       else
         c:read_stop()
@@ -77,35 +81,29 @@ function M.echo_server(stats)
       end
     end)
   end)
-  return srv, port, stats
 end
 
 --- A backend that reads to EOF, then answers "got:<bytes>" and closes. Records in `stats`.
 function M.sink_server(stats)
-  stats = stats or {}
-  stats.got = {}
-  local srv, port = counted(stats, function(c, close)
+  return counted(stats, { got = {} }, function(c, close, st)
     local n = 0
     c:read_start(function(_, data)
       if data then
         n = n + #data
       else
-        stats.got[#stats.got + 1] = n
+        st.got[#st.got + 1] = n
         c:write('got:' .. n, function()
           c:shutdown(close)
         end)
       end
     end)
   end)
-  return srv, port, stats
 end
 
 --- A backend that greets with `greeting`, shuts its write side at once, then counts what it
 --- still reads (stats.after) and closes at EOF.
 function M.greeter_server(greeting, stats)
-  stats = stats or {}
-  stats.after = {}
-  local srv, port = counted(stats, function(c, close)
+  return counted(stats, { after = {} }, function(c, close, st)
     local n = 0
     c:write(greeting)
     c:shutdown()
@@ -113,18 +111,16 @@ function M.greeter_server(greeting, stats)
       if data then
         n = n + #data
       else
-        stats.after[#stats.after + 1] = n
+        st.after[#st.after + 1] = n
         close()
       end
     end)
   end)
-  return srv, port, stats
 end
 
 --- An echo backend that closes (write side first) once it has echoed `limit` bytes.
 function M.echo_n_server(limit, stats)
-  stats = stats or {}
-  local srv, port = counted(stats, function(c, close)
+  return counted(stats, {}, function(c, close)
     local n, done = 0, false
     c:read_start(function(_, data)
       if data and not done then
@@ -140,7 +136,6 @@ function M.echo_n_server(limit, stats)
       end
     end)
   end)
-  return srv, port, stats
 end
 
 --- A raw TCP client sending `bytes` (may be nil): returns how long until the proxy closed it

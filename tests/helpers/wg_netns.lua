@@ -106,6 +106,32 @@ function M.read_all(cli, host, port, timeout_ms)
   return got, err
 end
 
+--- Close what a test left behind (in a task): each of the objects given that is not nil, in
+--- order, by its stop() or else its close() method, then the namespace holders' processes.
+function M.teardown(holders, ...)
+  for i = 1, select('#', ...) do
+    local o = select(i, ...)
+    if o then
+      (o.stop or o.close)(o)
+    end
+  end
+  for _, h in ipairs(holders or {}) do
+    h.proc:stop(500)
+  end
+end
+
+--- In a spec's describe block: when the devices cannot run here (M.why_skip), declare one test
+--- (with busted's `it`) that says why and return true; the block then returns.
+function M.skipped(it, spec)
+  local why = M.why_skip()
+  if why then
+    it('is skipped: ' .. why, function()
+      print(('# SKIP %s: %s'):format(spec, why))
+    end)
+  end
+  return why ~= nil
+end
+
 --- Wait (in a task) until pred() is true; false after `ms`.
 function M.wait_for(pred, ms)
   local deadline = uv.now() + ms
