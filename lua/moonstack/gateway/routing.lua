@@ -10,6 +10,7 @@
 -- tests: a broken file is refused and the old policy keeps deciding. Any failure of a decision
 -- (error, timeout, crash, bad answer) is a deny.
 local pfile = require('moonstack.policy.file')
+local tables = require('moonstack.core.tables')
 
 local M = {}
 
@@ -111,10 +112,7 @@ end
 --- { path, name, version, sha256, reloads, failures, decisions, allowed, denied, cached }
 function Routing:status()
   local a = self.host:active() or {}
-  local n = 0
-  for _ in pairs(self.cache) do
-    n = n + 1
-  end
+  local n = tables.count(self.cache)
   local st = self.host.stats
   return { path = self.cfg.path, name = a.name, version = a.version, sha256 = a.sha256,
     reloads = self.reloads, failures = self.failures, decisions = st.decisions,
