@@ -32,13 +32,28 @@ static void on_closed(uv_handle_t *h)
 {
 	struct px_conn *c = h->data;
 
-	if (--c->closing || c->dns_busy || c->phase != PX_PH_CLOSING)
+	if (--c->closing)
+		return;
+	if (c->phase != PX_PH_CLOSING) {
+		/* the connect attempts' handles are closed: their memory goes now, not at the end
+		 */
+		if (c->cand && !c->cand_pending && c->phase >= PX_PH_TLS) {
+			free(c->cand);
+			c->cand = NULL;
+			c->ncand = 0;
+		}
+		return;
+	}
+	if (c->dns_busy)
 		return;
 	struct px_worker *w = c->w;
+	atomic_fetch_add_explicit(&w->s->churn, 1, memory_order_relaxed);
 	px_relay_free(c);
 	proxy_snapshot_unref(c->snap);
 	free(c->in);
 	free(c->cand);
+	free(c->hello);
+	free(c->sni);
 	free(c);
 	px_worker_maybe_done(w);
 }
@@ -105,18 +120,16 @@ void px_conn_poll(struct px_conn *c, bool backend, int events)
 		uv_poll_stop(p);
 }
 
-static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
+void px_addr_format(const union px_addr *a, char *out, size_t cap)
 {
 	char ip[INET6_ADDRSTRLEN] = "?";
 
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)ss;
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		snprintf(out, cap, "%s:%u", ip, ntohs(a->sin_port));
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-		snprintf(out, cap, "[%s]:%u", ip, ntohs(a->sin6_port));
+	if (a->sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &a->in.sin_addr, ip, sizeof(ip));
+		snprintf(out, cap, "%s:%u", ip, ntohs(a->in.sin_port));
+	} else if (a->sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &a->in6.sin6_addr, ip, sizeof(ip));
+		snprintf(out, cap, "[%s]:%u", ip, ntohs(a->in6.sin6_port));
 	} else {
 		snprintf(out, cap, "-");
 	}
@@ -141,6 +154,27 @@ static void decided(struct px_conn *c, int found, const struct proxy_decision *d
 	px_conn_route_decided(c, found > 0 ? d : &def);
 }
 
+/* px_miss_lookup() for c->key, described by the connection: 1 found, 0 asked of Lua (park), -1 no
+ * handler. */
+static int ask(struct px_conn *c, struct proxy_decision *got)
+{
+	char client[64];
+	px_addr_format(&c->client, client, sizeof(client));
+	struct proxy_miss m = {
+		.key = c->key,
+		.id = c->route.id,
+		.mode = c->mode,
+		.sni = c->sni ? c->sni : "",
+		.app_id = c->inst  ? c->inst->app_id
+			  : c->app ? c->app->id
+				   : "",
+		.instance_id = c->inst ? c->inst->id : "",
+		.client = client,
+		.port = c->route.port,
+	};
+	return px_miss_lookup(c->w->s, c->key, &m, got);
+}
+
 /* Ask the snapshot, then the overlay / Lua, for the decision of c->key. */
 static void decide(struct px_conn *c)
 {
@@ -149,20 +183,8 @@ static void decide(struct px_conn *c)
 		decided(c, 1, d);
 		return;
 	}
-	struct proxy_miss m = {
-		.key = c->key,
-		.id = c->route.id,
-		.mode = c->mode,
-		.sni = c->hello.host,
-		.app_id = c->inst  ? c->inst->app_id
-			  : c->app ? c->app->id
-				   : "",
-		.instance_id = c->inst ? c->inst->id : "",
-		.client = c->client_str,
-		.port = c->route.port,
-	};
 	struct proxy_decision got;
-	int rc = px_miss_lookup(c->w->s, c->key, &m, &got);
+	int rc = ask(c, &got);
 	if (rc == 0) {
 		c->phase = PX_PH_DECIDE;
 		px_conn_arm(c, px_ms(c->w->s->o.t_handshake));
@@ -180,19 +202,7 @@ void px_conn_wake_parked(struct px_worker *w)
 		if (c->phase != PX_PH_DECIDE)
 			continue;
 		struct proxy_decision got;
-		struct proxy_miss m = {
-			.key = c->key,
-			.id = c->route.id,
-			.mode = c->mode,
-			.sni = c->hello.host,
-			.app_id = c->inst  ? c->inst->app_id
-				  : c->app ? c->app->id
-					   : "",
-			.instance_id = c->inst ? c->inst->id : "",
-			.client = c->client_str,
-			.port = c->route.port,
-		};
-		int rc = px_miss_lookup(w->s, c->key, &m, &got);
+		int rc = ask(c, &got);
 		if (rc != 0) {
 			uv_timer_stop(&c->timer);
 			decided(c, rc, &got);
@@ -218,40 +228,58 @@ static void lookup_id(struct px_conn *c, const char *id, uint16_t port)
 	decide(c);
 }
 
+/** A custom domain's TXT lookup on the thread pool. */
+struct px_dns_job {
+	uv_work_t work;
+	struct px_conn *c;
+	int rc;
+	uint16_t port;
+	char id[PROXY_ROUTE_ID_MAX + 1];
+};
+
 static void dns_work(uv_work_t *wk)
 {
-	struct px_conn *c = wk->data;
-	c->dns_rc = proxy_dns_lookup(c->snap->dns->d, c->hello.host, c->dns_id, sizeof(c->dns_id),
-				     &c->dns_port);
+	struct px_dns_job *j = wk->data;
+	struct px_conn *c = j->c;
+	j->rc = proxy_dns_lookup(c->snap->dns->d, c->sni, j->id, sizeof(j->id), &j->port);
 }
 
 static void dns_done(uv_work_t *wk, int status)
 {
-	struct px_conn *c = wk->data;
+	struct px_dns_job *j = wk->data;
+	struct px_conn *c = j->c;
 
 	c->dns_busy = false;
+	c->dns = NULL;
 	if (c->phase == PX_PH_CLOSING) {
+		free(j);
 		c->closing++; /* on_closed's accounting frees it once its handles are closed */
 		on_closed((uv_handle_t *)&c->timer);
 		return;
 	}
-	if (status || c->dns_rc || !c->dns_id[0]) {
+	if (status || j->rc || !j->id[0]) {
+		free(j);
 		px_conn_refuse(c, PROXY_R_DNS);
 		return;
 	}
-	snprintf(c->route.id, sizeof(c->route.id), "%s", c->dns_id);
-	lookup_id(c, c->route.id, c->dns_port);
+	snprintf(c->route.id, sizeof(c->route.id), "%s", j->id);
+	uint16_t port = j->port;
+	free(j);
+	lookup_id(c, c->route.id, port);
 }
 
 static void custom_domain(struct px_conn *c)
 {
-	if (c->snap->dns && c->snap->dns->d) {
+	if (c->snap->dns && c->snap->dns->d && (c->dns = calloc(1, sizeof(*c->dns)))) {
 		c->phase = PX_PH_DNS;
-		c->dns_work.data = c;
+		c->dns->c = c;
+		c->dns->work.data = c->dns;
 		c->dns_busy = true;
-		if (uv_queue_work(&c->w->loop, &c->dns_work, dns_work, dns_done) == 0)
+		if (uv_queue_work(&c->w->loop, &c->dns->work, dns_work, dns_done) == 0)
 			return;
 		c->dns_busy = false;
+		free(c->dns);
+		c->dns = NULL;
 	}
 	px_conn_refuse(c, PROXY_R_DNS);
 }
@@ -265,11 +293,11 @@ static void route(struct px_conn *c)
 		.insecure_localhost = snap->insecure_localhost,
 	};
 
-	if (!c->hello.has_sni) {
+	if (!c->sni) {
 		px_conn_refuse(c, PROXY_R_NO_SNI);
 		return;
 	}
-	if (proxy_route_parse(&cfg, c->hello.host, c->hello.host_len, &c->route)) {
+	if (proxy_route_parse(&cfg, c->sni, strlen(c->sni), &c->route)) {
 		px_conn_refuse(c, PROXY_R_ROUTE);
 		return;
 	}
@@ -325,10 +353,9 @@ static void parse_input(struct px_conn *c)
 			return;
 		}
 		if (!h.local && h.family != AF_UNSPEC) {
+			pthread_mutex_lock(&c->w->mu);
 			memcpy(&c->client, &h.src, sizeof(c->client));
 			memcpy(&c->local, &h.dst, sizeof(c->local));
-			pthread_mutex_lock(&c->w->mu);
-			format_addr(&c->client, c->client_str, sizeof(c->client_str));
 			pthread_mutex_unlock(&c->w->mu);
 		}
 		c->hello_off = h.header_bytes;
@@ -336,7 +363,7 @@ static void parse_input(struct px_conn *c)
 		px_conn_arm(c, px_ms(s->o.t_handshake));
 	}
 	enum proxy_sni_status st =
-		proxy_sni_parse(c->in + c->hello_off, c->inlen - c->hello_off, &c->hello);
+		proxy_sni_parse(c->in + c->hello_off, c->inlen - c->hello_off, c->hello);
 	switch (st) {
 	case PROXY_SNI_NEED_MORE:
 		if (c->inlen >= PX_INBUF)
@@ -351,6 +378,18 @@ static void parse_input(struct px_conn *c)
 	case PROXY_SNI_OK:
 		break;
 	}
+	if (c->hello->has_sni) {
+		char *sni = strndup(c->hello->host, c->hello->host_len);
+		if (!sni) {
+			px_conn_refuse(c, PROXY_R_INTERNAL);
+			return;
+		}
+		pthread_mutex_lock(&c->w->mu);
+		c->sni = sni;
+		pthread_mutex_unlock(&c->w->mu);
+	}
+	free(c->hello);
+	c->hello = NULL;
 	px_conn_poll(c, false, 0);
 	uv_timer_stop(&c->timer);
 	route(c);
@@ -437,17 +476,21 @@ void px_conn_start(struct px_worker *w, int fd, const struct sockaddr *peer, soc
 	struct proxy_server *s = w->s;
 	struct px_conn *c = calloc(1, sizeof(*c));
 	uint8_t *in = malloc(PX_INBUF_FIRST);
+	struct proxy_sni_hello *hello = malloc(sizeof(*hello));
 	struct proxy_snapshot *snap = px_server_snapshot(s);
 
-	if (!c || !in || !snap) {
+	if (!c || !in || !hello || !snap) {
 		free(c);
 		free(in);
+		free(hello);
 		proxy_snapshot_unref(snap);
 		close(fd);
 		px_refuse_count(s, snap ? PROXY_R_INTERNAL : PROXY_R_NO_BACKEND);
 		return;
 	}
+	atomic_fetch_add_explicit(&s->churn, 1, memory_order_relaxed);
 	c->w = w;
+	c->hello = hello;
 	c->in = in;
 	c->incap = PX_INBUF_FIRST;
 	c->snap = snap;
@@ -457,8 +500,7 @@ void px_conn_start(struct px_worker *w, int fd, const struct sockaddr *peer, soc
 	c->id = atomic_fetch_add(&s->conn_ids, 1) + 1;
 	memcpy(&c->client, peer, peerlen < sizeof(c->client) ? peerlen : sizeof(c->client));
 	socklen_t len = sizeof(c->local);
-	getsockname(fd, (struct sockaddr *)&c->local, &len);
-	format_addr(&c->client, c->client_str, sizeof(c->client_str));
+	getsockname(fd, &c->local.sa, &len);
 	c->started_ms = uv_hrtime() / 1000000;
 	c->total_deadline_ms = uv_now(&w->loop) + px_ms(s->o.t_total);
 	uv_timer_init(&w->loop, &c->timer);

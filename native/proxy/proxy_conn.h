@@ -26,6 +26,16 @@ enum px_phase {
 	PX_PH_CLOSING, /**< handles closing */
 };
 
+/** A TCP peer's address (IPv4 or IPv6): a connection keeps three, so not a sockaddr_storage. */
+union px_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
+
+/** Format @p a as "ip:port" / "[ip]:port" ("-" for none) into @p out. */
+void px_addr_format(const union px_addr *a, char *out, size_t cap);
+
 /** One backend connect attempt. */
 struct px_cand {
 	int fd;
@@ -63,12 +73,13 @@ struct px_conn {
 	/* what was read before routing */
 	uint8_t *in; /**< incap bytes (grown up to PX_INBUF), freed once relaying */
 	size_t inlen, incap, hello_off;
-	struct sockaddr_storage client, local; /**< from the socket or the inbound PROXY header */
+	union px_addr client, local; /**< from the socket or the inbound PROXY header */
 	bool pp_local;
 	/* routing */
-	struct proxy_sni_hello hello;
+	struct proxy_sni_hello *hello; /**< while the hello is read (freed once parsed) */
+	char *sni;		       /**< the hello's server name, once parsed */
 	struct proxy_route route;
-	char client_str[64], backend_str[64], key[PROXY_ROUTE_ID_MAX + 8];
+	char key[PROXY_ROUTE_ID_MAX + 8];
 	const char *mode;
 	struct px_instance *inst; /**< instance id lookup, or the candidate that won */
 	struct px_app *app;
@@ -76,15 +87,12 @@ struct px_conn {
 	bool app_counted, inst_counted;
 	uint16_t port; /**< backend port after routing decisions */
 	bool pp_out;
-	uv_work_t dns_work;
-	bool dns_busy; /**< the lookup runs: free the connection when it returns */
-	int dns_rc;
-	char dns_id[PROXY_ROUTE_ID_MAX + 1];
-	uint16_t dns_port;
+	struct px_dns_job *dns; /**< a custom domain's TXT lookup, while it runs */
+	bool dns_busy;		/**< the lookup runs: free the connection when it returns */
 	/* connect */
 	struct px_cand *cand; /**< the connect attempts (as many as may be made), or NULL */
 	unsigned ncand, cand_pending;
-	struct sockaddr_storage baddr;
+	union px_addr baddr; /**< the backend: chosen, then the one connected */
 	/* TLS */
 	SSL *ssl;
 	bool rbio_mem;

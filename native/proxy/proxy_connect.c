@@ -44,26 +44,6 @@ void px_connect_free(struct px_conn *c)
 		drop_cand(c, &c->cand[i]);
 }
 
-static void format_backend(struct px_conn *c, const struct sockaddr_storage *ss)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-	uint16_t port;
-
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-		port = ntohs(a->sin6_port);
-	} else {
-		const struct sockaddr_in *a = (const void *)ss;
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-		port = ntohs(a->sin_port);
-	}
-	pthread_mutex_lock(&c->w->mu);
-	snprintf(c->backend_str, sizeof(c->backend_str),
-		 ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
-	pthread_mutex_unlock(&c->w->mu);
-}
-
 static void win(struct px_conn *c, struct px_cand *k)
 {
 	int fd = k->fd;
@@ -92,7 +72,9 @@ static void win(struct px_conn *c, struct px_cand *k)
 			c->inst_counted = true;
 		}
 	}
-	format_backend(c, &k->addr);
+	pthread_mutex_lock(&c->w->mu);
+	memcpy(&c->baddr, &k->addr, sizeof(c->baddr));
+	pthread_mutex_unlock(&c->w->mu);
 	px_conn_backend_ready(c);
 }
 
@@ -235,8 +217,8 @@ void px_conn_route_decided(struct px_conn *c, const struct proxy_decision *d)
 		c->cand[0].inst = NULL;
 		c->cand[0].fd = -1;
 		memcpy(&c->cand[0].addr, &c->baddr, sizeof(c->baddr));
-		c->cand[0].addrlen = c->baddr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-								    : sizeof(struct sockaddr_in);
+		c->cand[0].addrlen = c->baddr.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								       : sizeof(struct sockaddr_in);
 	}
 	px_conn_arm(c, px_ms(s->o.t_connect));
 	for (unsigned i = 0; i < c->ncand; i++) {

@@ -186,7 +186,8 @@ struct px_worker {
 	size_t nconns;
 	bool stopping;
 	uint64_t next_id;
-	uint8_t *scratch; /**< buffer_size bytes every relay of this worker reads into first */
+	uint8_t *scratch;      /**< buffer_size bytes every relay of this worker reads into first */
+	uv_timer_t trim_timer; /**< worker 0: gives freed heap back to the system after churn */
 };
 
 struct px_miss_q;
@@ -204,6 +205,7 @@ struct proxy_server {
 	atomic_uint_fast64_t active, total, bytes_in, bytes_out;
 	atomic_uint_fast64_t refused[PROXY_R_COUNT];
 	atomic_uint_fast64_t conn_ids;
+	atomic_uint churn; /**< connections opened + closed since the last heap trim */
 	/* route misses and decisions (proxy_miss.c) */
 	pthread_mutex_t miss_mu;
 	proxy_miss_notify_fn miss_fn;

@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,18 @@ static void on_listener_closed(uv_handle_t *h)
 	l->fd = -1;
 }
 
+/* Connections opened and closed since the last trim that make a trim worth it: a burst of
+ * handshakes leaves free heap (their transient buffers) that glibc keeps mapped otherwise. */
+#define PX_TRIM_CHURN 256
+
+static void on_trim_timer(uv_timer_t *t)
+{
+	struct px_worker *w = t->data;
+
+	if (atomic_exchange(&w->s->churn, 0) >= PX_TRIM_CHURN)
+		malloc_trim(0);
+}
+
 static void on_stop_timer(uv_timer_t *t)
 {
 	px_conn_close_all(t->data);
@@ -152,6 +165,7 @@ void px_worker_maybe_done(struct px_worker *w)
 		return;
 	uv_close((uv_handle_t *)&w->async, NULL);
 	uv_close((uv_handle_t *)&w->stop_timer, NULL);
+	uv_close((uv_handle_t *)&w->trim_timer, NULL);
 }
 
 static void on_async(uv_async_t *a)
@@ -197,6 +211,7 @@ static void free_unstarted(struct proxy_server *s)
 		}
 		uv_close((uv_handle_t *)&w->async, NULL);
 		uv_close((uv_handle_t *)&w->stop_timer, NULL);
+		uv_close((uv_handle_t *)&w->trim_timer, NULL);
 		uv_run(&w->loop, UV_RUN_DEFAULT);
 		uv_loop_close(&w->loop);
 		pthread_mutex_destroy(&w->mu);
@@ -224,6 +239,10 @@ static int setup_worker(struct proxy_server *s, struct px_worker *w, unsigned id
 	w->async.data = w;
 	uv_timer_init(&w->loop, &w->stop_timer);
 	w->stop_timer.data = w;
+	uv_timer_init(&w->loop, &w->trim_timer);
+	w->trim_timer.data = w;
+	if (idx == 0)
+		uv_timer_start(&w->trim_timer, on_trim_timer, 2000, 2000);
 	for (size_t k = 0; k < s->o.nlisten; k++)
 		w->listeners[k].fd = -1;
 	s->nworkers = idx + 1;
@@ -327,17 +346,21 @@ void proxy_server_conns_each(struct proxy_server *s, size_t max,
 		uint64_t now = uv_hrtime() / 1000000;
 		pthread_mutex_lock(&w->mu);
 		for (struct px_conn *c = w->conns; c && (!max || n < max); c = c->next, n++) {
+			char client[64], backend[64] = "";
+			px_addr_format(&c->client, client, sizeof(client));
+			if (c->bfd >= 0)
+				px_addr_format(&c->baddr, backend, sizeof(backend));
 			struct proxy_conn_info ci = {
 				.id = c->id,
 				.worker = w->idx,
-				.client = c->client_str,
-				.sni = c->hello.host,
+				.client = client,
+				.sni = c->sni ? c->sni : "",
 				.mode = c->mode ? c->mode : "",
 				.app_id = c->inst  ? c->inst->app_id
 					  : c->app ? c->app->id
 						   : "",
 				.instance_id = c->inst ? c->inst->id : "",
-				.backend = c->backend_str,
+				.backend = backend,
 				.age_ms = now > c->started_ms ? now - c->started_ms : 0,
 				.bytes_in = atomic_load(&c->bytes_in),
 				.bytes_out = atomic_load(&c->bytes_out),

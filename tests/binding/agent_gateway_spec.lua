@@ -51,6 +51,16 @@ local function rpc_server(cert, key, ca, answer)
   return s, seen, ('https://localhost:%d'):format(s:port())
 end
 
+describe('agent gateway port policy', function()
+  it('reports app-compose\'s port_policy, else the default: every port, no restriction', function()
+    local listed = { ports = { { port = 8080, pp = true } }, restrict_mode = true }
+    assert.are.equal(listed, gateway.port_policy({ port_policy = listed }))
+    -- never nil: a gateway that knows no policy for an instance denies all its ports
+    assert.are.same({ restrict_mode = false }, gateway.port_policy({ gateway_enabled = true }))
+    assert.are.same({ restrict_mode = false }, gateway.port_policy(nil))
+  end)
+end)
+
 describe('agent gateway registration', function()
   if N.skipped(it, 'agent_gateway_spec') then
     return

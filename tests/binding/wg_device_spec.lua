@@ -158,6 +158,25 @@ describe('moonstack.wg devices', function()
       local peers = assert(db:peers())
       assert.are.equal('192.168.203.1:51820', peers[1].endpoint)
       assert.are.equal(25, peers[1].persistent_keepalive_interval)
+      -- set_peers replaces the set as `wg syncconf` does (the hub re-syncs after every
+      -- registration): a listed peer keeps its session, counters and learned endpoint, an
+      -- unlisted one goes; both forms
+      local before = assert(da:peers())[1]
+      assert.are.equal('192.168.203.2:51821', before.endpoint)
+      local kc = native.pubkey(native.genkey())
+      assert(da:set_peers({ { public_key = db:public_key(), allowed_ips = { '10.203.0.2/32' } },
+        { public_key = kc, allowed_ips = { '10.203.0.3/32' } } }))
+      assert.are.equal(2, #assert(da:peers()))
+      assert(task.await(function(resume)
+        assert(da:set_peers({ { public_key = db:public_key(), allowed_ips = { '10.203.0.2/32' } } },
+          resume))
+      end, { timeout = 12000 }))
+      local after = assert(da:peers())
+      assert.are.equal(1, #after)
+      assert.are.equal(db:public_key(), after[1].public_key)
+      assert.are.equal(before.endpoint, after[1].endpoint)
+      assert.are.equal(before.last_handshake_time_sec, after[1].last_handshake_time_sec)
+      assert.is_true(after[1].rx_bytes >= before.rx_bytes and before.rx_bytes > 0)
       -- a second device on a socket in use is refused, the first keeps running
       local dup, derr, dcode = wg.open({ ifname = 'mswga', private_key = native.genkey(),
         listen_port = 0, run_dir = run_dir })

@@ -11,6 +11,8 @@ cleanup_cmds=()
 on_exit() {
   local c
   for c in "${cleanup_cmds[@]}"; do eval "$c" || true; done
+  # last: the cleanups above may still need what is in it (a daemon's socket, a VMM's run dir)
+  [ -n "${TEST_ROOT:-}" ] && rm -rf "$TEST_ROOT"
 }
 trap on_exit EXIT
 
@@ -39,10 +41,10 @@ wait_for() {
   done
 }
 
-# tmpdir: a new directory under this test's root, which is removed when the test exits (tmpdir
-# runs in a command substitution, a subshell, so it cannot register its own cleanup).
+# tmpdir: a new directory under this test's root, which is removed when the test exits, after
+# the deferred commands (tmpdir runs in a command substitution, a subshell, so it cannot
+# register its own cleanup).
 TEST_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/moonstack-test.XXXXXX")
-defer "rm -rf '$TEST_ROOT'"
 tmpdir() {
   mktemp -d "$TEST_ROOT/d.XXXXXX"
 }

@@ -68,6 +68,17 @@ function M.urls(gcfg, sys_config)
   return out
 end
 
+--- The port policy the CVM reports at registration: app-compose's port_policy, else its default
+--- (no port listed, restrict_mode false: every port, no PROXY header). Always sent: a gateway
+--- that knows no policy for an instance denies every port of it.
+function M.port_policy(app)
+  local p = type(app) == 'table' and app.port_policy
+  if type(p) == 'table' then
+    return p
+  end
+  return { restrict_mode = false }
+end
+
 local Gateway = {}
 Gateway.__index = Gateway
 
@@ -186,8 +197,8 @@ function Gateway:register_now()
   for _, url in ipairs(self.urls) do
     reg, err, code = client.register_cvm({ url = url, identity = ident, ca = ca,
       gateway_app_id = ctx.keys.gateway_app_id, public_key = wg.public_key_of(key),
-      port_policy = type(ctx.app_compose.port_policy) == 'table' and ctx.app_compose.port_policy
-        or nil, skip_hostname = cfg.skip_hostname, timeout_ms = cfg.timeout_ms })
+      port_policy = M.port_policy(ctx.app_compose), skip_hostname = cfg.skip_hostname,
+      timeout_ms = cfg.timeout_ms })
     if reg then
       self.url = url
       break

@@ -133,7 +133,14 @@ function M.start(gw, native)
     gw.log.warn('this binary has no data path (moonstack.native.proxy): the control plane runs '
       .. 'without proxying')
   end
-  self:publish()
+  local ok, err = self:publish()
+  if not ok then
+    -- a certificate that does not load, say: the gateway does not start without a data path
+    if self.native then
+      self.native:close()
+    end
+    return nil, 'proxy: ' .. tostring(err), 'ECONFIG'
+  end
   return self
 end
 

@@ -26,7 +26,7 @@ function M.start(cfg, log, on_change)
   local file, loaded, code = pfile.open({ path = cfg.path, name = 'gateway-route',
     limits = cfg.limits, required = { 'on_route' }, workers = cfg.workers, watch = cfg.watch,
     debounce_ms = cfg.debounce_ms, log = log, label = 'gateway',
-    on_reload = function() self:_after_reload() end })
+    on_reload = function(ok) self:_after_reload(ok) end })
   if not file then
     return nil, 'routing_policy: ' .. tostring(loaded), code
   end
@@ -34,8 +34,14 @@ function M.start(cfg, log, on_change)
   return self
 end
 
--- After a load attempt: count it, and drop the cached decisions if the policy changed.
-function Routing:_after_reload()
+-- After a load attempt of the file watch: count it, and drop the cached decisions if the policy
+-- changed (a load that found the policy already active, loaded by gw.reload_policy() first, is
+-- neither).
+function Routing:_after_reload(ok)
+  if not ok then
+    self.failures = self.failures + 1
+    return
+  end
   local a = self.host:active()
   if a and a.sha256 ~= self.sha then
     self.sha = a.sha256
@@ -44,8 +50,6 @@ function Routing:_after_reload()
     if self.on_change then
       self.on_change()
     end
-  else
-    self.failures = self.failures + 1
   end
 end
 

@@ -20,7 +20,8 @@ File.__index = File
 --- Open the policy file opts.path in a new host. opts = { path, name (the host's name, in
 --- logs), required (hooks the policy must define), workers?, limits? (policy VM limits),
 --- watch (reload when the file changes), debounce_ms?, log?, label? (task name prefix,
---- default name), on_reload? (called after each reload the watch makes) }. Returns the file
+--- default name), on_reload? (fn(ok) called after each reload the watch makes, ok: whether
+--- it loaded) }. Returns the file
 --- ({ host, path }) and the loaded policy's summary, or nil, msg, code (the workers closed).
 function M.open(opts)
   assert(type(opts) == 'table' and type(opts.path) == 'string', 'policy.file.open: path required')

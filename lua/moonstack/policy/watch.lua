@@ -16,22 +16,20 @@ Watch.__index = Watch
 -- Reload after a change event (see the module comment). Call from a task.
 function Watch:changed()
   local source = phost.read_file(self.path)
+  local ok = false
   if source then
     local sha = pvm.sha256(source)
     local active = self.host:active()
     if (active and active.sha256 == sha) or sha == self.failed_sha then
       return
     end
-    if not self.host:load_string(source, '@' .. self.path, self.path) then
-      self.failed_sha = sha
-    else
-      self.failed_sha = nil
-    end
+    ok = self.host:load_string(source, '@' .. self.path, self.path) and true or false
+    self.failed_sha = not ok and sha or nil
   else
     self.host:load_file(self.path) -- logs why the file cannot be read; the old policy stays
   end
   if self.on_reload then
-    self.on_reload()
+    self.on_reload(ok)
   end
 end
 
@@ -52,7 +50,7 @@ function Watch:close()
 end
 
 --- Watch `path` for `host`. opts = { debounce_ms = 200, log = a moonstack.core.log logger,
---- label = task name prefix, on_reload = fn() called after each reload attempt }. Returns the
+--- label = task name prefix, on_reload = fn(ok) called after each reload attempt }. Returns the
 --- watch ({ active, close(), reset() }); when the directory cannot be watched it is returned
 --- with active = false (and a warning logged): reloads then come from SIGHUP or the REPL.
 function M.start(host, path, opts)

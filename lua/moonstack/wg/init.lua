@@ -221,9 +221,18 @@ local function start(self)
   for _, p in ipairs(peers) do -- after a crash: where peers were last seen (a hub's clients roam)
     p.endpoint = p.endpoint or self.learned[p.public_key]
   end
+  -- wireguard-go binds the socket (the file appears) a moment before it listens: a refused
+  -- connection until then is not a failure
   local ok
-  ok, err, code = uapi(native.set, path, { private_key = self.private_key,
-    listen_port = self.listen_port, replace_peers = true, peers = peers })
+  repeat
+    ok, err, code = uapi(native.set, path, { private_key = self.private_key,
+      listen_port = self.listen_port, replace_peers = true, peers = peers })
+    local again = not ok and code == 'ECONNREFUSED' and not proc.exited and uv.now() < deadline
+    if again then
+      task.sleep(20)
+      uv.update_time()
+    end
+  until not again
   if ok and self.address then
     ok, err, code = ip(self, { 'address', 'add', self.address, 'dev', self.ifname })
   end
@@ -379,15 +388,50 @@ local function check_open(self, what)
   end
 end
 
---- Replace the peer set (peers not listed are removed).
+-- The set request making the device's peers (`dev`: a get answer) exactly `peers`, as `wg
+-- syncconf` does: unlisted peers removed, listed ones updated in place. Not replace_peers, which
+-- re-creates every peer: sessions and learned endpoints lost, a client that just shook hands
+-- keeps sending on a session the device no longer has, and the device cannot reach it.
+local function sync_request(dev, peers)
+  local wanted, list = {}, {}
+  for _, p in ipairs(peers) do
+    wanted[p.public_key] = true
+  end
+  for _, p in ipairs(dev.peers or {}) do
+    if not wanted[p.public_key] then
+      list[#list + 1] = { public_key = p.public_key, remove = true }
+    end
+  end
+  for _, p in ipairs(peers) do
+    list[#list + 1] = p
+  end
+  return { peers = list }
+end
+
+--- Replace the peer set: unlisted peers removed, the others updated in place (their sessions
+--- and learned endpoints kept).
 function Dev:set_peers(peers, cb)
   check_open(self, 'set_peers')
   if type(peers) ~= 'table' then
     error('wg: set_peers: expected a list of peers', 2)
   end
-  local conf = { replace_peers = true, peers = copy_peers(peers) }
+  local wanted, path = copy_peers(peers), self.path
   remember(self, 'set', peers)
-  return uapi(native.set, self.path, conf, cb)
+  if not cb then
+    local dev, err, code = uapi(native.get, path, nil, nil)
+    if not dev then
+      return nil, err, code
+    end
+    return uapi(native.set, path, sync_request(dev, wanted), nil)
+  end
+  return uapi(native.get, path, nil, function(dev, err, code)
+    if dev then
+      dev, err, code = uapi(native.set, path, sync_request(dev, wanted), cb)
+    end
+    if not dev then
+      cb(nil, err, code)
+    end
+  end)
 end
 
 --- Add (or update) one peer.

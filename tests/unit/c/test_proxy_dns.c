@@ -104,7 +104,34 @@ static struct proxy_dns *resolver(const char *server, bool compat, double timeou
 }
 
 /* Start dnsmasq with the records, TTL @p ttl; wait until it answers. */
+/* Whether TCP @p port of 127.0.0.1 is free too: dnsmasq binds both, and a UDP port the kernel
+ * handed out may be taken in TCP (by an ephemeral port of another test, say). */
+static bool tcp_port_free(uint16_t port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ok = fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static int start_dnsmasq_once(const char *bin, int ttl, struct dnsmasq *m);
+
+/* Start dnsmasq on a free port; a few tries, as the port may be taken between the check and
+ * dnsmasq's bind. */
 static int start_dnsmasq(const char *bin, int ttl, struct dnsmasq *m)
+{
+	for (int i = 0; i < 5; i++)
+		if (start_dnsmasq_once(bin, ttl, m) == 0)
+			return 0;
+	return -1;
+}
+
+static int start_dnsmasq_once(const char *bin, int ttl, struct dnsmasq *m)
 {
 	char *argv[64], port_arg[32], ttl_arg[32], rec[sizeof(records) / sizeof(records[0])][128];
 	size_t i, n = 0;
@@ -114,6 +141,8 @@ static int start_dnsmasq(const char *bin, int ttl, struct dnsmasq *m)
 	if (fd < 0)
 		return -1;
 	close(fd); /* dnsmasq binds it right away; loopback only */
+	if (!tcp_port_free(port))
+		return -1;
 	snprintf(port_arg, sizeof(port_arg), "--port=%u", port);
 	snprintf(ttl_arg, sizeof(ttl_arg), "--local-ttl=%d", ttl);
 	argv[n++] = "dnsmasq";
