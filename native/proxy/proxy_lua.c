@@ -72,23 +72,6 @@ static int closed(lua_State *L)
 
 /* ---- proxy.new ---- */
 
-static void only(lua_State *L, int t, const char *what, const char *const *allowed)
-{
-	lua_pushnil(L);
-	while (lua_next(L, t)) {
-		lua_pop(L, 1);
-		bool ok = false;
-		if (lua_type(L, -1) == LUA_TSTRING)
-			for (int i = 0; allowed[i]; i++)
-				ok = ok || strcmp(lua_tostring(L, -1), allowed[i]) == 0;
-		if (!ok) {
-			lua_pushfstring(L, "%s%s is not a known field", what,
-					lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
-			luaL_argerror(L, 1, lua_tostring(L, -1));
-		}
-	}
-}
-
 static double opt_num(lua_State *L, int t, const char *k, const char *what, double def, double lo,
 		      double hi, bool integer)
 {
@@ -135,7 +118,7 @@ static void read_options(lua_State *L, struct proxy_options *o)
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	proxy_options_default(o);
-	only(L, 1, "opts.", keys);
+	proxy_lua_only_keys(L, 1, 1, "opts.", keys);
 	lua_getfield(L, 1, "listen");
 	if (!lua_istable(L, -1) || lua_objlen(L, -1) == 0 || lua_objlen(L, -1) > PROXY_MAX_LISTEN)
 		luaL_argerror(L, 1, "opts.listen must be a list of 1..16 { host, port }");
@@ -146,7 +129,7 @@ static void read_options(lua_State *L, struct proxy_options *o)
 		int e = lua_gettop(L);
 		if (!lua_istable(L, e))
 			luaL_argerror(L, 1, "opts.listen[i] must be a table");
-		only(L, e, "opts.listen[i].", lkeys);
+		proxy_lua_only_keys(L, 1, e, "opts.listen[i].", lkeys);
 		lua_getfield(L, e, "host");
 		size_t n;
 		const char *host = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
@@ -168,7 +151,7 @@ static void read_options(lua_State *L, struct proxy_options *o)
 		int t = lua_gettop(L);
 		if (!lua_istable(L, t))
 			luaL_argerror(L, 1, "opts.timeouts must be a table");
-		only(L, t, "opts.timeouts.", tkeys);
+		proxy_lua_only_keys(L, 1, t, "opts.timeouts.", tkeys);
 		double *dst[] = { &o->t_connect,  &o->t_handshake, &o->t_idle,
 				  &o->t_shutdown, &o->t_total,	   &o->t_pp_header };
 		for (int i = 0; i < 6; i++)

@@ -36,8 +36,8 @@ static int bad(lua_State *L, int arg, const char *path, const char *what)
 	return luaL_argerror(L, arg, lua_tostring(L, -1));
 }
 
-/* Refuse keys of the table at @p t not in @p allowed. */
-static void only_keys(lua_State *L, int arg, int t, const char *path, const char *const *allowed)
+void proxy_lua_only_keys(lua_State *L, int arg, int t, const char *prefix,
+			 const char *const *allowed)
 {
 	t = absindex(L, t);
 	lua_pushnil(L);
@@ -48,12 +48,19 @@ static void only_keys(lua_State *L, int arg, int t, const char *path, const char
 			for (int i = 0; allowed[i]; i++)
 				ok = ok || strcmp(lua_tostring(L, -1), allowed[i]) == 0;
 		if (!ok) {
-			char p[300];
-			snprintf(p, sizeof(p), "%s%s%s", path, path[0] ? "." : "",
-				 lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
-			bad(L, arg, p, "is not a known field");
+			lua_pushfstring(L, "%s%s is not a known field", prefix,
+					lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
+			luaL_argerror(L, arg, lua_tostring(L, -1));
 		}
 	}
+}
+
+/* Refuse keys of the table at @p t not in @p allowed, naming them under snapshot.<path>. */
+static void only_keys(lua_State *L, int arg, int t, const char *path, const char *const *allowed)
+{
+	char prefix[300];
+	snprintf(prefix, sizeof(prefix), "snapshot.%s%s", path, path[0] ? "." : "");
+	proxy_lua_only_keys(L, arg, t, prefix, allowed);
 }
 
 /* Field @p k of table @p t pushed; must be of @p type (or nil when @p optional). */

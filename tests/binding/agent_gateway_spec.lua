@@ -13,6 +13,7 @@ local uv = require('luv')
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local loop = require('tests.helpers.loop')
+local N = require('tests.helpers.wg_netns')
 local kms_fixture = require('kms_fixture')
 local kms_config = require('moonstack.kms.config')
 local kms_server = require('moonstack.kms')
@@ -23,61 +24,14 @@ local client = require('moonstack.gateway.client')
 local http_server = require('moonstack.http.server')
 local msgpack = require('moonstack.core.msgpack')
 local netns = require('moonstack.netns')
-local process = require('moonstack.core.process')
-local task = require('moonstack.core.task')
 local wg = require('moonstack.wg')
 local x509 = require('moonstack.x509')
 
-local ENV = { PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' }
 local GW_APP = ('\170'):rep(20)
 local OS_IMAGE = ('ab'):rep(32)
 local VM_CONFIG = cjson.encode({ os_image_hash = OS_IMAGE })
 
-local why_skip
-if uv.getuid() ~= 0 then
-  why_skip = 'not root'
-elseif not uv.fs_stat('/dev/net/tun') then
-  why_skip = '/dev/net/tun is missing'
-elseif not process.which('wireguard-go') then
-  why_skip = 'wireguard-go is not installed'
-elseif netns.available() ~= true then
-  why_skip = 'network namespaces are not available'
-end
-
-local function run(file, args)
-  return assert(process.run({ file = file, args = args, env = ENV, timeout_ms = 10000 }))
-end
-
-local function ns_run(path, prog, args)
-  local file, argv = netns.command({ join = path }, prog, args)
-  return run(file, argv)
-end
-
-local function holder()
-  local file, args = netns.command({ net = true }, 'sleep', { '600' })
-  local p = assert(process.spawn({ service = 'ns-holder', file = file, args = args, env = ENV }))
-  local own, path = uv.fs_readlink('/proc/self/ns/net'), ('/proc/%d/ns/net'):format(p.pid)
-  for _ = 1, 200 do
-    local cur = uv.fs_readlink(path)
-    if cur and cur ~= own then
-      break
-    end
-    task.sleep(10)
-  end
-  return { proc = p, path = path }
-end
-
-local function wait_for(pred, ms)
-  local deadline = uv.now() + ms
-  while not pred() do
-    if uv.now() > deadline then
-      return false
-    end
-    task.sleep(20)
-    uv.update_time()
-  end
-  return true
-end
+local ns_run, holder, wait_for = N.ns_run, N.holder, N.wait_for
 
 local function mode_of(path)
   return uv.fs_stat(path).mode % 512
@@ -108,10 +62,7 @@ describe('agent gateway port policy', function()
 end)
 
 describe('agent gateway registration', function()
-  if why_skip then
-    it('is skipped: ' .. why_skip, function()
-      print('# SKIP agent_gateway_spec: ' .. why_skip)
-    end)
+  if N.skipped(it, 'agent_gateway_spec') then
     return
   end
 
@@ -229,13 +180,7 @@ describe('agent gateway registration', function()
     local ok, err = pcall(loop.run_task, function()
       local a, b = holder(), holder() -- a: the CVM, b: the gateway's hub
       holders = { a, b }
-      local va, vb = ('msg%da'):format(a.proc.pid % 100000), ('msg%db'):format(b.proc.pid % 100000)
-      assert.are.equal(0, run('ip', { 'link', 'add', va, 'netns', tostring(a.proc.pid), 'type',
-        'veth', 'peer', 'name', vb, 'netns', tostring(b.proc.pid) }).exit_code)
-      for _, s in ipairs({ { a.path, va, '192.168.204.2/24' }, { b.path, vb, '192.168.204.1/24' } }) do
-        assert.are.equal(0, ns_run(s[1], 'ip', { 'address', 'add', s[3], 'dev', s[2] }).exit_code)
-        assert.are.equal(0, ns_run(s[1], 'ip', { 'link', 'set', s[2], 'up' }).exit_code)
-      end
+      N.veth(a, b, 'msg', '192.168.204.2/24', '192.168.204.1/24')
       hub = assert(wg.open({ ifname = 'msgwhub', private_key = require('moonstack.native.wg').genkey(),
         listen_port = 51830, address = '10.204.0.1/24', netns = b.path, run_dir = fx.base .. '/hub' }))
       local cert, key = gw_cert(root_issuer(), GW_APP)
@@ -300,30 +245,8 @@ describe('agent gateway registration', function()
         return hs and (hs[body.client_public_key] or 0) > 0
       end, 10000))
       local nsa, nsb = assert(netns.open(a.path)), assert(netns.open(b.path))
-      local srv = assert(netns.tcp(nsa, '10.204.0.2'))
-      assert(srv:bind('10.204.0.2', 7010))
-      assert(srv:listen(4, function()
-        local c = uv.new_tcp()
-        srv:accept(c)
-        c:write('hello from the CVM', function() c:close() end)
-      end))
-      local cli = assert(netns.tcp(nsb, '10.204.0.2'))
-      local got = task.await(function(resume)
-        local buf = ''
-        cli:connect('10.204.0.2', 7010, function(cerr)
-          if cerr then
-            return resume(nil, cerr)
-          end
-          cli:read_start(function(_, data)
-            if data then
-              buf = buf .. data
-            else
-              resume(buf)
-            end
-          end)
-        end)
-      end, { timeout = 10000 })
-      cli:close()
+      local srv = N.serve_text(nsa, '10.204.0.2', 7010, 'hello from the CVM')
+      local got = N.read_all(assert(netns.tcp(nsb, '10.204.0.2')), '10.204.0.2', 7010)
       srv:close()
       nsa:close()
       nsb:close()
@@ -340,17 +263,7 @@ describe('agent gateway registration', function()
       assert.are_not.equal(0, ns_run(a.path, 'ip', { 'link', 'show', 'msgw0' }).exit_code)
       assert.is_nil(uv.fs_stat(dir .. '/msgw0.sock'))
     end, 90000)
-    loop.run_task(function()
-      if gw then
-        gw:stop()
-      end
-      if hub then
-        hub:close()
-      end
-      for _, h in ipairs(holders) do
-        h.proc:stop(500)
-      end
-    end, 10000)
+    loop.run_task(function() N.teardown(holders, gw, hub) end, 10000)
     assert(ok, err)
   end)
   it("reaches a hub on the host's loopback through the process backend's UDP forward", function()
@@ -379,49 +292,14 @@ describe('agent gateway registration', function()
       assert(dev:set_peers({ { public_key = hub:public_key(), allowed_ips = { '10.205.0.1/32' },
         endpoint = '127.0.0.1:51841', persistent_keepalive = 25 } }))
       local nsa = assert(netns.open(a.path))
-      local srv = assert(netns.tcp(nsa, '10.205.0.2'))
-      assert(srv:bind('10.205.0.2', 7020))
-      assert(srv:listen(4, function()
-        local c = uv.new_tcp()
-        srv:accept(c)
-        c:write('through the forward', function() c:close() end)
-      end))
-      local cli = uv.new_tcp()
-      local got = task.await(function(resume)
-        local buf = ''
-        cli:connect('10.205.0.2', 7020, function(cerr)
-          if cerr then
-            return resume(nil, cerr)
-          end
-          cli:read_start(function(_, data)
-            if data then
-              buf = buf .. data
-            else
-              resume(buf)
-            end
-          end)
-        end)
-      end, { timeout = 10000 })
-      cli:close()
+      local srv = N.serve_text(nsa, '10.205.0.2', 7020, 'through the forward')
+      local got = N.read_all(uv.new_tcp(), '10.205.0.2', 7020)
       srv:close()
       nsa:close()
       assert.are.equal('through the forward', got)
       assert.is_true(pm:stats().datagrams_in > 0)
     end, 60000)
-    loop.run_task(function()
-      if dev then
-        dev:close()
-      end
-      if hub then
-        hub:close()
-      end
-      if pm then
-        pm:stop()
-      end
-      for _, h in ipairs(holders) do
-        h.proc:stop(500)
-      end
-    end, 10000)
+    loop.run_task(function() N.teardown(holders, dev, hub, pm) end, 10000)
     assert(ok, err)
   end)
   it('registers with the real gateway (moonstack.gateway) and reaches its app over its hub', function()
@@ -429,13 +307,7 @@ describe('agent gateway registration', function()
     local ok, err = pcall(loop.run_task, function()
       local a, b = holder(), holder()
       holders = { a, b }
-      local va, vb = ('msr%da'):format(a.proc.pid % 100000), ('msr%db'):format(b.proc.pid % 100000)
-      assert.are.equal(0, run('ip', { 'link', 'add', va, 'netns', tostring(a.proc.pid), 'type',
-        'veth', 'peer', 'name', vb, 'netns', tostring(b.proc.pid) }).exit_code)
-      for _, sp in ipairs({ { a.path, va, '192.168.206.2/24' }, { b.path, vb, '192.168.206.1/24' } }) do
-        assert.are.equal(0, ns_run(sp[1], 'ip', { 'address', 'add', sp[3], 'dev', sp[2] }).exit_code)
-        assert.are.equal(0, ns_run(sp[1], 'ip', { 'link', 'set', sp[2], 'up' }).exit_code)
-      end
+      N.veth(a, b, 'msr', '192.168.206.2/24', '192.168.206.1/24')
       local cert, key = gw_cert(root_issuer(), GW_APP)
       local dir = fx.base .. '/realgw'
       assert(require('moonstack.core.fs').mkdir_p(dir))
@@ -461,33 +333,11 @@ describe('agent gateway registration', function()
       assert.is_true(wait_for(function() return ag.state == 'registered' end, 20000), ag.last_error)
       assert.are.equal('10.206.0.2', ag.registration.wg.client_ip)
       local nsa = assert(netns.open(a.path))
-      local srv = assert(netns.tcp(nsa, '10.206.0.2'))
-      assert(srv:bind('10.206.0.2', 7030))
-      assert(srv:listen(4, function()
-        local c = uv.new_tcp()
-        srv:accept(c)
-        c:write('app behind the real gateway', function() c:close() end)
-      end))
+      local srv = N.serve_text(nsa, '10.206.0.2', 7030, 'app behind the real gateway')
       local nsb = assert(netns.open(b.path))
       local got
       for _ = 1, 3 do -- the hub learns the peer as the gateway reconfigures it
-        local cli = assert(netns.tcp(nsb, '10.206.0.2'))
-        got = task.await(function(resume)
-          local buf = ''
-          cli:connect('10.206.0.2', 7030, function(cerr)
-            if cerr then
-              return resume(nil, cerr)
-            end
-            cli:read_start(function(_, data)
-              if data then
-                buf = buf .. data
-              else
-                resume(buf)
-              end
-            end)
-          end)
-        end, { timeout = 8000 })
-        cli:close()
+        got = N.read_all(assert(netns.tcp(nsb, '10.206.0.2')), '10.206.0.2', 7030, 8000)
         if got then
           break
         end
@@ -497,17 +347,7 @@ describe('agent gateway registration', function()
       nsb:close()
       assert.are.equal('app behind the real gateway', got)
     end, 90000)
-    loop.run_task(function()
-      if ag then
-        ag:stop()
-      end
-      if gwsvc then
-        gwsvc:stop()
-      end
-      for _, h in ipairs(holders) do
-        h.proc:stop(500)
-      end
-    end, 15000)
+    loop.run_task(function() N.teardown(holders, ag, gwsvc) end, 15000)
     assert(ok, err)
   end)
 end)

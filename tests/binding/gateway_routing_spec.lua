@@ -17,11 +17,9 @@ local function in_task(fn)
   end
 end
 
+-- Replace the file at `path` with `text` in one step (a rename: watchers see a whole file).
 local function write(path, text)
-  local f = assert(io.open(path .. '.tmp', 'wb'))
-  f:write(text)
-  f:close()
-  assert(os.rename(path .. '.tmp', path))
+  assert(require('moonstack.core.fs').write_atomic(path, text))
 end
 
 local function policy(version, body)

@@ -12,12 +12,7 @@ local MiB = 1024 * 1024
 
 describe('moonstack.native.proxy relay', function()
   local cert, p, port
-  local servers = {}
-
-  local function serve(srv, bport, stats)
-    servers[#servers + 1] = srv
-    return bport, stats
-  end
+  local serve = F.keep
 
   setup(function()
     cert = F.cert(fixtures.tmpdir('proxy-relay'))
@@ -30,19 +25,11 @@ describe('moonstack.native.proxy relay', function()
   end)
 
   after_each(function()
-    p:close()
-    for _, s in ipairs(servers) do
-      s:close()
-    end
-    servers = {}
-    F.wait(function() return false end, 20)
+    F.close_all(p)
   end)
 
   local function one(plan)
-    plan.port = plan.port or port
-    local r = F.peer(plan)
-    assert.equal(1, #r)
-    return r[1]
+    return F.one(plan, port)
   end
 
   for _, size in ipairs({ 1024, MiB }) do

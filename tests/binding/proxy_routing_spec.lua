@@ -8,16 +8,10 @@ local fixtures = require('fixtures')
 
 describe('moonstack.native.proxy routing', function()
   local cert, p, port
-  local servers = {}
-
-  local function serve(srv, bport, stats)
-    servers[#servers + 1] = srv
-    return bport, stats
-  end
+  local serve = F.keep
 
   local function one(plan)
-    plan.port = plan.port or port
-    return F.peer(plan)[1]
+    return F.one(plan, port)
   end
 
   local function echo_ok(sni)
@@ -34,12 +28,7 @@ describe('moonstack.native.proxy routing', function()
   end)
 
   after_each(function()
-    p:close()
-    for _, s in ipairs(servers) do
-      s:close()
-    end
-    servers = {}
-    F.wait(function() return false end, 20)
+    F.close_all(p)
   end)
 
   it('refuses a malformed snapshot, naming the field', function()
@@ -224,7 +213,7 @@ describe('moonstack.native.proxy routing', function()
     local srv = require('luv').new_tcp()
     assert(srv:bind('127.0.0.1', 0))
     assert(srv:listen(1, function() end))
-    servers[#servers + 1] = srv
+    serve(srv)
     local taken = srv:getsockname().port
     local q, msg, code = proxy.new({ listen = { { host = '127.0.0.1', port = taken } }, workers = 1 })
     assert.is_nil(q)

@@ -7,52 +7,14 @@
 -- and /dev/net/tun (skipped with a message otherwise).
 local uv = require('luv')
 local loop = require('tests.helpers.loop')
+local N = require('tests.helpers.wg_netns')
 local wg = require('moonstack.wg')
 local native = require('moonstack.native.wg')
 local netns = require('moonstack.netns')
-local process = require('moonstack.core.process')
 local task = require('moonstack.core.task')
 
 local TMP = os.getenv('MOONSTACK_TEST_TMP') or '/tmp'
-local ENV = { PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' }
-
-local why_skip
-if uv.getuid() ~= 0 then
-  why_skip = 'not root'
-elseif not uv.fs_stat('/dev/net/tun') then
-  why_skip = '/dev/net/tun is missing'
-elseif not process.which('wireguard-go') then
-  why_skip = 'wireguard-go is not installed'
-elseif netns.available() ~= true then
-  why_skip = 'network namespaces are not available'
-end
-
--- Run a command to completion inside a task; returns the result table.
-local function run(file, args)
-  return assert(process.run({ file = file, args = args, env = ENV, timeout_ms = 10000 }))
-end
-
-local function ns_run(path, prog, args)
-  local file, argv = netns.command({ join = path }, prog, args)
-  return run(file, argv)
-end
-
--- A process holding a fresh network namespace: { proc, path }.
-local function holder()
-  local file, args = netns.command({ net = true }, 'sleep', { '600' })
-  local p = assert(process.spawn({ service = 'ns-holder', file = file, args = args, env = ENV }))
-  local own = uv.fs_readlink('/proc/self/ns/net')
-  local path = ('/proc/%d/ns/net'):format(p.pid)
-  for _ = 1, 200 do
-    local cur = uv.fs_readlink(path)
-    if cur and cur ~= own then
-      break
-    end
-    task.sleep(10)
-  end
-  assert.are_not.equal(own, uv.fs_readlink(path))
-  return { proc = p, path = path }
-end
+local run, ns_run, holder = N.run, N.ns_run, N.holder
 
 -- Connect from namespace `from` to host:port (a listener in `to`), send `msg`, read the echo.
 local function echo_across(from, to, host, port, msg)
@@ -110,10 +72,7 @@ local function wg_processes(ifname)
 end
 
 describe('moonstack.wg devices', function()
-  if why_skip then
-    it('is skipped: ' .. why_skip, function()
-      print('# SKIP wg_device_spec: ' .. why_skip)
-    end)
+  if N.skipped(it, 'wg_device_spec') then
     return
   end
 
@@ -147,14 +106,7 @@ describe('moonstack.wg devices', function()
     local ok, err = pcall(loop.run_task, function()
       local a, b = holder(), holder()
       holders = { a, b }
-      local va, vb = ('msv%da'):format(a.proc.pid % 100000), ('msv%db'):format(b.proc.pid % 100000)
-      local r = run('ip', { 'link', 'add', va, 'netns', tostring(a.proc.pid), 'type', 'veth',
-        'peer', 'name', vb, 'netns', tostring(b.proc.pid) })
-      assert.are.equal(0, r.exit_code, r.stderr)
-      for _, s in ipairs({ { a.path, va, '192.168.203.1/24' }, { b.path, vb, '192.168.203.2/24' } }) do
-        assert.are.equal(0, ns_run(s[1], 'ip', { 'address', 'add', s[3], 'dev', s[2] }).exit_code)
-        assert.are.equal(0, ns_run(s[1], 'ip', { 'link', 'set', s[2], 'up' }).exit_code)
-      end
+      N.veth(a, b, 'msv', '192.168.203.1/24', '192.168.203.2/24')
       local ka, kb = native.genkey(), native.genkey()
       local run_dir = ('%s/wg-dev-%d'):format(TMP, uv.os_getpid())
       local da = assert(wg.open({ ifname = 'mswga', private_key = ka, listen_port = 51820,
@@ -269,14 +221,7 @@ describe('moonstack.wg devices', function()
       nsb:close()
       os.remove(run_dir)
     end, 60000)
-    loop.run_task(function()
-      for _, d in ipairs(devs) do
-        d:close()
-      end
-      for _, h in ipairs(holders) do
-        h.proc:stop(500)
-      end
-    end, 10000)
+    loop.run_task(function() N.teardown(holders, unpack(devs)) end, 10000)
     assert(ok, err)
   end)
 end)

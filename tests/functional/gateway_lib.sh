@@ -14,11 +14,8 @@ return {
   image = { verify = false },
 }
 EOF
-"$MOONSTACK" kms -c "$d/kms.lua" >"$d/kms.log" 2>&1 &
-KPID=$!
-defer "kill -KILL $KPID 2>/dev/null"
-wait_for 20 grep -q 'KMS ready' "$d/kms.log" || { not_ok "KMS started" "$(cat "$d/kms.log")"; finish; exit 1; }
-kport=$(sed -n 's/.*KMS ready.*"address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$d/kms.log" | head -1)
+kms_start "$d/kms.lua" "$d/kms.log"
+kport=$KMS_PORT
 ok "KMS started"
 
 # certs.lua DIR URL ROOT NAME INSTANCE_BYTE: a simulated CVM's SignCert client certificate

@@ -30,12 +30,10 @@ return {
 }
 EOF
 start_gateway() {
-  "$MOONSTACK" gateway -c "$d/gateway.lua" >"$d/gw.log" 2>&1 &
-  GPID=$!
-  defer "kill -KILL $GPID 2>/dev/null"
-  wait_for 20 grep -q 'gateway ready' "$d/gw.log" || { not_ok "gateway started" "$(cat "$d/gw.log")"; finish; exit 1; }
-  RPC=$(sed -n 's/.*gateway ready.*"rpc":"\([0-9.:]*\)".*/\1/p' "$d/gw.log" | tail -1)
-  ADMIN=$(sed -n 's/.*gateway ready.*"admin":"\([0-9.:]*\)".*/\1/p' "$d/gw.log" | tail -1)
+  daemon_start gateway "$d/gateway.lua" "$d/gw.log" 'gateway ready'
+  GPID=$DAEMON_PID
+  RPC=$(ready_field "$d/gw.log" 'gateway ready' rpc)
+  ADMIN=$(ready_field "$d/gw.log" 'gateway ready' admin)
 }
 start_gateway
 ok "gateway started (rpc $RPC, admin $ADMIN)"

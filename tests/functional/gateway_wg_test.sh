@@ -32,11 +32,9 @@ return {
   recycle = { enabled = true, interval = 0.5, timeout = 3 },
 }
 EOF
-"$MOONSTACK" gateway -c "$d/gateway.lua" >"$d/gw.log" 2>&1 &
-GPID=$!
-defer "kill -KILL $GPID 2>/dev/null"
-wait_for 30 grep -q 'gateway ready' "$d/gw.log" || { not_ok "gateway started" "$(tail -20 "$d/gw.log")"; finish; exit 1; }
-RPC=$(sed -n 's/.*gateway ready.*"rpc":"\([0-9.:]*\)".*/\1/p' "$d/gw.log" | tail -1)
+daemon_start gateway "$d/gateway.lua" "$d/gw.log" 'gateway ready' 30
+GPID=$DAEMON_PID
+RPC=$(ready_field "$d/gw.log" 'gateway ready' rpc)
 ok "gateway started with its WireGuard device"
 check_match "the device has the gateway's address" 'inet 10\.0\.0\.1/24' "$(ip addr show "$IF" 2>&1)"
 check "the device's public key is the configured key's" "$(wg pubkey <<<"$gwkey")" "$(wg show "$IF" public-key 2>&1)"

@@ -62,11 +62,8 @@ return {
     allow_simulator = true },
 }
 EOF
-"$MOONSTACK" kms -c "$d/kms.lua" >"$d/kms.log" 2>&1 &
-KPID=$!
-defer "kill -KILL $KPID 2>/dev/null"
-wait_for 20 grep -q 'KMS ready' "$d/kms.log" || { not_ok "KMS started" "$(cat "$d/kms.log")"; finish; exit 1; }
-port=$(sed -n 's/.*KMS ready.*"address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$d/kms.log" | head -1)
+kms_start "$d/kms.lua" "$d/kms.log"
+port=$KMS_PORT
 KMS_URL=https://localhost:$port
 ok "KMS started with the policy backend"
 

@@ -76,3 +76,25 @@ finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
 }
+
+# daemon_start NAME CONF LOG READY [SECS]: run `moonstack NAME -c CONF` in the background (killed
+# when the test exits), its output in LOG, and wait SECS (default 20) for a line with READY in
+# LOG; sets DAEMON_PID. A daemon that is not ready in time ends the test (not ok, LOG's tail).
+daemon_start() {
+  "$MOONSTACK" "$1" -c "$2" >"$3" 2>&1 &
+  DAEMON_PID=$!
+  defer "kill -KILL $DAEMON_PID 2>/dev/null"
+  wait_for "${5:-20}" grep -q "$4" "$3" || { not_ok "$1 started" "$(tail -20 "$3")"; finish; exit 1; }
+}
+
+# ready_field LOG READY KEY: the string value of "KEY" in the last line of LOG with READY.
+ready_field() { grep "$2" "$1" | tail -1 | sed -n "s/.*\"$3\":\"\([^\"]*\)\".*/\1/p"; }
+
+# kms_start CONF LOG: daemon_start for `moonstack kms -c CONF`; sets KPID and KMS_PORT (the
+# port of its listen address).
+kms_start() {
+  daemon_start kms "$1" "$2" 'KMS ready'
+  KPID=$DAEMON_PID
+  KMS_PORT=$(ready_field "$2" 'KMS ready' address)
+  KMS_PORT=${KMS_PORT##*:}
+}

@@ -29,11 +29,8 @@ return {
   attestation = { simulator_dir = '$d/sim', allow_simulator = true },
 }
 EOF
-"$MOONSTACK" kms -c "$d/kms.lua" >"$d/kms.log" 2>&1 &
-KPID=$!
-defer "kill -KILL $KPID 2>/dev/null"
-wait_for 20 grep -q 'KMS ready' "$d/kms.log" || { not_ok "KMS started" "$(cat "$d/kms.log")"; finish; exit 1; }
-kport=$(sed -n 's/.*KMS ready.*"address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$d/kms.log" | head -1)
+kms_start "$d/kms.lua" "$d/kms.log"
+kport=$KMS_PORT
 KMS_URL=https://localhost:$kport
 kms_pub=$(curl -s --cacert "$d/kms-keys/root-ca.crt" "https://localhost:$kport/prpc/GetMeta?json" | jq -r .k256_pubkey)
 check_match "KMS started (its k256 key)" '^[0-9a-f]{66}$' "$kms_pub"

@@ -48,62 +48,62 @@ function M.server(on_conn)
   return srv, srv:getsockname().port
 end
 
---- An echo backend: every byte back; at EOF, shuts its write side and closes. Counts in `stats`.
-function M.echo_server(stats)
+-- M.server counting its connections in stats.conns and stats.open (stats: the caller's table or
+-- a new one, given `fields` first): on_conn(c, close, stats), where close() closes c and counts
+-- it closed. Returns server, port, stats.
+local function counted(stats, fields, on_conn)
   stats = stats or {}
-  stats.conns, stats.bytes, stats.open = 0, 0, 0
+  for k, v in pairs(fields) do
+    stats[k] = v
+  end
+  stats.conns, stats.open = 0, 0
   local srv, port = M.server(function(c)
     stats.conns = stats.conns + 1
     stats.open = stats.open + 1
-    c:read_start(function(_, data)
-      if data then
-        stats.bytes = stats.bytes + #data
-        c:write(data)
-      else
-        c:read_stop()
-        c:shutdown(function()
-          c:close()
-          stats.open = stats.open - 1
-        end)
-      end
-    end)
+    on_conn(c, function()
+      c:close()
+      stats.open = stats.open - 1
+    end, stats)
   end)
   return srv, port, stats
 end
 
+--- An echo backend: every byte back; at EOF, shuts its write side and closes. Counts in `stats`.
+function M.echo_server(stats)
+  return counted(stats, { bytes = 0 }, function(c, close, st)
+    c:read_start(function(_, data)
+      if data then
+        st.bytes = st.bytes + #data
+        c:write(data)
+      else
+        c:read_stop()
+        c:shutdown(close)
+      end
+    end)
+  end)
+end
+
 --- A backend that reads to EOF, then answers "got:<bytes>" and closes. Records in `stats`.
 function M.sink_server(stats)
-  stats = stats or {}
-  stats.conns, stats.open, stats.got = 0, 0, {}
-  local srv, port = M.server(function(c)
-    stats.conns = stats.conns + 1
-    stats.open = stats.open + 1
+  return counted(stats, { got = {} }, function(c, close, st)
     local n = 0
     c:read_start(function(_, data)
       if data then
         n = n + #data
       else
-        stats.got[#stats.got + 1] = n
+        st.got[#st.got + 1] = n
         c:write('got:' .. n, function()
-          c:shutdown(function()
-            c:close()
-            stats.open = stats.open - 1
-          end)
+          c:shutdown(close)
         end)
       end
     end)
   end)
-  return srv, port, stats
 end
 
 --- A backend that greets with `greeting`, shuts its write side at once, then counts what it
 --- still reads (stats.after) and closes at EOF.
 function M.greeter_server(greeting, stats)
-  stats = stats or {}
-  stats.conns, stats.open, stats.after = 0, 0, {}
-  local srv, port = M.server(function(c)
-    stats.conns = stats.conns + 1
-    stats.open = stats.open + 1
+  return counted(stats, { after = {} }, function(c, close, st)
     local n = 0
     c:write(greeting)
     c:shutdown()
@@ -111,22 +111,16 @@ function M.greeter_server(greeting, stats)
       if data then
         n = n + #data
       else
-        stats.after[#stats.after + 1] = n
-        c:close()
-        stats.open = stats.open - 1
+        st.after[#st.after + 1] = n
+        close()
       end
     end)
   end)
-  return srv, port, stats
 end
 
 --- An echo backend that closes (write side first) once it has echoed `limit` bytes.
 function M.echo_n_server(limit, stats)
-  stats = stats or {}
-  stats.conns, stats.open = 0, 0
-  local srv, port = M.server(function(c)
-    stats.conns = stats.conns + 1
-    stats.open = stats.open + 1
+  return counted(stats, {}, function(c, close)
     local n, done = 0, false
     c:read_start(function(_, data)
       if data and not done then
@@ -134,19 +128,14 @@ function M.echo_n_server(limit, stats)
         c:write(data)
         if n >= limit then
           done = true
-          c:shutdown(function()
-            c:close()
-            stats.open = stats.open - 1
-          end)
+          c:shutdown(close)
         end
       elseif not data and not done then
         done = true
-        c:close()
-        stats.open = stats.open - 1
+        close()
       end
     end)
   end)
-  return srv, port, stats
 end
 
 --- A raw TCP client sending `bytes` (may be nil): returns how long until the proxy closed it
@@ -248,6 +237,35 @@ function M.fds()
     n = n + 1
   end
   return n
+end
+
+-- The backends kept by M.keep, closed by M.close_all.
+local kept = {}
+
+--- Keep the backend `srv` (as returned by a *_server helper, with its port and stats) to be
+--- closed by M.close_all; returns port, stats.
+function M.keep(srv, port, stats)
+  kept[#kept + 1] = srv
+  return port, stats
+end
+
+--- Close the proxy `p` and every kept backend, and let the loop run their close callbacks.
+function M.close_all(p)
+  p:close()
+  for _, srv in ipairs(kept) do
+    srv:close()
+  end
+  kept = {}
+  M.wait(function() return false end, 20)
+end
+
+--- Run one connection of `plan` (proxy_peer.py) against `port` unless the plan names one;
+--- returns its result.
+function M.one(plan, port)
+  plan.port = plan.port or port
+  local r = M.peer(plan)
+  assert(#r == 1, 'expected the result of one connection')
+  return r[1]
 end
 
 --- A proxy on an ephemeral port with short timeouts (merged with `opts`).

@@ -31,11 +31,9 @@ assert(srv:listen(4096, function(err)
   end)
 end))
 
+-- Replace the file at `path` with `text` in one step (a rename: watchers see a whole file).
 local function write(path, text)
-  local f = assert(io.open(path .. '.tmp', 'w'))
-  f:write(text)
-  f:close()
-  assert(os.rename(path .. '.tmp', path))
+  assert(require('moonstack.core.fs').write_atomic(path, text))
 end
 write(port_file, tostring(srv:getsockname().port))
 local t = uv.new_timer()

@@ -23,9 +23,11 @@ fi
 
 t=$(mktemp -d "${TMPDIR:-/tmp}/moonstack-layers.XXXXXX")
 trap 'rm -rf "$t"' EXIT
-# violation NAME REGEX FILE CONTENT: the check must fail on a copy holding FILE, naming REGEX.
+# violation NAME REGEX FILE CONTENT [REMOVE]: the check must fail on a copy holding FILE (and
+# without the file REMOVE), naming REGEX.
 violation() {
   rm -rf "$t/lua" && cp -r "$src/lua" "$t/lua"
+  [ -n "${5:-}" ] && rm -f "$t/lua/$5"
   mkdir -p "$(dirname "$t/lua/$3")"
   printf '%s\n' "$4" >"$t/lua/$3"
   out=$($check "$t/lua" 2>&1)
@@ -46,9 +48,9 @@ violation "a service reaching into another fails" 'service kms reaches into serv
 violation "a folder off the map fails" 'folder nowhere is not on the layer map' \
   moonstack/nowhere/x.lua "return {}"
 violation "a service without the shape fails" 'service gateway has no api.lua' \
-  moonstack/gateway/init.lua "return {}"
+  moonstack/gateway/init.lua "return {}" moonstack/gateway/api.lua
 violation "a service used without a client fails" 'service kms uses service gateway, which has no client.lua' \
-  moonstack/kms/bad.lua "local v = require('moonstack.gateway.client') return {}"
+  moonstack/kms/bad.lua "local v = require('moonstack.gateway.client') return {}" moonstack/gateway/client.lua
 rm -rf "$t/lua" && cp -r "$src/lua" "$t/lua"
 printf -- "-- see require('moonstack.kms') in the docs\nreturn {}\n" >"$t/lua/moonstack/core/doc.lua"
 out=$($check "$t/lua" 2>&1)

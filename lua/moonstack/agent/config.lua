@@ -308,8 +308,8 @@ M.schema = {
   },
 }
 
---- Fill derived defaults (log_dir) in a validated config.
-local function finish(cfg)
+--- Fill derived defaults (log_dir, code_reload) in a validated config.
+function M.finish(cfg)
   cfg.log_dir = cfg.log_dir or (cfg.state_dir .. '/logs')
   if cfg.code_reload == nil then -- never by default on TDX hardware
     cfg.code_reload = cfg.tee.name ~= 'tdx'
@@ -317,20 +317,5 @@ local function finish(cfg)
   return cfg
 end
 
---- Validate a config table. Returns a validated copy with defaults, or nil, 'EINVAL: ...',
---- 'EINVAL'.
-function M.validate(tbl)
-  local schema = require('moonstack.core.schema')
-  local cfg, err, code = schema.validate(tbl, M.schema, 'config')
-  if not cfg then
-    return nil, err, code
-  end
-  return finish(cfg)
-end
-
---- Load and validate agent.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).
-function M.load(path)
-  return config.load(path, M.schema, { finish = finish })
-end
-
-return M
+-- M.validate(tbl) and M.load(path) (agent.lua): over M.schema and M.finish.
+return config.define(M)

@@ -4,6 +4,7 @@
 -- directory, for operators (kms-vmm-gateway.md §3.3).
 local cjson = require('cjson')
 local args = require('moonstack.core.args')
+local daemon = require('moonstack.daemon')
 local crypto = require('moonstack.crypto')
 
 local PROG = 'moonstack kms'
@@ -28,13 +29,8 @@ local derive_spec = {
   },
 }
 
-local daemon_spec = {
-  usage = 'moonstack kms -c FILE',
-  summary = 'run the KMS daemon (pRPC over HTTPS, control socket)',
-  description = 'FILE is a Lua config (examples: share/moonstack/examples/configs). '
-    .. 'Its keys:\n\n' .. require('moonstack.core.config').doc('moonstack.kms.config'),
-  options = { { '-c', '--config', arg = 'FILE', help = 'the KMS config file', required = true } },
-}
+local daemon_spec = daemon.command_spec('kms', 'run the KMS daemon (pRPC over HTTPS, control socket)',
+  'moonstack.kms.config', 'the KMS config file')
 
 local HELP = table.concat({
   'usage: moonstack kms -c FILE | moonstack kms COMMAND [ARGS...]',
@@ -137,24 +133,15 @@ local function derive(argv)
   return nil
 end
 
-
 local function run_daemon(argv)
-  local opts, code = args.parse_command(PROG, daemon_spec, argv)
-  if not opts then
-    return code
-  end
-  local config = require('moonstack.kms.config')
-  local cfg, err = config.load(opts.config)
-  if not cfg then
-    return fail(PROG, err)
-  end
-  local repl = require('moonstack.kms.repl')
-  require('moonstack.daemon').serve({ name = 'kms', service = require('moonstack.kms'), cfg = cfg,
-    config_path = opts.config, load_config = config.load, control = cfg.control,
-    repl = repl.env, code = { prefix = 'moonstack.kms', dir = cfg.code_dir,
-      allowed = cfg.code_reload or 'code reload is off (kms.lua code_reload; off in a CVM)',
-      before_swap = require('moonstack.kms.setup').code_recorder(cfg.tee) } })
-  return nil
+  return daemon.serve_command(PROG, daemon_spec, argv, require('moonstack.kms.config').load,
+    function(cfg)
+      return { name = 'kms', service = require('moonstack.kms'),
+        repl = require('moonstack.kms.repl').env, code = { prefix = 'moonstack.kms',
+          dir = cfg.code_dir,
+          allowed = cfg.code_reload or 'code reload is off (kms.lua code_reload; off in a CVM)',
+          before_swap = require('moonstack.kms.setup').code_recorder(cfg.tee) } }
+    end)
 end
 
 local function run(argv)

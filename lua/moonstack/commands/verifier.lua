@@ -3,7 +3,6 @@
 -- dstack-verifier's HTTP API (POST /verify, GET /health; moonstack.verifier.service), run as
 -- a daemon (moonstack.daemon.serve): control socket, SIGTERM/SIGINT stop, SIGHUP re-reads the
 -- config's policy, collateral and root files (the previous ones stay on failure).
-local args = require('moonstack.core.args')
 local daemon = require('moonstack.daemon')
 local service = require('moonstack.verifier.service')
 
@@ -24,20 +23,12 @@ local spec = {
 }
 
 local function run(argv)
-  local opts, code = args.parse_command(PROG, spec, argv)
-  if not opts then
-    return code
-  end
-  local cfg, err = service.load_config(opts.config)
-  if not cfg then
-    return args.fail(PROG, err)
-  end
-  daemon.serve({ name = 'verifier', service = service, cfg = cfg, control = cfg.control,
-    config_path = opts.config, load_config = service.load_config,
-    repl = function(svc)
-      return { config = svc.cfg }, { config = 'the running config' }
-    end })
-  return nil
+  return daemon.serve_command(PROG, spec, argv, service.load_config, function()
+    return { name = 'verifier', service = service,
+      repl = function(svc)
+        return { config = svc.cfg }, { config = 'the running config' }
+      end }
+  end)
 end
 
 return { name = 'verifier', summary = spec.summary, run = run }

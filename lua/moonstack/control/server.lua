@@ -15,6 +15,7 @@ local pretty = require('moonstack.control.pretty')
 local log = require('moonstack.core.log').new('control')
 
 local errors = require('moonstack.core.errors')
+local tables = require('moonstack.core.tables')
 
 local M = {}
 
@@ -250,11 +251,7 @@ end
 
 --- Number of connected clients.
 function Server:clients()
-  local n = 0
-  for _ in pairs(self.conns) do
-    n = n + 1
-  end
-  return n
+  return tables.count(self.conns)
 end
 
 -- Remove the socket file if it is still the one we created.

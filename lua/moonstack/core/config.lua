@@ -145,6 +145,27 @@ function M.load(path, schema, opts)
   return M.load_string(src, '@' .. path, schema, o)
 end
 
+--- Give the config module `mod` of a service its two entry points, over `mod.schema` and the
+--- optional `mod.finish(cfg)` -> cfg | nil, msg, code (checks across keys, derived defaults;
+--- both looked up at each call):
+---   mod.validate(tbl) -> a validated copy with defaults, or nil, 'EINVAL: ...', 'EINVAL'
+---     (every message names the field);
+---   mod.load(path) -> the config of the file, or nil, msg, code (ENOENT, EPARSE, EINVAL...).
+--- Returns `mod`.
+function M.define(mod)
+  function mod.validate(tbl)
+    local cfg, err, code = schema_mod.validate(tbl, mod.schema, 'config')
+    if cfg and mod.finish then
+      return mod.finish(cfg)
+    end
+    return cfg, err, code
+  end
+  function mod.load(path)
+    return M.load(path, mod.schema, { finish = mod.finish })
+  end
+  return mod
+end
+
 --- The documentation of a config module: the comment at the top of the embedded source of
 --- `module` (e.g. 'moonstack.kms.config', which lists every key with its default), without the
 --- SPDX line and the comment markers, for a command's --help. '' when it has none.

@@ -147,13 +147,7 @@ local function type_ok(node, v)
   return type(v) == t
 end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do
-    n = n + 1
-  end
-  return n
-end
+local count = require('moonstack.core.tables').count
 
 local function sorted_keys(t)
   local keys = {}

@@ -58,6 +58,15 @@ function M.contains(list, value)
   return false
 end
 
+--- The number of keys of table `t` (every key, not only the array part).
+function M.count(t)
+  local n = 0
+  for _ in pairs(t) do
+    n = n + 1
+  end
+  return n
+end
+
 --- Pack varargs with their count: { n = select('#', ...), ... }.
 function M.pack(...)
   return { n = select('#', ...), ... }

@@ -12,6 +12,7 @@ local runtime = require('moonstack.native.runtime')
 local task = require('moonstack.core.task')
 local tables = require('moonstack.core.tables')
 local code_loader = require('moonstack.daemon.code')
+local args = require('moonstack.core.args')
 
 local M = {}
 
@@ -303,6 +304,45 @@ function M.serve(def)
   })
   state.daemon = d
   return d
+end
+
+
+--- The args spec (moonstack.core.args) of a daemon's `moonstack <name> -c FILE` command:
+--- `summary`, `what` as the help of -c, and as the description the keys of the config module
+--- named `config_module` (its top comment: moonstack.core.config.doc).
+function M.command_spec(name, summary, config_module, what)
+  return {
+    usage = ('moonstack %s -c FILE'):format(name),
+    summary = summary,
+    description = 'FILE is a Lua config (examples: share/moonstack/examples/configs). '
+      .. 'Its keys:\n\n' .. require('moonstack.core.config').doc(config_module),
+    options = { { '-c', '--config', arg = 'FILE', help = what, required = true } },
+  }
+end
+
+--- Run a daemon's `-c FILE` command: parse `argv` against `spec` (--help: exit 0; a usage
+--- error: exit 2), load FILE with load_config(path) -> cfg | nil, msg (a bad file: the message
+--- on stderr, exit 2), then M.serve(make(cfg)), the def given cfg, control (cfg.control),
+--- config_path and load_config where it leaves them out (SIGHUP reads FILE again). Returns
+--- the exit code, or nil once the daemon runs (the loop keeps it alive).
+function M.serve_command(prog, spec, argv, load_config, make)
+  local opts, code = args.parse_command(prog, spec, argv)
+  if not opts then
+    return code
+  end
+  local cfg, err = load_config(opts.config)
+  if not cfg then
+    return args.fail(prog, err)
+  end
+  local def = make(cfg)
+  def.cfg = def.cfg or cfg
+  if def.control == nil then
+    def.control = cfg.control
+  end
+  def.config_path = def.config_path or opts.config
+  def.load_config = def.load_config or load_config
+  M.serve(def)
+  return nil
 end
 
 return M

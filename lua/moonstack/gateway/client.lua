@@ -22,81 +22,26 @@
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
-local http = require('moonstack.http.client')
+local prpc = require('moonstack.http.prpc_client')
 local x509 = require('moonstack.x509')
+local wgconf = require('moonstack.wg.config')
 
 local M = {}
 
 local MAX_SERVERS = 64
-local MAX_ANSWER = 1048576
-
--- <base>/prpc/<method>?json (a base already ending in /prpc keeps it).
-local function method_url(base, method)
-  base = base:gsub('/+$', '')
-  if not base:find('/prpc$') then
-    base = base .. '/prpc'
-  end
-  return base .. '/' .. method .. '?json'
-end
-
-local function rpc_error(resp)
-  local obj = cjson.decode(resp.body or '')
-  if type(obj) == 'table' and type(obj.error) == 'string' then
-    return obj.error:sub(1, 500)
-  end
-  return ('HTTP %d: %s'):format(resp.status, (resp.body or ''):sub(1, 200))
-end
-
-local function call(url, body, tls, timeout_ms)
-  local resp, err, code = http.request({ url = url, method = 'POST', body = body,
-    headers = { ['Content-Type'] = 'application/json' }, tls = tls,
-    timeout_ms = timeout_ms or 30000, max_response = MAX_ANSWER })
-  if not resp then
-    return nil, err, code
-  end
-  if resp.status ~= 200 then
-    return nil, rpc_error(resp), resp.status == 400 and 'EDENIED' or 'EPROTO'
-  end
-  local obj = cjson.decode(resp.body or '')
-  if type(obj) ~= 'table' then
-    return errors.fail('EPROTO', url .. ' answered with invalid JSON')
-  end
-  return obj
-end
 
 local function bad(what)
   return errors.fail('EPROTO', 'RegisterCvm answer: ' .. what)
 end
 
+-- The address of `s` ('10.0.0.1' or '10.0.0.1/24'), without its prefix, or nil.
 local function ipv4(s)
-  if type(s) ~= 'string' then
-    return nil
-  end
-  local ip = s:match('^([%d%.]+)/%d+$') or s
-  local a, b, c, d = ip:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')
-  for _, o in ipairs({ a, b, c, d }) do
-    if #o > 3 or tonumber(o) > 255 then
-      return nil
-    end
-  end
-  return a and ip or nil
+  local ip = type(s) == 'string' and (s:match('^([%d%.]+)/%d+$') or s)
+  return ip and wgconf.check_ipv4(ip) and ip or nil
 end
 
-local function endpoint_ok(s)
-  if type(s) ~= 'string' or #s > 261 then
-    return false
-  end
-  local host, port = s:match('^%[([%x:%.]+)%]:(%d+)$')
-  if not host then
-    host, port = s:match('^([%w%.%-]+):(%d+)$')
-  end
-  port = tonumber(port)
-  return host ~= nil and port ~= nil and port >= 1 and port <= 65535
-end
-
-local function key_ok(s)
-  return type(s) == 'string' and #s == 44 and s:match('^[A-Za-z0-9+/]+=$') ~= nil
-end
+local key_ok = wgconf.check_key
+local endpoint_ok = wgconf.check_endpoint
 
 local function int_or_zero(v)
   return (type(v) == 'number' and v >= 0 and v % 1 == 0) and v or 0
@@ -195,8 +140,8 @@ function M.register_cvm(opts)
   if opts.port_policy then
     req.port_policy = opts.port_policy
   end
-  local resp, err, code = call(method_url(opts.url, 'RegisterCvm'), cjson.encode(req), tls,
-    opts.timeout_ms)
+  local resp, err, code = prpc.call(opts.url, 'RegisterCvm', cjson.encode(req),
+    { tls = tls, timeout_ms = opts.timeout_ms })
   if not resp then
     return nil, ('RegisterCvm at %s: %s%s'):format(opts.url, tostring(err),
       why.reason and (' (' .. why.reason .. ')') or ''), code
@@ -211,7 +156,7 @@ function M.info(opts)
   end
   local tls = opts.ca and { ca = opts.ca, skip_hostname = opts.skip_hostname or nil }
     or { insecure = true }
-  local resp, err, code = call(method_url(opts.url, 'Info'), '{}', tls, opts.timeout_ms)
+  local resp, err, code = prpc.call(opts.url, 'Info', '{}', { tls = tls, timeout_ms = opts.timeout_ms })
   if not resp then
     return nil, ('Info at %s: %s'):format(opts.url, tostring(err)), code
   end

@@ -277,19 +277,5 @@ function M.finish(cfg)
   return cfg
 end
 
---- Validate a config table. Returns a validated copy with defaults, or nil, 'EINVAL: ...',
---- 'EINVAL' (every message names the field).
-function M.validate(tbl)
-  local cfg, err, code = require('moonstack.core.schema').validate(tbl, M.schema, 'config')
-  if not cfg then
-    return nil, err, code
-  end
-  return M.finish(cfg)
-end
-
---- Load and validate gateway.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).
-function M.load(path)
-  return config.load(path, M.schema, { finish = M.finish })
-end
-
-return M
+-- M.validate(tbl) and M.load(path) (gateway.lua): over M.schema and M.finish.
+return config.define(M)

@@ -9,8 +9,8 @@
 -- file watch, gw.reload_policy()) swaps the policy only when the new file loads and passes its
 -- tests: a broken file is refused and the old policy keeps deciding. Any failure of a decision
 -- (error, timeout, crash, bad answer) is a deny.
-local phost = require('moonstack.policy.host')
-local watch = require('moonstack.policy.watch')
+local pfile = require('moonstack.policy.file')
+local tables = require('moonstack.core.tables')
 
 local M = {}
 
@@ -21,20 +21,16 @@ Routing.__index = Routing
 --- debounce_ms, workers, limits }); on_change() is called after the active policy changed.
 --- Returns it or nil, msg, code (the file does not load: the start fails).
 function M.start(cfg, log, on_change)
-  local self = setmetatable({ cfg = cfg, log = log, cache = {}, sha = nil, reloads = 0,
-    failures = 0, on_change = on_change,
-    host = phost.new({ name = 'gateway-route', limits = cfg.limits, required = { 'on_route' },
-      workers = cfg.workers }) }, Routing)
-  local ok, err, code = self.host:load_file(cfg.path)
-  if not ok then
-    self.host:close()
-    return nil, 'routing_policy: ' .. tostring(err), code
+  local self = setmetatable({ cfg = cfg, log = log, cache = {}, reloads = 0, failures = 0,
+    on_change = on_change }, Routing)
+  local file, loaded, code = pfile.open({ path = cfg.path, name = 'gateway-route',
+    limits = cfg.limits, required = { 'on_route' }, workers = cfg.workers, watch = cfg.watch,
+    debounce_ms = cfg.debounce_ms, log = log, label = 'gateway',
+    on_reload = function(ok) self:_after_reload(ok) end })
+  if not file then
+    return nil, 'routing_policy: ' .. tostring(loaded), code
   end
-  self.sha = ok.sha256
-  if cfg.watch then
-    self.watch = watch.start(self.host, cfg.path, { debounce_ms = cfg.debounce_ms, log = log,
-      label = 'gateway', on_reload = function(loaded) self:_after_reload(loaded) end })
-  end
+  self.file, self.host, self.sha = file, file.host, loaded.sha256
   return self
 end
 
@@ -60,12 +56,9 @@ end
 --- Reload the file now (in a task). Returns the active policy's summary, or nil, msg, code
 --- (the previous policy stays).
 function Routing:reload()
-  local s, err, code = self.host:reload()
+  local s, err, code = self.file:reload()
   if not s then
     self.failures = self.failures + 1
-    if self.watch then
-      self.watch:reset()
-    end
     return nil, err, code
   end
   if s.sha256 ~= self.sha then
@@ -123,24 +116,17 @@ end
 --- { path, name, version, sha256, reloads, failures, decisions, allowed, denied, cached }
 function Routing:status()
   local a = self.host:active() or {}
-  local n = 0
-  for _ in pairs(self.cache) do
-    n = n + 1
-  end
+  local n = tables.count(self.cache)
   local st = self.host.stats
   return { path = self.cfg.path, name = a.name, version = a.version, sha256 = a.sha256,
     reloads = self.reloads, failures = self.failures, decisions = st.decisions,
     allowed = st.allowed, denied = st.denied, cached = n,
-    watching = self.watch ~= nil and self.watch.active }
+    watching = self.file:watching() }
 end
 
 --- Stop watching and kill the policy workers.
 function Routing:close()
-  if self.watch then
-    self.watch:close()
-    self.watch = nil
-  end
-  self.host:close()
+  self.file:close()
 end
 
 return M

@@ -15,6 +15,7 @@
 local cjson = require('cjson.safe')
 local cidr = require('moonstack.gateway.cidr')
 local fs = require('moonstack.core.fs')
+local tables = require('moonstack.core.tables')
 
 local M = {}
 
@@ -138,11 +139,7 @@ end
 
 --- The number of instances.
 function State:count()
-  local n = 0
-  for _ in pairs(self.instances) do
-    n = n + 1
-  end
-  return n
+  return tables.count(self.instances)
 end
 
 --- The first free client address (see the module comment), as text, or nil.

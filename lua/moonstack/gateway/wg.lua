@@ -191,7 +191,8 @@ end
 --- { public_key, interface, config_path, syncs, sync_failures, refreshes, device }
 function Hub:status()
   return { device = self.dev ~= nil, public_key = self.pubkey, interface = self.cfg.interface,
-    config_path = self.config_path, syncs = self.syncs, sync_failures = self.sync_failures, refreshes = self.refreshes }
+    config_path = self.config_path, syncs = self.syncs, sync_failures = self.sync_failures,
+    refreshes = self.refreshes }
 end
 
 --- Stop the refresh timer and close the device. Idempotent.

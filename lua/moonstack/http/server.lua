@@ -7,6 +7,7 @@ local errors = require('moonstack.core.errors')
 local log = require('moonstack.core.log').new('http')
 local static = require('moonstack.http.static')
 local task = require('moonstack.core.task')
+local tables = require('moonstack.core.tables')
 local util = require('moonstack.http.util')
 
 local M = {}
@@ -211,11 +212,7 @@ end
 
 --- Number of open websocket clients on `path`.
 function Server:client_count(path)
-  local n = 0
-  for _ in pairs(self.ws_clients[path] or {}) do
-    n = n + 1
-  end
-  return n
+  return tables.count(self.ws_clients[path] or {})
 end
 
 local function match(self, method, path)

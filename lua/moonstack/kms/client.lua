@@ -14,44 +14,15 @@
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
-local client = require('moonstack.http.client')
+local prpc = require('moonstack.http.prpc_client')
 local x509 = require('moonstack.x509')
 local ratls = require('moonstack.x509.ratls')
 
 local M = {}
 
--- <base>/prpc/<method>?json (upstream appends /prpc to each kms_urls entry).
-local function method_url(base, method)
-  base = base:gsub('/+$', '')
-  if not base:find('/prpc$') then
-    base = base .. '/prpc'
-  end
-  return base .. '/' .. method .. '?json'
-end
-
--- The `{"error": ...}` of a pRPC failure, or the start of the body.
-local function rpc_error(resp)
-  local obj = cjson.decode(resp.body or '')
-  if type(obj) == 'table' and type(obj.error) == 'string' then
-    return obj.error
-  end
-  return ('HTTP %d: %s'):format(resp.status, (resp.body or ''):sub(1, 200))
-end
-
-local function call(url, body, tls, timeout_ms)
-  local resp, err, code = client.request({ url = url, method = 'POST', body = body,
-    headers = { ['Content-Type'] = 'application/json' }, tls = tls, timeout_ms = timeout_ms })
-  if not resp then
-    return nil, err, code
-  end
-  if resp.status ~= 200 then
-    return nil, rpc_error(resp), resp.status == 400 and 'EDENIED' or 'EPROTO'
-  end
-  local obj = cjson.decode(resp.body)
-  if type(obj) ~= 'table' then
-    return errors.fail('EPROTO', url .. ' answered with invalid JSON')
-  end
-  return obj
+-- `method` at `base` (moonstack.http.prpc_client).
+local function call(base, method, body, tls, timeout_ms)
+  return prpc.call(base, method, body, { tls = tls, timeout_ms = timeout_ms })
 end
 
 local function unhex_field(obj, name, len)
@@ -100,7 +71,7 @@ end
 -- nil, msg, code.
 local function ratls_session(opts, timeout)
   local tls0 = opts.ca and { ca = opts.ca } or { insecure = true }
-  local tmp, err, code = call(method_url(opts.url, 'GetTempCaCert'), '{}', tls0, timeout)
+  local tmp, err, code = call(opts.url, 'GetTempCaCert', '{}', tls0, timeout)
   if not tmp then
     return nil, ('GetTempCaCert: %s'):format(err), code
   end
@@ -139,7 +110,7 @@ function M.env_pubkey(url, app_id, opts)
   opts = opts or {}
   local tls = opts.ca and { ca = opts.ca } or { insecure = true }
   local body = cjson.encode({ app_id = crypto.hex(app_id) })
-  local resp, err, code = call(method_url(url, 'GetAppEnvEncryptPubKey'), body, tls, opts.timeout_ms)
+  local resp, err, code = call(url, 'GetAppEnvEncryptPubKey', body, tls, opts.timeout_ms)
   if not resp then
     return nil, ('GetAppEnvEncryptPubKey: %s'):format(err), code
   end
@@ -162,7 +133,7 @@ function M.get_app_keys(opts)
     return nil, err, code
   end
   local resp
-  resp, err, code = call(method_url(opts.url, 'GetAppKey'),
+  resp, err, code = call(opts.url, 'GetAppKey',
     cjson.encode({ api_version = 1, vm_config = opts.vm_config or '' }), session.tls, timeout)
   if not resp then
     return nil, ('GetAppKey: %s'):format(err), code
@@ -218,7 +189,7 @@ function M.sign_cert(opts)
     return nil, err, code
   end
   local resp
-  resp, err, code = call(method_url(opts.url, 'SignCert'), cjson.encode({ api_version = 2,
+  resp, err, code = call(opts.url, 'SignCert', cjson.encode({ api_version = 2,
     csr = crypto.hex(csr), signature = crypto.hex(der_signature(rs)),
     vm_config = opts.vm_config or '' }), session.tls, timeout)
   if not resp then

@@ -195,16 +195,6 @@ M.schema = {
   },
 }
 
---- Validate a config table. Returns a validated copy with defaults, or nil, 'EINVAL: ...',
---- 'EINVAL'.
-function M.validate(tbl)
-  local cfg, err, code = require('moonstack.core.schema').validate(tbl, M.schema, 'config')
-  if not cfg then
-    return nil, err, code
-  end
-  return M.finish(cfg)
-end
-
 --- The checks across keys and the derived defaults (code_reload, self_authorization) of a
 --- config the schema accepted. Returns cfg or nil, 'EINVAL: ...', 'EINVAL'.
 function M.finish(cfg)
@@ -230,9 +220,5 @@ function M.finish(cfg)
   return cfg
 end
 
---- Load and validate kms.lua. Returns the config or nil, msg, code (ENOENT, EPARSE, EINVAL).
-function M.load(path)
-  return config.load(path, M.schema, { finish = M.finish })
-end
-
-return M
+-- M.validate(tbl) and M.load(path) (kms.lua): over M.schema and M.finish.
+return config.define(M)

@@ -7,25 +7,38 @@
 --   config.render({ private_key = B64, listen_port = N, address = '10.0.0.2/32'?,
 --     peers = { { public_key = B64, allowed_ips = { '10.0.0.1/32' } | '10.0.0.1/32',
 --       endpoint = 'host:port'?, persistent_keepalive = 25? } } })  -> text
---   config.check_cidr(s) / config.check_endpoint(s) -> true | nil, why
+--   config.check_cidr(s) / config.check_endpoint(s) / config.check_key(k) /
+--   config.check_ipv4(s) -> true | nil, why
 local M = {}
 
-local function key_ok(k)
-  return type(k) == 'string' and #k == 44 and k:match('^[A-Za-z0-9+/]+=$') ~= nil
+--- Whether `k` is a WireGuard key in base64 (44 characters): true or nil, why.
+function M.check_key(k)
+  if type(k) == 'string' and #k == 44 and k:match('^[A-Za-z0-9+/]+=$') then
+    return true
+  end
+  return nil, 'expected a base64 WireGuard key'
 end
 
-local function ipv4_ok(s)
-  local a, b, c, d = s:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')
+local key_ok = M.check_key
+
+--- Whether `s` is a dotted IPv4 address (no prefix): true or nil, why.
+function M.check_ipv4(s)
+  local a, b, c, d
+  if type(s) == 'string' then
+    a, b, c, d = s:match('^(%d+)%.(%d+)%.(%d+)%.(%d+)$')
+  end
   if not a then
-    return false
+    return nil, 'expected an IPv4 address'
   end
   for _, o in ipairs({ a, b, c, d }) do
     if #o > 3 or tonumber(o) > 255 then
-      return false
+      return nil, 'expected an IPv4 address'
     end
   end
   return true
 end
+
+local ipv4_ok = M.check_ipv4
 
 local function ipv6_ok(s)
   return #s <= 45 and s:find(':', 1, true) ~= nil and s:match('^[%x:%.]+$') ~= nil

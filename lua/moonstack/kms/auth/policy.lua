@@ -9,6 +9,7 @@
 -- decision is logged with the policy's name, version and sha256. new(), authorize() and
 -- reload() wait on the workers: call them from a task.
 local phost = require('moonstack.policy.host')
+local pfile = require('moonstack.policy.file')
 local pvm = require('moonstack.native.policyvm')
 local logging = require('moonstack.core.log')
 
@@ -47,14 +48,7 @@ end
 --- Backend method: re-read the policy file now. Returns the active policy's summary, or
 --- nil, message, code (the previous policy stays active).
 function Policy:reload()
-  local s, err, code = self.host:reload()
-  if not s then
-    if self.watch then
-      self.watch:reset()
-    end
-    return nil, err, code
-  end
-  return s
+  return self.file:reload()
 end
 
 --- Backend method: { path, name, version, sha256, loaded_at, watching, decisions, allowed,
@@ -68,18 +62,14 @@ function Policy:status()
   local a = self.host:active() or {}
   st.path, st.name, st.version, st.sha256, st.loaded_at = self.path, a.name, a.version, a.sha256,
     a.loaded_at
-  st.watching = self.watch ~= nil and self.watch.active
+  st.watching = self.file:watching()
   st.workers = self.host:workers()
   return st
 end
 
 --- Backend method: stop watching and kill the policy workers.
 function Policy:close()
-  if self.watch then
-    self.watch:close()
-    self.watch = nil
-  end
-  self.host:close()
+  self.file:close()
 end
 
 --- Create a policy backend. cfg: path (the policy file, required), watch (default true:
@@ -107,21 +97,14 @@ function M.new(cfg)
       return nil, 'EINVAL: policy ' .. tostring(err):gsub('^policyvm%.frame_max: ', ''), 'EINVAL'
     end
   end
-  local self = setmetatable({
-    path = cfg.path, debounce_ms = debounce,
-    host = phost.new({ name = 'kms-auth', limits = cfg.limits, required = { 'on_auth' },
-      workers = workers }),
-  }, Policy)
-  local ok, err, code = self.host:load_file(cfg.path)
-  if not ok then
-    self.host:close()
+  local file, err, code = pfile.open({ path = cfg.path, name = 'kms-auth', limits = cfg.limits,
+    required = { 'on_auth' }, workers = workers, watch = cfg.watch ~= false,
+    debounce_ms = debounce, log = log })
+  if not file then
     return nil, err, code
   end
-  if cfg.watch ~= false then
-    self.watch = require('moonstack.policy.watch').start(self.host, self.path,
-      { debounce_ms = self.debounce_ms, log = log, label = 'kms-auth' })
-  end
-  return self
+  return setmetatable({ path = cfg.path, debounce_ms = debounce, file = file, host = file.host },
+    Policy)
 end
 
 return M
