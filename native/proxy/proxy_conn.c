@@ -418,7 +418,7 @@ void px_watch_fire(struct px_watch *x, int status, int events)
 	if (x->fd < 0 || c->phase == PX_PH_CLOSING)
 		return; /* closed earlier in this batch */
 	if (x->kind == PX_WATCH_CAND) {
-		px_connect_done(c, x->cand);
+		px_connect_done(c, x->cand, status < 0);
 		return;
 	}
 	switch (c->phase) {

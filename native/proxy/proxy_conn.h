@@ -133,8 +133,9 @@ void px_conn_route_decided(struct px_conn *c, const struct proxy_decision *d);
 /** Connected to the backend @p fd: start TLS or the relay (proxy_relay.c). */
 void px_conn_backend_ready(struct px_conn *c);
 
-/** Candidate @p k's connect finished or failed (proxy_connect.c). */
-void px_connect_done(struct px_conn *c, struct px_cand *k);
+/** Candidate @p k's connect finished, or @p failed (the poll reported an error) (proxy_connect.c).
+ */
+void px_connect_done(struct px_conn *c, struct px_cand *k, bool failed);
 /** Poll callback of a socket in TLS / relay phases: @p backend tells which one, @p status and
  *  @p events are the poll's. */
 void px_relay_poll(struct px_conn *c, bool backend, int status, int events);

@@ -56,7 +56,6 @@ static void win(struct px_conn *c, struct px_cand *k)
 	uv_timer_stop(&c->timer);
 	c->bfd = fd;
 	px_conn_poll(c, true, UV_READABLE);
-	nodelay(c->cfd);
 	if (k->inst) {
 		pthread_mutex_lock(&c->w->mu);
 		c->inst = k->inst;
@@ -74,14 +73,17 @@ static void win(struct px_conn *c, struct px_cand *k)
 	px_conn_backend_ready(c);
 }
 
-void px_connect_done(struct px_conn *c, struct px_cand *k)
+void px_connect_done(struct px_conn *c, struct px_cand *k, bool failed)
 {
 	if (!k || k->fd < 0 || c->phase != PX_PH_CONNECT)
 		return;
 	int err = 0;
 	socklen_t len = sizeof(err);
-	if (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+	/* writable without an error: connected (the error is asked only when there is one) */
+	if (failed && getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
+	if (failed && !err)
+		err = ECONNREFUSED;
 	if (err == 0) {
 		win(c, k);
 		return;

@@ -219,6 +219,12 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 			continue;
 		}
 		if (d->eof) {
+			struct px_dir *other = d == &c->c2s ? &c->s2c : &c->c2s;
+			if (!d->shut && other->shut && (dst_backend || !c->ssl)) {
+				d->shut = true; /* both ends done: the close that follows says it
+						   all */
+				return 0;
+			}
 			if (!d->shut) {
 				if (side_shutdown(c, dst_backend, &want) == -EAGAIN) {
 					d->dst_ev = want;

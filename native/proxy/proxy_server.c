@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,8 +98,10 @@ static int open_listener(const char *host, uint16_t *port, int backlog)
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	/* TCP_NODELAY on the listener: accepted sockets inherit it (one system call less each) */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) ||
 	    bind(fd, (struct sockaddr *)&ss, len) || listen(fd, backlog)) {
 		int e = -errno;
 		close(fd);
@@ -182,7 +185,7 @@ static void on_epoll(uv_poll_t *h, int status, int events)
 			int ev = (e & EPOLLIN ? UV_READABLE : 0) | (e & EPOLLOUT ? UV_WRITABLE : 0);
 			if (e & (EPOLLERR | EPOLLHUP))
 				ev |= x->events; /* whatever waits learns the error from its call */
-			px_watch_fire(x, e & EPOLLERR ? UV_EIO : 0, ev);
+			px_watch_fire(x, e & (EPOLLERR | EPOLLHUP) ? UV_EIO : 0, ev);
 		}
 	} while (n == 128);
 }
