@@ -11,7 +11,8 @@
 # The gateway runs as `moonstack gateway` with only `proxy` and `debug` (insecure_localhost_backend):
 # SNI `localhost-<port>[s].gw.bench` relays to 127.0.0.1:<port>. wrk takes its SNI from the URL's
 # host, so it runs in a private mount namespace whose /etc/hosts names gw.bench hosts 127.0.0.1.
-# Not pass/fail: it fails only if it cannot run. DUR (seconds per row, default 5), CONNS (64).
+# Not pass/fail: it fails only if it cannot run. DUR (seconds per row, default 5), CONNS (64),
+# ROUNDS (interleaved passes over the rows, default 3: each row prints its median).
 set -euo pipefail
 moonstack=$(realpath "${1:?usage: run.sh MOONSTACK}")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +21,7 @@ baselines=${MOONSTACK_BASELINES:-$src/../shared/bench/baselines}
 tools=${MOONSTACK_TOOLS:-$(dirname "$moonstack")/../tests}
 DUR=${DUR:-5}
 CONNS=${CONNS:-64}
+ROUNDS=${ROUNDS:-3}
 IDLE=${IDLE:-10000}
 
 for c in wrk nginx haproxy taskset unshare openssl; do
@@ -120,39 +122,63 @@ for u in https://localhost-8081.gw.bench:8447/1k https://localhost-8082s.gw.benc
   fi
 done
 
-declare -A RPS XFER
-run() { # key url [wrk args]
+declare -A RPS XFER RPS_ALL XFER_ALL
+measure() { # key url [wrk args]: one wrk run, appended to the key's samples
   local key=$1 url=$2; shift 2
   local out; out=$(in_ns taskset -c 0 wrk -t2 -c$CONNS -d${DUR}s "$@" "$url" 2>&1)
-  RPS[$key]=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+  local rps; rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
   local xfer; xfer=$(echo "$out" | awk '/Transfer\/sec/{print $2}')
   case "$xfer" in
-    *GB) XFER[$key]=$(awk -v v="${xfer%GB}" 'BEGIN{printf "%.0f", v*1024}') ;;
-    *MB) XFER[$key]=${xfer%MB} ;;
-    *KB) XFER[$key]=$(awk -v v="${xfer%KB}" 'BEGIN{printf "%.2f", v/1024}') ;;
-    *) XFER[$key]=0 ;;
+    *GB) xfer=$(awk -v v="${xfer%GB}" 'BEGIN{printf "%.0f", v*1024}') ;;
+    *MB) xfer=${xfer%MB} ;;
+    *KB) xfer=$(awk -v v="${xfer%KB}" 'BEGIN{printf "%.2f", v/1024}') ;;
+    *) xfer=0 ;;
   esac
+  RPS_ALL[$key]="${RPS_ALL[$key]:-} ${rps:-0}"
+  XFER_ALL[$key]="${XFER_ALL[$key]:-} $xfer"
   local err; err=$(echo "$out" | grep -E 'Socket errors|Non-2xx' | tr -s ' ' | tr '\n' ';' || true)
-  printf '| %-46s | %10s req/s | %8s MiB/s | %s\n' "$key" "${RPS[$key]}" "${XFER[$key]}" "$err"
+  [ -n "$err" ] && ERRS[$key]="$err"
+  return 0
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 max() { awk -v a="$1" -v b="$2" 'BEGIN{ print (a > b ? a : b) }'; }
-
-echo "| row (wrk -t2 -c$CONNS -d${DUR}s on CPU 0; proxy + backend on CPU 1) | result |"
-run "direct TLS backend, keep-alive"          https://localhost:8082/1k
-run "nginx TLS-terminate, keep-alive"         https://localhost:8443/1k
-run "haproxy TLS-terminate, keep-alive"       https://localhost:8444/1k
-run "moonstack TLS-terminate, keep-alive"     https://localhost-8081.gw.bench:8447/1k
-run "nginx SNI passthrough, keep-alive"       https://localhost:8445/1k
-run "haproxy SNI passthrough, keep-alive"     https://localhost:8446/1k
-run "moonstack SNI passthrough, keep-alive"   https://localhost-8082s.gw.bench:8447/1k
-run "direct TLS backend, new conn/req"        https://localhost:8082/1k -H 'Connection: close'
-run "nginx TLS-terminate, new conn/req"       https://localhost:8443/1k -H 'Connection: close'
-run "moonstack TLS-terminate, new conn/req"   https://localhost-8081.gw.bench:8447/1k -H 'Connection: close'
-CONNS=4 run "direct TLS backend, bulk 16 MiB"   https://localhost:8082/16m
-CONNS=4 run "nginx passthrough, bulk 16 MiB"    https://localhost:8445/16m
-CONNS=4 run "haproxy passthrough, bulk 16 MiB"  https://localhost:8446/16m
-CONNS=4 run "moonstack passthrough, bulk 16 MiB" https://localhost-8082s.gw.bench:8447/16m
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A ERRS
+rows=(
+  "direct TLS backend, keep-alive|https://localhost:8082/1k"
+  "nginx TLS-terminate, keep-alive|https://localhost:8443/1k"
+  "haproxy TLS-terminate, keep-alive|https://localhost:8444/1k"
+  "moonstack TLS-terminate, keep-alive|https://localhost-8081.gw.bench:8447/1k"
+  "nginx SNI passthrough, keep-alive|https://localhost:8445/1k"
+  "haproxy SNI passthrough, keep-alive|https://localhost:8446/1k"
+  "moonstack SNI passthrough, keep-alive|https://localhost-8082s.gw.bench:8447/1k"
+  "direct TLS backend, new conn/req|https://localhost:8082/1k|close"
+  "nginx TLS-terminate, new conn/req|https://localhost:8443/1k|close"
+  "moonstack TLS-terminate, new conn/req|https://localhost-8081.gw.bench:8447/1k|close"
+  "direct TLS backend, bulk 16 MiB|https://localhost:8082/16m|bulk"
+  "nginx passthrough, bulk 16 MiB|https://localhost:8445/16m|bulk"
+  "haproxy passthrough, bulk 16 MiB|https://localhost:8446/16m|bulk"
+  "moonstack passthrough, bulk 16 MiB|https://localhost-8082s.gw.bench:8447/16m|bulk"
+)
+# ROUNDS passes over every row, interleaved, so a slow spell of the machine hits all peers
+# alike; each row reports its median.
+for round in $(seq 1 "$ROUNDS"); do
+  for r in "${rows[@]}"; do
+    IFS='|' read -r key url kind <<<"$r"
+    case "$kind" in
+      close) measure "$key" "$url" -H 'Connection: close' ;;
+      bulk) CONNS=4 measure "$key" "$url" ;;
+      *) measure "$key" "$url" ;;
+    esac
+  done
+done
+echo "| row (wrk -t2 -c$CONNS -d${DUR}s on CPU 0; proxy + backend on CPU 1; median of $ROUNDS) | result |"
+for r in "${rows[@]}"; do
+  IFS='|' read -r key url kind <<<"$r"
+  RPS[$key]=$(echo "${RPS_ALL[$key]}" | median)
+  XFER[$key]=$(echo "${XFER_ALL[$key]}" | median)
+  printf '| %-46s | %10s req/s | %8s MiB/s | %s\n' "$key" "${RPS[$key]}" "${XFER[$key]}" "${ERRS[$key]:-}"
+done
 
 # Memory: RSS of the proxy's processes with IDLE TLS connections established and idle.
 rss_kib() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
