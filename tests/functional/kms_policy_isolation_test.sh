@@ -52,7 +52,7 @@ start_kms() {
 }
 
 start_kms
-wait_for 10 test "$(workers "$KPID" | wc -w)" = 2 && ok "2 policy workers run" \
+wait_eval 10 '[ "$(workers "$KPID" | wc -w)" = 2 ]' && ok "2 policy workers run" \
   || not_ok "2 policy workers run" "$(workers "$KPID")"
 
 MOONSTACK_SRC=$MOONSTACK_SRC "$MOONSTACK" --log-level warn run "$MOONSTACK_SRC/tests/functional/fixtures/policy_probe.lua" \
@@ -81,7 +81,7 @@ wait_for 5 all_gone "$pids" && ok "no worker outlives a stopped KMS" || not_ok "
 # ... and SIGKILL too (the kernel kills them: PR_SET_PDEATHSIG)
 cp "$d/good.lua" "$d/policy.lua"
 start_kms
-wait_for 10 test "$(workers "$KPID" | wc -w)" = 2
+wait_eval 10 '[ "$(workers "$KPID" | wc -w)" = 2 ]'
 pids=$(workers "$KPID")
 kill -KILL "$KPID"
 wait "$KPID" 2>/dev/null

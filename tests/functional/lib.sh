@@ -41,6 +41,17 @@ wait_for() {
   done
 }
 
+# wait_eval SECONDS EXPR: poll until the shell expression EXPR succeeds. EXPR is evaluated afresh
+# each time, in this shell (functions and variables work): `wait_for 5 test "$(cmd)" = x` would
+# expand $(cmd) once, before the first try, and wait for nothing.
+wait_eval() {
+  local deadline=$((SECONDS + $1))
+  until eval "$2" >/dev/null 2>&1; do
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.05
+  done
+}
+
 # tmpdir: a new directory under this test's root, which is removed when the test exits, after
 # the deferred commands (tmpdir runs in a command substitution, a subshell, so it cannot
 # register its own cleanup).

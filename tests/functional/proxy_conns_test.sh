@@ -44,7 +44,7 @@ sni=localhost-$app_port.gw.test
 # not counted as a leak.
 "$tools/hold_conns" 127.0.0.1 "$port" 1 --tls "$sni" --hold-ms 200 > "$D/warm.out"
 check "a first connection through" "ready 1" "$(head -1 "$D/warm.out")"
-wait_for 10 test "$(cat "$D/app.port.count" 2>/dev/null)" = 0
+wait_eval 10 '[ "$(cat "$D/app.port.count" 2>/dev/null)" = 0 ]'
 before=$(fd_count "$GW_PID")
 
 mkfifo "$D/hold"
@@ -53,7 +53,7 @@ hold_pid=$!
 exec 5>"$D/hold"
 wait_for 150 grep -q '^ready' "$D/hold.out"
 check "$N TLS connections established through the gateway" "ready $N" "$(head -1 "$D/hold.out")"
-wait_for 30 test "$(cat "$D/app.port.count" 2>/dev/null)" = "$N"
+wait_eval 30 '[ "$(cat "$D/app.port.count" 2>/dev/null)" = "$N" ]'
 check "the app holds $N relayed connections" "$N" "$(cat "$D/app.port.count" 2>/dev/null)"
 active=$(gw_eval "$D" "return #gw.conns($N + 10)" 2>&1)
 check "the gateway counts $N active connections" "$N" "$active"
@@ -63,9 +63,9 @@ else not_ok "two fds per connection while held" "before $before, during $during"
 exec 5>&-
 wait $hold_pid
 check "no connection dropped while held" "closed $N" "$(grep -E '^(closed|dropped)' "$D/hold.out" | tr '\n' ' ' | sed 's/ $//')"
-wait_for 60 test "$(fd_count "$GW_PID")" = "$before"
+wait_eval 60 '[ "$(fd_count "$GW_PID")" = "$before" ]'
 check "gateway fds after the TLS connections closed" "$before" "$(fd_count "$GW_PID")"
-wait_for 30 test "$(cat "$D/app.port.count" 2>/dev/null)" = 0
+wait_eval 30 '[ "$(cat "$D/app.port.count" 2>/dev/null)" = 0 ]'
 check "the app saw every relayed connection closed" 0 "$(cat "$D/app.port.count" 2>/dev/null)"
 
 # Silent clients: dropped at the handshake timeout (5 s by default).
@@ -73,7 +73,7 @@ t0=$SECONDS
 "$tools/hold_conns" 127.0.0.1 "$port" "$SILENT" --hold-ms 12000 --timeout-ms 60000 > "$D/silent.out" 2>&1
 check "$SILENT silent connections accepted" "ready $SILENT" "$(head -1 "$D/silent.out")"
 check "every silent connection dropped by the gateway" "dropped $SILENT" "$(grep '^dropped' "$D/silent.out")"
-wait_for 30 test "$(fd_count "$GW_PID")" = "$before"
+wait_eval 30 '[ "$(fd_count "$GW_PID")" = "$before" ]'
 check "gateway fds after the silent connections" "$before" "$(fd_count "$GW_PID")"
 echo "# silent phase: $SILENT connections in $((SECONDS - t0)) s"
 kill -0 "$GW_PID" 2>/dev/null && ok "gateway still running" || not_ok "gateway still running" "$(tail -20 "$D/gateway.log")"

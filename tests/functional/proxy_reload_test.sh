@@ -21,6 +21,9 @@ defer "kill $! 2>/dev/null"
 wait_for 10 test -s "$D/app.port" || { not_ok "app started" "$(cat "$D/app.log")"; finish; exit; }
 app_port=$(cat "$D/app.port")
 
+# the active routing policy's version, as the control socket tells it
+policy_version() { gw_eval "$D" "return gw.policy().version" 2>&1 | tr -d '"'; }
+
 write_policy() { # VERSION ALLOW
   cat > "$D/route.lua.tmp" <<EOF
 return {
@@ -86,8 +89,8 @@ echo "# $new new connections during the reloads"
 if [ "$new" -gt 20 ]; then ok "$new new connections"; else not_ok "new connections" "$new"; fi
 check "every new connection answered 200" "" "$(grep -v '^200$' "$D/new.codes" | sort | uniq -c)"
 if [ "$reloads" -ge 30 ]; then ok "$reloads reloads, one per 100 ms"; else not_ok "reloads every 100 ms" "only $reloads"; fi
-wait_for 10 test "$(gw_eval "$D" "return gw.policy().version" 2>&1 | tr -d '"')" = "v$reloads"
-check "the last policy decides" "v$reloads" "$(gw_eval "$D" "return gw.policy().version" 2>&1 | tr -d '"')"
+wait_eval 10 '[ "$(policy_version)" = "v$reloads" ]'
+check "the last policy decides" "v$reloads" "$(policy_version)"
 applied=$(gw_eval "$D" "return gw.policy().reloads" 2>&1)
 if [ "${applied:-0}" -ge 30 ]; then ok "the gateway applied $applied reloads"; else not_ok "reloads applied" "$applied"; fi
 check "no reload failed" 0 "$(gw_eval "$D" "return gw.policy().failures" 2>&1)"
@@ -95,18 +98,18 @@ check "no reload failed" 0 "$(gw_eval "$D" "return gw.policy().failures" 2>&1)"
 # A broken policy is refused; the old one keeps deciding.
 printf 'return { name = "broken", on_route = function( }\n' > "$D/route.lua"
 gw_eval "$D" "return gw.reload_policy()" > /dev/null 2>&1
-wait_for 10 test "$(gw_eval "$D" "return gw.policy().failures" 2>&1)" -ge 1
+wait_eval 10 '[ "$(gw_eval "$D" "return gw.policy().failures" 2>&1)" -ge 1 ]'
 failures=$(gw_eval "$D" "return gw.policy().failures" 2>&1)
 if [ "$failures" -ge 1 ] 2>/dev/null; then ok "a broken policy is refused ($failures refusals: the REPL's and the file watch's)"
 else not_ok "a broken policy is refused" "failures: $failures"; fi
-check "the old policy still decides" "v$reloads" "$(gw_eval "$D" "return gw.policy().version" 2>&1 | tr -d '"')"
+check "the old policy still decides" "v$reloads" "$(policy_version)"
 check "requests still pass" 200 \
   "$(in_hosts "$D" "$host" -- curl -sk -o /dev/null -w '%{http_code}' "$url")"
 
 # A policy that denies the route: new connections are refused.
 write_policy deny false
 gw_eval "$D" "return gw.reload_policy()" > /dev/null 2>&1
-wait_for 10 test "$(gw_eval "$D" "return gw.policy().version" 2>&1 | tr -d '"')" = deny
+wait_eval 10 '[ "$(policy_version)" = deny ]'
 code=$(in_hosts "$D" "$host" -- curl -sk -o /dev/null -w '%{http_code}' "$url")
 check "a denying policy refuses new connections" 000 "$code"
 kill -0 "$GW_PID" 2>/dev/null && ok "gateway still running" || not_ok "gateway still running" "$(tail -20 "$D/gateway.log")"
