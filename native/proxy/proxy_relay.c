@@ -84,23 +84,29 @@ static ssize_t ssl_result(struct px_conn *c, int r, int *want)
 	}
 }
 
+/* One read(2) or send(2) on a plain socket: bytes, or -EAGAIN with *want (the poll event to
+ * wait for), or -errno. */
+static ssize_t sock_io(int fd, void *buf, size_t n, bool out, int *want)
+{
+	for (;;) {
+		ssize_t r = out ? send(fd, buf, n, MSG_NOSIGNAL) : read(fd, buf, n);
+		if (r >= 0)
+			return r;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			*want = out ? UV_WRITABLE : UV_READABLE;
+			return -EAGAIN;
+		}
+		return -errno;
+	}
+}
+
 /* Read from the client (TLS or not) or the backend. */
 static ssize_t side_read(struct px_conn *c, bool backend, void *buf, size_t n, int *want)
 {
-	if (backend || !c->ssl) {
-		for (;;) {
-			ssize_t r = read(backend ? c->bfd : c->cfd, buf, n);
-			if (r >= 0)
-				return r;
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				*want = UV_READABLE;
-				return -EAGAIN;
-			}
-			return -errno;
-		}
-	}
+	if (backend || !c->ssl)
+		return sock_io(backend ? c->bfd : c->cfd, buf, n, false, want);
 	for (;;) {
 		ERR_clear_error();
 		ssize_t r = ssl_result(
@@ -113,20 +119,8 @@ static ssize_t side_read(struct px_conn *c, bool backend, void *buf, size_t n, i
 
 static ssize_t side_write(struct px_conn *c, bool backend, const void *buf, size_t n, int *want)
 {
-	if (backend || !c->ssl) {
-		for (;;) {
-			ssize_t r = send(backend ? c->bfd : c->cfd, buf, n, MSG_NOSIGNAL);
-			if (r >= 0)
-				return r;
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				*want = UV_WRITABLE;
-				return -EAGAIN;
-			}
-			return -errno;
-		}
-	}
+	if (backend || !c->ssl)
+		return sock_io(backend ? c->bfd : c->cfd, (void *)buf, n, true, want);
 	ERR_clear_error();
 	return ssl_result(c, SSL_write(c->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n)), want);
 }
