@@ -36,11 +36,11 @@ local process = require('moonstack.core.process')
 local task = require('moonstack.core.task')
 local netns = require('moonstack.netns')
 local config = require('moonstack.wg.config')
+local requests = require('moonstack.wg.requests')
 
 local M = {}
 
 local PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-local UAPI_MS = 5000
 
 M.render_config = config.render
 
@@ -102,71 +102,9 @@ local function ip(self, args)
   return true
 end
 
--- A UAPI exchange: with cb on the thread pool, else awaited inside the current task.
-local function uapi(fn, path, conf, cb, shape)
-  local opts = { timeout_ms = UAPI_MS }
-  if cb then
-    local function done(r, err, code)
-      if r then
-        return cb(shape and shape(r) or r)
-      end
-      return cb(nil, err, code)
-    end
-    if conf then
-      return fn(path, conf, opts, done)
-    end
-    return fn(path, opts, done)
-  end
-  if not task.current() then
-    error('wg: without a callback, call inside a task', 3)
-  end
-  local r, err, code = task.await(function(resume)
-    local ok, qerr, qcode
-    if conf then
-      ok, qerr, qcode = fn(path, conf, opts, resume)
-    else
-      ok, qerr, qcode = fn(path, opts, resume)
-    end
-    if not ok then
-      resume(nil, qerr, qcode)
-    end
-  end, { timeout = UAPI_MS + 1000 })
-  if r and shape then
-    return shape(r)
-  end
-  return r, err, code
-end
-
--- A peer of the API as moonstack.native.wg's set takes it (raises on misuse).
-local function native_peer(p, where)
-  if type(p) ~= 'table' or type(p.public_key) ~= 'string' then
-    error(('wg: %s: expected a table with public_key'):format(where), 4)
-  end
-  local ips = p.allowed_ips
-  if type(ips) == 'string' then
-    ips = { ips }
-  end
-  for _, a in ipairs(ips or {}) do
-    local ok, why = config.check_cidr(a)
-    if not ok then
-      error(('wg: %s.allowed_ips: %s'):format(where, why), 4)
-    end
-  end
-  return { public_key = p.public_key, allowed_ips = ips or {}, replace_allowed_ips = true,
-    endpoint = p.endpoint, persistent_keepalive_interval = p.persistent_keepalive or 0 }
-end
-
-local function copy_peers(peers)
-  local out = {}
-  for i, p in ipairs(peers) do
-    out[i] = native_peer(p, ('peers[%d]'):format(i))
-  end
-  return out
-end
-
 -- Whether a device already answers at `path` (inside a task).
 local function answers(path)
-  local r = uapi(native.get, path, nil, nil)
+  local r = requests.uapi(native.get, path, nil, nil)
   return r ~= nil
 end
 
@@ -217,7 +155,7 @@ local function start(self)
     task.sleep(20)
     uv.update_time()
   end
-  local peers = copy_peers(self.desired)
+  local peers = requests.copy_peers(self.desired)
   for _, p in ipairs(peers) do -- after a crash: where peers were last seen (a hub's clients roam)
     p.endpoint = p.endpoint or self.learned[p.public_key]
   end
@@ -225,7 +163,7 @@ local function start(self)
   -- connection until then is not a failure
   local ok
   repeat
-    ok, err, code = uapi(native.set, path, { private_key = self.private_key,
+    ok, err, code = requests.uapi(native.set, path, { private_key = self.private_key,
       listen_port = self.listen_port, replace_peers = true, peers = peers })
     local again = not ok and code == 'ECONNREFUSED' and not proc.exited and uv.now() < deadline
     if again then
@@ -388,26 +326,6 @@ local function check_open(self, what)
   end
 end
 
--- The set request making the device's peers (`dev`: a get answer) exactly `peers`, as `wg
--- syncconf` does: unlisted peers removed, listed ones updated in place. Not replace_peers, which
--- re-creates every peer: sessions and learned endpoints lost, a client that just shook hands
--- keeps sending on a session the device no longer has, and the device cannot reach it.
-local function sync_request(dev, peers)
-  local wanted, list = {}, {}
-  for _, p in ipairs(peers) do
-    wanted[p.public_key] = true
-  end
-  for _, p in ipairs(dev.peers or {}) do
-    if not wanted[p.public_key] then
-      list[#list + 1] = { public_key = p.public_key, remove = true }
-    end
-  end
-  for _, p in ipairs(peers) do
-    list[#list + 1] = p
-  end
-  return { peers = list }
-end
-
 --- Replace the peer set: unlisted peers removed, the others updated in place (their sessions
 --- and learned endpoints kept).
 function Dev:set_peers(peers, cb)
@@ -415,18 +333,18 @@ function Dev:set_peers(peers, cb)
   if type(peers) ~= 'table' then
     error('wg: set_peers: expected a list of peers', 2)
   end
-  local wanted, path = copy_peers(peers), self.path
+  local wanted, path = requests.copy_peers(peers), self.path
   remember(self, 'set', peers)
   if not cb then
-    local dev, err, code = uapi(native.get, path, nil, nil)
+    local dev, err, code = requests.uapi(native.get, path, nil, nil)
     if not dev then
       return nil, err, code
     end
-    return uapi(native.set, path, sync_request(dev, wanted), nil)
+    return requests.uapi(native.set, path, requests.sync_request(dev, wanted), nil)
   end
-  return uapi(native.get, path, nil, function(dev, err, code)
+  return requests.uapi(native.get, path, nil, function(dev, err, code)
     if dev then
-      dev, err, code = uapi(native.set, path, sync_request(dev, wanted), cb)
+      dev, err, code = requests.uapi(native.set, path, requests.sync_request(dev, wanted), cb)
     end
     if not dev then
       cb(nil, err, code)
@@ -437,9 +355,9 @@ end
 --- Add (or update) one peer.
 function Dev:add_peer(peer, cb)
   check_open(self, 'add_peer')
-  local conf = { peers = { native_peer(peer, 'peer') } }
+  local conf = { peers = { requests.native_peer(peer, 'peer') } }
   remember(self, 'add', peer)
-  return uapi(native.set, self.path, conf, cb)
+  return requests.uapi(native.set, self.path, conf, cb)
 end
 
 --- Remove one peer by public key.
@@ -449,7 +367,7 @@ function Dev:remove_peer(public_key, cb)
     error('wg: remove_peer: expected a public key', 2)
   end
   remember(self, 'remove', public_key)
-  return uapi(native.set, self.path, { peers = { { public_key = public_key, remove = true } } }, cb)
+  return requests.uapi(native.set, self.path, { peers = { { public_key = public_key, remove = true } } }, cb)
 end
 
 -- The peers of a `get` answer; the endpoints they roamed from are kept for a restart.
@@ -465,7 +383,7 @@ end
 --- { [public_key] = last handshake in unix seconds (0: none yet) }.
 function Dev:handshakes(cb)
   check_open(self, 'handshakes')
-  return uapi(native.get, self.path, nil, cb, function(dev)
+  return requests.uapi(native.get, self.path, nil, cb, function(dev)
     local out = {}
     for _, p in ipairs(peers_of(self, dev)) do
       out[p.public_key] = p.last_handshake_time_sec or 0
@@ -478,7 +396,7 @@ end
 --- last_handshake_time_sec ...): no key material of the device.
 function Dev:peers(cb)
   check_open(self, 'peers')
-  return uapi(native.get, self.path, nil, cb, function(dev)
+  return requests.uapi(native.get, self.path, nil, cb, function(dev)
     return peers_of(self, dev)
   end)
 end
