@@ -18,7 +18,7 @@ local LAYER = {
   daemon = 1, netns = 1, wg = 1, qemu = 1, proxy = 1, channel = 1,
   verifier = 2, cvm = 2, ui = 2, compose = 2, mr = 2, atls = 2,
   agent = 3, kms = 3, vmm = 3, gateway = 3,
-  commands = 4, cli = 4,
+  commands = 4, cli = 4, devstack = 4,
 }
 local NAMES = { [0] = 'core', 'platform', 'domain', 'services', 'entry' }
 local SHAPE = { 'init', 'api', 'repl' }

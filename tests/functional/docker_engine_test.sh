@@ -4,7 +4,7 @@
 # and e2e): two CVMs, each a `moonstack agent -c` on the sim TEE started in a network namespace
 # of its own (moonstack ns-exec --net, as the VMM's process backend does), boot a
 # docker-compose app whose service runs busybox httpd on port 8080 from an image loaded out of
-# a local tarball (tests/helpers/busybox-image.sh: no registry). Each agent starts its own
+# a local tarball (scripts/busybox-image.sh: no registry). Each agent starts its own
 # dockerd (runner.dockerd: data root, exec root, socket under the CVM's dir; private mounts)
 # before the app. Checks: compose v1 is used where `docker compose` is absent; each app answers
 # inside its CVM and through a host port mapping (moonstack.vmm.portmap), never on the host's
@@ -23,7 +23,7 @@ if ! "$MOONSTACK" ns-exec --net --mount -- true 2>"$TEST_ROOT/ns.err"; then
 fi
 
 img=$TEST_ROOT/img
-if "$MOONSTACK_SRC/tests/helpers/busybox-image.sh" "$img" local/busybox:1 >/dev/null; then
+if "$MOONSTACK_SRC/scripts/busybox-image.sh" "$img" local/busybox:1 >/dev/null; then
   ok "busybox image tarball built offline"
 else
   not_ok "busybox image tarball built offline"; finish; exit 1

@@ -101,7 +101,7 @@ else
 fi
 share=$TEST_ROOT/share
 mkdir -p "$share/images"
-if "$MOONSTACK_SRC/tests/helpers/busybox-image.sh" "$TEST_ROOT/bb" local/busybox:1 >/dev/null; then
+if "$MOONSTACK_SRC/scripts/busybox-image.sh" "$TEST_ROOT/bb" local/busybox:1 >/dev/null; then
   cp "$TEST_ROOT/bb/image.tar" "$share/images/busybox.tar"
   ok "busybox image tarball built offline"
 else

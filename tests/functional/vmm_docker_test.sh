@@ -21,7 +21,7 @@ fi
 d=$(tmpdir)
 mkdir -p "$d/images" "$d/run"
 vmm_image "$d/images" proc || { finish; exit 1; }
-"$MOONSTACK_SRC/tests/helpers/busybox-image.sh" "$d/img" local/busybox:1 >/dev/null \
+"$MOONSTACK_SRC/scripts/busybox-image.sh" "$d/img" local/busybox:1 >/dev/null \
   || { not_ok "busybox image tarball built offline"; finish; exit 1; }
 read -r PORT_A PORT_B < <(python3 -c '
 import socket

@@ -20,7 +20,7 @@ if "$MOONSTACK" image build --kind qemu --flavour docker --output "$d/images/dgu
 else
   not_ok "image build --kind qemu --flavour docker" "$(tail -20 "$d/build.log")"; finish; exit 1
 fi
-"$MOONSTACK_SRC/tests/helpers/busybox-image.sh" "$d/img" local/busybox:1 >/dev/null \
+"$MOONSTACK_SRC/scripts/busybox-image.sh" "$d/img" local/busybox:1 >/dev/null \
   || { not_ok "busybox image tarball built offline"; finish; exit 1; }
 APP_PORT=$(free_port)
 cat >"$d/vmm.lua" <<EOF

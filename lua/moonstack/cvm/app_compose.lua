@@ -6,6 +6,7 @@
 -- (SHA-256(seed || app_id)[0..20], empty with no_instance_id).
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
+local json = require('moonstack.core.json')
 local errors = require('moonstack.core.errors')
 
 local M = {}
@@ -210,6 +211,62 @@ function M.app_id(compose_hash, deploy_app_id)
     return errors.fail('EINVAL', ('invalid app id length: expected 20 bytes, got %d'):format(#id))
   end
   return id
+end
+
+-- The fields of an app-compose made from a docker-compose file, in the order upstream's
+-- vmm-cli `compose` writes them.
+local FROM_COMPOSE_ORDER = { 'manifest_version', 'name', 'runner', 'docker_compose_file',
+  'kms_enabled', 'gateway_enabled', 'local_key_provider_enabled', 'key_provider_id',
+  'public_logs', 'public_sysinfo', 'public_tcbinfo', 'allowed_envs', 'no_instance_id',
+  'secure_time', 'pre_launch_script' }
+
+--- An app-compose.json text for docker-compose file `yaml` (text), as upstream's vmm-cli
+--- `compose` makes it (keys in its order, 4-space indent): opts = { name (required),
+--- kms_enabled = true, gateway_enabled = true, local_key_provider_enabled = false,
+--- key_provider_id = '', public_logs = true, public_sysinfo = true, public_tcbinfo = true,
+--- allowed_envs = {}, no_instance_id = false, secure_time = false, pre_launch_script? }.
+--- The same inputs give the same bytes (the compose hash, hence the app id, is stable).
+function M.from_docker_compose(yaml, opts)
+  if type(yaml) ~= 'string' or yaml == '' then
+    return nil, 'EINVAL: docker_compose_file: empty'
+  end
+  if type(opts.name) ~= 'string' or opts.name == '' then
+    return nil, 'EINVAL: name: required'
+  end
+  local function flag(k, default)
+    if opts[k] == nil then
+      return default
+    end
+    return opts[k] == true
+  end
+  local v = {
+    manifest_version = 2, name = opts.name, runner = 'docker-compose', docker_compose_file = yaml,
+    kms_enabled = flag('kms_enabled', true), gateway_enabled = flag('gateway_enabled', true),
+    local_key_provider_enabled = flag('local_key_provider_enabled', false),
+    key_provider_id = opts.key_provider_id or '', public_logs = flag('public_logs', true),
+    public_sysinfo = flag('public_sysinfo', true), public_tcbinfo = flag('public_tcbinfo', true),
+    allowed_envs = opts.allowed_envs or {},
+    no_instance_id = flag('no_instance_id', false), secure_time = flag('secure_time', false),
+    pre_launch_script = opts.pre_launch_script,
+  }
+  local lines = {}
+  for _, k in ipairs(FROM_COMPOSE_ORDER) do
+    if v[k] ~= nil then
+      local val = v[k]
+      local text
+      if type(val) == 'table' then
+        local items = {}
+        for i, item in ipairs(val) do
+          items[i] = '        ' .. json.encode(item)
+        end
+        text = #items == 0 and '[]' or '[\n' .. table.concat(items, ',\n') .. '\n    ]'
+      else
+        text = json.encode(val)
+      end
+      lines[#lines + 1] = ('    %s: %s'):format(json.encode(k), text)
+    end
+  end
+  return '{\n' .. table.concat(lines, ',\n') .. '\n}'
 end
 
 --- instance_id = SHA-256(seed || app_id)[0..20], or '' when `no_instance_id`.

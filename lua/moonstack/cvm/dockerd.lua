@@ -127,6 +127,9 @@ function M.start(opts)
   -- and its pid file stops dockerd when that pid runs: in a CVM's PID namespace the new
   -- dockerd often gets the very same pid (the agent makes one engine per CVM, never two)
   os.remove(self.dir .. '/docker.pid')
+  -- the same for the containerd it starts: with a stale containerd.pid naming a live pid,
+  -- dockerd waits for that "containerd" to answer and gives up (a CVM killed, then started)
+  os.remove(self.exec_root .. '/containerd/containerd.pid')
   local file, args = o.dockerd, dockerd_args(self, o)
   if o.private_mounts then
     local ok, err = netns.available() -- the same privilege as a mount namespace

@@ -110,7 +110,7 @@ printf '  VMM RSS: %d KiB idle, %d KiB with %d VMs, %d KiB after removing them\n
 # ---- peer: docker run -d (a busybox container) on an engine of our own ----
 if command -v dockerd >/dev/null && command -v docker >/dev/null && [ "$(id -u)" = 0 ]; then
   mkdir -p "$dir/d"
-  "$src/tests/helpers/busybox-image.sh" "$dir/img" local/busybox:1 >/dev/null
+  "$src/scripts/busybox-image.sh" "$dir/img" local/busybox:1 >/dev/null
   dockerd --data-root "$dir/d/data" --exec-root "/run/msb-$$" -H "unix://$dir/d/docker.sock" \
     --pidfile "$dir/d/docker.pid" --bridge none --iptables=false >"$dir/d/log" 2>&1 &
   dockerd_pid=$!

@@ -1,0 +1,120 @@
+-- SPDX-License-Identifier: Apache-2.0
+-- The dev stack's daemon configs, written into its state directory at each `moonstack dev up`
+-- (they are ordinary config files: read them to see how the stack is wired, or start a daemon
+-- by hand with `moonstack kms -c .moonstack-dev/kms/kms.lua`):
+--   kms/kms.lua          a KMS with Lua policy auth (kms/policy.lua, from
+--                        examples/policies/dev-stack.lua), trusting the simulated platform sim/
+--   gateway/gateway.lua  the proxy on 127.0.0.1, RegisterCvm over mutual RA-TLS, the
+--                        WireGuard hub, the admin API
+--   vmm/vmm.lua          the VMM (process backend; each CVM in network and PID namespaces of
+--                        its own, a Docker engine for docker-compose apps)
+-- Every admin listener takes the token in admin.token (0600).
+local fs = require('moonstack.core.fs')
+
+local M = {}
+
+--- The base domain of app URLs: <app_id>-<port>.<BASE_DOMAIN> (*.localhost resolves to the
+--- loopback in browsers).
+M.BASE_DOMAIN = 'app.localhost'
+
+local function q(s)
+  return ('%q'):format(s)
+end
+
+local function write(path, text)
+  return fs.write_atomic(path, text, tonumber('600', 8))
+end
+
+--- Write kms/policy.lua from the template `template` (text) with the gateway's app id.
+function M.policy(paths, template, gateway_app_id)
+  local text, n = template:gsub("local GATEWAY_APP_ID = '[^']*'",
+    ("local GATEWAY_APP_ID = '%s'"):format(gateway_app_id), 1)
+  if n ~= 1 then
+    return nil, 'EINVAL: the policy template has no GATEWAY_APP_ID line'
+  end
+  return write(paths.kms .. '/policy.lua', text)
+end
+
+--- Write kms/kms.lua for ports `ports`.
+function M.kms(paths, ports)
+  return write(paths.kms_config, ([[
+-- Written by `moonstack dev up` (each start): the dev stack's KMS.
+return {
+  key_dir = %s,
+  listen = { host = '127.0.0.1', port = %d },
+  domain = 'localhost',
+  auth = { kind = 'policy', path = %s },
+  attestation = { simulator_dir = %s, allow_simulator = true },
+  image = { verify = false }, -- process CVMs have no registered boot measurements
+  admin = { listen = { host = '127.0.0.1', port = %d }, token_file = %s },
+  control = %s,
+}
+]]):format(q(paths.kms .. '/keys'), ports.kms, q(paths.kms .. '/policy.lua'), q(paths.sim),
+    ports.kms_admin, q(paths.admin_token), q(paths.kms_ctl)))
+end
+
+--- Write gateway/gateway.lua: ports, certs ({ proxy = certs.proxy(), rpc = certs.gateway_rpc() }),
+--- the WireGuard interface name `wg_if`.
+function M.gateway(paths, ports, certs, wg_if)
+  return write(paths.gateway_config, ([[
+-- Written by `moonstack dev up` (each start): the dev stack's gateway.
+return {
+  proxy = { listen = { host = '127.0.0.1', port = %d }, base_domain = %s,
+    certs = { { cert = %s, key = %s } }, workers = 2, external_port = %d },
+  rpc = { listen = { host = '127.0.0.1', port = %d }, kms_ca = %s, cert = %s, key = %s },
+  admin = { listen = { host = '127.0.0.1', port = %d }, token_file = %s },
+  wg = { private_key_file = %s, interface = %s, listen_port = %d,
+    endpoint = '127.0.0.1:%d', ip = '10.213.0.1/24', reserved_net = { '10.213.0.1/32' },
+    client_ip_range = '10.213.0.0/25', refresh_interval = 2 },
+  data_dir = %s,
+  control = %s,
+  recycle = { enabled = true, interval = 60, timeout = 3600 },
+}
+]]):format(ports.gateway_proxy, q(M.BASE_DOMAIN), q(certs.proxy.cert), q(certs.proxy.key),
+    ports.gateway_proxy, ports.gateway_rpc, q(certs.rpc.kms_ca), q(certs.rpc.cert),
+    q(certs.rpc.key), ports.gateway_admin, q(paths.admin_token), q(paths.gateway .. '/wg.key'),
+    q(wg_if), ports.wireguard, ports.wireguard, q(paths.gateway .. '/data'), q(paths.gateway_ctl)))
+end
+
+--- Write vmm/vmm.lua: ports, the KMS root CA path, the Docker image tarballs every
+--- docker-compose CVM loads, and `dashboard` (a table of the dashboard listener's settings, or
+--- nil when this VMM has none).
+function M.vmm(paths, ports, kms_ca, docker_images, dashboard)
+  local images = {}
+  for _, p in ipairs(docker_images) do
+    images[#images + 1] = q(p)
+  end
+  local dash = ''
+  if dashboard then
+    dash = ([[
+  dashboard = { listen = { host = '127.0.0.1', port = %d }, login_token_file = %s,
+    auth = { token_file = %s },
+    kms = { url = 'http://127.0.0.1:%d', token_file = %s },
+    gateway = { url = 'http://127.0.0.1:%d', token_file = %s } },
+]]):format(ports.dashboard, q(paths.login_token), q(paths.admin_token), ports.kms_admin,
+      q(paths.admin_token), ports.gateway_admin, q(paths.admin_token))
+  end
+  return write(paths.vmm_config, ([[
+-- Written by `moonstack dev up` (each start): the dev stack's VMM.
+return {
+  listen = { unix = %s },
+  run_dir = %s,
+  image_dir = %s,
+  backend = 'process',
+  kms_urls = { 'https://localhost:%d' },
+  kms_ca = %s,
+  gateway_urls = { 'https://localhost:%d' },
+  gateway = { base_domain = %s, port = %d },
+  port_mapping = { enabled = false },
+  process = { sim_dir = %s, network = 'netns', udp_forwards = { '127.0.0.1:%d' },
+    docker_images = { %s } },
+  stop_vms_on_exit = true,
+  shutdown_timeout = 10,
+%s  control = %s,
+}
+]]):format(q(paths.vmm_sock), q(paths.vmm .. '/run'), q(paths.vmm .. '/images'), ports.kms,
+    q(kms_ca), ports.gateway_rpc, q(M.BASE_DOMAIN), ports.gateway_proxy, q(paths.sim),
+    ports.wireguard, table.concat(images, ', '), dash, q(paths.vmm_ctl)))
+end
+
+return M
