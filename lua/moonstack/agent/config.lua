@@ -50,6 +50,9 @@
 --     wait_sockets_ms = 10000              wait for the API sockets before starting the app
 --     path = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', home = nil
 --     docker = 'docker', docker_probe_timeout_ms = 5000
+--     env = {}                             NAME = 'value' every app process gets, under the app's
+--                                          own env (the process backend names its API sockets
+--                                          here: DSTACK_SIMULATOR_ENDPOINT, as the SDKs read)
 --     echo = false                         also write the app's output lines to stdout (the
 --                                          CVM's console, which the VMM keeps as serial.log)
 --     docker_host = nil                    DOCKER_HOST of every docker/compose command (e.g.
@@ -238,6 +241,14 @@ M.schema = {
         path = { type = 'string', default = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
         home = { type = 'string', optional = true },
         docker = { type = 'string', default = 'docker', min = 1 },
+        env = { type = 'table', default = {}, unknown = 'allow', fields = {}, check = function(t)
+          for k, v in pairs(t) do
+            if type(k) ~= 'string' or not k:match('^[%a_][%w_]*$') or type(v) ~= 'string' then
+              return nil, ('%s: want NAME = "value" strings'):format(tostring(k))
+            end
+          end
+          return true
+        end },
         docker_probe_timeout_ms = { type = 'integer', default = 5000, min = 1 },
         echo = { type = 'boolean', default = false },
         docker_host = { type = 'string', optional = true, pattern = '^%a+://.' },

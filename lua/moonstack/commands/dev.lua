@@ -30,7 +30,7 @@ local up_spec = {
     DIR_OPT,
     { '--app', arg = 'DIR', help = 'the app directory (docker-compose.yaml, app.env, ' ..
       'build-image.sh; default examples/apps/hello)' },
-    { '--name', arg = 'NAME', help = 'the VM name (default hello)' },
+    { '--name', arg = 'NAME', help = "the VM name (default: the app directory's name)" },
     { '--app-port', arg = 'PORT', help = 'the app port the URL names (default 8080)' },
     { '--timeout', arg = 'SECONDS', help = 'how long the app may take to answer (default 300)' },
     { '--no-dashboard', help = 'no dashboard listener' },

@@ -148,7 +148,8 @@ local function sweep(paths, say)
 end
 
 --- Bring the stack up (in a task) and keep it running until a signal or `dev down`.
---- opts = { dir, app (dir), name = 'hello', app_port = 8080, dashboard = true, timeout_s }.
+--- opts = { dir, app (dir), name = the app dir's name, app_port = 8080, dashboard = true,
+--- timeout_s }.
 --- Returns the exit code.
 function M.up(opts)
   local t0 = uv.hrtime()
@@ -280,7 +281,9 @@ function M.up(opts)
       return fail(built)
     end
     say(built and 'built the guest image (vmm/images/moonstack)' or 'reusing the guest image')
-    local tarball, fresh = app.image(app_dir, paths.app .. '/image')
+    local name = opts.name or app_dir:match('([^/]+)/*$')
+    local app_state = paths.app .. '/' .. name
+    local tarball, fresh = app.image(app_dir, app_state .. '/image')
     if not tarball then
       return fail(fresh)
     end
@@ -305,7 +308,6 @@ function M.up(opts)
     end
 
     local client = assert(require('moonstack.vmm.client').new('unix:' .. paths.vmm_sock))
-    local name = opts.name or 'hello'
     local env, eerr = app.env(app_dir)
     if not env then
       return fail(eerr)
@@ -314,7 +316,7 @@ function M.up(opts)
     if not compose then
       return fail(merr)
     end
-    local vm, verr = app.deploy(client, name, compose, env, { image = image, state_dir = paths.app,
+    local vm, verr = app.deploy(client, name, compose, env, { image = image, state_dir = app_state,
       say = function(l) say('%s', l) end })
     if not vm then
       return fail(verr)

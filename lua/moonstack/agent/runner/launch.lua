@@ -29,6 +29,9 @@ local INIT = 'set -e\nfor f; do . "$f"; done\n'
 --- decrypted env (an allowed PATH or HOME wins).
 function M.base_env(cfg, env, work_dir)
   local out = { PATH = cfg.path or '/usr/local/bin:/usr/bin:/bin', HOME = cfg.home or work_dir }
+  for k, v in pairs(cfg.env or {}) do
+    out[k] = v
+  end
   for k, v in pairs(env or {}) do
     out[k] = v
   end

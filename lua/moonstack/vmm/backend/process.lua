@@ -136,7 +136,11 @@ function Backend:agent_config(vm, own_net)
     '    public = ' .. public .. ',',
     '  },',
     '  host_api = { unix = ' .. q(wd:path(M.FILES.host_api)) .. ' },',
-    '  runner = { stop_grace_ms = 2000, echo = true,' .. self:dockerd_config(vm) .. ' },',
+    '  runner = { stop_grace_ms = 2000, echo = true,' .. self:dockerd_config(vm),
+    -- the API sockets are in the work dir, not at /var/run: tell the app where (the SDKs'
+    -- endpoint variables), so an app using an SDK runs unchanged
+    '    env = { DSTACK_SIMULATOR_ENDPOINT = ' .. q(wd:path(M.FILES.dstack)) .. ',',
+    '      TAPPD_SIMULATOR_ENDPOINT = ' .. q(wd:path(M.FILES.tappd)) .. ' } },',
     '  code_reload = false,',
     '}',
     '',
