@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The gateway's part of the dashboard (moonstack.ui), on its admin listener: snapshot {
--- instances = { { id, app_id, ip, last_handshake, handshake_age (seconds, null before the
+-- instances = { { id, app_id, ip, last_handshake, handshake_age (seconds; absent before the
 -- first), conns (active) } }, routes = { { key, allow, to_port?, pp? } } (the snapshot the data
 -- path runs), conns = { total (active), accepted, by_app = { [app_id] = active } }, wg = {
 -- interface, listen_port }, proxy = { port, base_domain }, policies = { { name, version, sha256,
@@ -35,7 +35,7 @@ function M.instances(gw)
     local hs = inst.last_handshake or 0
     local ic = c[inst.instance_id]
     out[#out + 1] = { id = inst.instance_id, app_id = inst.app_id, ip = inst.ip,
-      last_handshake = hs, handshake_age = hs > 0 and math.max(0, now - hs) or wire.null,
+      last_handshake = hs, handshake_age = hs > 0 and math.max(0, now - hs) or nil,
       conns = ic and ic.active or 0 }
   end
   return out
@@ -117,6 +117,16 @@ function M.mount(gw, server)
     filter = function(ev)
       return ev.topic:sub(1, 8) == 'gateway.' or (ev.topic == 'policy.reload'
         and ev.data.host == M.POLICY_HOST)
+    end,
+    map = function(ev)
+      if ev.topic == 'gateway.instances' then -- the bus's copy lost the array mark
+        local list = {}
+        for i, inst in ipairs(ev.data.instances or {}) do
+          list[i] = inst
+        end
+        ev.data = { instances = wire.array(list) }
+      end
+      return ev
     end })
   local cfg = gw.cfg.admin
   local dash = mount.mount(server, { part = 'gateway', feed = feed, creds = gw.admin_creds,
