@@ -6,7 +6,6 @@
 -- `policy.reload` (of the KMS's auth policy); action `policy_reload` (POST
 -- /dashboard/api/policy_reload). Same credentials as the admin API, plus the one-time
 -- `admin.login_token_file`.
-local decisions = require('moonstack.kms.decisions')
 local events = require('moonstack.core.events')
 local feed_mod = require('moonstack.ui.feed')
 local mount = require('moonstack.ui.mount')
@@ -18,6 +17,15 @@ local M = {}
 M.POLICY_HOST = 'kms-auth'
 --- Decisions in a snapshot.
 M.SNAPSHOT_DECISIONS = 50
+
+--- The decision record (as Kms:decisions gives them) of a `kms.decision` event.
+function M.record(ev)
+  local d = ev.data or {}
+  return { time = ev.time, kind = d.scope, app_id = d.app_id, instance_id = d.instance_id,
+    compose_hash = d.compose_hash, allowed = d.allowed == true, reason = d.reason,
+    policy_version = d.policy_version, policy_sha256 = d.policy_sha256, policy = d.policy,
+    backend = d.backend, seq = ev.seq }
+end
 
 -- The policies of `kms` for the snapshot.
 local function policies(kms, last_error)
@@ -49,7 +57,7 @@ function M.mount(kms, server)
     end,
     map = function(ev)
       if ev.topic == 'kms.decision' then
-        ev.data = decisions.record(ev)
+        ev.data = M.record(ev)
       end
       return ev
     end })

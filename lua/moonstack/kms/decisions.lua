@@ -20,7 +20,7 @@ function M.record(ev)
   return { time = ev.time, kind = d.scope, app_id = d.app_id, instance_id = d.instance_id,
     compose_hash = d.compose_hash, allowed = d.allowed == true, reason = d.reason,
     policy_version = d.policy_version, policy_sha256 = d.policy_sha256, policy = d.policy,
-    backend = d.backend }
+    backend = d.backend, seq = ev.seq }
 end
 
 --- A ring subscribed to the bus. opts = { capacity (M.CAPACITY), bus (the process's) }.
