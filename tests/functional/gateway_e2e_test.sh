@@ -298,6 +298,13 @@ want1=$(grep -o 'big sha256 [0-9a-f]*' "$d/run/$vm1/serial.log" | cut -d' ' -f3)
 want2=$(grep -o 'big sha256 [0-9a-f]*' "$d/run/$vm2/serial.log" | cut -d' ' -f3)
 if [ "$big" = "$want1" ] || [ "$big" = "$want2" ]; then ok "1 MiB body: its SHA-256 is the app's file's"
 else not_ok "1 MiB body: its SHA-256 is the app's file's" "got $big, the apps have $want1 / $want2"; fi
+# the dashboard's gateway part on the admin listener (M11): the instances with their handshake
+# ages, the hub's interface, the connections counted
+feed=$(curl -s --max-time 10 -H "Authorization: Bearer $TOKEN" "http://$ADMIN/dashboard/feed?since=0")
+check "dashboard feed: the three instances with a handshake age under a minute" 3 \
+  "$(printf '%s' "$feed" | jq '[.snapshot.instances[] | select(.handshake_age != null and .handshake_age < 60)] | length')"
+check "... the hub's interface" "$HUB_IF" "$(printf '%s' "$feed" | jq -r .snapshot.wg.interface)"
+check_match "... the connections accepted so far" '^[1-9][0-9]*$' "$(printf '%s' "$feed" | jq -r .snapshot.conns.accepted)"
 check "https://<instance_id 1>-8080 reaches that instance" "hello from instance $M1" "$(get "$IID1-8080" index.html 2>&1)"
 check "https://<instance_id 2>-8080 reaches that instance" "hello from instance $M2" "$(get "$IID2-8080" index.html 2>&1)"
 check "... and its 1 MiB body" "$want2" "$(get "$IID2-8080" big.bin | sha256sum | cut -d' ' -f1)"

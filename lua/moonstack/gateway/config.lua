@@ -28,7 +28,8 @@
 --   admin = nil                        the Admin pRPC, /metrics [core.admin]:
 --     { listen = { host = '127.0.0.1', port = 8011 }, auth_token (alias admin_token, token)?,
 --       tokens = {...}?, token_file?, htpasswd_file? (bcrypt, Basic), insecure_no_auth = false,
---       failed_logins = { max = 5, window_s = 300, max_inflight = 2 } } (else the env
+--       failed_logins = { max = 5, window_s = 300, max_inflight = 2 }, login_token_file? (0600:
+--       the dashboard's one-time login token) } (else the env
 --     DSTACK_GATEWAY_ADMIN_TOKEN / ADMIN_API_TOKEN; no credential: the start fails)
 --   wg = nil                           the WireGuard hub [core.wg]:
 --     { private_key = base64 | private_key_file = path (0600), listen_port = 51820,
@@ -131,6 +132,7 @@ M.schema = {
         tokens = { type = 'table', optional = true, items = 'string' },
         token_file = { type = 'string', optional = true, min = 1 },
         htpasswd_file = { type = 'string', optional = true, min = 1 },
+        login_token_file = { type = 'string', optional = true, min = 1 },
         insecure_no_auth = { type = 'boolean', default = false },
         failed_logins = { type = 'table', default = {}, fields = {
           max = { type = 'integer', default = 5, min = 1 },

@@ -204,6 +204,7 @@ function Gateway:_listen()
     local srv = http.new({ name = 'gateway-admin', max_body = 64 * 1024,
       listen = { host = cfg.admin.listen.host, port = cfg.admin.listen.port },
       headers = { ['x-app-version'] = M.VERSION } })
+    self.dashboard = require('moonstack.gateway.dashboard').mount(self, srv) -- before the catch-all
     srv:route('*', '/*', function(req) return self.admin_handler(req) end)
     local ok
     ok, err, code = srv:listen()
@@ -326,6 +327,10 @@ end
 
 --- Stop everything. Idempotent.
 function Gateway:stop()
+  if self.dashboard then
+    self.dashboard.close()
+    self.dashboard = nil
+  end
   if self.recycle_timer then
     self.recycle_timer:close()
     self.recycle_timer = nil

@@ -207,4 +207,17 @@ function M.sign_cert(opts)
   return chain
 end
 
+--- The KMS's dashboard feed after `since` (inside a task; moonstack.ui.remote):
+--- conn = { url = its admin base URL, token = its admin token, tls?, timeout_ms? }. Returns
+--- { part, seq, snapshot?, events } or nil, msg, code.
+function M.dashboard_feed(conn, since)
+  return require('moonstack.ui.remote').feed(conn, since)
+end
+
+--- POST the dashboard action `op` (JSON text `body`) to the KMS's admin listener (inside a
+--- task). Returns status, decoded answer, or nil, msg, code.
+function M.dashboard_action(conn, op, body)
+  return require('moonstack.ui.remote').action(conn, op, body)
+end
+
 return M

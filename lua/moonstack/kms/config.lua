@@ -38,7 +38,9 @@
 --                                     path? (bcrypt users, Basic auth, checked off the loop),
 --                                     insecure_no_auth = false, failed_logins = { max = 5,
 --                                     window_s = 300, max_inflight = 2 } (per client address:
---                                     beyond, 429 without a check); no credential: start fails
+--                                     beyond, 429 without a check); no credential: start fails;
+--                                     login_token_file = path? (0600: the dashboard's one-time
+--                                     login token, moonstack.ui.login)
 --   tee = nil                         the KMS's own TEE, to attest its RPC certificate (.1.8,
 --                                     [core] attest_rpc_cert; onboarding peers check it):
 --                                     { kind = 'agent', socket = '/var/run/dstack.sock' } (its
@@ -128,6 +130,7 @@ M.schema = {
         token = { type = 'string', optional = true },
         token_file = { type = 'string', optional = true, min = 1 },
         htpasswd_file = { type = 'string', optional = true, min = 1 },
+        login_token_file = { type = 'string', optional = true, min = 1 },
         insecure_no_auth = { type = 'boolean', default = false },
         failed_logins = {
           type = 'table',

@@ -135,7 +135,7 @@ function M.start(cfg, log, hooks)
     end
   end
   local self = setmetatable({ cfg = cfg, material = material, created = created, log = log,
-    metrics = metrics.new() }, Kms)
+    metrics = metrics.new(), decision_ring = require('moonstack.kms.decisions').new() }, Kms)
   local ok
   ok, err, code = self:_assemble(evidence)
   if evidence then
@@ -247,6 +247,7 @@ function Kms:_listen()
   local asrv = http.new({ name = 'kms-admin', max_body = 64 * 1024,
     listen = { host = cfg.admin.listen.host, port = cfg.admin.listen.port },
     headers = { ['x-app-version'] = M.VERSION } })
+  self.dashboard = require('moonstack.kms.dashboard').mount(self, asrv) -- before the catch-all
   asrv:route('*', '/*', function(req) return self.admin_handler(req) end)
   ok, err, code = asrv:listen()
   if not ok then
@@ -315,8 +316,22 @@ function Kms:status()
     admin_logins = self.login_limit and self.login_limit:status() }
 end
 
+--- The newest `n` auth decisions (all kept without n), newest first: { time, kind, app_id,
+--- instance_id?, compose_hash?, allowed, reason, policy_version, policy_sha256? }.
+function Kms:decisions(n)
+  return self.decision_ring and self.decision_ring:list(n) or {}
+end
+
 --- Stop listening and release the auth backend. Idempotent.
 function Kms:stop()
+  if self.dashboard then
+    self.dashboard.close()
+    self.dashboard = nil
+  end
+  if self.decision_ring then
+    self.decision_ring:close()
+    self.decision_ring = nil
+  end
   if self.admin_server then
     self.admin_server:close()
     self.admin_server = nil

@@ -32,6 +32,15 @@
 --   stop_vms_on_exit = false            stopping the VMM leaves the VMs running (a restarted
 --                                       VMM adopts them); true stops them first
 --   metrics = true, max_body = 10485760
+--   dashboard = nil                     the dashboard hub (moonstack.vmm.dashboard), its own
+--                                       listener: { listen = { host = '127.0.0.1', port },
+--     login_token_file = PATH?          the one-time browser login token (0600)
+--     auth = { tokens?, token_file?, htpasswd_file? }?   else the VMM's auth
+--     kms = { url, token_file }?        the KMS admin base URL and its admin token file
+--     gateway = { url, token_file }?    the gateway admin base URL and its admin token file
+--     verify = { collateral = FILE? | pccs_url = URL?, root_ca = FILE?, policy = FILE? (JSON),
+--                cache_dir? }           the quote verifier (default: pccs_url, else Intel PCS)
+--     poll_ms = 500 }                   how often the KMS and gateway parts are read
 --   process = {                         the process backend (moonstack.vmm.backend.process)
 --     sim_dir = '<run_dir>/../sim',     the simulated TDX platform every CVM attests on (a KMS
 --                                       trusting these CVMs names it: attestation.simulator_dir)
@@ -114,6 +123,39 @@ local RANGE = {
     end
     return true
   end,
+}
+
+-- A remote part of the dashboard: the daemon's admin base URL and the file of its admin token.
+local PART = { type = 'table', optional = true, fields = {
+  url = { type = 'string', pattern = '^https?://' },
+  token_file = { type = 'string', optional = true, min = 1 },
+} }
+
+-- The dashboard (moonstack.vmm.dashboard).
+local DASHBOARD = {
+  type = 'table', optional = true,
+  fields = {
+    listen = { type = 'table', fields = {
+      host = { type = 'string', default = '127.0.0.1', min = 1 },
+      port = { type = 'integer', min = 0, max = 65535 },
+    } },
+    login_token_file = { type = 'string', optional = true, min = 1 },
+    auth = { type = 'table', optional = true, fields = {
+      tokens = { type = 'table', default = {}, items = 'string' },
+      token_file = { type = 'string', optional = true, min = 1 },
+      htpasswd_file = { type = 'string', optional = true, min = 1 },
+    } },
+    kms = PART,
+    gateway = PART,
+    verify = { type = 'table', default = {}, fields = {
+      collateral = { type = 'string', optional = true, min = 1 },
+      pccs_url = { type = 'string', optional = true, pattern = '^https?://' },
+      root_ca = { type = 'string', optional = true, min = 1 },
+      policy = { type = 'string', optional = true, min = 1 },
+      cache_dir = { type = 'string', optional = true, min = 1 },
+    } },
+    poll_ms = { type = 'integer', default = 500, min = 50, max = 60000 },
+  },
 }
 
 --- The schema (moonstack.core.schema) of vmm.lua.
@@ -199,6 +241,7 @@ M.schema = {
     stop_vms_on_exit = { type = 'boolean', default = false },
     metrics = { type = 'boolean', default = true },
     max_body = { type = 'integer', default = 10 * 1024 * 1024, min = 1024 },
+    dashboard = DASHBOARD,
     process = {
       type = 'table', default = {},
       fields = {

@@ -193,6 +193,10 @@ function M.start(cfg, log)
   self:_bind()
   local ok
   ok, err, code = self:_listen()
+  if ok and cfg.dashboard then
+    self.dashboard, err, code = require('moonstack.vmm.dashboard').start(self)
+    ok = self.dashboard ~= nil
+  end
   if not ok then
     self:stop()
     return nil, err, code
@@ -207,6 +211,7 @@ function M.start(cfg, log)
     end
   end)
   log.info('VMM ready', { address = self.server:address(), backend = cfg.backend,
+    dashboard = self.dashboard and self.dashboard.address() or nil,
     vms = scan.loaded, broken = #scan.broken, run_dir = cfg.run_dir,
     backend_status = self.backend:status() })
   return self
@@ -284,6 +289,10 @@ function Vmm:stop()
   if self.server then
     self.server:close()
     self.server = nil
+  end
+  if self.dashboard then
+    self.dashboard.close()
+    self.dashboard = nil
   end
   for _, vm in pairs(self.vms) do
     if vm.handle and not vm.handle.exited then
