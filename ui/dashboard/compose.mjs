@@ -87,7 +87,8 @@ export function usesKms(app) {
 }
 
 /** Build the deploy's compose. spec = { text, kind ('auto'|'app-compose'|'docker-compose'),
- *  name, options (for a docker-compose), envs [{key, value}], launchCheck (bool) }. Returns
+ *  name, options (for a docker-compose), envs [{key, value}], launchCheck (bool), launchToken
+ *  (the token launchCheck adds; default a new random one) }. Returns
  *  { compose (the exact app-compose.json text), app (its object), envs (with a generated
  *  APP_LAUNCH_TOKEN when launchCheck), composeHash, appId, notes [strings] }. Throws on bad
  *  input (invalid JSON, env without KMS). An app-compose given as JSON is kept byte for byte
@@ -112,7 +113,7 @@ export async function buildCompose(spec) {
     changed = true;
   }
   if (spec.launchCheck && !envs.some((e) => e.key === LAUNCH_TOKEN_ENV)) {
-    envs.push({ key: LAUNCH_TOKEN_ENV, value: randomToken(32) });
+    envs.push({ key: LAUNCH_TOKEN_ENV, value: spec.launchToken || randomToken(32) });
     notes.push('a random APP_LAUNCH_TOKEN was added to the encrypted env');
   }
   if (envs.length && !usesKms(app)) {
