@@ -22,6 +22,7 @@ export class Store {
     this.received = {};    // part -> Date.now() of its last snapshot (uptimes and ages tick from it)
     this.logId = null;     // the VM whose logs are followed
     this.logLines = [];
+    this.logError = null;  // the hub's answer when the VM's logs cannot be followed
   }
 
   /** Fold in one websocket message; returns the list of changed parts. */
@@ -34,7 +35,12 @@ export class Store {
         if (!PARTS.includes(msg.part)) return [];
         this.down[msg.part] = String(msg.error || 'unreachable');
         return [msg.part];
-      case 'log': return this.log(msg.id, msg.lines);
+      case 'log':
+        if (msg.error && msg.id === this.logId) {
+          this.logError = String(msg.error);
+          return ['log'];
+        }
+        return this.log(msg.id, msg.lines);
       default: return [];
     }
   }
@@ -73,6 +79,7 @@ export class Store {
   followLogs(id) {
     this.logId = id;
     this.logLines = [];
+    this.logError = null;
   }
 
   log(id, lines) {

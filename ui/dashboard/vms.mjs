@@ -223,7 +223,7 @@ export function initVms(ctx) {
     pre.appendChild(frag);
     logCount = lines.length;
     while (pre.childNodes.length > lines.length) pre.removeChild(pre.firstChild);
-    $('vm-logs-state').textContent = selected ? `(${lines.length} lines, live)` : '';
+    $('vm-logs-state').textContent = !selected ? '' : store.logError ? `(${store.logError})` : `(${lines.length} lines, live)`;
     if ($('vm-logs-follow').checked) pre.scrollTop = pre.scrollHeight;
   }
 
@@ -233,11 +233,12 @@ export function initVms(ctx) {
     store.followLogs(selected);
     logCount = 0;
     $('vm-logs').replaceChildren();
-    ctx.feed.send({ type: 'subscribe_logs', id: selected });
+    ctx.feed.send({ type: 'subscribe_logs', id: selected, ch: $('vm-logs-ch').value });
     renderLogs();
   }
 
   function select(id) {
+    if (selected && selected !== id) ctx.feed.send({ type: 'unsubscribe_logs', id: selected });
     selected = id;
     $('up-compose').value = '';
     $('up-env').value = '';
@@ -252,6 +253,11 @@ export function initVms(ctx) {
   }
 
   $('vm-detail-close').addEventListener('click', () => select(null));
+  $('vm-logs-ch').addEventListener('change', () => {
+    if (!selected) return;
+    ctx.feed.send({ type: 'unsubscribe_logs', id: selected });
+    resubscribe();
+  });
 
   // ---- UpgradeApp ----
   async function currentCompose(id) {
