@@ -55,6 +55,7 @@ struct rt_http_exchange {
 	bool rx_paused;	  /**< reading stopped until the (later) response is written */
 	bool dropped;	  /**< the connection closes after the response */
 	bool dispatched;
+	bool filter_only; /**< a websocket upgrade's, for its filter: headers only, no answer */
 	/* response */
 	bool responded;
 	bool head_only;
@@ -127,6 +128,7 @@ struct rt_http_server {
 	struct rt_tls_opts tls;
 	rt_http_request_fn on_request;
 	rt_ws_event_fn on_ws;
+	rt_ws_filter_fn ws_filter;
 	void *user;
 	void (*release)(void *user);
 	bool closed;

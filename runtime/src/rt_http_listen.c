@@ -491,6 +491,7 @@ int rt_http_server_start(struct rt_runtime *rt, const struct rt_http_server_conf
 	// Handlers from here only: a failed start calls nothing, release included.
 	srv->on_request = cfg->on_request;
 	srv->on_ws = cfg->on_ws;
+	srv->ws_filter = cfg->ws_filter;
 	srv->user = cfg->user;
 	srv->release = cfg->release;
 	if (srv->unix_path)

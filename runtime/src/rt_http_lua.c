@@ -62,7 +62,8 @@ struct lserver {
 	struct rt_runtime *rt;
 	int on_request_ref;
 	int on_ws_ref;
-	int self_ref; /* the userdata, kept alive while listening */
+	int ws_filter_ref; /* opts.ws_filter, or LUA_NOREF */
+	int self_ref;	   /* the userdata, kept alive while listening */
 	struct rt_http_lua_hook hook;
 };
 
@@ -89,13 +90,10 @@ static int add_header(void *user, const char *name, const char *value)
 	return 0;
 }
 
-/* on_request(req, exchange) */
-static int on_request(void *user, struct rt_http_exchange *ex, const struct rt_http_request *req)
+/* Push the `req` table of @p req for the handlers. */
+static void push_request(lua_State *L, struct rt_http_exchange *ex,
+			 const struct rt_http_request *req)
 {
-	struct lserver *ls = user;
-	lua_State *L = rt_http_lua_state(ls->rt);
-	int top = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->on_request_ref);
 	lua_createtable(L, 0, 8);
 	lua_pushstring(L, req->method);
 	lua_setfield(L, -2, "method");
@@ -116,11 +114,38 @@ static int on_request(void *user, struct rt_http_exchange *ex, const struct rt_h
 	}
 	lua_pushstring(L, req->server);
 	lua_setfield(L, -2, "server");
+}
+
+/* on_request(req, exchange) */
+static int on_request(void *user, struct rt_http_exchange *ex, const struct rt_http_request *req)
+{
+	struct lserver *ls = user;
+	lua_State *L = rt_http_lua_state(ls->rt);
+	int top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->on_request_ref);
+	push_request(L, ex, req);
 	// [on_request, req]
 	push_exchange(L, ex);
 	int status = rt_pcall_log(L, 2, 0, "HTTP request handler");
 	lua_settop(L, top);
 	return status;
+}
+
+/* ws_filter(req, exchange) -> true to accept the upgrade (anything else, or an error, refuses) */
+static bool on_ws_filter(void *user, struct rt_http_exchange *ex, const struct rt_http_request *req)
+{
+	struct lserver *ls = user;
+	if (ls->ws_filter_ref == LUA_NOREF)
+		return true;
+	lua_State *L = rt_http_lua_state(ls->rt);
+	int top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ws_filter_ref);
+	push_request(L, ex, req);
+	push_exchange(L, ex);
+	bool ok = rt_pcall_log(L, 2, 1, "websocket upgrade filter") == 0 && lua_isboolean(L, -1) &&
+		  lua_toboolean(L, -1);
+	lua_settop(L, top);
+	return ok;
 }
 
 /* on_ws(event, ws [, data, binary]); the `ws` object is let go at close */
@@ -209,7 +234,8 @@ static int l_listen(lua_State *L)
 	if (!ls)
 		return luaL_error(L, "http.listen: out of memory");
 	ls->rt = rt_from_lua(L);
-	ls->on_request_ref = ls->on_ws_ref = ls->self_ref = ls->hook.ref = LUA_NOREF;
+	ls->on_request_ref = ls->on_ws_ref = ls->ws_filter_ref = ls->self_ref = ls->hook.ref =
+		LUA_NOREF;
 	ls->hook.rt = ls->rt;
 	ud->ls = ls; // from here __gc owns it, even if parsing raises below
 	struct rt_http_lua_scratch *s = &ud->scratch;
@@ -238,6 +264,12 @@ static int l_listen(lua_State *L)
 	lua_pop(L, 1);
 	cfg.on_request = on_request;
 	cfg.on_ws = lua_isfunction(L, 3) ? on_ws : NULL;
+	lua_getfield(L, 1, "ws_filter");
+	bool has_filter = lua_isfunction(L, -1);
+	if (!has_filter && !lua_isnil(L, -1))
+		return luaL_error(L, "http.listen: 'ws_filter' must be a function");
+	lua_pop(L, 1);
+	cfg.ws_filter = has_filter ? on_ws_filter : NULL;
 	cfg.user = ls;
 	cfg.release = release_server;
 
@@ -256,6 +288,10 @@ static int l_listen(lua_State *L)
 		lua_pushvalue(L, 3);
 		ls->on_ws_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	}
+	if (has_filter) {
+		lua_getfield(L, 1, "ws_filter");
+		ls->ws_filter_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
 	lua_pushvalue(L, 4);
 	ls->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); // alive while listening
 	return 1;
@@ -270,8 +306,9 @@ static int l_server_close(lua_State *L)
 		struct lserver *ls = ud->ls; // alive while ud->srv is
 		luaL_unref(L, LUA_REGISTRYINDEX, ls->on_request_ref);
 		luaL_unref(L, LUA_REGISTRYINDEX, ls->on_ws_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, ls->ws_filter_ref);
 		luaL_unref(L, LUA_REGISTRYINDEX, ls->self_ref);
-		ls->on_request_ref = ls->on_ws_ref = ls->self_ref = LUA_NOREF;
+		ls->on_request_ref = ls->on_ws_ref = ls->ws_filter_ref = ls->self_ref = LUA_NOREF;
 		rt_http_lua_hook_release(L, &ls->hook);
 		rt_http_lua_leave(prev);
 	}

@@ -470,6 +470,50 @@ static bool ws_path_allowed(struct rt_http_server *srv, struct lws *wsi)
 	return false;
 }
 
+/* Ask the server's upgrade filter about the websocket upgrade on @p wsi (true: accept). The
+ * filter sees the request through a headers-only exchange, detached when it returns. */
+static bool ws_upgrade_allowed(struct rt_http_server *srv, struct lws *wsi)
+{
+	if (!srv->ws_filter)
+		return true;
+	struct rt_http_exchange *ex = calloc(1, sizeof(*ex));
+	char *path = malloc(512);
+	if (!ex || !path) {
+		free(ex);
+		free(path);
+		return false;
+	}
+	if (lws_hdr_copy(wsi, path, 512, WSI_TOKEN_GET_URI) <= 0)
+		strcpy(path, "/");
+	char *q = strchr(path, '?');
+	if (q)
+		*q = '\0';
+	ex->refs = 1;
+	ex->wsi = wsi;
+	ex->server = srv;
+	ex->filter_only = true;
+	strcpy(ex->method, "GET");
+	ex->path = path;
+	ex->query = copy_query(wsi);
+	char peer[64] = "";
+	lws_get_peer_simple(wsi, peer, sizeof(peer));
+	struct rt_http_request req = {
+		.method = ex->method,
+		.path = ex->path,
+		.query = ex->query ? ex->query : "",
+		.body = "",
+		.peer = srv->unix_path ? "unix" : peer,
+		.server = srv->name,
+	};
+	srv->dispatching++;
+	bool ok = srv->ws_filter(srv->user, ex, &req);
+	srv->dispatching--;
+	ex->wsi = NULL;
+	ex->server = NULL;
+	rt_http_exchange_unref(ex);
+	return ok;
+}
+
 int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 			    size_t len)
 {
@@ -529,7 +573,7 @@ int rt_http_server_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 			detach_exchange(pss);
 		return 0;
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		if (!ws_path_allowed(srv, wsi))
+		if (!ws_path_allowed(srv, wsi) || !ws_upgrade_allowed(srv, wsi))
 			return 1;
 		rt_http_sock_upgraded(lws_get_socket_fd(wsi));
 		return 0;
@@ -581,6 +625,8 @@ int rt_http_exchange_respond(struct rt_http_exchange *ex, int status, const char
 	if (status < 100 || status > 599 ||
 	    (headers_len && !rt_http_headers_ok(headers, headers_len)))
 		return -EINVAL;
+	if (ex->filter_only)
+		return -EPERM;
 	if (ex->responded)
 		return -EALREADY;
 	if (!ex->wsi)

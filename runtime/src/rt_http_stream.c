@@ -36,6 +36,8 @@ int rt_http_exchange_begin(struct rt_http_exchange *ex, int status, const char *
 	if (status < 100 || status > 599 ||
 	    (headers_len && !rt_http_headers_ok(headers, headers_len)))
 		return -EINVAL;
+	if (ex->filter_only)
+		return -EPERM;
 	if (ex->responded)
 		return -EALREADY;
 	if (!ex->wsi)

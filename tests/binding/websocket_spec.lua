@@ -210,4 +210,43 @@ describe('moonstack.http.server websockets', function()
       c:abort()
     end
   end)
+
+  it('judges an upgrade with authorize(req) before answering it', function()
+    local seen = {}
+    local s2 = server.new({ listen = { host = '127.0.0.1', port = 0 } })
+    s2:websocket('/guarded', {
+      authorize = function(req)
+        seen[#seen + 1] = { path = req.path, token = req:header('x-admin-token'),
+          cookie = req:header('cookie'), arg = req.args.a, peer = req.peer }
+        if req:header('x-admin-token') == 'raise' then
+          error('boom')
+        end
+        return req:header('x-admin-token') == 'good'
+      end,
+      on_open = function(ws) ws:send('welcome') end,
+    })
+    s2:websocket('/open', { on_open = function(ws) ws:send('hi') end })
+    assert(s2:listen())
+    local c, err = ws_client.connect({ port = s2:port(), path = '/guarded?a=1',
+      headers = { 'X-Admin-Token: bad', 'Cookie: s=1' } })
+    assert.is_nil(c)
+    assert.is_string(err)
+    assert.same({ path = '/guarded', token = 'bad', cookie = 's=1', arg = '1', peer = '127.0.0.1' },
+      seen[1])
+    c = ws_client.connect({ port = s2:port(), path = '/guarded' })
+    assert.is_nil(c, 'no credential: refused')
+    c = ws_client.connect({ port = s2:port(), path = '/guarded', headers = { 'X-Admin-Token: raise' } })
+    assert.is_nil(c, 'an authorize that raises refuses')
+    c = assert(ws_client.connect({ port = s2:port(), path = '/guarded',
+      headers = { 'X-Admin-Token: good' } }))
+    assert.same({ type = 'text', data = 'welcome' }, c:receive(2000))
+    c:close()
+    -- an endpoint without authorize on the same server accepts anyone
+    c = assert(ws_client.connect({ port = s2:port(), path = '/open' }))
+    assert.same({ type = 'text', data = 'hi' }, c:receive(2000))
+    c:close()
+    -- plain requests are not filtered
+    s2:close()
+    settle()
+  end)
 end)

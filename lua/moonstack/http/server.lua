@@ -187,7 +187,10 @@ function Server:static(prefix, dir, opts)
 end
 
 --- Add a websocket endpoint at `path` (before listen). Handlers: on_open(ws),
---- on_message(ws, data, binary), on_close(ws). `ws` has send(data[, binary]), close(), id().
+--- on_message(ws, data, binary), on_close(ws); authorize(req) (optional) judges the upgrade
+--- request before it is answered — synchronously (no waiting: no bcrypt), req as a handler's
+--- with req:header() — and only `true` accepts it (else the connection is closed without a
+--- 101). `ws` has send(data[, binary]), close(), id().
 function Server:websocket(path, handlers)
   assert(not self.native, 'websocket endpoints must be added before listen()')
   self.ws[path] = handlers or {}
@@ -312,6 +315,27 @@ function Server:_dispatch(raw, exchange)
   end)
 end
 
+-- The upgrade filter: the endpoint's authorize(req), when it has one.
+function Server:_ws_filter(raw, exchange)
+  local handlers = self.ws[raw.path]
+  if not handlers then
+    return false
+  end
+  if not handlers.authorize then
+    return true
+  end
+  local req = setmetatable(raw, Request)
+  req._exchange = exchange
+  req.args = util.parse_query(raw.query)
+  local ok, res = pcall(handlers.authorize, req)
+  if not ok then
+    log.error('websocket authorize failed', { server = self.name, path = raw.path,
+      error = tostring(res) })
+    return false
+  end
+  return res == true
+end
+
 function Server:_on_ws(event, ws, data, binary)
   local path = ws:path()
   local handlers = self.ws[path]
@@ -340,9 +364,12 @@ end
 function Server:listen()
   assert(not self.native, 'listen: already listening')
   local l = self.opts.listen or {}
-  local ws_paths = {}
-  for path in pairs(self.ws) do
+  local ws_paths, filter = {}, nil
+  for path, h in pairs(self.ws) do
     ws_paths[#ws_paths + 1] = path
+    if h.authorize then
+      filter = function(raw, exchange) return self:_ws_filter(raw, exchange) end
+    end
   end
   local srv, err, code = native.listen({
     name = self.name,
@@ -356,6 +383,7 @@ function Server:listen()
     max_ws_message = self.opts.max_ws_message,
     ws_paths = ws_paths,
     ws_protocols = self.opts.ws_protocols,
+    ws_filter = filter,
   }, function(raw, exchange)
     self:_dispatch(raw, exchange)
   end, function(event, ws, data, binary)

@@ -73,6 +73,16 @@ enum rt_ws_event {
 typedef void (*rt_ws_event_fn)(void *user, struct rt_ws_conn *ws, enum rt_ws_event event,
 			       const void *data, size_t len, bool binary);
 
+/**
+ * A websocket upgrade filter: called synchronously when a client asks to upgrade on one of the
+ * ws_paths, before the handshake is answered, with the upgrade request (method "GET", no body)
+ * and an exchange that only reads headers (rt_http_exchange_header(); answering it fails with
+ * -EPERM; it is detached when the filter returns). Return true to accept the upgrade; false
+ * refuses it (the connection is closed without a 101).
+ */
+typedef bool (*rt_ws_filter_fn)(void *user, struct rt_http_exchange *ex,
+				const struct rt_http_request *req);
+
 /** How to run a server. Initialise with rt_http_server_config_init(); strings are copied. */
 struct rt_http_server_config {
 	const char *name; /**< for logs; NULL: "unix" or "http" */
@@ -90,6 +100,7 @@ struct rt_http_server_config {
 	struct rt_tls_config tls;	 /**< TLS if tls.cert is set (tls.key then required) */
 	rt_http_request_fn on_request;	 /**< request handler (required) */
 	rt_ws_event_fn on_ws;		 /**< websocket handler, or NULL */
+	rt_ws_filter_fn ws_filter;	 /**< websocket upgrade filter, or NULL (accept all) */
 	void *user;			 /**< passed to the handlers and to release */
 	/** Called once when the server is freed (no handler runs after it), or NULL. */
 	void (*release)(void *user);
