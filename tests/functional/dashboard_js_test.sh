@@ -7,7 +7,9 @@
 # reads) to the same variables, a blob for another key does not; a docker-compose YAML becomes
 # upstream's app-compose (vmm-cli compose fields); the LAUNCH_TOKEN check's random token
 # passes the agent's launch_token_hash check and the pre_launch_script the compose carries
-# (run by bash as the launcher does), and a wrong token fails both.
+# (run by bash as the launcher does), and a wrong token fails both. The page's state (store.mjs)
+# follows the websocket's messages as the contract describes them: snapshot, events (a VM's
+# status and events, KMS decisions, policy reloads), part_down, log lines of the followed VM.
 source "$(dirname "$0")/lib.sh"
 
 if ! command -v node >/dev/null; then
@@ -15,7 +17,7 @@ if ! command -v node >/dev/null; then
 fi
 d=$(tmpdir)
 UI=$MOONSTACK_SRC/ui/dashboard
-js() { node "$MOONSTACK_SRC/tests/browser/envcrypt_check.mjs" "$UI" "$@"; }
+js() { node "$MOONSTACK_SRC/tests/browser/js_check.mjs" "$UI" "$@"; }
 
 # the app's env key pair (the KMS derives it; any X25519 pair does here)
 cat >"$d/keys.lua" <<'EOF2'
@@ -121,4 +123,35 @@ printf '{"manifest_version":2,"name":"b","runner":"bash","bash_script":"echo hi"
 check_match "env vars for an app without the KMS are refused" 'need the KMS' "$(js compose auto "$d/nokms.json" '' "$d/a.env" 0 2>&1)"
 r=$(js compose auto "$d/nokms.json" '' "$d/none.env" 0 2>&1)
 check "... no env, no KMS needed: the compose as given" "$(cat "$d/nokms.json")" "$(jq -r .compose <<<"$r")"
+
+# ---- the store: the websocket's messages folded into the page's state ----
+V='{"id":"vm-1","name":"a","status":"stopped","boot_progress":"","ports":[],"events":[]}'
+cat >"$d/msgs" <<EOF2
+{"type":"snapshot","parts":{"vmm":{"vms":[$V],"images":["proc"]},"kms":{"decisions":[],"policies":[{"name":"p","version":1,"sha256":"aa"}]},"gateway":{"instances":[]}},"seq":{"vmm":5,"kms":7,"gateway":1}}
+{"type":"event","part":"vmm","seq":6,"topic":"vm.status","time":1,"data":{"id":"vm-1","status":"running"}}
+{"type":"event","part":"vmm","seq":6,"topic":"vm.status","time":1,"data":{"id":"vm-1","status":"stopped"}}
+{"type":"event","part":"vmm","seq":7,"topic":"vm.event","time":2,"data":{"id":"vm-1","event":"boot.progress","body":"done"}}
+{"type":"event","part":"kms","seq":8,"topic":"kms.decision","time":3,"data":{"kind":"app","app_id":"ab","allowed":true,"reason":"ok by policy","policy_version":2}}
+{"type":"event","part":"kms","seq":9,"topic":"policy.reload","time":4,"data":{"host":"kms","ok":false,"name":"p","error":"line 3: bad"}}
+{"type":"part_down","part":"gateway","error":"connection refused"}
+{"type":"log","id":"vm-1","lines":["one","two"]}
+{"type":"log","id":"vm-2","lines":["not followed"]}
+{"type":"event","part":"vmm","seq":8,"topic":"vm.log","time":5,"data":{"id":"vm-1","lines":["three"]}}
+{"type":"snapshot","parts":{"gateway":{"instances":[{"id":"i","app_id":"ab","ip":"10.0.0.2","handshake_age":3,"conns":1}]}},"seq":{"gateway":4}}
+{"type":"event","part":"vmm","seq":9,"topic":"vm.status","time":6,"data":{"id":"vm-1","status":"removed"}}
+EOF2
+st=$(js store "$d/msgs" 2>&1)
+row() { sed -n "${1}p" <<<"$st" | jq -c "$2"; }
+check "snapshot: the three parts, their seq" '[["gateway","kms","vmm"],["vm-1:stopped::0"],{"vmm":5,"kms":7,"gateway":1}]' "$(row 1 '[(.changed|sort), .vms, .seq]')"
+check "vm.status event: the VM's status" '["vm-1:running::0"]' "$(row 2 .vms)"
+check "... an event with a seq already applied is dropped" '[[],["vm-1:running::0"]]' "$(row 3 '[.changed, .vms]')"
+check "vm.event boot.progress: in the VM's events and its boot progress" '["vm-1:running:done:1"]' "$(row 4 .vms)"
+check "kms.decision: newest first with reason and policy version" '["allow:ok by policy:2"]' "$(row 5 .decisions)"
+check "policy.reload refused: the error kept, the version unchanged" '["p:1:line 3: bad"]' "$(row 6 .policies)"
+check "part_down: the part marked down" '{"gateway":"connection refused"}' "$(row 7 .down)"
+check "log lines of the followed VM" '["one","two"]' "$(row 8 .logs)"
+check "... not of another VM" '[[],["one","two"]]' "$(row 9 '[.changed, .logs]')"
+check "... vm.log events too" '["one","two","three"]' "$(row 10 .logs)"
+check "a new snapshot of the part clears its down mark" '[["gateway"],{}]' "$(row 11 '[.changed, .down]')"
+check "vm.status removed: the VM is gone" '[]' "$(row 12 .vms)"
 finish
