@@ -72,7 +72,7 @@ export class Store {
     const part = this.parts[p] || (this.parts[p] = normalize(p, {}));
     if (p === 'vmm') return vmmEvent(part, topic, data, msg.time) ? ['vmm'] : [];
     if (p === 'kms') return kmsEvent(part, topic, data, msg.time) ? ['kms'] : [];
-    return gatewayEvent(part, topic, data) ? ['gateway'] : [];
+    return gatewayEvent(part, topic, data, msg.time) ? ['gateway'] : [];
   }
 
   /** Follow the logs of VM `id` (null: none): the lines kept so far are dropped. */
@@ -174,30 +174,41 @@ function kmsEvent(part, topic, data, time) {
     if (part.decisions.length > MAX_DECISIONS) part.decisions.length = MAX_DECISIONS;
     return true;
   }
-  if (topic === 'policy.reload') {
-    const name = data.name || data.host || 'policy';
-    let pol = part.policies.find((x) => x.name === name || (data.host && x.host === data.host));
-    if (!pol && part.policies.length === 1 && !data.name) pol = part.policies[0];
-    if (!pol) {
-      pol = { name };
-      part.policies.push(pol);
-    }
-    if (data.ok === false) {
-      pol.error = String(data.error || 'rejected');
-      pol.rejected_sha256 = data.sha256;
-    } else {
-      delete pol.error;
-      delete pol.rejected_sha256;
-      if (data.version !== undefined) pol.version = data.version;
-      if (data.sha256 !== undefined) pol.sha256 = data.sha256;
-    }
-    pol.reloaded_at = typeof time === 'number' ? time : Date.now() / 1000;
-    return true;
-  }
+  if (topic === 'policy.reload') return policyReload(part, data, time);
   return false;
 }
 
-function gatewayEvent(part, topic, data) {
+// A policy.reload event (either part): the policy's version and sha256, or why the reload was
+// refused (the previous policy stays active).
+function policyReload(part, data, time) {
+  if (!Array.isArray(part.policies)) part.policies = [];
+  const name = data.name || data.host || 'policy';
+  let pol = part.policies.find((x) => (data.host && x.host === data.host) || x.name === name);
+  if (!pol && part.policies.length === 1) pol = part.policies[0];
+  if (!pol) {
+    pol = { name, host: data.host };
+    part.policies.push(pol);
+  }
+  if (data.ok === false) {
+    pol.error = String(data.error || 'rejected');
+    pol.rejected_sha256 = data.sha256;
+  } else {
+    delete pol.error;
+    delete pol.rejected_sha256;
+    if (data.name !== undefined) pol.name = data.name;
+    if (data.version !== undefined) pol.version = data.version;
+    if (data.sha256 !== undefined) pol.sha256 = data.sha256;
+  }
+  pol.reloaded_at = typeof time === 'number' ? time : Date.now() / 1000;
+  return true;
+}
+
+function gatewayEvent(part, topic, data, time) {
+  if (topic === 'policy.reload') return policyReload(part, data, time);
+  if (topic === 'gateway.conns') {
+    part.conns = data;
+    return true;
+  }
   let changed = false;
   for (const k of ['instances', 'routes', 'conns', 'wg']) {
     if (data[k] !== undefined) {

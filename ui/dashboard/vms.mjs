@@ -81,6 +81,20 @@ export function initVms(ctx) {
     }
   }
 
+  // The vm.status events carry no instance id or app URL (the guest reports them during its
+  // boot): a running VM without them is read again with GetInfo, at most every 3 s and 20
+  // times (an app with no_instance_id never gets one).
+  const lookups = new Map();
+  function fillIn(vm) {
+    if (!vm || vm.status !== 'running' || vm.instance_id) return;
+    const l = lookups.get(vm.id) || { n: 0, at: 0 };
+    if (l.n >= 20 || Date.now() - l.at < 3000) return;
+    l.n++;
+    l.at = Date.now();
+    lookups.set(vm.id, l);
+    refresh(vm.id);
+  }
+
   async function act(method, vm, label) {
     const msg = $('vm-msg');
     say(msg, `${label} ${vm.name}…`);
@@ -309,6 +323,7 @@ export function initVms(ctx) {
 
   /** Once a second: the uptimes move on. */
   function tick() {
+    for (const vm of store.parts.vmm?.vms || []) fillIn(vm);
     for (const el of document.querySelectorAll('[data-uptime]')) {
       const vm = store.vm(el.dataset.uptime);
       if (vm) el.textContent = duration(upNow(vm, store.received.vmm));
