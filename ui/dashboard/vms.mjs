@@ -16,11 +16,26 @@ function portText(p) {
   return `${p.protocol || 'tcp'} ${addr}${p.host_port}→${p.vm_port}`;
 }
 
-/** The status to show: 'booting' while a running VM's guest has not said done. */
+/** The status to show: 'booting' while a running VM's guest has not said done, 'error' when
+ *  its boot failed. */
 export function shownStatus(vm) {
-  if (vm.status === 'running' && vm.boot_error) return 'error';
-  if (vm.status === 'running' && vm.boot_progress && vm.boot_progress !== 'done') return 'booting';
-  return vm.status || 'unknown';
+  if (vm.status !== 'running') return vm.status || 'unknown';
+  if (vm.boot_error) return 'error';
+  return booted(vm) ? 'running' : 'booting';
+}
+
+// Whether the guest said `done` since the VM's process last started: its boot progress, or a
+// boot.progress "done" event after the last vmm.start (the guest reports more, such as
+// "gateway registered", after done).
+function booted(vm) {
+  if (vm.boot_progress === 'done') return true;
+  const evs = vm.events || [];
+  for (let i = evs.length - 1; i >= 0; i--) {
+    const e = evs[i];
+    if (e.event === 'boot.progress' && e.body === 'done') return true;
+    if (e.event === 'vmm.start' || e.event === 'vmm.adopted') return false;
+  }
+  return !vm.boot_progress; // nothing known of this start: its process runs
 }
 
 // Seconds a VM has been up now (its uptime when reported, plus the time since), or NaN.
