@@ -290,8 +290,7 @@ function M.up(opts)
     say(fresh and 'built the app image %s' or 'reusing the app image %s', tarball)
     local login
     if opts.dashboard ~= false then
-      login = crypto.hex(crypto.random(24))
-      assert(fs.write_atomic(paths.login_token, login .. '\n', PRIVATE))
+      login = assert(require('moonstack.ui.login').issue(paths.login_token))
     end
     assert(configs.vmm(paths, ports, rpc_certs.kms_ca, { tarball },
       opts.dashboard ~= false and {} or nil))
