@@ -166,8 +166,9 @@ function M.wait_reachable(host, port, ca, timeout_ms)
   local deadline = uv.now() + timeout_ms
   local last = 'no answer yet'
   while uv.now() < deadline do
-    local res, err = http.request({ url = ('https://127.0.0.1:%d/'):format(port), host = host,
-      tls = { ca = ca }, timeout_ms = 5000 })
+    -- bounded twice: the request's own timeout, and a task timeout around it
+    local res, err = task.timeout(7000, http.request, { url = ('https://127.0.0.1:%d/'):format(port),
+      host = host, tls = { ca = ca }, timeout_ms = 5000 })
     if res and res.status == 200 then
       return res
     end

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# M11 (e2e): `moonstack dev up` as `make run` runs it, in network and PID namespaces this test
+# creates (root, /dev/net/tun, wireguard-go, a Docker engine per CVM):
+#   1. a fresh state dir: the KMS, gateway and VMM start, examples/apps/hello is built and
+#      deployed, "app reachable in N s" is printed with the time it took, urls.json has the
+#      keys dashboard, app, gateway_port, repl; the printed curl line reaches the app through
+#      the gateway with the greeting that came in the encrypted env; the KMS's policy decided
+#      (its name and version in the log); the dashboard's one-time link logs in once; the
+#      REPL reaches the VMM; `dev status` says it runs;
+#   2. Ctrl-C (SIGINT): it stops everything; walking /proc finds nothing of the stack (no
+#      daemon, CVM, dockerd, containerd, container, wireguard-go), and no WireGuard interface;
+#   3. a second `dev up` reuses the images and the VM and is up in seconds (< 30 s);
+#      `moonstack dev down` from elsewhere stops it, again leaving nothing.
+source "$(dirname "$0")/lib.sh"
+
+if [ -z "${MOONSTACK_IN_NS:-}" ]; then
+  if ! unshare -n true 2>/dev/null || [ ! -c /dev/net/tun ] || ! command -v wireguard-go >/dev/null \
+      || ! command -v dockerd >/dev/null; then
+    not_ok "namespaces, /dev/net/tun, wireguard-go and dockerd (run as root; install-deps test)"
+    finish
+    exit 1
+  fi
+  rmdir "$TEST_ROOT"
+  trap - EXIT
+  MOONSTACK_IN_NS=$$ exec unshare -n -p -f --mount-proc --kill-child bash "$0" "$@"
+fi
+source "$(dirname "$0")/vmm_lib.sh"
+ip link set lo up || { not_ok "lo up in the test's namespace"; finish; exit 1; }
+mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard \
+  || { not_ok "a private /run/wireguard"; finish; exit 1; }
+
+d=$(tmpdir)
+st=$d/state
+UP=''
+defer '[ -n "$UP" ] && kill -KILL $UP 2>/dev/null; "$MOONSTACK" dev down --dir "$st" >/dev/null 2>&1'
+cd "$d" || exit 1
+
+# nothing_left: no process names the state dir, no wireguard-go, no dockerd/containerd, no
+# msdev* interface (this namespace is the test's own: anything found is the stack's)
+nothing_left() {
+  local left=''
+  left=$(procs_under "$st" | tr '\n' ' ')
+  for p in wireguard-go dockerd containerd containerd-shim containerd-shim-runc-v2 httpd; do
+    pgrep -x "$p" >/dev/null && left="$left $p"
+  done
+  ip -o link show | grep -q ' msdev' && left="$left interface:$(ip -o link show | grep -o 'msdev[0-9a-f]*')"
+  [ -z "$left" ] || { echo "$left"; return 1; }
+}
+
+# diag LOG: what to read when the stack did not come up
+diag() {
+  tail -25 "$1"
+  echo '--- wg show'; wg show all 2>&1 | head -20
+  echo '--- gateway.log (last warnings/errors and registrations)'
+  grep -E '"(warn|error)"|registered' "$st/logs/gateway.log" 2>/dev/null | tail -8 | cut -c1-400
+  echo '--- the CVM (stderr.log)'; tail -8 "$st"/vmm/run/*/stderr.log 2>/dev/null | cut -c1-400
+}
+
+# ---- 1. a fresh stack ----
+"$MOONSTACK" dev up --dir "$st" >"$d/up1.log" 2>&1 &
+UP=$!
+if ! wait_for 300 test -s "$st/urls.json"; then
+  not_ok "dev up reached 'app reachable'" "$(diag "$d/up1.log")"; finish; exit 1
+fi
+secs=$(sed -n 's/.*app reachable in \([0-9.]*\) s.*/\1/p' "$d/up1.log")
+check_match "dev up printed the time it took to reach the app ($secs s)" '^[0-9]+\.[0-9]$' "$secs"
+check "urls.json has dashboard, app, gateway_port, repl" "app dashboard gateway_port repl" \
+  "$(jq -r 'keys | join(" ")' "$st/urls.json")"
+check_match "the state directory is printed at start" "state directory $st\$" "$(head -1 "$d/up1.log")"
+curl_line=$(sed -n 's/^  curl        //p' "$d/up1.log")
+check_match "a curl line that resolves the app's name to 127.0.0.1" '^curl --cacert .* --resolve [0-9a-f]{40}-8080\.app\.localhost:[0-9]+:127\.0\.0\.1 https://' "$curl_line"
+check_match "the curl line reaches the app through the gateway, with the env decrypted in the CVM" \
+  'Hello from a confidential VM' "$(eval "$curl_line -sS --max-time 10" 2>&1)"
+check "curl with the dev CA checks the gateway's certificate (no -k)" 1 "$(grep -c -- ' -k' <<<"$curl_line"; true)"
+check_match "the KMS's Lua policy decided the app's keys (name, version, reason)" \
+  '"policy":"dev-stack".*"version":"1"|"version":"1".*"policy":"dev-stack"' \
+  "$(grep 'auth decision' "$st/logs/kms.log" | grep '"allow":true' | head -1)"
+dash=$(jq -r .dashboard "$st/urls.json")
+check "the dashboard link logs in (303 to /dashboard/ with a session cookie)" "303 /dashboard/ 1" \
+  "$(curl -s -o /dev/null -D - --max-time 10 "$dash" | tr -d '\r' | awk '/^HTTP/{s=$2} /^[Ll]ocation:/{l=$2} /^[Ss]et-[Cc]ookie: moonstack_session=/{c=1} END{print s, l, c+0}')"
+check "the link works once" 403 "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$dash")"
+check "the admin token is in no log (dev up's output, the daemons')" 0 \
+  "$(grep -c "$(cat "$st/admin.token")" "$d/up1.log" "$st"/logs/*.log | awk -F: '{s+=$2} END{print s}')"
+check "the REPL reaches the VMM: one VM, named hello, running" "hello running" \
+  "$("$MOONSTACK" repl "$st/vmm.ctl" --json -e 'vm.list()[1]' 2>&1 | jq -r '.results[0] | "\(.name) \(.status)"')"
+"$MOONSTACK" dev status --dir "$st" --json >"$d/status.json"
+check "dev status: running, three daemons" "true 3" \
+  "$(jq -r '"\(.running) \([.daemons[] | select(. != false)] | length)"' "$d/status.json")"
+check "a second dev up on the same dir is refused while one runs" 1 \
+  "$("$MOONSTACK" dev up --dir "$st" >"$d/up-twice.log" 2>&1; echo $?)"
+
+# ---- 2. Ctrl-C ----
+kill -INT "$UP"
+wait "$UP"
+rc=$?
+UP=''
+check "Ctrl-C: dev up exits 0" 0 "$rc"
+check_match "Ctrl-C: it says nothing of the stack is left" 'nothing of the stack is left running' \
+  "$(tail -1 "$d/up1.log")"
+check "walking /proc: nothing of the stack runs, no WireGuard interface" "" "$(nothing_left)"
+check "urls.json and the pid file are gone" "no no" \
+  "$([ -e "$st/urls.json" ] && echo yes || echo no) $([ -e "$st/dev.pid" ] && echo yes || echo no)"
+
+# ---- 3. the second run reuses everything ----
+"$MOONSTACK" dev up --dir "$st" >"$d/up2.log" 2>&1 &
+UP=$!
+if ! wait_for 120 test -s "$st/urls.json"; then
+  not_ok "the second dev up reached the app" "$(diag "$d/up2.log")"; finish; exit 1
+fi
+secs2=$(sed -n 's/.*app reachable in \([0-9.]*\) s.*/\1/p' "$d/up2.log")
+check_match "the second run reuses the guest image, the app image and the VM" \
+  'reusing the guest image.*reusing the app image.*starting the existing VM hello' \
+  "$(tr '\n' ' ' <"$d/up2.log")"
+check "the second run is up in seconds ($secs2 s < 30)" 1 "$(awk -v s="$secs2" 'BEGIN{print (s > 0 && s < 30) ? 1 : 0}')"
+check "the same app URL" "$(jq -r .app "$st/urls.json")" "$(sed -n 's/^  app         //p' "$d/up1.log")"
+check_match "the app answers again" 'Hello from a confidential VM' "$(eval "$curl_line -sS --max-time 10" 2>&1)"
+"$MOONSTACK" dev down --dir "$st" >"$d/down.log" 2>&1
+check "dev down exits 0" 0 "$?"
+wait "$UP"
+UP=''
+check "dev down: nothing of the stack runs, no WireGuard interface" "" "$(nothing_left)"
+check "dev status after down: not running (exit 3)" 3 "$("$MOONSTACK" dev status --dir "$st" >/dev/null; echo $?)"
+finish
