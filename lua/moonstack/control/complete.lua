@@ -2,8 +2,9 @@
 -- Tab completion for the REPL (the control socket's `\complete PREFIX`): the names that
 -- complete the last name of a line — globals of the REPL's environment (its own assignments,
 -- the daemon's helpers, the daemon's globals), fields after `a.b.` and methods after `obj:`.
--- It only reads tables (rawget, next; __index followed only when it is a table): completing
--- never runs code of the daemon.
+-- It only reads tables (rawget, next; __index followed only when it is a table, else the
+-- metatable's __complete table, for a view such as the KMS's `kms`): completing never runs
+-- code of the daemon.
 local M = {}
 
 --- At most this many candidates are returned.
@@ -28,6 +29,9 @@ local function collect(t, set, only_fns, depth)
   end
   local mt = getmetatable(t)
   local idx = type(mt) == 'table' and rawget(mt, '__index')
+  if type(idx) ~= 'table' and type(mt) == 'table' then
+    idx = rawget(mt, '__complete') -- a view whose __index is a function names its target
+  end
   if type(idx) == 'table' and idx ~= t then
     collect(idx, set, only_fns, depth + 1)
   end
@@ -44,6 +48,9 @@ local function resolve(path, lookup)
       local x = rawget(v, name)
       local mt = getmetatable(v)
       local idx = type(mt) == 'table' and rawget(mt, '__index')
+      if type(idx) ~= 'table' and type(mt) == 'table' then
+        idx = rawget(mt, '__complete')
+      end
       if x == nil and type(idx) == 'table' then
         x = rawget(idx, name)
       end

@@ -20,6 +20,7 @@ local cjson = require('cjson.safe').new()
 local eval = require('moonstack.control.eval')
 local complete = require('moonstack.control.complete')
 local pretty = require('moonstack.control.pretty')
+local grid = require('moonstack.control.grid')
 local log = require('moonstack.core.log').new('control')
 
 local errors = require('moonstack.core.errors')
@@ -120,7 +121,7 @@ function Conn:reply(r)
   elseif r.status == 'ok' then
     local body = r.output or ''
     if r.values.n > 0 then
-      body = body .. pretty.format_results(r.values, r.values.n) .. '\n'
+      body = body .. grid.format_results(r.values, r.values.n) .. '\n'
     end
     self:frame('ok', body)
   elseif r.status == 'more' then

@@ -135,7 +135,7 @@ function M.start(cfg, log, hooks)
     end
   end
   local self = setmetatable({ cfg = cfg, material = material, created = created, log = log,
-    metrics = metrics.new() }, Kms)
+    metrics = metrics.new(), auth_decisions = require('moonstack.kms.decisions').new() }, Kms)
   local ok
   ok, err, code = self:_assemble(evidence)
   if evidence then
@@ -315,8 +315,17 @@ function Kms:status()
     admin_logins = self.login_limit and self.login_limit:status() }
 end
 
+--- The newest `n` auth decisions (default 20), newest first (moonstack.kms.decisions): the
+--- REPL's kms.decisions(n) and the dashboard's list.
+function Kms:decisions(n)
+  return self.auth_decisions and self.auth_decisions:list(n) or {}
+end
+
 --- Stop listening and release the auth backend. Idempotent.
 function Kms:stop()
+  if self.auth_decisions then
+    self.auth_decisions:close()
+  end
   if self.admin_server then
     self.admin_server:close()
     self.admin_server = nil
