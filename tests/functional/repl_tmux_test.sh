@@ -219,6 +219,5 @@ check "--json gw.conns" 1 "$(jq -r '.results[0][0].active' <<<"$j" 2>&1)"
 j=$(timeout 20 "$MOONSTACK" repl --json -e "vm.guest('$id', 'SysInfo')" 2>&1)
 check_match "--json vm.guest SysInfo" '^[1-9]' "$(jq -r '.results[0].num_cpus' <<<"$j" 2>&1)"
 
-[ -n "${REPL_TMUX_KEEP:-}" ] && { echo "# kept: $d"; sleep "$REPL_TMUX_KEEP"; }
 rpc RemoveVm "{\"id\":\"$id\"}" >/dev/null
 finish

@@ -177,6 +177,9 @@ function Conn:interrupt_pending()
   if self.closed then
     return true
   end
+  if self.unread and self.unread:find('\\interrupt', self.unread_from, true) then
+    return true -- it came in the same read as the line being evaluated
+  end
   local ok, fd = pcall(self.handle.fileno, self.handle)
   if not ok or type(fd) ~= 'number' then
     return false
@@ -272,7 +275,9 @@ function Conn:data(data)
       if #line > self.server.max_line then
         self:reply_error(('ETOOBIG: line longer than %d bytes'):format(self.server.max_line))
       else
+        self.unread, self.unread_from = data, start
         self:line(line)
+        self.unread = nil
       end
     end
   end
