@@ -2,9 +2,13 @@
 /*
  * The REPL client: a blocking conversation with a daemon's control socket. Text mode reads
  * frames `STATUS LENGTH\n` + body; JSON mode reads one JSON line per reply. Interactive
- * sessions use libedit (readline emulation) with a history file.
+ * sessions use libedit (readline emulation) with a history file, Tab completion (asked of the
+ * server: `\complete WORD`) and Ctrl-C: at the prompt it clears the line, while a reply is
+ * awaited it sends `\interrupt` (the server stops the evaluation and answers with an error);
+ * the session goes on either way.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -32,7 +36,20 @@ struct session {
 	char buf[16384]; /* bytes read from the socket and not consumed yet */
 	size_t pos, len;
 	bool json; /* the connection's mode: --json, or the user typed \json (\text back) */
+	bool interruptible; /* Ctrl-C sends \interrupt while a reply is awaited */
 };
+
+/* Set by the SIGINT handler of interactive sessions. */
+static volatile sig_atomic_t got_sigint;
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	got_sigint = 1;
+}
+
+/* The session whose server completes names (libedit's completion callbacks take no context). */
+static struct session *completing;
 
 int rt_repl_connect(const char *path, char *err, size_t errlen)
 {
@@ -104,6 +121,15 @@ static int fill(struct session *s)
 		}
 		if (errno != EINTR)
 			return io_error(s, "no reply from");
+		if (got_sigint && s->interruptible) {
+			got_sigint = 0;
+			fputc('\n', s->err); /* after the terminal's ^C */
+			static const char cmd[] = "\\interrupt\n";
+			ssize_t w;
+			do {
+				w = send(s->fd, cmd, sizeof(cmd) - 1, MSG_NOSIGNAL);
+			} while (w < 0 && errno == EINTR);
+		}
 	}
 }
 
@@ -148,11 +174,11 @@ static int copy_body(struct session *s, size_t n, FILE *f)
 	return 0;
 }
 
-static int read_text_reply(struct session *s, enum reply_status *st)
+/* Read a text frame's header: its status and the length of its body. */
+static int read_text_header(struct session *s, enum reply_status *st, size_t *len)
 {
 	struct rt_buf hdr = { 0 };
 	char status[16];
-	size_t len;
 	int n = 0;
 
 	if (read_line(s, &hdr, HEADER_MAX) != 0) {
@@ -160,7 +186,7 @@ static int read_text_reply(struct session *s, enum reply_status *st)
 		return -1;
 	}
 	rt_buf_putc(&hdr, '\0');
-	if (hdr.failed || sscanf(hdr.data, "%15s %zu%n", status, &len, &n) != 2 ||
+	if (hdr.failed || sscanf(hdr.data, "%15s %zu%n", status, len, &n) != 2 ||
 	    hdr.data[n] != '\0') {
 		fprintf(s->err, "moonstack repl: %s: not a moonstack control socket\n", s->label);
 		rt_buf_free(&hdr);
@@ -180,7 +206,119 @@ static int read_text_reply(struct session *s, enum reply_status *st)
 			status);
 		return -1;
 	}
+	return 0;
+}
+
+static int read_text_reply(struct session *s, enum reply_status *st)
+{
+	size_t len;
+
+	if (read_text_header(s, st, &len) != 0)
+		return -1;
 	return copy_body(s, len, *st == REPLY_ERROR ? s->err : s->out);
+}
+
+/* Read exactly @p n bytes of the stream into @p body. */
+static int collect_body(struct session *s, size_t n, struct rt_buf *body)
+{
+	while (n > 0) {
+		if (s->pos == s->len && fill(s) != 0)
+			return -1;
+		size_t chunk = s->len - s->pos < n ? s->len - s->pos : n;
+		if (rt_buf_add(body, s->buf + s->pos, chunk) != 0)
+			return -1;
+		s->pos += chunk;
+		n -= chunk;
+	}
+	return 0;
+}
+
+/* The names the server offers to complete the word being typed (libedit's state). */
+static struct {
+	char **names;
+	size_t n, next;
+} cand;
+
+static void free_candidates(void)
+{
+	for (size_t i = 0; i < cand.n; i++)
+		free(cand.names[i]);
+	free(cand.names);
+	cand.names = NULL;
+	cand.n = cand.next = 0;
+}
+
+/* Ask the server for the completions of @p text (`\complete TEXT`): text mode only. */
+static void fetch_candidates(struct session *s, const char *text)
+{
+	free_candidates();
+	if (s->json || strchr(text, '\n'))
+		return;
+	struct rt_buf req = { 0 }, body = { 0 };
+	enum reply_status st;
+	size_t len;
+	rt_buf_add(&req, "\\complete ", 10);
+	rt_buf_add(&req, text, strlen(text));
+	rt_buf_putc(&req, '\n');
+	if (req.failed || write_all(s, req.data, req.len) != 0 ||
+	    read_text_header(s, &st, &len) != 0 || collect_body(s, len, &body) != 0 ||
+	    st != REPLY_OK)
+		goto out;
+	size_t max = 0;
+	for (size_t i = 0; i < body.len; i++)
+		max += body.data[i] == '\n';
+	cand.names = calloc(max + 1, sizeof(*cand.names));
+	if (!cand.names)
+		goto out;
+	for (size_t i = 0; i < body.len;) {
+		char *nl = memchr(body.data + i, '\n', body.len - i);
+		size_t n = nl ? (size_t)(nl - (body.data + i)) : body.len - i;
+		if (n > 0 && cand.n < max + 1)
+			cand.names[cand.n++] = strndup(body.data + i, n);
+		i += n + 1;
+	}
+out:
+	rt_buf_free(&req);
+	rt_buf_free(&body);
+}
+
+static char *complete_entry(const char *text, int state)
+{
+	if (state == 0 && completing)
+		fetch_candidates(completing, text);
+	while (cand.next < cand.n) {
+		const char *name = cand.names[cand.next++];
+		if (name)
+			return strdup(name);
+	}
+	return NULL;
+}
+
+static char **complete_names(const char *text, int start, int end)
+{
+	(void)start;
+	(void)end;
+	rl_attempted_completion_over = 1; /* names from the server only, never file names */
+	return rl_completion_matches(text, complete_entry);
+}
+
+/* libedit's input: Ctrl-C (SIGINT, or the byte when the terminal passes it) becomes ^U, which
+ * clears the line being edited; the session stays. */
+static int repl_getc(FILE *f)
+{
+	unsigned char c;
+
+	for (;;) {
+		ssize_t n = read(fileno(f), &c, 1);
+		if (n == 1)
+			return c == 0x03 ? 0x15 : c;
+		if (n == 0 || errno != EINTR)
+			return EOF;
+		if (got_sigint) {
+			got_sigint = 0;
+			return 0x15;
+		}
+	}
 }
 
 static int read_json_reply(struct session *s, enum reply_status *st, bool print)
@@ -308,6 +446,8 @@ int rt_repl_session(int fd, const char *label, const struct rt_repl_opts *opts)
 	bool interactive = !o.expr && (o.interactive < 0 ? isatty(STDIN_FILENO) : o.interactive);
 	int code = RT_REPL_EXIT_IO;
 	enum reply_status st;
+	struct sigaction old_int;
+	bool editing = false; /* libedit and the SIGINT handler are set up */
 	s->json = o.json;
 	if (o.json) {
 		if (write_all(s, "\\json\n", 6) != 0 || read_json_reply(s, &st, false) != 0)
@@ -318,6 +458,21 @@ int rt_repl_session(int fd, const char *label, const struct rt_repl_opts *opts)
 		}
 	}
 	if (interactive) {
+		static char breaks[] = " \t\n\"\\'`@$><=;|&{}()[],+-*/%^~#";
+		struct sigaction sa = { .sa_handler =
+						on_sigint }; /* no SA_RESTART: reads see EINTR */
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, &old_int);
+		editing = true;
+		got_sigint = 0;
+		s->interruptible = true;
+		completing = s;
+		rl_catch_signals = 0;
+		rl_getc_function = repl_getc;
+		rl_attempted_completion_function = complete_names;
+		rl_completer_word_break_characters = breaks;
+		rl_basic_word_break_characters = breaks;
+		rl_completion_append_character = '\0';
 		using_history();
 		stifle_history(HISTORY_MAX);
 		if (o.history)
@@ -351,6 +506,11 @@ int rt_repl_session(int fd, const char *label, const struct rt_repl_opts *opts)
 	}
 	code = o.expr && failed ? RT_REPL_EXIT_EVAL : RT_REPL_EXIT_OK;
 out:
+	if (editing) {
+		sigaction(SIGINT, &old_int, NULL);
+		completing = NULL;
+		free_candidates();
+	}
 	fflush(s->out);
 	free(s);
 	return code;

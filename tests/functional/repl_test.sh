@@ -78,7 +78,7 @@ check "missing socket: exit code" 2 "$rc"
 check "missing socket: message" \
   "moonstack repl: cannot connect to $dir/missing.sock: No such file or directory" "$out"
 repl --help
-check_match "--help" '^usage: moonstack repl SOCKET' "$out"
+check_match "--help" '^usage: moonstack repl \[SOCKET' "$out"
 repl "$sock" --bogus
 check "unknown option: exit code" 2 "$rc"
 

@@ -32,7 +32,7 @@ print(*[x.getsockname()[1] for x in s])')
 cat >"$d/vmm.lua" <<EOF
 return {
   listen = { host = '127.0.0.1', port = 0 }, run_dir = '$d/run', image_dir = '$d/images',
-  backend = 'qemu', shutdown_timeout = 20,
+  backend = 'qemu', shutdown_timeout = 20, control = '$d/vmm.ctl',
   port_mapping = { enabled = true, address = '127.0.0.1',
     ranges = { { protocol = 'tcp', from = 1024, to = 65535 } } },
   process = { sim_dir = '$d/sim' },
@@ -67,6 +67,14 @@ if wait_for 30 answers; then ok "the app answers on the mapped port (hostfwd)"; 
   not_ok "the app answers on the mapped port" "$(tail -10 "$d/run/$id/serial.log")"; fi
 info=$(curl -sS -H 'content-type: application/json' -d "{\"id\":\"$id\"}" "$VMM/guest/Info?json")
 check_match "the guest agent's Info through the VMM's guest API proxy" '"app_name":"qemu-app"' "$info"
+# the REPL's helpers on a qemu VM: QMP, and a fresh quote over the virtio-serial guest channel
+check "repl vm.qmp(id, 'query-status')" '"running"' \
+  "$(timeout 30 "$MOONSTACK" repl "$d/vmm.ctl" -e "vm.qmp('$id', 'query-status').status" 2>&1)"
+check_match "repl vm.qmp: QEMU's own error for an unknown command" 'EQMP: CommandNotFound' \
+  "$(timeout 30 "$MOONSTACK" repl "$d/vmm.ctl" -e "vm.qmp('$id', 'no-such-command')" 2>&1)"
+out=$(timeout 60 "$MOONSTACK" repl "$d/vmm.ctl" --json -e "vm.quote('$id')" 2>&1)
+check "repl vm.quote(id): verified, nonce-bound, event log replayed" "true true true" \
+  "$(jq -r '[.results[0].ok, .results[0].nonce_bound, .results[0].event_log.verified] | join(" ")' <<<"$out" 2>&1)"
 
 curl -sS -H 'content-type: application/json' -d '{"algorithm":"secp256k1"}' \
   "http://127.0.0.1:$WORKER_PORT/prpc/Worker.GetAttestationForAppKey?json" >"$d/att.json"

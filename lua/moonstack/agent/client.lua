@@ -85,6 +85,14 @@ end
 local GuestApi = {}
 GuestApi.__index = GuestApi
 
+--- The prefix of the report_data of the guest API's GetQuote: SHA-512(prefix .. nonce).
+M.GUEST_QUOTE_PREFIX = 'vmm-quote:'
+
+--- The report_data (64 bytes) of a quote the guest API's GetQuote makes over `nonce`.
+function M.guest_quote_report_data(nonce)
+  return crypto.sha512(M.GUEST_QUOTE_PREFIX .. nonce)
+end
+
 --- The guest API of a CVM over `transport` ({ unix = PATH }); opts.timeout_ms (5000).
 function M.guest_api(transport, opts)
   if type(transport) ~= 'table' or type(transport.unix) ~= 'string' then

@@ -1,7 +1,12 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- REPL evaluation (Knot Resolver's eval_cmd): a line is compiled as an expression first
 -- (`return <line>`), then as a statement; it runs in a protected call with a traceback, in
--- an environment layered over the daemon's globals, with an optional CPU-time limit.
+-- an environment layered over the daemon's globals, with an optional CPU-time limit and
+-- interrupt check (moonstack.control.guard). Session:start runs it in a task, so a chunk may
+-- wait on I/O (a helper asking a guest, QMP, a policy worker) without blocking the loop.
+local guard = require('moonstack.control.guard')
+local task = require('moonstack.core.task')
+
 local M = {}
 
 local CHUNKNAME = '=repl'
@@ -46,58 +51,50 @@ local function trim_traceback(tb)
     tb = tb:sub(1, cut - 1)
   end
   -- and the time-limit hook's own frames
-  return (tb:gsub("\n%s*%[C%]: in function 'error'\n([^\n]*control/eval%.lua:[^\n]*)", '\n%1')
-    :gsub('\n[^\n]*control/eval%.lua:[^\n]*', ''))
+  return (tb:gsub("\n%s*%[C%]: in function 'error'\n([^\n]*control/guard%.lua:[^\n]*)", '\n%1')
+    :gsub('\n[^\n]*control/eval%.lua:[^\n]*', ''):gsub('\n[^\n]*control/guard%.lua:[^\n]*', ''))
 end
 
-local output -- the capture buffer of the evaluation in progress (a list of strings), or nil
+-- The capture buffers of the evaluations in progress (lists of strings), by coroutine: an
+-- evaluation may wait while another one runs.
+local MAIN = {}
+local outputs = setmetatable({}, { __mode = 'k' })
+local function current_output()
+  return outputs[coroutine.running() or MAIN]
+end
 
 local function pack(...)
   return { n = select('#', ...), ... }
 end
 
 --- Call `fn` in a protected call. opts.timeout (seconds of CPU time, nil/0 = none) stops a
---- runaway chunk: it is run with the JIT off (so the count hook fires) under a hook that
---- raises once the time is spent. Returns true, values (with .n), output; or false,
---- error text (with traceback), output. `output` is what the chunk printed.
+--- runaway chunk, and opts.interrupted (function() -> true once the client asked to stop)
+--- interrupts it: it is run with the JIT off (so the count hook fires) under the hook of
+--- moonstack.control.guard. Returns true, values (with .n), output; or false, error text
+--- (with traceback), output. `output` is what the chunk printed.
 function M.call(fn, opts)
   if type(fn) ~= 'function' then
     error('eval.call: fn must be a function', 2)
   end
   opts = opts or {}
-  local old_output = output
-  output = {}
-  local in_handler = false
+  local co = coroutine.running() or MAIN
+  local old_output = outputs[co]
+  outputs[co] = {}
+  local entry
   local function handler(e)
-    in_handler = true
+    if entry then
+      entry.in_handler = true
+    end
     return trim_traceback(debug.traceback(error_text(e), 2))
   end
-  local hook, mask, count
-  local timeout = tonumber(opts.timeout)
-  if timeout and timeout > 0 then
-    hook, mask, count = debug.gethook()
+  entry = guard.enter({ timeout = opts.timeout, interrupted = opts.interrupted })
+  if entry then
     jit.off(fn, true)
-    local deadline = os.clock() + timeout
-    local function limit()
-      if not in_handler and os.clock() > deadline then
-        -- from now on fire at every instruction, so a chunk that catches the error with
-        -- pcall gets it again as soon as it runs anything else
-        debug.sethook(limit, '', 1)
-        error(('ETIMEDOUT: evaluation took more than %g s of CPU time'):format(timeout), 0)
-      end
-    end
-    debug.sethook(limit, '', 1000)
   end
   local res = pack(xpcall(fn, handler))
-  if timeout and timeout > 0 then
-    if hook then
-      debug.sethook(hook, mask, count)
-    else
-      debug.sethook()
-    end
-  end
-  local printed = table.concat(output)
-  output = old_output
+  guard.leave(entry)
+  local printed = table.concat(outputs[co])
+  outputs[co] = old_output
   if not res[1] then
     return false, res[2], printed
   end
@@ -110,6 +107,7 @@ end
 
 -- `print` for REPL chunks: captured into the reply while an evaluation runs.
 local function repl_print(...)
+  local output = current_output()
   if not output then
     return print(...)
   end
@@ -124,6 +122,7 @@ end
 -- `io` for REPL chunks: io.write and io.stdout:write are captured like print (they would go to
 -- the daemon's stdout, which nobody at the REPL sees); everything else is the real io.
 local function repl_write(...)
+  local output = current_output()
   if not output then
     return io.write(...)
   end
@@ -145,6 +144,8 @@ local repl_stdout = setmetatable({
 end })
 local repl_io = setmetatable({ write = repl_write, stdout = repl_stdout }, { __index = io })
 
+local layers_of = setmetatable({}, { __mode = 'k' })
+
 --- An evaluation environment: assignments stay in it (the daemon's _G is not touched);
 --- reads fall back to `print` and `io.write` (captured), then `extra` (the daemon's helpers), then
 --- `globals` (default _G). `_G` in a chunk is the daemon's real global table.
@@ -154,7 +155,7 @@ function M.new_env(extra, globals)
   end
   globals = globals or _G
   local builtins = { print = repl_print, io = repl_io }
-  return setmetatable({}, {
+  local env = setmetatable({}, {
     __index = function(_, k)
       local v = builtins[k]
       if v ~= nil then
@@ -169,6 +170,14 @@ function M.new_env(extra, globals)
       return globals[k]
     end,
   })
+  layers_of[env] = { env, builtins, extra or {}, globals }
+  return env
+end
+
+--- The tables `env` (from new_env) reads names from, in order: its own assignments, the
+--- captured builtins, the daemon's helpers, the globals (for completion).
+function M.layers(env)
+  return layers_of[env] or { env }
 end
 
 local Session = {}
@@ -182,11 +191,8 @@ function M.session(opts)
     Session)
 end
 
---- Evaluate one line. With `multiline`, an incomplete chunk is kept and the result is
---- { status = 'more' }; the next line continues it. Otherwise the result is
---- { status = 'ok', values = {..., n = N}, output = text } or
---- { status = 'error', error = text, output = text }.
-function Session:eval(line, multiline)
+-- Compile `line` (after a pending chunk): the function, or nil and the result to answer.
+function Session:_compile(line, multiline)
   local source = line
   if self.pending then
     source = self.pending .. '\n' .. line
@@ -196,15 +202,54 @@ function Session:eval(line, multiline)
   if not fn then
     if incomplete and multiline then
       self.pending = source
-      return { status = 'more' }
+      return nil, { status = 'more' }
     end
-    return { status = 'error', error = err, output = '' }
+    return nil, { status = 'error', error = err, output = '' }
   end
-  local ok, res, printed = M.call(fn, { timeout = self.timeout })
+  return fn
+end
+
+local function result(ok, res, printed)
   if ok then
     return { status = 'ok', values = res, output = printed }
   end
   return { status = 'error', error = res, output = printed }
+end
+
+--- Evaluate one line, on the calling coroutine (a chunk that waits needs to be in a task:
+--- see start()). With `multiline`, an incomplete chunk is kept and the result is
+--- { status = 'more' }; the next line continues it. Otherwise the result is
+--- { status = 'ok', values = {..., n = N}, output = text } or
+--- { status = 'error', error = text, output = text }.
+function Session:eval(line, multiline)
+  local fn, r = self:_compile(line, multiline)
+  if not fn then
+    return r
+  end
+  return result(M.call(fn, { timeout = self.timeout }))
+end
+
+--- Evaluate one line in a task of its own, so that the chunk may wait (on a helper's I/O);
+--- `done(result)` gets the result (as eval's) once it is known: at once when the chunk does
+--- not wait. opts.interrupted: see call(). Returns the task while the chunk still runs (its
+--- :cancel() interrupts a chunk that waits), else nil.
+function Session:start(line, multiline, done, opts)
+  local fn, r = self:_compile(line, multiline)
+  if not fn then
+    done(r)
+    return nil
+  end
+  local finished = false
+  local t = task.spawn_named('control:eval', function()
+    local res = result(M.call(fn, { timeout = self.timeout,
+      interrupted = opts and opts.interrupted }))
+    finished = true
+    done(res)
+  end)
+  if finished then
+    return nil
+  end
+  return t
 end
 
 --- Drop a pending multi-line chunk. Returns true if there was one.

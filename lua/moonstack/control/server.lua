@@ -6,12 +6,21 @@
 --     `bye` (the server closes the connection). Bodies are pretty-printed values.
 --   JSON mode (`\json`): each reply is one JSON line, {"ok":true,"results":[...]} or
 --     {"ok":false,"error":"..."}, plus "output" when the chunk printed something.
--- Commands: \help, \json, \text, \reset (drop a pending multi-line chunk), \quit.
+-- Commands: \help, \json, \text, \reset (drop a pending multi-line chunk), \quit,
+-- \complete TEXT (the names completing TEXT's last name: one per line of an `ok` body, or
+-- {"ok":true,"results":[[...]]}), \interrupt (no reply: stops the evaluation in flight, with
+-- the error `EINTR: evaluation interrupted`; ignored when none is).
+-- An evaluation runs in a task (a helper may wait on I/O); lines that come meanwhile wait
+-- their turn, so replies keep the order of the requests. A chunk that computes is stopped at
+-- its CPU-time limit, or by `\interrupt`, which it notices by peeking at its connection
+-- (moonstack.control.guard): the loop is not running then, so nobody else reads it.
 local uv = require('luv')
 local ffi = require('ffi')
 local cjson = require('cjson.safe').new()
 local eval = require('moonstack.control.eval')
+local complete = require('moonstack.control.complete')
 local pretty = require('moonstack.control.pretty')
+local grid = require('moonstack.control.grid')
 local log = require('moonstack.core.log').new('control')
 
 local errors = require('moonstack.core.errors')
@@ -23,11 +32,16 @@ M.MAX_LINE = 1024 * 1024 -- default limit on a request line, in bytes
 M.TIMEOUT = 30 -- default CPU-time limit on one evaluation, in seconds
 M.MAX_CLIENTS = 16
 local WRITE_HIGH_WATER = 8 * 1024 * 1024 -- stop reading a client whose replies pile up
+local QUEUE_HIGH_WATER = 64 -- stop reading a client whose lines wait behind an evaluation
 local SUN_PATH_MAX = 108
 
--- umask only: the socket file must be created with mode 0600, never wider.
+-- umask only: the socket file must be created with mode 0600, never wider. recv: to peek at a
+-- connection for `\interrupt` while an evaluation holds the loop.
 pcall(ffi.cdef, 'unsigned int umask(unsigned int mask);')
+pcall(ffi.cdef, 'long recv(int fd, void *buf, size_t len, int flags);')
 local C = ffi.C
+local MSG_PEEK, MSG_DONTWAIT = 2, 64
+local peek_buf = ffi.new('char[?]', 512)
 
 local function fail(code, fmt, ...)
   return errors.fail(code, fmt:format(...))
@@ -46,7 +60,10 @@ Commands:
   \json    JSON mode: one JSON line per reply, {"ok":...,"results":[...]|"error":...}
   \text    back to text mode
   \reset   drop a pending multi-line chunk
+  \complete TEXT   the names that complete TEXT (what Tab asks)
+  \interrupt       stop the running evaluation (what Ctrl-C sends; no reply)
   \quit    close this connection
+Call help() for the daemon's helpers.
 ]]
 
 local Conn = {}
@@ -63,7 +80,9 @@ function Conn:send(data)
     if self.paused and not self.closed and self.handle:get_write_queue_size() <
       WRITE_HIGH_WATER / 2 then
       self.paused = false
-      self.handle:read_start(self.on_read)
+      if not self.held then
+        self.handle:read_start(self.on_read)
+      end
     end
   end)
   if not self.paused and self.handle:get_write_queue_size() > WRITE_HIGH_WATER then
@@ -102,7 +121,7 @@ function Conn:reply(r)
   elseif r.status == 'ok' then
     local body = r.output or ''
     if r.values.n > 0 then
-      body = body .. pretty.format_results(r.values, r.values.n) .. '\n'
+      body = body .. grid.format_results(r.values, r.values.n) .. '\n'
     end
     self:frame('ok', body)
   elseif r.status == 'more' then
@@ -116,7 +135,7 @@ function Conn:reply_error(msg)
   self:reply({ status = 'error', error = msg, output = '' })
 end
 
-function Conn:command(cmd)
+function Conn:command(cmd, arg)
   if cmd == '\\help' or cmd == '\\?' then
     if self.mode == 'json' then
       self:json(true, 'results', '[' .. cjson.encode(HELP) .. ']')
@@ -133,6 +152,13 @@ function Conn:command(cmd)
   elseif cmd == '\\reset' then
     self.session:reset()
     self:reply({ status = 'ok', values = { n = 0 }, output = '' })
+  elseif cmd == '\\complete' then
+    local words = complete.candidates(arg or '', eval.layers(self.server.env))
+    if self.mode == 'json' then
+      self:json(true, 'results', '[' .. cjson.encode(pretty.jsonable(words)) .. ']')
+    else
+      self:frame('ok', #words > 0 and table.concat(words, '\n') .. '\n' or '')
+    end
   elseif cmd == '\\quit' or cmd == '\\q' then
     if self.mode == 'json' then
       self:json(true, 'bye', 'true')
@@ -145,15 +171,80 @@ function Conn:command(cmd)
   end
 end
 
+-- Whether the client asked to interrupt (peeking, not reading: the line is read later and
+-- ignored) or went away. Called by the guard while an evaluation holds the loop.
+function Conn:interrupt_pending()
+  if self.closed then
+    return true
+  end
+  if self.unread and self.unread:find('\\interrupt', self.unread_from, true) then
+    return true -- it came in the same read as the line being evaluated
+  end
+  local ok, fd = pcall(self.handle.fileno, self.handle)
+  if not ok or type(fd) ~= 'number' then
+    return false
+  end
+  local n = tonumber(C.recv(fd, peek_buf, 512, MSG_PEEK + MSG_DONTWAIT))
+  if n == 0 then
+    return true -- the client closed the connection: nobody waits for the answer
+  end
+  return n > 0 and ffi.string(peek_buf, n):find('\\interrupt', 1, true) ~= nil
+end
+
+-- Evaluate a line in a task; lines that come meanwhile wait in the queue.
+function Conn:evaluate(line)
+  self.busy = true
+  local conn = self
+  local t = self.session:start(line, self.mode == 'text', function(r)
+    conn.busy, conn.task = false, nil
+    if conn.closed then
+      return
+    end
+    conn:reply(r)
+    conn:drain()
+  end, { interrupted = function() return conn:interrupt_pending() end })
+  if self.busy then
+    self.task = t
+  end
+end
+
+-- Serve the lines that waited for an evaluation, until one more waits.
+function Conn:drain()
+  while not self.busy and not self.closed and #self.queue > 0 do
+    local line = table.remove(self.queue, 1)
+    self:line(line)
+  end
+  if self.held and #self.queue < QUEUE_HIGH_WATER / 2 and not self.closed then
+    self.held = false
+    if not self.paused then
+      self.handle:read_start(self.on_read)
+    end
+  end
+end
+
 function Conn:line(line)
   line = line:gsub('\r$', '')
+  if line:match('^\\interrupt%s*$') then
+    if self.task then
+      self.task:cancel('evaluation interrupted')
+    end
+    return
+  end
+  if self.busy then
+    self.queue[#self.queue + 1] = line
+    if #self.queue >= QUEUE_HIGH_WATER and not self.held then
+      self.held = true
+      self.handle:read_stop()
+    end
+    return
+  end
   if line:match('^\\[%a?]') then
-    return self:command(line:match('^(%S+)'))
+    return self:command(line:match('^(%S+)'), line:match('^%S+%s(.*)$'))
   end
   if self.mode == 'text' and line:match('^%s*$') and not self.session.pending then
     return self:frame('ok', '')
   end
-  self:reply(self.session:eval(line, self.mode == 'text'))
+  self:evaluate(line)
 end
 
 -- Split the byte stream into lines; a line over the limit gets one error reply and is
@@ -184,7 +275,9 @@ function Conn:data(data)
       if #line > self.server.max_line then
         self:reply_error(('ETOOBIG: line longer than %d bytes'):format(self.server.max_line))
       else
+        self.unread, self.unread_from = data, start
         self:line(line)
+        self.unread = nil
       end
     end
   end
@@ -196,6 +289,9 @@ function Conn:close()
   end
   self.closed = true
   self.server.conns[self] = nil
+  if self.task then
+    self.task:cancel('the client went away')
+  end
   log.debug('control client disconnected', { path = self.server.path, client = self.id })
   local h = self.handle
   if not h:is_closing() then
@@ -230,6 +326,7 @@ function Server:accept(err)
   self.next_id = self.next_id + 1
   local conn = setmetatable({
     server = self, handle = h, id = self.next_id, mode = 'text', partial = {}, partial_len = 0,
+    queue = {},
     session = eval.session({ env = self.env, timeout = self.timeout }),
   }, Conn)
   if self:clients() >= self.max_clients then

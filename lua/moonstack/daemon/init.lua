@@ -285,7 +285,9 @@ function M.serve(def)
         env, doc = def.repl(state.svc, dd)
         env, doc = env or {}, doc or {}
       end
-      env[def.name] = state.svc
+      if env[def.name] == nil then -- unless the service's REPL offers its own view of it
+        env[def.name] = state.svc
+      end
       env.reload = { config = function() return reload_config(state, def) end,
         code = function(dir) return reload_code(state, def, dir) end }
       env.status = env.status or function() return state.svc:status() end

@@ -2,13 +2,61 @@
 -- What the gateway's control socket offers in the REPL besides the daemon's own globals
 -- (`gateway`, status(), reload.config(), reload.code(), help()): the `gw` table —
 -- gw.routes() (the snapshot published last: instances, routes, version), gw.instances() (the
--- registered instances), gw.conns([n]) (the data path's active connections),
+-- registered instances), gw.conns([app]) (live connection counts per app, from the data
+-- path's counters), gw.connections([app [, n]]) (the active connections themselves),
 -- gw.reload_policy() (in the background: the log and gw.policy() tell how it went),
 -- gw.policy(), gw.metrics(). Nothing here returns a private key.
 local task = require('moonstack.core.task')
 local log = require('moonstack.core.log').new('gateway')
 
 local M = {}
+
+-- The data path's live connection counts per app (only `app` when given): a list of
+-- { app_id, active, total?, bytes_in?, bytes_out? } (the totals from its counters), busiest
+-- first. Connections without an app (the debug localhost backend) count under app_id ''.
+local function conn_counts(gw, app)
+  local by = {}
+  for _, c in ipairs(gw.proxy and gw.proxy:conns(1000000) or {}) do
+    local id = c.app_id or ''
+    by[id] = (by[id] or 0) + 1
+  end
+  local c = gw.proxy and gw.proxy:counters()
+  local totals = c and c.apps or {}
+  for id in pairs(totals) do
+    by[id] = by[id] or 0
+  end
+  local out = {}
+  for id, n in pairs(by) do
+    if app == nil or id == app then
+      local t = totals[id] or {}
+      out[#out + 1] = { app_id = id, active = n, total = t.total, bytes_in = t.bytes_in,
+        bytes_out = t.bytes_out }
+    end
+  end
+  table.sort(out, function(x, y)
+    if x.active ~= y.active then
+      return x.active > y.active
+    end
+    return x.app_id < y.app_id
+  end)
+  return out
+end
+
+-- The active connections (of `app` when given), at most n (100).
+local function connections(gw, app, n)
+  n = n or 100
+  local list = gw.proxy and gw.proxy:conns(app and 1000000 or n) or {}
+  if not app then
+    return list
+  end
+  local out = {}
+  for _, c in ipairs(list) do
+    if c.app_id == app and #out < n then
+      out[#out + 1] = c
+    end
+  end
+  return out
+end
 
 --- The REPL globals and their help lines for a running gateway `gw` (moonstack.gateway) and
 --- its daemon `d` (Admin Exit stops it).
@@ -27,7 +75,13 @@ function M.env(gw, d)
         base_domains = #s.base_domains }
     end,
     instances = function() return gw.state:list() end,
-    conns = function(n) return gw.proxy and gw.proxy:conns(n or 100) or {} end,
+    conns = function(app)
+      if type(app) == 'number' then -- gw.conns(n), as before: the connections themselves
+        return connections(gw, nil, app)
+      end
+      return conn_counts(gw, app)
+    end,
+    connections = function(app, n) return connections(gw, app, n) end,
     reload_policy = function()
       if not gw.routing then
         return nil, 'no routing_policy is configured'
@@ -51,7 +105,10 @@ function M.env(gw, d)
   local doc = {
     ['gw.routes'] = 'gw.routes(): the route snapshot published last (instances, routes, version)',
     ['gw.instances'] = 'gw.instances(): the registered instances',
-    ['gw.conns'] = 'gw.conns([n]): the active proxied connections (at most n, default 100)',
+    ['gw.conns'] = 'gw.conns([app]): live connection counts per app (active, total, bytes), '
+      .. 'of one app id when given; gw.conns(n): the first n connections',
+    ['gw.connections'] = 'gw.connections([app [, n]]): the active proxied connections (of one '
+      .. 'app), at most n (100)',
     ['gw.reload_policy'] = 'gw.reload_policy(): reload the routing policy file (in the background)',
     ['gw.policy'] = 'gw.policy(): the routing policy (name, version, reloads, decisions)',
     ['gw.metrics'] = 'gw.metrics(): the /metrics text',

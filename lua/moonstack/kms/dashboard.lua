@@ -19,13 +19,7 @@ M.POLICY_HOST = 'kms-auth'
 M.SNAPSHOT_DECISIONS = 50
 
 --- The decision record (as Kms:decisions gives them) of a `kms.decision` event.
-function M.record(ev)
-  local d = ev.data or {}
-  return { time = ev.time, kind = d.scope, app_id = d.app_id, instance_id = d.instance_id,
-    compose_hash = d.compose_hash, allowed = d.allowed == true, reason = d.reason,
-    policy_version = d.policy_version, policy_sha256 = d.policy_sha256, policy = d.policy,
-    backend = d.backend, seq = ev.seq }
-end
+M.record = require('moonstack.kms.decisions').record
 
 -- The policies of `kms` for the snapshot.
 local function policies(kms, last_error)

@@ -135,7 +135,7 @@ function M.start(cfg, log, hooks)
     end
   end
   local self = setmetatable({ cfg = cfg, material = material, created = created, log = log,
-    metrics = metrics.new(), decision_ring = require('moonstack.kms.decisions').new() }, Kms)
+    metrics = metrics.new(), auth_decisions = require('moonstack.kms.decisions').new() }, Kms)
   local ok
   ok, err, code = self:_assemble(evidence)
   if evidence then
@@ -316,10 +316,10 @@ function Kms:status()
     admin_logins = self.login_limit and self.login_limit:status() }
 end
 
---- The newest `n` auth decisions (all kept without n), newest first: { time, kind, app_id,
---- instance_id?, compose_hash?, allowed, reason, policy_version, policy_sha256? }.
+--- The newest `n` auth decisions (default 20), newest first (moonstack.kms.decisions): the
+--- REPL's kms.decisions(n) and the dashboard's list.
 function Kms:decisions(n)
-  return self.decision_ring and self.decision_ring:list(n) or {}
+  return self.auth_decisions and self.auth_decisions:list(n) or {}
 end
 
 --- Stop listening and release the auth backend. Idempotent.
@@ -328,9 +328,8 @@ function Kms:stop()
     self.dashboard.close()
     self.dashboard = nil
   end
-  if self.decision_ring then
-    self.decision_ring:close()
-    self.decision_ring = nil
+  if self.auth_decisions then
+    self.auth_decisions:close()
   end
   if self.admin_server then
     self.admin_server:close()

@@ -353,7 +353,10 @@ function Host:active()
   return self.current and summary(self.current) or nil
 end
 
-local function deny(self, hook, reason, err, code)
+local function deny(self, hook, reason, err, code, dry)
+  if dry then
+    return { allow = false, reason = reason }, err, code
+  end
   self.stats.errors = self.stats.errors + 1
   self.stats.denied = self.stats.denied + 1
   local cur = self.current
@@ -364,38 +367,47 @@ local function deny(self, hook, reason, err, code)
   return { allow = false, reason = reason }, err, code
 end
 
---- Ask the active policy's `hook` about `input` (a table, copied into a policy worker). Call
---- from a task. Always returns a valid decision table. When the policy could not answer (none
---- loaded, no such hook, an error, a timeout, a crash, an invalid answer) the decision is
---- { allow = false, reason = ... } and the message and code of the failure follow it.
-function Host:decide(hook, input)
+-- decide() and try(): with `dry`, nothing is counted or logged and the policy's output is
+-- returned as a fourth value instead of logged.
+local function decide(self, hook, input, dry)
   if type(hook) ~= 'string' or not schema.hooks[hook] then
     error(('host:decide: unknown hook %s (known: %s)'):format(show(hook),
-      table.concat(schema.hook_names(), ', ')), 2)
+      table.concat(schema.hook_names(), ', ')), 3)
   end
   if input ~= nil and type(input) ~= 'table' then
-    error('host:decide: input must be a table', 2)
+    error('host:decide: input must be a table', 3)
   end
-  self.stats.decisions = self.stats.decisions + 1
+  if not dry then
+    self.stats.decisions = self.stats.decisions + 1
+  end
   local cur = self.current
   if not cur then
-    return deny(self, hook, 'no policy is loaded', 'ENOENT: no policy is loaded', 'ENOENT')
+    return deny(self, hook, 'no policy is loaded', 'ENOENT: no policy is loaded', 'ENOENT', dry)
   end
   if not cur.info.hooks[hook] then
     local msg = ('policy %s has no %s hook'):format(cur.report.name, hook)
-    return deny(self, hook, msg, 'ENOENT: ' .. msg, 'ENOENT')
+    return deny(self, hook, msg, 'ENOENT: ' .. msg, 'ENOENT', dry)
   end
   local decision, err, code, output = cur.pool:call(hook, input or {})
-  for _, line in ipairs((decision and err or output) or {}) do
-    log.info(line, { policy = cur.report.name })
+  local printed = (decision and err or output) or {}
+  if not dry then
+    for _, line in ipairs(printed) do
+      log.info(line, { policy = cur.report.name })
+    end
   end
   if not decision then
-    return deny(self, hook, ('policy %s failed (%s)'):format(cur.report.name, code), err, code)
+    local d, derr, dcode = deny(self, hook, ('policy %s failed (%s)'):format(cur.report.name,
+      code), err, code, dry)
+    return d, derr, dcode, dry and printed or nil
   end
   local ok, verr = schema.check_decision(hook, decision)
   if not ok then
-    return deny(self, hook, ('policy %s returned an invalid decision'):format(cur.report.name),
-      'EINVAL: ' .. verr, 'EINVAL')
+    local d, derr, dcode = deny(self, hook, ('policy %s returned an invalid decision'):format(
+      cur.report.name), 'EINVAL: ' .. verr, 'EINVAL', dry)
+    return d, derr, dcode, dry and printed or nil
+  end
+  if dry then
+    return decision, nil, nil, printed
   end
   if decision.allow then
     self.stats.allowed = self.stats.allowed + 1
@@ -403,6 +415,21 @@ function Host:decide(hook, input)
     self.stats.denied = self.stats.denied + 1
   end
   return decision
+end
+
+--- Ask the active policy's `hook` about `input` (a table, copied into a policy worker). Call
+--- from a task. Always returns a valid decision table. When the policy could not answer (none
+--- loaded, no such hook, an error, a timeout, a crash, an invalid answer) the decision is
+--- { allow = false, reason = ... } and the message and code of the failure follow it.
+function Host:decide(hook, input)
+  return decide(self, hook, input, false)
+end
+
+--- decide() as a dry run (an operator trying the policy out): nothing is counted or logged.
+--- Returns the decision, the failure's message and code (or nil, nil) and what the policy
+--- printed (a list of lines).
+function Host:try(hook, input)
+  return decide(self, hook, input, true)
 end
 
 --- The active policy's workers: { size, live, idle, queued, spawned, crashes, kills, pids },

@@ -1,13 +1,15 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- What the VMM's control socket offers in the REPL besides the daemon's own globals (`vmm`,
 -- status(), reload.config(), reload.code(), help()): the `vm` table — list(), info(id),
--- logs(id, n), start(id), stop(id), remove(id) — over the same operations as the API. The
--- REPL evaluates a line synchronously: start/stop/remove run in a task and answer at once
--- (the log and vm.info tell how it went).
+-- logs(id, n), qmp(id, cmd, args), guest(id, method, args), quote(id) (moonstack.vmm.inspect),
+-- start(id), stop(id), remove(id) — over the same operations as the API. start/stop/remove
+-- run in the background and answer at once (the log and vm.info tell how it went); qmp, guest
+-- and quote wait for their answer (Ctrl-C interrupts them).
 local task = require('moonstack.core.task')
 local lifecycle = require('moonstack.vmm.lifecycle')
 local logs = require('moonstack.vmm.logs')
 local methods = require('moonstack.vmm.api.methods')
+local inspect = require('moonstack.vmm.inspect')
 local log = require('moonstack.core.log').new('vmm')
 
 local M = {}
@@ -61,6 +63,9 @@ function M.env(vmm)
       end
       return (logs.tail(v.wd:path(file), n or 20))
     end,
+    qmp = function(id, cmd, args) return inspect.qmp(vmm, id, cmd, args) end,
+    guest = function(id, method, args) return inspect.guest(vmm, id, method, args) end,
+    quote = function(id) return inspect.quote(vmm, id) end,
     start = function(id) return background(vmm, 'start', id, lifecycle.start) end,
     stop = function(id) return background(vmm, 'stop', id, lifecycle.stop) end,
     remove = function(id) return background(vmm, 'remove', id, lifecycle.remove) end,
@@ -69,6 +74,11 @@ function M.env(vmm)
     ['vm.list'] = 'vm.list(): every VM (id, name, status, pid, boot progress, restarts)',
     ['vm.info'] = 'vm.info(id): one VM as GetInfo shows it, with its pid and work dir',
     ['vm.logs'] = "vm.logs(id, n, ch): the last n lines (20) of its serial (or 'stdout', 'stderr') log",
+    ['vm.qmp'] = "vm.qmp(id, cmd, args): a QMP command of a qemu-backend VM ('query-status')",
+    ['vm.guest'] = "vm.guest(id, method, args): call its guest agent's guest API (Info, SysInfo, "
+      .. 'NetworkInfo, ListContainers, GetQuote {report_data = nonce hex}) over the host channel',
+    ['vm.quote'] = 'vm.quote(id): a fresh quote from the guest, verified here: TCB status, mr '
+      .. 'fields, report_data (bound to a nonce), event-log replay',
     ['vm.start'] = 'vm.start(id): start it (in the background)',
     ['vm.stop'] = 'vm.stop(id): stop it hard (in the background)',
     ['vm.remove'] = 'vm.remove(id): remove it and its work dir (in the background)',

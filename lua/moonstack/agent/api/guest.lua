@@ -2,10 +2,18 @@
 -- The guest API (kms-vmm-gateway.md §4.7, upstream guest_api.proto `GuestApi`): what the VMM
 -- asks a CVM's agent, on its own listener (`listen.guest`; vsock port 8000 upstream, a unix
 -- socket in the VM's work dir with the process backend), at /api/<Method>: Info (the AppInfo
--- of DstackGuest), SysInfo, NetworkInfo, ListContainers (the app's services) and Shutdown (the
--- agent stops the app and exits, as a SIGTERM does: the VMM's ShutdownVm).
+-- of DstackGuest), SysInfo, NetworkInfo, ListContainers (the app's services), Shutdown (the
+-- agent stops the app and exits, as a SIGTERM does: the VMM's ShutdownVm) and, moonstack's,
+-- GetQuote (a fresh quote and the event log for the operator's REPL, vm.quote): the host
+-- picks only a nonce; the quote's report_data is SHA-512('vmm-quote:' .. nonce), so it cannot
+-- pass for an RA-TLS certificate's or an app's own quote (their report_data has other
+-- prefixes) with any relying party.
 local uv = require('luv')
+local client = require('moonstack.agent.client')
+local errors = require('moonstack.core.errors')
+local evidence_lib = require('moonstack.tdx.evidence')
 local sysinfo = require('moonstack.agent.api.sysinfo')
+local messages = require('moonstack.agent.api.messages')
 
 local M = {}
 
@@ -32,11 +40,34 @@ msg.ListContainersResponse = { { 1, 'containers', 'message*', schema = msg.Conta
 --- How long Shutdown waits before the agent stops itself (ms): its answer goes out first.
 M.SHUTDOWN_DELAY_MS = 50
 
---- The GuestApi methods over `ctx`, with `app_info` (the DstackGuest Info method) and
---- `on_shutdown` (default: SIGTERM to this process, which stops the app and exits).
-function M.methods(ctx, app_info, on_shutdown)
+-- GetQuote: a quote over the nonce's report_data, the event log in its quote form.
+local function get_quote(ctx, ev, a)
+  local nonce = a.report_data or ''
+  if #nonce > 64 then
+    return errors.fail('EINVAL', 'report_data: the nonce is at most 64 bytes')
+  end
+  local rd = client.guest_quote_report_data(nonce)
+  local events, err, code = ev:events()
+  if not events then
+    return nil, err, code
+  end
+  local q
+  q, err, code = ev:quote(rd)
+  if not q then
+    return nil, err, code
+  end
+  return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'), report_data = rd,
+    vm_config = ctx.vm_config or '' }
+end
+
+--- The GuestApi methods over `ctx`, with `app_info` (the DstackGuest Info method),
+--- `on_shutdown` (default: SIGTERM to this process, which stops the app and exits) and
+--- `evidence` (the agent's moonstack.tdx.evidence: GetQuote; without it GetQuote is absent).
+function M.methods(ctx, app_info, on_shutdown, evidence)
   on_shutdown = on_shutdown or function() uv.kill(uv.os_getpid(), 'sigterm') end
   return {
+    GetQuote = evidence and { input = messages.RawQuoteArgs, output = messages.GetQuoteResponse,
+      call = function(a) return get_quote(ctx, evidence, a) end } or nil,
     Info = app_info,
     SysInfo = { input = msg.Empty, output = msg.SystemInfo, call = function()
       local s = sysinfo.collect()

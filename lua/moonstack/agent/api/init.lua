@@ -61,7 +61,7 @@ function Api:_bind()
   self.state = self.state or methods.state(self.ctx, self.opts)
   self.svc = methods.build(self.ctx, self.opts, self.state)
   self.svc.guest = require('moonstack.agent.api.guest').methods(self.ctx, self.svc.dstack.Info,
-    self.opts.on_shutdown)
+    self.opts.on_shutdown, self.state.evidence)
   self.handlers = {}
   for name, l in pairs(mounts_of(self, self.svc)) do
     self.handlers[name] = prpc.handler(l.mounts, l.fallback)

@@ -138,6 +138,39 @@ function Backend:authorize_kms(boot_info)
   return self:_authorize(boot_info, 'kms')
 end
 
+--- Try the backend on `boot_info` without deciding for real (the REPL's policy.test): no
+--- event, no count, no log. scope 'app' (default) or 'kms'. Call from a task. Returns
+--- { allow, reason, gateway_app_id?, policy, policy_version, policy_sha256, error?, output? },
+--- or nil, msg, code: invalid boot info (EINVAL), a backend that cannot be tried without a
+--- side effect (ENOTSUP: the webhook would be asked for real).
+function Backend:test(boot_info, scope)
+  scope = scope or 'app'
+  if scope ~= 'app' and scope ~= 'kms' then
+    return nil, "EINVAL: scope must be 'app' or 'kms'", 'EINVAL'
+  end
+  local norm, err, code = bootinfo.normalize(boot_info)
+  if not norm then
+    return nil, err, code
+  end
+  local d, facts, ferr, output
+  if self.impl.test then
+    d, facts, ferr, output = self.impl.test(self.impl, norm, scope)
+  elseif self.kind == 'dev' then
+    d = { allow = true, reason = 'dev mode', gateway_app_id = self.impl.gateway_app_id }
+  else
+    return nil, ('ENOTSUP: the %s auth backend cannot be tried without asking it for real')
+      :format(self.kind), 'ENOTSUP'
+  end
+  d = clean(d)
+  facts = type(facts) == 'table' and facts or {}
+  d.policy, d.policy_version, d.policy_sha256 = facts.name, facts.version, facts.sha256
+  d.error = ferr
+  if output and #output > 0 then
+    d.output = output
+  end
+  return d
+end
+
 --- Reload the backend's configuration (the policy file); a failure keeps the previous one.
 --- Returns the backend's status table, or nil, message, code.
 function Backend:reload()

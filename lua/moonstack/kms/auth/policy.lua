@@ -45,6 +45,19 @@ function Policy:authorize(info, scope)
   return d, { name = active.name, version = active.version, sha256 = active.sha256 }
 end
 
+--- Backend method: the decision of the active policy on a normalised BootInfo (plus `now`)
+--- as a dry run: nothing logged, counted or published. Returns the decision, the facts of the
+--- policy ({ name, version, sha256 }), and the failure's message when it could not decide.
+function Policy:test(info, scope)
+  local input = { now = os.time() }
+  for k, v in pairs(info) do
+    input[k] = v
+  end
+  local d, err, _, printed = self.host:try(HOOK[scope], input)
+  local active = self.host:active() or {}
+  return d, { name = active.name, version = active.version, sha256 = active.sha256 }, err, printed
+end
+
 --- Backend method: re-read the policy file now. Returns the active policy's summary, or
 --- nil, message, code (the previous policy stays active).
 function Policy:reload()
