@@ -39,10 +39,11 @@ function M.image(app_dir, out_dir)
   end
   fs.mkdir_p(out_dir, tonumber('700', 8))
   -- the user's environment (PATH, HOME, npm's proxy and cache settings): a build may fetch
-  r = process.run({ file = script, args = { out_dir }, env = uv.os_environ(), timeout_ms = 300000 })
+  local rerr
+  r, rerr = process.run({ file = script, args = { out_dir }, env = uv.os_environ(), timeout_ms = 300000 })
   if not r or r.exit_code ~= 0 or not uv.fs_stat(tarball) then
     return nil, ('EBUILD: %s failed: %s'):format(script, r and (r.stderr ~= '' and r.stderr or r.stdout)
-      or 'did not run')
+      or tostring(rerr))
   end
   fs.write_atomic(out_dir .. '/sources.sha256', stamp, tonumber('644', 8))
   return tarball, true

@@ -116,8 +116,8 @@ end
 
 --- The live processes (not zombies) whose command line or working directory names `dir` (or
 --- whose command line names one of `also`, e.g. the WireGuard interface its wireguard-go
---- serves), except this process and its ancestors (the shell or `timeout` that started it):
---- { { pid, cmd } }.
+--- serves), except this process and its ancestors (the shell or `timeout` that started it)
+--- and `moonstack dev` commands (a `dev down` waiting for this one): { { pid, cmd } }.
 function M.leftovers(dir, also)
   local out = {}
   local mine = {}
@@ -142,7 +142,9 @@ function M.leftovers(dir, also)
       for _, needle in ipairs(also or {}) do
         hit = hit or cmd:find(needle, 1, true)
       end
-      if st and st.state ~= 'Z' and hit then
+      local dev_cmd = cmd:find(' dev down', 1, true) or cmd:find(' dev status', 1, true)
+        or cmd:find(' dev up', 1, true)
+      if st and st.state ~= 'Z' and hit and not dev_cmd then
         out[#out + 1] = { pid = p, cmd = cmd }
       end
     end

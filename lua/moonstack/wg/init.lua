@@ -23,7 +23,8 @@
 -- Its UAPI socket is /var/run/wireguard/<ifname>.sock, a path wireguard-go does not let one
 -- change (WG_UAPI_FD still watches that path); with `run_dir` it runs in a private mount
 -- namespace where run_dir is bind-mounted on /run/wireguard, so the socket is
--- <run_dir>/<ifname>.sock and two namespaces may each have a device of the same name. The
+-- <run_dir>/<ifname>.sock (<run_dir> a short dir of its own under /run when that would be too
+-- long for a socket path) and two namespaces may each have a device of the same name. The
 -- private key only travels through the UAPI socket: never in argv, the environment or logs.
 -- If wireguard-go dies, it is restarted (1 s, then up to 30 s apart) with the same key, port,
 -- address and the last peer set given (peers without an endpoint get the one they were last
@@ -37,6 +38,21 @@ local task = require('moonstack.core.task')
 local netns = require('moonstack.netns')
 local config = require('moonstack.wg.config')
 local requests = require('moonstack.wg.requests')
+local crypto = require('moonstack.crypto')
+
+-- The longest unix socket path (sun_path minus its NUL).
+local MAX_SOCKET_PATH = 107
+
+-- The run dir to use for `run_dir`: itself, or, when <run_dir>/<ifname>.sock would be longer
+-- than a socket path may be (a deep work dir), a short one of its own under /run (made
+-- and removed with the device; wireguard-go sees it as /run/wireguard either way).
+local function short_run_dir(run_dir, ifname)
+  if #run_dir + #ifname + 6 <= MAX_SOCKET_PATH then
+    return run_dir, false
+  end
+  local base = uv.fs_access('/run', 'w') and '/run' or (os.getenv('TMPDIR') or '/tmp')
+  return base .. '/moonstack-wg-' .. crypto.hex(crypto.sha256(run_dir)):sub(1, 16), true
+end
 
 local M = {}
 
@@ -250,13 +266,16 @@ function M.open(opts, log)
   if not task.current() then
     error('wg.open: call inside a task', 2)
   end
-  local run_dir = opts.run_dir
+  local run_dir, short = opts.run_dir, false
   if run_dir == '/run/wireguard' or run_dir == '/var/run/wireguard' then
     run_dir = nil
+  elseif run_dir then
+    run_dir, short = short_run_dir(run_dir, ifname)
   end
   local self = setmetatable({ ifname = ifname, private_key = opts.private_key,
     pub = native.pubkey(opts.private_key), listen_port = port, address = opts.address,
     routes = opts.routes or {}, ns_path = netns_path(opts.netns), run_dir = run_dir,
+    short_run_dir = short,
     timeout_ms = opts.timeout_ms or 5000, restart = opts.restart ~= false, restarts = 0,
     log = log or require('moonstack.core.log').new('wg'), desired = {}, learned = {},
     log_level = opts.log_level or 'error' }, Dev)
@@ -412,6 +431,9 @@ local function stop(self)
   end
   if uv.fs_stat(self.path) then
     os.remove(self.path)
+  end
+  if self.short_run_dir then
+    uv.fs_rmdir(self.run_dir)
   end
 end
 
