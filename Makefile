@@ -9,12 +9,15 @@ CMAKE_FLAGS ?=
 
 MOONSTACK := $(BUILD)/runtime/moonstack
 
-.PHONY: all deps deps-build build run test test-asan asan install bench lint format clean fuzz
+.PHONY: all deps deps-build deps-run build run test test-asan asan install bench lint format clean fuzz
 
 all: build
 
 deps-build:
 	@scripts/install-deps.sh build
+
+deps-run:
+	@scripts/install-deps.sh run
 
 deps:
 	@scripts/install-deps.sh test
@@ -25,9 +28,12 @@ $(BUILD)/CMakeCache.txt:
 build: deps-build $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-## run: the main job on its embedded default (today: the runtime self-check)
-run: build
-	$(MOONSTACK) selfcheck
+## run: the whole local stack (KMS, gateway, VMM with its dashboard) and examples/apps/hello
+## deployed through it; Ctrl-C stops everything. State in ./.moonstack-dev (DEV_DIR=...).
+## Needs root (network namespaces, WireGuard): `sudo make run` elsewhere.
+DEV_DIR ?= .moonstack-dev
+run: build deps-run
+	$(MOONSTACK) dev up --dir $(DEV_DIR)
 
 ## test: every suite through CTest (unit-c, unit-lua, binding, functional, lint)
 test: deps build

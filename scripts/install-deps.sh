@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moonstack needs to build, test and run, only if missing.
-# Usage: scripts/install-deps.sh [build|image|test|bench]   (image adds the tools
-# `moonstack image build --kind qemu` runs; test adds those, QEMU and the test and lint tools;
-# bench adds the peers the benchmarks measure beside moonstack)
+# Usage: scripts/install-deps.sh [build|run|image|test|bench]   (run adds what `moonstack dev
+# up` runs: WireGuard, a Docker engine per CVM, busybox for the example app's image; image adds
+# the tools `moonstack image build --kind qemu` runs; test adds those, QEMU and the test and
+# lint tools; bench adds the peers the benchmarks measure beside moonstack)
 set -euo pipefail
 what=${1:-test}
 
@@ -17,8 +18,11 @@ test_pkgs=(libcmocka-dev lua-busted lua-check clang-format curl socat valgrind t
 image_pkgs=(kmod xz-utils debootstrap squashfs-tools busybox-static cpio)
 
 bench_pkgs=(nginx libnginx-mod-stream)
+# `make run`: the dev stack's daemons and CVMs (moonstack.devstack.prereq checks the same)
+run_pkgs=(wireguard-go wireguard-tools iproute2 docker.io docker-compose busybox-static curl)
 
 pkgs=("${build_pkgs[@]}")
+[ "$what" = run ] && pkgs+=("${run_pkgs[@]}")
 [ "$what" = image ] || [ "$what" = test ] || [ "$what" = bench ] && pkgs+=("${image_pkgs[@]}")
 [ "$what" = test ] || [ "$what" = bench ] && pkgs+=("${test_pkgs[@]}")
 [ "$what" = bench ] && pkgs+=("${bench_pkgs[@]}")

@@ -11,7 +11,8 @@
 #   2. Ctrl-C (SIGINT): it stops everything; walking /proc finds nothing of the stack (no
 #      daemon, CVM, dockerd, containerd, container, wireguard-go), and no WireGuard interface;
 #   3. a second `dev up` reuses the images and the VM and is up in seconds (< 30 s);
-#      `moonstack dev down` from elsewhere stops it, again leaving nothing.
+#      `moonstack dev down` from elsewhere stops it, again leaving nothing;
+#   4. examples/apps/bash-app (the bash runner) comes up as shipped and answers.
 source "$(dirname "$0")/lib.sh"
 
 if [ -z "${MOONSTACK_IN_NS:-}" ]; then
@@ -121,4 +122,21 @@ wait "$UP"
 UP=''
 check "dev down: nothing of the stack runs, no WireGuard interface" "" "$(nothing_left)"
 check "dev status after down: not running (exit 3)" 3 "$("$MOONSTACK" dev status --dir "$st" >/dev/null; echo $?)"
+
+# ---- 4. the bash-runner example, as shipped, on a stack of its own ----
+st=$d/state-bash
+"$MOONSTACK" dev up --dir "$st" --app "$MOONSTACK_SRC/examples/apps/bash-app" --no-dashboard \
+  >"$d/up3.log" 2>&1 &
+UP=$!
+if wait_for 120 test -s "$st/urls.json"; then
+  page=$(eval "$(sed -n 's/^  curl        //p' "$d/up3.log") -sS --max-time 10" 2>&1)
+  check_match "examples/apps/bash-app answers through the gateway with its key's hash and env" \
+    'sha256 <code>[0-9a-f]{64}</code>.*A bash script, attested' "$(tr '\n' ' ' <<<"$page")"
+else
+  not_ok "examples/apps/bash-app came up" "$(diag "$d/up3.log")"
+fi
+kill -INT "$UP"
+wait "$UP"
+UP=''
+check "bash-app stack: nothing left" "" "$(nothing_left)"
 finish

@@ -213,22 +213,29 @@ function M.app_id(compose_hash, deploy_app_id)
   return id
 end
 
--- The fields of an app-compose made from a docker-compose file, in the order upstream's
--- vmm-cli `compose` writes them.
-local FROM_COMPOSE_ORDER = { 'manifest_version', 'name', 'runner', 'docker_compose_file',
+-- The fields of an app-compose made by new(), in the order upstream's vmm-cli `compose` writes
+-- them (bash_script where it puts docker_compose_file).
+local NEW_ORDER = { 'manifest_version', 'name', 'runner', 'docker_compose_file', 'bash_script',
   'kms_enabled', 'gateway_enabled', 'local_key_provider_enabled', 'key_provider_id',
   'public_logs', 'public_sysinfo', 'public_tcbinfo', 'allowed_envs', 'no_instance_id',
   'secure_time', 'pre_launch_script' }
 
---- An app-compose.json text for docker-compose file `yaml` (text), as upstream's vmm-cli
---- `compose` makes it (keys in its order, 4-space indent): opts = { name (required),
+--- An app-compose.json text as upstream's vmm-cli `compose` makes it (keys in its order,
+--- 4-space indent): opts = { name (required), runner = 'docker-compose' | 'bash',
+--- docker_compose_file (text, for docker-compose) | bash_script (text, for bash),
 --- kms_enabled = true, gateway_enabled = true, local_key_provider_enabled = false,
 --- key_provider_id = '', public_logs = true, public_sysinfo = true, public_tcbinfo = true,
 --- allowed_envs = {}, no_instance_id = false, secure_time = false, pre_launch_script? }.
 --- The same inputs give the same bytes (the compose hash, hence the app id, is stable).
-function M.from_docker_compose(yaml, opts)
-  if type(yaml) ~= 'string' or yaml == '' then
-    return nil, 'EINVAL: docker_compose_file: empty'
+--- Returns the text or nil, 'EINVAL: <field>: why'.
+function M.new(opts)
+  local runner = opts.runner or 'docker-compose'
+  local body = runner == 'bash' and 'bash_script' or 'docker_compose_file'
+  if runner ~= 'bash' and runner ~= 'docker-compose' then
+    return nil, 'EINVAL: runner: docker-compose or bash'
+  end
+  if type(opts[body]) ~= 'string' or opts[body] == '' then
+    return nil, ('EINVAL: %s: empty'):format(body)
   end
   if type(opts.name) ~= 'string' or opts.name == '' then
     return nil, 'EINVAL: name: required'
@@ -240,7 +247,7 @@ function M.from_docker_compose(yaml, opts)
     return opts[k] == true
   end
   local v = {
-    manifest_version = 2, name = opts.name, runner = 'docker-compose', docker_compose_file = yaml,
+    manifest_version = 2, name = opts.name, runner = runner, [body] = opts[body],
     kms_enabled = flag('kms_enabled', true), gateway_enabled = flag('gateway_enabled', true),
     local_key_provider_enabled = flag('local_key_provider_enabled', false),
     key_provider_id = opts.key_provider_id or '', public_logs = flag('public_logs', true),
@@ -250,7 +257,7 @@ function M.from_docker_compose(yaml, opts)
     pre_launch_script = opts.pre_launch_script,
   }
   local lines = {}
-  for _, k in ipairs(FROM_COMPOSE_ORDER) do
+  for _, k in ipairs(NEW_ORDER) do
     if v[k] ~= nil then
       local val = v[k]
       local text

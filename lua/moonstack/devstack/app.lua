@@ -49,20 +49,37 @@ function M.image(app_dir, out_dir)
   return tarball, true
 end
 
---- The app-compose.json text for `app_dir` (docker-compose.yaml, and the env keys of app.env
---- as allowed_envs), named `name`. Deterministic: the same files give the same bytes, hence
---- the same compose hash and app id.
+--- The runner of the app in `app_dir`: 'docker-compose' (docker-compose.yaml, an image from
+--- build-image.sh) or 'bash' (app.sh, run by the agent as the app), or nil, msg.
+function M.runner(app_dir)
+  if uv.fs_stat(app_dir .. '/docker-compose.yaml') or uv.fs_stat(app_dir .. '/docker-compose.yml') then
+    return 'docker-compose'
+  elseif uv.fs_stat(app_dir .. '/app.sh') then
+    return 'bash'
+  end
+  return nil, 'ENOENT: ' .. app_dir .. ' holds neither docker-compose.yaml nor app.sh'
+end
+
+--- The app-compose.json text for `app_dir` (docker-compose.yaml or app.sh, and the env keys of
+--- app.env as allowed_envs), named `name`. Deterministic: the same files give the same bytes,
+--- hence the same compose hash and app id.
 function M.compose(app_dir, name, env)
-  local yaml = fs.read_file(app_dir .. '/docker-compose.yaml')
-    or fs.read_file(app_dir .. '/docker-compose.yml')
-  if not yaml then
-    return nil, 'ENOENT: ' .. app_dir .. '/docker-compose.yaml is missing'
+  local runner, err = M.runner(app_dir)
+  if not runner then
+    return nil, err
   end
   local keys = {}
   for _, kv in ipairs(env) do
     keys[#keys + 1] = kv.key
   end
-  return app_compose.from_docker_compose(yaml, { name = name, allowed_envs = keys })
+  local opts = { name = name, runner = runner, allowed_envs = keys }
+  if runner == 'bash' then
+    opts.bash_script = fs.read_file(app_dir .. '/app.sh')
+  else
+    opts.docker_compose_file = fs.read_file(app_dir .. '/docker-compose.yaml')
+      or fs.read_file(app_dir .. '/docker-compose.yml')
+  end
+  return app_compose.new(opts)
 end
 
 --- The env of `app_dir` (app.env; none when absent): { { key, value } } or nil, msg.

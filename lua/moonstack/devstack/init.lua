@@ -107,6 +107,21 @@ local function wg_interface(dir)
   return 'msdev' .. crypto.hex(crypto.sha256(dir)):sub(1, 8)
 end
 
+-- How to run this binary from the current directory: `moonstack` when that is on $PATH and is
+-- this file, else its path (relative when under the current directory).
+local function command_name()
+  local exe = uv.exepath()
+  local on_path = process.which('moonstack')
+  if on_path and uv.fs_realpath(on_path) == uv.fs_realpath(exe) then
+    return 'moonstack'
+  end
+  local cwd = uv.cwd() .. '/'
+  if exe:sub(1, #cwd) == cwd then
+    return exe:sub(#cwd + 1)
+  end
+  return exe
+end
+
 --- The URLs of a running stack: { dashboard?, app, gateway_port, repl, curl, app_host }.
 function M.urls(paths, ports, app_id, app_port, login_token, dir_is_default)
   local host = ('%s-%d.%s'):format(app_id, app_port, configs.BASE_DOMAIN)
@@ -114,7 +129,8 @@ function M.urls(paths, ports, app_id, app_port, login_token, dir_is_default)
     app = ('https://%s:%d/'):format(host, ports.gateway_proxy),
     app_host = host,
     gateway_port = ports.gateway_proxy,
-    repl = dir_is_default and 'moonstack repl' or ('MOONSTACK_DEV_DIR=%s moonstack repl'):format(paths.dir),
+    repl = dir_is_default and (command_name() .. ' repl')
+      or ('MOONSTACK_DEV_DIR=%s %s repl'):format(paths.dir, command_name()),
     curl = ('curl --cacert %s --resolve %s:%d:127.0.0.1 https://%s:%d/'):format(
       paths.gateway .. '/ca.pem', host, ports.gateway_proxy, host, ports.gateway_proxy),
   }
@@ -283,16 +299,24 @@ function M.up(opts)
     say(built and 'built the guest image (vmm/images/moonstack)' or 'reusing the guest image')
     local name = opts.name or app_dir:match('([^/]+)/*$')
     local app_state = paths.app .. '/' .. name
-    local tarball, fresh = app.image(app_dir, app_state .. '/image')
-    if not tarball then
-      return fail(fresh)
+    local runner, rerr = app.runner(app_dir)
+    if not runner then
+      return fail(rerr)
     end
-    say(fresh and 'built the app image %s' or 'reusing the app image %s', tarball)
+    local images = {}
+    if runner == 'docker-compose' then
+      local tarball, fresh = app.image(app_dir, app_state .. '/image')
+      if not tarball then
+        return fail(fresh)
+      end
+      say(fresh and 'built the app image %s' or 'reusing the app image %s', tarball)
+      images[1] = tarball
+    end
     local login
     if opts.dashboard ~= false then
       login = assert(require('moonstack.ui.login').issue(paths.login_token))
     end
-    assert(configs.vmm(paths, ports, rpc_certs.kms_ca, { tarball },
+    assert(configs.vmm(paths, ports, rpc_certs.kms_ca, images,
       opts.dashboard ~= false and {} or nil))
     say('starting the VMM%s', login and
       (' (dashboard http://127.0.0.1:%d/dashboard/)'):format(ports.dashboard) or '')
@@ -330,8 +354,8 @@ function M.up(opts)
     if stopping then
       return false
     end
-    local urls = M.urls(paths, ports, vm.app_id, opts.app_port or 8080, login, opts.dir == nil and
-      os.getenv('MOONSTACK_DEV_DIR') == nil)
+    local urls = M.urls(paths, ports, vm.app_id, opts.app_port or 8080, login,
+      dir == layout.dir(layout.DEFAULT_DIR))
     say('waiting for the app to answer through the gateway (%s)', urls.app_host)
     local res, rerr = app.wait_reachable(urls.app_host, ports.gateway_proxy, paths.gateway .. '/ca.pem',
       (opts.timeout_s or 300) * 1000)
