@@ -21,4 +21,11 @@ return {
     max_backoff = 300, reset_window = 300 },
   log = { max_bytes = 4 * 1024 * 1024, max_backups = 3 },
   control = dev .. '/vmm.ctl',
+  -- the dashboard on http://127.0.0.1:8081/dashboard/ (also the VMM API under /prpc/, same auth):
+  -- log in once with a token written to login_token_file (0600), e.g.
+  --   openssl rand -hex 32 > .dev/dashboard.login && chmod 600 .dev/dashboard.login
+  --   open http://127.0.0.1:8081/dashboard/login?once=$(cat .dev/dashboard.login)
+  -- add auth = { token_file = ... } for tools (Bearer), and kms/gateway = { url, token_file }
+  -- to show their parts (moonstack.vmm.config; `moonstack dev up` wires all three)
+  dashboard = { listen = { host = '127.0.0.1', port = 8081 }, login_token_file = dev .. '/dashboard.login' },
 }

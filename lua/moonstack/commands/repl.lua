@@ -18,13 +18,14 @@ local spec = {
     'help() lists the daemon\'s helpers; \\help the server commands.',
     '',
     'Without SOCKET: the dev stack\'s VMM; vmm, kms or gateway: that daemon of the dev stack',
-    '(its <name>.ctl in $MOONSTACK_DEV_DIR, else --dir, else ./.moonstack-dev).',
+    '(its <name>.ctl in --dir, else $MOONSTACK_DEV_DIR, else ./.moonstack-dev).',
     '',
     'exit status: 0 done; 1 the -e evaluation failed; 2 cannot connect or connection lost.',
   }, '\n'),
   positional = { { 'SOCKET', help = "the daemon's control socket, or vmm, kms, gateway (default vmm)" } },
   options = {
-    { '--dir', arg = 'DIR', help = 'the dev stack directory (default ./.moonstack-dev)' },
+    { '--dir', arg = 'DIR', help = 'the dev stack directory (default $MOONSTACK_DEV_DIR, else ' ..
+      './.moonstack-dev)' },
     { '-e', '--eval', arg = 'EXPR', help = 'evaluate EXPR, print the result and exit' },
     { '--json', help = 'JSON mode: print one raw JSON reply per line' },
     { '--timeout', arg = 'SECONDS', help = 'give up when a reply takes longer (default: wait)' },
@@ -43,15 +44,6 @@ local function history_file()
   return nil
 end
 
--- The dev stack's directory: $MOONSTACK_DEV_DIR, else --dir, else ./.moonstack-dev.
-local function dev_dir(opt)
-  local env = os.getenv('MOONSTACK_DEV_DIR')
-  if env and env ~= '' then
-    return env
-  end
-  return opt or './.moonstack-dev'
-end
-
 -- The socket to attach to and its prompt name, or nil and the message when the dev stack's
 -- socket is missing.
 local function resolve(target, dir_opt)
@@ -60,8 +52,9 @@ local function resolve(target, dir_opt)
     return target
   end
   local name = target or 'vmm'
-  local dir = dev_dir(dir_opt)
-  local path = dir .. '/' .. name .. '.ctl'
+  local layout = require('moonstack.devstack.layout')
+  local dir = layout.dir(dir_opt)
+  local path = layout.control_socket(dir, name)
   if not uv.fs_stat(path) then
     return nil, ("no %s control socket in the dev stack directory %s (%s is missing): "
       .. "`moonstack dev up` starts the dev stack; or give the socket's path"):format(name, dir,
