@@ -39,16 +39,11 @@ if [ -z "${MOONSTACK_IN_NS:-}" ]; then
     fi
   fi
   export PW_CACHE
-  rmdir "$TEST_ROOT" # the re-executed test makes its own
-  trap - EXIT
-  MOONSTACK_IN_NS=$$ exec unshare -n -p -f --mount-proc --kill-child bash "$0" "$@"
 fi
+in_test_namespaces "$@" || { finish; exit 1; }
 source "$(dirname "$0")/vmm_lib.sh"
 source "$(dirname "$0")/proxy_lib.sh"
 ok "playwright-core $(node -p 'require(process.argv[1]).version' "$PW_CACHE/node_modules/playwright-core/package.json"), $("$CHROMIUM" --version 2>/dev/null | head -1)"
-ip link set lo up || { not_ok "lo up in the test's namespace"; finish; exit 1; }
-mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard \
-  || { not_ok "a private /run/wireguard"; finish; exit 1; }
 ART=${MOONSTACK_TEST_TMP:-/tmp/moonstack-test}/artifacts/dashboard
 rm -rf "$ART" && mkdir -p "$ART"
 

@@ -22,14 +22,9 @@ if [ -z "${MOONSTACK_IN_NS:-}" ]; then
     finish
     exit 1
   fi
-  rmdir "$TEST_ROOT"
-  trap - EXIT
-  MOONSTACK_IN_NS=$$ exec unshare -n -p -f --mount-proc --kill-child bash "$0" "$@"
 fi
+in_test_namespaces "$@" || { finish; exit 1; }
 source "$(dirname "$0")/vmm_lib.sh"
-ip link set lo up || { not_ok "lo up in the test's namespace"; finish; exit 1; }
-mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard \
-  || { not_ok "a private /run/wireguard"; finish; exit 1; }
 
 d=$(tmpdir)
 st=$d/state

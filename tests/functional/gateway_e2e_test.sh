@@ -32,18 +32,10 @@ if [ -z "${MOONSTACK_IN_NS:-}" ]; then
     finish
     exit 1
   fi
-  rmdir "$TEST_ROOT" # the re-executed test makes its own
-  trap - EXIT
-  # a network namespace, and a PID namespace (with its /proc) whose init is the test: were the
-  # test killed (a ctest timeout), the kernel ends every daemon, CVM and wireguard-go with it
-  MOONSTACK_IN_NS=$$ exec unshare -n -p -f --mount-proc --kill-child bash "$0" "$@"
 fi
+in_test_namespaces "$@" || { finish; exit 1; }
 source "$(dirname "$0")/vmm_lib.sh"
 source "$(dirname "$0")/proxy_lib.sh"
-ip link set lo up || { not_ok "lo up in the test's namespace"; finish; exit 1; }
-# the hub's UAPI socket (and `wg show`) in a /run/wireguard of this test's own mount namespace
-mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard \
-  || { not_ok "a private /run/wireguard"; finish; exit 1; }
 
 d=$(tmpdir)
 mkdir -p "$d/images" "$d/run"

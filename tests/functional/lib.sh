@@ -83,6 +83,22 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# in_test_namespaces "$@": the first time (outside), re-run this test in network and PID
+# namespaces of its own, with its own /proc: its init is the test, so a killed test (a ctest
+# timeout) takes every daemon, CVM and wireguard-go it started with it. The second time
+# (inside), bring lo up and mount a private /run/wireguard (WireGuard UAPI sockets, `wg show`).
+# Call it after checking what the test needs: in_test_namespaces "$@" || { finish; exit 1; }
+in_test_namespaces() {
+  if [ -z "${MOONSTACK_IN_NS:-}" ]; then
+    rmdir "$TEST_ROOT" # the re-executed test makes its own
+    trap - EXIT
+    MOONSTACK_IN_NS=$$ exec unshare -n -p -f --mount-proc --kill-child bash "$0" "$@"
+  fi
+  ip link set lo up || { not_ok "lo up in the test's namespace"; return 1; }
+  mkdir -p /run/wireguard && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard \
+    || { not_ok "a private /run/wireguard"; return 1; }
+}
+
 finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
@@ -96,6 +112,10 @@ daemon_start() {
   DAEMON_PID=$!
   defer "kill -KILL $DAEMON_PID 2>/dev/null"
   wait_for "${5:-20}" grep -q "$4" "$3" || { not_ok "$1 started" "$(tail -20 "$3")"; finish; exit 1; }
+  # the service logs READY from its start; the daemon opens its control socket after that and
+  # then logs `running`: wait for it too, so a REPL call right away finds the socket
+  wait_for 10 grep -qE '\] running( |$)|"msg":"running"' "$3" \
+    || { not_ok "$1 running (its control socket)" "$(tail -20 "$3")"; finish; exit 1; }
 }
 
 # ready_field LOG READY KEY: the string value of "KEY" in the last line of LOG with READY.

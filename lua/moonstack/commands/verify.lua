@@ -91,14 +91,8 @@ end
 -- Trust the simulated platform in `dir`: its root CA and its collateral (valid at `at`, else
 -- now) into `vopts`, and a policy that allows simulated quotes. Returns an error message or nil.
 local function simulator_trust(vopts, dir, at)
-  local s, err = require('moonstack.sim').open(dir, { create = false })
-  if not s then
-    return ('%s: %s'):format(dir, err)
-  end
-  vopts.collateral, err = s:collateral(at or os.time())
-  vopts.root_ca = vopts.collateral and s:root_ca()
-  s:close()
-  if not vopts.collateral then
+  local ok, err = require('moonstack.sim').trust(vopts, dir, at)
+  if not ok then
     return ('%s: %s'):format(dir, err)
   end
   local p = {}

@@ -6,6 +6,7 @@
 --                                 KMS root with the gateway's app id (as a KMS would for a
 --                                 gateway CVM), so CVMs accept it and the KMS names it
 -- Keys are written 0600. The KMS root is read from its key directory, which the KMS made.
+local uv = require('luv')
 local fs = require('moonstack.core.fs')
 local x509 = require('moonstack.x509')
 local crypto = require('moonstack.crypto')
@@ -29,12 +30,7 @@ local function write_pair(base, cert, key, chain)
 end
 
 local function exists(path)
-  local f = io.open(path, 'rb')
-  if f then
-    f:close()
-    return true
-  end
-  return false
+  return uv.fs_stat(path) ~= nil
 end
 
 --- Make (once) the proxy's local CA and its wildcard certificate for `base_domain` in

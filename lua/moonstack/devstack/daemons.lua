@@ -104,16 +104,6 @@ function M.stop_recorded(path, grace_ms)
   return stopped
 end
 
-local function read(path)
-  local f = io.open(path, 'rb')
-  if not f then
-    return nil
-  end
-  local s = f:read('*a')
-  f:close()
-  return s
-end
-
 --- The live processes (not zombies) whose command line or working directory names `dir` (or
 --- whose command line names one of `also`, e.g. the WireGuard interface its wireguard-go
 --- serves), except this process and its ancestors (the shell or `timeout` that started it)
@@ -136,7 +126,7 @@ function M.leftovers(dir, also)
     local p = tonumber(name)
     if p and not mine[p] then
       local st = procfs.stat(p)
-      local cmd = (read('/proc/' .. p .. '/cmdline') or ''):gsub('%z', ' ')
+      local cmd = (fs.read_file('/proc/' .. p .. '/cmdline') or ''):gsub('%z', ' ')
       local cwd = uv.fs_readlink('/proc/' .. p .. '/cwd') or ''
       local hit = (cmd .. ' ' .. cwd):find(dir, 1, true)
       for _, needle in ipairs(also or {}) do

@@ -357,10 +357,10 @@ function M.up(opts)
     local urls = M.urls(paths, ports, vm.app_id, opts.app_port or 8080, login,
       dir == layout.dir(layout.DEFAULT_DIR))
     say('waiting for the app to answer through the gateway (%s)', urls.app_host)
-    local res, rerr = app.wait_reachable(urls.app_host, ports.gateway_proxy, paths.gateway .. '/ca.pem',
+    local res, werr = app.wait_reachable(urls.app_host, ports.gateway_proxy, paths.gateway .. '/ca.pem',
       (opts.timeout_s or 300) * 1000)
     if not res then
-      return fail(rerr)
+      return fail(werr)
     end
     assert(fs.write_atomic(paths.urls, require('moonstack.core.json').encode({
       dashboard = urls.dashboard, app = urls.app, gateway_port = urls.gateway_port,

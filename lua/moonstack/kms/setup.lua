@@ -26,19 +26,15 @@ function M.attest_from_config(a, image)
     end
   end
   if a.simulator_dir then -- development: the simulated platform's own root and collateral
-    local s
+    local ok
     -- never a new platform: a KMS told to trust one must not start trusting another
-    s, err, code = require('moonstack.sim').open(a.simulator_dir, { create = false })
-    if not s then
+    ok, err, code = require('moonstack.sim').trust(opts, a.simulator_dir)
+    if not ok and code == 'ENOENT' then
       return nil, ('simulator_dir: %s: give the state directory of the simulated platform the '
         .. 'CVMs run on (agent.lua tee.dir, or <socket-dir>/.moonstack-agent/sim of `moonstack '
         .. 'agent --simulator`), or create it first: moonstack sim init %s'):format(err,
         a.simulator_dir), code
-    end
-    opts.collateral, err, code = s:collateral(os.time())
-    opts.root_ca = opts.collateral and s:root_ca()
-    s:close()
-    if not opts.collateral then
+    elseif not ok then
       return nil, err, code
     end
   end

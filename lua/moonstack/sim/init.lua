@@ -95,6 +95,23 @@ function M.open(dir, opts)
   return native.open(dir)
 end
 
+--- What a verifier needs to trust the existing simulated platform in `dir`: its root CA and
+--- its collateral valid at `at` (Unix seconds, default now), into `vopts` (verifier options:
+--- vopts.collateral, vopts.root_ca). Never creates a platform. Returns true or nil, err, code.
+function M.trust(vopts, dir, at)
+  local s, err, code = M.open(dir, { create = false })
+  if not s then
+    return nil, err, code
+  end
+  vopts.collateral, err, code = s:collateral(at or os.time())
+  vopts.root_ca = vopts.collateral and s:root_ca()
+  s:close()
+  if not vopts.collateral then
+    return nil, err, code
+  end
+  return true
+end
+
 -- The TdxEvents of a CCEL file.
 local function read_ccel(path)
   local f, ferr = io.open(path, 'rb')

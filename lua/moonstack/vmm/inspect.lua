@@ -81,14 +81,8 @@ local function verifier_for(vmm)
   local opts = { policy = { disable_runtime_verification = true } }
   local sim = require('moonstack.sim')
   if dir and sim.exists(dir) then
-    local s, err, code = sim.open(dir, { create = false })
-    if not s then
-      return nil, err, code
-    end
-    opts.collateral, err, code = s:collateral(os.time())
-    opts.root_ca = opts.collateral and s:root_ca()
-    s:close()
-    if not opts.collateral then
+    local ok, err, code = sim.trust(opts, dir)
+    if not ok then
       return nil, err, code
     end
     opts.policy.allow_simulator = true

@@ -11,8 +11,8 @@
 local uv = require('luv')
 local client = require('moonstack.agent.client')
 local errors = require('moonstack.core.errors')
-local evidence_lib = require('moonstack.tdx.evidence')
 local sysinfo = require('moonstack.agent.api.sysinfo')
+local methods_lib = require('moonstack.agent.api.methods')
 local messages = require('moonstack.agent.api.messages')
 
 local M = {}
@@ -47,17 +47,11 @@ local function get_quote(ctx, ev, a)
     return errors.fail('EINVAL', 'report_data: the nonce is at most 64 bytes')
   end
   local rd = client.guest_quote_report_data(nonce)
-  local events, err, code = ev:events()
-  if not events then
-    return nil, err, code
-  end
-  local q
-  q, err, code = ev:quote(rd)
+  local q, log_json, code = methods_lib.quote_and_log(ev, rd)
   if not q then
-    return nil, err, code
+    return nil, log_json, code
   end
-  return { quote = q, event_log = evidence_lib.event_log_json(events, 'quote'), report_data = rd,
-    vm_config = ctx.vm_config or '' }
+  return { quote = q, event_log = log_json, report_data = rd, vm_config = ctx.vm_config or '' }
 end
 
 --- The GuestApi methods over `ctx`, with `app_info` (the DstackGuest Info method),

@@ -34,8 +34,8 @@ function M.state(ctx, opts)
   return { evidence = ev, info = info, certs = certs }
 end
 
--- A quote over `rd` and the event log (its quote form) it goes with: q, log or nil, msg, code.
-local function quote_and_log(ev, rd)
+--- A quote over `rd` and the event log (its quote form) it goes with: q, log or nil, msg, code.
+function M.quote_and_log(ev, rd)
   local events, err, code = ev:events()
   if not events then
     return nil, err, code
@@ -55,7 +55,7 @@ local function get_quote(ctx, ev, a)
     return nil, err, code
   end
   local q, log_json
-  q, log_json, code = quote_and_log(ev, rd)
+  q, log_json, code = M.quote_and_log(ev, rd)
   if not q then
     return nil, log_json, code
   end
@@ -68,7 +68,7 @@ local function tdx_quote(ev, a)
   if not rd then
     return nil, alg, prefix
   end
-  local q, log_json, code = quote_and_log(ev, rd)
+  local q, log_json, code = M.quote_and_log(ev, rd)
   if not q then
     return nil, log_json, code
   end
