@@ -164,7 +164,11 @@ function M.deploy(client, name, compose, env, opts)
         local st = info and info.info and info.info.status
       until (st and st ~= 'stopped' and st ~= 'exited') or uv.now() > deadline
     end
-    return { id = vm.id, app_id = app_id, reused = true }
+    -- the VM keeps the app id it was created with (an upgraded compose does not change it)
+    local info = client:call('GetInfo', { id = vm.id })
+    local vm_app = info and info.info and info.info.app_id
+    return { id = vm.id, app_id = (vm_app and vm_app ~= '') and vm_app:gsub('^0x', '') or app_id,
+      reused = true }
   end
   local r
   r, err = client:call('CreateVm', { name = name, image = opts.image, compose_file = compose,

@@ -318,6 +318,7 @@ function M.up(opts)
     end
     assert(configs.vmm(paths, ports, rpc_certs.kms_ca, images,
       opts.dashboard ~= false and {} or nil))
+    say('backend: process (%s)', prereq.BACKEND_REASON)
     say('starting the VMM%s', login and
       (' (dashboard http://127.0.0.1:%d/dashboard/)'):format(ports.dashboard) or '')
     d, derr = daemons.start('vmm', paths.vmm_config, paths.vmm_log, 60000)

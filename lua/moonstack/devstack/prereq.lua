@@ -18,6 +18,11 @@ M.COMMANDS = {
   { 'docker', 'docker.io' },
 }
 
+--- Why the dev stack's VMM runs its CVMs on the process backend: the one whose CVMs reach the
+--- KMS and the gateway on this host today.
+M.BACKEND_REASON = 'each CVM a process tree in namespaces of its own; QEMU guests cannot yet ' ..
+  'reach the KMS and the WireGuard hub from user networking'
+
 --- Check the machine. Returns true, or nil and a message naming everything missing.
 function M.check()
   local missing = {}
