@@ -7,6 +7,8 @@
 # moonstack-examples/sdk:1.
 #   build-image.sh OUTDIR   -> OUTDIR/image.tar
 set -euo pipefail
+# scripts/busybox-image.sh of the moonstack tree: $MOONSTACK_SRC (`moonstack dev up` sets it), else
+# this app's place in it (a copy of this app elsewhere needs MOONSTACK_SRC)
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build-image.sh OUTDIR}
 node=$(command -v node) || { echo "build-image.sh: node is needed (Debian package nodejs)" >&2; exit 1; }
@@ -29,5 +31,5 @@ for lib in $(ldd "$node" | grep -o '/[^ ]*'); do
   mkdir -p "$overlay$(dirname "$lib")"
   cp -L "$lib" "$overlay$lib"
 done
-"$here/../../../scripts/busybox-image.sh" "$out" moonstack-examples/sdk:1 "$overlay" \
+"${MOONSTACK_SRC:-$here/../../..}/scripts/busybox-image.sh" "$out" moonstack-examples/sdk:1 "$overlay" \
   /usr/local/bin/node /app/app.js

@@ -22,9 +22,9 @@ local function sha256_hex(s)
 end
 
 --- Build the app's image tarball into `out_dir` unless one built from the same sources is
---- there. `app_dir` holds build-image.sh. Returns the tarball's path, and whether it was built
---- now; or nil, msg.
-function M.image(app_dir, out_dir)
+--- there. `app_dir` holds build-image.sh, run with MOONSTACK_SRC = `src` (the source tree, for
+--- its scripts/). Returns the tarball's path, and whether it was built now; or nil, msg.
+function M.image(app_dir, out_dir, src)
   local script = app_dir .. '/build-image.sh'
   if not uv.fs_stat(script) then
     return nil, 'ENOENT: ' .. script .. ' is missing (an app directory builds its image with it)'
@@ -40,7 +40,9 @@ function M.image(app_dir, out_dir)
   fs.mkdir_p(out_dir, tonumber('700', 8))
   -- the user's environment (PATH, HOME, npm's proxy and cache settings): a build may fetch
   local rerr
-  r, rerr = process.run({ file = script, args = { out_dir }, env = uv.os_environ(), timeout_ms = 300000 })
+  local env = uv.os_environ()
+  env.MOONSTACK_SRC = src
+  r, rerr = process.run({ file = script, args = { out_dir }, env = env, timeout_ms = 300000 })
   if not r or r.exit_code ~= 0 or not uv.fs_stat(tarball) then
     return nil, ('EBUILD: %s failed: %s'):format(script, r and (r.stderr ~= '' and r.stderr or r.stdout)
       or tostring(rerr))
@@ -119,6 +121,15 @@ function M.deploy(client, name, compose, env, opts)
   if vm == nil then
     return nil, err
   end
+  if vm then
+    -- the VM keeps the app id it was created with (an upgraded compose does not change it):
+    -- the env is encrypted to that app's key, and the URL names it
+    local info = client:call('GetInfo', { id = vm.id })
+    local vm_app = info and info.info and info.info.app_id
+    if vm_app and vm_app ~= '' then
+      app_id = vm_app:gsub('^0x', '')
+    end
+  end
   local blob
   if #env > 0 then
     blob, err = op.encrypt_env(env, app_id, { vmm = client, say = function() end })
@@ -164,11 +175,7 @@ function M.deploy(client, name, compose, env, opts)
         local st = info and info.info and info.info.status
       until (st and st ~= 'stopped' and st ~= 'exited') or uv.now() > deadline
     end
-    -- the VM keeps the app id it was created with (an upgraded compose does not change it)
-    local info = client:call('GetInfo', { id = vm.id })
-    local vm_app = info and info.info and info.info.app_id
-    return { id = vm.id, app_id = (vm_app and vm_app ~= '') and vm_app:gsub('^0x', '') or app_id,
-      reused = true }
+    return { id = vm.id, app_id = app_id, reused = true }
   end
   local r
   r, err = client:call('CreateVm', { name = name, image = opts.image, compose_file = compose,

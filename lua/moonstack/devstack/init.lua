@@ -305,7 +305,7 @@ function M.up(opts)
     end
     local images = {}
     if runner == 'docker-compose' then
-      local tarball, fresh = app.image(app_dir, app_state .. '/image')
+      local tarball, fresh = app.image(app_dir, app_state .. '/image', src)
       if not tarball then
         return fail(fresh)
       end
