@@ -102,23 +102,7 @@ kport=$(sed -n 's/.*KMS ready.*"address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$d/k
 ok "KMS started (:$kport, admin :$KADMIN)"
 
 # ---- 1. gateway: rpc certificate from the KMS root naming the gateway app id ----
-cat >"$d/gwcert.lua" <<'EOF'
-local x509 = require('moonstack.x509')
-local dir, app = arg[1], arg[2]
-local function read(p) local f = assert(io.open(p, 'rb')) local s = f:read('*a') f:close() return s end
-local function write(p, s) local f = assert(io.open(p, 'wb')) f:write(s) f:close() end
-local root = assert(x509.cert(read(dir .. '/kms-keys/root-ca.crt')))
-local rootkey = assert(x509.load_key(read(dir .. '/kms-keys/root-ca.key')))
-local key = x509.generate_key()
-local appid = app:gsub('%x%x', function(h) return string.char(tonumber(h, 16)) end)
-local cert = assert(x509.issue({ subject = 'gateway.dash', sans = { 'localhost', '127.0.0.1' },
-  key = key, issuer = { cert = root, key = rootkey }, eku = { 'server_auth' }, days = 2,
-  ratls = { app_id = appid } }))
-write(dir .. '/gw-rpc.crt', cert:pem() .. root:pem())
-write(dir .. '/gw-rpc.key', key:pkcs8_pem())
-EOF
-"$MOONSTACK" run "$d/gwcert.lua" "$d" "$GW_APP" >"$d/gwcert.log" 2>&1 || { not_ok "gateway rpc certificate" "$(cat "$d/gwcert.log")"; finish; exit 1; }
-chmod 600 "$d/gw-rpc.key"
+"$MOONSTACK" run "$MOONSTACK_SRC/tests/helpers/gateway_rpc_cert.lua" "$d" "$d/kms-keys" "$GW_APP" >"$d/gwcert.log" 2>&1 || { not_ok "gateway rpc certificate" "$(cat "$d/gwcert.log")"; finish; exit 1; }
 gw_cert "$d" "$BASE"
 gwkey=$(wg genkey)
 cat >"$d/gateway.lua" <<EOF
@@ -127,7 +111,7 @@ return {
     certs = { { cert = '$d/cert.pem', key = '$d/key.pem' } }, workers = 1,
     timeouts = { connect = 2, handshake = 5 } },
   rpc = { listen = { host = '127.0.0.1', port = 0 }, kms_ca = '$d/kms-keys/root-ca.crt',
-    cert = '$d/gw-rpc.crt', key = '$d/gw-rpc.key' },
+    cert = '$d/rpc.pem', key = '$d/rpc.key' },
   admin = { listen = { host = '127.0.0.1', port = 0 }, token_file = '$d/admin.token' },
   wg = { private_key = '$gwkey', interface = '$HUB_IF', listen_port = 51820,
     endpoint = '127.0.0.1:51820', refresh_interval = 0.3 },

@@ -109,26 +109,8 @@ kport=$(sed -n 's/.*KMS ready.*"address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' "$d/k
 ok "KMS started (:$kport)"
 
 # ---- 1. gateway: rpc certificate from the KMS root with the gateway app id ----
-cat >"$d/gwcert.lua" <<'EOF'
-local x509 = require('moonstack.x509')
-local hex = require('moonstack.crypto').hex
-local dir, app = arg[1], arg[2]
-local function read(p) local f = assert(io.open(p, 'rb')) local s = f:read('*a') f:close() return s end
-local function write(p, s) local f = assert(io.open(p, 'wb')) f:write(s) f:close() end
-local root = assert(x509.cert(read(dir .. '/kms-keys/root-ca.crt')))
-local rootkey = assert(x509.load_key(read(dir .. '/kms-keys/root-ca.key')))
-local key = x509.generate_key()
-local appid = app:gsub('%x%x', function(h) return string.char(tonumber(h, 16)) end)
-local cert = assert(x509.issue({ subject = 'gateway.e2e', sans = { 'localhost', '127.0.0.1' },
-  key = key, issuer = { cert = root, key = rootkey }, eku = { 'server_auth' }, days = 2,
-  ratls = { app_id = appid } }))
-write(dir .. '/gw-rpc.crt', cert:pem() .. root:pem())
-write(dir .. '/gw-rpc.key', key:pkcs8_pem())
-print(hex(cert:ratls('app_id')))
-EOF
 check "the gateway's rpc certificate, issued by the KMS root, names the gateway app id" "$GW_APP" \
-  "$("$MOONSTACK" run "$d/gwcert.lua" "$d" "$GW_APP" 2>&1)"
-chmod 600 "$d/gw-rpc.key"
+  "$("$MOONSTACK" run "$MOONSTACK_SRC/tests/helpers/gateway_rpc_cert.lua" "$d" "$d/kms-keys" "$GW_APP" 2>&1)"
 gw_cert "$d" "$BASE" # the proxy's wildcard certificate (*.app.test): $d/cert.pem, $d/key.pem
 printf 'e2e-admin-%s\n' "$RANDOM$RANDOM$RANDOM" >"$d/admin.token"
 chmod 600 "$d/admin.token"
@@ -141,7 +123,7 @@ return {
     certs = { { cert = '$d/cert.pem', key = '$d/key.pem' } }, workers = 2,
     timeouts = { connect = 2, handshake = 5 } },
   rpc = { listen = { host = '127.0.0.1', port = 0 }, kms_ca = '$d/kms-keys/root-ca.crt',
-    cert = '$d/gw-rpc.crt', key = '$d/gw-rpc.key' },
+    cert = '$d/rpc.pem', key = '$d/rpc.key' },
   admin = { listen = { host = '127.0.0.1', port = 0 }, token_file = '$d/admin.token' },
   wg = { private_key = '$gwkey', interface = '$HUB_IF', listen_port = 51820,
     endpoint = '127.0.0.1:51820', refresh_interval = 0.3 },
