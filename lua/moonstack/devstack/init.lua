@@ -163,14 +163,18 @@ local function sweep(paths, say)
   return #left
 end
 
+-- What every command starts from: the progress printer, the state dir and its paths.
+local function begin(opts)
+  return progress(uv.hrtime()), layout.dir(opts.dir)
+end
+
 --- Bring the stack up (in a task) and keep it running until a signal or `dev down`.
 --- opts = { dir, app (dir), name = the app dir's name, app_port = 8080, dashboard = true,
 --- timeout_s }.
 --- Returns the exit code.
 function M.up(opts)
   local t0 = uv.hrtime()
-  local say = progress(t0)
-  local dir = layout.dir(opts.dir)
+  local say, dir = begin(opts)
   local paths = layout.paths(dir)
   say('state directory %s', dir)
   local ok, err = prereq.check()
@@ -424,9 +428,7 @@ end
 --- Stop a running stack (in a task): signal its `dev up`, wait for it; else stop the daemons
 --- it left; then kill anything still naming the state dir. opts = { dir }. Returns the code.
 function M.down(opts)
-  local t0 = uv.hrtime()
-  local say = progress(t0)
-  local dir = layout.dir(opts.dir)
+  local say, dir = begin(opts)
   local paths = layout.paths(dir)
   if not uv.fs_stat(dir) then
     say('no dev stack state in %s: nothing to stop', dir)
