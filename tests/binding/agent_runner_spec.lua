@@ -256,6 +256,24 @@ describe('agent docker-compose runner', function()
     assert.are.equal('EINVAL', code)
     assert.matches('needs docker_compose_file', err)
   end)
+
+  it('points the bind mounts of the guest API sockets where runner.env says they are', function()
+    local text = table.concat({ 'services:', '  a:', '    volumes:',
+      '      - /var/run/dstack.sock:/var/run/dstack.sock',
+      '      - "/var/run/tappd.sock:/var/run/tappd.sock:ro"',
+      '      - type: bind', '        source: /var/run/dstack.sock', '        target: /x',
+      '      - /var/run/dstack.sockets:/y', '      - /data:/var/run/dstack.sock', '' }, '\n')
+    local out = docker.map_sockets(text, { DSTACK_SIMULATOR_ENDPOINT = '/w/100%/dstack.sock',
+      TAPPD_SIMULATOR_ENDPOINT = '/w/tappd.sock' })
+    assert.are.equal(table.concat({ 'services:', '  a:', '    volumes:',
+      '      - /w/100%/dstack.sock:/var/run/dstack.sock',
+      '      - "/w/tappd.sock:/var/run/tappd.sock:ro"',
+      '      - type: bind', '        source: /w/100%/dstack.sock', '        target: /x',
+      '      - /var/run/dstack.sockets:/y', '      - /data:/var/run/dstack.sock', '' }, '\n'), out)
+    -- in a CVM (no variables, or the standard paths): untouched
+    assert.are.equal(text, docker.map_sockets(text, {}))
+    assert.are.equal(text, docker.map_sockets(text, { DSTACK_SIMULATOR_ENDPOINT = '/var/run/dstack.sock' }))
+  end)
 end)
 
 describe('agent boot + launch', function()

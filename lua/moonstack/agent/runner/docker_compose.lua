@@ -177,6 +177,28 @@ local function start_engine(cfg, env, opts)
   return engine
 end
 
+-- The guest API sockets a compose file mounts by their CVM path, and the runner.env variable
+-- that names where they are when not there (the process backend: in the VM's work dir).
+local SOCKETS = { { '/var/run/dstack.sock', 'DSTACK_SIMULATOR_ENDPOINT' },
+  { '/var/run/tappd.sock', 'TAPPD_SIMULATOR_ENDPOINT' } }
+
+--- The compose text with its bind mounts of the guest API sockets (/var/run/dstack.sock,
+--- /var/run/tappd.sock: short syntax `- SRC:DST`, long syntax `source: SRC`) pointed at where
+--- the sockets are, as `env` (runner.env) names them; unchanged where env names none. Without
+--- it, an app written for a CVM would make Docker create a directory at the missing path.
+function M.map_sockets(text, env)
+  for _, s in ipairs(SOCKETS) do
+    local real = env and env[s[2]]
+    if type(real) == 'string' and real ~= '' and real ~= s[1] then
+      local pat = s[1]:gsub('%p', '%%%0')
+      local rep = real:gsub('%%', '%%%%')
+      text = text:gsub('([%s"\'])' .. pat .. ':', '%1' .. rep .. ':')
+      text = text:gsub('(source:%s*["\']?)' .. pat .. '(["\']?%s)', '%1' .. rep .. '%2')
+    end
+  end
+  return text
+end
+
 --- Start the app (see moonstack.agent.runner.bash). Needs docker_compose_file.
 function M.start(opts)
   local app, cfg = opts.app_compose, opts.config or {}
@@ -216,7 +238,7 @@ function M.start(opts)
     return fail(nil, err, code)
   end
   self.compose_file, err, code = launch.write_file(opts.work_dir, M.COMPOSE_FILE,
-    app.docker_compose_file)
+    M.map_sockets(app.docker_compose_file, cfg.env))
   if not self.compose_file then
     return fail(nil, err, code)
   end
