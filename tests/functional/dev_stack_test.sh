@@ -54,7 +54,7 @@ diag() {
 }
 
 # ---- 1. a fresh stack ----
-"$MOONSTACK" dev up --dir "$st" >"$d/up1.log" 2>&1 &
+"$MOONSTACK" dev up --backend process --dir "$st" >"$d/up1.log" 2>&1 &
 UP=$!
 if ! wait_for 300 test -s "$st/urls.json"; then
   not_ok "dev up reached 'app reachable'" "$(diag "$d/up1.log")"; finish; exit 1
@@ -84,7 +84,7 @@ check "the REPL reaches the VMM: one VM, named hello, running" "hello running" \
 check "dev status: running, three daemons" "true 3" \
   "$(jq -r '"\(.running) \([.daemons[] | select(. != false)] | length)"' "$d/status.json")"
 check "a second dev up on the same dir is refused while one runs" 1 \
-  "$("$MOONSTACK" dev up --dir "$st" >"$d/up-twice.log" 2>&1; echo $?)"
+  "$("$MOONSTACK" dev up --backend process --dir "$st" >"$d/up-twice.log" 2>&1; echo $?)"
 
 # ---- 2. Ctrl-C ----
 kill -INT "$UP"
@@ -99,7 +99,7 @@ check "urls.json and the pid file are gone" "no no" \
   "$([ -e "$st/urls.json" ] && echo yes || echo no) $([ -e "$st/dev.pid" ] && echo yes || echo no)"
 
 # ---- 3. the second run reuses everything ----
-"$MOONSTACK" dev up --dir "$st" >"$d/up2.log" 2>&1 &
+"$MOONSTACK" dev up --backend process --dir "$st" >"$d/up2.log" 2>&1 &
 UP=$!
 if ! wait_for 120 test -s "$st/urls.json"; then
   not_ok "the second dev up reached the app" "$(diag "$d/up2.log")"; finish; exit 1
@@ -120,7 +120,7 @@ check "dev status after down: not running (exit 3)" 3 "$("$MOONSTACK" dev status
 
 # ---- 4. the bash-runner example, as shipped, on a stack of its own ----
 st=$d/state-bash
-"$MOONSTACK" dev up --dir "$st" --app "$MOONSTACK_SRC/examples/apps/bash-app" --no-dashboard \
+"$MOONSTACK" dev up --backend process --dir "$st" --app "$MOONSTACK_SRC/examples/apps/bash-app" --no-dashboard \
   >"$d/up3.log" 2>&1 &
 UP=$!
 if wait_for 120 test -s "$st/urls.json"; then
