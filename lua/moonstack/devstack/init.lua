@@ -2,11 +2,11 @@
 -- The local dev stack (`moonstack dev up|down|status`): a KMS with Lua policy auth, a gateway
 -- (proxy + WireGuard hub), a VMM (qemu or process backend: moonstack.devstack.backend)
 -- serving the dashboard, the example app deployed as a VM through them and followed until it
--- answers through the gateway. Everything
--- lives in one state directory (moonstack.devstack.layout); a second `up` reuses what the
--- first built (keys, certificates, images, the VM) and is up in seconds. up() stays in the
--- foreground until Ctrl-C, SIGTERM or `moonstack dev down`, then stops the daemons in order
--- (the VMM first, which stops its VMs) and checks that nothing of the stack is left.
+-- answers through the gateway. Everything lives in one state directory
+-- (moonstack.devstack.layout); a second `up` reuses what the first built (keys, certificates,
+-- images, the VM) and is up in seconds. up() stays in the foreground until Ctrl-C, SIGTERM or
+-- `moonstack dev down`, then stops the daemons in order (the VMM first, which stops its VMs)
+-- and checks that nothing of the stack is left.
 local uv = require('luv')
 local cjson = require('cjson.safe')
 local fs = require('moonstack.core.fs')
