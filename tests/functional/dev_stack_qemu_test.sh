@@ -9,7 +9,9 @@
 #   1. dev up says `backend: qemu`; the printed curl line reaches the app through the gateway
 #      with the greeting that came in the encrypted env;
 #   2. Ctrl-C: dev up exits 0, and walking /proc finds nothing of the stack (no daemon, no
-#      qemu-system, no wireguard-go) and no WireGuard interface.
+#      qemu-system, no wireguard-go) and no WireGuard interface;
+#   3. a second dev up reuses the guest image, the app image and the VM; `moonstack dev down`
+#      stops it, again leaving nothing.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/image_lib.sh"
 
@@ -84,4 +86,22 @@ check_match "Ctrl-C: it says nothing of the stack is left" 'nothing of the stack
   "$(tail -1 "$d/up.log")"
 check "walking /proc: nothing of the stack runs (no qemu-system), no WireGuard interface" "" \
   "$(nothing_left)"
+
+# ---- 3. the second run reuses the image and the VM; dev down stops it ----
+t0=$SECONDS
+"$MOONSTACK" dev up --backend qemu --dir "$st" --timeout 600 >"$d/up2.log" 2>&1 &
+UP=$!
+if ! wait_for 600 test -s "$st/urls.json"; then
+  not_ok "the second dev up --backend qemu reached the app" "$(diag "$d/up2.log")"; finish; exit 1
+fi
+ok "the second dev up: $(grep -o 'app reachable in .*' "$d/up2.log") ($((SECONDS - t0)) s in all)"
+check_match "the second run reuses the guest image, the app image and the VM" \
+  'reusing the guest image \(moonstack-qemu\).*reusing the app image.*starting the existing VM hello' \
+  "$(tr '\n' ' ' <"$d/up2.log")"
+check_match "the app answers again" 'Hello from a confidential VM' "$(eval "$curl_line -sS --max-time 10" 2>&1)"
+"$MOONSTACK" dev down --dir "$st" >"$d/down.log" 2>&1
+check "dev down exits 0" 0 "$?"
+wait "$UP"
+UP=''
+check "dev down: nothing of the stack runs (no qemu-system), no WireGuard interface" "" "$(nothing_left)"
 finish

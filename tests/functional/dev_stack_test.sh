@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# M11 (e2e): `moonstack dev up` as `make run` runs it, in network and PID namespaces this test
-# creates (root, /dev/net/tun, wireguard-go, a Docker engine per CVM):
+# M11 (e2e): `moonstack dev up --backend process` (the qemu backend: dev_stack_qemu_test.sh), in
+# network and PID namespaces this test creates (root, /dev/net/tun, wireguard-go, a Docker
+# engine per CVM):
 #   1. a fresh state dir: the KMS, gateway and VMM start, examples/apps/hello is built and
 #      deployed, "app reachable in N s" is printed with the time it took, urls.json has the
 #      keys dashboard, app, gateway_port, repl; the printed curl line reaches the app through
@@ -64,6 +65,8 @@ check_match "dev up printed the time it took to reach the app ($secs s)" '^[0-9]
 check "urls.json has dashboard, app, gateway_port, repl" "app dashboard gateway_port repl" \
   "$(jq -r 'keys | join(" ")' "$st/urls.json")"
 check_match "the state directory is printed at start" "state directory $st\$" "$(head -1 "$d/up1.log")"
+check_match "--backend process: the backend line says so" '\] backend: process \(each CVM a process tree' \
+  "$(cat "$d/up1.log")"
 curl_line=$(sed -n 's/^  curl        //p' "$d/up1.log")
 check_match "a curl line that resolves the app's name to 127.0.0.1" '^curl --cacert .* --resolve [0-9a-f]{40}-8080\.app\.localhost:[0-9]+:127\.0\.0\.1 https://' "$curl_line"
 check_match "the curl line reaches the app through the gateway, with the env decrypted in the CVM" \
