@@ -11,6 +11,7 @@ return {
   key_dir = dev .. '/kms-keys',
   listen = { host = '127.0.0.1', port = 8000 },
   domain = 'localhost',
+  alt_names = { '10.0.2.2' }, -- this host's loopback as QEMU guests see it (qemu.host_access)
   auth = { kind = 'dev', gateway_app_id = 'any' },
   -- the platform of `moonstack agent -c agent-dev.lua` (its tee.dir), or of
   -- `moonstack agent --simulator --state-dir <dev>` (<state-dir>/sim)

@@ -13,11 +13,13 @@ return {
   run_dir = dev .. '/vmm-qemu/vm',
   image_dir = dev .. '/vmm-qemu/images',
   backend = 'qemu',
-  kms_urls = { 'https://localhost:8000' }, -- forwarded nowhere: reach it through the gateway later
+  -- given to the guests as https://10.0.2.2:8000 (host_access below): the KMS on this host's
+  -- loopback, its RPC certificate naming 10.0.2.2 (kms.lua: alt_names = { '10.0.2.2' })
+  kms_urls = { 'https://localhost:8000' },
   port_mapping = { enabled = true, address = '127.0.0.1',
     ranges = { { protocol = 'tcp', from = 21000, to = 21999 } } },
   process = { sim_dir = dev .. '/sim' }, -- the simulated platform of the quote service
-  qemu = { accel = 'auto', docker_images = {} },
+  qemu = { accel = 'auto', docker_images = {}, host_access = true }, -- restrict=off: the host as 10.0.2.2
   shutdown_timeout = 30,
   control = dev .. '/vmm-qemu.ctl',
 }

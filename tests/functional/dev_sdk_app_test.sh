@@ -33,7 +33,7 @@ UP=''
 defer '[ -n "$UP" ] && kill -KILL $UP 2>/dev/null; "$MOONSTACK" dev down --dir "$st" >/dev/null 2>&1'
 cd "$d" || exit 1
 
-"$MOONSTACK" dev up --dir "$st" --app "$MOONSTACK_SRC/examples/apps/sdk" --no-dashboard \
+"$MOONSTACK" dev up --backend process --dir "$st" --app "$MOONSTACK_SRC/examples/apps/sdk" --no-dashboard \
   >"$d/up.log" 2>&1 &
 UP=$!
 if ! wait_for 400 test -s "$st/urls.json"; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# M11 (e2e): `moonstack dev up` as `make run` runs it, in network and PID namespaces this test
-# creates (root, /dev/net/tun, wireguard-go, a Docker engine per CVM):
+# M11 (e2e): `moonstack dev up --backend process` (the qemu backend: dev_stack_qemu_test.sh), in
+# network and PID namespaces this test creates (root, /dev/net/tun, wireguard-go, a Docker
+# engine per CVM):
 #   1. a fresh state dir: the KMS, gateway and VMM start, examples/apps/hello is built and
 #      deployed, "app reachable in N s" is printed with the time it took, urls.json has the
 #      keys dashboard, app, gateway_port, repl; the printed curl line reaches the app through
@@ -54,7 +55,7 @@ diag() {
 }
 
 # ---- 1. a fresh stack ----
-"$MOONSTACK" dev up --dir "$st" >"$d/up1.log" 2>&1 &
+"$MOONSTACK" dev up --backend process --dir "$st" >"$d/up1.log" 2>&1 &
 UP=$!
 if ! wait_for 300 test -s "$st/urls.json"; then
   not_ok "dev up reached 'app reachable'" "$(diag "$d/up1.log")"; finish; exit 1
@@ -64,6 +65,8 @@ check_match "dev up printed the time it took to reach the app ($secs s)" '^[0-9]
 check "urls.json has dashboard, app, gateway_port, repl" "app dashboard gateway_port repl" \
   "$(jq -r 'keys | join(" ")' "$st/urls.json")"
 check_match "the state directory is printed at start" "state directory $st\$" "$(head -1 "$d/up1.log")"
+check_match "--backend process: the backend line says so" '\] backend: process \(each CVM a process tree' \
+  "$(cat "$d/up1.log")"
 curl_line=$(sed -n 's/^  curl        //p' "$d/up1.log")
 check_match "a curl line that resolves the app's name to 127.0.0.1" '^curl --cacert .* --resolve [0-9a-f]{40}-8080\.app\.localhost:[0-9]+:127\.0\.0\.1 https://' "$curl_line"
 check_match "the curl line reaches the app through the gateway, with the env decrypted in the CVM" \
@@ -84,7 +87,7 @@ check "the REPL reaches the VMM: one VM, named hello, running" "hello running" \
 check "dev status: running, three daemons" "true 3" \
   "$(jq -r '"\(.running) \([.daemons[] | select(. != false)] | length)"' "$d/status.json")"
 check "a second dev up on the same dir is refused while one runs" 1 \
-  "$("$MOONSTACK" dev up --dir "$st" >"$d/up-twice.log" 2>&1; echo $?)"
+  "$("$MOONSTACK" dev up --backend process --dir "$st" >"$d/up-twice.log" 2>&1; echo $?)"
 
 # ---- 2. Ctrl-C ----
 kill -INT "$UP"
@@ -99,7 +102,7 @@ check "urls.json and the pid file are gone" "no no" \
   "$([ -e "$st/urls.json" ] && echo yes || echo no) $([ -e "$st/dev.pid" ] && echo yes || echo no)"
 
 # ---- 3. the second run reuses everything ----
-"$MOONSTACK" dev up --dir "$st" >"$d/up2.log" 2>&1 &
+"$MOONSTACK" dev up --backend process --dir "$st" >"$d/up2.log" 2>&1 &
 UP=$!
 if ! wait_for 120 test -s "$st/urls.json"; then
   not_ok "the second dev up reached the app" "$(diag "$d/up2.log")"; finish; exit 1
@@ -120,7 +123,7 @@ check "dev status after down: not running (exit 3)" 3 "$("$MOONSTACK" dev status
 
 # ---- 4. the bash-runner example, as shipped, on a stack of its own ----
 st=$d/state-bash
-"$MOONSTACK" dev up --dir "$st" --app "$MOONSTACK_SRC/examples/apps/bash-app" --no-dashboard \
+"$MOONSTACK" dev up --backend process --dir "$st" --app "$MOONSTACK_SRC/examples/apps/bash-app" --no-dashboard \
   >"$d/up3.log" 2>&1 &
 UP=$!
 if wait_for 120 test -s "$st/urls.json"; then

@@ -119,8 +119,33 @@ local function resolve(endpoint)
   return res[1].addr .. ':' .. port
 end
 
--- The peers of a registration: servers sorted by public key (endpoints resolved when live).
-local function peers_of(reg, keepalive, live)
+-- Whether `host` names a loopback address (localhost, 127.x, ::1).
+local function loopback(host)
+  host = host:lower()
+  return host == 'localhost' or host == '::1' or host:match('^127%.%d+%.%d+%.%d+$') ~= nil
+end
+
+--- The WireGuard endpoint to dial for a server's advertised `endpoint` ('host:port'), the
+--- registration having gone through gateway URL `url`: a loopback endpoint names the gateway's
+--- own host, which this CVM reached at `url`'s host, so that host with the endpoint's port
+--- (a QEMU guest on user networking reaches its host's loopback as 10.0.2.2); any other
+--- endpoint, or a loopback `url`, as given.
+function M.endpoint_for(endpoint, url)
+  local host, port = endpoint:match('^%[(.+)%]:(%d+)$')
+  if not host then
+    host, port = endpoint:match('^(.+):(%d+)$')
+  end
+  local via = type(url) == 'string' and (url:match('^%a[%w+.-]*://%[([^%]]+)%]')
+    or url:match('^%a[%w+.-]*://([^/:]+)'))
+  if not host or not via or not loopback(host) or loopback(via) then
+    return endpoint
+  end
+  return (via:find(':', 1, true) and ('[%s]:%s') or '%s:%s'):format(via, port)
+end
+
+-- The peers of a registration through `url`: servers sorted by public key (endpoints resolved
+-- when live).
+local function peers_of(reg, keepalive, live, url)
   local servers = {}
   for i, s in ipairs(reg.wg.servers) do
     servers[i] = s
@@ -128,10 +153,10 @@ local function peers_of(reg, keepalive, live)
   table.sort(servers, function(a, b) return a.pk < b.pk end)
   local peers, routes = {}, {}
   for i, s in ipairs(servers) do
-    local endpoint = s.endpoint
-    if live then
+    local endpoint = s.endpoint and M.endpoint_for(s.endpoint, url)
+    if live and endpoint then
       local err, code
-      endpoint, err, code = resolve(s.endpoint)
+      endpoint, err, code = resolve(endpoint)
       if not endpoint then
         return nil, err, code
       end
@@ -147,14 +172,14 @@ end
 function Gateway:_apply(reg, key)
   local cfg = self.cfg
   local address = reg.wg.client_ip .. '/32'
-  local file_peers = peers_of(reg, cfg.keepalive, false)
+  local file_peers = peers_of(reg, cfg.keepalive, false, self.url)
   local ok, err, code = fs.write_atomic(self.conf_path, wg.render_config({ private_key = key,
     listen_port = cfg.listen_port, address = address, peers = file_peers }), 384)
   if not ok then
     return nil, err, code
   end
   local peers, routes
-  peers, routes, code = peers_of(reg, cfg.keepalive, true)
+  peers, routes, code = peers_of(reg, cfg.keepalive, true, self.url)
   if not peers then
     return nil, routes, code
   end

@@ -10,24 +10,32 @@ local DIR_OPT = { '--dir', arg = 'DIR', help = 'the state directory (default $MO
   'else ./.moonstack-dev)' }
 
 local up_spec = {
-  usage = 'moonstack dev up [--dir DIR] [--app DIR] [--name NAME] [--app-port PORT] [--no-dashboard]',
+  usage = 'moonstack dev up [--dir DIR] [--backend auto|qemu|process] [--app DIR] [--name NAME] ' ..
+    '[--app-port PORT] [--no-dashboard]',
   summary = 'start the local stack and deploy the example app; Ctrl-C stops it all',
   description = table.concat({
-    'Starts a KMS (Lua policy auth), a gateway (TLS proxy + WireGuard hub) and a VMM (process',
-    'backend: each CVM in namespaces of its own, with its own Docker engine) serving the',
-    'dashboard; builds (or reuses) the guest image and the app image, deploys the app',
+    'Starts a KMS (Lua policy auth), a gateway (TLS proxy + WireGuard hub) and a VMM serving',
+    'the dashboard, on the best backend this machine has (--backend auto): qemu when QEMU can',
+    'boot a guest here (TDX, KVM a probe proved, else TCG) and its docker-flavour guest image',
+    'builds (each CVM a QEMU guest reaching the KMS and the gateway on this host\'s loopback as',
+    '10.0.2.2), else process (each CVM a process tree in namespaces of its own, with its own',
+    'Docker engine); the `backend:` line says which and why. Builds (or reuses) the guest',
+    'image and the app image, deploys the app',
     '(examples/apps/hello: a docker-compose app, env encrypted to the KMS, KMS keys, the',
     'gateway enabled) as a VM, and waits until it answers through the gateway. Prints the',
     'dashboard URL, the app URL with a curl line, the REPL command; writes them to',
     '<dir>/urls.json (keys dashboard, app, gateway_port, repl). Stays in the foreground:',
     'Ctrl-C (or `moonstack dev down`) stops everything and checks that nothing is left.',
     'A second run reuses keys, certificates, images and the VM: it is up in seconds.',
-    'Needs root, /dev/net/tun, wireguard-go, wg, docker.io, docker-compose, busybox-static.',
+    'Needs root, /dev/net/tun, wireguard-go, wg, docker.io, docker-compose, busybox-static;',
+    'qemu-system-x86 and debootstrap for the qemu backend.',
     '',
     'exit status: 0 stopped cleanly; 1 something failed (the message says what).',
   }, '\n'),
   options = {
     DIR_OPT,
+    { '--backend', arg = 'NAME', help = "the VMM's backend: auto (default: qemu when it can boot " ..
+      'a guest here, else process), qemu, process' },
     { '--app', arg = 'DIR', help = 'the app directory (docker-compose.yaml, app.env, ' ..
       'build-image.sh; default examples/apps/hello)' },
     { '--name', arg = 'NAME', help = "the VM name (default: the app directory's name)" },
@@ -102,8 +110,13 @@ local function run(argv)
         io.stderr:write(PROG, " up: --timeout '", o.timeout, "' is not a number of seconds\n")
         return 2
       end
+      local be = o.backend or 'auto'
+      if not require('moonstack.devstack.backend').CHOICES[be] then
+        io.stderr:write(PROG, " up: --backend '", be, "' is not one of auto, qemu, process\n")
+        return 2
+      end
       return devstack.up({ dir = o.dir, app = o.app, name = o.name, app_port = port,
-        timeout_s = timeout, dashboard = not o.no_dashboard })
+        timeout_s = timeout, dashboard = not o.no_dashboard, backend = be })
     end),
     down = in_task(down_spec, 'down', function(o) return devstack.down({ dir = o.dir }) end),
     status = function(argv2)

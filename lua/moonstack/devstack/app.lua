@@ -108,8 +108,9 @@ local function find(client, name)
 end
 
 --- Deploy (or reuse) VM `name` on `client` (a moonstack.vmm.client): compose text, env list,
---- opts = { image = VMM image name, kms_url, say = fn(line) }. Returns { id, app_id, reused }
---- or nil, msg.
+--- opts = { image = VMM image name, memory = MiB (1024), state_dir, say = fn(line) }. A VM of
+--- that name on another image (the other backend's) is removed and made again. Returns
+--- { id, app_id, reused } or nil, msg.
 function M.deploy(client, name, compose, env, opts)
   local app_id = require('moonstack.vmm.manifest').app_id_of(compose):gsub('^0x', '')
   local lines = {}
@@ -120,6 +121,20 @@ function M.deploy(client, name, compose, env, opts)
   local vm, err = find(client, name)
   if vm == nil then
     return nil, err
+  end
+  if vm then
+    local info = client:call('GetInfo', { id = vm.id })
+    local image = info and info.info and type(info.info.configuration) == 'table'
+      and info.info.configuration.image
+    if image and image ~= opts.image then
+      opts.say(('VM %s runs image %s, not %s (another backend): removing it'):format(vm.id,
+        tostring(image), opts.image))
+      local ok, rerr = client:call('RemoveVm', { id = vm.id }) -- a hard stop first
+      if not ok then
+        return nil, 'RemoveVm: ' .. tostring(rerr)
+      end
+      vm = false
+    end
   end
   if vm then
     -- the VM keeps the app id it was created with (an upgraded compose does not change it):
@@ -179,7 +194,7 @@ function M.deploy(client, name, compose, env, opts)
   end
   local r
   r, err = client:call('CreateVm', { name = name, image = opts.image, compose_file = compose,
-    vcpu = 1, memory = 1024, disk_size = 0, encrypted_env = blob or '', user_config = '' })
+    vcpu = 1, memory = opts.memory or 1024, disk_size = 0, encrypted_env = blob or '', user_config = '' })
   if not r then
     return nil, 'CreateVm: ' .. tostring(err)
   end

@@ -4,7 +4,9 @@
 --   gateway/proxy.pem, proxy.key  *.<base_domain> from that CA: the proxy's TLS termination
 --   gateway/rpc.pem, rpc.key      the gateway's RegisterCvm server certificate, issued by the
 --                                 KMS root with the gateway's app id (as a KMS would for a
---                                 gateway CVM), so CVMs accept it and the KMS names it
+--                                 gateway CVM), so CVMs accept it and the KMS names it; for
+--                                 localhost, 127.0.0.1 and 10.0.2.2 (M.GUEST_HOST: the host's
+--                                 loopback as a QEMU guest on user networking reaches it)
 -- Keys are written 0600. The KMS root is read from its key directory, which the KMS made.
 local uv = require('luv')
 local fs = require('moonstack.core.fs')
@@ -12,6 +14,22 @@ local x509 = require('moonstack.x509')
 local crypto = require('moonstack.crypto')
 
 local M = {}
+
+--- The host's loopback as a QEMU guest on user networking (restrict=off) reaches it: the KMS's
+--- and the gateway's RPC certificates name it.
+M.GUEST_HOST = '10.0.2.2'
+
+local RPC_SANS = { 'localhost', '127.0.0.1', M.GUEST_HOST }
+
+-- Whether `cert` names the IP `ip`.
+local function names_ip(cert, ip)
+  for _, v in ipairs(cert:info().ips or {}) do
+    if v == ip then
+      return true
+    end
+  end
+  return false
+end
 
 local function load(path, what)
   local text, err = fs.read_file(path)
@@ -82,7 +100,8 @@ function M.gateway_rpc(gw_dir, kms_key_dir, app_id_hex)
   if exists(out.cert) and exists(out.key) then
     local cert = x509.cert(load(out.cert, 'rpc certificate') or '')
     local id = cert and cert:ratls('app_id')
-    if id and crypto.hex(id) == app_id_hex and cert:info().issuer == root:info().subject then
+    if id and crypto.hex(id) == app_id_hex and cert:info().issuer == root:info().subject
+        and names_ip(cert, M.GUEST_HOST) then
       return out
     end
   end
@@ -93,7 +112,7 @@ function M.gateway_rpc(gw_dir, kms_key_dir, app_id_hex)
   end
   local key = x509.generate_key()
   local cert
-  cert, err = x509.issue({ subject = 'gateway.dev.localhost', sans = { 'localhost', '127.0.0.1' },
+  cert, err = x509.issue({ subject = 'gateway.dev.localhost', sans = RPC_SANS,
     key = key, issuer = { cert = root, key = x509.load_key(root_key_pem) }, eku = { 'server_auth' },
     days = 397, not_before = os.time() - 60, ratls = { app_id = crypto.unhex(app_id_hex) } })
   if not cert then

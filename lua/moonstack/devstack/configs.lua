@@ -6,10 +6,12 @@
 --                        examples/policies/dev-stack.lua), trusting the simulated platform sim/
 --   gateway/gateway.lua  the proxy on 127.0.0.1, RegisterCvm over mutual RA-TLS, the
 --                        WireGuard hub, the admin API
---   vmm/vmm.lua          the VMM (process backend; each CVM in network and PID namespaces of
---                        its own, a Docker engine for docker-compose apps)
+--   vmm/vmm.lua          the VMM: the process backend (each CVM in network and PID namespaces
+--                        of its own, a Docker engine for docker-compose apps) or the qemu
+--                        backend (QEMU guests reaching this host's loopback as 10.0.2.2)
 -- Every admin listener takes the token in admin.token (0600).
 local fs = require('moonstack.core.fs')
+local dev_certs = require('moonstack.devstack.certs')
 
 local M = {}
 
@@ -43,13 +45,15 @@ return {
   key_dir = %s,
   listen = { host = '127.0.0.1', port = %d },
   domain = 'localhost',
+  alt_names = { '127.0.0.1', %s }, -- %s: the host's loopback as QEMU guests reach it
   auth = { kind = 'policy', path = %s },
   attestation = { simulator_dir = %s, allow_simulator = true },
   image = { verify = false }, -- process CVMs have no registered boot measurements
   admin = { listen = { host = '127.0.0.1', port = %d }, token_file = %s },
   control = %s,
 }
-]]):format(q(paths.kms .. '/keys'), ports.kms, q(paths.kms .. '/policy.lua'), q(paths.sim),
+]]):format(q(paths.kms .. '/keys'), ports.kms, q(dev_certs.GUEST_HOST), dev_certs.GUEST_HOST,
+    q(paths.kms .. '/policy.lua'), q(paths.sim),
     ports.kms_admin, q(paths.admin_token), q(paths.kms_ctl)))
 end
 
@@ -77,9 +81,12 @@ return {
 end
 
 --- Write vmm/vmm.lua: ports, the KMS root CA path, the Docker image tarballs every
---- docker-compose CVM loads, and `dashboard` (a table of the dashboard listener's settings, or
---- nil when this VMM has none).
-function M.vmm(paths, ports, kms_ca, docker_images, dashboard)
+--- docker-compose CVM loads, `dashboard` (a table of the dashboard listener's settings, or
+--- nil when this VMM has none) and `be` = { name = 'process' | 'qemu', accel? } (the backend
+--- moonstack.devstack.backend chose; qemu: the accelerator its probe found, so the VMM does
+--- not probe again, and host_access: the guest reaches this host's loopback as 10.0.2.2).
+function M.vmm(paths, ports, kms_ca, docker_images, dashboard, be)
+  be = be or { name = 'process' }
   local images = {}
   for _, p in ipairs(docker_images) do
     images[#images + 1] = q(p)
@@ -94,13 +101,19 @@ function M.vmm(paths, ports, kms_ca, docker_images, dashboard)
 ]]):format(ports.dashboard, q(paths.login_token), q(paths.admin_token), ports.kms_admin,
       q(paths.admin_token), ports.gateway_admin, q(paths.admin_token))
   end
+  local qemu = ''
+  if be.name == 'qemu' then
+    qemu = ([[
+  qemu = { accel = %s, host_access = true, docker_images = { %s } },
+]]):format(q(be.accel or 'auto'), table.concat(images, ', '))
+  end
   return write(paths.vmm_config, ([[
 -- Written by `moonstack dev up` (each start): the dev stack's VMM.
 return {
   listen = { unix = %s },
   run_dir = %s,
   image_dir = %s,
-  backend = 'process',
+  backend = %s,
   kms_urls = { 'https://localhost:%d' },
   kms_ca = %s,
   gateway_urls = { 'https://localhost:%d' },
@@ -108,13 +121,14 @@ return {
   port_mapping = { enabled = false },
   process = { sim_dir = %s, network = 'netns', udp_forwards = { '127.0.0.1:%d' },
     docker_images = { %s } },
-  stop_vms_on_exit = true,
-  shutdown_timeout = 10,
+%s  stop_vms_on_exit = true,
+  shutdown_timeout = %d,
 %s  control = %s,
 }
-]]):format(q(paths.vmm_sock), q(paths.vmm .. '/run'), q(paths.vmm .. '/images'), ports.kms,
-    q(kms_ca), ports.gateway_rpc, q(M.BASE_DOMAIN), ports.gateway_proxy, q(paths.sim),
-    ports.wireguard, table.concat(images, ', '), dash, q(paths.vmm_ctl)))
+]]):format(q(paths.vmm_sock), q(paths.vmm .. '/run'), q(paths.vmm .. '/images'), q(be.name),
+    ports.kms, q(kms_ca), ports.gateway_rpc, q(M.BASE_DOMAIN), ports.gateway_proxy, q(paths.sim),
+    ports.wireguard, table.concat(images, ', '), qemu, be.name == 'qemu' and 20 or 10, dash,
+    q(paths.vmm_ctl)))
 end
 
 return M

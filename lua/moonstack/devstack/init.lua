@@ -1,11 +1,12 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The local dev stack (`moonstack dev up|down|status`): a KMS with Lua policy auth, a gateway
--- (proxy + WireGuard hub), a VMM (process backend) serving the dashboard, the example app
--- deployed as a VM through them and followed until it answers through the gateway. Everything
--- lives in one state directory (moonstack.devstack.layout); a second `up` reuses what the
--- first built (keys, certificates, images, the VM) and is up in seconds. up() stays in the
--- foreground until Ctrl-C, SIGTERM or `moonstack dev down`, then stops the daemons in order
--- (the VMM first, which stops its VMs) and checks that nothing of the stack is left.
+-- (proxy + WireGuard hub), a VMM (qemu or process backend: moonstack.devstack.backend)
+-- serving the dashboard, the example app deployed as a VM through them and followed until it
+-- answers through the gateway. Everything lives in one state directory
+-- (moonstack.devstack.layout); a second `up` reuses what the first built (keys, certificates,
+-- images, the VM) and is up in seconds. up() stays in the foreground until Ctrl-C, SIGTERM or
+-- `moonstack dev down`, then stops the daemons in order (the VMM first, which stops its VMs)
+-- and checks that nothing of the stack is left.
 local uv = require('luv')
 local cjson = require('cjson.safe')
 local fs = require('moonstack.core.fs')
@@ -20,6 +21,7 @@ local certs = require('moonstack.devstack.certs')
 local daemons = require('moonstack.devstack.daemons')
 local app = require('moonstack.devstack.app')
 local prereq = require('moonstack.devstack.prereq')
+local backend = require('moonstack.devstack.backend')
 
 local M = {}
 
@@ -53,31 +55,6 @@ local function running_pid(paths)
     return rec.pid
   end
   return nil
-end
-
-local function same_file(a, b)
-  local sa, sb = uv.fs_stat(a), uv.fs_stat(b)
-  if not sa or not sb or sa.size ~= sb.size then
-    return false
-  end
-  local da = crypto.sha256(fs.read_file(a, sa.size + 1) or '')
-  return da == crypto.sha256(fs.read_file(b, sb.size + 1) or '')
-end
-
--- The process image of this binary in vmm/images/moonstack, rebuilt only when the binary
--- changed. Returns the image name, whether it was built now; or nil, msg.
-local function process_image(paths)
-  local dir = paths.vmm .. '/images/moonstack'
-  if same_file(uv.exepath(), dir .. '/bin/moonstack') and uv.fs_stat(dir .. '/metadata.json') then
-    return 'moonstack', false
-  end
-  local img, err = require('moonstack.vmm.images').build_process(dir, { binary = uv.exepath(),
-    version = require('moonstack.native.runtime').version(), is_dev = true,
-    description = 'moonstack dev stack process image' })
-  if not img then
-    return nil, err
-  end
-  return 'moonstack', true
 end
 
 -- Where the source tree is (examples/): $MOONSTACK_SRC, the current directory, or two levels
@@ -170,7 +147,7 @@ end
 
 --- Bring the stack up (in a task) and keep it running until a signal or `dev down`.
 --- opts = { dir, app (dir), name = the app dir's name, app_port = 8080, dashboard = true,
---- timeout_s }.
+--- timeout_s, backend = 'auto' | 'qemu' | 'process' (moonstack.devstack.backend) }.
 --- Returns the exit code.
 function M.up(opts)
   local t0 = uv.hrtime()
@@ -296,11 +273,13 @@ function M.up(opts)
       return false
     end
 
-    local image, built = process_image(paths)
-    if not image then
-      return fail(built)
+    local be, be_err = backend.prepare(opts.backend or 'auto', { images_dir = paths.vmm .. '/images',
+      log = paths.logs .. '/image-build.log', say = say })
+    if not be then
+      return fail(be_err)
     end
-    say(built and 'built the guest image (vmm/images/moonstack)' or 'reusing the guest image')
+    say(be.built and 'built the guest image (vmm/images/%s%s)' or 'reusing the guest image (%s)',
+      be.image, be.build_s and (', %.0f s'):format(be.build_s) or '')
     local name = opts.name or app_dir:match('([^/]+)/*$')
     local app_state = paths.app .. '/' .. name
     local runner, rerr = app.runner(app_dir)
@@ -321,8 +300,8 @@ function M.up(opts)
       login = assert(require('moonstack.ui.login').issue(paths.login_token))
     end
     assert(configs.vmm(paths, ports, rpc_certs.kms_ca, images,
-      opts.dashboard ~= false and {} or nil))
-    say('backend: process (%s)', prereq.BACKEND_REASON)
+      opts.dashboard ~= false and {} or nil, { name = be.name, accel = be.accel }))
+    say('backend: %s (%s)', be.name, be.reason)
     say('starting the VMM%s', login and
       (' (dashboard http://127.0.0.1:%d/dashboard/)'):format(ports.dashboard) or '')
     d, derr = daemons.start('vmm', paths.vmm_config, paths.vmm_log, 60000)
@@ -344,8 +323,8 @@ function M.up(opts)
     if not compose then
       return fail(merr)
     end
-    local vm, verr = app.deploy(client, name, compose, env, { image = image, state_dir = app_state,
-      say = function(l) say('%s', l) end })
+    local vm, verr = app.deploy(client, name, compose, env, { image = be.image, state_dir = app_state,
+      memory = be.name == 'qemu' and 2048 or 1024, say = function(l) say('%s', l) end })
     if not vm then
       return fail(verr)
     end

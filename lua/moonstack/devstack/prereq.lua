@@ -3,7 +3,8 @@
 -- is named with the package that brings it (`make run` installs them all on Debian): root
 -- (network and PID namespaces for each CVM, the WireGuard device), /dev/net/tun,
 -- wireguard-go and wg, a Docker engine binary and docker-compose (each docker-compose CVM
--- runs an engine of its own), busybox-static (the example app's image).
+-- runs an engine of its own), busybox-static (the example app's image). QEMU is optional:
+-- without it the VMM runs on the process backend (moonstack.devstack.backend).
 local uv = require('luv')
 local process = require('moonstack.core.process')
 
@@ -17,11 +18,6 @@ M.COMMANDS = {
   { 'dockerd', 'docker.io' },
   { 'docker', 'docker.io' },
 }
-
---- Why the dev stack's VMM runs its CVMs on the process backend: the one whose CVMs reach the
---- KMS and the gateway on this host today.
-M.BACKEND_REASON = 'each CVM a process tree in namespaces of its own; QEMU guests cannot yet ' ..
-  'reach the KMS and the WireGuard hub from user networking'
 
 --- Check the machine. Returns true, or nil and a message naming everything missing.
 function M.check()

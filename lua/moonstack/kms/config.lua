@@ -7,6 +7,9 @@
 --   listen  = { host = '0.0.0.0', port = 8000 }   the pRPC HTTPS listener [rpc]
 --   domain  = 'localhost'             CN and SAN of the RPC certificate (issued by the root CA
 --                                     at every start, kept in memory)
+--   alt_names = {}                    further SANs of the RPC certificate (DNS names or IPs:
+--                                     '10.0.2.2' for QEMU guests on user networking reaching a
+--                                     KMS on their host's loopback)
 --   control = nil                     control socket path (moonstack repl), mode 0600
 --   auth    = { kind = 'webhook', url = 'http://auth-api:8000' }   the auth backend
 --             (moonstack.kms.auth): 'dev' (allow all; gateway_app_id = 'any'), 'webhook'
@@ -112,6 +115,7 @@ M.schema = {
     key_dir = { type = 'string', default = '/etc/kms/certs', min = 1 },
     listen = listen_schema('0.0.0.0', 8000),
     domain = { type = 'string', default = 'localhost', min = 1 },
+    alt_names = { type = 'table', default = {}, items = { type = 'string', min = 1 } },
     control = { type = 'string', optional = true, min = 1 },
     auth = {
       type = 'table',

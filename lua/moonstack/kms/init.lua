@@ -74,8 +74,9 @@ local function open_material(cfg, log, hooks)
   return material, false
 end
 
--- The RPC certificate (and its fresh key) for `domain`, attested by `evidence` when given.
-local function issue_rpc_cert(material, domain, evidence)
+-- The RPC certificate (and its fresh key) for `domain` (and the further SANs `alt_names`),
+-- attested by `evidence` when given.
+local function issue_rpc_cert(material, domain, evidence, alt_names)
   local key = x509.generate_key()
   local att, err, code
   if evidence then
@@ -86,7 +87,7 @@ local function issue_rpc_cert(material, domain, evidence)
     end
   end
   local cert
-  cert, err, code = profiles.kms_rpc_cert({ key = key, domain = domain,
+  cert, err, code = profiles.kms_rpc_cert({ key = key, domain = domain, alt_names = alt_names,
     ca = { cert = material.root_cert, key = material.root_key }, attestation = att })
   if not cert then
     return nil, 'ECERT: cannot issue the RPC certificate: ' .. tostring(err), code
@@ -168,7 +169,8 @@ function Kms:_assemble(evidence)
   local onboarding = require('moonstack.kms.onboarding')
   self.domain = onboarding.read_domain(cfg.key_dir) or cfg.domain -- onboarding's choice first
   self.bootstrap_info = onboarding.read_info(cfg.key_dir)
-  self.rpc_cert, self.rpc_key, code = issue_rpc_cert(self.material, self.domain, evidence)
+  self.rpc_cert, self.rpc_key, code = issue_rpc_cert(self.material, self.domain, evidence,
+    cfg.alt_names)
   if not self.rpc_cert then
     return nil, self.rpc_key, code
   end

@@ -74,6 +74,15 @@
 --     docker_images = {},               image tarballs put in each docker-flavour guest's share
 --                                       (loaded at boot: no registry is reachable)
 --     powerdown_timeout = <shutdown_timeout>   seconds after QMP system_powerdown before quit
+--     host_access = false,              false: user networking with restrict=on (the guest
+--                                       reaches nothing but its port mappings); true:
+--                                       restrict=off, so the guest reaches this host's loopback
+--                                       as 10.0.2.2, and every kms_urls / gateway_urls entry
+--                                       whose host is localhost or 127.x is given to the guest
+--                                       with 10.0.2.2 instead (a KMS and a gateway on this
+--                                       host's loopback, as `moonstack dev up` runs them; their
+--                                       TLS certificates must name 10.0.2.2). The guest can
+--                                       then also reach every network this host reaches
 --   }                                   (guests without TDX attest on process.sim_dir through the
 --                                       VMM's simulated quote service)
 local config = require('moonstack.core.config')
@@ -264,6 +273,7 @@ M.schema = {
         probe_timeout_ms = { type = 'integer', default = 4000, min = 100 },
         docker_images = { type = 'table', default = {}, items = 'string' },
         powerdown_timeout = { type = 'integer', optional = true, min = 1 },
+        host_access = { type = 'boolean', default = false },
       },
     },
   },

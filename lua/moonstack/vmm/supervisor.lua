@@ -47,9 +47,14 @@ M.note = note
 function Sup:sys_config(vm)
   local m, cfg = vm.manifest, self.cfg
   local t = self.backend:transports(vm)
+  local kms_urls = #m.kms_urls > 0 and m.kms_urls or cfg.kms_urls
+  local gateway_urls = #m.gateway_urls > 0 and m.gateway_urls or cfg.gateway_urls
+  if self.backend.guest_urls then -- as the CVM reaches them (a QEMU guest: 10.0.2.2)
+    kms_urls, gateway_urls = self.backend:guest_urls(kms_urls), self.backend:guest_urls(gateway_urls)
+  end
   return sys_config.build({
-    kms_urls = #m.kms_urls > 0 and m.kms_urls or cfg.kms_urls,
-    gateway_urls = #m.gateway_urls > 0 and m.gateway_urls or cfg.gateway_urls,
+    kms_urls = kms_urls,
+    gateway_urls = gateway_urls,
     pccs_url = cfg.pccs_url, docker_registry = cfg.docker_registry,
     host_api_url = t.host_api.unix and ('unix:' .. t.host_api.unix) or '',
     vm_config = sys_config.vm_config({ os_image_hash = vm.image and vm.image.digest or '',

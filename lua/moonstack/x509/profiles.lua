@@ -31,12 +31,19 @@ function M.kms_tmp_ca(key, opts)
     ca = { pathlen = 0 } }, opts or {}))
 end
 
---- The KMS RPC certificate (rpc.crt): CN = SAN = opts.domain, special usage kms:rpc, no EKU,
---- attestation (.1.8) when opts.attestation is given, signed by opts.ca = { cert =, key = }.
+--- The KMS RPC certificate (rpc.crt): CN = SAN = opts.domain (then the SANs opts.alt_names,
+--- IPs become iPAddress), special usage kms:rpc, no EKU, attestation (.1.8) when
+--- opts.attestation is given, signed by opts.ca = { cert =, key = }.
 function M.kms_rpc_cert(opts)
   assert(type(opts) == 'table' and opts.key and opts.domain and opts.ca,
     'profiles.kms_rpc_cert: needs key, domain and ca')
-  return x509.issue(copy_validity({ subject = opts.domain, sans = { opts.domain }, key = opts.key,
+  local sans = { opts.domain }
+  for _, n in ipairs(opts.alt_names or {}) do
+    if n ~= opts.domain then
+      sans[#sans + 1] = n
+    end
+  end
+  return x509.issue(copy_validity({ subject = opts.domain, sans = sans, key = opts.key,
     issuer = opts.ca, ratls = { special_usage = M.USAGE.KMS_RPC, attestation = opts.attestation } }, opts))
 end
 

@@ -26,6 +26,10 @@
 --   b:powerdown(handle) -> true | nil, msg           optional: ask the guest to power off (a
 --                                                    VM's power button); ShutdownVm uses it
 --                                                    instead of the guest API's Shutdown
+--   b:guest_urls(urls) -> urls                       optional: the sys-config's kms_urls and
+--                                                    gateway_urls as the CVM reaches them (the
+--                                                    qemu backend with host_access: the host's
+--                                                    loopback as 10.0.2.2)
 -- on_exit(handle, { exit_code, signal }) is called once per handle when the CVM ends.
 local errors = require('moonstack.core.errors')
 

@@ -3,7 +3,9 @@
 -- image (moonstack image build: a Debian kernel booted through PVH, an initramfs with the
 -- moonstack agent). The argv comes from moonstack.qemu (spec §4.6): TDX on a TDX host, KVM
 -- only where a probe proved a guest runs, TCG otherwise. Per launch:
---   - user networking with restrict=on; the VM's port mappings as hostfwd on their address;
+--   - user networking with restrict=on (qemu.host_access: restrict=off, the host's loopback
+--     reachable as 10.0.2.2 and the sys-config's loopback KMS and gateway URLs rewritten to it);
+--     the VM's port mappings as hostfwd on their address;
 --   - the work dir's shared/ as the 9p share `host-shared`; the serial console to serial.log;
 --   - three virtio-serial ports, each a unix socket QEMU serves (a name unique per launch: QEMU
 --     unlinks its socket when it exits) and the VMM joins (moonstack.channel):
@@ -38,8 +40,34 @@ local M = {}
 M.PORTS = { host_api = 'org.moonstack.host-api', guest_api = 'org.moonstack.guest-api',
   tee = 'org.moonstack.tee' }
 
+--- The address of the host's loopback as a guest on QEMU's user network (restrict=off) sees it.
+M.HOST_ADDRESS = '10.0.2.2'
+
 local Backend = {}
 Backend.__index = Backend
+
+--- `url` as a guest on this VM's network reaches it: with host_access, a URL whose host is
+--- localhost or a 127.x address names M.HOST_ADDRESS instead (the same scheme, port and path);
+--- any other URL, or without host_access, unchanged.
+function M.guest_url(url, host_access)
+  if not host_access or type(url) ~= 'string' then
+    return url
+  end
+  local scheme, host, rest = url:match('^(%a[%w+.-]*://)([^/:]+)(.*)$')
+  if host and (host:lower() == 'localhost' or host:match('^127%.%d+%.%d+%.%d+$')) then
+    return scheme .. M.HOST_ADDRESS .. rest
+  end
+  return url
+end
+
+--- The kms_urls / gateway_urls list `urls` as the guest gets them in its sys-config.
+function Backend:guest_urls(urls)
+  local out = {}
+  for i, u in ipairs(urls or {}) do
+    out[i] = M.guest_url(u, self.qcfg.host_access)
+  end
+  return out
+end
 
 local function qemu_mod()
   local ok, mod = pcall(require, 'moonstack.qemu')
@@ -114,18 +142,43 @@ function Backend:check_ports(vm) -- luacheck: ignore 212/self 212/vm
   return true
 end
 
+-- The longest unix socket path (sun_path minus its NUL), and the longest name launch_paths
+-- gives a socket ('/ch-guest-' .. 8 hex .. '.sock').
+local MAX_SOCKET_PATH, LONGEST_NAME = 107, 23
+
+-- Where `vm`'s per-launch sockets go: its work dir, or, when a socket there would be longer
+-- than a unix socket path may be (a deep run_dir), a short dir of its own under /run (else
+-- $TMPDIR) named from the work dir, so a restarted VMM finds it again. Returns dir, is_short.
+local function socket_dir(vm)
+  local dir = vm.wd.dir
+  if #dir + LONGEST_NAME <= MAX_SOCKET_PATH then
+    return dir, false
+  end
+  local root = uv.fs_access('/run', 'w') and '/run' or (os.getenv('TMPDIR') or '/tmp')
+  return root .. '/moonstack-qemu-' .. codec.hex(crypto.sha256(dir)):sub(1, 16), true
+end
+
 -- The per-launch socket paths of `vm` (QEMU unlinks its sockets when it exits: a late-exiting
 -- old QEMU must not take a new one's). Short names: a unix path holds 107 bytes.
 local function launch_paths(vm, tag)
-  local p = function(name) return vm.wd:path(('%s-%s.sock'):format(name, tag)) end
+  local dir = socket_dir(vm)
+  local p = function(name) return ('%s/%s-%s.sock'):format(dir, name, tag) end
   local out = { qmp = p('qmp'), host_api = p('ch-host'), guest_api = p('ch-guest'), tee = p('ch-tee') }
   for k, v in pairs(out) do
-    if #v > 107 then
+    if #v > MAX_SOCKET_PATH then
       return errors.fail('ENAMETOOLONG', ('%s socket path %s is longer than a unix socket allows: '
         .. 'use a shorter run_dir'):format(k, v))
     end
   end
   return out
+end
+
+-- Remove the short socket dir of `vm` (when it has one) if it is empty.
+local function remove_socket_dir(vm)
+  local dir, short = socket_dir(vm)
+  if short then
+    uv.fs_rmdir(dir)
+  end
 end
 
 -- The launch events of the simulated TD of `vm` (TdxEvent tables) and its launch values (raw
@@ -271,7 +324,7 @@ function Backend:_desc(vm, paths, accel)
     bios = file(img.bios), rootfs = file(img.rootfs),
     serial_log = vm.wd:path('serial.log'), qmp_socket = paths.qmp,
     share = { mode = '9p', path = vm.wd:path('shared'), readonly = false, security_model = 'none' },
-    nics = { { mode = 'user', restrict = true } },
+    nics = { { mode = 'user', restrict = not self.qcfg.host_access } },
     ports = fwd,
     serial_ports = {
       { name = M.PORTS.host_api, path = paths.host_api, server = true },
@@ -295,6 +348,10 @@ function Backend:launch(vm, on_exit)
     return nil, err, code
   end
   local ok
+  ok, err, code = fs.mkdir_p((socket_dir(vm)), 448)
+  if not ok then
+    return nil, 'the socket directory: ' .. tostring(err), code
+  end
   ok, err, code = self:_share_images(vm)
   if not ok then
     return nil, err, code
@@ -318,6 +375,7 @@ function Backend:launch(vm, on_exit)
         for _, path in pairs(paths) do
           uv.fs_unlink(path)
         end
+        remove_socket_dir(vm)
         on_exit(h, { exit_code = proc.exit_code, signal = proc.signal })
       end
     end })
@@ -429,9 +487,10 @@ function Backend:release(h) -- luacheck: ignore 212/self
   end
 end
 
---- RemoveVm: the simulated TD of the VM.
+--- RemoveVm: the simulated TD of the VM (and its short socket dir).
 function Backend:cleanup(vm)
   base.remove_sim_cvm(self.sim_dir, vm.id)
+  remove_socket_dir(vm)
 end
 
 return M

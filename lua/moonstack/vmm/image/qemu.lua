@@ -5,7 +5,8 @@
 -- rebuild take seconds. The image directory (kms-vmm-gateway.md §4.4):
 --
 --   vmlinux            the uncompressed kernel of the Debian generic kernel package (PVH boot)
---   initramfs.cpio.gz  busybox, bash, moonstack and exactly the libraries they load, the CA
+--   initramfs.cpio.gz  busybox, bash, moonstack, wireguard-go (this host's, when it has one:
+--                      the agent's dstack-wg0 to a gateway) and exactly the libraries they load, the CA
 --                      certificates, the modules the guest needs (in load order), /init
 --                      (moonstack.vmm.image.init_sh) and /etc/moonstack/agent.lua
 --   rootfs.img         docker flavour: a Debian root file system (squashfs, attached read only)
@@ -19,6 +20,7 @@ local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
 local fs = require('moonstack.core.fs')
+local process = require('moonstack.core.process')
 local json = require('moonstack.core.json')
 local debian = require('moonstack.vmm.image.debian')
 local exec = require('moonstack.vmm.image.exec')
@@ -36,7 +38,7 @@ M.CMDLINE = 'console=ttyS0 quiet panic=-1'
 --- kernel's modules.dep (moonstack.vmm.image.kernel.order).
 M.MODULES = {
   plain = { 'virtio_pci', 'virtio_net', '9p', '9pnet_virtio', 'virtio_console',
-    'vmw_vsock_virtio_transport', 'button', 'evdev', 'wireguard' },
+    'vmw_vsock_virtio_transport', 'button', 'evdev', 'wireguard', 'tun' },
   docker = { 'virtio_blk', 'squashfs', 'overlay', 'bridge', 'br_netfilter', 'veth', 'nf_tables',
     'nft_compat', 'nft_chain_nat', 'nf_nat', 'xt_nat', 'xt_MASQUERADE',
     'xt_addrtype', 'xt_conntrack', 'xt_tcpudp' },
@@ -301,6 +303,19 @@ local function build(out, opts)
   if not ok then
     return nil, err, code
   end
+  -- wireguard-go (userspace WireGuard: moonstack.wg drives it, on /dev/net/tun) from this host
+  local wg_go = process.which('wireguard-go')
+  wg_go = wg_go and (uv.fs_realpath(wg_go) or wg_go)
+  if wg_go then
+    ok, err, code = t:program(wg_go, '/usr/bin/wireguard-go')
+    if not ok then
+      return nil, 'wireguard-go: ' .. tostring(err), code
+    end
+    progress('wireguard-go: %s', wg_go)
+  else
+    progress('wireguard-go: not on this host (apt-get install wireguard-go): the guest cannot ' ..
+      'join a gateway\'s WireGuard')
+  end
   t:file('/init', init_sh.text, 493)
   t:dir('/usr/lib/moonstack')
   t:file('/etc/moonstack/image.conf', conf, 420)
@@ -387,6 +402,9 @@ local function build(out, opts)
       { '/dstack/.host-shared', dir = true },
       { '/var/lib/moonstack', dir = true },
     }
+    if wg_go then
+      extra[#extra + 1] = { '/usr/bin/wireguard-go', src = wg_go, mode = 493 }
+    end
     local bytes
     bytes, err, code = rootfs.image(rf.dir, extra, out .. '/rootfs.img.tmp', sde)
     if not bytes then
