@@ -18,12 +18,15 @@ test_pkgs=(libcmocka-dev lua-busted lua-check clang-format curl socat valgrind t
 image_pkgs=(kmod xz-utils debootstrap squashfs-tools busybox-static cpio)
 
 bench_pkgs=(nginx libnginx-mod-stream)
-# `make run`: the dev stack's daemons and CVMs (moonstack.devstack.prereq checks the same)
-run_pkgs=(wireguard-go wireguard-tools iproute2 docker.io docker-compose busybox-static curl)
+# `make run`: the dev stack's daemons and CVMs (moonstack.devstack.prereq checks the same), and
+# QEMU with what its guest image builder runs, so `dev up` can pick the qemu backend
+run_pkgs=(wireguard-go wireguard-tools iproute2 docker.io docker-compose busybox-static curl
+  qemu-system-x86)
 
 pkgs=("${build_pkgs[@]}")
 [ "$what" = run ] && pkgs+=("${run_pkgs[@]}")
-[ "$what" = image ] || [ "$what" = test ] || [ "$what" = bench ] && pkgs+=("${image_pkgs[@]}")
+[ "$what" = run ] || [ "$what" = image ] || [ "$what" = test ] || [ "$what" = bench ] &&
+  pkgs+=("${image_pkgs[@]}")
 [ "$what" = test ] || [ "$what" = bench ] && pkgs+=("${test_pkgs[@]}")
 [ "$what" = bench ] && pkgs+=("${bench_pkgs[@]}")
 
