@@ -36,7 +36,8 @@ cd "$d" || exit 1
 "$MOONSTACK" dev up --backend process --dir "$st" --app "$MOONSTACK_SRC/examples/apps/sdk" --no-dashboard \
   >"$d/up.log" 2>&1 &
 UP=$!
-if ! wait_for 400 test -s "$st/urls.json"; then
+wait_for 400 sh -c "test -s $st/urls.json || ! kill -0 $UP" # (dev up may end early)
+if [ ! -s "$st/urls.json" ]; then
   not_ok "dev up --app examples/apps/sdk reached the app" \
     "$(tail -25 "$d/up.log"; tail -15 "$st"/vmm/run/*/stderr.log 2>/dev/null | cut -c1-300)"
   finish

@@ -57,7 +57,8 @@ diag() {
 # ---- 1. a fresh stack ----
 "$MOONSTACK" dev up --backend process --dir "$st" >"$d/up1.log" 2>&1 &
 UP=$!
-if ! wait_for 300 test -s "$st/urls.json"; then
+wait_for 300 sh -c "test -s $st/urls.json || ! kill -0 $UP" # (dev up may end early)
+if [ ! -s "$st/urls.json" ]; then
   not_ok "dev up reached 'app reachable'" "$(diag "$d/up1.log")"; finish; exit 1
 fi
 secs=$(sed -n 's/.*app reachable in \([0-9.]*\) s.*/\1/p' "$d/up1.log")
@@ -104,7 +105,8 @@ check "urls.json and the pid file are gone" "no no" \
 # ---- 3. the second run reuses everything ----
 "$MOONSTACK" dev up --backend process --dir "$st" >"$d/up2.log" 2>&1 &
 UP=$!
-if ! wait_for 120 test -s "$st/urls.json"; then
+wait_for 120 sh -c "test -s $st/urls.json || ! kill -0 $UP" # (dev up may end early)
+if [ ! -s "$st/urls.json" ]; then
   not_ok "the second dev up reached the app" "$(diag "$d/up2.log")"; finish; exit 1
 fi
 secs2=$(sed -n 's/.*app reachable in \([0-9.]*\) s.*/\1/p' "$d/up2.log")
@@ -126,7 +128,8 @@ st=$d/state-bash
 "$MOONSTACK" dev up --backend process --dir "$st" --app "$MOONSTACK_SRC/examples/apps/bash-app" --no-dashboard \
   >"$d/up3.log" 2>&1 &
 UP=$!
-if wait_for 120 test -s "$st/urls.json"; then
+wait_for 120 sh -c "test -s $st/urls.json || ! kill -0 $UP" # (dev up may end early)
+if [ -s "$st/urls.json" ]; then
   page=$(eval "$(sed -n 's/^  curl        //p' "$d/up3.log") -sS --max-time 10" 2>&1)
   check_match "examples/apps/bash-app answers through the gateway with its key's hash and env" \
     'sha256 <code>[0-9a-f]{64}</code>.*A bash script, attested' "$(tr '\n' ' ' <<<"$page")"

@@ -102,7 +102,9 @@ function Routing:decide(key, meta)
   local d, err = self.host:decide('on_route', input)
   local r = M.route_of(d)
   if err then
+    -- a failed decision denies this connection only: the next one asks again
     self.log.warn('routing policy failed: deny', { key = key, error = err })
+    return r
   end
   self.cache[key] = r
   return r

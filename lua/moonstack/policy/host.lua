@@ -389,6 +389,12 @@ local function decide(self, hook, input, dry)
     return deny(self, hook, msg, 'ENOENT: ' .. msg, 'ENOENT', dry)
   end
   local decision, err, code, output = cur.pool:call(hook, input or {})
+  if not decision and self.current ~= cur and self.current and self.current.info.hooks[hook] then
+    -- the policy was replaced while this call waited (its pool closed under it): the new one
+    -- decides
+    cur = self.current
+    decision, err, code, output = cur.pool:call(hook, input or {})
+  end
   local printed = (decision and err or output) or {}
   if not dry then
     for _, line in ipairs(printed) do
