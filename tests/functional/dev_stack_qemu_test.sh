@@ -14,6 +14,7 @@
 #      stops it, again leaving nothing.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/image_lib.sh"
+source "$(dirname "$0")/vmm_lib.sh"
 
 if [ -z "${MOONSTACK_IN_NS:-}" ]; then
   if ! unshare -n true 2>/dev/null || [ ! -c /dev/net/tun ] || ! command -v wireguard-go >/dev/null \
@@ -49,9 +50,8 @@ cd "$d" || exit 1
 nothing_left() {
   local left=''
   left=$(procs_under "$st" | tr '\n' ' ')
-  for p in wireguard-go qemu-system-x86_64; do
-    pgrep -x "$p" >/dev/null && left="$left $p"
-  done
+  pgrep -x wireguard-go >/dev/null && left="$left wireguard-go"
+  pgrep -f 'qemu-system-x86_64 ' >/dev/null && left="$left qemu-system-x86_64"
   ip -o link show | grep -q ' msdev' && left="$left interface:$(ip -o link show | grep -o 'msdev[0-9a-f]*')"
   [ -z "$left" ] || { echo "$left"; return 1; }
 }
