@@ -50,8 +50,12 @@ function M.allocate(path, taken)
   for _, name in ipairs(names) do
     local want = M.WANTED[name]
     local port
-    for _, p in ipairs({ tonumber(old[name]), want[1] }) do
-      if not port and p and not used[p] and ((taken and taken[name] == p) or bindable(p, want[2])) then
+    -- last time's port, then the preferred one (a list without holes: ipairs stops at a nil)
+    local tries = {}
+    tries[#tries + 1] = tonumber(old[name])
+    tries[#tries + 1] = want[1]
+    for _, p in ipairs(tries) do
+      if not port and not used[p] and ((taken and taken[name] == p) or bindable(p, want[2])) then
         port = p
       end
     end
