@@ -215,6 +215,17 @@ function M.up(opts)
   end
 
   local function bring_up()
+    -- start daemon `name`, recorded in daemons.json; false when it failed (said) or a stop
+    -- signal came meanwhile
+    local function launch(name)
+      local d, derr = daemons.start(name, paths[name .. '_config'], paths[name .. '_log'], 60000)
+      if not d then
+        return fail(derr)
+      end
+      running[name] = d
+      daemons.record(paths.dir .. '/daemons.json', running)
+      return not stopping
+    end
     kept_secret(paths.admin_token, function() return crypto.hex(crypto.random(32)) end)
     local ports, perr = ports_mod.allocate(paths.ports)
     if not ports then
@@ -237,13 +248,7 @@ function M.up(opts)
     end
     assert(configs.kms(paths, ports))
     say('starting the KMS (https://127.0.0.1:%d, policy kms/policy.lua)', ports.kms)
-    local d, derr = daemons.start('kms', paths.kms_config, paths.kms_log, 60000)
-    if not d then
-      return fail(derr)
-    end
-    running.kms = d
-    daemons.record(paths.dir .. '/daemons.json', running)
-    if stopping then
+    if not launch('kms') then
       return false
     end
 
@@ -263,13 +268,7 @@ function M.up(opts)
     assert(configs.gateway(paths, ports, { proxy = proxy_certs, rpc = rpc_certs }, wg_interface(dir)))
     say('starting the gateway (proxy 127.0.0.1:%d, WireGuard %s on udp %d)', ports.gateway_proxy,
       wg_interface(dir), ports.wireguard)
-    d, derr = daemons.start('gateway', paths.gateway_config, paths.gateway_log, 60000)
-    if not d then
-      return fail(derr)
-    end
-    running.gateway = d
-    daemons.record(paths.dir .. '/daemons.json', running)
-    if stopping then
+    if not launch('gateway') then
       return false
     end
 
@@ -304,13 +303,7 @@ function M.up(opts)
     say('backend: %s (%s)', be.name, be.reason)
     say('starting the VMM%s', login and
       (' (dashboard http://127.0.0.1:%d/dashboard/)'):format(ports.dashboard) or '')
-    d, derr = daemons.start('vmm', paths.vmm_config, paths.vmm_log, 60000)
-    if not d then
-      return fail(derr)
-    end
-    running.vmm = d
-    daemons.record(paths.dir .. '/daemons.json', running)
-    if stopping then
+    if not launch('vmm') then
       return false
     end
 
