@@ -82,6 +82,41 @@ end
 
 local LEAD_MASK = { [2] = 0x1f, [3] = 0x0f, [4] = 0x07 }
 
+--- The length of the valid UTF-8 sequence starting at byte `i` of `s` (1 for ASCII), or nil
+--- (a bad lead or continuation byte, a truncated sequence, an overlong form, a surrogate, a code
+--- point past U+10FFFF).
+function M.utf8_len(s, i)
+  local c = byte(s, i)
+  if c < 0x80 then
+    return 1
+  end
+  local len, min
+  if c >= 0xc2 and c <= 0xdf then
+    len, min = 2, 0x80
+  elseif c >= 0xe0 and c <= 0xef then
+    len, min = 3, 0x800
+  elseif c >= 0xf0 and c <= 0xf4 then
+    len, min = 4, 0x10000
+  else
+    return nil
+  end
+  if i + len - 1 > #s then
+    return nil
+  end
+  local cp = band(c, LEAD_MASK[len])
+  for j = i + 1, i + len - 1 do
+    local b = byte(s, j)
+    if band(b, 0xc0) ~= 0x80 then
+      return nil
+    end
+    cp = cp * 64 + band(b, 0x3f)
+  end
+  if cp < min or cp > 0x10ffff or (cp >= 0xd800 and cp <= 0xdfff) then
+    return nil
+  end
+  return len
+end
+
 --- Whether `s` is valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
 function M.is_utf8(s)
   if not s:find('[\128-\255]') then
@@ -89,36 +124,11 @@ function M.is_utf8(s)
   end
   local i, n = 1, #s
   while i <= n do
-    local c = byte(s, i)
-    if c < 0x80 then
-      i = i + 1
-    else
-      local len, min
-      if c >= 0xc2 and c <= 0xdf then
-        len, min = 2, 0x80
-      elseif c >= 0xe0 and c <= 0xef then
-        len, min = 3, 0x800
-      elseif c >= 0xf0 and c <= 0xf4 then
-        len, min = 4, 0x10000
-      else
-        return false
-      end
-      if i + len - 1 > n then
-        return false
-      end
-      local cp = band(c, LEAD_MASK[len])
-      for j = i + 1, i + len - 1 do
-        local b = byte(s, j)
-        if band(b, 0xc0) ~= 0x80 then
-          return false
-        end
-        cp = cp * 64 + band(b, 0x3f)
-      end
-      if cp < min or cp > 0x10ffff or (cp >= 0xd800 and cp <= 0xdfff) then
-        return false
-      end
-      i = i + len
+    local len = M.utf8_len(s, i)
+    if not len then
+      return false
     end
+    i = i + len
   end
   return true
 end

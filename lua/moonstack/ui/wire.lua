@@ -4,39 +4,11 @@
 -- lines and guest event bodies may hold any bytes, and a browser closes a websocket whose text
 -- frame is not UTF-8. Invalid bytes become U+FFFD.
 local json = require('moonstack.core.json')
+local codec = require('moonstack.core.codec')
 
 local M = {}
 
 local REPLACEMENT = '\239\191\189'
-
--- Length of the valid UTF-8 sequence starting at byte i of s, or nil.
-local function seq_len(s, i)
-  local c = s:byte(i)
-  local n, min
-  if c < 0x80 then
-    return 1
-  elseif c >= 0xC2 and c <= 0xDF then
-    n, min = 2, 0x80
-  elseif c >= 0xE0 and c <= 0xEF then
-    n, min = 3, 0x800
-  elseif c >= 0xF0 and c <= 0xF4 then
-    n, min = 4, 0x10000
-  else
-    return nil
-  end
-  local cp = c % (2 ^ (7 - n))
-  for k = 1, n - 1 do
-    local b = s:byte(i + k)
-    if not b or b < 0x80 or b > 0xBF then
-      return nil
-    end
-    cp = cp * 64 + (b - 0x80)
-  end
-  if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then
-    return nil
-  end
-  return n
-end
 
 --- `s` with every byte that is not part of valid UTF-8 replaced by U+FFFD.
 function M.utf8(s)
@@ -49,7 +21,7 @@ function M.utf8(s)
     if s:byte(i) < 0x80 then
       i = i + 1
     else
-      local len = seq_len(s, i)
+      local len = codec.utf8_len(s, i)
       if len then
         i = i + len
       else
