@@ -58,13 +58,7 @@ function M.snapshot(vmm)
   for _, vm in pairs(vmm.vms) do
     list[#list + 1] = vm
   end
-  table.sort(list, function(a, b)
-    local ca, cb = a.manifest.created_at_ms or 0, b.manifest.created_at_ms or 0
-    if ca ~= cb then
-      return ca < cb
-    end
-    return a.id < b.id
-  end)
+  table.sort(list, methods.by_creation)
   local vms = wire.array()
   for i, vm in ipairs(list) do
     vms[i] = vm_view(vmm, vm)

@@ -14,6 +14,15 @@ local msg = require('moonstack.vmm.api.messages')
 
 local M = {}
 
+--- The order VMs are listed in (Status, the dashboard): by creation time, then by id.
+function M.by_creation(x, y)
+  local cx, cy = x.manifest.created_at_ms or 0, y.manifest.created_at_ms or 0
+  if cx ~= cy then
+    return cx < cy
+  end
+  return x.id < y.id
+end
+
 local function m(input, output, call)
   return { input = input, output = output, call = call }
 end
@@ -95,13 +104,7 @@ local function status(vmm, a)
       list[#list + 1] = vm
     end
   end
-  table.sort(list, function(x, y)
-    local cx, cy = x.manifest.created_at_ms or 0, y.manifest.created_at_ms or 0
-    if cx ~= cy then
-      return cx < cy
-    end
-    return x.id < y.id
-  end)
+  table.sort(list, M.by_creation)
   local total, first, last = #list, 1, #list
   local size = a.page_size or 0
   if size > 0 then
