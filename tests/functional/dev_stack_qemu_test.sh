@@ -15,6 +15,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/image_lib.sh"
 source "$(dirname "$0")/vmm_lib.sh"
+source "$(dirname "$0")/dev_lib.sh"
 
 if [ -z "${MOONSTACK_IN_NS:-}" ]; then
   if ! unshare -n true 2>/dev/null || [ ! -c /dev/net/tun ] || ! command -v wireguard-go >/dev/null \
@@ -45,33 +46,13 @@ defer '[ -n "$UP" ] && kill -KILL $UP 2>/dev/null; "$MOONSTACK" dev down --dir "
 defer "for p in \$(pgrep -f 'qemu-system-x86_64.*$st'); do kill -KILL \$p; done"
 cd "$d" || exit 1
 
-# nothing_left: no process names the state dir, no qemu-system, no wireguard-go, no msdev*
-# interface (this namespace is the test's own: anything found is the stack's)
-nothing_left() {
-  local left=''
-  left=$(procs_under "$st" | tr '\n' ' ')
-  pgrep -x wireguard-go >/dev/null && left="$left wireguard-go"
-  pgrep -f 'qemu-system-x86_64 ' >/dev/null && left="$left qemu-system-x86_64"
-  ip -o link show | grep -q ' msdev' && left="$left interface:$(ip -o link show | grep -o 'msdev[0-9a-f]*')"
-  [ -z "$left" ] || { echo "$left"; return 1; }
-}
-
-# diag LOG: what to read when the stack did not come up
-diag() {
-  tail -25 "$1"
-  echo '--- image-build.log'; tail -5 "$st/logs/image-build.log" 2>/dev/null
-  echo '--- gateway.log (last warnings/errors and registrations)'
-  grep -E '"(warn|error)"|registered' "$st/logs/gateway.log" 2>/dev/null | tail -8 | cut -c1-400
-  echo '--- the guest (serial.log)'; tail -30 "$st"/vmm/run/*/serial.log 2>/dev/null | cut -c1-400
-}
-
 # ---- 1. the stack with the app in a QEMU guest ----
 t0=$SECONDS
 "$MOONSTACK" dev up --backend qemu --dir "$st" --timeout 600 >"$d/up.log" 2>&1 &
 UP=$!
 wait_for 780 sh -c "test -s $st/urls.json || ! kill -0 $UP" # (dev up may end early)
 if [ ! -s "$st/urls.json" ]; then
-  not_ok "dev up --backend qemu reached 'app reachable'" "$(diag "$d/up.log")"; finish; exit 1
+  not_ok "dev up --backend qemu reached 'app reachable'" "$(dev_diag "$d/up.log")"; finish; exit 1
 fi
 ok "dev up --backend qemu: $(grep -o 'app reachable in .*' "$d/up.log") ($((SECONDS - t0)) s in all)"
 check_match "the backend line says qemu and why" '\] backend: qemu \(QEMU guests under (tcg|kvm|tdx) ' \
@@ -97,7 +78,7 @@ check "Ctrl-C: dev up exits 0" 0 "$rc"
 check_match "Ctrl-C: it says nothing of the stack is left" 'nothing of the stack is left running' \
   "$(tail -1 "$d/up.log")"
 check "walking /proc: nothing of the stack runs (no qemu-system), no WireGuard interface" "" \
-  "$(nothing_left)"
+  "$(dev_nothing_left)"
 
 # ---- 3. the second run reuses the image and the VM; dev down stops it ----
 t0=$SECONDS
@@ -105,7 +86,7 @@ t0=$SECONDS
 UP=$!
 wait_for 600 sh -c "test -s $st/urls.json || ! kill -0 $UP" # (dev up may end early)
 if [ ! -s "$st/urls.json" ]; then
-  not_ok "the second dev up --backend qemu reached the app" "$(diag "$d/up2.log")"; finish; exit 1
+  not_ok "the second dev up --backend qemu reached the app" "$(dev_diag "$d/up2.log")"; finish; exit 1
 fi
 ok "the second dev up: $(grep -o 'app reachable in .*' "$d/up2.log") ($((SECONDS - t0)) s in all)"
 check_match "the second run reuses the guest image, the app image and the VM" \
@@ -116,5 +97,5 @@ check_match "the app answers again" 'Hello from a confidential VM' "$(eval "$cur
 check "dev down exits 0" 0 "$?"
 wait "$UP"
 UP=''
-check "dev down: nothing of the stack runs (no qemu-system), no WireGuard interface" "" "$(nothing_left)"
+check "dev down: nothing of the stack runs (no qemu-system), no WireGuard interface" "" "$(dev_nothing_left)"
 finish

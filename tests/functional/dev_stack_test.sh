@@ -26,6 +26,7 @@ if [ -z "${MOONSTACK_IN_NS:-}" ]; then
 fi
 in_test_namespaces "$@" || { finish; exit 1; }
 source "$(dirname "$0")/vmm_lib.sh"
+source "$(dirname "$0")/dev_lib.sh"
 
 d=$(tmpdir)
 st=$d/state
@@ -33,33 +34,12 @@ UP=''
 defer '[ -n "$UP" ] && kill -KILL $UP 2>/dev/null; "$MOONSTACK" dev down --dir "$st" >/dev/null 2>&1'
 cd "$d" || exit 1
 
-# nothing_left: no process names the state dir, no wireguard-go, no dockerd/containerd, no
-# msdev* interface (this namespace is the test's own: anything found is the stack's)
-nothing_left() {
-  local left=''
-  left=$(procs_under "$st" | tr '\n' ' ')
-  for p in wireguard-go dockerd containerd containerd-shim httpd; do
-    pgrep -x "$p" >/dev/null && left="$left $p"
-  done
-  ip -o link show | grep -q ' msdev' && left="$left interface:$(ip -o link show | grep -o 'msdev[0-9a-f]*')"
-  [ -z "$left" ] || { echo "$left"; return 1; }
-}
-
-# diag LOG: what to read when the stack did not come up
-diag() {
-  tail -25 "$1"
-  echo '--- wg show'; wg show all 2>&1 | head -20
-  echo '--- gateway.log (last warnings/errors and registrations)'
-  grep -E '"(warn|error)"|registered' "$st/logs/gateway.log" 2>/dev/null | tail -8 | cut -c1-400
-  echo '--- the CVM (stderr.log)'; tail -8 "$st"/vmm/run/*/stderr.log 2>/dev/null | cut -c1-400
-}
-
 # ---- 1. a fresh stack ----
 "$MOONSTACK" dev up --backend process --dir "$st" >"$d/up1.log" 2>&1 &
 UP=$!
 wait_for 300 sh -c "test -s $st/urls.json || ! kill -0 $UP" # (dev up may end early)
 if [ ! -s "$st/urls.json" ]; then
-  not_ok "dev up reached 'app reachable'" "$(diag "$d/up1.log")"; finish; exit 1
+  not_ok "dev up reached 'app reachable'" "$(dev_diag "$d/up1.log")"; finish; exit 1
 fi
 secs=$(sed -n 's/.*app reachable in \([0-9.]*\) s.*/\1/p' "$d/up1.log")
 check_match "dev up printed the time it took to reach the app ($secs s)" '^[0-9]+\.[0-9]$' "$secs"
@@ -98,7 +78,7 @@ UP=''
 check "Ctrl-C: dev up exits 0" 0 "$rc"
 check_match "Ctrl-C: it says nothing of the stack is left" 'nothing of the stack is left running' \
   "$(tail -1 "$d/up1.log")"
-check "walking /proc: nothing of the stack runs, no WireGuard interface" "" "$(nothing_left)"
+check "walking /proc: nothing of the stack runs, no WireGuard interface" "" "$(dev_nothing_left)"
 check "urls.json and the pid file are gone" "no no" \
   "$([ -e "$st/urls.json" ] && echo yes || echo no) $([ -e "$st/dev.pid" ] && echo yes || echo no)"
 
@@ -107,7 +87,7 @@ check "urls.json and the pid file are gone" "no no" \
 UP=$!
 wait_for 120 sh -c "test -s $st/urls.json || ! kill -0 $UP" # (dev up may end early)
 if [ ! -s "$st/urls.json" ]; then
-  not_ok "the second dev up reached the app" "$(diag "$d/up2.log")"; finish; exit 1
+  not_ok "the second dev up reached the app" "$(dev_diag "$d/up2.log")"; finish; exit 1
 fi
 secs2=$(sed -n 's/.*app reachable in \([0-9.]*\) s.*/\1/p' "$d/up2.log")
 check_match "the second run reuses the guest image, the app image and the VM" \
@@ -120,7 +100,7 @@ check_match "the app answers again" 'Hello from a confidential VM' "$(eval "$cur
 check "dev down exits 0" 0 "$?"
 wait "$UP"
 UP=''
-check "dev down: nothing of the stack runs, no WireGuard interface" "" "$(nothing_left)"
+check "dev down: nothing of the stack runs, no WireGuard interface" "" "$(dev_nothing_left)"
 check "dev status after down: not running (exit 3)" 3 "$("$MOONSTACK" dev status --dir "$st" >/dev/null; echo $?)"
 
 # ---- 4. the bash-runner example, as shipped, on a stack of its own ----
@@ -134,10 +114,10 @@ if [ -s "$st/urls.json" ]; then
   check_match "examples/apps/bash-app answers through the gateway with its key's hash and env" \
     'sha256 <code>[0-9a-f]{64}</code>.*A bash script, attested' "$(tr '\n' ' ' <<<"$page")"
 else
-  not_ok "examples/apps/bash-app came up" "$(diag "$d/up3.log")"
+  not_ok "examples/apps/bash-app came up" "$(dev_diag "$d/up3.log")"
 fi
 kill -INT "$UP"
 wait "$UP"
 UP=''
-check "bash-app stack: nothing left" "" "$(nothing_left)"
+check "bash-app stack: nothing left" "" "$(dev_nothing_left)"
 finish
