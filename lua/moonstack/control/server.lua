@@ -21,6 +21,7 @@ local eval = require('moonstack.control.eval')
 local complete = require('moonstack.control.complete')
 local pretty = require('moonstack.control.pretty')
 local grid = require('moonstack.control.grid')
+local socket_path = require('moonstack.control.socket_path')
 local log = require('moonstack.core.log').new('control')
 
 local errors = require('moonstack.core.errors')
@@ -33,7 +34,6 @@ M.TIMEOUT = 30 -- default CPU-time limit on one evaluation, in seconds
 M.MAX_CLIENTS = 16
 local WRITE_HIGH_WATER = 8 * 1024 * 1024 -- stop reading a client whose replies pile up
 local QUEUE_HIGH_WATER = 64 -- stop reading a client whose lines wait behind an evaluation
-local SUN_PATH_MAX = 108
 
 -- umask only: the socket file must be created with mode 0600, never wider. recv: to peek at a
 -- connection for `\interrupt` while an evaluation holds the loop.
@@ -46,10 +46,6 @@ local peek_buf = ffi.new('char[?]', 512)
 local function fail(code, fmt, ...)
   return errors.fail(code, fmt:format(...))
 end
-
--- Is someone accepting connections on the socket at `path`? 'live', 'stale', or nil, error
--- (the runtime's one liveness probe, shared with the HTTP listeners).
-local probe = require('moonstack.native.runtime').unix_socket_state
 
 local HELP = [[
 Each line is Lua, evaluated in the daemon: as an expression first (`1+1`), then as a
@@ -351,14 +347,6 @@ function Server:clients()
   return tables.count(self.conns)
 end
 
--- Remove the socket file if it is still the one we created.
-local function unlink_ours(path, ino)
-  local st = uv.fs_lstat(path)
-  if st and st.ino == ino and st.type == 'socket' then
-    uv.fs_unlink(path)
-  end
-end
-
 --- Stop listening, disconnect every client and remove the socket file. Idempotent.
 function Server:close()
   if self.closed then
@@ -371,7 +359,7 @@ function Server:close()
   if not self.handle:is_closing() then
     self.handle:close()
   end
-  unlink_ours(self.path, self.ino)
+  socket_path.unlink_ours(self.path, self.ino)
   log.debug('control socket closed', { path = self.path })
 end
 
@@ -379,75 +367,8 @@ function Server:__tostring()
   return ('control.server: %s%s'):format(self.path, self.closed and ' (closed)' or '')
 end
 
--- What is at a control socket path: 'absent', 'stale' (a socket nobody serves), or nil, msg,
--- code (too long, not a socket, served by a live process, or cannot tell).
-local function occupant(path)
-  if #path >= SUN_PATH_MAX then
-    return fail('ENAMETOOLONG', 'socket path is longer than %d bytes: %s', SUN_PATH_MAX - 1,
-      path)
-  end
-  local st = uv.fs_lstat(path)
-  if not st then
-    return 'absent'
-  end
-  if st.type ~= 'socket' then
-    return fail('EEXIST', '%s exists and is not a socket', path)
-  end
-  local state, perr = probe(path)
-  if state == 'live' then
-    return fail('EADDRINUSE', 'a process is already listening on %s', path)
-  elseif not state then
-    return fail('EADDRINUSE', 'cannot tell whether %s is in use: %s', path, perr)
-  end
-  return 'stale'
-end
-
---- Whether listen(path) can work, without touching anything: the path fits, nothing but a
---- stale socket is there, and its directory exists or its nearest existing parent is a
---- directory this process may write. A daemon asks before starting its services, so a
---- control socket that cannot open fails the start before they create anything. Returns
---- true or nil, msg, code (as listen()).
-function M.check(path)
-  if type(path) ~= 'string' or path == '' then
-    error('control.check: path must be a non-empty string', 2)
-  end
-  local at, aerr, acode = occupant(path)
-  if not at then
-    return nil, aerr, acode
-  elseif at == 'stale' then
-    return true
-  end
-  local dir = path:match('^(.+)/[^/]+$') or '.'
-  local dst = uv.fs_stat(dir)
-  if dst then
-    if dst.type ~= 'directory' then
-      return fail('ENOTDIR', 'cannot bind the control socket %s: %s is not a directory', path, dir)
-    end
-    if not uv.fs_access(dir, 'W') then
-      return fail('EACCES', 'cannot bind the control socket %s: this user may not write %s: '
-        .. 'give it the directory or set control to a path it may write', path, dir)
-    end
-    return true
-  end
-  -- listen() creates the directory: its nearest existing parent must allow it
-  local parent, pst = dir, nil
-  while not pst do
-    local up = parent:match('^(.*)/[^/]*$')
-    up = up == nil and '.' or (up == '' and '/' or up)
-    if up == parent then
-      break
-    end
-    parent, pst = up, uv.fs_stat(up)
-  end
-  local why = not pst and 'is missing' or pst.type ~= 'directory' and 'is not a directory'
-    or not uv.fs_access(parent, 'W') and 'is not writable by this user'
-  if why then
-    return fail(pst and pst.type ~= 'directory' and 'ENOTDIR' or 'EACCES', 'cannot create %s, '
-      .. 'the directory of the control socket %s (%s %s): create it for this user (e.g. install '
-      .. '-d -m 0700 %s) or set control to a path it may write', dir, path, parent, why, dir)
-  end
-  return true
-end
+--- Whether listen(path) can work, without touching anything (moonstack.control.socket_path).
+M.check = socket_path.check
 
 --- Listen on the unix socket `path` (created with mode 0600). Refuses a path where a live
 --- process answers, or that is not a socket; removes a stale socket file.
@@ -464,26 +385,9 @@ function M.listen(path, opts)
     error('control.listen: opts must be a table', 2)
   end
   opts = opts or {}
-  local at, aerr, acode = occupant(path)
-  if not at then
-    return nil, aerr, acode
-  elseif at == 'stale' then
-    log.info('removing stale control socket', { path = path })
-    local ok, uerr, ucode = uv.fs_unlink(path)
-    if not ok and ucode ~= 'ENOENT' then
-      return nil, uerr, ucode
-    end
-  end
-  -- its directory: created (0700) when missing, or what stops it named with the fix
-  local dir = path:match('^(.+)/[^/]+$')
-  if dir and not uv.fs_stat(dir) then
-    local made, merr, mcode = require('moonstack.core.fs').mkdir_p(dir, 448)
-    if not made then
-      return fail(mcode or 'EIO', 'cannot create %s, the directory of the control socket %s (%s): '
-        .. 'create it for this user (e.g. install -d -m 0700 %s) or set control to a path it '
-        .. 'may write', dir, path, tostring(merr):gsub('^%u+: ', ''), dir)
-    end
-    log.info('created the control socket directory', { dir = dir })
+  local ready, perr, pcode = socket_path.prepare(path)
+  if not ready then
+    return nil, perr, pcode
   end
   local handle = uv.new_pipe(false)
   -- The socket file must never exist with a wider mode: create it under umask 0177.
@@ -510,7 +414,7 @@ function M.listen(path, opts)
   local guard = newproxy(true)
   getmetatable(guard).__gc = function()
     if not self.closed then
-      unlink_ours(path, self.ino)
+      socket_path.unlink_ours(path, self.ino)
     end
   end
   self.guard = guard
@@ -520,7 +424,7 @@ function M.listen(path, opts)
   if not ok then
     self.closed = true
     handle:close()
-    unlink_ours(path, self.ino)
+    socket_path.unlink_ours(path, self.ino)
     return nil, err, code
   end
   log.debug('control socket listening', { path = path })
