@@ -23,6 +23,7 @@ local fs = require('moonstack.core.fs')
 local process = require('moonstack.core.process')
 local json = require('moonstack.core.json')
 local debian = require('moonstack.vmm.image.debian')
+local guest_etc = require('moonstack.vmm.image.guest_etc')
 local exec = require('moonstack.vmm.image.exec')
 local initramfs = require('moonstack.vmm.image.initramfs')
 local init_sh = require('moonstack.vmm.image.init_sh')
@@ -61,32 +62,8 @@ local FLAVOURS = { plain = true, docker = true }
 -- The libwebsockets event-loop plugin lws dlopen()s for libuv (not in ldd's list).
 local LWS_EVLIB = '/usr/lib/x86_64-linux-gnu/libwebsockets-evlib_uv.so'
 
---- The image's /etc/moonstack/agent.lua for `flavour` (the shape the guest agent reads: the
---- virtio-serial transports and the remote TEE are named by port, found in the guest by
---- /sys/class/virtio-ports/*/name).
-function M.agent_config(flavour)
-  local runner = "  runner = { echo = true, stop_grace_ms = 3000 },"
-  if flavour == 'docker' then
-    runner = "  runner = { echo = true, stop_grace_ms = 3000,\n" ..
-      "    docker_host = 'unix:///var/run/docker.sock', compose = 'standalone',\n" ..
-      "    docker_probe_timeout_ms = 60000 }, -- compose v1 (Python) starts slowly under TCG"
-  end
-  return table.concat({
-    '-- moonstack guest agent config (written by `moonstack image build --kind qemu`)',
-    'return {',
-    "  shared_dir = '/dstack/.host-shared', state_dir = '/var/lib/moonstack',",
-    "  tee = { name = 'auto', remote = { serial = 'org.moonstack.tee' } },",
-    "  listen = { dstack = { unix = '/var/run/dstack/dstack.sock' }, " ..
-      "tappd = { unix = '/var/run/dstack/tappd.sock' },",
-    "    public = { host = '0.0.0.0', port = 8090 }, guest = { serial = 'org.moonstack.guest-api' } },",
-    "  host_api = { serial = 'org.moonstack.host-api' },",
-    "  boot_progress_file = '/run/moonstack/boot-progress',",
-    runner,
-    '  code_reload = false,',
-    '}',
-    '',
-  }, '\n')
-end
+--- The image's /etc/moonstack/agent.lua for `flavour` (moonstack.vmm.image.guest_etc).
+M.agent_config = guest_etc.agent_config
 
 --- The default cache directory: $MOONSTACK_IMAGE_CACHE, else $XDG_CACHE_HOME/moonstack/images,
 --- else ~/.cache/moonstack/images.
@@ -101,50 +78,6 @@ function M.default_cache()
   end
   return (os.getenv('HOME') or '/root') .. '/.cache/moonstack/images'
 end
-
--- /etc/moonstack/image.conf: what /init reads.
-local function image_conf(flavour, kver)
-  local lines = {
-    '# moonstack guest image settings, read by /init',
-    'FLAVOUR=' .. flavour,
-    'KERNEL_VERSION=' .. kver,
-    'POWEROFF_TIMEOUT=10',
-  }
-  if flavour == 'docker' then
-    lines[#lines + 1] = 'ROOTFS=squashfs' -- the first virtio disk holding one
-  end
-  return table.concat(lines, '\n') .. '\n'
-end
-
--- The CA bundle of the ca-certificates package's Mozilla roots, as update-ca-certificates
--- makes it (the certificates in name order, each ending with a newline).
-local function ca_bundle(pkgdir)
-  local dir = pkgdir .. '/usr/share/ca-certificates/mozilla'
-  local names = fs.names(dir, '%.crt$')
-  if #names == 0 then
-    return errors.fail('ENOENT', dir .. ': no certificates')
-  end
-  local out = {}
-  for _, n in ipairs(names) do
-    local pem, err, code = fs.read_file(dir .. '/' .. n)
-    if not pem then
-      return nil, err, code
-    end
-    out[#out + 1] = pem:sub(-1) == '\n' and pem or (pem .. '\n')
-  end
-  return table.concat(out)
-end
-
-local ETC = {
-  { '/etc/passwd', 'root:x:0:0:root:/root:/bin/sh\n' },
-  { '/etc/group', 'root:x:0:\ntty:x:5:\n' },
-  { '/etc/hosts', '127.0.0.1\tlocalhost\n127.0.1.1\tmoonstack\n::1\tlocalhost ip6-localhost\n' },
-  { '/etc/hostname', 'moonstack\n' },
-  { '/etc/nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files dns\n' },
-  { '/etc/resolv.conf', 'nameserver 10.0.2.3\n' },
-  { '/etc/os-release', 'PRETTY_NAME="moonstack guest"\nNAME="moonstack"\nID=moonstack\n' ..
-    'ID_LIKE=debian\n' },
-}
 
 -- A progress reporter: "moonstack image: [  1.2s] msg" on stderr (or opts.progress).
 local function reporter(opts)
@@ -268,9 +201,9 @@ local function build(out, opts)
     end
     progress('agent.lua: %s (replacing the image\'s own)', opts.agent_config)
   end
-  local conf = image_conf(flavour, kp.kver)
+  local conf = guest_etc.image_conf(flavour, kp.kver)
   local bundle
-  bundle, err, code = ca_bundle(ca.dir)
+  bundle, err, code = guest_etc.ca_bundle(ca.dir)
   if not bundle then
     return nil, err, code
   end
@@ -330,7 +263,7 @@ local function build(out, opts)
   t:file('/etc/ssl/certs/ca-certificates.crt', bundle, 420)
   t:symlink('/usr/lib/ssl/certs', '/etc/ssl/certs')
   t:symlink('/usr/lib/ssl/cert.pem', '/etc/ssl/certs/ca-certificates.crt')
-  for _, f in ipairs(ETC) do
+  for _, f in ipairs(guest_etc.FILES) do
     t:file(f[1], f[2], 420)
   end
   t:dir('/dstack/.host-shared')
