@@ -233,6 +233,40 @@ describe('agent process', function()
     assert.are.equal('ENOENT', code)
     assert.matches('cannot start /nonexistent/prog', err)
   end)
+
+  it('kills the command when the task running it is cancelled', function()
+    local dir = fixtures.tmpdir('agent-run-cancel', true)
+    local pidfile = dir .. '/pid'
+    local joined, msg, still_running = loop.run_task(function()
+      local t = task.spawn(function()
+        return process.run({ file = 'sh', args = { '-c', 'echo $$ > ' .. pidfile .. '; exec sleep 30' },
+          env = { PATH = CFG.path }, timeout_ms = 60000 })
+      end)
+      for _ = 1, 100 do
+        local f = io.open(pidfile)
+        if f and f:read('*n') then
+          f:close()
+          break
+        end
+        task.sleep(20)
+      end
+      t:cancel('test')
+      local ok, err = t:join()
+      task.sleep(200)
+      local f = assert(io.open(pidfile))
+      local pid = f:read('*n')
+      f:close()
+      local st = io.open('/proc/' .. pid .. '/stat')
+      local state = st and st:read('*a'):match('^%d+ %b() (%a)')
+      if st then
+        st:close()
+      end
+      return ok, err, state ~= nil and state ~= 'Z'
+    end)
+    assert.is_nil(joined)
+    assert.matches('ECANCELED', msg)
+    assert.is_false(still_running)
+  end)
 end)
 
 describe('agent docker-compose runner', function()

@@ -284,7 +284,8 @@ end
 
 --- Run a command to completion (inside a task) and capture its output. opts = { file, args,
 --- env, cwd, timeout_ms }. Returns { exit_code, signal, stdout, stderr } or nil, msg, code
---- (cannot start; ETIMEDOUT after timeout_ms, the process group killed).
+--- (cannot start; ETIMEDOUT after timeout_ms, the process group killed). When the calling task
+--- is cancelled meanwhile, the process group is killed too.
 function M.run(opts)
   local out = { stdout = {}, stderr = {} }
   local p, err, code = M.spawn({ service = opts.service or 'command', file = opts.file,
@@ -296,7 +297,12 @@ function M.run(opts)
   if not p then
     return nil, err, code
   end
-  local ok = p:wait(opts.timeout_ms)
+  local waited, ok = pcall(p.wait, p, opts.timeout_ms)
+  if not waited then
+    -- the calling task was cancelled: the command (its process group) goes with it
+    p:kill('sigkill')
+    error(ok, 0)
+  end
   if not ok then
     p:stop(500)
     return errors.fail('ETIMEDOUT', ('%s did not finish within %d ms'):format(opts.file,
