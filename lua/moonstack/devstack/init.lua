@@ -193,7 +193,7 @@ function M.up(opts)
   end
 
   local signals = {}
-  local wake
+  local wake, bringer -- what a stop signal ends: the wait while serving, or the bring-up
   for _, sig in ipairs({ 'sigint', 'sigterm' }) do
     local h = uv.new_signal()
     h:start(sig, function()
@@ -207,6 +207,10 @@ function M.up(opts)
       stopping = true
       io.stdout:write('\n')
       say('%s: stopping the stack', sig == 'sigint' and 'Ctrl-C' or 'SIGTERM')
+      if bringer then
+        -- a boot or a build may be waited on for minutes: end the wait now
+        bringer:cancel('stopping')
+      end
       if wake then
         wake()
       end
@@ -356,7 +360,13 @@ function M.up(opts)
     return true
   end
 
-  local up_ok = bring_up()
+  bringer = task.spawn_named('dev:bring-up', bring_up)
+  local joined, up_ok = bringer:join()
+  if not joined and not stopping then -- it raised: say so, then stop what it started
+    fail(up_ok)
+  end
+  bringer = nil
+  up_ok = joined and up_ok
   if up_ok and not stopping then
     -- serve until a signal, or until a daemon ends on its own
     task.await(function(cb)
