@@ -78,6 +78,7 @@ function Notifier:attach(ctx)
   if not self.api then
     return
   end
+  local booted = false -- once 'done' is out, boot progress stays 'done'
   ctx.events:on('step', function(name, detail)
     local text = M.STEPS[name]
     if name == 'runner' then
@@ -86,6 +87,12 @@ function Notifier:attach(ctx)
     if name == 'gateway' then
       text = detail and detail.state == 'registered' and 'gateway registered'
         or 'registering with the gateway'
+      if booted then
+        -- a registration that runs on (or again) after the boot is news, not boot progress:
+        -- reported as progress it hid 'done' from whoever waits for it
+        self:send('gateway.status', text)
+        return
+      end
     end
     if name == 'env' and ctx.instance_info then
       self:send('instance.info', shared.instance_info_json(ctx.instance_info))
@@ -96,6 +103,7 @@ function Notifier:attach(ctx)
   end)
   ctx.events:on('state', function(state, old, info)
     if state == 'running' then
+      booted = true
       self:send('boot.progress', 'done')
     elseif state == 'failed' then
       self:send(old == 'running' and 'boot.progress' or 'boot.error', ctx.error or 'failed')
