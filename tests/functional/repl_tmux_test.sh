@@ -87,6 +87,10 @@ check_match "no dev stack: the dir looked at and how to start it" \
 # ---- tmux on a private server ----
 tmx=(tmux -L "moonstack-repl-tmux-$$" -f /dev/null)
 defer "${tmx[*]} kill-server 2>/dev/null"
+# A session that lives for the whole test keeps the server up: killing the
+# only session makes the server exit, and a new-session racing that exit fails
+# with "server exited unexpectedly" (seen once under CI load).
+"${tmx[@]}" new-session -d -s keep "sleep 3600"
 pane() { "${tmx[@]}" capture-pane -p -J -S -200 -t repl; }
 # pane_has RE: the pane shows a line matching RE
 pane_has() { pane | grep -Eq -- "$1"; }
@@ -197,8 +201,11 @@ clear_pane
 text 'c = gw.conns() a = c[1].app_id'; keys Enter
 text 'c[1].active, #gw.conns(a), #gw.conns("no-such-app")'; keys Enter
 expect "gw.conns(app): one app's counts (1 active)" '^1$'
-out=$(pane | grep -A3 '^gateway> c\[1\]\.active' | tail -3 | tr '\n' ' ')
-check "gw.conns(app) filters by app id" "1 1 0 " "$out"
+# the three values print one per line; wait until the last one is there
+conns_out() { pane | grep -A3 '^gateway> c\[1\]\.active' | tail -3 | tr '\n' ' '; }
+conns_done() { [[ "$(conns_out)" == *" 0 " ]]; }
+wait_for 10 conns_done
+check "gw.conns(app) filters by app id" "1 1 0 " "$(conns_out)"
 keys C-d
 expect "repl gateway: exit 0" '^EXIT=0$'
 "${tmx[@]}" kill-server 2>/dev/null
