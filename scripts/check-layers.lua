@@ -15,7 +15,7 @@ local root = assert(arg[1], 'usage: check-layers.lua LUA_ROOT')
 local LAYER = {
   core = 0,
   crypto = 1, x509 = 1, tdx = 1, sim = 1, dcap = 1, http = 1, control = 1, policy = 1,
-  daemon = 1, netns = 1, wg = 1, qemu = 1, proxy = 1, channel = 1,
+  daemon = 1, netns = 1, wg = 1, qemu = 1, proxy = 1, channel = 1, eth = 1, acme = 1, etcd = 1,
   verifier = 2, cvm = 2, ui = 2, compose = 2, mr = 2, atls = 2,
   agent = 3, kms = 3, vmm = 3, gateway = 3,
   commands = 4, cli = 4, devstack = 4,
