@@ -54,7 +54,13 @@ check_match "the error names the base domain and the mismatch" "gw.test.*(mismat
 
 write_policy 1 true
 port=$(free_port)
-gw_start "$D" gw.test "$port" "routing_policy = '$D/route.lua'," ||
+# under the sanitizers a worker's answer can take longer than the default 50 ms budget on a busy
+# machine (a timed-out decision denies: a failed new connection here); the budget is the
+# policy's, not what this test is about
+policy_cfg="routing_policy = '$D/route.lua',"
+[ "${MOONSTACK_SANITIZE:-0}" = 1 ] &&
+  policy_cfg="routing_policy = { path = '$D/route.lua', limits = { time_limit_ms = 1000 } },"
+gw_start "$D" gw.test "$port" "$policy_cfg" ||
   { not_ok "gateway started" "$(cat "$D/gateway.log")"; finish; exit; }
 ok "gateway started with a routing policy"
 host=localhost-$app_port.gw.test
@@ -94,7 +100,11 @@ check "every new connection answered 200" "" "$(grep -v '^200 *$' "$D/new.codes"
 if grep -qv '^200 *$' "$D/new.codes"; then # what the gateway said meanwhile
   grep -E ' (warn|error) ' "$D/gateway.log" | tail -8 | sed 's/^/# /'
 fi
-if [ "$reloads" -ge 30 ]; then ok "$reloads reloads, one per 100 ms"; else not_ok "reloads every 100 ms" "only $reloads"; fi
+# the loop forks a control-socket client per reload: on a loaded machine under the sanitizers
+# it manages fewer than one per 100 ms
+want_reloads=30
+[ "${MOONSTACK_SANITIZE:-0}" = 1 ] && want_reloads=15
+if [ "$reloads" -ge "$want_reloads" ]; then ok "$reloads reloads, one per 100 ms"; else not_ok "reloads every 100 ms" "only $reloads"; fi
 wait_eval 10 '[ "$(policy_version)" = "v$reloads" ]'
 check "the last policy decides" "v$reloads" "$(policy_version)"
 applied=$(gw_eval "$D" "return gw.policy().reloads" 2>&1)
