@@ -357,7 +357,7 @@ function Client:certificate(url)
     return nil, err, code
   end
   local certs
-  certs, err, code = x509.certs(resp.body)
+  certs, err = x509.certs(resp.body)
   if not certs or #certs == 0 then
     return nil, 'EPROTO: the certificate chain does not parse: ' .. tostring(err), 'EPROTO'
   end

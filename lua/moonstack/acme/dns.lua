@@ -158,7 +158,7 @@ end
 --- caller proceeds anyway, as upstream does). Returns true when seen, false, last_error when not.
 function M.wait_txt(server, fqdn, values, max_wait_s)
   local deadline = uv.now() + max_wait_s * 1000
-  local delay, last = 250, nil
+  local delay, last = 250
   while true do
     local got, err = M.lookup(server, fqdn, M.TYPE_TXT)
     if got then
