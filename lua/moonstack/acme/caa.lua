@@ -23,13 +23,14 @@ end
 --- or nil, msg, code; a failure leaves the guards in place (nothing may issue), never an open set.
 function M.set(provider, domain, account_uri, issuer)
   domain = domain:gsub('^%*%.', '')
-  local guards = {}
+  local guards, order = {}, {}
   for _, tag in ipairs({ 'issue', 'issuewild' }) do
     local id, err, code = provider:create_caa(domain, 0, tag, ';')
     if not id then
       return nil, err, code
     end
     guards[id] = true
+    order[#order + 1] = id
   end
   local list, err, code = provider:list_caa(domain)
   if not list then
@@ -51,7 +52,7 @@ function M.set(provider, domain, account_uri, issuer)
       return nil, err, code
     end
   end
-  for id in pairs(guards) do
+  for _, id in ipairs(order) do
     local ok
     ok, err, code = provider:delete_caa(domain, id)
     if not ok then

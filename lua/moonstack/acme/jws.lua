@@ -37,10 +37,11 @@ function M.jwk(key)
 end
 
 --- The RFC 7638 thumbprint (base64url of SHA-256 over the canonical JWK: the required
---- members crv, kty, x, y in lexicographic order, no whitespace).
+--- members in lexicographic order, no whitespace: crv, kty, x, y for EC; e, kty, n for RSA).
 function M.thumbprint(jwk)
-  local canon = json.encode({ crv = jwk.crv, kty = jwk.kty, x = jwk.x, y = jwk.y })
-  return M.b64url(crypto.sha256(canon))
+  local req = jwk.kty == 'RSA' and { e = jwk.e, kty = 'RSA', n = jwk.n } or
+    { crv = jwk.crv, kty = jwk.kty, x = jwk.x, y = jwk.y }
+  return M.b64url(crypto.sha256(json.encode(req)))
 end
 
 --- A flattened JWS (RFC 7515 §7.2.2) over `payload` (a string; '' for POST-as-GET) with the
