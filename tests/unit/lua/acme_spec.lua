@@ -79,8 +79,9 @@ describe('acme.caa', function()
     assert.equal('letsencrypt.org;validationmethods=dns-01;accounturi=https://ca/acct/7',
       caa.value(nil, 'https://ca/acct/7'))
     local r = caa.records('pebble', 'https://x/a/1')
-    assert.same({ flags = 0, tag = 'issue', value = 'pebble;validationmethods=dns-01;accounturi=https://x/a/1' }, r[1])
-    assert.same({ flags = 0, tag = 'issuewild', value = 'pebble;validationmethods=dns-01;accounturi=https://x/a/1' }, r[2])
+    local v = 'pebble;validationmethods=dns-01;accounturi=https://x/a/1'
+    assert.same({ flags = 0, tag = 'issue', value = v }, r[1])
+    assert.same({ flags = 0, tag = 'issuewild', value = v }, r[2])
   end)
 
   -- a provider recording the calls, with records already at the domain
