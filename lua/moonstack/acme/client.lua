@@ -37,7 +37,7 @@ function M.new(opts)
   local key = x509.key(opts.key, 'acme.client.new: key')
   local self = setmetatable({ url = opts.directory_url, key = key, kid = opts.account_uri,
     tls = opts.ca and { ca = opts.ca } or nil, timeout_ms = opts.timeout_ms or 15000,
-    nonces = {}, requests = 0 }, Client)
+    nonces = {}, requests = 0, bad_nonces = 0 }, Client)
   self.jwk = jws.jwk(key)
   self.thumbprint = jws.thumbprint(self.jwk)
   return self
@@ -161,6 +161,7 @@ function Client:post(url, payload, use_jwk, accept)
     if ptype ~= 'urn:ietf:params:acme:error:badNonce' or attempt > M.NONCE_RETRIES then
       return nil, msg, 'EACME'
     end
+    self.bad_nonces = self.bad_nonces + 1 -- retried with the nonce this answer carried
   end
 end
 
