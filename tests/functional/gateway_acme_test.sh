@@ -157,6 +157,21 @@ ct() { "$MOONSTACK" ct-monitor --gateway test.local:$PORT --address 127.0.0.1 --
 out=$(ct 2>&1); rc=$?
 check "ct-monitor --once verifies the evidence (exit 0)" "0" "$rc"
 check_match "ct-monitor: the served certificate is verified" "served certificate verified, 0 problem" "$out"
+# the same through a verifier service (dstack-verifier's POST /verify) trusting the platform
+"$MOONSTACK" -e "local v = {} assert(require('moonstack.sim').trust(v, '$D/sim'))
+  local f = io.open('$D/coll.json', 'w') f:write(v.collateral) f:close()
+  f = io.open('$D/sim-root.pem', 'w') f:write(v.root_ca) f:close()"
+cat > verifier.lua <<CFG
+return { listen = { host = '127.0.0.1', port = 8090 }, collateral = { file = '$D/coll.json' },
+  root_ca = '$D/sim-root.pem', policy = { allow_simulator = true, disable_runtime_verification = true } }
+CFG
+"$MOONSTACK" verifier -c verifier.lua > verifier.log 2>&1 &
+defer "kill $! 2>/dev/null"
+wait_for 10 grep -q 'verifier listening' verifier.log || not_ok "verifier service started" "$(tail -5 verifier.log)"
+ctv() { "$MOONSTACK" ct-monitor --gateway test.local:$PORT --address 127.0.0.1 --ca root.pem \
+  --verifier-url http://127.0.0.1:8090 --once; }
+out=$(ctv 2>&1); rc=$?
+check "ct-monitor --verifier-url verifies the evidence (exit 0)" "0" "$rc"
 
 # renewal under load: new connections (each a TLS handshake with the certificate of the
 # moment, strictly verified), and keep-alive ones with wrk when it is installed
@@ -232,5 +247,8 @@ PY
 out=$(ct 2>&1); rc=$?
 check "ct-monitor fails on a tampered key (exit 1)" "1" "$rc"
 check_match "ct-monitor names the unverified key" "NOT VERIFIED" "$out"
+out=$(ctv 2>&1); rc=$?
+check "ct-monitor --verifier-url fails on the tampered key too (exit 1)" "1" "$rc"
+check_match "the verifier service's report_data does not match the key" "report_data does not match" "$out"
 kill -0 $GW_PID 2>/dev/null && ok "gateway still running" || not_ok "gateway still running" "$(tail -20 gw2.log)"
 finish
