@@ -122,6 +122,10 @@ check "CAA issue names the CA, dns-01 and the account" 1 \
 check "CAA issuewild names the CA, dns-01 and the account" 1 \
   "$(grep -cF "0 issuewild \"pebble;validationmethods=dns-01;accounturi=$account\"" <<< "$caa")"
 check "no guard record left (\";\")" 0 "$(grep -c '";"' <<< "$caa")"
+r=$(curl -s -X POST -H 'Authorization: Bearer admin-secret' "http://127.0.0.1:$ADMIN/prpc/SetCaa?json" -d '{}')
+check "Admin SetCaa" "{}" "$r"
+check "after SetCaa the same two CAA records, once each" "$(sort <<< "$caa")" \
+  "$(dig +short @127.0.0.1 -p 8053 test.local CAA | sort)"
 check "no TXT record left at _acme-challenge.test.local" "" \
   "$(dig +short @127.0.0.1 -p 8053 _acme-challenge.test.local TXT)"
 

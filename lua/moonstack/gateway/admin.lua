@@ -6,7 +6,7 @@
 -- (admin.auth_token, alias admin_token), admin.token_file, or the env DSTACK_GATEWAY_ADMIN_TOKEN
 -- / ADMIN_API_TOKEN. Methods: Status, GetInfo{id}, GetMeta{registered, online}, SetNodeStatus
 -- {id, status = up|down}, GetInstanceHandshakes, Set/Clear/GetInstancePortPolicy, RenewCert
--- (the certbot's domains, forced), Exit.
+-- (the certbot's domains, forced), SetCaa (their CAA records), Exit.
 local auth = require('moonstack.http.auth')
 local prpc = require('moonstack.core.prpc')
 local gw_api = require('moonstack.gateway.api')
@@ -163,6 +163,17 @@ function M.methods(gw)
       end
     end
     return { renewed = all }
+  end }
+  -- SetCaa: the CAA records of every certbot domain bound to the account (§6.9)
+  t.SetCaa = { input = msg.Empty, output = msg.Empty, call = function()
+    if not gw.certbot then
+      return nil, 'ENOTSUP: SetCaa: the certbot is not configured'
+    end
+    local ok, err = gw.certbot:set_caa()
+    if not ok then
+      return nil, err
+    end
+    return {}
   end }
   t.Exit = { input = msg.ExitRequest, output = msg.Empty, call = function()
     gw.log.warn('Exit requested over the admin API')

@@ -264,6 +264,24 @@ function Certbot:check(force)
   return out
 end
 
+--- Set the CAA records of every domain for the account (Admin SetCaa): the account is
+--- created first when there is none. True or nil, msg, code (the first failure).
+function Certbot:set_caa()
+  local c, err, code = self:_account()
+  if not c then
+    return nil, err, code
+  end
+  for _, d in ipairs(self.cfg.domains) do
+    local ok
+    ok, err, code = caa.set(self.dns, d, self.account_uri, self.cfg.caa_issuer)
+    if not ok then
+      return nil, err, code
+    end
+    self.log.info('certbot: CAA records set', { domain = d })
+  end
+  return true
+end
+
 --- What the REPL's gw.certs() shows: per domain serial, not_after, seconds left; counters.
 function Certbot:status()
   local domains = {}
