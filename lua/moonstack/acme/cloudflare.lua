@@ -69,9 +69,9 @@ function P:zone(domain)
   local best, best_len
   local page = 1
   repeat
-    local result, v = self:_call('GET', '/zones', { page = tostring(page), per_page = '50' })
+    local result, v, code = self:_call('GET', '/zones', { page = tostring(page), per_page = '50' })
     if not result then
-      return nil, v
+      return nil, v, code
     end
     if type(result) ~= 'table' then
       return fail('EDNS', 'zones: result is not a list')
@@ -105,10 +105,10 @@ function P:records(fqdn, rtype)
   end
   local out, page, want = {}, 1, norm(fqdn)
   repeat
-    local result, v = self:_call('GET', '/zones/' .. zone .. '/dns_records',
+    local result, v, rcode = self:_call('GET', '/zones/' .. zone .. '/dns_records',
       { name = want, page = tostring(page), per_page = '100' })
     if not result then
-      return nil, v
+      return nil, v, rcode
     end
     for _, r in ipairs(type(result) == 'table' and result or {}) do
       if type(r) == 'table' and type(r.id) == 'string' and type(r.name) == 'string' and
@@ -157,14 +157,14 @@ end
 
 --- Delete every TXT record at `fqdn`.
 function P:cleanup(fqdn)
-  local list, zone = self:records(fqdn, 'TXT')
+  local list, zone, code = self:records(fqdn, 'TXT')
   if not list then
-    return nil, zone
+    return nil, zone, code
   end
   for _, r in ipairs(list) do
-    local ok, err, code = self:_delete(zone, r.id)
+    local ok, err, dcode = self:_delete(zone, r.id)
     if not ok then
-      return nil, err, code
+      return nil, err, dcode
     end
   end
   return true
