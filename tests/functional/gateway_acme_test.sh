@@ -4,9 +4,10 @@
 # started here (in the test's own network namespace), the gateway orders a wildcard
 # `*.test.local` by DNS-01 through challtestsrv's management API, serves it (the client checks
 # the chain against pebble's root from its management port), sets the CAA records (dig),
-# exposes the transparency evidence (AcmeInfo over pRPC, /.dstack/acme-info) that
-# `moonstack ct-monitor --once` verifies with the simulated platform's root, and fails on when
-# tampered. Pebble issues 20-second certificates: the gateway renews them (renew_before 14 s)
+# exposes the transparency evidence (AcmeInfo over pRPC, /.dstack/acme-info: quotes from the
+# guest agent the gateway would run beside in a CVM, here `moonstack agent --simulator`) that
+# `moonstack ct-monitor --once` verifies (in process with the simulated platform's root, and
+# through a verifier service), and fails on when tampered. Pebble issues 20-second certificates: the gateway renews them (renew_before 14 s)
 # under a bounded load of new HTTPS connections, with zero failed requests and a changing
 # serial; Admin RenewCert forces one more. A restart reuses the stored account and
 # certificate (no new order).
@@ -14,6 +15,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/proxy_lib.sh"
+. "$here/fixtures/agent_sim.sh"
 
 for c in pebble pebble-challtestsrv dig openssl python3 curl; do
   command -v $c >/dev/null || { not_ok "$c installed (scripts/install-deps.sh)"; finish; exit 1; }
@@ -56,10 +58,14 @@ wait_for 10 test -s app.port || { not_ok "app started" "$(cat app.log)"; finish;
 app=$(cat app.port)
 PORT=8443 RPC=8000 ADMIN=8011
 HOST=localhost-$app.test.local
+# the guest agent whose GetQuote gives the evidence (a simulated CVM: its platform in $A/state/sim)
+A=$(tmpdir)
+start_agent "$A" || { finish; exit 1; }
+SIM=$A/state/sim
 wgkey=$(head -c 32 /dev/urandom | base64)
 
 # gateway_config RENEW_BEFORE: the gateway's config with the certbot (renewal checked every
-# 0.5 s) and evidence from a simulated platform in $D/sim
+# 0.5 s) and the evidence from the agent's dstack.sock
 gateway_config() {
   cat > gateway.lua <<CFG
 return {
@@ -77,7 +83,7 @@ return {
     dns_resolver = '127.0.0.1:8053', caa_issuer = 'pebble',
     dns = { provider = 'challtestsrv', url = 'http://127.0.0.1:8055' },
   },
-  attestation = { sim = '$D/sim' },
+  attestation = { agent = '$A/dstack.sock' },
 }
 CFG
 }
@@ -157,12 +163,12 @@ check "AcmeInfo over pRPC names the account" "$account" \
 check_match "AcmeInfo carries the quoted keys" '"quoted_hist_keys":\[\{' "$prpc"
 
 ct() { "$MOONSTACK" ct-monitor --gateway test.local:$PORT --address 127.0.0.1 --ca root.pem \
-  --simulator "$D/sim" --once; }
+  --simulator "$SIM" --once; }
 out=$(ct 2>&1); rc=$?
 check "ct-monitor --once verifies the evidence (exit 0)" "0" "$rc"
 check_match "ct-monitor: the served certificate is verified" "served certificate verified, 0 problem" "$out"
 # the same through a verifier service (dstack-verifier's POST /verify) trusting the platform
-"$MOONSTACK" -e "local v = {} assert(require('moonstack.sim').trust(v, '$D/sim'))
+"$MOONSTACK" -e "local v = {} assert(require('moonstack.sim').trust(v, '$SIM'))
   local f = io.open('$D/coll.json', 'w') f:write(v.collateral) f:close()
   f = io.open('$D/sim-root.pem', 'w') f:write(v.root_ca) f:close()"
 cat > verifier.lua <<CFG
