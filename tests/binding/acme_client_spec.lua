@@ -152,6 +152,29 @@ describe_if('acme client against pebble', function()
     end, 30000)
   end)
 
+  it('reads CAA records back over DNS and replaces one', function()
+    loop.run_task(function()
+      local url, server = ('http://127.0.0.1:%d'):format(P.cts), '127.0.0.1:' .. P.dns
+      local a = assert(provider.new({ provider = 'challtestsrv', url = url, dns_server = server }))
+      assert(a:create_caa('caa.test', 0, 'issue', 'ca-one'))
+      assert(a:create_caa('caa.test', 0, 'issuewild', 'ca-two'))
+      local b = assert(provider.new({ provider = 'challtestsrv', url = url, dns_server = server }))
+      local list = assert(b:list_caa('caa.test'))
+      assert.equal(2, #list)
+      local id
+      for _, r in ipairs(list) do
+        if r.tag == 'issue' then
+          assert.equal('ca-one', r.value)
+          id = r.id
+        end
+      end
+      assert(b:delete_caa('caa.test', id))
+      local left = assert(b:list_caa('caa.test'))
+      assert.equal(1, #left)
+      assert.same({ 0, 'issuewild', 'ca-two' }, { left[1].flags, left[1].tag, left[1].value })
+    end, 30000)
+  end)
+
   it('refuses an ACME server whose certificate is from another CA', function()
     loop.run_task(function()
       local other = x509.issue({ subject = 'other', key = x509.generate_key(), ca = true, days = 2 })

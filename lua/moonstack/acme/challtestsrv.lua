@@ -2,20 +2,32 @@
 -- The test DNS provider: pebble-challtestsrv's management API (plain HTTP POST, JSON): TXT by
 -- /set-txt (appends) and /clear-txt, CAA by /add-caa (appends) and /clear-caa. Host names are
 -- sent as FQDNs with the trailing dot (without it challtestsrv accepts them and never answers).
--- Its API cannot list records: the CAA list is what this provider set (ids it made up), and
+-- Its API cannot list records: with `dns_server` ('ip:port' of its DNS listener) the CAA list
+-- is read over DNS (flags, tag, value), else it is what this provider set; ids are made up, and
 -- deleting one clears the name and adds the others back. For tests and development only.
 local client = require('moonstack.http.client')
+local dns = require('moonstack.acme.dns')
 
 local M = {}
 
 local P = {}
 P.__index = P
 
---- A provider over the management URL `opts.url` (e.g. http://127.0.0.1:8055).
+--- A provider over the management URL `opts.url` (e.g. http://127.0.0.1:8055), reading CAA
+--- records back from `opts.dns_server` (e.g. '127.0.0.1:8053') when given.
 function M.new(opts)
   assert(type(opts.url) == 'string' and opts.url:match('^https?://'), 'challtestsrv: url required')
   return setmetatable({ url = opts.url:gsub('/$', ''), timeout_ms = opts.timeout_ms or 5000,
-    caa = {}, next_id = 0 }, P)
+    dns_server = opts.dns_server, caa = {}, next_id = 0 }, P)
+end
+
+-- The CAA RDATA (RFC 8659 §4.1: flags, tag length, tag, value) as { flags, tag, value }.
+local function parse_caa(rdata)
+  local flags, len = rdata:byte(1, 2)
+  if not len or #rdata < 2 + len then
+    return nil
+  end
+  return { flags = flags, tag = rdata:sub(3, 2 + len), value = rdata:sub(3 + len) }
 end
 
 local function fqdn(name)
@@ -45,10 +57,28 @@ function P:cleanup(name)
   return self:_post('/clear-txt', { host = fqdn(name) })
 end
 
---- The CAA records this provider set at `domain`: { { id, flags, tag, value } }.
+--- The CAA records at `domain` (over DNS with dns_server, else those this provider set):
+--- { { id, flags, tag, value } }.
 function P:list_caa(domain)
+  local host = fqdn(domain)
+  if self.dns_server then
+    local answers, err, code = dns.lookup(self.dns_server, host, dns.TYPE_CAA)
+    if not answers then
+      return nil, err, code
+    end
+    local list = {}
+    for _, rdata in ipairs(answers) do
+      local r = parse_caa(rdata)
+      if r then
+        self.next_id = self.next_id + 1
+        r.id = tostring(self.next_id)
+        list[#list + 1] = r
+      end
+    end
+    self.caa[host] = list
+  end
   local out = {}
-  for i, r in ipairs(self.caa[fqdn(domain)] or {}) do
+  for i, r in ipairs(self.caa[host] or {}) do
     out[i] = { id = r.id, flags = r.flags, tag = r.tag, value = r.value }
   end
   return out

@@ -13,13 +13,14 @@ local M = {}
 
 --- A provider from `cfg` = { provider = 'cloudflare', api_token | api_token_file | env (the
 --- name of an environment variable holding the token), api_url?, ttl?, ca? } or { provider =
---- 'challtestsrv', url }. Returns it or nil, msg, code (EINVAL, EPERM for a readable token file).
+--- 'challtestsrv', url, dns_server? ('ip:port': CAA read back over DNS) }. Returns it or nil,
+--- msg, code (EINVAL, EPERM for a readable token file).
 function M.new(cfg)
   if cfg.provider == 'challtestsrv' then
     if type(cfg.url) ~= 'string' or not cfg.url:match('^https?://') then
       return nil, 'EINVAL: dns.url: the challtestsrv management URL is required', 'EINVAL'
     end
-    return require('moonstack.acme.challtestsrv').new({ url = cfg.url })
+    return require('moonstack.acme.challtestsrv').new({ url = cfg.url, dns_server = cfg.dns_server })
   elseif cfg.provider == 'cloudflare' then
     local token = cfg.api_token
     if not token and cfg.api_token_file then

@@ -51,6 +51,7 @@ function M.start(gw, store)
     dns_cfg[k] = v
   end
   dns_cfg.ttl = cfg.dns_txt_ttl
+  dns_cfg.dns_server = cfg.dns_resolver -- challtestsrv reads CAA back from its DNS
   local dns, err, code = provider.new(dns_cfg)
   if not dns then
     return nil, 'certbot.' .. tostring(err), code
