@@ -38,4 +38,20 @@ return {
   control = dev .. '/gateway.sock',
   routing_policy = { path = config_dir:gsub('/configs$', '') .. '/policies/route.lua' },
   recycle = { enabled = true, interval = 300, timeout = 36000 },
+  -- ACME certificates for *.<base_domain> by DNS-01 (instead of proxy.certs / self_signed_cert;
+  -- the proxy serves them as they are issued and renewed). With pebble + challtestsrv locally
+  -- (tests/functional/gateway_acme_test.sh shows how to start them):
+  -- certbot = {
+  --   acme_url = 'https://127.0.0.1:14000/dir', ca = 'pebble-tls-ca.pem',
+  --   domains = { 'app.localhost' },
+  --   renew_interval = 43200, renew_before_expiration = 2592000, renew_timeout = 300,
+  --   max_dns_wait = 60, dns_txt_ttl = 60, auto_set_caa = true, caa_issuer = 'pebble',
+  --   dns_resolver = '127.0.0.1:8053',
+  --   dns = { provider = 'challtestsrv', url = 'http://127.0.0.1:8055' },
+  --   -- production: acme_url = 'https://acme-v02.api.letsencrypt.org/directory',
+  --   -- caa_issuer = 'letsencrypt.org', dns = { provider = 'cloudflare',
+  --   --   api_token_file = '/etc/moonstack/cf-token' (0600) | env = 'CF_API_TOKEN' },
+  -- },
+  -- where the certbot's evidence quotes come from (AcmeInfo, /.dstack/acme-info):
+  -- attestation = { agent = '/var/run/dstack.sock' }, -- in a CVM; tests: { sim = dev .. '/sim' }
 }

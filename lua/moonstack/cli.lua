@@ -44,12 +44,13 @@ end
 
 --- Load the command `name` (module moonstack.commands.<name>), or nil, message.
 function M.find(name)
-  if not name:match('^[%w_]+$') then
+  if not name:match('^[%w_%-]+$') then
     return nil, ("unknown command '%s'"):format(name)
   end
+  local module = name:gsub('%-', '_') -- ct-monitor is moonstack.commands.ct_monitor
   for _, known in ipairs(command_names()) do
-    if known == name then
-      return require('moonstack.commands.' .. name)
+    if known == module then
+      return require('moonstack.commands.' .. module)
     end
   end
   return nil, ("unknown command '%s' (see 'moonstack --help')"):format(name)

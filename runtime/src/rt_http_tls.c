@@ -56,6 +56,14 @@ int rt_http_client_verify(struct rt_tls_cache *cache, const struct rt_tls_opts *
 		if (install_identity(cache, ssl, t) != 0)
 			rt_log(RT_LOG_ERROR, "tls", "cannot use the client certificate/key");
 	}
+	// A Host of "name:port" (opts.host_port) names "name" for the certificate check.
+	char bare[256];
+	const char *colon = host ? strchr(host, ':') : NULL;
+	if (colon && !strchr(colon + 1, ':') && (size_t)(colon - host) < sizeof(bare)) {
+		memcpy(bare, host, (size_t)(colon - host));
+		bare[colon - host] = '\0';
+		host = bare;
+	}
 	int ok = rt_tls_check_server(t, cache, NULL, host, store, ssl, rejected, rejected_len);
 	return ok ? 0 : 1;
 }

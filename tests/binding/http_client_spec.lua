@@ -85,6 +85,7 @@ describe('moonstack.http.client', function()
       return tonumber(req.params.code), { code = tonumber(req.params.code) }
     end)
     srv:get('/text', function() return 200, 'not json' end)
+    srv:get('/host', function(req) return 200, req.headers.host end)
     assert(srv:listen())
     base = 'http://127.0.0.1:' .. srv:port()
     dir = tmpdir()
@@ -112,6 +113,15 @@ describe('moonstack.http.client', function()
       assert.equal('application/json', resp.headers['content-type'])
       assert.equal(tostring(#resp.body), resp.headers['content-length'])
       assert.same({ hello = 'a b&c', ua = 'yes' }, resp.json())
+    end)
+
+    it('names the port in Host with host_port (servers that build URLs from it: ACME)', function()
+      local plain, with = loop.run_task(function()
+        return assert(client.get(base .. '/host')).body,
+          assert(client.get(base .. '/host', { host_port = true })).body
+      end)
+      assert.equal('127.0.0.1', plain)
+      assert.equal('127.0.0.1:' .. srv:port(), with)
     end)
 
     it('POSTs JSON over TCP', function()

@@ -63,6 +63,27 @@ function Guest:attestation(report_data, form) -- luacheck: ignore 212/form
   return field_bytes(self, 'Attest', a, 'attestation', 1)
 end
 
+--- GetQuote over the 64-byte `report_data`: { quote (hex), event_log (JSON text), report_data
+--- (hex), vm_config } as the agent answered (checked for types), or nil, msg, code.
+function Guest:quote(report_data)
+  assert(type(report_data) == 'string' and #report_data == 64, 'guest:quote: 64 bytes of report_data')
+  local a, err, code = self:call('GetQuote', { report_data = crypto.hex(report_data) })
+  if not a then
+    return nil, err, code
+  end
+  local q
+  q, err, code = field_bytes(self, 'GetQuote', a, 'quote', 48)
+  if not q then
+    return nil, err, code
+  end
+  if type(a.event_log) ~= 'string' then
+    return nil, ('EGUEST: the guest agent at %s answered GetQuote without an event_log'):format(
+      self.socket), 'EGUEST'
+  end
+  return { quote = crypto.hex(q), event_log = a.event_log, report_data = crypto.hex(report_data),
+    vm_config = type(a.vm_config) == 'string' and a.vm_config or '' }
+end
+
 --- GetKey(path, purpose): the 32-byte key the agent derives for this app, or nil, msg, code.
 function Guest:key(path, purpose)
   local a, err, code = self:call('GetKey', { path = path, purpose = purpose })

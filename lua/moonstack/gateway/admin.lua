@@ -5,7 +5,8 @@
 -- bcrypt htpasswd user over Basic, or `?token=<t>` on a GET; the token from the config
 -- (admin.auth_token, alias admin_token), admin.token_file, or the env DSTACK_GATEWAY_ADMIN_TOKEN
 -- / ADMIN_API_TOKEN. Methods: Status, GetInfo{id}, GetMeta{registered, online}, SetNodeStatus
--- {id, status = up|down}, GetInstanceHandshakes, Set/Clear/GetInstancePortPolicy, Exit.
+-- {id, status = up|down}, GetInstanceHandshakes, Set/Clear/GetInstancePortPolicy, RenewCert
+-- (the certbot's domains, forced), SetCaa (their CAA records), Exit.
 local auth = require('moonstack.http.auth')
 local prpc = require('moonstack.core.prpc')
 local gw_api = require('moonstack.gateway.api')
@@ -46,6 +47,7 @@ M.messages = {
   SetNodeStatusRequest = { { 1, 'id', 'uint64' }, { 2, 'status', 'string' } },
   HandshakesResponse = { { 1, 'handshakes', 'message*', schema = Handshake } },
   InstanceId = { { 1, 'instance_id', 'string' } },
+  RenewCertResponse = { { 1, 'renewed', 'bool' } },
   SetInstancePortPolicyRequest = { { 1, 'instance_id', 'string' },
     { 2, 'port_policy', 'message', schema = PortPolicy } },
   InstancePortPolicyResponse = { { 1, 'instance_id', 'string' },
@@ -147,6 +149,32 @@ function M.methods(gw)
       return { instance_id = inst.instance_id, reported = inst.port_policy,
         admin_override = inst.admin_port_policy, effective = state_mod.effective_port_policy(inst) }
     end }
+  -- RenewCert: renew every certbot domain now (force); renewed = every domain renewed
+  t.RenewCert = { input = msg.Empty, output = msg.RenewCertResponse, call = function()
+    if not gw.certbot then
+      return nil, 'ENOTSUP: RenewCert: the certbot is not configured'
+    end
+    local out = gw.certbot:check(true)
+    local all = true
+    for d, r in pairs(out) do
+      if r ~= 'renewed' then
+        all = false
+        gw.log.warn('RenewCert: not renewed', { domain = d, result = r })
+      end
+    end
+    return { renewed = all }
+  end }
+  -- SetCaa: the CAA records of every certbot domain bound to the account (§6.9)
+  t.SetCaa = { input = msg.Empty, output = msg.Empty, call = function()
+    if not gw.certbot then
+      return nil, 'ENOTSUP: SetCaa: the certbot is not configured'
+    end
+    local ok, err = gw.certbot:set_caa()
+    if not ok then
+      return nil, err
+    end
+    return {}
+  end }
   t.Exit = { input = msg.ExitRequest, output = msg.Empty, call = function()
     gw.log.warn('Exit requested over the admin API')
     if gw.on_exit then

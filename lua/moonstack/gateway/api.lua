@@ -9,8 +9,9 @@
 --                port_policy { ports = { {port, pp} }, restrict_mode } is optional; refused
 --                while the node is down. Answer: wg { client_ip, servers = { {pk, ip, endpoint} } },
 --                agent { external_port, internal_port, domain, app_address_ns_prefix }, gateways.
---   Info, AcmeInfo (no ACME here: empty fields), GetPeers (a caller whose certificate names
---                this gateway's own app id: node.app_id).
+--   Info, AcmeInfo (the certbot's evidence for its first domain; empty without a certbot),
+--                GetPeers (a caller whose certificate names this gateway's own app id:
+--                node.app_id).
 -- Failures are pRPC 400 {"error": ...}; only this module maps codes to statuses.
 local codec = require('moonstack.core.codec')
 local prpc = require('moonstack.core.prpc')
@@ -26,7 +27,8 @@ local GatewayNodeInfo = { { 1, 'id', 'uint64' }, { 2, 'uuid', 'bytes' }, { 3, 'u
   { 4, 'last_seen', 'uint64' }, { 5, 'wg_public_key', 'string' }, { 6, 'wg_ip', 'string' },
   { 7, 'wg_endpoint', 'string' } }
 local PeerInfo = { { 1, 'id', 'uint64' }, { 2, 'url', 'string' } }
-local QuotedPublicKey = { { 1, 'public_key', 'bytes' }, { 2, 'quote', 'string' } }
+local QuotedPublicKey = { { 1, 'public_key', 'bytes' }, { 2, 'quote', 'string' },
+  { 3, 'attestation', 'string' } }
 
 --- The message schemas (moonstack.core.proto's form).
 M.messages = {
@@ -49,7 +51,7 @@ M.messages = {
   AcmeInfoResponse = { { 1, 'account_uri', 'string' }, { 2, 'hist_keys', 'bytes*' },
     { 3, 'quoted_hist_keys', 'message*', schema = QuotedPublicKey },
     { 4, 'account_quote', 'string' }, { 5, 'active_cert', 'string' },
-    { 6, 'base_domain', 'string' } },
+    { 6, 'base_domain', 'string' }, { 7, 'account_attestation', 'string' } },
   GetPeersResponse = { { 1, 'my_id', 'uint64' }, { 2, 'my_url', 'string' },
     { 3, 'peers', 'message*', schema = PeerInfo } },
 }
@@ -159,10 +161,14 @@ function build.Info(gw)
   end }
 end
 
-function build.AcmeInfo(gw) -- luacheck: ignore 212
+function build.AcmeInfo(gw)
   return { input = msg.Empty, output = msg.AcmeInfoResponse, call = function()
+    if gw.certbot then
+      return require('moonstack.gateway.acme_info').info(gw.certbot.store,
+        gw.certbot.cfg.domains[1])
+    end
     return { account_uri = '', hist_keys = {}, quoted_hist_keys = {}, account_quote = '',
-      active_cert = '', base_domain = gw.cfg.proxy.base_domain }
+      active_cert = '', base_domain = gw.cfg.proxy.base_domain, account_attestation = '' }
   end }
 end
 

@@ -51,6 +51,21 @@
 --                                      refused (Admin SetNodeStatus); app_id (hex): GetPeers
 --                                      answers callers whose certificate names it
 --   metrics = true                     GET /metrics on the admin listener
+--   certbot = nil                      ACME certificates by DNS-01 (§6.9), moonstack.gateway.certbot:
+--     { enabled = true, acme_url (the directory URL, required), ca = PEM file (trust for the ACME
+--       server's TLS, e.g. pebble's; else the system roots), domains = { base domains } (default
+--       { proxy.base_domain }; each gets one wildcard certificate *.D), renew_interval = 43200,
+--       renew_before_expiration = 2592000, renew_timeout = 300, max_dns_wait = 60,
+--       dns_txt_ttl = 60 (seconds), auto_set_caa = true, caa_issuer = 'letsencrypt.org' (the
+--       CA's domain in the CAA records), dns_resolver = 'ip[:port]' (the DNS self-check's
+--       server; default the first nameserver of /etc/resolv.conf), contact = email?,
+--       store_dir = <data_dir>/certbot (account, certificates, evidence: 0600),
+--       dns = { provider = 'cloudflare', api_token_file = path (0600) | env = 'VAR',
+--               api_url = 'https://api.cloudflare.com/client/v4' }
+--           | { provider = 'challtestsrv', url = 'http://127.0.0.1:8055' } }
+--   attestation = nil                  where the certbot's evidence quotes come from:
+--     { agent = '/var/run/dstack.sock' } (the guest agent of the CVM the gateway runs in) or
+--     { sim = DIR, cvm = 'gateway' } (a simulated TDX platform: tests and development)
 local config = require('moonstack.core.config')
 local cidr = require('moonstack.gateway.cidr')
 
@@ -178,6 +193,39 @@ M.schema = {
       url = { type = 'string', default = '' },
       app_id = { type = 'string', optional = true, pattern = '^%x+$' } } },
     metrics = { type = 'boolean', default = true },
+    certbot = {
+      type = 'table',
+      optional = true,
+      fields = {
+        enabled = { type = 'boolean', default = true },
+        acme_url = { type = 'string', pattern = '^https?://' },
+        ca = { type = 'string', optional = true, min = 1 },
+        domains = { type = 'table', optional = true, items = { type = 'string',
+          pattern = '^[%w][%w%.%-]*$' } },
+        renew_interval = { type = 'number', default = 43200, min = 0.05 },
+        renew_before_expiration = { type = 'number', default = 2592000, min = 0 },
+        renew_timeout = { type = 'number', default = 300, min = 1 },
+        max_dns_wait = { type = 'number', default = 60, min = 0 },
+        dns_txt_ttl = { type = 'integer', default = 60, min = 1 },
+        auto_set_caa = { type = 'boolean', default = true },
+        caa_issuer = { type = 'string', default = 'letsencrypt.org', pattern = '^[%w][%w%.%-]*$' },
+        dns_resolver = { type = 'string', optional = true, pattern = '^[%d%.]+:?%d*$' },
+        contact = { type = 'string', optional = true, pattern = '^[^%s:]+@[^%s]+$' },
+        store_dir = { type = 'string', optional = true, min = 1 },
+        dns = { type = 'table', fields = {
+          provider = { type = 'string', enum = { 'cloudflare', 'challtestsrv' } },
+          api_token_file = { type = 'string', optional = true, min = 1 },
+          env = { type = 'string', optional = true, pattern = '^[%w_]+$' },
+          api_url = { type = 'string', optional = true, pattern = '^https?://' },
+          url = { type = 'string', optional = true, pattern = '^https?://' },
+        } },
+      },
+    },
+    attestation = { type = 'table', optional = true, fields = {
+      agent = { type = 'string', optional = true, min = 1 },
+      sim = { type = 'string', optional = true, min = 1 },
+      cvm = { type = 'string', optional = true, pattern = '^[%w_%-]+$' },
+    } },
   },
 }
 
@@ -268,6 +316,28 @@ function M.finish(cfg)
     end
     a.token = a.auth_token or a.admin_token or a.token
     a.auth_token, a.admin_token = nil, nil
+  end
+  local cb = cfg.certbot
+  if cb and not cb.enabled then
+    cfg.certbot = nil
+  elseif cb then
+    cb.domains = cb.domains or { cfg.proxy.base_domain }
+    if #cb.domains == 0 then
+      return fail('certbot.domains: at least one base domain')
+    end
+    if not cfg.data_dir and not cb.store_dir then
+      return fail('data_dir: required with certbot (the account and certificates are kept there)')
+    end
+    local d = cb.dns
+    if d.provider == 'cloudflare' and not (d.api_token_file or d.env) then
+      return fail('certbot.dns: cloudflare needs api_token_file or env')
+    elseif d.provider == 'challtestsrv' and not d.url then
+      return fail('certbot.dns.url: the challtestsrv management URL is required')
+    end
+  end
+  local at = cfg.attestation
+  if at and (at.agent == nil) == (at.sim == nil) then
+    return fail('attestation: give one of agent (the guest agent socket) or sim (a directory)')
   end
   if cfg.routing_policy ~= nil then
     local p, err, code = policy_table(cfg.routing_policy)

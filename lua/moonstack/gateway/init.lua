@@ -1,11 +1,11 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The gateway service (kms-vmm-gateway.md §6), in the service shape: start (the state from
 -- data_dir, the routing policy, the WireGuard hub, the special-id listener, the data path with
--- its first snapshot, the rpc listener with RegisterCvm over mutual TLS, the admin listener
--- with /metrics, the recycle timer), stop, status, reload (SIGHUP: the routing policy and a
--- fresh snapshot; `proxy.certs`, `debug`, `node.status` and `recycle` apply in place, other
--- changed keys need a restart) and rebind (adopt swapped code). With only `proxy` and `debug`
--- configured it runs the data path alone (no WireGuard, no RPC).
+-- its first snapshot, the certbot (ACME, when configured), the rpc listener with RegisterCvm
+-- over mutual TLS, the admin listener with /metrics, the recycle timer), stop, status, reload
+-- (SIGHUP: the routing policy and a fresh snapshot; `proxy.certs`, `debug`, `node.status` and
+-- `recycle` apply in place, other changed keys need a restart) and rebind (adopt swapped code).
+-- With only `proxy` and `debug` configured it runs the data path alone (no WireGuard, no RPC).
 local uv = require('luv')
 local fs = require('moonstack.core.fs')
 local http = require('moonstack.http.server')
@@ -128,6 +128,12 @@ function Gateway:_open()
     return nil, err, code
   end
   self.state:on_change(function() self:republish() end)
+  if cfg.certbot then
+    self.certbot, err, code = require('moonstack.gateway.certbot').start(self)
+    if not self.certbot then
+      return nil, err, code
+    end
+  end
   self:_bind()
   ok, err, code = self:_listen()
   if not ok then
@@ -249,6 +255,24 @@ function Gateway:republish()
   end
 end
 
+--- Serve `c` ({ cert = chain PEM, key = PEM }) for base domain `domain` (the certbot's): a new
+--- snapshot now; connections in flight keep the certificate they started with. A certificate
+--- the data path refuses leaves the previous one in place. True or nil, msg.
+function Gateway:set_acme_cert(domain, c)
+  self.acme_certs = self.acme_certs or {}
+  local old = self.acme_certs[domain]
+  self.acme_certs[domain] = c
+  if self.proxy then
+    local ok, err = self.proxy:publish()
+    if not ok then
+      self.acme_certs[domain] = old
+      self.proxy:publish()
+      return nil, err
+    end
+  end
+  return true
+end
+
 --- The bound port of the rpc / admin / proxy listener (nil when not enabled).
 function Gateway:rpc_port()
   return self.rpc_server and self.rpc_server:port()
@@ -322,7 +346,8 @@ function Gateway:status()
     admin = self.admin_server and self.admin_server:address(), instances = self.state:count(),
     node_status = self.node_status, snapshot_version = self.proxy and self.proxy.version,
     data_path = self.proxy and self.proxy.native ~= nil, wg = self.hub and self.hub:status(),
-    routing = self.routing and self.routing:status() }
+    routing = self.routing and self.routing:status(),
+    certbot = self.certbot and self.certbot:status() }
 end
 
 --- Stop everything. Idempotent.
@@ -334,6 +359,10 @@ function Gateway:stop()
   if self.recycle_timer then
     self.recycle_timer:close()
     self.recycle_timer = nil
+  end
+  if self.certbot then
+    self.certbot:close()
+    self.certbot = nil
   end
   for _, k in ipairs({ 'admin_server', 'rpc_server', 'special_server' }) do
     if self[k] then

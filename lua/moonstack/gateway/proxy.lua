@@ -45,12 +45,25 @@ function M.route_keys(instances)
 end
 
 --- The snapshot for the native proxy (contract §1) from gw = { cfg, state, certs = { {cert,
---- key} PEMs }, special = { host, port }? } and `routes` ({ [key] = {allow, to_port?, pp?} }).
+--- key} PEMs }, acme_certs = { [domain] = {cert, key} }?, special = { host, port }? } and
+--- `routes` ({ [key] = {allow, to_port?, pp?} }).
 function M.snapshot(gw, routes, version)
   local p = gw.cfg.proxy
-  local domains = {}
-  for _, c in ipairs(gw.certs or {}) do
-    domains[#domains + 1] = { domain = p.base_domain, cert = c.cert, key = c.key }
+  local domains, acme = {}, gw.acme_certs or {}
+  -- the certbot's certificates (moonstack.gateway.certbot) per base domain, then proxy.certs
+  -- for the base domain unless the certbot serves it
+  local names = {}
+  for d in pairs(acme) do
+    names[#names + 1] = d
+  end
+  table.sort(names)
+  for _, d in ipairs(names) do
+    domains[#domains + 1] = { domain = d, cert = acme[d].cert, key = acme[d].key }
+  end
+  if not acme[p.base_domain] then
+    for _, c in ipairs(gw.certs or {}) do
+      domains[#domains + 1] = { domain = p.base_domain, cert = c.cert, key = c.key }
+    end
   end
   local instances, apps = {}, {}
   for _, inst in ipairs(gw.state:list()) do

@@ -101,6 +101,14 @@ function M.env(gw, d)
     policy = function() return gw.routing and gw.routing:status() or nil end,
     metrics = function() return gw.metrics:render() end,
     wg = function() return gw.hub and gw.hub:status() or nil end,
+    certs = function() return gw.certbot and gw.certbot:status() or nil end,
+    renew_certs = function()
+      if not gw.certbot then
+        return nil, 'no certbot is configured'
+      end
+      task.spawn_named('gateway:renew-certs', function() gw.certbot:check(true) end)
+      return 'renewing in the background: see gw.certs() and the log'
+    end,
   }
   local doc = {
     ['gw.routes'] = 'gw.routes(): the route snapshot published last (instances, routes, version)',
@@ -113,6 +121,9 @@ function M.env(gw, d)
     ['gw.policy'] = 'gw.policy(): the routing policy (name, version, reloads, decisions)',
     ['gw.metrics'] = 'gw.metrics(): the /metrics text',
     ['gw.wg'] = 'gw.wg(): the WireGuard hub (public key, interface, syncs)',
+    ['gw.certs'] = 'gw.certs(): the certbot (per domain serial, not_after, seconds left; '
+      .. 'account, orders, renewals)',
+    ['gw.renew_certs'] = 'gw.renew_certs(): renew every certbot domain now (in the background)',
   }
   return { gw = t }, doc
 end

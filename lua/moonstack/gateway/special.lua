@@ -25,6 +25,16 @@ local function gateway_page(gw, path)
     return 200, util.encode_json({ app_id = gw.cfg.node.app_id or '', version = gw.VERSION,
       base_domain = p.base_domain }), JSON
   elseif path == '/acme-info' then
+    if gw.certbot then
+      local ai = require('moonstack.gateway.acme_info')
+      local domain = p.base_domain
+      local served = false
+      for _, d in ipairs(gw.certbot.cfg.domains) do
+        served = served or d == domain
+      end
+      return 200, require('moonstack.core.json').encode(ai.info_json(ai.info(gw.certbot.store,
+        served and domain or gw.certbot.cfg.domains[1]))), JSON
+    end
     return 200, util.encode_json({ account_uri = '', hist_keys = {}, quoted_hist_keys = {},
       account_quote = '', active_cert = '', base_domain = p.base_domain }), JSON
   end

@@ -40,6 +40,10 @@ local function native_opts(opts)
     end
     n.address, n.port, n.path = u.host, u.port, u.path
     n.host = opts.host or u.host
+    if opts.host_port and not opts.host and not u.host:find(':', 1, true) and
+        u.port ~= (u.scheme == 'https' and 443 or 80) then
+      n.host = u.host .. ':' .. u.port -- servers that build URLs from Host (ACME's) need it
+    end
     if u.scheme == 'https' then
       n.tls = opts.tls or true
     end
@@ -55,7 +59,8 @@ end
 --- (with :cancel()), or nil, message, code for bad options.
 ---   opts: url | unix + path, method, headers, body | json, query, timeout_ms,
 ---         tls = { ca, cert, key, insecure, skip_hostname, verify }, host (Host header),
----         want_headers = { names of custom response headers to return (lws knows no list) }
+---         want_headers = { names of custom response headers to return (lws knows no list) },
+---         host_port = true: a Host header with the URL's port when it is not the default
 function M.request_cb(opts, cb)
   local n, err = native_opts(opts)
   if not n then
