@@ -9,6 +9,8 @@
 --                port_policy { ports = { {port, pp} }, restrict_mode } is optional; refused
 --                while the node is down. Answer: wg { client_ip, servers = { {pk, ip, endpoint} } },
 --                agent { external_port, internal_port, domain, app_address_ns_prefix }, gateways.
+--                In a cluster: answered only after etcd took the record (else EUNAVAILABLE),
+--                and servers/gateways list every other node that is up.
 --   Info, AcmeInfo (no ACME here: empty fields), GetPeers (a caller whose certificate names
 --                this gateway's own app id: node.app_id).
 -- Failures are pRPC 400 {"error": ...}; only this module maps codes to statuses.
@@ -106,7 +108,15 @@ local function nodes(gw)
   local servers = { { pk = pk, ip = wg.ip, endpoint = wg.endpoint } }
   local node = { id = gw.cfg.node.id or 0, uuid = gw.uuid or '', url = gw.cfg.node.url or '',
     last_seen = os.time(), wg_public_key = pk, wg_ip = wg.ip, wg_endpoint = wg.endpoint }
-  return servers, { node }
+  local gateways = { node }
+  if gw.cluster then -- every other node that is up, from etcd
+    local more, others = gw.cluster:peers()
+    for i, sv in ipairs(more) do
+      servers[#servers + 1] = sv
+      gateways[#gateways + 1] = others[i]
+    end
+  end
+  return servers, gateways
 end
 
 local build = {}
@@ -134,10 +144,21 @@ function build.RegisterCvm(gw)
       end
       local inst, new
       inst, new, code = gw.state:register({ instance_id = who.instance_id, app_id = who.app_id,
-        compose_hash = who.compose_hash, public_key = codec.base64(key), port_policy = policy })
+        compose_hash = who.compose_hash, public_key = codec.base64(key), port_policy = policy,
+        node_id = gw.cluster and gw.cluster.node_id or nil })
       if not inst then
         gw:refused(tostring(code):lower(), req.peer, new)
         return nil, new, code
+      end
+      if gw.cluster then -- acknowledged only once etcd has it
+        local ok, cerr, ccode = gw.cluster:put_instance(inst.instance_id)
+        if not ok then
+          if new then
+            gw.state:remove(inst.instance_id)
+          end
+          gw:refused('cluster', req.peer, cerr)
+          return nil, cerr, ccode
+        end
       end
       gw.metrics:registered()
       gw.log.info('CVM registered', { app_id = inst.app_id, instance_id = inst.instance_id,
@@ -194,6 +215,10 @@ function M.handler(gw)
   return prpc.handler({ { prefix = '/prpc/', service = 'Tproxy', methods = M.methods(gw) } },
     function(req)
       if req.method == 'GET' and req.path == '/health' then
+        if gw.cluster then -- still serving; says whether the cluster state is reachable
+          return 200, require('cjson.safe').encode({ status = 'ok',
+            cluster = gw.cluster:status() }), { ['content-type'] = 'application/json' }
+        end
         return 200, 'OK', { ['content-type'] = 'text/plain' }
       end
     end)

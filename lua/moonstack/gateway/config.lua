@@ -51,6 +51,12 @@
 --                                      refused (Admin SetNodeStatus); app_id (hex): GetPeers
 --                                      answers callers whose certificate names it
 --   metrics = true                     GET /metrics on the admin listener
+--   cluster = nil                      cluster state on etcd (moonstack.gateway.cluster):
+--     { etcd = { endpoints = { 'http://127.0.0.1:2379', ... } (required), prefix = '/moonstack',
+--       timeout_ms = 3000 (one etcd call, failover included), lease_ttl = 10 (s),
+--       watch_interval_ms = 500 }, node_id = N (required, >= 1; node.id follows it) }
+--     needs wg; each node's wg.client_ip_range must be disjoint from the others' (checked
+--     against etcd at start). Without it the node keeps its state locally.
 local config = require('moonstack.core.config')
 local cidr = require('moonstack.gateway.cidr')
 
@@ -178,6 +184,16 @@ M.schema = {
       url = { type = 'string', default = '' },
       app_id = { type = 'string', optional = true, pattern = '^%x+$' } } },
     metrics = { type = 'boolean', default = true },
+    cluster = { type = 'table', optional = true, fields = {
+      etcd = { type = 'table', fields = {
+        endpoints = { type = 'table', items = { type = 'string', pattern = '^https?://[^/%s]+/?$' } },
+        prefix = { type = 'string', default = '/moonstack', pattern = '^/[%w_%-/%.]*$' },
+        timeout_ms = { type = 'integer', default = 3000, min = 50, max = 600000 },
+        lease_ttl = { type = 'integer', default = 10, min = 2, max = 3600 },
+        watch_interval_ms = { type = 'integer', default = 500, min = 20, max = 600000 },
+      } },
+      node_id = { type = 'integer', min = 1, max = 4294967295 },
+    } },
   },
 }
 
@@ -254,6 +270,20 @@ function M.finish(cfg)
   end
   if cfg.rpc and not cfg.data_dir then
     return fail('data_dir: required with rpc (registered instances are kept there)')
+  end
+  local cl = cfg.cluster
+  if cl then
+    if not cfg.wg then
+      return fail('cluster: the cluster shares WireGuard peers: configure wg too')
+    end
+    if #cl.etcd.endpoints == 0 or #cl.etcd.endpoints > 16 then
+      return fail('cluster.etcd.endpoints: expected 1 to 16 URLs')
+    end
+    if cfg.node.id == 0 then
+      cfg.node.id = cl.node_id
+    elseif cfg.node.id ~= cl.node_id then
+      return fail(('node.id: %d differs from cluster.node_id %d'):format(cfg.node.id, cl.node_id))
+    end
   end
   local a = cfg.admin
   if a then
