@@ -121,6 +121,10 @@ function Cluster:_mark(up, err)
   if not up then
     self.last_error = err
   end
+  if self.etcd_state ~= self.published then -- the dashboard's gateway part
+    self.published = self.etcd_state
+    require('moonstack.core.events').publish('gateway.cluster', { cluster = self:status() })
+  end
 end
 
 -- Check the other nodes' records: ranges disjoint, our id not held by a live node.

@@ -5,7 +5,8 @@
 -- path runs), conns = { total (active), accepted, by_app = { [app_id] = active } }, wg = {
 -- interface, listen_port }, proxy = { port, base_domain }, policies = { { name, version, sha256,
 -- path, error? } } (the routing policy), cluster = { etcd = 'up'|'down', since, node_id, nodes,
--- endpoint, error? } (null without etcd) }; events `gateway.instances` (after every change of
+-- endpoint, error? } (null without etcd) }; `gateway.cluster` { cluster } when etcd goes down
+-- or comes back; events `gateway.instances` (after every change of
 -- the registered instances, handshakes included: { instances }), `gateway.conns` (the counts,
 -- checked every second, when they changed) and `policy.reload` (of the routing policy);
 -- action `policy_reload`. Same credentials as the Admin API, plus `admin.login_token_file`.
