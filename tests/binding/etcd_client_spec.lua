@@ -177,6 +177,27 @@ describe('etcd client', function()
     end, 10000)
   end)
 
+  it('speaks to an etcd over TLS with a client certificate (cluster.etcd ca/cert/key files)', function()
+    local t = fixture.start({ tls = true })
+    local ok, err = pcall(run, function()
+      local c = assert(etcd.from_config({ endpoints = { t.url }, timeout_ms = 3000,
+        ca_file = t.dir .. '/ca.pem', cert_file = t.dir .. '/client.pem',
+        key_file = t.dir .. '/client.key' }))
+      assert(c:put('/tls/k', 'v'))
+      assert.are.equal('v', c:get('/tls/k'))
+      -- without the client certificate etcd refuses; without the CA we refuse etcd
+      local anon = assert(etcd.from_config({ endpoints = { t.url }, timeout_ms = 600,
+        ca_file = t.dir .. '/ca.pem' }))
+      assert.is_nil((anon:get('/tls/k')))
+      local blind = assert(etcd.from_config({ endpoints = { t.url }, timeout_ms = 600 }))
+      assert.is_nil((blind:get('/tls/k')))
+      assert.is_nil((etcd.from_config({ endpoints = { t.url }, cert_file = t.dir .. '/client.pem' })))
+      assert.is_nil((etcd.from_config({ endpoints = { t.url }, ca_file = t.dir .. '/none.pem' })))
+    end, 15000)
+    t.stop()
+    assert(ok, err)
+  end)
+
   it('refuses answers that are not what etcd sends', function()
     local srv = server.new({ listen = { host = '127.0.0.1', port = 0 } })
     local answers = {

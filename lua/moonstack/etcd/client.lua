@@ -124,6 +124,45 @@ function Client:call(path, body, opts)
   return nil, 'EUNAVAILABLE: etcd: no member answered: ' .. last_err, 'EUNAVAILABLE'
 end
 
+-- ---- from a service's config ----
+
+--- The schema (moonstack.core.config) of a service config's `cluster.etcd` table: endpoints,
+--- prefix = '/moonstack', timeout_ms = 3000, lease_ttl = 10, watch_interval_ms = 500, and for
+--- an etcd served over TLS: ca_file (the CA of its certificates), cert_file + key_file (a
+--- client certificate, for `--client-cert-auth`).
+function M.config_schema()
+  return { type = 'table', fields = {
+    endpoints = { type = 'table', items = { type = 'string', pattern = '^https?://[^/%s]+/?$' } },
+    prefix = { type = 'string', default = '/moonstack', pattern = '^/[%w_%-/%.]*$' },
+    timeout_ms = { type = 'integer', default = 3000, min = 50, max = 600000 },
+    lease_ttl = { type = 'integer', default = 10, min = 2, max = 3600 },
+    watch_interval_ms = { type = 'integer', default = 500, min = 20, max = 600000 },
+    ca_file = { type = 'string', optional = true, min = 1 },
+    cert_file = { type = 'string', optional = true, min = 1 },
+    key_file = { type = 'string', optional = true, min = 1 },
+  } }
+end
+
+--- A client from a validated `cluster.etcd` table (the TLS files read here), or nil, msg, code.
+function M.from_config(e)
+  local tls
+  if e.ca_file or e.cert_file or e.key_file then
+    if (e.cert_file == nil) ~= (e.key_file == nil) then
+      return nil, 'EINVAL: cluster.etcd: give both cert_file and key_file, or neither', 'EINVAL'
+    end
+    tls = {}
+    local fs = require('moonstack.core.fs')
+    for k, f in pairs({ ca = e.ca_file, cert = e.cert_file, key = e.key_file }) do
+      local text, err, code = fs.read_file(f, 1024 * 1024)
+      if not text then
+        return nil, ('cluster.etcd.%s_file: %s'):format(k, tostring(err)), code
+      end
+      tls[k] = text
+    end
+  end
+  return M.new({ endpoints = e.endpoints, timeout_ms = e.timeout_ms, tls = tls })
+end
+
 -- ---- decoding helpers ----
 
 --- An int64 field (JSON string of digits, or absent = 0) as a number, or nil.

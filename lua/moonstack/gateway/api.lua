@@ -142,6 +142,7 @@ function build.RegisterCvm(gw)
       if err then
         return nil, err
       end
+      local before = gw.cluster and gw.state:record(who.instance_id) -- restored if etcd refuses
       local inst, new
       inst, new, code = gw.state:register({ instance_id = who.instance_id, app_id = who.app_id,
         compose_hash = who.compose_hash, public_key = codec.base64(key), port_policy = policy,
@@ -155,6 +156,8 @@ function build.RegisterCvm(gw)
         if not ok then
           if new then
             gw.state:remove(inst.instance_id)
+          elseif before then
+            gw.state:apply(before)
           end
           gw:refused('cluster', req.peer, cerr)
           return nil, cerr, ccode

@@ -93,10 +93,14 @@ function M.decode_node(text)
   return r
 end
 
---- The cluster of gateway `gw` (cfg.cluster set), not started.
+--- The cluster of gateway `gw` (cfg.cluster set), not started; or nil, msg, code (the etcd
+--- TLS files).
 function M.new(gw)
   local c = gw.cfg.cluster
-  local client = assert(etcd.new({ endpoints = c.etcd.endpoints, timeout_ms = c.etcd.timeout_ms }))
+  local client, err, code = etcd.from_config(c.etcd)
+  if not client then
+    return nil, err, code
+  end
   return setmetatable({ gw = gw, client = client, cfg = c, node_id = c.node_id,
     base = c.etcd.prefix:gsub('/$', '') .. '/gateway/', nodes = {}, etcd_state = 'unknown',
     since = os.time(), pending_deletes = {}, log = gw.log }, Cluster)

@@ -54,7 +54,8 @@
 --   cluster = nil                      cluster state on etcd (moonstack.gateway.cluster):
 --     { etcd = { endpoints = { 'http://127.0.0.1:2379', ... } (required), prefix = '/moonstack',
 --       timeout_ms = 3000 (one etcd call, failover included), lease_ttl = 10 (s),
---       watch_interval_ms = 500 }, node_id = N (required, >= 1; node.id follows it) }
+--       watch_interval_ms = 500, ca_file?, cert_file? + key_file? (etcd over TLS, client
+--       certificate) }, node_id = N (required, >= 1; node.id follows it) }
 --     needs wg; each node's wg.client_ip_range must be disjoint from the others' (checked
 --     against etcd at start). Without it the node keeps its state locally.
 local config = require('moonstack.core.config')
@@ -185,13 +186,7 @@ M.schema = {
       app_id = { type = 'string', optional = true, pattern = '^%x+$' } } },
     metrics = { type = 'boolean', default = true },
     cluster = { type = 'table', optional = true, fields = {
-      etcd = { type = 'table', fields = {
-        endpoints = { type = 'table', items = { type = 'string', pattern = '^https?://[^/%s]+/?$' } },
-        prefix = { type = 'string', default = '/moonstack', pattern = '^/[%w_%-/%.]*$' },
-        timeout_ms = { type = 'integer', default = 3000, min = 50, max = 600000 },
-        lease_ttl = { type = 'integer', default = 10, min = 2, max = 3600 },
-        watch_interval_ms = { type = 'integer', default = 500, min = 20, max = 600000 },
-      } },
+      etcd = require('moonstack.etcd').config_schema(),
       node_id = { type = 'integer', min = 1, max = 4294967295 },
     } },
   },

@@ -94,7 +94,10 @@ function Gateway:_open()
     return nil, err, code
   end
   if cfg.cluster then -- the instances from etcd; a refusal (overlapping ranges) stops the start
-    self.cluster = require('moonstack.gateway.cluster').new(self)
+    self.cluster, err, code = require('moonstack.gateway.cluster').new(self)
+    if not self.cluster then
+      return nil, err, code
+    end
     ok, err, code = self.cluster:open()
     if not ok then
       return nil, err, code

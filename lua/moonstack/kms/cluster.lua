@@ -18,14 +18,22 @@ local function base(c)
   return c.etcd.prefix:gsub('/$', '') .. '/kms/members/'
 end
 
---- The etcd client of a validated `cluster` config.
+--- The etcd client of a validated `cluster` config, or nil, msg, code.
 function M.client(c)
-  return assert(etcd.new({ endpoints = c.etcd.endpoints, timeout_ms = c.etcd.timeout_ms }))
+  return etcd.from_config(c.etcd)
 end
 
 --- The members { { id, url, role, domain, since } } sorted by id, or nil, msg, code.
 function M.members(c, client)
-  local list, err, code = registry.list(client or M.client(c), base(c))
+  local err, code
+  if not client then
+    client, err, code = M.client(c)
+    if not client then
+      return nil, err, code
+    end
+  end
+  local list
+  list, err, code = registry.list(client, base(c))
   if not list then
     return nil, err, code
   end
@@ -42,7 +50,10 @@ end
 --- The URL of a live onboarding source (waits up to timeout_ms for one to appear; in a task),
 --- or nil, msg, code.
 function M.find_source(c, timeout_ms, log)
-  local client = M.client(c)
+  local client, cerr, ccode = M.client(c)
+  if not client then
+    return nil, cerr, ccode
+  end
   local deadline = uv.now() + timeout_ms
   local last
   repeat
@@ -62,14 +73,19 @@ function M.find_source(c, timeout_ms, log)
     'ESOURCE'
 end
 
---- Register KMS `kms` (started: its address known). Returns the registry (close() it).
+--- Register KMS `kms` (started: its address known). Returns the registry (close() it), or
+--- nil, msg, code (the etcd TLS files).
 function M.register(kms)
   local cfg, c = kms.cfg, kms.cfg.cluster
+  local client, err, code = M.client(c)
+  if not client then
+    return nil, err, code
+  end
   local url = c.url or ('https://' .. kms:address())
   local id = c.node_id and tostring(c.node_id) or crypto.hex(crypto.sha256(url)):sub(1, 16)
   local role = c.role or ((cfg.onboard and (cfg.onboard.source_url
     or cfg.onboard.source_from_cluster)) and 'replica' or 'source')
-  local reg = registry.new(M.client(c), c.etcd.lease_ttl, { name = 'kms:etcd', log = kms.log })
+  local reg = registry.new(client, c.etcd.lease_ttl, { name = 'kms:etcd', log = kms.log })
   reg.member = { id = id, url = url, role = role, domain = kms.domain or '', since = os.time() }
   task.spawn_named('kms:etcd-register', function()
     reg:set(base(c) .. id, reg.member) -- put now, or by the keeper once a lease is granted

@@ -69,7 +69,8 @@
 --                                     onboarding source registered in etcd (needs cluster)
 --   cluster = nil                     membership on etcd (moonstack.kms.cluster; never keys):
 --                                     { etcd = { endpoints = { 'http://h:2379', ... }, prefix =
---                                     '/moonstack', timeout_ms = 3000, lease_ttl = 10 },
+--                                     '/moonstack', timeout_ms = 3000, lease_ttl = 10,
+--                                     ca_file?, cert_file? + key_file? (etcd over TLS) },
 --                                     url = 'https://<listen address>' (what replicas dial),
 --                                     node_id = nil (default: from the url), role = 'source' |
 --                                     'replica' (default: replica when onboarding from a source) }
@@ -182,12 +183,7 @@ M.schema = {
     },
     seal = tee_schema('tee'),
     cluster = { type = 'table', optional = true, fields = {
-      etcd = { type = 'table', fields = {
-        endpoints = { type = 'table', items = { type = 'string', pattern = '^https?://[^/%s]+/?$' } },
-        prefix = { type = 'string', default = '/moonstack', pattern = '^/[%w_%-/%.]*$' },
-        timeout_ms = { type = 'integer', default = 3000, min = 50, max = 600000 },
-        lease_ttl = { type = 'integer', default = 10, min = 2, max = 3600 },
-      } },
+      etcd = require('moonstack.etcd').config_schema(),
       url = { type = 'string', optional = true, pattern = '^https://[^%s]+$' },
       node_id = { type = 'integer', optional = true, min = 0 },
       role = { type = 'string', optional = true, enum = { 'source', 'replica' } },

@@ -156,7 +156,11 @@ function M.start(cfg, log, hooks)
     return nil, err, code
   end
   if cfg.cluster then -- membership in etcd (never keys): replicas find the source there
-    self.cluster_reg = require('moonstack.kms.cluster').register(self)
+    self.cluster_reg, err, code = require('moonstack.kms.cluster').register(self)
+    if not self.cluster_reg then
+      self:stop()
+      return nil, 'cluster: ' .. tostring(err), code
+    end
   end
   log.info('KMS ready', { address = self.server:address(), domain = self.domain,
     auth = self.auth.kind, k256_pubkey = crypto.hex(material.k256_pubkey),

@@ -21,10 +21,14 @@ M.CHECK_MS = 1000
 local Cluster = {}
 Cluster.__index = Cluster
 
---- The cluster of `vmm` (cfg.cluster set), registering in the background.
+--- The cluster of `vmm` (cfg.cluster set), registering in the background; or nil, msg, code
+--- (the etcd TLS files).
 function M.start(vmm)
   local c = vmm.cfg.cluster
-  local client = assert(etcd.new({ endpoints = c.etcd.endpoints, timeout_ms = c.etcd.timeout_ms }))
+  local client, err, code = etcd.from_config(c.etcd)
+  if not client then
+    return nil, err, code
+  end
   local host = c.host_id or (vmm.cfg.node_name ~= '' and vmm.cfg.node_name) or uv.os_gethostname()
   local self = setmetatable({ vmm = vmm, client = client, host_id = host,
     base = c.etcd.prefix:gsub('/$', '') .. '/vmm/', put = {}, fleet_kvs = {}, etcd = 'unknown' },
@@ -43,9 +47,9 @@ function M.start(vmm)
     if not self.busy then
       self.busy = true
       task.spawn_named('vmm:etcd-sync', function()
-        local ok, err = pcall(self.sync, self)
+        local ok, serr = pcall(self.sync, self)
         if not ok then
-          vmm.log.error('etcd sync failed', { error = tostring(err) })
+          vmm.log.error('etcd sync failed', { error = tostring(serr) })
         end
         self.busy = false
       end)

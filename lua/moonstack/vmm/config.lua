@@ -29,7 +29,8 @@
 --   cluster = nil                       this host and its VMs on etcd (moonstack.vmm.cluster),
 --                                       for one dashboard over the fleet: { etcd = { endpoints =
 --                                       { 'http://h:2379', ... }, prefix = '/moonstack',
---                                       timeout_ms = 3000, lease_ttl = 10 }, host_id = node_name
+--                                       timeout_ms = 3000, lease_ttl = 10, ca_file?,
+--                                       cert_file? + key_file? }, host_id = node_name
 --                                       or the host name, url = 'http://<dashboard address>' }
 --   gateway = { base_domain = 'localhost', port = 8082, agent_port = 8090 }   [gateway]
 --   max_allocable_vcpu = 20, max_allocable_memory_in_mb = 100000, max_cvm_number = 1000
@@ -241,12 +242,7 @@ M.schema = {
     event_buffer_size = { type = 'integer', default = 20, min = 1, max = 10000 },
     node_name = { type = 'string', default = '' },
     cluster = { type = 'table', optional = true, fields = {
-      etcd = { type = 'table', fields = {
-        endpoints = { type = 'table', items = { type = 'string', pattern = '^https?://[^/%s]+/?$' } },
-        prefix = { type = 'string', default = '/moonstack', pattern = '^/[%w_%-/%.]*$' },
-        timeout_ms = { type = 'integer', default = 3000, min = 50, max = 600000 },
-        lease_ttl = { type = 'integer', default = 10, min = 2, max = 3600 },
-      } },
+      etcd = require('moonstack.etcd').config_schema(),
       host_id = { type = 'string', optional = true, pattern = '^[%w][%w%.%-_]*$', max = 128 },
       url = { type = 'string', optional = true, pattern = '^https?://[^%s]+$' },
     } },

@@ -211,7 +211,11 @@ function M.start(cfg, log)
     end
   end)
   if cfg.cluster then -- this host and its VMs in etcd; the fleet for the dashboard
-    self.cluster = require('moonstack.vmm.cluster').start(self)
+    self.cluster, err, code = require('moonstack.vmm.cluster').start(self)
+    if not self.cluster then
+      self:stop()
+      return nil, 'cluster: ' .. tostring(err), code
+    end
   end
   log.info('VMM ready', { address = self.server:address(), backend = cfg.backend,
     dashboard = self.dashboard and self.dashboard.address() or nil,
