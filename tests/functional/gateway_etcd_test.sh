@@ -44,7 +44,7 @@ return {
   admin = { listen = { host = '127.0.0.1', port = 0 }, token_file = '$d/admin.token' },
   wg = { private_key = '$key', endpoint = '127.0.0.1:$5', interface = 'wg-$1', listen_port = $5,
     ip = '$3/24', reserved_net = { '10.0.0.0/29' }, client_ip_range = '$4', refresh_interval = 0.5 },
-  data_dir = '$d/$1-data', control = '$d/$1.ctl',
+  data_dir = '$d/$1-data', control = '$d/$1.ctl', log = { level = 'debug' },
   cluster = { etcd = { endpoints = { 'http://127.0.0.1:23791', 'http://127.0.0.1:23792',
     'http://127.0.0.1:23793' }, prefix = '/ms', timeout_ms = 4000, lease_ttl = 3,
     watch_interval_ms = 200 }, node_id = $2 },
@@ -105,6 +105,21 @@ check "A lists (Status) and peers (wg show) the CVM registered on B" "$ip2/32" \
 check "the records in etcd carry the registering node" "1 2" \
   "$(etcdctl_get /ms/gateway/instances/ | grep '^{' | jq -r .node_id | sort | tr '\n' ' ' | sed 's/ $//')"
 check_match "B's /health says the cluster state is reachable" '"etcd":"up"' "$(curl -sk --max-time 5 "https://${RPC[b]}/health")"
+wait_eval 10 "[ \"\$(etcdctl_get /ms/gateway/conns/ | grep -c '^{')\" = 2 ]"
+check "each node's connection counts and liveness are in etcd under its lease" "2 2 4" \
+  "$(etcdctl_get /ms/gateway/conns/ | grep -c '^{') $(etcdctl_get /ms/gateway/alive/ | grep -c '^{') \
+$(etcdctl --endpoints="$ETCD_EPS" get --prefix /ms/gateway/ -w json | jq '[.kvs[] | select(.lease != null)] | length')"
+# SetNodeStatus down on B: etcd says so and A stops offering B to CVMs; up again: back
+setnode() { curl -s --max-time 5 -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+  -d "{\"id\":2,\"status\":\"$1\"}" "http://${ADMIN[b]}/prpc/SetNodeStatus?json" >/dev/null; }
+setnode down
+check "SetNodeStatus down on B: its record in etcd says down" down \
+  "$(etcdctl_get /ms/gateway/nodes/2 | grep '^{' | jq -r .status)"
+wait_eval 10 "status a | jq -e '.nodes | length == 0'"
+check "A's RegisterCvm answer no longer lists B as a WireGuard server" 1 "$(reg a cvm1 | jq '.wg.servers | length')"
+setnode up
+wait_eval 10 "status a | jq -e '.nodes | length == 1'"
+check "B up again: listed again" 2 "$(reg a cvm1 | jq '.wg.servers | length')"
 
 # ---- a third node whose range overlaps A's refuses to start ----
 "$MOONSTACK" gateway -c "$d/c.lua" >"$d/c.log" 2>&1 &

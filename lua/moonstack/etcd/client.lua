@@ -14,6 +14,7 @@
 local codec = require('moonstack.core.codec')
 local json = require('moonstack.core.json')
 local http = require('moonstack.http.client')
+local task = require('moonstack.core.task')
 local uv = require('luv')
 
 local M = {}
@@ -87,8 +88,10 @@ function Client:call(path, body, opts)
     end
     local ep = self.endpoints[self.current]
     tries = tries + 1
-    local resp, err, code = http.request({ url = ep .. path, method = 'POST', json = body,
-      timeout_ms = math.max(20, math.min(left, 2000)), max_response = self.max_response,
+    local per = math.max(20, math.min(left, 2000))
+    -- the native timeout bounds the exchange; task.timeout bounds it again, whatever happens
+    local resp, err, code = task.timeout(per + 500, http.request, { url = ep .. path,
+      method = 'POST', json = body, timeout_ms = per, max_response = self.max_response,
       tls = self.tls })
     local status, doc
     if resp then
@@ -117,7 +120,7 @@ function Client:call(path, body, opts)
     if tries % n == 0 then -- round the whole list: give an election a moment
       local pause = math.min(200, deadline - uv.now())
       if pause > 0 then
-        require('moonstack.core.task').sleep(pause)
+        task.sleep(pause)
       end
     end
   end

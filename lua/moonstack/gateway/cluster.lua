@@ -210,9 +210,11 @@ function Cluster:open()
         self.node_id, tostring(a.uuid)), 'EBUSY'
     end
   end
+  self.log.debug('loading the instances from etcd', { prefix = self:key('instances', '') })
   ok, err = self:resync()
   self:_mark(ok ~= nil, err)
   self.synced = ok ~= nil
+  self.log.debug('cluster state loaded', { instances = self.gw.state:count(), ok = self.synced })
   return true
 end
 
