@@ -72,6 +72,25 @@ describe('gateway cluster', function()
     assert.is_true(changes >= 5)
   end)
 
+  it('does not apply a record that clashes with another instance (address or key)', function()
+    local st = state_mod.new({ wg = { ip = '10.0.0.1/24', reserved_net = { '10.0.0.1/32' },
+      client_ip_range = '10.0.0.64/26' } })
+    local gw = { state = st, log = require('moonstack.core.log').new('test'),
+      cfg = { cluster = { node_id = 1, etcd = { endpoints = { 'http://127.0.0.1:1' },
+        prefix = '/ms', timeout_ms = 100 } } } }
+    local c = assert(cluster.new(gw))
+    local k1, k2 = wgn.pubkey(wgn.genkey()), wgn.pubkey(wgn.genkey())
+    assert.is_true(c:_apply({ instance_id = 'aa', app_id = 'cd', ip = '10.0.0.130', public_key = k1,
+      reg_time = 1, node_id = 2 }, 'k1'))
+    assert.is_false(c:_apply({ instance_id = 'bb', app_id = 'cd', ip = '10.0.0.130', public_key = k2,
+      reg_time = 1, node_id = 2 }, 'k2'))
+    assert.is_false(c:_apply({ instance_id = 'bb', app_id = 'cd', ip = '10.0.0.131', public_key = k1,
+      reg_time = 1, node_id = 2 }, 'k2'))
+    assert.is_true(c:_apply({ instance_id = 'bb', app_id = 'cd', ip = '10.0.0.131', public_key = k2,
+      reg_time = 1, node_id = 2 }, 'k2'))
+    assert.are.equal(2, st:count())
+  end)
+
   describe('certificate store on etcd', function()
     if not fixture.available() then
       pending('etcd is not installed (/usr/bin/etcd)')

@@ -171,18 +171,21 @@ function Cluster:resync()
   if not r then
     return nil, err, code
   end
-  local ids = {}
+  local ids, recs = {}, {}
   for _, kv in ipairs(r.kvs) do
     local id = kv.key:sub(#self:key('instances', '') + 1)
     local rec, why = M.decode_instance(kv.value, id)
     if rec then
       ids[id] = true
-      self.gw.state:apply(rec)
+      recs[#recs + 1] = { rec, kv.key }
     else
       self.log.warn('ignoring a bad instance record in etcd', { key = kv.key, error = why })
     end
   end
-  self.gw.state:retain(ids)
+  self.gw.state:retain(ids) -- first: a gone instance's address may be another's now
+  for _, x in ipairs(recs) do
+    self:_apply(x[1], x[2])
+  end
   return true
 end
 
@@ -264,6 +267,30 @@ function Cluster:delete_instance(id)
   return ok
 end
 
+-- Whether `rec` would clash with another instance known here (its address or its WireGuard
+-- key): such a record is not applied (two peers with one AllowedIPs would steal traffic).
+function Cluster:_clash(rec)
+  for _, inst in ipairs(self.gw.state:list()) do
+    if inst.instance_id ~= rec.instance_id and (inst.ip == rec.ip
+        or inst.public_key == rec.public_key) then
+      return inst.instance_id
+    end
+  end
+  return nil
+end
+
+-- Apply one record read from etcd (checked, not clashing). Returns whether it was applied.
+function Cluster:_apply(rec, key)
+  local other = self:_clash(rec)
+  if other then
+    self.log.error('ignoring an instance record in etcd that clashes with another instance',
+      { key = key, ip = rec.ip, other = other })
+    return false
+  end
+  self.gw.state:apply(rec)
+  return true
+end
+
 -- Apply watched instance events.
 function Cluster:_on_instances(events)
   local plen = #self:key('instances', '')
@@ -276,7 +303,7 @@ function Cluster:_on_instances(events)
     else
       local rec, why = M.decode_instance(ev.value, id)
       if rec then
-        self.gw.state:apply(rec)
+        self:_apply(rec, ev.key)
       else
         self.log.warn('ignoring a bad instance record in etcd', { key = ev.key, error = why })
       end
