@@ -91,6 +91,33 @@ describe('gateway cluster', function()
     assert.are.equal(2, st:count())
   end)
 
+  it('GetPeers lists the other nodes known from etcd, for a gateway\'s certificate only', function()
+    local x509 = require('moonstack.x509')
+    local attestation = require('moonstack.tdx.attestation')
+    local function cert_of(app)
+      local key = x509.generate_key()
+      return assert(x509.issue({ subject = 'gw', key = key, eku = { 'client_auth' },
+        ratls = { app_info = attestation.app_info_ext({ app_id = app,
+          compose_hash = ('\1'):rep(32), instance_id = ('\2'):rep(20) }) } })).der
+    end
+    local app = ('\171'):rep(20)
+    local gw = { state = state_mod.new({}), log = require('moonstack.core.log').new('test'),
+      cfg = { node = { id = 1, url = 'https://gw-1:8000', app_id = ('ab'):rep(20) },
+        cluster = { node_id = 1, etcd = { endpoints = { 'http://127.0.0.1:1' },
+          prefix = '/ms', timeout_ms = 100 } } } }
+    gw.cluster = assert(cluster.new(gw))
+    gw.cluster.nodes = { [2] = { id = 2, url = 'https://gw-2:8000', wg_public_key = 'pk2',
+      status = 'up' }, [3] = { id = 3, url = 'https://gw-3:8000', wg_public_key = 'pk3',
+      status = 'down' } }
+    local m = require('moonstack.gateway.api').methods(gw).GetPeers
+    local r = assert(m.call({}, { peer_cert = cert_of(app) }))
+    assert.are.equal(1, r.my_id)
+    assert.are.same({ { id = 1, url = 'https://gw-1:8000' }, { id = 2, url = 'https://gw-2:8000' } },
+      r.peers)
+    assert.is_nil((m.call({}, { peer_cert = cert_of(('\205'):rep(20)) })))
+    assert.is_nil((m.call({}, {})))
+  end)
+
   describe('certificate store on etcd', function()
     if not fixture.available() then
       pending('etcd is not installed (/usr/bin/etcd)')

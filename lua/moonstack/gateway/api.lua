@@ -12,7 +12,7 @@
 --                In a cluster: answered only after etcd took the record (else EUNAVAILABLE),
 --                and servers/gateways list every other node that is up.
 --   Info, AcmeInfo (no ACME here: empty fields), GetPeers (a caller whose certificate names
---                this gateway's own app id: node.app_id).
+--                this gateway's own app id: node.app_id; in a cluster, every node up in etcd).
 -- Failures are pRPC 400 {"error": ...}; only this module maps codes to statuses.
 local codec = require('moonstack.core.codec')
 local prpc = require('moonstack.core.prpc')
@@ -199,7 +199,13 @@ function build.GetPeers(gw)
       return nil, 'EDENIED: GetPeers is for gateway nodes (a certificate of this gateway\'s app)'
     end
     local id, url = gw.cfg.node.id or 0, gw.cfg.node.url or ''
-    return { my_id = id, my_url = url, peers = { { id = id, url = url } } }
+    local peers = { { id = id, url = url } }
+    if gw.cluster then -- the other nodes known from etcd
+      for _, n in ipairs(select(2, gw.cluster:peers())) do
+        peers[#peers + 1] = { id = n.id, url = n.url }
+      end
+    end
+    return { my_id = id, my_url = url, peers = peers }
   end }
 end
 
