@@ -12,6 +12,7 @@ import { probeSession } from './api.mjs';
 import { initVms } from './vms.mjs';
 import { initDeploy } from './deploy.mjs';
 import { initGateway } from './gateway.mjs';
+import { initFleet } from './fleet.mjs';
 import { initKms } from './kms.mjs';
 import { initVerifier } from './verifier.mjs';
 
@@ -56,6 +57,7 @@ const vms = initVms(ctx);
 ctx.vms = vms;
 const deploy = initDeploy(ctx);
 const gateway = initGateway(ctx);
+const fleet = initFleet(ctx);
 const kms = initKms(ctx);
 initVerifier();
 
@@ -66,6 +68,7 @@ function flush() {
   if (d.has('vmm')) {
     vms.render();
     deploy.renderImages();
+    fleet.render();
   }
   if (d.has('log')) vms.renderLogs();
   if (d.has('gateway')) gateway.render();

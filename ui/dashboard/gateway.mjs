@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The gateway panel: its registered CVM instances (IP, WireGuard handshake age — ticking,
-// stale past 3 minutes — and live connections), connections per app, its routes and its
-// WireGuard interface.
+// stale past 3 minutes — and live connections), connections per app, its routes, its
+// WireGuard interface and, with etcd, the cluster state (down: the gateway routes what it knows).
 'use strict';
 
 import { h, fill, $, duration, short, badge } from './dom.mjs';
@@ -27,6 +27,15 @@ function cellText(v) {
   return String(v);
 }
 
+// The etcd cluster's state: local only, up, or down since when (the gateway keeps routing).
+function clusterCell(c) {
+  if (!c || typeof c !== 'object') return [h('span', { text: 'local (no etcd)' })];
+  const since = typeof c.since === 'number' ? new Date(c.since * 1000).toISOString().replace('.000Z', 'Z') : '-';
+  const nodes = Array.isArray(c.nodes) ? c.nodes.length : 0;
+  return [badge(c.etcd === 'up' ? 'etcd up' : 'etcd ' + String(c.etcd), c.etcd === 'up' ? 'fresh' : 'stale'), ' ',
+    h('span', { text: `node ${c.node_id ?? '-'}, ${nodes} node(s) known, since ${since}` })];
+}
+
 /** Set up the panel. ctx = { store }. Returns { render, tick }. */
 export function initGateway(ctx) {
   const { store } = ctx;
@@ -45,7 +54,8 @@ export function initGateway(ctx) {
     fill($('gw-summary'),
       h('dt', { text: 'Instances' }), h('dd', { text: String(gw.instances.length) }),
       h('dt', { text: 'Live connections' }), h('dd', { id: 'gw-total', text: String(conns.total ?? 0) }),
-      h('dt', { text: 'WireGuard' }), h('dd', { text: wg.interface ? `${wg.interface}, UDP ${wg.listen_port ?? '-'}` : '-' }));
+      h('dt', { text: 'WireGuard' }), h('dd', { text: wg.interface ? `${wg.interface}, UDP ${wg.listen_port ?? '-'}` : '-' }),
+      h('dt', { text: 'Cluster state' }), h('dd', { id: 'gw-cluster' }, clusterCell(gw.cluster)));
     fill($('gw-instances'), gw.instances.length ? gw.instances.map((i) => h('tr', {},
       h('td', { 'data-label': 'Instance' }, short(i.id, 16)),
       h('td', { 'data-label': 'App' }, short(i.app_id, 16)),

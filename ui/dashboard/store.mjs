@@ -210,7 +210,7 @@ function gatewayEvent(part, topic, data, time) {
     return true;
   }
   let changed = false;
-  for (const k of ['instances', 'routes', 'conns', 'wg']) {
+  for (const k of ['instances', 'routes', 'conns', 'wg', 'cluster']) {
     if (data[k] !== undefined) {
       part[k] = data[k];
       changed = true;

@@ -33,6 +33,8 @@ local HostInfo = { { 1, 'instance_id', 'string' }, { 2, 'ip', 'string' }, { 3, '
 local Handshake = { { 1, 'instance_id', 'string' }, { 2, 'public_key', 'string' },
   { 3, 'latest_handshake', 'uint64' } }
 local PortPolicy = gw_api.messages.PortPolicy
+local ClusterStatus = { { 1, 'etcd', 'string' }, { 2, 'since', 'uint64' }, { 3, 'node_id', 'uint64' },
+  { 4, 'endpoint', 'string' }, { 5, 'error', 'string' } }
 
 --- The message schemas of the Admin service.
 M.messages = {
@@ -40,7 +42,8 @@ M.messages = {
   ExitRequest = { { 1, 'force', 'bool' } },
   StatusResponse = { { 1, 'id', 'uint64' }, { 2, 'url', 'string' }, { 3, 'bootnode_url', 'string' },
     { 4, 'num_connections', 'uint64' }, { 5, 'hosts', 'message*', schema = HostInfo },
-    { 6, 'nodes', 'message*', schema = gw_api.messages.GatewayNodeInfo }, { 7, 'uuid', 'bytes' } },
+    { 6, 'nodes', 'message*', schema = gw_api.messages.GatewayNodeInfo }, { 7, 'uuid', 'bytes' },
+    { 100, 'cluster', 'message', schema = ClusterStatus } },
   GetInfoRequest = { { 1, 'id', 'string' } },
   GetInfoResponse = { { 1, 'found', 'bool' }, { 2, 'info', 'message', schema = HostInfo } },
   GetMetaResponse = { { 1, 'registered', 'uint64' }, { 2, 'online', 'uint64' } },
@@ -81,8 +84,13 @@ function M.methods(gw)
       hosts[#hosts + 1] = host_info(gw, inst, conns)
     end
     local node = gw.cfg.node
+    local nodes, cluster = {}, nil
+    if gw.cluster then -- the other nodes and whether etcd answers
+      nodes = select(2, gw.cluster:peers())
+      cluster = gw.cluster:status()
+    end
     return { id = node.id, url = node.url, bootnode_url = '', num_connections = active,
-      hosts = hosts, nodes = {}, uuid = gw.uuid or '' }
+      hosts = hosts, nodes = nodes, uuid = gw.uuid or '', cluster = cluster }
   end }
   t.GetInfo = { input = msg.GetInfoRequest, output = msg.GetInfoResponse, call = function(args)
     local inst = gw.state:get(args.id or '')
@@ -111,6 +119,9 @@ function M.methods(gw)
     end
     gw.node_status = args.status
     gw.log.info('node status set', { status = args.status })
+    if gw.cluster then -- the other nodes stop (or start) listing this one to CVMs
+      gw.cluster:put_node()
+    end
     return {}
   end }
   t.GetInstanceHandshakes = { input = msg.Empty, output = msg.HandshakesResponse, call = function()
@@ -131,12 +142,24 @@ function M.methods(gw)
       if not ok then
         return nil, serr
       end
+      if gw.cluster then
+        ok, serr = gw.cluster:put_instance(args.instance_id)
+        if not ok then
+          return nil, serr
+        end
+      end
       return {}
     end }
   t.ClearInstancePortPolicy = { input = msg.InstanceId, output = msg.Empty, call = function(args)
     local ok, err = gw.state:set_admin_port_policy(args.instance_id or '', nil)
     if not ok then
       return nil, err
+    end
+    if gw.cluster then
+      ok, err = gw.cluster:put_instance(args.instance_id)
+      if not ok then
+        return nil, err
+      end
     end
     return {}
   end }

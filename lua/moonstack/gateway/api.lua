@@ -9,9 +9,11 @@
 --                port_policy { ports = { {port, pp} }, restrict_mode } is optional; refused
 --                while the node is down. Answer: wg { client_ip, servers = { {pk, ip, endpoint} } },
 --                agent { external_port, internal_port, domain, app_address_ns_prefix }, gateways.
+--                In a cluster: answered only after etcd took the record (else EUNAVAILABLE),
+--                and servers/gateways list every other node that is up.
 --   Info, AcmeInfo (the certbot's evidence for its first domain; empty without a certbot),
 --                GetPeers (a caller whose certificate names this gateway's own app id:
---                node.app_id).
+--                node.app_id; in a cluster, every node up in etcd).
 -- Failures are pRPC 400 {"error": ...}; only this module maps codes to statuses.
 local codec = require('moonstack.core.codec')
 local prpc = require('moonstack.core.prpc')
@@ -108,7 +110,15 @@ local function nodes(gw)
   local servers = { { pk = pk, ip = wg.ip, endpoint = wg.endpoint } }
   local node = { id = gw.cfg.node.id or 0, uuid = gw.uuid or '', url = gw.cfg.node.url or '',
     last_seen = os.time(), wg_public_key = pk, wg_ip = wg.ip, wg_endpoint = wg.endpoint }
-  return servers, { node }
+  local gateways = { node }
+  if gw.cluster then -- every other node that is up, from etcd
+    local more, others = gw.cluster:peers()
+    for i, sv in ipairs(more) do
+      servers[#servers + 1] = sv
+      gateways[#gateways + 1] = others[i]
+    end
+  end
+  return servers, gateways
 end
 
 local build = {}
@@ -134,12 +144,26 @@ function build.RegisterCvm(gw)
       if err then
         return nil, err
       end
+      local before = gw.cluster and gw.state:record(who.instance_id) -- restored if etcd refuses
       local inst, new
       inst, new, code = gw.state:register({ instance_id = who.instance_id, app_id = who.app_id,
-        compose_hash = who.compose_hash, public_key = codec.base64(key), port_policy = policy })
+        compose_hash = who.compose_hash, public_key = codec.base64(key), port_policy = policy,
+        node_id = gw.cluster and gw.cluster.node_id or nil })
       if not inst then
         gw:refused(tostring(code):lower(), req.peer, new)
         return nil, new, code
+      end
+      if gw.cluster then -- acknowledged only once etcd has it
+        local ok, cerr, ccode = gw.cluster:put_instance(inst.instance_id)
+        if not ok then
+          if new then
+            gw.state:remove(inst.instance_id)
+          elseif before then
+            gw.state:apply(before)
+          end
+          gw:refused('cluster', req.peer, cerr)
+          return nil, cerr, ccode
+        end
       end
       gw.metrics:registered()
       gw.log.info('CVM registered', { app_id = inst.app_id, instance_id = inst.instance_id,
@@ -181,7 +205,13 @@ function build.GetPeers(gw)
       return nil, 'EDENIED: GetPeers is for gateway nodes (a certificate of this gateway\'s app)'
     end
     local id, url = gw.cfg.node.id or 0, gw.cfg.node.url or ''
-    return { my_id = id, my_url = url, peers = { { id = id, url = url } } }
+    local peers = { { id = id, url = url } }
+    if gw.cluster then -- the other nodes known from etcd
+      for _, n in ipairs(select(2, gw.cluster:peers())) do
+        peers[#peers + 1] = { id = n.id, url = n.url }
+      end
+    end
+    return { my_id = id, my_url = url, peers = peers }
   end }
 end
 
@@ -200,6 +230,10 @@ function M.handler(gw)
   return prpc.handler({ { prefix = '/prpc/', service = 'Tproxy', methods = M.methods(gw) } },
     function(req)
       if req.method == 'GET' and req.path == '/health' then
+        if gw.cluster then -- still serving; says whether the cluster state is reachable
+          return 200, require('cjson.safe').encode({ status = 'ok',
+            cluster = gw.cluster:status() }), { ['content-type'] = 'application/json' }
+        end
         return 200, 'OK', { ['content-type'] = 'text/plain' }
       end
     end)

@@ -66,6 +66,13 @@
 --   attestation = nil                  where the certbot's evidence quotes come from:
 --     { agent = '/var/run/dstack.sock' } (the guest agent of the CVM the gateway runs in) or
 --     { sim = DIR, cvm = 'gateway' } (a simulated TDX platform: tests and development)
+--   cluster = nil                      cluster state on etcd (moonstack.gateway.cluster):
+--     { etcd = { endpoints = { 'http://127.0.0.1:2379', ... } (required), prefix = '/moonstack',
+--       timeout_ms = 3000 (one etcd call, failover included), lease_ttl = 10 (s),
+--       watch_interval_ms = 500, ca_file?, cert_file? + key_file? (etcd over TLS, client
+--       certificate) }, node_id = N (required, >= 1; node.id follows it) }
+--     needs wg; each node's wg.client_ip_range must be disjoint from the others' (checked
+--     against etcd at start). Without it the node keeps its state locally.
 local config = require('moonstack.core.config')
 local cidr = require('moonstack.gateway.cidr')
 
@@ -226,6 +233,10 @@ M.schema = {
       sim = { type = 'string', optional = true, min = 1 },
       cvm = { type = 'string', optional = true, pattern = '^[%w_%-]+$' },
     } },
+    cluster = { type = 'table', optional = true, fields = {
+      etcd = require('moonstack.etcd').config_schema(),
+      node_id = { type = 'integer', min = 1, max = 4294967295 },
+    } },
   },
 }
 
@@ -302,6 +313,20 @@ function M.finish(cfg)
   end
   if cfg.rpc and not cfg.data_dir then
     return fail('data_dir: required with rpc (registered instances are kept there)')
+  end
+  local cl = cfg.cluster
+  if cl then
+    if not cfg.wg then
+      return fail('cluster: the cluster shares WireGuard peers: configure wg too')
+    end
+    if #cl.etcd.endpoints == 0 or #cl.etcd.endpoints > 16 then
+      return fail('cluster.etcd.endpoints: expected 1 to 16 URLs')
+    end
+    if cfg.node.id == 0 then
+      cfg.node.id = cl.node_id
+    elseif cfg.node.id ~= cl.node_id then
+      return fail(('node.id: %d differs from cluster.node_id %d'):format(cfg.node.id, cl.node_id))
+    end
   end
   local a = cfg.admin
   if a then

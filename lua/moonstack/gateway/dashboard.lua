@@ -4,7 +4,9 @@
 -- first), conns (active) } }, routes = { { key, allow, to_port?, pp? } } (the snapshot the data
 -- path runs), conns = { total (active), accepted, by_app = { [app_id] = active } }, wg = {
 -- interface, listen_port }, proxy = { port, base_domain }, policies = { { name, version, sha256,
--- path, error? } } (the routing policy) }; events `gateway.instances` (after every change of
+-- path, error? } } (the routing policy), cluster = { etcd = 'up'|'down', since, node_id, nodes,
+-- endpoint, error? } (null without etcd) }; `gateway.cluster` { cluster } when etcd goes down
+-- or comes back; events `gateway.instances` (after every change of
 -- the registered instances, handshakes included: { instances }), `gateway.conns` (the counts,
 -- checked every second, when they changed) and `policy.reload` (of the routing policy);
 -- action `policy_reload`. Same credentials as the Admin API, plus `admin.login_token_file`.
@@ -75,7 +77,8 @@ local function snapshot(gw, last_error)
   return { instances = M.instances(gw), routes = routes(gw), conns = M.conns(gw),
     wg = wg and { interface = wg.interface, listen_port = wg.listen_port } or wire.null,
     proxy = { port = gw:proxy_port(), base_domain = gw.cfg.proxy.base_domain },
-    policies = policies(gw, last_error) }
+    policies = policies(gw, last_error),
+    cluster = gw.cluster and gw.cluster:status() or wire.null }
 end
 
 -- The key of the counts, to publish only changes.

@@ -6,6 +6,8 @@
 -- (SIGHUP: the routing policy and a fresh snapshot; `proxy.certs`, `debug`, `node.status` and
 -- `recycle` apply in place, other changed keys need a restart) and rebind (adopt swapped code).
 -- With only `proxy` and `debug` configured it runs the data path alone (no WireGuard, no RPC).
+-- With `cluster` the state is shared on etcd (moonstack.gateway.cluster): loaded before the
+-- listeners, watched after.
 local uv = require('luv')
 local fs = require('moonstack.core.fs')
 local http = require('moonstack.http.server')
@@ -13,6 +15,7 @@ local logging = require('moonstack.core.log')
 local state_mod = require('moonstack.gateway.state')
 local proxy = require('moonstack.gateway.proxy')
 local metrics = require('moonstack.gateway.metrics')
+local task = require('moonstack.core.task')
 
 local M = {}
 
@@ -91,6 +94,16 @@ function Gateway:_open()
   if not ok then
     return nil, err, code
   end
+  if cfg.cluster then -- the instances from etcd; a refusal (overlapping ranges) stops the start
+    self.cluster, err, code = require('moonstack.gateway.cluster').new(self)
+    if not self.cluster then
+      return nil, err, code
+    end
+    ok, err, code = self.cluster:open()
+    if not ok then
+      return nil, err, code
+    end
+  end
   self.metrics = metrics.new(self)
   self.certs, err, code = proxy.load_certs(cfg.proxy.certs)
   if not self.certs then
@@ -129,7 +142,8 @@ function Gateway:_open()
   end
   self.state:on_change(function() self:republish() end)
   if cfg.certbot then
-    self.certbot, err, code = require('moonstack.gateway.certbot').start(self)
+    self.certbot, err, code = require('moonstack.gateway.certbot').start(self,
+      self.cluster and self.cluster:cert_store() or nil)
     if not self.certbot then
       return nil, err, code
     end
@@ -140,6 +154,9 @@ function Gateway:_open()
     return nil, err, code
   end
   self:_recycle_timer()
+  if self.cluster then
+    self.cluster:run()
+  end
   return true
 end
 
@@ -234,7 +251,15 @@ function Gateway:_recycle_timer()
   local ms = math.max(50, math.floor(r.interval * 1000))
   self.recycle_timer = uv.new_timer()
   self.recycle_timer:start(ms, ms, function()
-    local gone = self.state:recycle(self.cfg.recycle.timeout)
+    local gone = self.state:recycle(self.cfg.recycle.timeout,
+      self.cluster and self.cluster.node_id or nil)
+    if self.cluster and #gone > 0 then
+      task.spawn_named('gateway:recycle-etcd', function()
+        for _, inst in ipairs(gone) do
+          self.cluster:delete_instance(inst.instance_id)
+        end
+      end)
+    end
     for _, inst in ipairs(gone) do
       self.log.info('instance recycled (no handshake within recycle.timeout)',
         { instance_id = inst.instance_id, app_id = inst.app_id, ip = inst.ip })
@@ -329,6 +354,9 @@ function Gateway:reload(cfg, changed)
     self.cfg, self.certs = cfg, certs or self.certs
     self.node_status = cfg.node.status
     self:_recycle_timer()
+    if self.cluster then
+      task.spawn_named('gateway:etcd-node', function() self.cluster:put_node() end)
+    end
   end
   if self.routing then
     local s, err, code = self.routing:reload()
@@ -347,7 +375,8 @@ function Gateway:status()
     node_status = self.node_status, snapshot_version = self.proxy and self.proxy.version,
     data_path = self.proxy and self.proxy.native ~= nil, wg = self.hub and self.hub:status(),
     routing = self.routing and self.routing:status(),
-    certbot = self.certbot and self.certbot:status() }
+    certbot = self.certbot and self.certbot:status(),
+    cluster = self.cluster and self.cluster:status() or nil }
 end
 
 --- Stop everything. Idempotent.
@@ -370,7 +399,7 @@ function Gateway:stop()
       self[k] = nil
     end
   end
-  for _, k in ipairs({ 'proxy', 'hub', 'routing' }) do
+  for _, k in ipairs({ 'cluster', 'proxy', 'hub', 'routing' }) do
     if self[k] then
       self[k]:close()
       self[k] = nil

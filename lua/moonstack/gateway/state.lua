@@ -44,7 +44,7 @@ function M.new(opts)
 end
 
 local FIELDS = { 'instance_id', 'app_id', 'ip', 'public_key', 'reg_time', 'compose_hash',
-  'port_policy', 'admin_port_policy', 'last_handshake' }
+  'port_policy', 'admin_port_policy', 'last_handshake', 'node_id' }
 
 -- A plain copy of instance `inst` (the fields above).
 local function copy(inst)
@@ -99,7 +99,7 @@ function State:save()
 end
 
 --- Call fn(state, what) after each change ('register', 'recycle', 'policy', 'handshakes',
---- 'remove').
+--- 'remove', 'sync' (from the cluster)).
 function State:on_change(fn)
   self.listeners[#self.listeners + 1] = fn
 end
@@ -167,8 +167,9 @@ function State:allocate()
 end
 
 --- Register (or re-register) an instance: req = { instance_id, app_id, public_key (base64),
---- compose_hash?, port_policy? }. Returns the instance (a copy) and whether it is new, or nil,
---- msg, code (EINVAL, EDENIED, EINUSE, EEXHAUSTED, or the write's).
+--- compose_hash?, port_policy?, node_id? (the node it registered on, in a cluster) }. Returns
+--- the instance (a copy) and whether it is new, or nil, msg, code (EINVAL, EDENIED, EINUSE,
+--- EEXHAUSTED, or the write's).
 function State:register(req)
   local id, app = req.instance_id, req.app_id
   if type(id) ~= 'string' or id == '' or type(app) ~= 'string' or app == '' then
@@ -197,6 +198,7 @@ function State:register(req)
     inst.port_policy = nil -- reported for another compose: not this one's
   end
   inst.public_key, inst.compose_hash, inst.reg_time = req.public_key, req.compose_hash, self.now()
+  inst.node_id = req.node_id
   if req.port_policy then
     inst.port_policy = req.port_policy
   end
@@ -205,6 +207,55 @@ function State:register(req)
     return nil, err, code
   end
   return copy(inst), new
+end
+
+-- The fields a cluster record carries (all but the local handshake time).
+local SYNCED = { 'instance_id', 'app_id', 'ip', 'public_key', 'reg_time', 'compose_hash',
+  'port_policy', 'admin_port_policy', 'node_id' }
+
+--- The cluster record of instance `id` (moonstack.gateway.cluster), or nil.
+function State:record(id)
+  local inst = self.instances[id]
+  if not inst then
+    return nil
+  end
+  local out = {}
+  for _, k in ipairs(SYNCED) do
+    out[k] = inst[k]
+  end
+  return out
+end
+
+--- Apply a record from the cluster (a checked table of SYNCED fields): added or replaced
+--- when it differs (the local handshake time is kept). Returns whether anything changed.
+function State:apply(rec)
+  local inst = self.instances[rec.instance_id]
+  if inst and tables.equal(self:record(rec.instance_id), rec) then
+    return false
+  end
+  local fresh = { last_handshake = inst and inst.last_handshake or 0 }
+  for _, k in ipairs(SYNCED) do
+    fresh[k] = rec[k]
+  end
+  self.instances[rec.instance_id] = copy(fresh)
+  self:_changed('sync')
+  return true
+end
+
+--- Keep only the instances whose ids are in the set `ids` (a cluster snapshot). Returns the
+--- number removed.
+function State:retain(ids)
+  local n = 0
+  for id in pairs(self.instances) do
+    if not ids[id] then
+      self.instances[id] = nil
+      n = n + 1
+    end
+  end
+  if n > 0 then
+    self:_changed('sync')
+  end
+  return n
 end
 
 --- Remove instance `id`. True, or nil when it is not registered.
@@ -252,12 +303,14 @@ function State:set_handshakes(by_key)
 end
 
 --- Remove the instances registered more than `timeout` seconds ago whose last handshake is
---- older than that too. Returns the removed instances (copies).
-function State:recycle(timeout)
+--- older than that too (only those registered on node `only_node` when given: in a cluster,
+--- each node recycles its own). Returns the removed instances (copies).
+function State:recycle(timeout, only_node)
   local now = self.now()
   local gone = {}
   for id, inst in pairs(self.instances) do
-    if now - (inst.reg_time or 0) > timeout and now - (inst.last_handshake or 0) > timeout then
+    if now - (inst.reg_time or 0) > timeout and now - (inst.last_handshake or 0) > timeout
+        and (only_node == nil or inst.node_id == nil or inst.node_id == only_node) then
       gone[#gone + 1] = copy(inst)
       self.instances[id] = nil
     end

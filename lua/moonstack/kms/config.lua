@@ -65,6 +65,15 @@
 --                                     onboarding mode until Finish ({} : the Onboard pRPC service
 --                                     and a page on listen = { host = '0.0.0.0', port = 8000 },
 --                                     plain HTTP) [core.onboard]; timeout_ms = 10000
+--                                     source_from_cluster = true: replicate from the live
+--                                     onboarding source registered in etcd (needs cluster)
+--   cluster = nil                     membership on etcd (moonstack.kms.cluster; never keys):
+--                                     { etcd = { endpoints = { 'http://h:2379', ... }, prefix =
+--                                     '/moonstack', timeout_ms = 3000, lease_ttl = 10,
+--                                     ca_file?, cert_file? + key_file? (etcd over TLS) },
+--                                     url = 'https://<listen address>' (what replicas dial),
+--                                     node_id = nil (default: from the url), role = 'source' |
+--                                     'replica' (default: replica when onboarding from a source) }
 --   site_name = ''                    returned by Onboard.GetAttestationInfo
 --   image = { cache_dir = '/usr/share/dstack/images', verify = true, measurements_dir =
 --            <cache_dir>/boot-measurements }   [core.image] the OS-image gate
@@ -157,6 +166,7 @@ M.schema = {
       optional = true,
       fields = {
         source_url = { type = 'string', optional = true, pattern = '^https://' },
+        source_from_cluster = { type = 'boolean', default = false },
         auto_bootstrap_domain = { type = 'string', optional = true, pattern = '^[%w][%w%.%-]*$' },
         listen = listen_schema('0.0.0.0', 8000),
         timeout_ms = { type = 'integer', default = 10000, min = 1 },
@@ -172,6 +182,12 @@ M.schema = {
       },
     },
     seal = tee_schema('tee'),
+    cluster = { type = 'table', optional = true, fields = {
+      etcd = require('moonstack.etcd').config_schema(),
+      url = { type = 'string', optional = true, pattern = '^https://[^%s]+$' },
+      node_id = { type = 'integer', optional = true, min = 0 },
+      role = { type = 'string', optional = true, enum = { 'source', 'replica' } },
+    } },
     attestation = {
       type = 'table',
       optional = true,
@@ -205,7 +221,16 @@ M.schema = {
 --- The checks across keys and the derived defaults (code_reload, self_authorization) of a
 --- config the schema accepted. Returns cfg or nil, 'EINVAL: ...', 'EINVAL'.
 function M.finish(cfg)
-  if cfg and cfg.onboard and cfg.onboard.source_url and not (cfg.tee and cfg.attestation) then
+  local ob = cfg and cfg.onboard
+  if ob and ob.source_from_cluster and (ob.source_url or ob.auto_bootstrap_domain
+      or not cfg.cluster) then
+    return nil, 'EINVAL: config.onboard.source_from_cluster needs cluster and excludes '
+      .. 'source_url and auto_bootstrap_domain', 'EINVAL'
+  end
+  if cfg and cfg.cluster and #cfg.cluster.etcd.endpoints == 0 then
+    return nil, 'EINVAL: config.cluster.etcd.endpoints: expected at least one URL', 'EINVAL'
+  end
+  if ob and (ob.source_url or ob.source_from_cluster) and not (cfg.tee and cfg.attestation) then
     return nil, 'EINVAL: config.onboard needs tee (this KMS\'s attestation) and attestation '
       .. '(to verify the source KMS)', 'EINVAL'
   end

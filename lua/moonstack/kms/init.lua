@@ -155,6 +155,13 @@ function M.start(cfg, log, hooks)
     self:stop()
     return nil, err, code
   end
+  if cfg.cluster then -- membership in etcd (never keys): replicas find the source there
+    self.cluster_reg, err, code = require('moonstack.kms.cluster').register(self)
+    if not self.cluster_reg then
+      self:stop()
+      return nil, 'cluster: ' .. tostring(err), code
+    end
+  end
   log.info('KMS ready', { address = self.server:address(), domain = self.domain,
     auth = self.auth.kind, k256_pubkey = crypto.hex(material.k256_pubkey),
     root_ca = self.rpc_cert:info().issuer })
@@ -315,7 +322,8 @@ end
 function Kms:status()
   return { address = self:address(), key_dir = self.cfg.key_dir,
     k256_pubkey = crypto.hex(self.material.k256_pubkey), auth = self.auth and self.auth:status(),
-    admin_logins = self.login_limit and self.login_limit:status() }
+    admin_logins = self.login_limit and self.login_limit:status(),
+    cluster = self.cluster_reg and self.cluster_reg.member or nil }
 end
 
 --- The newest `n` auth decisions (default 20), newest first (moonstack.kms.decisions): the
@@ -326,6 +334,10 @@ end
 
 --- Stop listening and release the auth backend. Idempotent.
 function Kms:stop()
+  if self.cluster_reg then
+    self.cluster_reg:close()
+    self.cluster_reg = nil
+  end
   if self.dashboard then
     self.dashboard.close()
     self.dashboard = nil

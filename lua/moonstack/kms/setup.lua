@@ -131,9 +131,17 @@ function M.onboard_from_config(cfg, sealer, log, hooks)
     end
   end
   local onboarding = require('moonstack.kms.onboarding')
-  if o.source_url then
+  local source_url = o.source_url
+  if o.source_from_cluster then -- the live onboarding source registered in etcd
+    source_url, err, code = require('moonstack.kms.cluster').find_source(cfg.cluster,
+      o.timeout_ms, log)
+    if not source_url then
+      return done(nil, err, code)
+    end
+  end
+  if source_url then
     local m
-    m, err, code = require('moonstack.kms.replicate').replicate({ source_url = o.source_url,
+    m, err, code = require('moonstack.kms.replicate').replicate({ source_url = source_url,
       key_dir = cfg.key_dir, evidence = ctx.evidence, attest = ctx.attest, auth = ctx.auth,
       sealer = sealer, timeout_ms = o.timeout_ms, log = log })
     return done(m and true, err, code)

@@ -26,6 +26,12 @@
 --   control = nil                       control socket path (moonstack repl), mode 0600
 --   event_buffer_size = 20              guest events kept per VM
 --   node_name = ''                      shown by GetMeta users
+--   cluster = nil                       this host and its VMs on etcd (moonstack.vmm.cluster),
+--                                       for one dashboard over the fleet: { etcd = { endpoints =
+--                                       { 'http://h:2379', ... }, prefix = '/moonstack',
+--                                       timeout_ms = 3000, lease_ttl = 10, ca_file?,
+--                                       cert_file? + key_file? }, host_id = node_name
+--                                       or the host name, url = 'http://<dashboard address>' }
 --   gateway = { base_domain = 'localhost', port = 8082, agent_port = 8090 }   [gateway]
 --   max_allocable_vcpu = 20, max_allocable_memory_in_mb = 100000, max_cvm_number = 1000
 --   shutdown_timeout = 10               ShutdownVm: seconds the guest has before a hard stop
@@ -235,6 +241,11 @@ M.schema = {
     control = { type = 'string', optional = true, min = 1 },
     event_buffer_size = { type = 'integer', default = 20, min = 1, max = 10000 },
     node_name = { type = 'string', default = '' },
+    cluster = { type = 'table', optional = true, fields = {
+      etcd = require('moonstack.etcd').config_schema(),
+      host_id = { type = 'string', optional = true, pattern = '^[%w][%w%.%-_]*$', max = 128 },
+      url = { type = 'string', optional = true, pattern = '^https?://[^%s]+$' },
+    } },
     gateway = {
       type = 'table', default = {},
       fields = {
@@ -286,6 +297,9 @@ function M.finish(cfg)
   local parent = cfg.run_dir:match('^(.*)/[^/]+$') or '.'
   cfg.process.sim_dir = cfg.process.sim_dir or ((parent == '' and '' or parent) .. '/sim')
   cfg.kms_url = cfg.kms_url or cfg.kms_urls[1]
+  if cfg.cluster and #cfg.cluster.etcd.endpoints == 0 then
+    return nil, 'EINVAL: config.cluster.etcd.endpoints: expected at least one URL', 'EINVAL'
+  end
   if cfg.auth.enabled and #cfg.auth.tokens == 0 and not (cfg.auth.token_file or cfg.auth.htpasswd_file)
       and not os.getenv('DSTACK_VMM_AUTH_TOKEN') then
     return nil, 'EINVAL: config.auth is enabled without a credential (auth.tokens, auth.token_file, '

@@ -12,7 +12,10 @@
 --     `dashboard.gateway`: url + token_file) through their client modules;
 --   - the VMM's pRPC methods at /prpc/<Method> and at POST /dashboard/api/vmm/<Method> (JSON);
 --   - POST /dashboard/api/verify { quote_hex, event_log?, at? } -> the verifier's verdict
---     (moonstack.verifier with `dashboard.verify`: a collateral file, a PCCS, or Intel's PCS).
+--     (moonstack.verifier with `dashboard.verify`: a collateral file, a PCCS, or Intel's PCS);
+--   - with `cluster` (moonstack.vmm.cluster): the whole fleet from etcd in the snapshot's
+--     `fleet` { etcd, host_id, hosts, vms = { { id, name, status, app_id, host_id } } } and at
+--     POST /dashboard/api/fleet.
 -- Credentials: `dashboard.auth`, else the VMM's `auth`, plus `dashboard.login_token_file`;
 -- with none of them the dashboard does not start (fails closed).
 local uv = require('luv')
@@ -69,7 +72,18 @@ function M.snapshot(vmm)
   end
   local gw = vmm.cfg.gateway
   return { vms = vms, images = names, kms_url = vmm.cfg.kms_url or '',
-    gateway = { base_domain = gw.base_domain, port = gw.port, agent_port = gw.agent_port } }
+    gateway = { base_domain = gw.base_domain, port = gw.port, agent_port = gw.agent_port },
+    fleet = M.fleet(vmm) }
+end
+
+--- The fleet from etcd (vmm.cluster), JSON-ready, or null without a cluster.
+function M.fleet(vmm)
+  if not vmm.cluster then
+    return wire.null
+  end
+  local f = vmm.cluster:fleet()
+  return { etcd = f.etcd, host_id = f.host_id, hosts = wire.array(f.hosts),
+    vms = wire.array(f.vms) }
 end
 
 -- The status facts of `vm` published as vm.status, and their key.
@@ -244,7 +258,8 @@ function M.start(vmm)
     realm = 'dstack-vmm', login_token_file = d.login_token_file, remotes = remotes,
     poll_ms = d.poll_ms,
     messages = dlogs.handlers(vmm, function() return dash.open end),
-    actions = { verify = function(body) return verify(dash, vmm, body) end },
+    actions = { verify = function(body) return verify(dash, vmm, body) end,
+      fleet = function() return 200, M.fleet(vmm) end },
     part_action = function(part, op, req)
       if part ~= 'vmm' or not op:match('^%u[%w_]*$') then
         return mount.answer(404, { error = 'no such part or action' })

@@ -210,6 +210,13 @@ function M.start(cfg, log)
       end
     end
   end)
+  if cfg.cluster then -- this host and its VMs in etcd; the fleet for the dashboard
+    self.cluster, err, code = require('moonstack.vmm.cluster').start(self)
+    if not self.cluster then
+      self:stop()
+      return nil, 'cluster: ' .. tostring(err), code
+    end
+  end
   log.info('VMM ready', { address = self.server:address(), backend = cfg.backend,
     dashboard = self.dashboard and self.dashboard.address() or nil,
     vms = scan.loaded, broken = #scan.broken, run_dir = cfg.run_dir,
@@ -280,6 +287,10 @@ end
 --- Stop the API and the timers. The CVMs keep running (a restarted VMM adopts them) unless
 --- stop_vms_on_exit. Idempotent; inside a task when VMs are to be stopped.
 function Vmm:stop()
+  if self.cluster then
+    self.cluster:close()
+    self.cluster = nil
+  end
   for _, t in ipairs({ 'tick_timer', 'log_timer' }) do
     if self[t] then
       self[t]:close()
