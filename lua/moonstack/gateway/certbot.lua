@@ -284,6 +284,12 @@ function Certbot:renew(domain, force)
     end
     local data = { chain = r.chain, key = r.key, not_after = r.not_after, serial = r.serial,
       issued_at = os.time() }
+    if not self.store:holds('cert/' .. domain, token) then
+      -- the lock's lease ran out (etcd away too long): another node may be renewing; the
+      -- certificate it stores is picked up at the next check
+      return nil, 'ELOCKLOST: certbot: the renewal lock of ' .. domain .. ' was lost; '
+        .. 'the certificate is not stored', 'ELOCKLOST'
+    end
     local pok
     pok, aerr, acode = self.store:put('cert/' .. domain .. '/data', json.encode(data))
     if not pok then
