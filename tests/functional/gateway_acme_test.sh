@@ -215,6 +215,7 @@ check "the stored certificate was loaded" 1 "$(gw 'gw.certs().loaded')"
 check "the same account after the restart" "\"$account\"" "$(gw 'gw.certs().account_uri')"
 check "no account created after the restart" 0 "$(grep -c 'ACME account created' gw2.log)"
 check "no order in the restarted gateway's log" 0 "$(grep -c 'acme order created' gw2.log)"
+check "pebble: one account in all (none at the restart)" 1 "$(pebble_accounts)"
 r=$(curl -s -X POST -H 'Authorization: Bearer admin-secret' "http://127.0.0.1:$ADMIN/prpc/SetCaa?json" -d '{}')
 check "SetCaa after the restart (the records read back over DNS)" "{}" "$r"
 check "still the two CAA records, once each" "$(sort <<< "$caa")" \
