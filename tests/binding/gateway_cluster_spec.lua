@@ -150,7 +150,7 @@ describe('gateway cluster', function()
       end, 10000)
     end)
 
-    it('locks with a lease: one holder, busy names it, unlock by token, expiry', function()
+    it('locks with a lease: one holder, busy names it, unlock by token', function()
       run(function()
         local c = assert(etcd.new({ endpoints = { e.url } }))
         local s1 = store_mod.new(c, '/ms/gateway/')
@@ -165,9 +165,33 @@ describe('gateway cluster', function()
         local t2 = assert(s2:lock('acme-renew', 1))
         assert.are_not.equal(t1, t2)
         assert.are.equal(t2, c:get('/ms/gateway/locks/acme-renew'))
-        require('moonstack.core.task').sleep(2600) -- its ttl runs out: free again
-        assert.is_false(c:get('/ms/gateway/locks/acme-renew'))
+        assert.is_true(s2:holds('acme-renew', t2))
+        assert.is_true(s2:unlock('acme-renew', t2))
+        assert.is_false(s2:holds('acme-renew', t2))
         assert.is_string(s1:lock('acme-renew', 5))
+      end, 15000)
+    end)
+
+    it('keeps a lock alive past its lease while held; a dead holder frees it within lock_ttl', function()
+      run(function()
+        local task = require('moonstack.core.task')
+        local c = assert(etcd.new({ endpoints = { e.url } }))
+        local s1 = store_mod.new(c, '/ms/gateway/', { lock_ttl = 2 })
+        local s2 = store_mod.new(assert(etcd.new({ endpoints = { e.url } })), '/ms/gateway/',
+          { lock_ttl = 2 })
+        local t1 = assert(s1:lock('renew-ka', 60))
+        task.sleep(4500) -- twice the lease: kept alive by the holder
+        assert.are.equal(t1, c:get('/ms/gateway/locks/renew-ka'))
+        assert.is_true(s1:holds('renew-ka', t1))
+        assert.is_nil((s2:lock('renew-ka', 60)))
+        s1.held['renew-ka'].released = true -- the holder dies (no unlock, no more keepalive)
+        local t0, free = os.time(), false
+        while os.time() - t0 < 8 and not free do
+          task.sleep(200)
+          free = c:get('/ms/gateway/locks/renew-ka') == false
+        end
+        assert.is_true(free)
+        assert.is_string(s2:lock('renew-ka', 5))
       end, 15000)
     end)
 

@@ -16,39 +16,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/proxy_lib.sh"
 . "$here/fixtures/agent_sim.sh"
+. "$here/acme_lib.sh"
 
-for c in pebble pebble-challtestsrv dig openssl python3 curl; do
-  command -v $c >/dev/null || { not_ok "$c installed (scripts/install-deps.sh)"; finish; exit 1; }
-done
+acme_tools_check || { finish; exit 1; }
 in_test_namespaces "$@" || { finish; exit 1; }
 
 D=$(tmpdir)
 cd "$D" || exit 1
-# pebble's own HTTPS listener: a certificate from a CA of ours (Debian ships none)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=pebble-tls-ca -keyout tls-ca.key -out tls-ca.pem 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-  -keyout tls.key -out tls.csr 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext.cnf
-openssl x509 -req -in tls.csr -CA tls-ca.pem -CAkey tls-ca.key -CAcreateserial -days 2 \
-  -extfile ext.cnf -out tls.pem 2>/dev/null
-cat > pebble.json <<CFG
-{"pebble":{"listenAddress":"127.0.0.1:14000","managementListenAddress":"127.0.0.1:15000",
- "certificate":"$D/tls.pem","privateKey":"$D/tls.key","httpPort":5002,"tlsPort":5001,
- "ocspResponderURL":"","externalAccountBindingRequired":false,"certificateValidityPeriod":20}}
-CFG
-pebble-challtestsrv -dns01 127.0.0.1:8053 -management 127.0.0.1:8055 -http01 "" -https01 "" \
-  -tlsalpn01 "" > cts.log 2>&1 &
-defer "kill $! 2>/dev/null"
-PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
-  pebble -config pebble.json -dnsserver 127.0.0.1:8053 > pebble.log 2>&1 &
-defer "kill $! 2>/dev/null"
-wait_for 20 curl -sf --cacert tls-ca.pem https://127.0.0.1:14000/dir ||
-  { not_ok "pebble started" "$(tail -5 pebble.log)"; finish; exit 1; }
-wait_for 10 curl -s -o /dev/null -X POST -d '{}' http://127.0.0.1:8055/clear-request-history ||
-  { not_ok "challtestsrv started" "$(tail -5 cts.log)"; finish; exit 1; }
-curl -sf --cacert tls-ca.pem https://127.0.0.1:15000/roots/0 > root.pem
-check_match "pebble's root from its management port" "BEGIN CERTIFICATE" "$(cat root.pem)"
+acme_pebble_start "$D" 20 || { finish; exit 1; }
 grep -q 'validity period of 20 seconds' pebble.log && ok "pebble issues 20-second certificates" ||
   not_ok "pebble issues 20-second certificates" "$(head -8 pebble.log)"
 
@@ -240,6 +215,7 @@ check "the stored certificate was loaded" 1 "$(gw 'gw.certs().loaded')"
 check "the same account after the restart" "\"$account\"" "$(gw 'gw.certs().account_uri')"
 check "no account created after the restart" 0 "$(grep -c 'ACME account created' gw2.log)"
 check "no order in the restarted gateway's log" 0 "$(grep -c 'acme order created' gw2.log)"
+check "pebble: one account in all (none at the restart)" 1 "$(pebble_accounts)"
 r=$(curl -s -X POST -H 'Authorization: Bearer admin-secret' "http://127.0.0.1:$ADMIN/prpc/SetCaa?json" -d '{}')
 check "SetCaa after the restart (the records read back over DNS)" "{}" "$r"
 check "still the two CAA records, once each" "$(sort <<< "$caa")" \

@@ -1,9 +1,10 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- The certbot's state store, local files (one gateway; an etcd-backed store with the same
 -- methods serves a cluster):
---   store:get(key) -> string | nil
+--   store:get(key) -> string | nil        (absent: plain nil; unreadable: nil, msg, code)
 --   store:put(key, string) -> true | nil, err
 --   store:lock(name, ttl_s) -> token | nil, holder    best effort; expires after ttl_s
+--   store:holds(name, token) -> bool
 --   store:unlock(name, token)
 -- Keys: 'acme/account' (JSON: key PEM + account URI), 'acme/attestation', 'cert/<domain>/data'
 -- (JSON: chain PEM + key PEM + not_after), 'cert/<domain>/attestation/latest', ... Each key is a
@@ -39,13 +40,17 @@ local function path_of(self, key)
   return self.dir .. '/' .. key
 end
 
---- The value of `key`, or nil when there is none.
+--- The value of `key`, or nil when there is none (nil, msg, code when it cannot be read).
 function Store:get(key)
-  local p = path_of(self, key)
+  local p, err = path_of(self, key)
   if not p then
-    return nil
+    return nil, err, 'EINVAL'
   end
-  return fs.read_file(p, M.MAX_VALUE)
+  local v, rerr, code = fs.read_file(p, M.MAX_VALUE)
+  if v == nil and code ~= 'ENOENT' then
+    return nil, rerr, code
+  end
+  return v
 end
 
 --- Store `value` under `key`. True or nil, msg, code.
@@ -81,6 +86,14 @@ function Store:lock(name, ttl_s)
     return nil, 'unwritable'
   end
   return token
+end
+
+--- Whether `token` still holds lock `name` (not expired).
+function Store:holds(name, token)
+  local held = self:get('locks/' .. name)
+  local h = held and json.decode(held)
+  return type(h) == 'table' and h.token == token and type(h.expires) == 'number'
+    and h.expires > os.time()
 end
 
 --- Release the lock `name` if `token` holds it.

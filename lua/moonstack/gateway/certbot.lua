@@ -58,7 +58,8 @@ function M.start(gw, store)
   end
   local self = setmetatable({ gw = gw, cfg = cfg, log = gw.log, ca = ca, dns = dns,
     store = store or cert_store.new(cfg.store_dir or (gw.cfg.data_dir .. '/certbot')),
-    current = {}, orders = 0, renewals = 0, loaded = 0, failures = 0, last_error = nil }, Certbot)
+    current = {}, accounts = 0, orders = 0, renewals = 0, loaded = 0, failures = 0,
+    last_error = nil }, Certbot)
   self.source, err, code = acme_info.source(gw.cfg.attestation)
   if gw.cfg.attestation and not self.source then
     return nil, err, code
@@ -101,6 +102,11 @@ function Certbot:_install(domain, data, how)
   self.current[domain] = data
   if how == 'stored' then
     self.loaded = self.loaded + 1
+    -- issued elsewhere (another node, an earlier run): the account is the store's
+    local acct = self:_load('acme/account')
+    if acct and acct.acme_url == self.cfg.acme_url and type(acct.account_uri) == 'string' then
+      self.account_uri = acct.account_uri
+    end
   end
   self.gw:set_acme_cert(domain, { cert = data.chain, key = data.key })
   self.log.info('certbot: certificate in use', { domain = domain, serial = data.serial,
@@ -121,33 +127,75 @@ function Certbot:_quote(report_data, what)
   return q
 end
 
+-- The decoded JSON object at `key`: the table, false (absent, or not an object), or nil, msg,
+-- code when the store cannot be read (etcd down: never taken for "absent").
+function Certbot:_load(key)
+  local text, err, code = self.store:get(key)
+  if text == nil and err then
+    return nil, err, code
+  end
+  return decode(text) or false
+end
+
+-- The stored account of this ACME directory with its key, or false; nil, msg, code.
+function Certbot:_stored_account()
+  local acct, err, code = self:_load('acme/account')
+  if acct == nil then
+    return nil, err, code
+  end
+  local key = acct and acct.acme_url == self.cfg.acme_url and type(acct.key) == 'string' and
+    type(acct.account_uri) == 'string' and x509.load_key(acct.key)
+  return key and acct or false, key
+end
+
+-- Create the account under the store lock 'acme-account' (one account for the whole cluster:
+-- a node that finds it created meanwhile uses it). acct, key or nil, msg, code.
+function Certbot:_create_account()
+  local token, holder = self.store:lock('acme-account', math.max(120, self.cfg.renew_timeout))
+  if not token then
+    return nil, 'EBUSY: certbot: the ACME account is being created elsewhere (' ..
+      tostring(holder) .. ')', 'EBUSY'
+  end
+  local ok, acct, key, code = pcall(function()
+    local a, k, c = self:_stored_account()
+    if a ~= false then
+      return a, k, c
+    end
+    k = x509.generate_key()
+    local cl = acme_client.new({ directory_url = self.cfg.acme_url, key = k, ca = self.ca })
+    local uri, err
+    uri, err, c = cl:account({ contact = self.cfg.contact and { 'mailto:' .. self.cfg.contact } })
+    if not uri then
+      return nil, err, c
+    end
+    a = { key = k:pkcs8_pem(), account_uri = uri, acme_url = self.cfg.acme_url, caa = {} }
+    local put
+    put, err, c = self.store:put('acme/account', json.encode(a))
+    if not put then
+      return nil, err, c
+    end
+    self.accounts = self.accounts + 1
+    self.log.info('certbot: ACME account created', { account_uri = uri })
+    return a, k
+  end)
+  self.store:unlock('acme-account', token)
+  if not ok then
+    return nil, 'EINTERNAL: ' .. tostring(acct), 'EINTERNAL'
+  end
+  return acct, key, code
+end
+
 -- The ACME client with the account (stored, else created: its evidence, CAA).
 function Certbot:_account()
-  local acct = decode(self.store:get('acme/account'))
-  local key
-  if acct and acct.acme_url == self.cfg.acme_url and type(acct.key) == 'string' and
-      type(acct.account_uri) == 'string' then
-    key = x509.load_key(acct.key)
+  local acct, key, code = self:_stored_account()
+  if acct == false then
+    acct, key, code = self:_create_account()
   end
-  local c
-  if key then
-    c = acme_client.new({ directory_url = self.cfg.acme_url, key = key, ca = self.ca,
-      account_uri = acct.account_uri })
-  else
-    key = x509.generate_key()
-    c = acme_client.new({ directory_url = self.cfg.acme_url, key = key, ca = self.ca })
-    local uri, err, code = c:account({ contact = self.cfg.contact and { 'mailto:' .. self.cfg.contact } })
-    if not uri then
-      return nil, err, code
-    end
-    acct = { key = key:pkcs8_pem(), account_uri = uri, acme_url = self.cfg.acme_url, caa = {} }
-    local ok
-    ok, err, code = self.store:put('acme/account', json.encode(acct))
-    if not ok then
-      return nil, err, code
-    end
-    self.log.info('certbot: ACME account created', { account_uri = uri })
+  if not acct then
+    return nil, key, code
   end
+  local c = acme_client.new({ directory_url = self.cfg.acme_url, key = key, ca = self.ca,
+    account_uri = acct.account_uri })
   local att = decode(self.store:get('acme/attestation'))
   if self.source and (not att or att.account_uri ~= acct.account_uri or att.quote == '') then
     self.store:put('acme/attestation', json.encode({ account_uri = acct.account_uri,
@@ -198,6 +246,12 @@ function Certbot:renew(domain, force)
   local cur = self.current[domain]
   local due = not cur or cur.not_after - os.time() < self.cfg.renew_before_expiration
   if not due and not force then
+    -- another node may have renewed: the store holds the cluster's current certificate
+    local stored = self:_load('cert/' .. domain .. '/data')
+    if stored and stored.serial ~= cur.serial and self:_usable(stored) then
+      self:_install(domain, stored, 'stored')
+      return 'loaded'
+    end
     return 'fresh'
   end
   local token, holder = self.store:lock('cert/' .. domain, math.max(600, self.cfg.renew_timeout * 2))
@@ -206,7 +260,10 @@ function Certbot:renew(domain, force)
     return 'locked'
   end
   local ok, res, err, code = pcall(function()
-    local stored = decode(self.store:get('cert/' .. domain .. '/data'))
+    local stored, serr, scode = self:_load('cert/' .. domain .. '/data')
+    if stored == nil then
+      return nil, serr, scode
+    end
     if stored and self:_usable(stored) and (not cur or stored.not_after > cur.not_after) then
       if stored.not_after - os.time() >= self.cfg.renew_before_expiration and not force then
         self:_install(domain, stored, 'stored')
@@ -227,6 +284,12 @@ function Certbot:renew(domain, force)
     end
     local data = { chain = r.chain, key = r.key, not_after = r.not_after, serial = r.serial,
       issued_at = os.time() }
+    if not self.store:holds('cert/' .. domain, token) then
+      -- the lock's lease ran out (etcd away too long): another node may be renewing; the
+      -- certificate it stores is picked up at the next check
+      return nil, 'ELOCKLOST: certbot: the renewal lock of ' .. domain .. ' was lost; '
+        .. 'the certificate is not stored', 'ELOCKLOST'
+    end
     local pok
     pok, aerr, acode = self.store:put('cert/' .. domain .. '/data', json.encode(data))
     if not pok then
@@ -291,7 +354,8 @@ function Certbot:status()
     domains[d] = c and { serial = c.serial, not_after = c.not_after,
       left = c.not_after - os.time() } or false
   end
-  return { domains = domains, account_uri = self.account_uri or '', orders = self.orders,
+  return { domains = domains, account_uri = self.account_uri or '', accounts = self.accounts,
+    orders = self.orders,
     renewals = self.renewals, loaded = self.loaded, failures = self.failures,
     last_error = self.last_error, acme_url = self.cfg.acme_url,
     evidence = self.source and self.source.kind or 'none' }

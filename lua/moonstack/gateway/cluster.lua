@@ -451,7 +451,8 @@ end
 
 --- The certificate state store (moonstack.gateway.cluster_store) over this cluster's etcd.
 function Cluster:cert_store()
-  return require('moonstack.gateway.cluster_store').new(self.client, self.base)
+  return require('moonstack.gateway.cluster_store').new(self.client, self.base,
+    { lock_ttl = self.cfg.etcd.lease_ttl })
 end
 
 --- Stop the background work (the lease is left to expire: a restart keeps its keys until
