@@ -184,7 +184,8 @@ function M.send(rpc, key, opts)
   if not gas then
     local est, eerr, ecode, data = rpc:estimate_gas(call)
     if not est then
-      local reason = data and require('moonstack.eth.abi').revert_reason(crypto.unhex((data:gsub('^0x', ''))) or '')
+      local rdata = data and crypto.unhex((data:gsub('^0x', '')))
+      local reason = rdata and require('moonstack.eth.abi').revert_reason(rdata)
       return nil, reason and ('EREVERT: the transaction would revert: %s'):format(reason) or eerr,
         ecode
     end

@@ -8,7 +8,8 @@ local abi = require('moonstack.eth.abi')
 local tx = require('moonstack.eth.tx')
 local fixtures = require('tests.helpers.fixtures')
 
-local V = cjson.decode(fixtures.read((os.getenv('MOONSTACK_SRC') or '.') .. '/tests/fixtures/eth/vectors.json'))
+local V = cjson.decode(fixtures.read((os.getenv('MOONSTACK_SRC') or '.')
+  .. '/tests/fixtures/eth/vectors.json'))
 local hex, unhex = crypto.hex, crypto.unhex
 local BOOT = abi.APP_BOOT_INFO
 
@@ -61,7 +62,8 @@ describe('moonstack.eth.abi', function()
       local vals = assert(abi.decode(r.types, unhex(r.data:sub(3))))
       local want = {}
       for i, v in ipairs(r.values) do
-        want[i] = r.types[i] == 'uint256' and tonumber(v) or (type(v) == 'string' and v:match('^0x') and v:lower() or v)
+        local h = type(v) == 'string' and v:match('^0x') and v:lower()
+        want[i] = r.types[i] == 'uint256' and tonumber(v) or h or v
       end
       assert.are.same(want, vals)
       assert.are.equal(r.data, '0x' .. hex(assert(abi.encode(r.types, vals))))
