@@ -7,9 +7,9 @@
 # a simulated quote, moonstack.kms.client). Checks: GetMeta reports the contract, chain id and
 # app implementation; the KMS refuses to serve while its own OS image / MR / device are not on
 # chain ("KMS is not allowed to boot on this device"), and serves once they are, without a
-# restart; an unregistered app is denied ("App not registered"); a registered app is denied with
-# the contract's reason ("Compose hash not allowed"), then allowed after addComposeHash, with
-# the on-chain gateway app id; a non-owner's transaction is refused; the chain killed means deny
+# restart; an unregistered app is denied ("App not registered"), one registered without a
+# contract too; a registered app is denied with the contract's reason ("Compose hash not
+# allowed"), then allowed after addComposeHash, with the on-chain gateway app id; a non-owner's transaction is refused; the chain killed means deny
 # (never allow) with a clear reason, in bounded time; a bad eth config names the field.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/eth_lib.sh"
@@ -125,6 +125,10 @@ check_match "KMS on an unlisted device: refused with the contract's reason" \
 eth add-kms-device --kms "$KMSC" "$DEV" >/dev/null
 out=$(app_keys "$NOAPP" "$COMPOSE")
 check_match "device listed: the KMS serves; an unregistered app is denied" 'deny .*boot denied: App not registered' "$out"
+
+eth register-app --kms "$KMSC" --app "$NOAPP" >/dev/null
+check_match "an app id registered without a contract behind it: denied" \
+  'deny .*boot denied: App not deployed or invalid address' "$(app_keys "$NOAPP" "$COMPOSE")"
 
 # ---- an app: registered, denied until its compose hash is on chain ----
 reg=$(eth register-app --kms "$KMSC" --allow-any-device --json 2>&1)
