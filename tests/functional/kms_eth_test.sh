@@ -9,8 +9,9 @@
 # chain ("KMS is not allowed to boot on this device"), and serves once they are, without a
 # restart; an unregistered app is denied ("App not registered"), one registered without a
 # contract too; a registered app is denied with the contract's reason ("Compose hash not
-# allowed"), then allowed after addComposeHash, with the on-chain gateway app id; a non-owner's transaction is refused; the chain killed means deny
-# (never allow) with a clear reason, in bounded time; a bad eth config names the field.
+# allowed"), then allowed after addComposeHash, with the on-chain gateway app id; a non-owner's
+# transaction is refused; the chain killed means deny (never allow) with a clear reason, in
+# bounded time; a bad eth config names the field.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/eth_lib.sh"
 
