@@ -57,12 +57,12 @@ end
 local function setter(target, sig, argname, conv, summary, event)
   return { summary = summary, options = { target == 'kms' and KMS_OPT or APP_OPT },
     positional = { { argname, help = argname == 'ID' and 'the gateway app id (a string)'
-      or argname .. ' (hex)', required = true } },
+      or argname:lower():gsub('_', ' ') .. ': 32 bytes of hex (0x optional)', required = true } },
     run = function(ctx, opts)
       local value = conv(opts.args[1], argname)
       local to = address(opts[target], '--' .. target)
       local receipt = ctx.send(to, assert(abi.encode_call(sig, { value })))
-      return { contract = to, call = sig:match('^[%w_]+'), value = value, event = event,
+      return { contract = tx.checksum(to), call = sig:match('^[%w_]+'), value = value, event = event,
         tx = receipt.transactionHash, block = tonumber(receipt.blockNumber:sub(3), 16) }
     end }
 end
@@ -101,7 +101,7 @@ verb('register-app', { summary = 'deploy a DstackApp for an app and register it 
     if opts.app then
       local app = address(opts.app, '--app')
       local r = ctx.send(kms, assert(abi.encode_call('registerApp(address)', { app })))
-      return { app_id = tx.checksum(app), kms_contract = kms, tx = r.transactionHash }
+      return { app_id = tx.checksum(app), kms_contract = tx.checksum(kms), tx = r.transactionHash }
     end
     local zero = '0x' .. ('00'):rep(32)
     local ch = opts.compose_hash and hex32(opts.compose_hash, '--compose-hash') or zero
@@ -113,7 +113,7 @@ verb('register-app', { summary = 'deploy a DstackApp for an app and register it 
     local topic = '0x' .. crypto.hex(crypto.keccak256('AppDeployedViaFactory(address,address)'))
     for _, log in ipairs(r.logs or {}) do
       if type(log.topics) == 'table' and log.topics[1] == topic and type(log.topics[2]) == 'string' then
-        return { app_id = tx.checksum('0x' .. log.topics[2]:sub(-40)), kms_contract = kms,
+        return { app_id = tx.checksum('0x' .. log.topics[2]:sub(-40)), kms_contract = tx.checksum(kms),
           owner = tx.checksum(owner), tx = r.transactionHash }
       end
     end
@@ -243,7 +243,11 @@ local function run_verb(name, argv)
   task.spawn_named('kms-eth', function()
     local ok, res = pcall(function()
       local ctx = { rpc = rpc, from = key and assert(tx.address(key)) }
-      ctx.chain_id = assert(rpc:chain_id())
+      local cid, cerr = rpc:chain_id()
+      if not cid then
+        error(cerr, 0)
+      end
+      ctx.chain_id = cid
       ctx.send = function(to, data)
         local r, err = tx.send(rpc, key, { to = to, data = data, timeout_ms = timeout * 1000 })
         if not r then
@@ -254,7 +258,7 @@ local function run_verb(name, argv)
       return VERBS[name].run(ctx, opts)
     end)
     if not ok then
-      io.stderr:write(prog, ': ', tostring(res), '\n')
+      io.stderr:write(prog, ': ', (tostring(res):gsub('^[^%s:]+%.lua:%d+: ', '')), '\n')
       runtime.set_exit_code(1)
       return
     end
