@@ -10,8 +10,10 @@
 # restart; an unregistered app is denied ("App not registered"), one registered without a
 # contract too; a registered app is denied with the contract's reason ("Compose hash not
 # allowed"), then allowed after addComposeHash, with the on-chain gateway app id; a non-owner's
-# transaction is refused; the chain killed means deny (never allow) with a clear reason, in
-# bounded time; a bad eth config names the field.
+# transaction is refused; a KMS replica on another (simulated) machine is refused by the source
+# KMS ("KMS is not allowed to boot on this device": its start fails, no key written), then
+# onboards once its device is added; the chain killed means deny (never allow) with a clear
+# reason, in bounded time; a bad eth config names the field.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/eth_lib.sh"
 
@@ -72,6 +74,7 @@ return {
 EOF
 kms_start "$d/kms.lua" "$d/kms.log"
 KMS_URL=https://localhost:$KMS_PORT
+kms_a_pid=$KPID
 ok "KMS started with auth.kind = 'eth' (self-authorization on)"
 
 meta=$(curl -s --cacert "$d/kms-keys/root-ca.crt" "$KMS_URL/prpc/GetMeta?json")
@@ -161,6 +164,40 @@ err=$("$MOONSTACK" kms eth add-os-image --rpc-url "$ETH_RPC" --kms "$KMSC" --key
 check_match "a key file others can read is refused" 'chmod 600' "$err"
 chmod 600 "$d/key"
 check_match "a 0600 key file signs" 'addOsImageHash' "$("$MOONSTACK" kms eth add-os-image --rpc-url "$ETH_RPC" --kms "$KMSC" --key-file "$d/key" "$COMPOSE" 2>&1)"
+
+# ---- a KMS replica (onboarding by replication from this KMS) on an unlisted device ----
+# a second simulated machine under the same simulated PKI: another PPID, so another device id
+DEVB=$("$MOONSTACK" run "$MOONSTACK_SRC/tests/helpers/sim_other_device.lua" "$d/sim" "$d/sim2" 2>"$d/sim2.log")
+check_match "a second simulated machine (its device id)" '^[0-9a-f]{64}$' "$DEVB"
+"$MOONSTACK" run /dev/stdin "$d/sim2" <<'EOF' >/dev/null 2>&1
+assert(require('moonstack.sim').new({ dir = arg[1], cvm = 'kms-b', create = true })):close()
+EOF
+cat >"$d/kms-b.lua" <<EOF
+return {
+  key_dir = '$d/kms-b-keys', domain = 'localhost',
+  listen = { host = '127.0.0.1', port = 0 },
+  auth = { kind = 'eth', rpc_url = '$ETH_RPC', kms_contract = '$KMSC', timeout_ms = 3000 },
+  tee = { kind = 'sim', dir = '$d/sim2', cvm = 'kms-b' },
+  attestation = { collateral_file = '$d/collateral.json', root_ca_file = '$d/sim-root.pem',
+    allow_simulator = true },
+  onboard = { source_url = '$KMS_URL' },
+}
+EOF
+out=$(timeout 60 "$MOONSTACK" kms -c "$d/kms-b.lua" 2>&1); rc=$?
+check "replica on an unlisted device: its start fails (exit 1)" 1 "$rc"
+check_match "... the source KMS refused it with the contract's reason" \
+  'KMS denied: KMS is not allowed to boot on this device' "$out"
+check "... and it wrote no key" "" "$(ls "$d/kms-b-keys" 2>/dev/null)"
+check "the source KMS saw the replica's device id (sha256 of its PPID)" "$DEVB" \
+  "$(grep '"scope":"kms"' "$d/kms.log" | grep -o '"device_id":"[0-9a-f]*"' | tail -1 | cut -d'"' -f4)"
+check "... not the source's own" different "$([ "$DEVB" != "$DEV" ] && echo different || echo same)"
+eth add-kms-device --kms "$KMSC" "$DEVB" >/dev/null
+kms_start "$d/kms-b.lua" "$d/kms-b.log"
+check "replica's device listed: it onboards and serves the source's root k256 key" \
+  "$(jq -r .k256_pubkey <<<"$meta")" \
+  "$(curl -s --cacert "$d/kms-keys/root-ca.crt" "https://localhost:$KMS_PORT/prpc/GetMeta?json" | jq -r .k256_pubkey)"
+kill -TERM "$KPID" 2>/dev/null; wait "$KPID" 2>/dev/null
+KPID=$kms_a_pid
 
 # ---- the chain stops: deny, never allow ----
 kill -KILL "$HH_PID"; wait "$HH_PID" 2>/dev/null
