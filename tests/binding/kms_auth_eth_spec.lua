@@ -135,6 +135,33 @@ describe('kms auth eth', function()
     end)
   end
 
+  it('decides many requests at once, each answer matched to its own call', function()
+    answer = function(call)
+      task.sleep(math.random(1, 40))
+      local data = crypto.unhex(call.params[1].data:sub(3))
+      if data:sub(1, 4) == abi.selector('gatewayAppId()') then
+        return result(call, assert(abi.encode({ 'string' }, { 'gw' })))
+      end
+      return result(call, assert(abi.encode({ 'bool', 'string' }, { true, '' })))
+    end
+    local b = assert(auth.new({ kind = 'eth', rpc_url = base, kms_contract = CONTRACT }))
+    local out = {}
+    for i = 1, 12 do
+      task.spawn(function()
+        local d = b:authorize_app(BOOT) -- (then the index: the call yields)
+        d.i = i
+        out[#out + 1] = d
+      end)
+    end
+    loop.run_until(function() return #out == 12 end, 8000)
+    assert.are.equal(12, #out)
+    for _, d in ipairs(out) do
+      assert.are.same({ allow = true, reason = '', gateway_app_id = 'gw' },
+        { allow = d.allow, reason = d.reason, gateway_app_id = d.gateway_app_id })
+    end
+    assert.are.equal(0, b:status().errors)
+  end)
+
   it('denies on a timeout, within it', function()
     answer = function(c)
       task.sleep(3000)

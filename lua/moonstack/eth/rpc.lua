@@ -30,7 +30,8 @@ end
 --- when the node sent it, as the 4th value).
 function Rpc:call(method, params)
   self.id = self.id + 1
-  local body = assert(cjson.encode({ jsonrpc = '2.0', id = self.id, method = method,
+  local id = self.id -- calls from several tasks interleave: each checks its own id
+  local body = assert(cjson.encode({ jsonrpc = '2.0', id = id, method = method,
     params = params or cjson.empty_array }))
   local resp, err = client.request({ url = self.url, method = 'POST', body = body,
     timeout_ms = self.timeout_ms, max_response = self.max_response, tls = self.tls,
@@ -47,8 +48,8 @@ function Rpc:call(method, params)
   if type(ans) ~= 'table' or ans.jsonrpc ~= '2.0' then
     return nil, ('EPROTO: %s: not a JSON-RPC 2.0 answer: %s'):format(where, short(resp.body)), 'EPROTO'
   end
-  if ans.id ~= self.id then
-    return nil, ('EPROTO: %s: answer for id %s, asked %d'):format(where, short(ans.id), self.id), 'EPROTO'
+  if ans.id ~= id then
+    return nil, ('EPROTO: %s: answer for id %s, asked %d'):format(where, short(ans.id), id), 'EPROTO'
   end
   if ans.error ~= nil then
     local e = type(ans.error) == 'table' and ans.error or {}
