@@ -162,6 +162,41 @@ describe('kms auth eth', function()
     assert.are.equal(0, b:status().errors)
   end)
 
+  it('checks the chain id when configured, and reads confirmations blocks below the head', function()
+    answer = function(call)
+      if call.method == 'eth_chainId' then
+        return 200, { jsonrpc = '2.0', id = call.id, result = '0x7a69' }
+      elseif call.method == 'eth_blockNumber' then
+        return 200, { jsonrpc = '2.0', id = call.id, result = '0x10' }
+      end
+      local data = crypto.unhex(call.params[1].data:sub(3))
+      if data:sub(1, 4) == abi.selector('gatewayAppId()') then
+        return result(call, assert(abi.encode({ 'string' }, { 'gw' })))
+      end
+      return result(call, assert(abi.encode({ 'bool', 'string' }, { true, '' })))
+    end
+    local b = assert(auth.new({ kind = 'eth', rpc_url = base, kms_contract = CONTRACT, chain_id = 31337,
+      confirmations = 3 }))
+    assert.is_true(decide(b, 'app').allow)
+    local methods, blocks = {}, {}
+    for _, c in ipairs(seen) do
+      methods[#methods + 1] = c.method
+      if c.method == 'eth_call' then
+        blocks[#blocks + 1] = c.params[2]
+      end
+    end
+    assert.are.same({ 'eth_chainId', 'eth_blockNumber', 'eth_call', 'eth_call' }, methods)
+    assert.are.same({ '0xd', '0xd' }, blocks) -- 16 - 3, for the decision and its gateway id
+    seen = {}
+    b = assert(auth.new({ kind = 'eth', rpc_url = base, kms_contract = CONTRACT, chain_id = 1 }))
+    local d = decide(b, 'kms')
+    assert.is_false(d.allow)
+    assert.matches('is on chain 31337, not the configured chain_id 1', d.reason)
+    assert.are.same({ 'eth_chainId' }, { seen[1].method, seen[2] and seen[2].method })
+    local _, err = auth.new({ kind = 'eth', rpc_url = base, kms_contract = CONTRACT, confirmations = -1 })
+    assert.matches('auth.confirmations must be a non%-negative integer', err)
+  end)
+
   it('denies on a timeout, within it', function()
     answer = function(c)
       task.sleep(3000)

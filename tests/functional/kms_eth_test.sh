@@ -66,7 +66,8 @@ cat >"$d/kms.lua" <<EOF
 return {
   key_dir = '$d/kms-keys', domain = 'localhost', control = '$d/kms.ctl',
   listen = { host = '127.0.0.1', port = 0 },
-  auth = { kind = 'eth', rpc_url = '$ETH_RPC', kms_contract = '$KMSC', timeout_ms = 3000 },
+  auth = { kind = 'eth', rpc_url = '$ETH_RPC', kms_contract = '$KMSC', timeout_ms = 3000,
+    chain_id = 31337 },
   tee = { kind = 'sim', dir = '$d/sim', cvm = 'kms' },
   attestation = { collateral_file = '$d/collateral.json', root_ca_file = '$d/sim-root.pem',
     allow_simulator = true },

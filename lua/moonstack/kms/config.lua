@@ -18,8 +18,8 @@
 --             workers = 2: policy worker processes deciding in parallel, 1..32, each killed
 --             and replaced when a policy overruns its deadline or crashes it), 'eth'
 --             (rpc_url = Ethereum JSON-RPC URL, kms_contract = DstackKms address, timeout_ms
---             = 10000 per call: isAppAllowed / isKmsAllowed by eth_call); other keys go to
---             the backend [core.auth_api]
+--             = 10000 per call, chain_id?, confirmations = 0: isAppAllowed / isKmsAllowed by
+--             eth_call); other keys go to the backend [core.auth_api]
 --   max_body = 10485760               request body limit (bytes)
 --   metrics = true                    serve GET /metrics (Prometheus text) [core.metrics]
 --   attestation = nil                 how callers' quotes are verified (GetAppKey; without it

@@ -49,13 +49,14 @@ function M.boot_tuple(info)
     pad(info, 'osImageHash', 32), info.tcbStatus or '', adv }
 end
 
--- eth_call `sig` with `args` on the KMS contract and decode `types`; nil and why on failure.
-function Eth:call(sig, args, types)
+-- eth_call `sig` with `args` on the KMS contract at `block` ('latest' or a quantity) and decode
+-- `types`; nil and why on failure.
+function Eth:call(sig, args, types, block)
   local data, err = abi.encode_call(sig, args)
   if not data then
     return nil, err
   end
-  local out, cerr, code, revert = self.rpc:eth_call(self.contract, data)
+  local out, cerr, code, revert = self.rpc:eth_call(self.contract, data, block)
   if not out then
     if code == 'EREVERT' then
       local rdata = revert and require('moonstack.crypto').unhex((revert:gsub('^0x', '')))
@@ -77,19 +78,46 @@ function Eth:call(sig, args, types)
   return vals
 end
 
+-- The block to read at: 'latest', or with `confirmations` the head minus that many blocks;
+-- with `chain_id` the node must be on that chain. nil and why on failure.
+function Eth:block()
+  if self.chain_id then
+    local cid, err = self.rpc:chain_id()
+    if not cid then
+      return nil, 'chain unreachable: ' .. err:gsub('^E%u+: ', '')
+    end
+    if cid ~= self.chain_id then
+      return nil, ('the node at %s is on chain %d, not the configured chain_id %d'):format(self.url,
+        cid, self.chain_id)
+    end
+  end
+  if self.confirmations == 0 then
+    return 'latest'
+  end
+  local head, err = self.rpc:block_number()
+  if not head then
+    return nil, 'chain unreachable: ' .. err:gsub('^E%u+: ', '')
+  end
+  return ('0x%x'):format(math.max(0, head - self.confirmations))
+end
+
 -- Ask the contract; returns the decision or nil and the reason it could not decide.
 function Eth:ask(info, scope)
   local ok, tuple = pcall(M.boot_tuple, info)
   if not ok then
     return nil, 'boot info does not fit the contract: ' .. tostring(tuple)
   end
-  local vals, err = self:call(SIG[scope], { tuple }, { 'bool', 'string' })
+  local block, berr = self:block()
+  if not block then
+    return nil, berr
+  end
+  local vals, err = self:call(SIG[scope], { tuple }, { 'bool', 'string' }, block)
   if not vals then
     return nil, err
   end
   local d = { allow = vals[1], reason = vals[2] }
   if d.allow and scope == 'app' then
-    local gw, gerr = self:call('gatewayAppId()', {}, { 'string' })
+    local gw, gerr = self:call('gatewayAppId()', {}, { 'string' }, block)
     if not gw then
       return nil, 'allowed, but gatewayAppId() failed: ' .. gerr
     end
@@ -147,9 +175,11 @@ function Eth:info()
     app_auth_implementation = tx.checksum(impl[1]), eth_rpc_url = self.url }
 end
 
---- Backend method: { rpc_url, kms_contract, timeout_ms, requests, denied, errors }.
+--- Backend method: { rpc_url, kms_contract, timeout_ms, chain_id, confirmations, requests,
+--- denied, errors }.
 function Eth:status()
   return { rpc_url = self.url, kms_contract = self.contract, timeout_ms = self.rpc.timeout_ms,
+    chain_id = self.chain_id, confirmations = self.confirmations,
     requests = self.stats.requests, denied = self.stats.denied, errors = self.stats.errors }
 end
 
@@ -165,19 +195,30 @@ function M.check(cfg)
   if t ~= nil and (type(t) ~= 'number' or t <= 0 or t ~= math.floor(t)) then
     return nil, 'auth.timeout_ms must be a positive integer (milliseconds)'
   end
+  for _, k in ipairs({ 'chain_id', 'confirmations' }) do
+    local v = cfg[k]
+    if v ~= nil and (type(v) ~= 'number' or v < 0 or v ~= math.floor(v) or v >= 2 ^ 53) then
+      return nil, ('auth.%s must be a non-negative integer'):format(k)
+    end
+  end
+  local known = { kind = true, rpc_url = true, kms_contract = true, timeout_ms = true, tls = true,
+    chain_id = true, confirmations = true }
   for k in pairs(cfg) do
-    if k ~= 'kind' and k ~= 'rpc_url' and k ~= 'kms_contract' and k ~= 'timeout_ms' and k ~= 'tls' then
-      return nil, ("auth.%s is not a key of the eth backend (rpc_url, kms_contract, timeout_ms, tls)")
-        :format(tostring(k))
+    if not known[k] then
+      return nil, ('auth.%s is not a key of the eth backend (rpc_url, kms_contract, timeout_ms, '
+        .. 'chain_id, confirmations, tls)'):format(tostring(k))
     end
   end
   return true
 end
 
 --- Create an eth backend. cfg: rpc_url (http:// or https://), kms_contract ('0x' address of
---- DstackKms), timeout_ms (per JSON-RPC call, default 10000), tls (moonstack.http.client tls
---- options for https). Returns the backend or nil, 'EINVAL: ...', 'EINVAL'. Nothing is asked
---- of the chain here: a chain that is down at start denies until it answers.
+--- DstackKms), timeout_ms (per JSON-RPC call, default 10000), chain_id (optional: each decision
+--- first checks that the node is on this chain), confirmations (default 0: read at `latest`;
+--- n: read at the head minus n blocks, so a reorganisation cannot undo what allowed a boot),
+--- tls (moonstack.http.client tls options for https). Returns the backend or nil, 'EINVAL:
+--- ...', 'EINVAL'. Nothing is asked of the chain here: a chain that is down at start denies
+--- until it answers.
 function M.new(cfg)
   local ok, err = M.check(cfg)
   if not ok then
@@ -186,6 +227,7 @@ function M.new(cfg)
   local client = assert(rpc.new(cfg.rpc_url, { timeout_ms = cfg.timeout_ms or M.DEFAULT_TIMEOUT_MS,
     tls = cfg.tls, max_response = 256 * 1024 }))
   return setmetatable({ url = cfg.rpc_url, contract = cfg.kms_contract, rpc = client,
+    chain_id = cfg.chain_id, confirmations = cfg.confirmations or 0,
     stats = { requests = 0, denied = 0, errors = 0 } }, Eth)
 end
 
