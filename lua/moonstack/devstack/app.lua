@@ -195,7 +195,7 @@ function M.deploy(client, name, compose, env, opts)
   local r
   r, err = client:call('CreateVm', { name = name, image = opts.image, compose_file = compose,
     vcpu = 1, memory = opts.memory or 1024, disk_size = 0, encrypted_env = blob or '', user_config = '',
-    app_id = opts.app_id })
+    app_id = opts.app_id or nil })
   if not r then
     return nil, 'CreateVm: ' .. tostring(err)
   end

@@ -324,7 +324,7 @@ function M.up(opts)
     end
     local vm, verr = app.deploy(client, name, compose, env, { image = be.image, state_dir = app_state,
       memory = be.name == 'qemu' and 2048 or 1024, say = function(l) say('%s', l) end,
-      app_id = eth and eth.app_id })
+      app_id = eth and eth.app_id or nil })
     if not vm then
       return fail(verr)
     end
