@@ -67,7 +67,7 @@ wait_for 200 sh -c "test -s $st/urls.json || ! kill -0 $UP"
 if [ -s "$st/urls.json" ]; then
   ok "after add-compose-hash the VMM's next retry booted the app ($(( $(date +%s) - t0 )) s)"
   page=$(eval "$(sed -n 's/^  curl        //p' "$d/up.log") -sS --max-time 10" 2>&1)
-  check_match "the app answers through the gateway (the on-chain gateway app id checked by the CVM)" \
+  check_match "the app answers through the gateway (gatewayAppId from the contract: the stack's gateway)" \
     'sha256 <code>[0-9a-f]{64}</code>.*A bash script, attested' "$(tr '\n' ' ' <<<"$page")"
 else
   not_ok "after add-compose-hash the VMM's next retry booted the app" "$(dev_diag "$d/up.log")"
