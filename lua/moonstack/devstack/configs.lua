@@ -113,9 +113,10 @@ end
 
 --- Write vmm/vmm.lua: ports, the KMS root CA path, the Docker image tarballs every
 --- docker-compose CVM loads, `dashboard` (a table of the dashboard listener's settings, or
---- nil when this VMM has none) and `be` = { name = 'process' | 'qemu', accel? } (the backend
+--- nil when this VMM has none) and `be` = { name = 'process' | 'qemu', accel?, retry_denied? } (the backend
 --- moonstack.devstack.backend chose; qemu: the accelerator its probe found, so the VMM does
---- not probe again, and host_access: the guest reaches this host's loopback as 10.0.2.2).
+--- not probe again, and host_access: the guest reaches this host's loopback as 10.0.2.2;
+--- retry_denied: restart a refused CVM within 10 s, up to 100 times — the eth auth backend).
 function M.vmm(paths, ports, kms_ca, docker_images, dashboard, be)
   be = be or { name = 'process' }
   local images = {}
@@ -133,8 +134,11 @@ function M.vmm(paths, ports, kms_ca, docker_images, dashboard, be)
       q(paths.admin_token), ports.gateway_admin, q(paths.admin_token))
   end
   local qemu = ''
+  if be.retry_denied then -- eth auth: a boot the chain denies is retried soon, for a while
+    qemu = '  auto_restart = { interval = 2, initial_backoff = 2, max_backoff = 10, max_retries = 100 },\n'
+  end
   if be.name == 'qemu' then
-    qemu = ([[
+    qemu = qemu .. ([[
   qemu = { accel = %s, host_access = true, docker_images = { %s } },
 ]]):format(q(be.accel or 'auto'), table.concat(images, ', '))
   end

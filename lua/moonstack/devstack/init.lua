@@ -305,7 +305,7 @@ function M.up(opts)
       login = assert(require('moonstack.ui.login').issue(paths.login_token))
     end
     assert(configs.vmm(paths, ports, rpc_certs.kms_ca, images,
-      opts.dashboard ~= false and {} or nil, { name = be.name, accel = be.accel }))
+      opts.dashboard ~= false and {} or nil, { name = be.name, accel = be.accel, retry_denied = eth }))
     say('backend: %s (%s)', be.name, be.reason)
     say('starting the VMM%s', login and
       (' (dashboard http://127.0.0.1:%d/dashboard/)'):format(ports.dashboard) or '')
