@@ -46,7 +46,7 @@ local up_spec = {
     { '--kms-auth', arg = 'KIND', help = "the KMS's auth backend: policy (default: "
       .. 'examples/policies/dev-stack.lua) or eth (the DstackKms contract of --kms-contract on '
       .. "--eth-rpc-url; the app's DstackApp address as --app-id; a refused boot is retried by "
-      .. 'the VMM until the chain allows it or --timeout)' },
+      .. 'the VMM every few seconds until the chain allows it or --timeout)' },
     { '--eth-rpc-url', arg = 'URL', help = 'with --kms-auth eth: the Ethereum JSON-RPC endpoint' },
     { '--kms-contract', arg = 'ADDR', help = 'with --kms-auth eth: the DstackKms contract address' },
     { '--app-id', arg = 'HEX', help = "with --kms-auth eth: the app id, its DstackApp contract's "
