@@ -7,9 +7,13 @@ HARDHAT_VERSION=2.29.1
 SOLC_VERSION=0.8.37
 HARDHAT_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80 # hardhat's account 0
 
-# install_eth_tools: hardhat@2 and solc into $ETH_CACHE (once); reports ok / not ok.
+# install_eth_tools: hardhat@2 and solc into $ETH_CACHE (once; the eth tests may run in
+# parallel: one installs while the others wait on a lock); reports ok / not ok.
 install_eth_tools() {
   ETH_CACHE=${MOONSTACK_TEST_TMP:-/tmp/moonstack-test}/npm-eth
+  mkdir -p "$ETH_CACHE"
+  exec 9>"$ETH_CACHE.lock"
+  flock -w 300 9 || { not_ok "the npm-eth cache lock"; return 1; }
   if [ ! -f "$ETH_CACHE/node_modules/hardhat/package.json" ] ||
      [ ! -f "$ETH_CACHE/node_modules/solc/package.json" ] ||
      [ "$(node -p 'require(process.argv[1]).version' "$ETH_CACHE/node_modules/hardhat/package.json")" != "$HARDHAT_VERSION" ]; then
@@ -17,9 +21,11 @@ install_eth_tools() {
     if ! npm install --prefix "$ETH_CACHE" --no-audit --no-fund --loglevel=error \
         "hardhat@$HARDHAT_VERSION" "solc@$SOLC_VERSION" >"$ETH_CACHE/npm.log" 2>&1; then
       not_ok "npm install hardhat@$HARDHAT_VERSION solc@$SOLC_VERSION" "$(tail -5 "$ETH_CACHE/npm.log")"
+      exec 9>&-
       return 1
     fi
   fi
+  exec 9>&-
   ok "hardhat $(node -p 'require(process.argv[1]).version' "$ETH_CACHE/node_modules/hardhat/package.json"), solc $SOLC_VERSION"
 }
 
