@@ -281,6 +281,18 @@ local function fail(where, why)
   error(('EABI: %s: %s'):format(where, why), 0)
 end
 
+-- Bytes the values decoded so far may still take: offsets may point at the same data again
+-- and again (legal ABI, an amplification when hostile), so decode() grants a few times the
+-- input's size and refuses the rest. Set by decode() (which never yields) for each call.
+local budget = 0
+
+local function spend(n, where)
+  budget = budget - n
+  if budget < 0 then
+    fail(where, 'decoded values would exceed 4 times the data (offsets pointing at the same data?)')
+  end
+end
+
 -- The 32-byte word at `pos` (1-based) of `data`, or fail.
 local function word(data, pos, where)
   if pos < 1 or pos + 31 > #data then
@@ -375,6 +387,7 @@ decode_value = function(t, data, pos, where)
     if start + padded - 1 > #data then
       fail(where, ('%s of %d bytes runs past the data'):format(k, len))
     end
+    spend(len, where)
     local b = data:sub(start, start + len - 1)
     if data:sub(start + len, start + padded - 1) ~= ('\0'):rep(padded - len) then
       fail(where, ('%s with non-zero padding'):format(k))
@@ -386,6 +399,7 @@ decode_value = function(t, data, pos, where)
     if n * 32 > #data - (pos + 31) then
       fail(where, ('array of %d elements cannot fit the data'):format(n))
     end
+    spend(32 * n, where)
     local ts = {}
     for i = 1, n do
       ts[i] = t.elem
@@ -407,6 +421,7 @@ function M.decode(types, data)
   if #data > M.MAX_DATA then
     return nil, ('EABI: data of %d bytes exceeds %d'):format(#data, M.MAX_DATA), 'EABI'
   end
+  budget = 4 * #data + 1024
   local ok, res = pcall(function()
     return decode_seq(parse_types(types), data, 1, 'value')
   end)

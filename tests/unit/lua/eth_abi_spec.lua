@@ -134,6 +134,20 @@ describe('moonstack.eth.abi', function()
     v, err = abi.decode({ 'string[]' }, num(32) .. num(1000000))
     assert.is_nil(v)
     assert.matches('cannot fit', err)
+    -- many array elements pointing at one big string: refused, not amplified
+    local big = ('x'):rep(4096)
+    local n = 200
+    local parts = { num(32), num(n) }
+    for _ = 1, n do
+      parts[#parts + 1] = num(32 * n) -- every element's offset: the same string
+    end
+    parts[#parts + 1] = num(#big) .. big
+    v, err = abi.decode({ 'string[]' }, table.concat(parts))
+    assert.is_nil(v)
+    assert.matches('exceed 4 times the data', err)
+    v = assert(abi.decode({ 'string[]' }, num(32) .. num(3) .. num(96) .. num(96) .. num(96) .. num(3)
+      .. 'abc' .. ('\0'):rep(29)))
+    assert.are.same({ { 'abc', 'abc', 'abc' } }, v) -- a little sharing is legal
     -- random data never raises
     math.randomseed(7)
     for _ = 1, 300 do
