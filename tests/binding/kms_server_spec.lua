@@ -336,6 +336,6 @@ describe('kms server', function()
     cfg, err = config.validate({ key_dir = base .. '/keys', listen = { host = '127.0.0.1', port = 0 },
       auth = { kind = 'nope' } })
     assert.is_nil(cfg)
-    assert.truthy(err:find("unknown auth kind 'nope' (valid: dev, policy, webhook", 1, true), err)
+    assert.truthy(err:find("unknown auth kind 'nope' (valid: dev, eth, policy, webhook", 1, true), err)
   end)
 end)

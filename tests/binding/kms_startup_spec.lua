@@ -54,7 +54,7 @@ describe('kms first start', function()
     local cfg, err, code = config.validate({ key_dir = base .. '/keys', auth = { kind = 'devv' } })
     assert.is_nil(cfg)
     assert.equal('EINVAL', code)
-    assert.truthy(err:find("config.auth.kind: unknown auth kind 'devv' (valid: dev, policy, webhook)",
+    assert.truthy(err:find("config.auth.kind: unknown auth kind 'devv' (valid: dev, eth, policy, webhook)",
       1, true), err)
     -- a kind slipped past validation: refused by start, nothing written
     local c = cfg_of({ key_dir = base .. '/devv' })
@@ -63,7 +63,7 @@ describe('kms first start', function()
     k, err, code = server.start(c)
     assert.is_nil(k)
     assert.equal('EINVAL', code)
-    assert.truthy(err:find('valid: dev, policy, webhook', 1, true), err)
+    assert.truthy(err:find('valid: dev, eth, policy, webhook', 1, true), err)
     assert.is_true(nothing_written(base .. '/devv'))
   end)
 

@@ -152,7 +152,7 @@ check_match "names the key" 'port' "$err"
 printf "return { key_dir = '%s', auth = { kind = 'devv' } }\n" "$t/keys-devv" >"$t/devv.lua"
 err=$("$MOONSTACK" kms -c "$t/devv.lua" 2>&1); rc=$?
 check "auth.kind = 'devv' exits 2" 2 "$rc"
-check_match "the error lists the valid kinds" "unknown auth kind 'devv' \\(valid: dev, policy, webhook\\)" "$err"
+check_match "the error lists the valid kinds" "unknown auth kind 'devv' \\(valid: dev, eth, policy, webhook\\)" "$err"
 check "auth.kind = 'devv': no key directory" no "$([ -e "$t/keys-devv" ] && echo yes || echo no)"
 node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port)})' \
   >"$t/busy.port" &

@@ -14,7 +14,8 @@ local up_spec = {
     '[--app-port PORT] [--no-dashboard]',
   summary = 'start the local stack and deploy the example app; Ctrl-C stops it all',
   description = table.concat({
-    'Starts a KMS (Lua policy auth), a gateway (TLS proxy + WireGuard hub) and a VMM serving',
+    'Starts a KMS (Lua policy auth, or --kms-auth eth: a DstackKms contract on a chain, see',
+    'docs/kms-eth.md), a gateway (TLS proxy + WireGuard hub) and a VMM serving',
     'the dashboard, on the best backend this machine has (--backend auto): qemu when QEMU can',
     'boot a guest here (TDX, KVM a probe proved, else TCG) and its docker-flavour guest image',
     'builds (each CVM a QEMU guest reaching the KMS and the gateway on this host\'s loopback as',
@@ -42,6 +43,14 @@ local up_spec = {
     { '--app-port', arg = 'PORT', help = 'the app port the URL names (default 8080)' },
     { '--timeout', arg = 'SECONDS', help = 'how long the app may take to answer (default 300)' },
     { '--no-dashboard', help = 'no dashboard listener' },
+    { '--kms-auth', arg = 'KIND', help = "the KMS's auth backend: policy (default: "
+      .. 'examples/policies/dev-stack.lua) or eth (the DstackKms contract of --kms-contract on '
+      .. "--eth-rpc-url; the app's DstackApp address as --app-id; a refused boot is retried by "
+      .. 'the VMM every few seconds until the chain allows it or --timeout)' },
+    { '--eth-rpc-url', arg = 'URL', help = 'with --kms-auth eth: the Ethereum JSON-RPC endpoint' },
+    { '--kms-contract', arg = 'ADDR', help = 'with --kms-auth eth: the DstackKms contract address' },
+    { '--app-id', arg = 'HEX', help = "with --kms-auth eth: the app id, its DstackApp contract's "
+      .. 'address (moonstack kms eth register-app)' },
   },
 }
 
@@ -115,8 +124,13 @@ local function run(argv)
         io.stderr:write(PROG, " up: --backend '", be, "' is not one of auto, qemu, process\n")
         return 2
       end
+      local kms_auth, aerr = require('moonstack.devstack.configs').kms_auth(o)
+      if not kms_auth then
+        io.stderr:write(PROG, ' up: ', aerr, '\n')
+        return 2
+      end
       return devstack.up({ dir = o.dir, app = o.app, name = o.name, app_port = port,
-        timeout_s = timeout, dashboard = not o.no_dashboard, backend = be })
+        timeout_s = timeout, dashboard = not o.no_dashboard, backend = be, kms_auth = kms_auth })
     end),
     down = in_task(down_spec, 'down', function(o) return devstack.down({ dir = o.dir }) end),
     status = function(argv2)

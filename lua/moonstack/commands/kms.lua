@@ -1,7 +1,8 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- `moonstack kms`: the key management service. `moonstack kms -c kms.lua` runs the daemon
 -- (moonstack.kms); `moonstack kms derive` prints one app's keys offline from a key
--- directory, for operators (kms-vmm-gateway.md §3.3).
+-- directory, for operators (kms-vmm-gateway.md §3.3); `moonstack kms eth ...` administers
+-- the contracts of the eth auth backend (moonstack.commands.kms.eth).
 local cjson = require('cjson')
 local args = require('moonstack.core.args')
 local daemon = require('moonstack.daemon')
@@ -40,8 +41,9 @@ local HELP = table.concat({
   '  -c FILE               ' .. daemon_spec.summary,
   'commands:',
   '  derive                ' .. derive_spec.summary,
+  '  eth                   ' .. require('moonstack.commands.kms.eth').summary,
   '',
-  "Run 'moonstack kms derive --help' for details.",
+  "Run 'moonstack kms derive --help' or 'moonstack kms eth --help' for details.",
   '',
 }, '\n')
 
@@ -147,7 +149,8 @@ end
 local function run(argv)
   local first = argv[1]
   if first == nil or first == '-h' or first == '--help' or first:sub(1, 1) ~= '-' then
-    return args.dispatch(PROG, HELP, { derive = derive }, argv)
+    return args.dispatch(PROG, HELP, { derive = derive,
+      eth = function(rest) return require('moonstack.commands.kms.eth').run(rest) end }, argv)
   end
   return run_daemon(argv)
 end

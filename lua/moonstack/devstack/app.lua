@@ -112,7 +112,7 @@ end
 --- that name on another image (the other backend's) is removed and made again. Returns
 --- { id, app_id, reused } or nil, msg.
 function M.deploy(client, name, compose, env, opts)
-  local app_id = require('moonstack.vmm.manifest').app_id_of(compose):gsub('^0x', '')
+  local app_id = opts.app_id or require('moonstack.vmm.manifest').app_id_of(compose):gsub('^0x', '')
   local lines = {}
   for i, kv in ipairs(env) do
     lines[i] = kv.key .. '=' .. kv.value
@@ -194,13 +194,43 @@ function M.deploy(client, name, compose, env, opts)
   end
   local r
   r, err = client:call('CreateVm', { name = name, image = opts.image, compose_file = compose,
-    vcpu = 1, memory = opts.memory or 1024, disk_size = 0, encrypted_env = blob or '', user_config = '' })
+    vcpu = 1, memory = opts.memory or 1024, disk_size = 0, encrypted_env = blob or '', user_config = '',
+    app_id = opts.app_id or nil })
   if not r then
     return nil, 'CreateVm: ' .. tostring(err)
   end
   stamp.vm_id = r.id
   fs.write_atomic(stamp_path, cjson.encode(stamp), tonumber('600', 8))
   return { id = r.id, app_id = app_id, reused = false }
+end
+
+--- Follow the boot of VM `id` (moonstack.vmm.operator.wait_boot: opts = { timeout_ms, say }).
+--- With opts.retry_denied = { app_id, compose } (the eth auth backend), a boot the KMS denies
+--- is not the end: the reason and what would allow it are said once per reason, and the VMM's
+--- next retry (its auto_restart) is followed, until the boot is done or timeout_ms passes.
+function M.wait_boot(client, id, opts)
+  local deadline = uv.now() + (opts.timeout_ms or 300000)
+  local said
+  while true do
+    local ok, err, code = op.wait_boot(client, id, { timeout_ms = math.max(1, deadline - uv.now()),
+      say = opts.say })
+    local reason = not ok and opts.retry_denied and tostring(err):match('boot denied: (.*)$')
+    if ok or not reason or uv.now() >= deadline then
+      return ok, err, code
+    end
+    if reason ~= said then
+      said = reason
+      opts.say(('  the chain denies the boot: %s; the VMM retries it. To allow it: moonstack kms eth '
+        .. 'add-compose-hash --app 0x%s %s (and add-os-image for its OS image, see the KMS log)')
+        :format(reason, opts.retry_denied.app_id, sha256_hex(opts.retry_denied.compose)))
+    end
+    repeat -- until the VMM restarts it (boot_error is cleared at each start)
+      task.sleep(500)
+      uv.update_time()
+      local info = client:call('GetInfo', { id = id })
+      local e = info and info.info and info.info.boot_error
+    until e == '' or e == nil or uv.now() >= deadline
+  end
 end
 
 --- GET https://<host>:<port>/ through the gateway on 127.0.0.1 (TLS checked against `ca`),

@@ -3,7 +3,8 @@
 -- (they are ordinary config files: read them to see how the stack is wired, or start a daemon
 -- by hand with `moonstack kms -c .moonstack-dev/kms/kms.lua`):
 --   kms/kms.lua          a KMS with Lua policy auth (kms/policy.lua, from
---                        examples/policies/dev-stack.lua), trusting the simulated platform sim/
+--                        examples/policies/dev-stack.lua; or, with --kms-auth eth, a DstackKms
+--                        contract on a chain), trusting the simulated platform sim/
 --   gateway/gateway.lua  the proxy on 127.0.0.1, RegisterCvm over mutual RA-TLS, the
 --                        WireGuard hub, the admin API
 --   vmm/vmm.lua          the VMM: the process backend (each CVM in network and PID namespaces
@@ -37,8 +38,38 @@ function M.policy(paths, template, gateway_app_id)
   return write(paths.kms .. '/policy.lua', text)
 end
 
---- Write kms/kms.lua for ports `ports`.
-function M.kms(paths, ports)
+--- The KMS auth of `moonstack dev up`'s options o (kms_auth, eth_rpc_url, kms_contract,
+--- app_id): { kind = 'policy' } (default) or { kind = 'eth', rpc_url, kms_contract, app_id
+--- (hex, no 0x) }, or nil and the error naming the option.
+function M.kms_auth(o)
+  local kind = o.kms_auth or 'policy'
+  if kind == 'policy' then
+    if o.eth_rpc_url or o.kms_contract or o.app_id then
+      return nil, '--eth-rpc-url, --kms-contract and --app-id go with --kms-auth eth'
+    end
+    return { kind = 'policy' }
+  elseif kind ~= 'eth' then
+    return nil, ("--kms-auth '%s' is not one of policy, eth"):format(kind)
+  end
+  local a = { kind = 'eth', rpc_url = o.eth_rpc_url, kms_contract = o.kms_contract }
+  local ok, err = require('moonstack.kms.auth.eth').check(a)
+  if not ok then
+    return nil, (err:gsub('^auth%.rpc_url', '--eth-rpc-url'):gsub('^auth%.kms_contract', '--kms-contract'))
+  end
+  a.app_id = (o.app_id or ''):gsub('^0[xX]', ''):lower()
+  if not a.app_id:match('^' .. ('%x'):rep(40) .. '$') then
+    return nil, "--kms-auth eth needs --app-id: the app's DstackApp address (40 hex digits)"
+  end
+  return a
+end
+
+--- Write kms/kms.lua for ports `ports`; `auth` = M.kms_auth's table (default policy).
+function M.kms(paths, ports, auth)
+  local auth_line = ('{ kind = \'policy\', path = %s }'):format(q(paths.kms .. '/policy.lua'))
+  if auth and auth.kind == 'eth' then
+    auth_line = ('{ kind = \'eth\', rpc_url = %s, kms_contract = %s }'):format(q(auth.rpc_url),
+      q(auth.kms_contract))
+  end
   return write(paths.kms_config, ([[
 -- Written by `moonstack dev up` (each start): the dev stack's KMS.
 return {
@@ -46,14 +77,14 @@ return {
   listen = { host = '127.0.0.1', port = %d },
   domain = 'localhost',
   alt_names = { '127.0.0.1', %s }, -- %s: the host's loopback as QEMU guests reach it
-  auth = { kind = 'policy', path = %s },
+  auth = %s,
   attestation = { simulator_dir = %s, allow_simulator = true },
   image = { verify = false }, -- process CVMs have no registered boot measurements
   admin = { listen = { host = '127.0.0.1', port = %d }, token_file = %s },
   control = %s,
 }
 ]]):format(q(paths.kms .. '/keys'), ports.kms, q(dev_certs.GUEST_HOST), dev_certs.GUEST_HOST,
-    q(paths.kms .. '/policy.lua'), q(paths.sim),
+    auth_line, q(paths.sim),
     ports.kms_admin, q(paths.admin_token), q(paths.kms_ctl)))
 end
 
@@ -82,9 +113,10 @@ end
 
 --- Write vmm/vmm.lua: ports, the KMS root CA path, the Docker image tarballs every
 --- docker-compose CVM loads, `dashboard` (a table of the dashboard listener's settings, or
---- nil when this VMM has none) and `be` = { name = 'process' | 'qemu', accel? } (the backend
+--- nil when this VMM has none) and `be` = { name = 'process' | 'qemu', accel?, retry_denied? } (the backend
 --- moonstack.devstack.backend chose; qemu: the accelerator its probe found, so the VMM does
---- not probe again, and host_access: the guest reaches this host's loopback as 10.0.2.2).
+--- not probe again, and host_access: the guest reaches this host's loopback as 10.0.2.2;
+--- retry_denied: restart a refused CVM within 10 s, up to 100 times — the eth auth backend).
 function M.vmm(paths, ports, kms_ca, docker_images, dashboard, be)
   be = be or { name = 'process' }
   local images = {}
@@ -102,8 +134,11 @@ function M.vmm(paths, ports, kms_ca, docker_images, dashboard, be)
       q(paths.admin_token), ports.gateway_admin, q(paths.admin_token))
   end
   local qemu = ''
+  if be.retry_denied then -- eth auth: a boot the chain denies is retried soon, for a while
+    qemu = '  auto_restart = { interval = 2, initial_backoff = 2, max_backoff = 10, max_retries = 100 },\n'
+  end
   if be.name == 'qemu' then
-    qemu = ([[
+    qemu = qemu .. ([[
   qemu = { accel = %s, host_access = true, docker_images = { %s } },
 ]]):format(q(be.accel or 'auto'), table.concat(images, ', '))
   end

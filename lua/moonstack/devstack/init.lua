@@ -250,8 +250,10 @@ function M.up(opts)
     if not ok1 then
       return fail(e1)
     end
-    assert(configs.kms(paths, ports))
-    say('starting the KMS (https://127.0.0.1:%d, policy kms/policy.lua)', ports.kms)
+    local eth = opts.kms_auth and opts.kms_auth.kind == 'eth' and opts.kms_auth
+    assert(configs.kms(paths, ports, opts.kms_auth))
+    say('starting the KMS (https://127.0.0.1:%d, %s)', ports.kms, eth and ('eth auth: DstackKms %s on %s')
+      :format(eth.kms_contract, eth.rpc_url) or 'policy kms/policy.lua')
     if not launch('kms') then
       return false
     end
@@ -303,7 +305,7 @@ function M.up(opts)
       login = assert(require('moonstack.ui.login').issue(paths.login_token))
     end
     assert(configs.vmm(paths, ports, rpc_certs.kms_ca, images,
-      opts.dashboard ~= false and {} or nil, { name = be.name, accel = be.accel }))
+      opts.dashboard ~= false and {} or nil, { name = be.name, accel = be.accel, retry_denied = eth }))
     say('backend: %s (%s)', be.name, be.reason)
     say('starting the VMM%s', login and
       (' (dashboard http://127.0.0.1:%d/dashboard/)'):format(ports.dashboard) or '')
@@ -321,14 +323,16 @@ function M.up(opts)
       return fail(merr)
     end
     local vm, verr = app.deploy(client, name, compose, env, { image = be.image, state_dir = app_state,
-      memory = be.name == 'qemu' and 2048 or 1024, say = function(l) say('%s', l) end })
+      memory = be.name == 'qemu' and 2048 or 1024, say = function(l) say('%s', l) end,
+      app_id = eth and eth.app_id or nil })
     if not vm then
       return fail(verr)
     end
     say('%s VM %s (%s, app id %s)', vm.reused and 'starting the existing' or 'deployed', name,
       vm.id, vm.app_id)
-    local booted, berr = require('moonstack.vmm.operator').wait_boot(client, vm.id, {
-      timeout_ms = (opts.timeout_s or 300) * 1000, say = function(l) say('  boot:%s', l) end })
+    local booted, berr = app.wait_boot(client, vm.id, { timeout_ms = (opts.timeout_s or 300) * 1000,
+      retry_denied = eth and { app_id = vm.app_id, compose = compose },
+      say = function(l) say('  boot:%s', l) end })
     if not booted then
       return fail(berr)
     end

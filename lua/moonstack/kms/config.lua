@@ -16,8 +16,10 @@
 --             (url, timeout_ms), 'policy' (path = the policy file, watch = true, debounce_ms =
 --             200, limits = { memory_limit, instruction_limit, time_limit_ms = 50, ... }?,
 --             workers = 2: policy worker processes deciding in parallel, 1..32, each killed
---             and replaced when a policy overruns its deadline or crashes it); other keys go
---             to the backend [core.auth_api]
+--             and replaced when a policy overruns its deadline or crashes it), 'eth'
+--             (rpc_url = Ethereum JSON-RPC URL, kms_contract = DstackKms address, timeout_ms
+--             = 10000 per call, chain_id?, confirmations = 0: isAppAllowed / isKmsAllowed by
+--             eth_call); other keys go to the backend [core.auth_api]
 --   max_body = 10485760               request body limit (bytes)
 --   metrics = true                    serve GET /metrics (Prometheus text) [core.metrics]
 --   attestation = nil                 how callers' quotes are verified (GetAppKey; without it
@@ -132,6 +134,12 @@ M.schema = {
       unknown = 'allow',
       fields = { kind = { type = 'string', min = 1,
         check = function(k) return require('moonstack.kms.auth').known(k) end } },
+      check = function(a)
+        if a.kind == 'eth' then
+          return require('moonstack.kms.auth.eth').check(a)
+        end
+        return true
+      end,
     },
     max_body = { type = 'integer', default = 10 * 1024 * 1024, min = 1024 },
     metrics = { type = 'boolean', default = true },

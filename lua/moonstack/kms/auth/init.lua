@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- KMS auth backends behind one interface: new(cfg) picks the backend by cfg.kind ('dev',
--- 'webhook', 'policy'; a backend is the module moonstack.kms.auth.<kind> or one registered
+-- 'webhook', 'policy', 'eth'; a backend is the module moonstack.kms.auth.<kind> or one registered
 -- with register()) and wraps it so that authorize_app/authorize_kms never raise and always
 -- return a well-formed decision { allow, reason, gateway_app_id? }, published on the event bus
 -- (moonstack.core.events) as 'kms.decision'. See README.md.
@@ -29,7 +29,7 @@ end
 
 -- The backends shipped with moonstack: modules moonstack.kms.auth.<kind>, and 'dev'
 -- (moonstack.kms.dev_auth, which moonstack.kms also registers).
-local BUILTIN = { 'dev', 'policy', 'webhook' }
+local BUILTIN = { 'dev', 'eth', 'policy', 'webhook' }
 
 --- The backend kinds new() accepts: the built-in ones and those registered, sorted.
 function M.kinds()
