@@ -10,9 +10,7 @@
 # snapshot's fleet and POST /dashboard/api/fleet); a VM removed on one host leaves the list.
 source "$(dirname "$0")/lib.sh"
 
-for tool in etcd etcdctl jq; do
-  command -v "$tool" >/dev/null || { not_ok "$tool is installed"; finish; exit 1; }
-done
+need_tools etcd etcdctl jq
 unshare -n true 2>/dev/null || { not_ok "a private network namespace (run as root)"; finish; exit 1; }
 in_test_namespaces "$@" || { finish; exit 1; }
 source "$(dirname "$0")/etcd_lib.sh"

@@ -17,9 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/fixtures/agent_sim.sh"
 . "$here/acme_lib.sh"
 
-for tool in etcd etcdctl jq; do
-  command -v "$tool" >/dev/null || { not_ok "$tool is installed"; finish; exit 1; }
-done
+need_tools etcd etcdctl jq
 acme_tools_check || { finish; exit 1; }
 in_test_namespaces "$@" || { finish; exit 1; }
 . "$here/etcd_lib.sh"

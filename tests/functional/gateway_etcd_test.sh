@@ -12,12 +12,8 @@
 # back: they say `up` and registrations flow again.
 source "$(dirname "$0")/lib.sh"
 
-for tool in etcd etcdctl wireguard-go wg jq; do
-  command -v "$tool" >/dev/null || { not_ok "$tool is installed"; finish; exit 1; }
-done
-if ! unshare -n true 2>/dev/null || [ ! -c /dev/net/tun ]; then
-  not_ok "a private network namespace and /dev/net/tun (run as root)"; finish; exit 1
-fi
+need_tools etcd etcdctl wireguard-go wg jq
+need_netns_tun
 in_test_namespaces "$@" || { finish; exit 1; }
 source "$(dirname "$0")/etcd_lib.sh"
 source "$(dirname "$0")/gateway_lib.sh"

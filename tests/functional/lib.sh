@@ -99,6 +99,21 @@ in_test_namespaces() {
     || { not_ok "a private /run/wireguard"; return 1; }
 }
 
+# need_tools TOOL...: each tool on PATH, else not ok naming it and the test ends.
+need_tools() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { not_ok "$tool is installed"; finish; exit 1; }
+  done
+}
+
+# need_netns_tun: a private network namespace and /dev/net/tun (root), else not ok and the end.
+need_netns_tun() {
+  if ! unshare -n true 2>/dev/null || [ ! -c /dev/net/tun ]; then
+    not_ok "a private network namespace and /dev/net/tun (run as root)"; finish; exit 1
+  fi
+}
+
 finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]

@@ -3,6 +3,7 @@
 -- bounded answer; the result is checked (an error object, a missing result, a wrong id or
 -- a non-hex quantity are errors, never values). Calls block the current task.
 local client = require('moonstack.http.client')
+local util = require('moonstack.http.util')
 local cjson = require('cjson.safe')
 local crypto = require('moonstack.crypto')
 
@@ -16,13 +17,7 @@ M.MAX_RESPONSE = 2 * 1024 * 1024
 local Rpc = {}
 Rpc.__index = Rpc
 
-local function short(s)
-  s = tostring(s or '')
-  if #s > 200 then
-    s = s:sub(1, 200) .. '...'
-  end
-  return (s:gsub('[%c]', ' '))
-end
+local short = util.excerpt
 
 --- Call `method` with `params` (a list, default empty). Returns the JSON result (any type but
 --- nil), or nil, 'ECODE: <url> <method>: why', code: EUNAVAILABLE (transport, timeout, HTTP

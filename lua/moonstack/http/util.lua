@@ -92,4 +92,15 @@ function M.decode_json(text)
   return v
 end
 
+--- A peer's answer fit for an error message or a log line: at most `max` (default 200)
+--- characters of `s` (then '...'), control characters as spaces.
+function M.excerpt(s, max)
+  s = tostring(s or '')
+  max = max or 200
+  if #s > max then
+    s = s:sub(1, max) .. '...'
+  end
+  return (s:gsub('%c', ' '))
+end
+
 return M

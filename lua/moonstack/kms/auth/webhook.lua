@@ -35,13 +35,7 @@ function M.url_join(url, path)
   return url .. path
 end
 
-local function short(s)
-  s = tostring(s or '')
-  if #s > 200 then
-    s = s:sub(1, 200) .. '...'
-  end
-  return (s:gsub('[%c]', ' '))
-end
+local short = util.excerpt
 
 -- Ask the webhook; returns the decision or nil and the reason it could not decide.
 function Webhook:ask(info, scope)
