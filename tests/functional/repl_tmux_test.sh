@@ -202,7 +202,12 @@ text 'c = gw.conns() a = c[1].app_id'; keys Enter
 text 'c[1].active, #gw.conns(a), #gw.conns("no-such-app")'; keys Enter
 expect "gw.conns(app): one app's counts (1 active)" '^1$'
 # the three values print one per line; wait until the last one is there
-conns_out() { pane | grep -A3 '^gateway> c\[1\]\.active' | tail -3 | tr '\n' ' '; }
+# (the line typed may be echoed ahead of its prompt when the previous one is still running: the
+# three lines after the last echo of it)
+conns_out() {
+  pane | awk '/c\[1\]\.active, #gw\.conns/ { n = 0; out = ""; on = 1; next }
+    on && n < 3 { out = out $0 " "; n++ } END { printf "%s", out }'
+}
 conns_done() { [[ "$(conns_out)" == *" 0 " ]]; }
 wait_for 10 conns_done
 check "gw.conns(app) filters by app id" "1 1 0 " "$(conns_out)"
