@@ -85,6 +85,12 @@ function M.secret_name(name)
   return false
 end
 
+-- A flag value naming a file (`--key /etc/proxy/key.pem`) rather than holding the secret.
+local function looks_like_path(v)
+  return v:match('^[/~]') or v:match('^%.%.?/') or v:match('%.pem$') or v:match('%.key$')
+    or v:match('%.der$') or v:match('%.json$')
+end
+
 --- The secret flags in an argument list: { { index, flag } } (never the values).
 function M.secret_flags(argv)
   local found = {}
@@ -97,7 +103,8 @@ function M.secret_flags(argv)
         value = nil
       end
     end
-    if flag and value and value ~= '' and M.secret_name(flag:gsub('^%-+', '')) then
+    if flag and value and value ~= '' and not looks_like_path(value)
+      and M.secret_name(flag:gsub('^%-+', '')) then
       found[#found + 1] = { index = i, flag = flag }
     end
   end

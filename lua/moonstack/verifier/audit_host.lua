@@ -134,6 +134,13 @@ local function proxy_process(out, dir, pid, argv)
         or ('entry %q is %s'):format(bad[1], bad[2])),
       'restart it with an exact host:port allowlist')
   end
+  local listen = flag_value(argv, '--listen')
+  if listen and cfgcheck.reach(cfgcheck.host_of(listen)) ~= 'loopback'
+    and not flag_value(argv, '--cert') then
+    out.add('tls.plain_ws', 'error', dir .. '/cmdline', '--listen',
+      ('proxy process %d serves plain ws:// on %s'):format(pid, listen),
+      'give --cert/--key (wss) or listen on 127.0.0.1 behind a TLS front')
+  end
   local status = read(dir .. '/status') or ''
   local euid = status:match('\nUid:%s+%d+%s+(%d+)')
   if euid == '0' then

@@ -241,11 +241,18 @@ describe('moonstack audit: running processes', function()
     proc(103, { '/usr/bin/atlas-proxy' }, '65534\t65534\t65534\t65534',
       'HOME=/\0ATLS_PROXY_ALLOWLIST=0.0.0.0/0\0')
     proc(104, { '/bin/sleep', '--token', 'x' }, '0\t0\t0\t0')
+    -- a key given as a file is not a secret on the command line
+    proc(105, { '/usr/bin/moonstack', 'atls', 'proxy', '--allowlist', 'a.example.com:443',
+      '--cert', '/etc/p/cert.pem', '--key', '/etc/p/key.pem', '--user', 'nobody' },
+      '65534\t65534\t65534\t65534')
+    proc(106, { '/usr/bin/moonstack', 'atls', 'proxy', '--allowlist', 'a.example.com:443',
+      '--listen', '0.0.0.0:9000' }, '65534\t65534\t65534\t65534')
     local f = audit.run({ proc = dir })
     assert.are.same({ dir .. '/101/cmdline: --admin-token' }, where(f, 'argv.secret'))
     assert.are.same({ dir .. '/102/cmdline: --allowlist',
       dir .. '/103/environ: ATLS_PROXY_ALLOWLIST' }, where(f, 'proxy.open_allowlist'))
     assert.are.same({ dir .. '/102/status: Uid' }, where(f, 'proxy.root'))
+    assert.are.same({ dir .. '/106/cmdline: --listen' }, where(f, 'tls.plain_ws'))
     for _, finding in ipairs(f) do
       assert.is_nil(finding.message:find('s3cr3t', 1, true))
     end
