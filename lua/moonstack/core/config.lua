@@ -12,7 +12,6 @@
 --     files next to it and work from any current directory
 --   anything passed in opts.env (e.g. host-provided values)
 -- A chunk may set globals; they stay in its private environment.
-local uv = require('luv')
 local schema_mod = require('moonstack.core.schema')
 
 local M = {}
@@ -116,7 +115,7 @@ function M.dir_of(path)
   elseif dir == '' then
     dir = '/'
   end
-  return uv.fs_realpath(dir) or dir
+  return require('luv').fs_realpath(dir) or dir
 end
 
 --- Load the config file at `path` (see load_string). Adds codes ENOENT, EACCES, EISDIR or

@@ -4,7 +4,12 @@
 -- secrets others could read (as ssh does with private keys), find a write_atomic's leftovers,
 -- remove a directory tree.
 local bit = require('bit')
-local uv = require('luv')
+-- libuv is loaded on first use: read_file also serves plain LuaJIT (the verifier rock, rockspecs/)
+local uv = setmetatable({}, { __index = function(t, k)
+  local luv = require('luv')
+  setmetatable(t, { __index = luv })
+  return luv[k]
+end })
 
 local M = {}
 

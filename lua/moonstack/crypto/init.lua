@@ -7,7 +7,6 @@
 -- checks return nil, 'CODE: message', CODE. dstack's derivations live in moonstack.crypto.dstack.
 local native = require('moonstack.native.crypto')
 local codec = require('moonstack.core.codec')
-local task = require('moonstack.core.task')
 
 local M = {}
 
@@ -113,7 +112,9 @@ M.aes256gcm = {
 --- task the check runs on the libuv thread pool while the task waits, so the loop keeps
 --- serving; outside a task it blocks (tools).
 function M.bcrypt_check(password, hash)
-  if not task.current() then
+  -- A process that never loaded the task module (plain LuaJIT: rockspecs/) is in no task.
+  local task = package.loaded['moonstack.core.task']
+  if not (task and task.current()) then
     return native.bcrypt_check(password, hash)
   end
   return task.await(function(resume)

@@ -22,7 +22,6 @@
 -- used while `now` is before the earliest nextUpdate of its TCB info, QE identity and CRLs.
 -- A source also keeps the latest entry per (TEE, FMSPC, CA) in memory, under the same rule.
 local fs = require('moonstack.core.fs')
-local client = require('moonstack.http.client')
 local codec = require('moonstack.core.codec')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
@@ -242,6 +241,8 @@ local Source = {}
 Source.__index = Source
 
 function Source:get(url, want)
+  -- loaded here: verifying against local collateral also works without the runtime (rockspecs/)
+  local client = require('moonstack.http.client')
   local resp, err, code = client.request({ url = url, method = 'GET', want_headers = want,
     timeout_ms = self.timeout_ms, tls = self.tls })
   if not resp then
