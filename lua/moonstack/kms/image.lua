@@ -13,6 +13,8 @@
 -- (the format `dstack-mr measure --json` prints). A BootInfo naming an image passes only if its
 -- MRTD and RTMR0-2 equal one registered entry; one naming none passes (there is no claim to
 -- check: a policy wanting an image denies it). Files are re-read when they change.
+-- register() adds one entry to an image's file (what `moonstack mr --register DIR` calls after
+-- measuring an image with moonstack.mr).
 local cjson = require('cjson.safe')
 local uv = require('luv')
 local fs = require('moonstack.core.fs')
@@ -108,6 +110,58 @@ function Gate:check(boot)
   end
   return fail(('the boot measurements (MRTD %s…) are not those registered for OS image %s')
     :format((boot.mrtd or ''):sub(1, 16), hash))
+end
+
+--- Register the measurements `entry` ({mrtd, rtmr0, rtmr1, rtmr2} hex; other keys such as
+--- the VM shape are kept) for OS image `hash` (hex) in measurements directory `dir`: appended
+--- to <dir>/<hash>.json (made a list) unless an entry with the same four values is there.
+--- Returns true, 'added' | 'present', or nil, 'EIMAGE: why', 'EIMAGE'.
+function M.register(dir, hash, entry)
+  hash = tostring(hash or ''):lower()
+  if #hash ~= 64 or hash:find('[^0-9a-f]') then
+    return fail('os_image_hash is not 32 bytes of hex')
+  end
+  local norm = {}
+  for k, v in pairs(entry) do
+    norm[k] = v
+  end
+  for _, f in ipairs(FIELDS) do
+    local v = type(entry[f]) == 'string' and entry[f]:gsub('^0[xX]', ''):lower()
+    if not v or #v ~= 96 or v:find('[^0-9a-f]') then
+      return fail(('%s must be 48 bytes of hex'):format(f))
+    end
+    norm[f] = v
+  end
+  local ok, err = fs.mkdir_p(dir, 493)
+  if not ok then
+    return fail(('cannot create %s: %s'):format(dir, tostring(err)))
+  end
+  local list = {}
+  if uv.fs_stat(('%s/%s.json'):format(dir, hash)) then
+    local gate = M.new(dir)
+    local entries, e2 = gate:entries(hash)
+    if not entries then
+      return nil, e2, 'EIMAGE'
+    end
+    for _, e in ipairs(entries) do
+      local same = true
+      for _, f in ipairs(FIELDS) do
+        same = same and e[f] == norm[f]
+      end
+      if same then
+        return true, 'present'
+      end
+    end
+    local text = fs.read_file(('%s/%s.json'):format(dir, hash), 1024 * 1024)
+    local doc = cjson.decode(text or '')
+    list = (type(doc) == 'table' and doc[1] == nil) and { doc } or doc
+  end
+  list[#list + 1] = norm
+  ok, err = fs.write_atomic(('%s/%s.json'):format(dir, hash), cjson.encode(list) .. '\n', 420)
+  if not ok then
+    return fail(('cannot write %s/%s.json: %s'):format(dir, hash, tostring(err)))
+  end
+  return true, 'added'
 end
 
 return M

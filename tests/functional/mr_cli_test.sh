@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# `moonstack mr` (dstack-mr, spec kms-vmm-gateway.md §7):
+#  * lite path on dstack's verifier fixture tdx-lite-getquote.json: text and --json give
+#    exactly that QUOTE's MRTD and RTMR0-2 and the vm_config's os_image_hash;
+#  * the KMS OS-image gate (moonstack.kms.image) allows that quote's boot with the --json file
+#    as <hash>.json and with --register, and denies a changed RTMR1; a second --register of
+#    the same values adds nothing;
+#  * full path on a crafted image (TDVF firmware, PE kernel, initrd): the QEMU-version and
+#    memory rules of §7.1/§7.5 (MRTD by page-add order only, RTMR1 equal for 2G and >= 2.75G,
+#    RTMR2 independent of both), os_image_hash = digest.txt;
+#  * the Authenticode digest equals osslsigncode's on the kernel signed with SHA-384;
+#  * errors name the bad flag or file (exit 2 usage, 1 measurement).
+source "$(dirname "$0")/lib.sh"
+need_tools osslsigncode openssl
+V=${MOONSTACK_VECTORS:-$MOONSTACK_SRC/../shared/vectors}
+F=$V/dstack/verifier/tdx-lite-getquote.json
+if [ ! -f "$F" ]; then
+  not_ok "test vectors found" "no $F (set MOONSTACK_VECTORS)"
+  finish
+  exit 1
+fi
+FIX="$MOONSTACK_SRC/tests/functional/fixtures/mr_image.lua"
+dir=$(tmpdir)
+
+run() { # WANT_RC ARGS...: stdout in $dir/out, stderr in $dir/err
+  local want=$1
+  shift
+  "$MOONSTACK" "$@" >"$dir/out" 2>"$dir/err"
+  rc=$?
+  if [ "$rc" != "$want" ]; then
+    not_ok "moonstack $* exits $want" "exit $rc; stderr: $(head -c 400 "$dir/err")"
+    return 1
+  fi
+}
+line() { sed -n "s/^$1: //p" "$dir/out"; }
+jfield() { "$MOONSTACK" -e "local j=require('cjson').decode(io.open('$1'):read('*a')) print(j['$2'])"; }
+
+mapfile -t Q < <("$MOONSTACK" run "$FIX" regs "$F")
+check "the fixture quote has 4 registers" 4 "${#Q[@]}"
+HASH=e6f5cfec20c02e7b97baa213d0f718020b55e040172d90ccbcb946d56c8b09db
+
+# 1. lite path, text
+if run 0 mr --vm-config "$F" --event-log "$F"; then
+  check "lite text: MRTD = quote" "${Q[0]}" "$(line MRTD)"
+  check "lite text: RTMR0 = quote" "${Q[1]}" "$(line RTMR0)"
+  check "lite text: RTMR1 = quote" "${Q[2]}" "$(line RTMR1)"
+  check "lite text: RTMR2 = quote" "${Q[3]}" "$(line RTMR2)"
+  check "lite text: os_image_hash" "$HASH" "$(line os_image_hash)"
+fi
+
+# 2. --json, read by the KMS gate
+mkdir -p "$dir/m1" "$dir/m2"
+if run 0 mr --vm-config "$F" --event-log "$F" --json; then
+  cp "$dir/out" "$dir/m1/$HASH.json"
+  check "json: mrtd" "${Q[0]}" "$(jfield "$dir/out" mrtd)"
+  check "json: rtmr0" "${Q[1]}" "$(jfield "$dir/out" rtmr0)"
+  check "json: rtmr1" "${Q[2]}" "$(jfield "$dir/out" rtmr1)"
+  check "json: rtmr2" "${Q[3]}" "$(jfield "$dir/out" rtmr2)"
+  check "json: os_image_hash" "$HASH" "$(jfield "$dir/out" os_image_hash)"
+  check "gate allows the quote's boot with the --json file" allowed \
+    "$("$MOONSTACK" run "$FIX" gate "$dir/m1" "$HASH" "${Q[@]}")"
+  check_match "gate denies another RTMR1" '^denied: EIMAGE: the boot measurements' \
+    "$("$MOONSTACK" run "$FIX" gate "$dir/m1" "$HASH" "${Q[0]}" "${Q[1]}" "${Q[3]}" "${Q[3]}")"
+fi
+if run 0 mr --vm-config "$F" --event-log "$F" --register "$dir/m2"; then
+  check_match "register: added" "added $dir/m2/$HASH.json" "$(cat "$dir/err")"
+  check "gate allows the quote's boot with --register" allowed \
+    "$("$MOONSTACK" run "$FIX" gate "$dir/m2" "$HASH" "${Q[@]}")"
+  run 0 mr --vm-config "$F" --event-log "$F" --register "$dir/m2" &&
+    check_match "register again: present" "present $dir/m2/$HASH.json" "$(cat "$dir/err")"
+fi
+run 0 mr --vm-config "$F" && check "lite without ACPI digests: RTMR0 unknown" \
+  "(unknown: needs --event-log or --acpi-digests)" "$(line RTMR0)"
+
+# 3. full path on a crafted image
+img=$dir/img
+mkdir -p "$img"
+"$MOONSTACK" run "$FIX" image "$img"
+A=$(printf 'aa%.0s' $(seq 48)),$(printf 'bb%.0s' $(seq 48)),$(printf 'cc%.0s' $(seq 48))
+measure() { # OUTNAME ARGS...
+  local name=$1
+  shift
+  run 0 mr --image "$img" --acpi-digests "$A" "$@" && cp "$dir/out" "$dir/$name"
+}
+val() { sed -n "s/^$2: //p" "$dir/$1"; }
+measure m91 --qemu-version 9.1.0
+measure mdef
+measure m82 --qemu-version 8.2.2
+measure m91two --qemu-version 9.1.0 --two-pass-add-pages true
+measure m1g -m 1G
+measure m3g -m 3G
+measure m2g --memory 2147483648 --cpus 4
+check "default QEMU is 9.1.0" "$(cat "$dir/m91")" "$(cat "$dir/mdef")"
+check_match "MRTD is 48 bytes of hex" '^[0-9a-f]{96}$' "$(val m91 MRTD)"
+if [ "$(val m91 MRTD)" != "$(val m82 MRTD)" ]; then ok "8.x adds pages in two passes (MRTD differs)"
+else not_ok "8.x adds pages in two passes (MRTD differs)"; fi
+check "--two-pass-add-pages true = 8.x order" "$(val m82 MRTD)" "$(val m91two MRTD)"
+check "RTMR1 does not depend on the QEMU version" "$(val m91 RTMR1)" "$(val m82 RTMR1)"
+if [ "$(val m1g RTMR1)" != "$(val m91 RTMR1)" ]; then ok "1G patches the kernel differently (RTMR1)"
+else not_ok "1G patches the kernel differently (RTMR1)"; fi
+check "RTMR1 equal for 2G and 3G (>= 0xB0000000)" "$(val m91 RTMR1)" "$(val m3g RTMR1)"
+if [ "$(val m1g RTMR0)" != "$(val m91 RTMR0)" ]; then ok "the TD HOB follows the RAM size (RTMR0)"
+else not_ok "the TD HOB follows the RAM size (RTMR0)"; fi
+check "RTMR2 does not depend on the RAM" "$(val m91 RTMR2)" "$(val m1g RTMR2)"
+check "CPUs change nothing given the ACPI digests" "$(cat "$dir/m91")" "$(cat "$dir/m2g")"
+check "os_image_hash = digest.txt" "$(cat "$img/digest.txt")" "$(val m91 os_image_hash)"
+run 0 mr --image "$img" && check "no ACPI digests: RTMR0 unknown, MRTD known" \
+  "$(val m91 MRTD)" "$(line MRTD)"
+
+# 4. Authenticode against osslsigncode
+( cd "$dir" && openssl req -x509 -newkey rsa:2048 -nodes -keyout k.pem -out c.pem -subj /CN=mr-test \
+  -days 2 >/dev/null 2>&1 && osslsigncode sign -h sha384 -certs c.pem -key k.pem -in "$img/bzImage" \
+  -out signed.efi >/dev/null 2>&1 )
+want=$(osslsigncode verify -in "$dir/signed.efi" 2>/dev/null | sed -n 's/^Calculated message digest *: *\([0-9A-F]*\).*/\1/p' \
+  | tr 'A-F' 'a-f')
+check_match "osslsigncode computed a SHA-384 digest" '^[0-9a-f]{96}$' "$want"
+check "Authenticode = osslsigncode's" "$want" "$("$MOONSTACK" run "$FIX" authenticode "$dir/signed.efi")"
+
+# 5. errors name the flag or the file
+err_case() { # NAME WANT_RC PATTERN ARGS...
+  local name=$1 want=$2 pat=$3
+  shift 3
+  run "$want" "$@" && check_match "$name" "$pat" "$(cat "$dir/err")"
+}
+err_case "bad --memory" 2 '--memory 2X' mr --image "$img" --memory 2X
+err_case "bad --cpus" 2 '--cpus x' mr --image "$img" --cpus x
+err_case "bad --pic" 2 '--pic maybe' mr --image "$img" --pic maybe
+err_case "bad --acpi-digests" 2 '--acpi-digests' mr --image "$img" --acpi-digests 00,11
+err_case "--swtpm unsupported" 2 '--swtpm' mr --image "$img" --swtpm
+err_case "old QEMU" 1 'qemu_version 7.2.0 is unsupported' mr --image "$img" --qemu-version 7.2.0
+err_case "neither --image nor --vm-config" 2 'give --image DIR or --vm-config' mr
+err_case "unknown flag" 2 "unknown option '--cpu-count'" mr --image "$img" --cpu-count 2
+err_case "missing image" 1 "$dir/nope/metadata.json" mr --image "$dir/nope"
+err_case "--json needs RTMR0" 1 'RTMR0 needs the ACPI digests' mr --image "$img" --json
+err_case "bad --event-log" 2 "--event-log $img/metadata.json" mr --image "$img" \
+  --event-log "$img/metadata.json"
+head -c 65536 /dev/zero >"$img/ovmf.fd"
+err_case "not a TDVF firmware" 1 'not a TDVF image' mr --image "$img"
+finish
