@@ -9,10 +9,12 @@
 #  * full path on a crafted image (TDVF firmware, PE kernel, initrd): the QEMU-version and
 #    memory rules of §7.1/§7.5 (MRTD by page-add order only, RTMR1 equal for 2G and >= 2.75G,
 #    RTMR2 independent of both), os_image_hash = digest.txt;
+#  * MRTD equals a second (python3) implementation of §7.2/§7.3 on the crafted firmware;
+#    measurements.json (moonstack.mr.report, what image build writes) agrees with the command;
 #  * the Authenticode digest equals osslsigncode's on the kernel signed with SHA-384;
 #  * errors name the bad flag or file (exit 2 usage, 1 measurement).
 source "$(dirname "$0")/lib.sh"
-need_tools osslsigncode openssl
+need_tools osslsigncode openssl python3
 V=${MOONSTACK_VECTORS:-$MOONSTACK_SRC/../shared/vectors}
 F=$V/dstack/verifier/tdx-lite-getquote.json
 if [ ! -f "$F" ]; then
@@ -105,6 +107,61 @@ else not_ok "the TD HOB follows the RAM size (RTMR0)"; fi
 check "RTMR2 does not depend on the RAM" "$(val m91 RTMR2)" "$(val m1g RTMR2)"
 check "CPUs change nothing given the ACPI digests" "$(cat "$dir/m91")" "$(cat "$dir/m2g")"
 check "os_image_hash = digest.txt" "$(cat "$img/digest.txt")" "$(val m91 os_image_hash)"
+# MRTD by a second implementation of §7.2/§7.3 (python3, written from the spec text)
+mrtd_py=$(python3 - "$img/ovmf.fd" <<'PY'
+import hashlib, struct, sys
+fw = open(sys.argv[1], 'rb').read()
+def guid(g):
+    p = g.split('-')
+    return b''.join(bytes.fromhex(x)[::-1] if i < 3 else bytes.fromhex(x) for i, x in enumerate(p))
+end = len(fw) - 32
+assert fw[end - 16:end] == guid('96b582de-1fb2-45f7-baea-a366c55a082d')
+tlen = struct.unpack_from('<H', fw, end - 18)[0]
+table = fw[end - 18 - tlen:end - 18]
+pos = len(table)
+while True:
+    size = struct.unpack_from('<H', table, pos - 18)[0]
+    if table[pos - 16:pos] == guid('e47a6535-984a-4798-865e-4685a7bf8ec2'):
+        dist = struct.unpack_from('<I', table, pos - 22)[0]
+        break
+    pos -= size
+d = len(fw) - dist
+assert fw[d:d + 4] == b'TDVF'
+n = struct.unpack_from('<I', fw, d + 12)[0]
+secs = [struct.unpack_from('<IIQQII', fw, d + 16 + 32 * i) for i in range(n)]
+out = []
+for two in (True, False):
+    h = hashlib.sha384()
+    for off, raw, addr, size, typ, attr in secs:
+        def add(p):
+            if not attr & 2:
+                h.update(b'MEM.PAGE.ADD'.ljust(16, b'\0') + struct.pack('<Q', addr + p * 4096) + bytes(104))
+        def ext(p):
+            if attr & 1:
+                for i in range(16):
+                    h.update(b'MR.EXTEND'.ljust(16, b'\0') + struct.pack('<Q', addr + p * 4096 + i * 256) + bytes(104))
+                    h.update(fw[off + p * 4096 + i * 256:off + p * 4096 + (i + 1) * 256])
+        pages = size // 4096
+        if two:
+            for p in range(pages): add(p)
+            for p in range(pages): ext(p)
+        else:
+            for p in range(pages): add(p); ext(p)
+    out.append(h.hexdigest())
+print(' '.join(out))
+PY
+)
+check "MRTD (two-pass, single-pass) = an independent python3 implementation" "$mrtd_py" \
+  "$(val m82 MRTD) $(val m91 MRTD)"
+
+# measurements.json of the same image (what image build writes) agrees with the command
+rep=$("$MOONSTACK" -e "local r=require('moonstack.mr.report').write('$img').tdx
+  print(r.measurable, r.mrtd.two_pass, r.mrtd.single_pass, r.rtmr1, r.rtmr2)")
+check "measurements.json: measurable, MRTDs, RTMR1 (2G), RTMR2" \
+  "true	$(val m82 MRTD)	$(val m91 MRTD)	$(val m91 RTMR1)	$(val m91 RTMR2)" "$rep"
+check "measurements.json: os_image_hash" "$(cat "$img/digest.txt")" \
+  "$(jfield "$img/measurements.json" os_image_hash)"
+rm -f "$img/measurements.json"
 run 0 mr --image "$img" && check "no ACPI digests: RTMR0 unknown, MRTD known" \
   "$(val m91 MRTD)" "$(line MRTD)"
 

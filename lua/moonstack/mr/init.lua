@@ -186,7 +186,11 @@ function M.lite(cfg, acpi)
 end
 
 local function read(dir, name, what)
-  if type(name) ~= 'string' or name == '' or name:find('/', 1, true) or name:find('^%.') then
+  if name == '' or name == nil then
+    return fail(('metadata.json names no %s: the image cannot be measured as a TDX boot (see '
+      .. 'its measurements.json)'):format(what))
+  end
+  if type(name) ~= 'string' or name:find('/', 1, true) or name:find('^%.') then
     return fail(('metadata.json: %s %q is not a file name in the image directory')
       :format(what, tostring(name)))
   end
