@@ -103,4 +103,31 @@ describe('kms.image gate', function()
       rtmr2 = GOOD.rtmr2 }, GOOD }))
     assert.is_true(g:check(boot()))
   end)
+  it('register() adds entries (deduplicated, as a list) that the gate then passes', function()
+    local sub = dir .. '/m'
+    local ok, what = image.register(sub, H:upper(), { mrtd = '0x' .. GOOD.mrtd:upper(),
+      rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1, rtmr2 = GOOD.rtmr2, vm_config = { cpu_count = 2 } })
+    assert.is_true(ok)
+    assert.equal('added', what)
+    assert.is_true(image.new(sub):check(boot()))
+    assert.same({ true, 'present' }, { image.register(sub, H, GOOD) })
+    local other = { mrtd = ('aa'):rep(48), rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1, rtmr2 = GOOD.rtmr2 }
+    assert.same({ true, 'added' }, { image.register(sub, H, other) })
+    local list = require('cjson').decode(io.open(sub .. '/' .. H .. '.json'):read('*a'))
+    assert.equal(2, #list)
+    assert.equal(2, list[1].vm_config.cpu_count)
+    assert.is_true(image.new(sub):check(boot({ mrtd = other.mrtd })))
+    assert.is_true(image.new(sub):check(boot()))
+    -- an existing single object becomes a list
+    register(require('cjson').encode(GOOD))
+    assert.same({ true, 'added' }, { image.register(dir, H, other) })
+    assert.equal(2, #require('cjson').decode(io.open(dir .. '/' .. H .. '.json'):read('*a')))
+    -- refusals name the field
+    local bad = { mrtd = GOOD.mrtd, rtmr0 = GOOD.rtmr0, rtmr1 = ('03'):rep(47), rtmr2 = GOOD.rtmr2 }
+    local _, err, code = image.register(sub, H, bad)
+    assert.equal('EIMAGE', code)
+    assert.truthy(err:find('rtmr1 must be 48 bytes of hex', 1, true), err)
+    _, err = image.register(sub, 'zz', GOOD)
+    assert.truthy(err:find('os_image_hash', 1, true), err)
+  end)
 end)
