@@ -21,7 +21,8 @@ local spec = {
     'needs the three ACPI digests, which upstream takes from its patched QEMU: give them with',
     '--event-log (a quote\'s event log: the acpi-loader/-rsdp/-tables IMR0 events) or',
     '--acpi-digests. With --vm-config (a VmConfig JSON carrying tdx_measurement) the lite path',
-    'needs no image files. The ACPI-only flags (--pci-hole64-size, --hotplug-off, --num-gpus,',
+    'needs no image files (the VM shape is that file\'s; a GetQuote answer with a vm_config',
+    'string works too). The ACPI-only flags (--pci-hole64-size, --hotplug-off, --num-gpus,',
     '...) describe the VM shape and are recorded with the result; they change RTMR0 only',
     'through the ACPI digests. Sizes: bytes, 0x-hex, or with K/M/G/T (binary) suffix.',
     'Exit status: 0 measured, 1 measurement failed, 2 usage error.',
@@ -29,8 +30,8 @@ local spec = {
   options = {
     { '--image', arg = 'DIR', help = 'the image directory' },
     { '--vm-config', arg = 'FILE', help = 'lite path: a VmConfig JSON with tdx_measurement' },
-    { '-c', '--cpu', '--cpus', arg = 'N', default = '1', help = 'vCPUs (default 1)' },
-    { '-m', '--memory', arg = 'SIZE', default = '2G', help = 'RAM (default 2G)' },
+    { '-c', '--cpu', '--cpus', arg = 'N', default = '1', help = 'vCPUs' },
+    { '-m', '--memory', arg = 'SIZE', default = '2G', help = 'RAM' },
     { '--qemu-version', arg = 'V', help = 'QEMU version (default 9.1.0; 8.x: two-pass, pic on)' },
     { '--two-pass-add-pages', arg = 'BOOL', help = 'override the page-add order (true|false)' },
     { '--pic', arg = 'BOOL', help = 'override the PIC (true|false)' },
@@ -88,7 +89,7 @@ end
 
 -- The VmConfig of the flags, or nil, message naming the flag.
 local function vm_config(opts)
-  local cfg = { qemu_version = opts.qemu_version, hugepages = opts.hugepages,
+  local cfg = { qemu_version = opts.qemu_version, hugepages = opts.hugepages, smm = opts.smm,
     hotplug_off = opts.hotplug_off }
   local err
   for _, f in ipairs({ { 'cpus', '--cpus', 'cpu_count' }, { 'num_gpus', '--num-gpus' },
