@@ -8,6 +8,7 @@ local b = require('moonstack.mr.bytes')
 local M = {}
 
 local PAGE = 4096
+local MAX_SECTION = 1024 * 1024 * 1024 -- bounds the MRTD record stream
 local FOOTER_GUID = '96b582de-1fb2-45f7-baea-a366c55a082d'
 local METADATA_GUID = 'e47a6535-984a-4798-865e-4685a7bf8ec2'
 
@@ -75,6 +76,9 @@ function M.parse(fw)
       attributes = b.rd(fw, p + 28, 4) }
     if s.mem_addr % PAGE ~= 0 or s.mem_size % PAGE ~= 0 then
       return fail(('section %d: memory address/size not 4 KiB aligned'):format(i))
+    end
+    if s.mem_size > MAX_SECTION then
+      return fail(('section %d: memory size %d above 1 GiB'):format(i, s.mem_size))
     end
     if s.mem_size < s.raw_size then
       return fail(('section %d: memory size below raw size'):format(i))

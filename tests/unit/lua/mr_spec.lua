@@ -209,7 +209,7 @@ describe('mr.tdvf', function()
     end
     local desc = 'TDVF' .. b.le(16 + 3 * 32, 4) .. b.le(opts.version or 1, 4) .. b.le(3, 4)
       .. sec(0, 8192, 0xFFFFE000, 8192, 0, 1) .. sec(0, 0, 0x809000, 0x2000, 2, 0)
-      .. sec(0, 0, 0x800000, 0x6000, 3, 2)
+      .. sec(0, 0, 0x800000, opts.temp_size or 0x6000, 3, 2)
     local fw_len = #body + #desc + 22 + 2 + 16 + 32
     local entry = b.le(fw_len - #body, 4) .. b.le(22, 2) .. b.guid(opts.guid
       or 'e47a6535-984a-4798-865e-4685a7bf8ec2')
@@ -237,6 +237,8 @@ describe('mr.tdvf', function()
       select(2, tdvf.parse(firmware({ guid = '00000000-0000-0000-0000-000000000000' }))))
     assert.matches('version 2', select(2, tdvf.parse(firmware({ version = 2 }))))
     assert.matches('too small', select(2, tdvf.parse('x')))
+    assert.matches('section 2: memory size 2147483648 above 1 GiB',
+      select(2, tdvf.parse(firmware({ temp_size = 2 ^ 31 }))))
   end)
 end)
 
