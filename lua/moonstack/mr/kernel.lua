@@ -16,10 +16,10 @@ local function put(t, off, s)
   end
 end
 
---- The kernel bytes as QEMU patches them for `memory` bytes of RAM and an initrd of
---- `initrd_size` bytes (nil: no initrd), or nil, msg.
+--- The kernel bytes as QEMU patches them (as dstack-mr replicates it) for `memory` bytes of
+--- RAM and an initrd of `initrd_size` bytes (nil or 0: no initrd), or nil, msg.
 function M.patch(kernel, memory, initrd_size)
-  if #kernel < 0x240 then
+  if #kernel < 0x1000 then
     return nil, ('EKERNEL: kernel too small for a setup header (%d bytes)'):format(#kernel),
       'EKERNEL'
   end
@@ -49,11 +49,14 @@ function M.patch(kernel, memory, initrd_size)
     put(head, 0x20, b.le(0xA33F, 2))
     put(head, 0x22, b.le(cmdline - real, 2))
   end
-  if initrd_size then
+  if initrd_size and initrd_size > 0 then
+    if proto < 0x200 then
+      return nil, 'EKERNEL: the kernel is too old for an initrd (boot protocol < 2.00)', 'EKERNEL'
+    end
     local max
     local xload = b.rd(cur, 0x236 + 1, 2)
-    if proto >= 0x20C and math.floor(xload / 0x40) % 2 == 1 then
-      max = 0xFFFFFFFF
+    if proto >= 0x20C then -- dstack-mr: no fallback to initrd_addr_max here (QEMU has one)
+      max = math.floor(xload / 0x40) % 2 == 1 and 0xFFFFFFFF or 0x37FFFFFF
     elseif proto >= 0x203 and b.rd(cur, 0x22C + 1, 4) ~= 0 then
       max = b.rd(cur, 0x22C + 1, 4)
     else
@@ -63,6 +66,9 @@ function M.patch(kernel, memory, initrd_size)
     local below4g = math.min(memory, lowmem)
     if max >= below4g - ACPI_DATA_SIZE then
       max = below4g - ACPI_DATA_SIZE - 1
+    end
+    if initrd_size >= max then
+      return nil, 'EKERNEL: the initrd is too large for the RAM below 4 GiB', 'EKERNEL'
     end
     local addr = max - initrd_size
     addr = addr - addr % 0x1000

@@ -191,6 +191,23 @@ describe('mr.kernel', function()
     assert.equal(0x80, k:byte(0x211 + 1))
   end)
 
+  it('places the initrd as dstack-mr does (initrd_addr_max, no initrd, too large)', function()
+    -- protocol 2.12 without XLF_CAN_BE_LOADED_ABOVE_4G: 0x37ffffff, initrd_addr_max ignored
+    local k = zk():sub(1, 0x22C) .. b.le(0x10000000, 4) .. zk():sub(0x231, 0x236) .. '\0\0'
+      .. zk():sub(0x239)
+    assert.equal(4096, #k)
+    local p = assert(kernel.patch(k, 2 ^ 31, 0x100000))
+    assert.equal(0x37FFFFFF - 0x100000 - (0x37FFFFFF - 0x100000) % 4096, b.rd(p, 0x218 + 1, 4))
+    -- protocol 2.03: initrd_addr_max is used
+    local k3 = k:sub(1, 0x206) .. b.le(0x0203, 2) .. k:sub(0x209)
+    p = assert(kernel.patch(k3, 2 ^ 31, 0x100000))
+    assert.equal(0x10000000 - 0x100000, b.rd(p, 0x218 + 1, 4))
+    -- no initrd: the initrd fields stay as they were
+    p = assert(kernel.patch(zk(), 2 ^ 31, 0))
+    assert.equal(0, b.rd(p, 0x218 + 1, 4))
+    assert.matches('too large', select(2, kernel.patch(zk(), 2 ^ 31, 0x7FFFFFFF)))
+  end)
+
   it('refuses a kernel that is not PE', function()
     local _, err = kernel.authenticode(zk())
     assert.matches('not a PE image', err)
