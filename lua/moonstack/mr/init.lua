@@ -25,14 +25,17 @@ local function fail(msg)
 end
 
 --- The three ACPI digests { loader, rsdp, tables } (raw) of an event log (a list of TdxEvent
---- tables: imr, event_type, digest hex, event): the IMR0 events of type 10 named
+--- tables: imr, event_type, digest hex or raw, event): the IMR0 events of type 10 named
 --- acpi-loader/-rsdp/-tables, or (unnamed) the first three IMR0 type-10 events in order.
 function M.acpi_from_events(events)
   local named, plain = {}, {}
   for _, e in ipairs(events) do
     if e.imr == 0 and e.event_type == 10 then
-      local d = codec.unhex(tostring(e.digest or ''))
-      if not d or #d ~= 48 then
+      local d = e.digest
+      if type(d) == 'string' and #d ~= 48 then
+        d = codec.unhex(d)
+      end
+      if type(d) ~= 'string' or #d ~= 48 then
         return fail('an ACPI event of the event log has no 48-byte digest')
       end
       if e.event == 'acpi-loader' or e.event == 'acpi-rsdp' or e.event == 'acpi-tables' then
@@ -177,7 +180,11 @@ function M.lite(cfg, acpi)
   if not ranges then
     return nil, hob, 'ETDHOB'
   end
-  local hd = tdhob.digest(mem, ranges, hob)
+  local hd
+  hd, err, code = tdhob.digest(mem, ranges, hob)
+  if not hd then
+    return nil, err, code
+  end
   local r = result(qo.two_pass and tv.mrtd.two_pass or tv.mrtd.single_pass,
     acpi and rtmr.rtmr0_log(hd, acpi), rtmr.rtmr1_log(img.kernel_authenticode),
     rtmr.rtmr2_log(img.cmdline_sha384, img.initrd_sha384))
