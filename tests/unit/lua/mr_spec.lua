@@ -85,6 +85,16 @@ describe('mr lite path (tdx-lite-getquote.json)', function()
     for i, dg in ipairs(r.logs[1]) do
       assert.equal(imr0[i], b.hex(dg), 'RTMR0 event ' .. (i - 1))
     end
+    -- spec §9.8: the document's SHA-256 (8c9e955f…870e3c) is listed in the checksum file,
+    -- whose SHA-256 is the os_image_hash; its TD HOB witness is the §9.9 one
+    local codec = require('moonstack.core.codec')
+    local doc = codec.unbase64(cfg.tdx_measurement.measurement)
+    local dh = crypto.hex(crypto.sha256(doc))
+    assert.equal('8c9e955f', dh:sub(1, 8))
+    assert.equal('870e3c', dh:sub(-6))
+    assert.equal(cfg.os_image_hash,
+      crypto.hex(crypto.sha256(codec.unbase64(cfg.tdx_measurement.checksum_file))))
+    assert.equal(WITNESS, b.hex(cbor.decode(doc).tdvf.td_hob))
     local j = mr.to_json(r)
     assert.equal(reg(d.quote, 'rtmr0'), j.rtmr0)
   end)
