@@ -165,6 +165,18 @@ rm -f "$img/measurements.json"
 run 0 mr --image "$img" && check "no ACPI digests: RTMR0 unknown, MRTD known" \
   "$(val m91 MRTD)" "$(line MRTD)"
 
+# --acpi-tables: the digests of a tables blob (crafted: no dstack-acpi-tables here) feed RTMR0
+"$MOONSTACK" -e "local b=require('moonstack.mr.bytes')
+  local function t(s, n) return s .. b.le(n, 4) .. ('\\0'):rep(n - 8) end
+  local blob = t('DSDT', 64) .. t('FACP', 244) .. t('APIC', 120) .. t('MCFG', 60) .. t('WAET', 40) .. t('RSDT', 52)
+  io.open('$dir/tables.bin', 'wb'):write(blob)
+  local d = require('moonstack.mr.acpi').digests(blob)
+  io.open('$dir/tables.dig', 'w'):write(b.hex(d.loader) .. ',' .. b.hex(d.rsdp) .. ',' .. b.hex(d.tables))"
+run 0 mr --image "$img" --acpi-tables "$dir/tables.bin" && cp "$dir/out" "$dir/mtab"
+run 0 mr --image "$img" --acpi-digests "$(cat "$dir/tables.dig")" &&
+  check "--acpi-tables = --acpi-digests of its digests" "$(val mtab RTMR0)" "$(line RTMR0)"
+check_match "--acpi-tables gives RTMR0" '^[0-9a-f]{96}$' "$(val mtab RTMR0)"
+
 # 4. Authenticode against osslsigncode
 ( cd "$dir" && openssl req -x509 -newkey rsa:2048 -nodes -keyout k.pem -out c.pem -subj /CN=mr-test \
   -days 2 >/dev/null 2>&1 && osslsigncode sign -h sha384 -certs c.pem -key k.pem -in "$img/bzImage" \
@@ -190,6 +202,8 @@ err_case "neither --image nor --vm-config" 2 'give --image DIR or --vm-config' m
 err_case "unknown flag" 2 "unknown option '--cpu-count'" mr --image "$img" --cpu-count 2
 err_case "missing image" 1 "$dir/nope/metadata.json" mr --image "$dir/nope"
 err_case "--json needs RTMR0" 1 'RTMR0 needs the ACPI digests' mr --image "$img" --json
+err_case "bad --acpi-tables" 2 "--acpi-tables $img/metadata.json: no DSDT table" mr --image "$img" \
+  --acpi-tables "$img/metadata.json"
 err_case "bad --event-log" 2 "--event-log $img/metadata.json" mr --image "$img" \
   --event-log "$img/metadata.json"
 head -c 65536 /dev/zero >"$img/ovmf.fd"

@@ -19,12 +19,14 @@ local spec = {
     'sha256sum.txt/digest.txt): the full path measures the TDVF firmware (MRTD), the patched',
     'kernel\'s Authenticode hash (RTMR1) and the command line and initrd (RTMR2). RTMR0 also',
     'needs the three ACPI digests, which upstream takes from its patched QEMU: give them with',
-    '--event-log (a quote\'s event log: the acpi-loader/-rsdp/-tables IMR0 events) or',
-    '--acpi-digests. With --vm-config (a VmConfig JSON carrying tdx_measurement) the lite path',
-    'needs no image files (the VM shape is that file\'s; a GetQuote answer with a vm_config',
-    'string works too). The ACPI-only flags (--pci-hole64-size, --hotplug-off, --num-gpus,',
-    '...) describe the VM shape and are recorded with the result; they change RTMR0 only',
-    'through the ACPI digests. Sizes: bytes, 0x-hex, or with K/M/G/T (binary) suffix.',
+    '--event-log (a quote\'s event log: the acpi-loader/-rsdp/-tables IMR0 events),',
+    '--acpi-digests, or --acpi-tables (the tables blob of dstack\'s patched QEMU,',
+    '`dstack-acpi-tables`, for this VM shape). With --vm-config (a VmConfig JSON carrying',
+    'tdx_measurement) the lite path needs no image files (the VM shape is that file\'s; a',
+    'GetQuote answer with a vm_config string works too). The ACPI-only flags',
+    '(--pci-hole64-size, --hotplug-off, --num-gpus, ...) describe the VM shape and are',
+    'recorded with the result; they change RTMR0 only through the ACPI digests.',
+    'Sizes: bytes, 0x-hex, or with a K/M/G/T (binary) suffix.',
     'Exit status: 0 measured, 1 measurement failed, 2 usage error.',
   }, '\n'),
   options = {
@@ -45,6 +47,8 @@ local spec = {
     { '--smm', help = 'SMM on' },
     { '--swtpm', help = 'a swtpm TPM (unsupported by dstack-mr: an error)' },
     { '--event-log', arg = 'FILE', help = 'RTMR0 ACPI digests from this event log JSON' },
+    { '--acpi-tables', arg = 'FILE',
+      help = 'RTMR0 ACPI digests from this tables blob (dstack-acpi-tables output)' },
     { '--acpi-digests', arg = 'L,R,T',
       help = 'RTMR0 ACPI digests: loader, rsdp, tables (hex, comma-separated)' },
     { '--register', arg = 'DIR', help = 'add the result to DIR/<os_image_hash>.json (KMS gate)' },
@@ -133,6 +137,17 @@ local function acpi_digests(opts)
       return nil, '--acpi-digests: three 48-byte hex digests separated by commas'
     end
     return { loader = b.unhex(l), rsdp = b.unhex(r), tables = b.unhex(t) }
+  end
+  if opts.acpi_tables then
+    local blob, err = fs.read_file(opts.acpi_tables, 16 * 1024 * 1024)
+    if not blob then
+      return nil, ('--acpi-tables %s: %s'):format(opts.acpi_tables, tostring(err))
+    end
+    local d, e = require('moonstack.mr.acpi').digests(blob)
+    if not d then
+      return nil, ('--acpi-tables %s: %s'):format(opts.acpi_tables, e:gsub('^EACPI: ', ''))
+    end
+    return d
   end
   if opts.event_log then
     local text, err = fs.read_file(opts.event_log, 16 * 1024 * 1024)

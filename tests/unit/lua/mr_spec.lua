@@ -11,6 +11,7 @@
 --   * os_image_hash = SHA-256 of sha256sum.txt on atlas's dstack-nvidia-0.5.4.1 (§4);
 --   * the kernel patch invariance of §9.11 (upstream unit test), the QEMU defaults (§7.1),
 --     the TDVF parser on a crafted firmware and its refusals.
+local mr_acpi = require('moonstack.mr.acpi')
 local b = require('moonstack.mr.bytes')
 local cbor = require('moonstack.mr.cbor')
 local crypto = require('moonstack.crypto')
@@ -275,5 +276,47 @@ describe('mr.cbor', function()
     assert.is_nil(cbor.decode('\x01\x02'))
     assert.is_nil(cbor.decode('\x5a\xff\xff\xff\xff'))
     assert.is_nil(cbor.decode('\xf6'))
+  end)
+end)
+
+describe('mr.acpi', function()
+  local function tbl(sig, len)
+    return sig .. b.le(len, 4) .. ('\0'):rep(len - 8)
+  end
+  local BLOB = tbl('DSDT', 64) .. tbl('FACP', 244) .. tbl('APIC', 120) .. tbl('MCFG', 60)
+    .. tbl('WAET', 40) .. tbl('RSDT', 52)
+  local RSDT = 64 + 244 + 120 + 60 + 40
+
+  it('builds the RSDP and the loader commands of §7.4', function()
+    local rsdp, loader = assert(mr_acpi.build(BLOB))
+    assert.equal('RSD PTR \0BOCHS \0' .. b.le(RSDT, 4), rsdp)
+    assert.equal(4096, #loader)
+    assert.equal(('\0'):rep(4096 - 17 * 128), loader:sub(17 * 128 + 1))
+    local function cmd(i) return loader:sub(i * 128 + 1, i * 128 + 128) end
+    assert.equal(b.le(1, 4) .. 'etc/acpi/rsdp', cmd(0):sub(1, 17))
+    assert.equal(b.le(16, 4) .. '\2', cmd(0):sub(61, 65))
+    assert.equal(b.le(64, 4) .. '\1', cmd(1):sub(61, 65))
+    -- DSDT checksum: result at offset 9, start 0, length 64
+    assert.equal(b.le(3, 4), cmd(2):sub(1, 4))
+    assert.equal(b.le(9, 4) .. b.le(0, 4) .. b.le(64, 4), cmd(2):sub(61, 72))
+    -- FACP pointers +36, +40 (4 bytes), +140 (8 bytes)
+    for i, w in ipairs({ { 36, 4 }, { 40, 4 }, { 140, 8 } }) do
+      assert.equal(b.le(2, 4), cmd(2 + i):sub(1, 4))
+      assert.equal(b.le(64 + w[1], 4) .. string.char(w[2]), cmd(2 + i):sub(117, 121))
+    end
+    -- RSDT pointers and checksum, then rsdp+16 -> tables, then the RSDP checksum
+    assert.equal(b.le(RSDT + 48, 4) .. '\4', cmd(13):sub(117, 121))
+    assert.equal(b.le(RSDT + 9, 4) .. b.le(RSDT, 4) .. b.le(52, 4), cmd(14):sub(61, 72))
+    assert.equal('etc/acpi/rsdp', cmd(15):sub(5, 17))
+    assert.equal('etc/acpi/tables', cmd(15):sub(61, 75))
+    assert.equal(b.le(8, 4) .. b.le(0, 4) .. b.le(20, 4), cmd(16):sub(61, 72))
+    local d = assert(mr_acpi.digests(BLOB))
+    assert.equal(b.h384(BLOB), d.tables)
+    assert.equal(b.h384(loader), d.loader)
+  end)
+
+  it('refuses a blob without a table or with a zero-length one', function()
+    assert.matches('no WAET table', select(2, mr_acpi.digests(BLOB:gsub('WAET', 'XXXX'))))
+    assert.matches('zero length', select(2, mr_acpi.digests(tbl('DSDT', 64) .. 'FACP' .. b.le(0, 4))))
   end)
 end)
