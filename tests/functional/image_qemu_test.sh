@@ -46,7 +46,8 @@ done
 digest=$(cat "$A/digest.txt")
 check_match "stdout names the os_image_hash" "os_image_hash $digest" "$(cat "$A.out")"
 check "the image directory holds exactly the image's files" \
-  "digest.txt initramfs.cpio.gz metadata.json sha256sum.txt vmlinux" "$(ls "$A" | tr '\n' ' ' | sed 's/ $//')"
+  "digest.txt initramfs.cpio.gz measurements.json metadata.json sha256sum.txt vmlinux" \
+  "$(ls "$A" | tr '\n' ' ' | sed 's/ $//')"
 
 # ---- metadata, checksums ----
 m=$A/metadata.json
@@ -69,6 +70,28 @@ check "sha256sum.txt lists the files, sorted" "initramfs.cpio.gz metadata.json v
   "$(awk '{print $2}' "$A/sha256sum.txt" | tr '\n' ' ' | sed 's/ $//')"
 check "digest.txt is the SHA-256 of sha256sum.txt (os_image_hash)" \
   "$(sha256sum <"$A/sha256sum.txt" | cut -d' ' -f1)" "$digest"
+# measurements.json (moonstack.mr.report): RTMR2 only, the reasons for the rest
+mj=$A/measurements.json
+check "measurements.json: os_image_hash, not measurable" "$digest false" \
+  "$(jq -r '"\(.os_image_hash) \(.tdx.measurable)"' "$mj")"
+check "measurements.json: initrd_sha384 = sha384 of the initramfs" \
+  "$(sha384sum <"$A/initramfs.cpio.gz" | cut -d' ' -f1)" "$(jq -r .tdx.initrd_sha384 "$mj")"
+check_match "measurements.json: rtmr2" '^[0-9a-f]{96}$' "$(jq -r .tdx.rtmr2 "$mj")"
+check_match "measurements.json: why no MRTD, RTMR1" 'no TDVF firmware.*not a PE bzImage|not a PE bzImage.*no TDVF' \
+  "$(jq -r '.tdx.reasons | join(" ")' "$mj")"
+rtmr2_py=$(python3 - "$A" <<'PY'
+import hashlib, json, sys
+d = sys.argv[1]
+cmd = json.load(open(d + '/metadata.json'))['cmdline'] + ' initrd=initrd'
+log = [hashlib.sha384(cmd.encode('utf-16-le') + b'\0\0').digest(),
+       hashlib.sha384(open(d + '/initramfs.cpio.gz', 'rb').read()).digest()]
+mr = bytes(48)
+for x in log:
+    mr = hashlib.sha384(mr + x).digest()
+print(mr.hex())
+PY
+)
+check "measurements.json: rtmr2 = spec §7.6 computed by python3" "$rtmr2_py" "$(jq -r .tdx.rtmr2 "$mj")"
 check "vmlinux is an uncompressed ELF (PVH boot)" "7f454c46" "$(head -c 4 "$A/vmlinux" | od -An -tx1 | tr -d ' \n')"
 
 # ---- inside the initramfs ----
@@ -135,7 +158,7 @@ fi
 echo "# rebuild B: $(secs $BUILD_MS) s"
 check "the rebuild has the same os_image_hash" "$digest" "$(cat "$B/digest.txt" 2>/dev/null)"
 same=yes
-for f in vmlinux initramfs.cpio.gz metadata.json sha256sum.txt digest.txt; do
+for f in vmlinux initramfs.cpio.gz metadata.json sha256sum.txt digest.txt measurements.json; do
   cmp -s "$A/$f" "$B/$f" || same="$f differs"
 done
 check "the rebuild's files are byte-identical" yes "$same"

@@ -8,7 +8,9 @@
 -- one. The TCB status is not judged here (any but Revoked): it is in the BootInfo for the auth
 -- backend. A rejection keeps the verifier's code and reason (EQUOTE, ESIG, ETCB, EEVENTLOG,
 -- ESIMULATED, ...), so a denied caller learns what failed.
+local attestation = require('moonstack.tdx.attestation')
 local bootinfo = require('moonstack.kms.auth.bootinfo')
+local cjson = require('cjson.safe')
 local ratls = require('moonstack.x509.ratls')
 local verifier = require('moonstack.verifier')
 local policy = require('moonstack.verifier.rules')
@@ -20,6 +22,7 @@ local Attest = {}
 Attest.__index = Attest
 
 local fail = require('moonstack.core.errors').fail
+local attestation_events
 
 --- A checker. opts = { collateral = JSON text | pccs = URL (+ cache_dir, timeout_ms),
 --- root_ca = PEM/DER of a simulator root?, allow_simulator = false, image = a
@@ -45,11 +48,19 @@ end
 --- Whether `boot` runs the OS image it names (the image gate; true without one), or nil,
 --- 'EIMAGE: ...', 'EIMAGE'. boot_info() and check_attestation() call it; call it again after
 --- changing boot.osImageHash.
-function Attest:check_image(boot)
+function Attest:check_image(boot, ctx)
   if not self.image then
     return true
   end
-  return self.image:check(boot)
+  return self.image:check(boot, ctx)
+end
+
+-- A function giving the event log of VersionedAttestation bytes (for the gate's lite path).
+attestation_events = function(att)
+  return function()
+    local a = attestation.decode(att)
+    return a and a.event_log
+  end
 end
 
 --- The BootInfo of the CVM presenting certificate `peer_der` (DER; nil when the client sent
@@ -66,12 +77,16 @@ function Attest:boot_info(peer_der, vm_config)
   end
   local ev = info.evidence
   if ev.kind == 'attestation' then
-    return self:_accept(vm_config, self.verifier:check_attestation(ev.attestation))
+    local ok, err2, code2, detail = self.verifier:check_attestation(ev.attestation)
+    return self:_accept(vm_config, ok, err2, code2, detail, attestation_events(ev.attestation))
   end
   if ev.event_log:sub(1, 6) == 'ELGZv1' then
     return fail('EUNSUPPORTED', 'compressed (ELGZv1) event logs are not supported yet')
   end
-  return self:_accept(vm_config, self.verifier:check_quote(ev.quote, ev.event_log))
+  local ok, err2, code2, detail = self.verifier:check_quote(ev.quote, ev.event_log)
+  return self:_accept(vm_config, ok, err2, code2, detail, function()
+    return cjson.decode(ev.event_log)
+  end)
 end
 
 --- The BootInfo of VersionedAttestation bytes `att` (SignCert's CSR attestation; its binding is
@@ -81,11 +96,13 @@ function Attest:check_attestation(att, vm_config)
   if type(att) ~= 'string' or att == '' then
     return fail('ENOATTEST', 'no attestation')
   end
-  return self:_accept(vm_config, self.verifier:check_attestation(att))
+  local ok, err, code, detail = self.verifier:check_attestation(att)
+  return self:_accept(vm_config, ok, err, code, detail, attestation_events(att))
 end
 
--- The BootInfo of an accepted verifier result, the request's vm_config naming the OS image.
-function Attest:_accept(vm_config, result, err, code)
+-- The BootInfo of an accepted verifier result, the request's vm_config naming the OS image;
+-- `log_fn` (a function) gives the event log to the image gate's lite path.
+function Attest:_accept(vm_config, result, err, code, _, log_fn)
   if not result then
     return nil, err, code
   end
@@ -98,7 +115,7 @@ function Attest:_accept(vm_config, result, err, code)
       boot.osImageHash = h
     end
   end
-  local ok, ierr, icode = self:check_image(boot)
+  local ok, ierr, icode = self:check_image(boot, { vm_config = vm_config, events = log_fn })
   if not ok then
     return nil, ierr, icode
   end

@@ -13,6 +13,13 @@
 -- (the format `dstack-mr measure --json` prints). A BootInfo naming an image passes only if its
 -- MRTD and RTMR0-2 equal one registered entry; one naming none passes (there is no claim to
 -- check: a policy wanting an image denies it). Files are re-read when they change.
+-- Without a matching registration, the lite path (spec §7.7, as upstream's verifier): when
+-- the caller's vm_config carries tdx_measurement (the image's measurement.tdx.cbor and
+-- sha256sum.txt, authenticated by os_image_hash), moonstack.mr computes MRTD and RTMR0-2 from
+-- it and the event log's ACPI digests, and the boot passes if they equal the quote's (the ACPI
+-- table contents are not verified, as upstream's lite mode).
+-- register() adds one entry to an image's file (what `moonstack mr --register DIR` calls after
+-- measuring an image with moonstack.mr).
 local cjson = require('cjson.safe')
 local uv = require('luv')
 local fs = require('moonstack.core.fs')
@@ -80,9 +87,65 @@ function Gate:entries(hash)
   return entries
 end
 
+-- The vm_config object of a request's vm_config text (possibly nested as upstream's), or nil.
+local function vm_config_of(text)
+  local v = text
+  for _ = 1, 3 do
+    if type(v) == 'string' then
+      v = cjson.decode(v)
+    end
+    if type(v) ~= 'table' then
+      return nil
+    end
+    if v.os_image_hash ~= nil then
+      return v
+    end
+    v = v.vm_config
+  end
+  return nil
+end
+
+-- The lite path: true when ctx's vm_config measures to boot's registers; nil, why otherwise
+-- (nil, nil when it carries no measurement document).
+local function lite(boot, hash, ctx)
+  local vc = ctx and vm_config_of(ctx.vm_config)
+  if not vc or type(vc.tdx_measurement) ~= 'table' then
+    return nil
+  end
+  if tostring(vc.os_image_hash):lower():gsub('^0x', '') ~= hash then
+    return nil, 'vm_config.os_image_hash is not the image named'
+  end
+  local events = ctx.events
+  if type(events) == 'function' then
+    events = events()
+  end
+  if type(events) ~= 'table' then
+    return nil, 'no event log for the ACPI digests'
+  end
+  local mr = require('moonstack.mr')
+  local acpi, err = mr.acpi_from_events(events)
+  if not acpi then
+    return nil, err
+  end
+  local r
+  r, err = mr.lite(vc, acpi)
+  if not r then
+    return nil, err
+  end
+  local j = mr.to_json(r)
+  for _, f in ipairs(FIELDS) do
+    if (boot[f] or ''):lower() ~= j[f] then
+      return nil, ('its measurement document gives another %s'):format(f:upper())
+    end
+  end
+  return true
+end
+
 --- Whether `boot` (BootInfo with osImageHash and the quote's mrtd, rtmr0-2 in hex) runs the
---- image it names: true, or nil, 'EIMAGE: why', 'EIMAGE'.
-function Gate:check(boot)
+--- image it names: true, or nil, 'EIMAGE: why', 'EIMAGE'. ctx = { vm_config = the request's
+--- vm_config text, events = the quote's TdxEvent list or a function returning it } enables the
+--- lite path when no registration matches.
+function Gate:check(boot, ctx)
   local hash = (boot.osImageHash or ''):lower()
   if not self.verify or hash == '' then
     return true
@@ -91,10 +154,7 @@ function Gate:check(boot)
     return fail('osImageHash is not 32 bytes of hex')
   end
   local entries, err, code = self:entries(hash)
-  if not entries then
-    return nil, err, code
-  end
-  for _, e in ipairs(entries) do
+  for _, e in ipairs(entries or {}) do
     local same = true
     for _, f in ipairs(FIELDS) do
       if (boot[f] or ''):lower() ~= e[f] then
@@ -106,8 +166,71 @@ function Gate:check(boot)
       return true
     end
   end
-  return fail(('the boot measurements (MRTD %s…) are not those registered for OS image %s')
-    :format((boot.mrtd or ''):sub(1, 16), hash))
+  local pok, lite_ok, lite_err = pcall(lite, boot, hash, ctx)
+  if not pok then -- never let a malformed document fail open or crash the caller
+    lite_ok, lite_err = nil, 'internal error: ' .. tostring(lite_ok)
+  end
+  if lite_ok then
+    return true
+  end
+  local why = lite_err and ('; lite measurement: ' .. lite_err:gsub('^E%u+: ', '')) or ''
+  if not entries then
+    return nil, err .. why, code
+  end
+  return fail(('the boot measurements (MRTD %s…) are not those registered for OS image %s%s')
+    :format((boot.mrtd or ''):sub(1, 16), hash, why))
+end
+
+--- Register the measurements `entry` ({mrtd, rtmr0, rtmr1, rtmr2} hex; other keys such as
+--- the VM shape are kept) for OS image `hash` (hex) in measurements directory `dir`: appended
+--- to <dir>/<hash>.json (made a list) unless an entry with the same four values is there.
+--- Returns true, 'added' | 'present', or nil, 'EIMAGE: why', 'EIMAGE'.
+function M.register(dir, hash, entry)
+  hash = tostring(hash or ''):lower()
+  if #hash ~= 64 or hash:find('[^0-9a-f]') then
+    return fail('os_image_hash is not 32 bytes of hex')
+  end
+  local norm = {}
+  for k, v in pairs(entry) do
+    norm[k] = v
+  end
+  for _, f in ipairs(FIELDS) do
+    local v = type(entry[f]) == 'string' and entry[f]:gsub('^0[xX]', ''):lower()
+    if not v or #v ~= 96 or v:find('[^0-9a-f]') then
+      return fail(('%s must be 48 bytes of hex'):format(f))
+    end
+    norm[f] = v
+  end
+  local ok, err = fs.mkdir_p(dir, 493)
+  if not ok then
+    return fail(('cannot create %s: %s'):format(dir, tostring(err)))
+  end
+  local list = {}
+  if uv.fs_stat(('%s/%s.json'):format(dir, hash)) then
+    local gate = M.new(dir)
+    local entries, e2 = gate:entries(hash)
+    if not entries then
+      return nil, e2, 'EIMAGE'
+    end
+    for _, e in ipairs(entries) do
+      local same = true
+      for _, f in ipairs(FIELDS) do
+        same = same and e[f] == norm[f]
+      end
+      if same then
+        return true, 'present'
+      end
+    end
+    local text = fs.read_file(('%s/%s.json'):format(dir, hash), 1024 * 1024)
+    local doc = cjson.decode(text or '')
+    list = (type(doc) == 'table' and doc[1] == nil) and { doc } or doc
+  end
+  list[#list + 1] = norm
+  ok, err = fs.write_atomic(('%s/%s.json'):format(dir, hash), cjson.encode(list) .. '\n', 420)
+  if not ok then
+    return fail(('cannot write %s/%s.json: %s'):format(dir, hash, tostring(err)))
+  end
+  return true, 'added'
 end
 
 return M

@@ -103,4 +103,66 @@ describe('kms.image gate', function()
       rtmr2 = GOOD.rtmr2 }, GOOD }))
     assert.is_true(g:check(boot()))
   end)
+  it('register() adds entries (deduplicated, as a list) that the gate then passes', function()
+    local sub = dir .. '/m'
+    local ok, what = image.register(sub, H:upper(), { mrtd = '0x' .. GOOD.mrtd:upper(),
+      rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1, rtmr2 = GOOD.rtmr2, vm_config = { cpu_count = 2 } })
+    assert.is_true(ok)
+    assert.equal('added', what)
+    assert.is_true(image.new(sub):check(boot()))
+    assert.same({ true, 'present' }, { image.register(sub, H, GOOD) })
+    local other = { mrtd = ('aa'):rep(48), rtmr0 = GOOD.rtmr0, rtmr1 = GOOD.rtmr1, rtmr2 = GOOD.rtmr2 }
+    assert.same({ true, 'added' }, { image.register(sub, H, other) })
+    local list = require('cjson').decode(io.open(sub .. '/' .. H .. '.json'):read('*a'))
+    assert.equal(2, #list)
+    assert.equal(2, list[1].vm_config.cpu_count)
+    assert.is_true(image.new(sub):check(boot({ mrtd = other.mrtd })))
+    assert.is_true(image.new(sub):check(boot()))
+    -- an existing single object becomes a list
+    register(require('cjson').encode(GOOD))
+    assert.same({ true, 'added' }, { image.register(dir, H, other) })
+    assert.equal(2, #require('cjson').decode(io.open(dir .. '/' .. H .. '.json'):read('*a')))
+    -- refusals name the field
+    local bad = { mrtd = GOOD.mrtd, rtmr0 = GOOD.rtmr0, rtmr1 = ('03'):rep(47), rtmr2 = GOOD.rtmr2 }
+    local _, err, code = image.register(sub, H, bad)
+    assert.equal('EIMAGE', code)
+    assert.truthy(err:find('rtmr1 must be 48 bytes of hex', 1, true), err)
+    _, err = image.register(sub, 'zz', GOOD)
+    assert.truthy(err:find('os_image_hash', 1, true), err)
+  end)
+  it('passes by the lite path (vm_config tdx_measurement + event log) without a registration', function()
+    local fixtures = require('tests.helpers.fixtures')
+    local cjson = require('cjson')
+    local d = cjson.decode(fixtures.read_vector('dstack/verifier/tdx-lite-getquote.json'))
+    local function reg(off) return d.quote:sub(off * 2 + 1, (off + 48) * 2) end
+    local lb = { osImageHash = 'e6f5cfec20c02e7b97baa213d0f718020b55e040172d90ccbcb946d56c8b09db',
+      mrtd = reg(184), rtmr0 = reg(376), rtmr1 = reg(424), rtmr2 = reg(472) }
+    local g = image.new(dir)
+    local ctx = { vm_config = d.vm_config, events = function() return cjson.decode(d.event_log) end }
+    assert.is_true(g:check(lb, ctx))
+    -- nested as upstream's sys-config / GetQuote shapes
+    assert.is_true(g:check(lb, { vm_config = cjson.encode({ vm_config = d.vm_config }),
+      events = cjson.decode(d.event_log) }))
+    -- without the context, or with another register, or another image: denied, saying why
+    local ok, err = g:check(lb)
+    assert.is_nil(ok)
+    assert.truthy(err:find('no registered boot measurements', 1, true), err)
+    local other = {}
+    for k, v in pairs(lb) do other[k] = v end
+    other.rtmr1 = ('00'):rep(48)
+    ok, err = g:check(other, ctx)
+    assert.is_nil(ok)
+    assert.truthy(err:find('lite measurement: its measurement document gives another RTMR1', 1, true), err)
+    other.rtmr1, other.osImageHash = lb.rtmr1, H
+    ok, err = g:check(other, ctx)
+    assert.is_nil(ok)
+    assert.truthy(err:find('vm_config.os_image_hash is not the image named', 1, true), err)
+    -- an event log without the ACPI events, or a broken one: denied
+    ok, err = g:check(lb, { vm_config = d.vm_config, events = {} })
+    assert.is_nil(ok)
+    assert.truthy(err:find('ACPI', 1, true), err)
+    ok, err = g:check(lb, { vm_config = d.vm_config, events = function() error('boom') end })
+    assert.is_nil(ok)
+    assert.truthy(err:find('internal error', 1, true), err)
+  end)
 end)

@@ -16,6 +16,9 @@
 --                      kernel_version, the packages used, the module list
 --   sha256sum.txt      "<sha256>  <file>" for each file above, sorted by name
 --   digest.txt         the os_image_hash: SHA-256 of sha256sum.txt (§7.7)
+--   measurements.json  the TDX boot measurements computable from the files (moonstack.mr.report:
+--                      RTMR2 of the cmdline and initrd; no MRTD/RTMR1: no TDVF firmware, an
+--                      ELF kernel booted by PVH), not listed in sha256sum.txt
 local uv = require('luv')
 local crypto = require('moonstack.crypto')
 local errors = require('moonstack.core.errors')
@@ -278,7 +281,7 @@ local function build(out, opts)
   -- the files of the image, written under temporary names, renamed at the end
   local files = { vmlinux = true, ['initramfs.cpio.gz'] = true, ['metadata.json'] = true }
   for _, name in ipairs({ 'vmlinux', 'initramfs.cpio.gz', 'rootfs.img', 'metadata.json',
-    'sha256sum.txt', 'digest.txt' }) do
+    'sha256sum.txt', 'digest.txt', 'measurements.json' }) do
     uv.fs_unlink(out .. '/' .. name .. '.tmp')
   end
   local raw
@@ -404,6 +407,13 @@ local function build(out, opts)
   if not ok then
     return nil, err, code
   end
+  local rep
+  rep, err, code = require('moonstack.mr.report').write(out)
+  if not rep then
+    return nil, err, code
+  end
+  progress('measurements.json: %s', rep.tdx.measurable and 'MRTD, RTMR1, RTMR2'
+    or 'RTMR2 only (no TDVF firmware, no PE kernel: not measurable as a TDX boot)')
   local hashes = {}
   for line in sums:gmatch('[^\n]+') do
     local h, name = line:match('^(%x+)%s+%*?(.+)$')
