@@ -34,7 +34,7 @@
 #include "moonstack/rt.h"
 #include "rt_natives.h"
 
-#define CTX_CLASS "moonstack.tls.Context"
+#define CTX_CLASS    "moonstack.tls.Context"
 #define ENGINE_CLASS "moonstack.tls.Engine"
 
 /* The most bytes an exporter may return here (RFC 9266 uses 32). */
@@ -153,7 +153,8 @@ static int l_context(lua_State *L)
 		if (rc)
 			return rc;
 		lua_pop(L, 2);
-		SSL_CTX_set_options(c->ctx, SSL_OP_NO_TICKET); // no resumption: one session per handshake
+		SSL_CTX_set_options(c->ctx,
+				    SSL_OP_NO_TICKET); // no resumption: one session per handshake
 		SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_OFF);
 	} else {
 		lua_getfield(L, 1, "insecure");
@@ -429,18 +430,12 @@ static const luaL_Reg ctx_meta[] = {
 };
 
 static const luaL_Reg engine_methods[] = {
-	{ "feed", l_feed },
-	{ "handshake", l_handshake },
-	{ "read", l_read },
-	{ "write", l_write },
-	{ "take", l_take },
-	{ "exporter", l_exporter },
-	{ "peer_cert", l_peer_cert },
-	{ "own_cert", l_own_cert },
-	{ "version", l_version },
-	{ "close_notify", l_close_notify },
-	{ "free", l_engine_free },
-	{ NULL, NULL },
+	{ "feed", l_feed },	      { "handshake", l_handshake },
+	{ "read", l_read },	      { "write", l_write },
+	{ "take", l_take },	      { "exporter", l_exporter },
+	{ "peer_cert", l_peer_cert }, { "own_cert", l_own_cert },
+	{ "version", l_version },     { "close_notify", l_close_notify },
+	{ "free", l_engine_free },    { NULL, NULL },
 };
 
 static const luaL_Reg engine_meta[] = {
