@@ -66,7 +66,7 @@ function Proxy:authorize(req)
   local target = req.args and req.args.target
   if type(target) ~= 'string' or not self.allow[target] then
     self.counters.refused_target = self.counters.refused_target + 1
-    log:warn('refused: target %s is not in the allowlist', tostring(target))
+    log.warn('refused: the target is not in the allowlist', { target = tostring(target) })
     return false
   end
   if self.live >= self.o.max_conns then

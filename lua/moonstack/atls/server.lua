@@ -88,7 +88,7 @@ function Server:_quote(c, body)
   local q
   q, err = self.source:quote(binding.report_data(nonce, ekm))
   if not q then
-    log:warn('quote: %s', tostring(err))
+    log.warn('no quote', { error = tostring(err) })
     self.counters.quote_errors = self.counters.quote_errors + 1
     return reply(c, 503, 'Service Unavailable', '{"error":"no quote"}', true)
   end
@@ -100,7 +100,8 @@ end
 function Server:_relay(c)
   local up, err = conn_mod.tcp_connect(self.upstream.host, self.upstream.port, 10000)
   if not up then
-    log:warn('upstream %s:%d: %s', self.upstream.host, self.upstream.port, tostring(err))
+    log.warn('upstream not reached', { upstream = self.upstream.host .. ':' .. self.upstream.port,
+      error = tostring(err) })
     c:send('HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
     return c:close()
   end
@@ -144,7 +145,7 @@ end
 function Server:_serve(c)
   local ok, err = c:handshake(M.HANDSHAKE_TIMEOUT_MS)
   if not ok then
-    log:debug('handshake: %s', tostring(err))
+    log.debug('handshake failed', { error = tostring(err) })
     return c:close()
   end
   while true do
@@ -226,7 +227,7 @@ function M.start(opts)
       task.spawn_named('atls-conn', function()
         local ok, serr = pcall(self._serve, self, c)
         if not ok then
-          log:warn('connection: %s', tostring(serr))
+          log.warn('connection failed', { error = tostring(serr) })
           c:close()
         end
         self.live = self.live - 1
