@@ -102,13 +102,19 @@ function Conn:_on_read(err, data)
   self:_wake()
 end
 
---- Wait (in a task) until `cond(conn)` holds, at most `timeout_ms`. True, or nil, msg, code
---- (the connection ended: EOF or its TLS error; ETIMEDOUT).
+--- Wait (in a task) until `cond(conn)` holds, at most `timeout_ms` in all (however the bytes
+--- trickle in). True, or nil, msg, code (the connection ended: EOF or its TLS error;
+--- ETIMEDOUT).
 function Conn:wait_for(cond, timeout_ms)
+  local deadline = timeout_ms and uv.now() + timeout_ms
   while not cond(self) do
     if self.eof then
       local msg = self.err or 'EOF: the connection was closed'
       return nil, msg, msg:match('^(%u+):') or 'EOF'
+    end
+    local left = deadline and deadline - uv.now()
+    if left and left <= 0 then
+      return errors.fail('ETIMEDOUT', 'the peer was too slow')
     end
     local ok, err, code = task.await(function(resume)
       self.waiter = function()
@@ -117,7 +123,7 @@ function Conn:wait_for(cond, timeout_ms)
       return function()
         self.waiter = nil
       end
-    end, { timeout = timeout_ms })
+    end, { timeout = left })
     if not ok then
       return nil, err, code
     end

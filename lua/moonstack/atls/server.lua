@@ -139,6 +139,17 @@ function Server:_relay(c)
       finish()
     end
   end)
+  -- this connection's task lives as long as the relay (the connection count stays true)
+  task.await(function(resume)
+    if done then
+      return resume(true)
+    end
+    local prev = finish
+    finish = function()
+      prev()
+      resume(true)
+    end
+  end)
 end
 
 -- Serve one accepted connection (in its task).
