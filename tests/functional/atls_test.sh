@@ -6,6 +6,7 @@
 #     (a man in the middle forwarding the victim's nonce over its own session: ESESSION), a
 #     policy mismatch (EPOLICY), a stale certificate event (a second front on the same CVM
 #     recorded its certificate last: ECERT); raw TCP relays through the front;
+#   * the same front with --agent: GetQuote/EmitEvent through a guest agent's dstack.sock;
 #   * `moonstack atls proxy`: refuses to start without an allowlist or with a wildcard; relays
 #     an allowed target (ws and wss), refuses others before the upgrade; /metrics; drops root;
 #   * interop: Atlas's published client (@concrete-security/atlas-node-linux-x64-gnu@0.3.0 from
@@ -190,7 +191,25 @@ check "Atlas client refuses it too" "ERROR atls handshake failed: certificate no
 fetch "$PB" "$dir/dev.json"
 check "the second front: accepted" "0 hello from the upstream" "$rc $(cat "$dir/out")"
 
-# 7. the WebSocket proxy
+# 7. the front in a CVM: quotes and the certificate event through the guest agent's dstack.sock
+#    (`moonstack agent --simulator`: GetQuote and EmitEvent on its simulated TD)
+source "$FIX/agent_sim.sh"
+ag=$(tmpdir)
+if start_agent "$ag"; then
+  PG=$(free_port)
+  "$MOONSTACK" atls serve --listen "127.0.0.1:$PG" --upstream "127.0.0.1:$UP" \
+    --agent "$ag/dstack.sock" --cert "$dir/a.pem" --key "$dir/a.key" >"$dir/serve_agent.log" 2>&1 &
+  defer "kill $! 2>/dev/null"
+  wait_for 15 grep -q 'atls: serving' "$dir/serve_agent.log" \
+    || not_ok "serve --agent started" "$(tail -5 "$dir/serve_agent.log")"
+  check_match "the agent recorded the certificate event" \
+    '"event":"New TLS Certificate"' "$(grep 'runtime event emitted' "$ag/agent.log")"
+  "$MOONSTACK" atls fetch "https://localhost:$PG/index.html" --policy "$dir/dev.json" \
+    --simulator "$ag/state/sim" --ca "$dir/ca.pem" >"$dir/out" 2>"$dir/err"
+  check "fetch through the agent's quotes: accepted" "0 hello from the upstream" "$? $(cat "$dir/out")"
+fi
+
+# 8. the WebSocket proxy
 "$MOONSTACK" atls proxy --listen 127.0.0.1:1 >"$dir/p0.log" 2>&1
 check "proxy without an allowlist: exit 2" 2 $?
 check_match "proxy without an allowlist: says it is required" 'allowlist is required' "$(cat "$dir/p0.log")"
