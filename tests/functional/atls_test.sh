@@ -232,6 +232,16 @@ metrics=$(python3 -c 'import urllib.request,sys; print(urllib.request.urlopen(sy
   "http://127.0.0.1:$WS/metrics")
 check_match "proxy metrics: 1 accepted" 'atls_proxy_accepted_total 1' "$metrics"
 check_match "proxy metrics: 2 refused targets" 'atls_proxy_refused_target_total 2' "$metrics"
+# per client: --rate 1 (burst 2) lets two upgrades through, refuses the third
+WR=$(free_port)
+"$MOONSTACK" atls proxy --listen "127.0.0.1:$WR" --allowlist "127.0.0.1:$ECHO" --rate 1 \
+  >"$dir/proxyr.log" 2>&1 &
+defer "kill $! 2>/dev/null"
+wait_for 10 grep -q 'atls proxy: ws' "$dir/proxyr.log" || not_ok "rate-limited proxy started"
+rates=""
+for i in 1 2 3; do rates+="$(run_fix ws "$WR" "127.0.0.1:$ECHO" "r$i" | cut -c1-12);"; done
+check "proxy: the client's third connection in a second is refused" \
+  "echo: r1;echo: r2;refused: HTT;" "$rates"
 WSS=$(free_port)
 "$MOONSTACK" atls proxy --listen "127.0.0.1:$WSS" --allowlist "127.0.0.1:$ECHO" \
   --cert "$dir/a.pem" --key "$dir/a.key" >"$dir/proxys.log" 2>&1 &

@@ -3,15 +3,20 @@
 -- ws[s]://PROXY/?target=HOST:PORT and its binary messages are piped as bytes to that TCP target
 -- and back; the TLS (and the attestation) stay end to end between the browser and the CVM. The
 -- allowlist is required and matched exactly (HOST:PORT as written, no wildcard, no default:
--- never an open proxy); a target outside it is refused before the upgrade. Limits: new
--- connections per second (token bucket), open connections, bytes per second per connection;
--- counters for /metrics.
+-- never an open proxy); a target outside it is refused before the upgrade. Limits, per client
+-- address: new connections per second (a token bucket) and open connections; in all: open
+-- connections; per connection: bytes per second from the browser. Counters for /metrics.
 local uv = require('luv')
 local log = require('moonstack.core.log').new('atls-proxy')
+local util = require('moonstack.http.util')
 
 local M = {}
 
-M.DEFAULTS = { rate = 20, burst = 40, max_conns = 256, bytes_per_sec = 4 * 1024 * 1024 }
+M.DEFAULTS = { rate = 20, burst = 40, max_conns = 256, per_client = 32,
+  bytes_per_sec = 4 * 1024 * 1024 }
+
+--- Client addresses remembered at most (buckets of idle clients are dropped beyond this).
+M.MAX_CLIENTS = 4096
 
 --- Parse an allowlist "host:port[,host:port]": a set, or nil, 'EINVAL: ...'. Empty entries,
 --- wildcards and entries without a port are refused.
@@ -36,62 +41,93 @@ end
 local Proxy = {}
 Proxy.__index = Proxy
 
---- A proxy over `allow` (parse_allowlist's set); opts: rate, burst, max_conns, bytes_per_sec.
+--- A proxy over `allow` (parse_allowlist's set); opts: rate and burst (new connections per
+--- second per client), max_conns (in all), per_client (open per client), bytes_per_sec.
 function M.new(allow, opts)
   local o = {}
   for k, v in pairs(M.DEFAULTS) do
     o[k] = opts and opts[k] or v
   end
-  return setmetatable({ allow = allow, o = o, tokens = o.burst, last = uv.now(), live = 0,
-    pending = nil, pipes = {}, counters = { accepted = 0, refused_target = 0,
+  return setmetatable({ allow = allow, o = o, clients = {}, nclients = 0, live = 0,
+    pipes = {}, counters = { accepted = 0, refused_target = 0,
       refused_rate = 0, refused_full = 0, connect_errors = 0, bytes_up = 0, bytes_down = 0,
       throttled = 0 } }, Proxy)
 end
 
--- Take a token of the connection-rate bucket.
-function Proxy:_token()
+-- The state of client address `peer`: { tokens, last, open }.
+function Proxy:_client(peer)
+  local c = self.clients[peer]
+  if c then
+    return c
+  end
+  if self.nclients >= M.MAX_CLIENTS then -- forget the idle ones
+    for k, v in pairs(self.clients) do
+      if v.open == 0 then
+        self.clients[k] = nil
+        self.nclients = self.nclients - 1
+      end
+    end
+  end
+  c = { tokens = self.o.burst, last = uv.now(), open = 0 }
+  self.clients[peer] = c
+  self.nclients = self.nclients + 1
+  return c
+end
+
+-- Take a token of `client`'s connection-rate bucket.
+function Proxy:_token(client)
   local now = uv.now()
-  self.tokens = math.min(self.o.burst, self.tokens + (now - self.last) * self.o.rate / 1000)
-  self.last = now
-  if self.tokens < 1 then
+  client.tokens = math.min(self.o.burst, client.tokens + (now - client.last) * self.o.rate / 1000)
+  client.last = now
+  if client.tokens < 1 then
     return false
   end
-  self.tokens = self.tokens - 1
+  client.tokens = client.tokens - 1
   return true
 end
 
+-- The allowlisted target of a query string, or nil.
+function Proxy:_target(query)
+  local target = util.parse_query(query or '').target
+  if type(target) == 'string' and self.allow[target] then
+    return target
+  end
+end
+
 --- The upgrade check (moonstack.http.server authorize): true only for an allowlisted target
---- within the limits. The target is kept for the on_open that follows.
+--- within the limits of the client (req.peer) and of the proxy.
 function Proxy:authorize(req)
   local target = req.args and req.args.target
   if type(target) ~= 'string' or not self.allow[target] then
     self.counters.refused_target = self.counters.refused_target + 1
-    log.warn('refused: the target is not in the allowlist', { target = tostring(target) })
+    log.warn('refused: the target is not in the allowlist', { target = tostring(target),
+      peer = req.peer })
     return false
   end
-  if self.live >= self.o.max_conns then
+  local client = self:_client(req.peer or '')
+  if self.live >= self.o.max_conns or client.open >= self.o.per_client then
     self.counters.refused_full = self.counters.refused_full + 1
     return false
   end
-  if not self:_token() then
+  if not self:_token(client) then
     self.counters.refused_rate = self.counters.refused_rate + 1
     return false
   end
-  self.pending = target
   return true
 end
 
 --- A websocket opened: connect its TCP target.
 function Proxy:on_open(ws)
-  local target = self.pending
-  self.pending = nil
+  local target = self:_target(ws:query()) -- checked again: the upgrade's own query
   if not target then
-    return ws:close(1008, 'no target')
+    return ws:close(1008, 'target not allowed')
   end
+  local client = self:_client(ws:peer())
+  client.open = client.open + 1
   self.live = self.live + 1
   self.counters.accepted = self.counters.accepted + 1
   local host, port = target:match('^%[?(.-)%]?:(%d+)$')
-  local p = { ws = ws, queue = {}, tcp = nil, window = uv.now(), bytes = 0 }
+  local p = { ws = ws, queue = {}, tcp = nil, window = uv.now(), bytes = 0, client = client }
   self.pipes[ws:id()] = p
   uv.getaddrinfo(host, port, { socktype = 'stream' }, function(err, res)
     if err or not res or not res[1] or p.closed then
@@ -163,6 +199,7 @@ function Proxy:_close(p, status, reason)
   end
   p.closed = true
   self.live = self.live - 1
+  p.client.open = p.client.open - 1
   self.pipes[p.ws:id()] = nil
   if p.tcp and not p.tcp:is_closing() then
     p.tcp:close()

@@ -10,13 +10,15 @@ local PROG = 'moonstack atls proxy'
 
 local spec = {
   usage = 'moonstack atls proxy --listen HOST:PORT --allowlist HOST:PORT[,HOST:PORT] '
-    .. '[--cert FILE --key FILE] [--user NAME] [--rate N] [--max-conns N] [--bytes-per-sec N]',
+    .. '[--cert FILE --key FILE] [--user NAME] [--rate N] [--max-conns N] [--per-client N] '
+    .. '[--bytes-per-sec N]',
   summary = 'the WebSocket -> TCP bridge for browser aTLS clients (exact allowlist)',
   description = table.concat({
     'Browsers open ws[s]://LISTEN/?target=HOST:PORT; binary messages are piped to that TCP',
     'target. The allowlist (--allowlist or env ATLS_PROXY_ALLOWLIST) is required and matched',
     'exactly; other targets are refused before the upgrade. wss with --cert/--key. GET',
-    '/metrics gives Prometheus counters. Started as root, it drops to --user (default',
+    '/metrics gives Prometheus counters. Limits per client address: --rate new connections',
+    'per second (burst 2N), --per-client open ones. Started as root, it drops to --user (default',
     'nobody) after binding.',
   }, '\n'),
   options = {
@@ -28,6 +30,7 @@ local spec = {
       default = 'nobody' },
     { '--rate', arg = 'N', help = 'new connections per second (burst 2N)', default = '20' },
     { '--max-conns', arg = 'N', help = 'open connections at most', default = '256' },
+    { '--per-client', arg = 'N', help = 'open connections per client address', default = '32' },
     { '--bytes-per-sec', arg = 'N', help = 'per connection, browser to target',
       default = '4194304' },
   },
@@ -83,8 +86,10 @@ local function run(argv)
   local host, port = (opts.listen or ''):match('^%[?([^%]]+)%]?:(%d+)$')
   port = tonumber(port)
   local limits = { rate = tonumber(opts.rate), max_conns = tonumber(opts.max_conns),
+    per_client = tonumber(opts.per_client),
     bytes_per_sec = tonumber(opts.bytes_per_sec) }
-  if not host or not port or not limits.rate or not limits.max_conns or not limits.bytes_per_sec then
+  if not host or not port or not limits.rate or not limits.max_conns or not limits.per_client
+      or not limits.bytes_per_sec then
     say('--listen HOST:PORT is required; --rate, --max-conns, --bytes-per-sec are numbers')
     return 2
   end
