@@ -145,6 +145,16 @@ got=$(printf 'PING raw bytes\n' | timeout 5 openssl s_client -quiet -connect "12
   -servername localhost -CAfile "$dir/ca.pem" 2>/dev/null | head -1)
 check "raw TCP relayed to the upstream" "PING raw bytes" "$got"
 
+# bounded: at most 16 quotes per connection, then 429 and the connection closes
+body='{"nonce_hex":"'$(printf '00%.0s' $(seq 32))'"}'
+reqs=""
+for i in $(seq 17); do
+  reqs+="POST /tdx_quote HTTP/1.1\r\nHost: localhost\r\nContent-Length: ${#body}\r\n\r\n$body"
+done
+answers=$( (printf "$reqs"; sleep 2) | timeout 20 openssl s_client -quiet -connect "127.0.0.1:$PA" \
+  -servername localhost -CAfile "$dir/ca.pem" 2>/dev/null | grep -ao 'HTTP/1.1 [0-9][0-9][0-9]' | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+check "16 quotes per connection, then 429" " 16 HTTP/1.1 200; 1 HTTP/1.1 429;" "$answers"
+
 # 5. interop: Atlas's published client against our server
 B=$ATLAS_CACHE/node_modules/@concrete-security/atlas-node-linux-x64-gnu/atlas-node.linux-x64-gnu.node
 loaderr=$(node -e 'require(process.argv[1])' "$B" 2>&1 | grep -o "version \`GLIBC_2.38' not found" | head -1)

@@ -23,6 +23,10 @@ M.HANDSHAKE_TIMEOUT_MS = 10000
 M.REQUEST_TIMEOUT_MS = 30000
 M.MAX_HEAD = 16 * 1024
 M.MAX_CONNECTIONS = 1024
+--- Quotes one connection may ask for (Atlas asks for one); then 429 and the connection closes.
+M.MAX_QUOTES_PER_CONNECTION = 16
+--- A relayed connection with no bytes either way for this long is closed.
+M.RELAY_IDLE_MS = 10 * 60 * 1000
 
 local Server = {}
 Server.__index = Server
@@ -107,22 +111,35 @@ function Server:_relay(c)
   end
   self.counters.relayed = self.counters.relayed + 1
   local done = false
+  local idle = uv.new_timer()
   local function finish()
     if done then
       return
     end
     done = true
+    if not idle:is_closing() then
+      idle:close()
+    end
     if not up:is_closing() then
       up:close()
     end
     c:close()
   end
+  local function active()
+    if not done then
+      idle:start(M.RELAY_IDLE_MS, 0, function()
+        finish()
+      end)
+    end
+  end
+  active()
   local first = c:take()
   if #first > 0 then
     up:write(first)
   end
   c.on_data = function(data)
     if data then
+      active()
       up:write(data)
     elseif not up:is_closing() then
       up:shutdown()
@@ -135,6 +152,7 @@ function Server:_relay(c)
     if rerr or not data then
       return finish()
     end
+    active()
     if not c:send(data) then
       finish()
     end
@@ -159,6 +177,7 @@ function Server:_serve(c)
     log.debug('handshake failed', { error = tostring(err) })
     return c:close()
   end
+  local quotes = 0
   while true do
     ok = c:wait_for(function(cc)
       return #cc.buf > 0 and (not quote_request_start(cc.buf) or cc.buf:find('\r\n\r\n', 1, true)
@@ -183,6 +202,11 @@ function Server:_serve(c)
       return c:close()
     end
     c:take(head_len)
+    quotes = quotes + 1
+    if quotes > M.MAX_QUOTES_PER_CONNECTION then
+      reply(c, 429, 'Too Many Requests', '{"error":"too many quotes on this connection"}', true)
+      return c:close()
+    end
     self:_quote(c, c:take(body_len))
     if close then
       return c:close()
