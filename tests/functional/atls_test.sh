@@ -110,6 +110,14 @@ check_match "fetch: attested, bound, certificate event" \
   "$(cat "$dir/err")"
 echo "# fetch with attestation: $((SECONDS - start)) s"
 
+# a certificate the client does not trust: refused at the handshake, before any quote
+"$MOONSTACK" atls fetch "https://localhost:$PA/index.html" --policy "$dir/dev.json" \
+  --simulator "$dir/sim" --ca "$dir/sim/root-ca.pem" >"$dir/out" 2>"$dir/err"
+check "untrusted certificate: exit 1" 1 $?
+check_match "untrusted certificate: ETLS" \
+  'REFUSED: ETLS: handshake with localhost: tls handshake: certificate verify failed: unable to get local issuer certificate' \
+  "$(cat "$dir/err")"
+
 # 2. a relayed quote: the man in the middle has a certificate the victim trusts (same CA) and
 #    forwards the victim's nonce over its own TLS session to the real server
 PM=$(free_port)
