@@ -92,6 +92,8 @@ struct rt_ws_conn {
 	int refs;
 	unsigned long id;
 	char *path;
+	char *query;   /**< of the upgrade request, NULL when none */
+	char peer[64]; /**< the client's address */
 	struct rt_ws_msg *out_head, *out_tail;
 	size_t out_bytes;
 	struct rt_buf in;
@@ -228,5 +230,8 @@ void rt_http_sock_header_overflow(void);
 
 /** Drain @p fd for a while once lws closed it, so that the client gets the answer it was sent. */
 void rt_http_sock_linger(int fd);
+
+/** The query string of @p wsi's request, re-encoded (lws decoded it); malloc'd, or NULL. */
+char *rt_http_copy_query(struct lws *wsi);
 
 #endif

@@ -604,6 +604,18 @@ static int l_ws_path(lua_State *L)
 	return 1;
 }
 
+static int l_ws_query(lua_State *L)
+{
+	lua_pushstring(L, rt_ws_conn_query(check_ws(L)));
+	return 1;
+}
+
+static int l_ws_peer(lua_State *L)
+{
+	lua_pushstring(L, rt_ws_conn_peer(check_ws(L)));
+	return 1;
+}
+
 static int l_ws_is_open(lua_State *L)
 {
 	lua_pushboolean(L, rt_ws_conn_is_open(check_ws(L)));
@@ -657,8 +669,10 @@ static const luaL_Reg exchange_meta[] = {
 	{ NULL, NULL },
 };
 static const luaL_Reg ws_methods[] = {
-	{ "send", l_ws_send }, { "close", l_ws_close },	    { "id", l_ws_id },
-	{ "path", l_ws_path }, { "is_open", l_ws_is_open }, { NULL, NULL },
+	{ "send", l_ws_send },	     { "close", l_ws_close },
+	{ "id", l_ws_id },	     { "path", l_ws_path },
+	{ "is_open", l_ws_is_open }, { "query", l_ws_query },
+	{ "peer", l_ws_peer },	     { NULL, NULL },
 };
 static const luaL_Reg ws_meta[] = {
 	{ "__gc", l_ws_gc },

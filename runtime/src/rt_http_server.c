@@ -134,7 +134,7 @@ int rt_http_exchange_each_header(struct rt_http_exchange *ex,
  * them ('+' and %XX): encode them again, or a value holding '&', '=', '+' or '%' would be
  * split or decoded twice by the Lua side.
  */
-static char *copy_query(struct lws *wsi)
+char *rt_http_copy_query(struct lws *wsi)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	struct rt_buf q = { 0 };
@@ -285,7 +285,7 @@ static int on_http(struct rt_http_server *srv, struct lws *wsi, struct rt_http_p
 	strcpy(ex->method, method);
 	ex->head_only = strcmp(ex->method, "HEAD") == 0;
 	ex->path = strndup(uri && len ? uri : "/", uri && len ? len : 1);
-	ex->query = copy_query(wsi);
+	ex->query = rt_http_copy_query(wsi);
 	if (srv->tls.cert)
 		ex->peer = rt_http_peer_take(wsi);
 
@@ -494,7 +494,7 @@ static bool ws_upgrade_allowed(struct rt_http_server *srv, struct lws *wsi)
 	ex->filter_only = true;
 	strcpy(ex->method, "GET");
 	ex->path = path;
-	ex->query = copy_query(wsi);
+	ex->query = rt_http_copy_query(wsi);
 	char peer[64] = "";
 	lws_get_peer_simple(wsi, peer, sizeof(peer));
 	struct rt_http_request req = {

@@ -23,6 +23,7 @@ void rt_ws_conn_unref(struct rt_ws_conn *c)
 	}
 	rt_buf_free(&c->in);
 	free(c->path);
+	free(c->query);
 	free(c);
 }
 
@@ -85,6 +86,8 @@ static int on_established(struct lws *wsi, struct rt_http_pss *pss)
 	if (q)
 		*q = '\0';
 	c->path = strdup(uri);
+	c->query = rt_http_copy_query(wsi);
+	lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
 	pss->ws = c;
 	notify(c, RT_WS_OPEN, NULL, 0, false);
 	return 0;
@@ -204,6 +207,16 @@ unsigned long rt_ws_conn_id(const struct rt_ws_conn *c)
 const char *rt_ws_conn_path(const struct rt_ws_conn *c)
 {
 	return c->path;
+}
+
+const char *rt_ws_conn_query(const struct rt_ws_conn *c)
+{
+	return c->query ? c->query : "";
+}
+
+const char *rt_ws_conn_peer(const struct rt_ws_conn *c)
+{
+	return c->peer;
 }
 
 bool rt_ws_conn_connected(const struct rt_ws_conn *c)

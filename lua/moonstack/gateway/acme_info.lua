@@ -23,7 +23,8 @@ end
 
 --- The quote source of `cfg` ({ agent = PATH } or { sim = DIR, cvm? }), or nil (no evidence:
 --- the certbot runs without it and says so). Returns an object with :quote(report_data) ->
---- JSON text, or nil, msg, code.
+--- JSON text, or nil, msg, code; and :emit_event(name, payload) -> true or nil, msg, code (a
+--- runtime event in RTMR3: EmitEvent on the agent, the simulated TD's RTMR3 and log).
 function M.source(cfg)
   if not cfg then
     return nil
@@ -36,6 +37,8 @@ function M.source(cfg)
         return nil, err, code
       end
       return json.encode(q)
+    end, emit_event = function(_, name, payload)
+      return guest:emit_event(name, payload)
     end }
   end
   require('moonstack.tdx.tee') -- registers the backends
@@ -58,6 +61,13 @@ function M.source(cfg)
     end
     return json.encode({ quote = crypto.hex(q), event_log = ev.event_log_json(events, 'quote'),
       report_data = crypto.hex(rd), vm_config = '' })
+  end, emit_event = function(_, name, payload)
+    local ok, eerr, ecode = tee:emit_event(name, payload, { version = 1 })
+    if not ok then
+      return nil, eerr, ecode
+    end
+    source:invalidate()
+    return true
   end }
 end
 

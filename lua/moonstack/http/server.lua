@@ -190,7 +190,8 @@ end
 --- on_message(ws, data, binary), on_close(ws); authorize(req) (optional) judges the upgrade
 --- request before it is answered — synchronously (no waiting: no bcrypt), req as a handler's
 --- with req:header() — and only `true` accepts it (else the connection is closed without a
---- 101). `ws` has send(data[, binary]), close(), id().
+--- 101). `ws` has send(data[, binary]), close(), id(), path(), query() (the upgrade's query
+--- string), peer() (the client's address).
 function Server:websocket(path, handlers)
   assert(not self.native, 'websocket endpoints must be added before listen()')
   self.ws[path] = handlers or {}

@@ -245,6 +245,12 @@ unsigned long rt_ws_conn_id(const struct rt_ws_conn *ws);
 /** The path the connection was opened on (without the query). */
 const char *rt_ws_conn_path(const struct rt_ws_conn *ws);
 
+/** The query string of the upgrade request ("" when none), re-encoded as a request's. */
+const char *rt_ws_conn_query(const struct rt_ws_conn *ws);
+
+/** The client's address (numeric, as lws_get_peer_simple gives it; "" if unknown). */
+const char *rt_ws_conn_peer(const struct rt_ws_conn *ws);
+
 /** Whether the connection is still up (until its CLOSE event). */
 bool rt_ws_conn_connected(const struct rt_ws_conn *ws);
 
