@@ -199,7 +199,8 @@ function M.lint(text)
       return nil, err
     end
     local vars = {}
-    if app.runner ~= 'bash' and type(app.docker_compose_file) == 'string' then
+    if app.runner ~= 'bash' and type(app.docker_compose_file) == 'string'
+        and app.docker_compose_file:match('%S') then -- the SDK's defaults have an empty one
       local doc, lines = parse_docker(app.docker_compose_file, 'docker_compose_file')
       if not doc then
         return nil, lines
@@ -207,7 +208,7 @@ function M.lint(text)
       services.check(doc, lines, 'docker_compose_file.', add)
       vars = services.variables(doc, lines)
       sup = suppressions(app.docker_compose_file)
-    elseif app.runner ~= 'bash' then
+    elseif app.runner ~= 'bash' and type(app.docker_compose_file) ~= 'string' then
       return nil, 'EINVAL: docker_compose_file: required for the docker-compose runner'
     end
     app_rules(app, vars, add)

@@ -308,7 +308,9 @@ local function flow(s, i, n, depth)
     end
     j = skip(j)
     local c = s:sub(j, j)
-    if c == ',' then
+    if j > #s then
+      fail(n, 'unterminated flow ' .. (open == '[' and 'sequence' or 'mapping'))
+    elseif c == ',' then
       j = skip(j + 1)
       if s:sub(j, j) == close then -- trailing comma
         break
