@@ -42,7 +42,7 @@ local SPECS = {
       { '--key-provider-id', arg = 'HEX', help = 'key_provider_id: pin the key provider' },
       { '--public-logs', help = 'public_logs' },
       { '--public-sysinfo', help = 'public_sysinfo' },
-      { '--no-public-tcbinfo', help = 'public_tcbinfo false (default true)' },
+      { '--no-public-tcbinfo', help = 'write public_tcbinfo false (else left out: true)' },
       { '--env-file', arg = 'FILE', help = 'KEY=VALUE file: its keys become allowed_envs' },
       { '--no-instance-id', help = 'no_instance_id' },
       { '--secure-time', help = 'secure_time' },
@@ -73,7 +73,8 @@ end
 local function read(prog, path)
   local data, err = fs.read_file(path, MAX_FILE)
   if not data then
-    return nil, args.fail(prog, ('%s: %s'):format(path, tostring(err):gsub('^E[A-Z0-9_]+: ', '')))
+    err = tostring(err):gsub('^E[A-Z0-9_]+: ', '')
+    return nil, args.fail(prog, err:find(path, 1, true) and err or ('%s: %s'):format(path, err))
   end
   return data
 end
@@ -124,16 +125,17 @@ local function new(argv)
     kms_enabled = opts.kms == true, gateway_enabled = opts.gateway == true,
     local_key_provider_enabled = opts.local_key_provider == true,
     key_provider_id = opts.key_provider_id or '', public_logs = opts.public_logs == true,
-    public_sysinfo = opts.public_sysinfo == true, public_tcbinfo = not opts.no_public_tcbinfo,
+    public_sysinfo = opts.public_sysinfo == true, public_tcbinfo = false,
+    omit = { public_tcbinfo = not opts.no_public_tcbinfo or nil },
     no_instance_id = opts.no_instance_id == true, secure_time = opts.secure_time == true,
     key_provider = opts.key_provider, allowed_envs = json.array() }
   if o.key_provider and not ({ none = 1, kms = 1, [ 'local' ] = 1, tpm = 1 })[o.key_provider] then
     return args.fail(prog, '--key-provider: none, kms, local or tpm')
   end
-  if o.key_provider_id ~= '' and not crypto.unhex(o.key_provider_id:gsub('^0x', '')) then
+  o.key_provider_id = o.key_provider_id:gsub('^0x', ''):lower()
+  if o.key_provider_id ~= '' and not crypto.unhex(o.key_provider_id) then
     return args.fail(prog, '--key-provider-id: not hex')
   end
-  o.key_provider_id = o.key_provider_id:gsub('^0x', '')
   if opts.env_file then
     local text, ecode = read(prog, opts.env_file)
     if not text then

@@ -226,7 +226,9 @@ local NEW_ORDER = { 'manifest_version', 'name', 'runner', 'docker_compose_file',
 --- kms_enabled = true, gateway_enabled = true, local_key_provider_enabled = false,
 --- key_provider_id = '', public_logs = true, public_sysinfo = true, public_tcbinfo = true,
 --- allowed_envs = {}, no_instance_id = false, secure_time = false, key_provider?,
---- pre_launch_script?, swap_size? (bytes), event_log_version? (2; 1 is left out) }.
+--- pre_launch_script?, swap_size? (bytes), event_log_version? (2; 1 is left out),
+--- omit = { key = true }? (keys left out: the guest's default applies; vmm-cli writes no
+--- public_tcbinfo) }.
 --- The same inputs give the same bytes (the compose hash, hence the app id, is stable).
 --- Returns the text or nil, 'EINVAL: <field>: why'.
 function M.new(opts)
@@ -259,8 +261,9 @@ function M.new(opts)
     swap_size = opts.swap_size, event_log_version = opts.event_log_version,
   }
   local lines = {}
+  local omit = opts.omit or {}
   for _, k in ipairs(NEW_ORDER) do
-    if v[k] ~= nil then
+    if v[k] ~= nil and not omit[k] then
       local val = v[k]
       local text
       if type(val) == 'table' then

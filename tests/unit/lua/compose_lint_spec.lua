@@ -174,7 +174,8 @@ describe('compose.lint', function()
 
   it('lints the examples and the atlas vectors without errors', function()
     for _, a in ipairs({ 'hello', 'sdk' }) do
-      local text = fixtures.read(os.getenv('MOONSTACK_SRC') .. '/examples/apps/' .. a .. '/docker-compose.yaml')
+      local text = fixtures.read(os.getenv('MOONSTACK_SRC') .. '/examples/apps/' .. a ..
+        '/docker-compose.yaml')
       assert.equal(0, findings(text).counts.error, a)
       local composed = app_compose.new({ name = a, docker_compose_file = text,
         allowed_envs = { a == 'hello' and 'GREETING' or 'NOTE' } })
