@@ -20,6 +20,8 @@ M.null = json.null
 M.MAX_BYTES = 1024 * 1024
 --- Deepest nesting accepted.
 M.MAX_DEPTH = lex.MAX_DEPTH
+--- Most lines a flow collection may continue over (each retry re-scans it).
+M.MAX_FLOW_LINES = 64
 
 local ORDER = lex.ORDER
 local fail, strip_comment, key_colon, quoted = lex.fail, lex.strip_comment, lex.key_colon, lex.quoted
@@ -80,7 +82,7 @@ function Parser:inline(text, line)
   local c = text:sub(1, 1)
   if c == '[' or c == '{' then
     -- a flow collection may go on over the next lines (deeper than the parent)
-    local s = text
+    local s, joined = text, 0
     while true do
       local ok, v, j = pcall(flow, s, 1, line.n, 0)
       if ok then
@@ -93,6 +95,10 @@ function Parser:inline(text, line)
       if type(v) ~= 'table' or not v.msg:find('unterminated flow', 1, true) or not nxt
           or nxt.indent <= line.indent then
         error(v, 0)
+      end
+      joined = joined + 1
+      if joined > M.MAX_FLOW_LINES then
+        fail(line.n, ('a flow collection over more than %d lines'):format(M.MAX_FLOW_LINES))
       end
       s = s .. ' ' .. nxt.text
       self.pos = self.pos + 1

@@ -110,5 +110,47 @@ describe('compose.yaml', function()
     local v, err = yaml.parse(table.concat(deep, '\n'))
     assert.is_nil(v)
     assert.truthy(err:find('nested too deep', 1, true), err)
+    -- an unterminated flow over many lines is refused at once, not re-scanned line by line
+    local t0 = os.clock()
+    v, err = yaml.parse('a: [\n' .. ('  x,\n'):rep(100000))
+    assert.is_nil(v)
+    assert.truthy(err:find('line 1: a flow collection over more than 64 lines', 1, true), err)
+    assert.truthy(os.clock() - t0 < 2)
+  end)
+end)
+
+describe('compose.yaml and compose.lint on mutated input', function()
+  it('answer (a value or nil, EPARSE/EINVAL) and never raise', function()
+    local lint = require('moonstack.compose.lint')
+    local seeds = { fixtures.read_vector('atlas/vllm_docker_compose.yml'),
+      fixtures.read_vector('derived/atlas-vllm-app-compose.json') }
+    local alphabet = ' \n\t:-#[]{},"\'|>&*!?%@`$\\ab1'
+    local rng = 0x2545F491
+    local function rand(n)
+      rng = (rng * 1103515245 + 12345) % 2147483648
+      return rng % n + 1
+    end
+    for round = 1, 1500 do
+      local s = seeds[round % 2 + 1]
+      for _ = 1, rand(4) do
+        local at = rand(#s)
+        local op = rand(3)
+        local k = rand(#alphabet)
+        local c = alphabet:sub(k, k)
+        if op == 1 then
+          s = s:sub(1, at - 1) .. c .. s:sub(at + 1)
+        elseif op == 2 then
+          s = s:sub(1, at - 1) .. c .. s:sub(at)
+        else
+          s = s:sub(1, at - 1) .. s:sub(at + rand(8))
+        end
+      end
+      local ok, v, err = pcall(yaml.parse, s)
+      assert(ok, v)
+      assert(v ~= nil or err:match('^EPARSE: '), err)
+      local ok2, r, lerr = pcall(lint.lint, s)
+      assert(ok2, r)
+      assert(r ~= nil or lerr:match('^E[A-Z]+: '), lerr)
+    end
   end)
 end)
