@@ -130,7 +130,7 @@ describe('compose.yaml and compose.lint on mutated input', function()
       rng = (rng * 1103515245 + 12345) % 2147483648
       return rng % n + 1
     end
-    for round = 1, 1500 do
+    for round = 1, 800 do
       local s = seeds[round % 2 + 1]
       for _ = 1, rand(4) do
         local at = rand(#s)
