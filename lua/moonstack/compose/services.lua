@@ -55,10 +55,11 @@ local function secret_name(k)
   return up:match('_KEY$') ~= nil or up == 'KEY'
 end
 
--- A value made only of ${VAR} / $VAR references (and blanks): not a literal.
-local function only_refs(v)
-  local rest = v:gsub('%$%{[^}]*%}', ''):gsub('%$[%a_][%w_]*', '')
-  return not rest:match('%S')
+-- The literal part of a value: ${VAR} / $VAR references removed, a ${VAR:-default}'s default
+-- kept (a default is a literal too).
+local function literal_part(v)
+  return (v:gsub('%$%$', '$'):gsub('%$%{[%a_][%w_]*:?%-([^}]*)%}', '%1'):gsub('%$%{[^}]*%}', '')
+    :gsub('%$[%a_][%w_]*', ''))
 end
 
 --- The variables a string interpolates: { name = true } for ${NAME}, ${NAME:-x}, $NAME
@@ -152,7 +153,7 @@ local function volume_source(v)
 end
 
 -- A port's host address: short "[IP:]HOST:CONTAINER[/proto]" / "CONTAINER", long { host_ip }.
--- Returns the address ('' when none given), or nil when the port is not published.
+-- Returns the address ('' when none given), or nil when the entry is not a port.
 local function port_host_ip(p)
   if type(p) == 'number' then
     return ''
@@ -171,9 +172,7 @@ local function port_host_ip(p)
     end
     return ''
   elseif type(p) == 'table' and p ~= null then
-    if p.published == nil or p.published == null then
-      return nil
-    end
+    -- without `published` the port is published on a random host port (as "80" is)
     return type(p.host_ip) == 'string' and p.host_ip or ''
   end
 end
@@ -207,8 +206,8 @@ function M.check(doc, lines, prefix, add)
         'build reproducibly outside, push, and reference the image by digest')
     end
     for _, e in ipairs(env_entries(svc.environment, path)) do
-      local v = e.value
-      if v and v ~= '' and not only_refs(v)
+      local v = e.value and literal_part(e.value):match('^%s*(.-)%s*$')
+      if v and v ~= ''
           and ((secret_name(e.key) and not v:match('^%d+$') and v ~= 'true' and v ~= 'false')
             or secret_value(v)) then
         add('secret-in-environment', 'error', field(e.field), lines[e.field],
@@ -218,7 +217,7 @@ function M.check(doc, lines, prefix, add)
             .. 'env file'):format(e.key, e.key))
       end
     end
-    if svc.privileged == true then
+    if svc.privileged == true or svc.privileged == 'true' then
       add('privileged-container', 'error', field(path .. '.privileged'), lines[path .. '.privileged'],
         'a privileged container has every capability and the devices of the CVM',
         'drop privileged; add only the capabilities or devices the service needs')
@@ -269,7 +268,8 @@ function M.check(doc, lines, prefix, add)
         if ip and ALL_INTERFACES[ip] then
           add('port-all-interfaces', 'warning', field(f), lines[f],
             ('port %s is published on every interface of the CVM'):format(
-              type(p) == 'table' and tostring(p.published) or tostring(p)),
+              type(p) == 'table' and tostring(p.published ~= nil and p.published ~= null and p.published
+              or p.target) or tostring(p)),
             'publish on 127.0.0.1 ("127.0.0.1:HOST:CONTAINER") or the address the gateway '
               .. 'reaches, and only the ports you mean to serve')
         end

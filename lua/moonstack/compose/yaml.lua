@@ -198,6 +198,10 @@ function Parser:value_after(rest, line, ind, path, depth, seq_ok)
   if h then
     return self:block_scalar(h, line, ind)
   end
+  local c = rest:sub(1, 1)
+  if c ~= '"' and c ~= "'" and c ~= '[' and c ~= '{' and key_colon(rest) then
+    fail(line.n, 'a plain scalar holding ": " (a mapping is not allowed here: quote the value)')
+  end
   local v = self:inline(rest, line)
   local nxt = self:peek()
   if nxt and nxt.indent > ind then

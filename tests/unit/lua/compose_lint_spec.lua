@@ -71,6 +71,9 @@ describe('compose.lint', function()
       'services.web.environment[0]')
     has(dc({ '    environment:', '      - PEM=-----BEGIN PRIVATE KEY-----' }),
       'secret-in-environment', 'services.web.environment[0]')
+    has(dc({ '    environment:', '      DB_PASSWORD: ${DB_PASSWORD:-changeme}' }),
+      'secret-in-environment', 'services.web.environment.DB_PASSWORD')
+    has(dc({ '    privileged: "true"' }), 'privileged-container', 'services.web.privileged')
     f = has(dc({ '    privileged: true' }), 'privileged-container', 'services.web.privileged')
     assert.equal(4, f.line)
     has(dc({ '    cap_add: [SYS_ADMIN]' }), 'dangerous-capability', 'services.web.cap_add[0]')
@@ -89,6 +92,8 @@ describe('compose.lint', function()
     end
     has(dc({ '    ports:', '      - target: 80', '        published: 8080' }),
       'port-all-interfaces', 'services.web.ports[0]')
+    has(dc({ '    ports:', '      - target: 80' }), 'port-all-interfaces', 'services.web.ports[0]')
+    assert.same({}, findings(dc({ '    ports:', '      - target: 80', '        host_ip: 127.0.0.1' })).findings)
   end)
 
   it('does not flag references, the agent socket, named volumes or loopback ports', function()

@@ -87,6 +87,7 @@ describe('compose.yaml', function()
       { 'a:\n  b: 1\n c: 2\n', 'line 3:' },
       { '? complex\n', 'line 1: complex keys' },
       { 'a: "\\q"\n', 'line 1: unknown escape' },
+      { 'a: b: c\n', 'line 1: a plain scalar holding ": "' },
       { 'just text\n', nil },
     }
     for _, c in ipairs(cases) do
