@@ -93,7 +93,8 @@ describe('compose.lint', function()
     has(dc({ '    ports:', '      - target: 80', '        published: 8080' }),
       'port-all-interfaces', 'services.web.ports[0]')
     has(dc({ '    ports:', '      - target: 80' }), 'port-all-interfaces', 'services.web.ports[0]')
-    assert.same({}, findings(dc({ '    ports:', '      - target: 80', '        host_ip: 127.0.0.1' })).findings)
+    assert.same({}, findings(dc({ '    ports:', '      - target: 80',
+      '        host_ip: 127.0.0.1' })).findings)
   end)
 
   it('does not flag references, the agent socket, named volumes or loopback ports', function()
