@@ -52,10 +52,23 @@ local function suppressions(text)
   return out
 end
 
--- Whether the LAUNCH_TOKEN pattern is in a script: the token compared with a hash.
+-- Whether some line of `text` mentions `what` (a Lua pattern) and a SHA-256 (sha256sum,
+-- sha256 or a *_HASH variable).
+local function hashed_on_a_line(text, what)
+  if type(text) ~= 'string' then
+    return false
+  end
+  for line in (text .. '\n'):gmatch('([^\n]*)\n') do
+    if line:match(what) and (line:find('sha256', 1, true) or line:find('SHA256', 1, true)) then
+      return true
+    end
+  end
+  return false
+end
+
+-- Whether the LAUNCH_TOKEN pattern is in a script: the token's sha256 compared, and an exit.
 local function launch_token_check(script)
-  return type(script) == 'string' and script:find('LAUNCH_TOKEN', 1, true) ~= nil
-    and (script:find('sha256sum', 1, true) or script:find('sha256', 1, true)) ~= nil
+  return hashed_on_a_line(script, 'LAUNCH_TOKEN') and script:find('exit', 1, true) ~= nil
 end
 
 local function reads_user_config(text)
@@ -63,9 +76,9 @@ local function reads_user_config(text)
     text:find('user-config', 1, true)) ~= nil
 end
 
+-- Whether user_config's hash is checked: a line hashing it, or a USER_CONFIG_HASH compared.
 local function hash_checked(text)
-  return type(text) == 'string' and (text:find('sha256sum', 1, true) or
-    text:find('USER_CONFIG_HASH', 1, true) or text:find('USER_CONFIG_SHA256', 1, true)) ~= nil
+  return hashed_on_a_line(text, '[Uu][Ss][Ee][Rr][_-][Cc][Oo][Nn][Ff][Ii][Gg]')
 end
 
 -- The app-compose rules over `app` (decoded), the docker-compose variables `vars`.

@@ -124,6 +124,12 @@ describe('compose.lint', function()
     has(app({ allowed_envs = json.array({ 'K' }) }), 'encrypted-env-unauthenticated', 'allowed_envs')
     has(app({ pre_launch_script = 'cat /dstack/user_config' }), 'user-config-unchecked',
       'pre_launch_script')
+    -- a sha256 elsewhere in the script is not a check of user_config
+    has(app({ pre_launch_script = 'P=$(head -c 32 /dev/urandom | sha256sum)\njq . /dstack/user_config' }),
+      'user-config-unchecked', 'pre_launch_script')
+    -- naming LAUNCH_TOKEN without comparing its hash is not the pattern
+    has(app({ allowed_envs = json.array({ 'LAUNCH_TOKEN' }), pre_launch_script = 'echo $LAUNCH_TOKEN' }),
+      'encrypted-env-unauthenticated', 'allowed_envs')
     has(app({ init_script = 'echo hi' }), 'init-script', 'init_script')
     has(app({ manifest_version = '3', init_script = json.array({ 'a', 'b' }) }), 'init-script',
       'init_script[1]')
