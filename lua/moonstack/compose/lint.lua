@@ -133,24 +133,26 @@ local function app_rules(app, vars, add)
         .. 'in the encrypted env, exit when sha256 differs (or requirements.launch_token_hash)')
   end
   local scripts = app_compose.init_scripts(app)
-  local texts = { pre, app.docker_compose_file, app.bash_script }
-  for _, s in ipairs(scripts) do
-    texts[#texts + 1] = s
+  local texts = {} -- { { field, text } } of what runs or is run
+  for _, k in ipairs({ 'pre_launch_script', 'docker_compose_file', 'bash_script' }) do
+    if type(app[k]) == 'string' then
+      texts[#texts + 1] = { k, app[k] }
+    end
   end
-  for i, text in ipairs(texts) do
-    if reads_user_config(text) then
-      local checked = false
-      for _, t in ipairs(texts) do
-        checked = checked or hash_checked(t)
-      end
-      if not checked then
-        local where = ({ 'pre_launch_script', 'docker_compose_file', 'bash_script' })[i]
-          or ('init_script[%d]'):format(i - 4)
-        add('user-config-unchecked', 'warning', where, nil,
-          'user_config comes from the host unauthenticated and is read without a hash check',
-          'compare its sha256 with a hash in the compose (measured) before using it')
-        break
-      end
+  for i, sc in ipairs(scripts) do
+    texts[#texts + 1] = { #scripts == 1 and type(app.init_script) == 'string' and 'init_script'
+      or ('init_script[%d]'):format(i - 1), sc }
+  end
+  local checked = false
+  for _, t in ipairs(texts) do
+    checked = checked or hash_checked(t[2])
+  end
+  for _, t in ipairs(texts) do
+    if not checked and reads_user_config(t[2]) then
+      add('user-config-unchecked', 'warning', t[1], nil,
+        'user_config comes from the host unauthenticated and is read without a hash check',
+        'compare its sha256 with a hash in the compose (measured) before using it')
+      break
     end
   end
   for i in ipairs(scripts) do

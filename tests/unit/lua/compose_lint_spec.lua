@@ -124,6 +124,11 @@ describe('compose.lint', function()
     has(app({ allowed_envs = json.array({ 'K' }) }), 'encrypted-env-unauthenticated', 'allowed_envs')
     has(app({ pre_launch_script = 'cat /dstack/user_config' }), 'user-config-unchecked',
       'pre_launch_script')
+    has(json.encode({ manifest_version = 2, name = 'b', runner = 'bash',
+      bash_script = 'cat /dstack/user_config' }),
+      'user-config-unchecked', 'bash_script')
+    has(app({ manifest_version = '3', init_script = json.array({ 'true', 'jq . /dstack/user_config' }) }),
+      'user-config-unchecked', 'init_script[1]')
     -- a sha256 elsewhere in the script is not a check of user_config
     has(app({ pre_launch_script = 'P=$(head -c 32 /dev/urandom | sha256sum)\njq . /dstack/user_config' }),
       'user-config-unchecked', 'pre_launch_script')
