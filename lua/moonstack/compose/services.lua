@@ -41,7 +41,7 @@ local function secret_value(v)
     or v:match('^xox[bpas]%-') ~= nil
     or v:match('^eyJ[%w_-]+%.[%w_-]+%.') ~= nil
     or v:match('^0x%x+$') and #v >= 66
-    or v:match('^%x+$') and #v >= 32
+    or v:match('^%x+$') and #v >= 64 -- 32-byte keys (a 40-digit commit id is not one)
     or v:match('^%a[%w+.-]*://[^/@:]+:[^/@]+@') ~= nil
 end
 

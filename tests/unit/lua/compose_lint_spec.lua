@@ -102,7 +102,8 @@ describe('compose.lint', function()
       '      - ignored: 1', '    volumes:', '      - /var/run/dstack.sock:/var/run/dstack.sock',
       '      - data:/data', '    ports:', '      - "127.0.0.1:8080:80"' }):gsub('      %- ignored: 1\n', ''))
     assert.same({}, r.findings)
-    r = findings(dc({ '    environment:', '      TOKEN_TTL: 3600', '      USE_TOKEN: "false"' }))
+    r = findings(dc({ '    environment:', '      TOKEN_TTL: 3600', '      USE_TOKEN: "false"',
+      '      COMMIT: ' .. ('a'):rep(40) }))
     assert.same({}, r.findings)
   end)
 
