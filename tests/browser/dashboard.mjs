@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The dashboard in headless Chromium (playwright-core, /usr/bin/chromium), driven by
 // tests/functional/dashboard_browser_test.sh against a real KMS, gateway and VMM: log in with
-// the one-time token, deploy an app through the form (its env encrypted in the page, the
+// the one-time token, see the security lint's findings in the deploy form (errors highlighted,
+// following the compose), deploy an app through the form (its env encrypted in the page, the
 // LAUNCH_TOKEN check on), watch it reach running and its log lines arrive, see it in the
 // gateway and KMS panels, open it through the gateway's TLS route (the app echoes the env
 // var), stop and remove it. Prints "ok - ..." / "not ok - ..." lines for the shell to count;
@@ -84,10 +85,34 @@ async function main() {
   await page.fill('#d-name', 'browser-app');
   await page.selectOption('#d-image', env('IMAGE'));
   await page.fill('#d-memory', '256');
+  await step('the deploy form shows the security lint before a deploy, errors highlighted', async () => {
+    await page.fill('#d-compose', 'services:\n  web:\n    image: nginx:latest\n    privileged: true\n');
+    await page.waitForFunction(() => !document.getElementById('d-lint').hidden &&
+      document.querySelector('#d-lint-list .finding-error[data-id="privileged-container"]'), null, { timeout: 10000 });
+    const errs = await page.$$eval('#d-lint-list .finding-error .finding-field', (els) => els.map((e) => e.textContent));
+    for (const f of ['docker_compose_file.services.web.image (line 3)', 'docker_compose_file.services.web.privileged (line 4)']) {
+      if (!errs.includes(f)) throw new Error(`no error finding at ${f}: ${errs.join(', ')}`);
+    }
+    const summary = await page.textContent('#d-lint-summary');
+    if (!/2 error\(s\)/.test(summary)) throw new Error(summary);
+    const cls = await page.getAttribute('#d-lint', 'class');
+    if (!/lint-errors/.test(cls)) throw new Error('the panel is not marked as having errors: ' + cls);
+    const weight = await page.$eval('#d-lint-list .finding-error .finding-message', (el) => getComputedStyle(el).fontWeight);
+    if (Number(weight) < 600) throw new Error('error findings are not highlighted: font-weight ' + weight);
+    await shot('00-deploy-lint');
+    return summary;
+  });
   await page.fill('#d-compose', readFileSync(env('APP_COMPOSE'), 'utf8'));
   await page.fill('#d-env', `GREETING=${GREETING}\n`);
   await page.check('#d-launch');
   await page.waitForFunction(() => /^[0-9a-f]{40}$/.test(document.getElementById('d-appid-preview').textContent));
+  await step('the lint panel follows the compose: the app to deploy has no errors, the LAUNCH_TOKEN check counts', async () => {
+    await page.waitForFunction(() => /0 error\(s\)/.test(document.getElementById('d-lint-summary').textContent) &&
+      document.querySelector('#d-lint-list [data-id="public-logs"]'), null, { timeout: 10000 });
+    const ids = await page.$$eval('#d-lint-list .finding', (els) => els.map((e) => e.dataset.id));
+    if (ids.includes('encrypted-env-unauthenticated')) throw new Error('the LAUNCH_TOKEN check was not recognised: ' + ids.join(', '));
+    return ids.join(', ');
+  });
   appId = await page.textContent('#d-appid-preview');
   await shot('01-deploy-form');
   if (!(await step('deploy through the form: env encrypted in the page, CreateVm', async () => {

@@ -14,6 +14,8 @@
 #   - policy reload through the hub: a broken KMS policy is refused and its error shown (the
 #     old version keeps deciding), a good one loads; the gateway's routing policy reloads;
 #   - POST /dashboard/api/verify: the verdict on a real TDX quote (vectors), and on garbage.
+#   - POST /dashboard/api/lint: the security lint's findings (field, line, severity) for a
+#     docker-compose and an app-compose; 400 naming the line for YAML it does not understand.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/vmm_lib.sh"
 source "$(dirname "$0")/proxy_lib.sh"
@@ -255,6 +257,25 @@ out=$(tcurl -d '{"quote_hex":"00112233"}' "$U/dashboard/api/verify")
 check "verify: garbage is not verified, with the reason" "not verified 2" \
   "$(printf '%s' "$out" | jq -r '"\(.verdict) \(.exit_code)"')"
 check "verify: no quote is a 400" 400 "$(status_of -H "Authorization: Bearer $TOKEN" -d '{}' "$U/dashboard/api/verify")"
+
+# ---- the security lint (the deploy form's findings) ----
+bad='services:\n  web:\n    image: nginx:latest\n    privileged: true\n    ports:\n      - "8080:80"\n'
+out=$(tcurl -d "$(jq -n --arg c "$(printf "$bad")" '{compose:$c}')" -w '\n%{http_code}' "$U/dashboard/api/lint")
+check "lint: a bad docker-compose, its findings naming field and line" \
+  "200 docker-compose false 2 1 image-not-pinned services.web.image 3 privileged-container" \
+  "${out##*$'\n'} $(printf '%s' "${out%$'\n'*}" | jq -r '"\(.kind) \(.ok) \(.counts.error) \(.counts.warning) \(.findings[0].id) \(.findings[0].field) \(.findings[0].line) \(.findings[1].id)"')"
+app=$(jq -n --arg dc "$(printf 'services:\n  web:\n    image: x@sha256:%s\n' "$(printf 'ab%.0s' $(seq 32))")" \
+  '{manifest_version:2, name:"a", runner:"docker-compose", docker_compose_file:$dc, kms_enabled:true,
+    key_provider_id:"00", public_logs:false, public_sysinfo:false, public_tcbinfo:false, secure_time:true,
+    no_instance_id:true, gateway_enabled:true}')
+out=$(tcurl -d "$(jq -n --arg c "$app" '{compose:$c}')" "$U/dashboard/api/lint")
+check "lint: an app-compose (no_instance_id with the gateway)" "app-compose 1 no-instance-id-gateway no_instance_id error" \
+  "$(printf '%s' "$out" | jq -r '"\(.kind) \(.findings|length) \(.findings[0].id) \(.findings[0].field) \(.findings[0].severity)"')"
+out=$(tcurl -d '{"compose":"services:\n  a: &x 1\n"}' -w '\n%{http_code}' "$U/dashboard/api/lint")
+check "lint: YAML it does not understand is a 400 naming the line" "400 docker-compose: line 2: anchors (&) are not supported" \
+  "${out##*$'\n'} $(printf '%s' "${out%$'\n'*}" | jq -r .error)"
+check "lint: no compose is a 400" 400 "$(status_of -H "Authorization: Bearer $TOKEN" -d '{}' "$U/dashboard/api/lint")"
+check "lint: needs credentials" 401 "$(status_of -d '{"compose":"x"}' "$U/dashboard/api/lint")"
 
 # ---- removal, logout, secrets ----
 tcurl -H 'content-type: application/json' -d "{\"id\":\"$id\"}" "$U/prpc/RemoveVm?json" >/dev/null

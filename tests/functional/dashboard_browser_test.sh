@@ -7,8 +7,9 @@
 #   1. a KMS (dev auth, its admin listener), a gateway (WireGuard hub, TLS proxy for *.app.test
 #      on 127.0.0.1, admin listener), a VMM on the process backend with its dashboard listener
 #      (the hub: the KMS and gateway parts read through their admin URLs) and a login token;
-#   2. the browser logs in with the one-time token, deploys a kms_enabled, gateway_enabled bash
-#      app through the form — its env encrypted in the page to the app's KMS env key, the
+#   2. the browser logs in with the one-time token, sees the security lint of the deploy form
+#      (a bad compose's errors highlighted, the panel following the compose), deploys a
+#      kms_enabled, gateway_enabled bash app through the form — its env encrypted in the page to the app's KMS env key, the
 #      LAUNCH_TOKEN check on — sees it reach running and its log lines arrive, finds it in the
 #      gateway (handshake) and KMS (allowed decision) panels, opens it through the gateway's TLS
 #      route (Chromium maps *.app.test to the proxy; the app echoes the env var), takes a phone

@@ -3,7 +3,7 @@
 // file) made into the app-compose (compose.mjs), its env encrypted here to the app's KMS env
 // key (GetAppEnvEncryptPubKey through the VMM, envcrypt.mjs), the LAUNCH_TOKEN check, then
 // CreateVm. The compose hash and app id are previewed as the form changes (with the same
-// launch token the deploy will use). The env's values leave the page only encrypted, and the
+// launch token the deploy will use), and so are the security lint's findings (lint.mjs). The env's values leave the page only encrypted, and the
 // form forgets them once the VM is created.
 'use strict';
 
@@ -11,6 +11,7 @@ import { $, fill, h } from './dom.mjs';
 import { prpc } from './api.mjs';
 import { encryptEnv, parseEnvText, checkEnv, toHex, randomToken } from './envcrypt.mjs';
 import { buildCompose, detectKind } from './compose.mjs';
+import { lintCompose, clearLint, renderLint } from './lint.mjs';
 
 /** A PortMapping of '[tcp|udp:][ADDR:]HOST:VM' (as `moonstack vm deploy --port`), or null. */
 export function parsePort(s) {
@@ -73,6 +74,7 @@ export function initDeploy(ctx) {
       $('d-hash').textContent = '-';
       $('d-appid-preview').textContent = '-';
       $('d-notes').textContent = '';
+      clearLint();
       return;
     }
     try {
@@ -82,10 +84,12 @@ export function initDeploy(ctx) {
       $('d-appid-preview').textContent = given || r.appId;
       $('d-notes').textContent = `${r.kind === 'docker-compose' ? 'docker-compose YAML wrapped into an app-compose' : 'app-compose JSON'}` +
         (r.notes.length ? '; ' + r.notes.join('; ') : '');
+      lintCompose(r.compose);
     } catch (e) {
       $('d-hash').textContent = '-';
       $('d-appid-preview').textContent = '-';
       $('d-notes').textContent = e.message;
+      renderLint(null, 'not linted: ' + e.message);
     }
   }
   function schedulePreview() {

@@ -218,14 +218,17 @@ end
 local NEW_ORDER = { 'manifest_version', 'name', 'runner', 'docker_compose_file', 'bash_script',
   'kms_enabled', 'gateway_enabled', 'local_key_provider_enabled', 'key_provider_id',
   'public_logs', 'public_sysinfo', 'public_tcbinfo', 'allowed_envs', 'no_instance_id',
-  'secure_time', 'pre_launch_script' }
+  'secure_time', 'key_provider', 'pre_launch_script', 'swap_size', 'event_log_version' }
 
 --- An app-compose.json text as upstream's vmm-cli `compose` makes it (keys in its order,
 --- 4-space indent): opts = { name (required), runner = 'docker-compose' | 'bash',
 --- docker_compose_file (text, for docker-compose) | bash_script (text, for bash),
 --- kms_enabled = true, gateway_enabled = true, local_key_provider_enabled = false,
 --- key_provider_id = '', public_logs = true, public_sysinfo = true, public_tcbinfo = true,
---- allowed_envs = {}, no_instance_id = false, secure_time = false, pre_launch_script? }.
+--- allowed_envs = {}, no_instance_id = false, secure_time = false, key_provider?,
+--- pre_launch_script?, swap_size? (bytes), event_log_version? (2; 1 is left out),
+--- omit = { key = true }? (keys left out: the guest's default applies; vmm-cli writes no
+--- public_tcbinfo) }.
 --- The same inputs give the same bytes (the compose hash, hence the app id, is stable).
 --- Returns the text or nil, 'EINVAL: <field>: why'.
 function M.new(opts)
@@ -254,11 +257,13 @@ function M.new(opts)
     public_sysinfo = flag('public_sysinfo', true), public_tcbinfo = flag('public_tcbinfo', true),
     allowed_envs = opts.allowed_envs or {},
     no_instance_id = flag('no_instance_id', false), secure_time = flag('secure_time', false),
-    pre_launch_script = opts.pre_launch_script,
+    key_provider = opts.key_provider, pre_launch_script = opts.pre_launch_script,
+    swap_size = opts.swap_size, event_log_version = opts.event_log_version,
   }
   local lines = {}
+  local omit = opts.omit or {}
   for _, k in ipairs(NEW_ORDER) do
-    if v[k] ~= nil then
+    if v[k] ~= nil and not omit[k] then
       local val = v[k]
       local text
       if type(val) == 'table' then

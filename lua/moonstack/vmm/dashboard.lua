@@ -13,6 +13,8 @@
 --   - the VMM's pRPC methods at /prpc/<Method> and at POST /dashboard/api/vmm/<Method> (JSON);
 --   - POST /dashboard/api/verify { quote_hex, event_log?, at? } -> the verifier's verdict
 --     (moonstack.verifier with `dashboard.verify`: a collateral file, a PCCS, or Intel's PCS);
+--   - POST /dashboard/api/lint { compose } -> moonstack.compose.lint's findings for an
+--     app-compose.json or docker-compose text (the deploy form shows them before a deploy);
 --   - with `cluster` (moonstack.vmm.cluster): the whole fleet from etcd in the snapshot's
 --     `fleet` { etcd, host_id, hosts, vms = { { id, name, status, app_id, host_id } } } and at
 --     POST /dashboard/api/fleet.
@@ -191,6 +193,29 @@ local function verify(dash, vmm, body)
     result = require('moonstack.verifier').summary(r) }
 end
 
+--- Largest compose text POST /dashboard/api/lint takes (bytes).
+M.MAX_LINT_BYTES = 4 * 1024 * 1024
+
+-- POST /dashboard/api/lint: { kind, findings, counts, ok } or 400 { error } naming the field.
+function M.lint(body)
+  local text = body.compose
+  if type(text) ~= 'string' or text == '' then
+    return 400, { error = 'compose: give the app-compose.json or docker-compose text' }
+  end
+  if #text > M.MAX_LINT_BYTES then
+    return 400, { error = ('compose: larger than %d bytes'):format(M.MAX_LINT_BYTES) }
+  end
+  local r, err = require('moonstack.compose.lint').lint(text)
+  if not r then
+    return 400, { error = tostring(err):gsub('^E[A-Z]+: ', '') }
+  end
+  local list = wire.array()
+  for i, f in ipairs(r.findings) do
+    list[i] = f
+  end
+  return 200, { kind = r.kind, findings = list, counts = r.counts, ok = r.counts.error == 0 }
+end
+
 -- The credentials of the dashboard listener, or nil, msg, code.
 local function credentials(vmm, d)
   if d.auth then
@@ -259,7 +284,7 @@ function M.start(vmm)
     poll_ms = d.poll_ms,
     messages = dlogs.handlers(vmm, function() return dash.open end),
     actions = { verify = function(body) return verify(dash, vmm, body) end,
-      fleet = function() return 200, M.fleet(vmm) end },
+      fleet = function() return 200, M.fleet(vmm) end, lint = M.lint },
     part_action = function(part, op, req)
       if part ~= 'vmm' or not op:match('^%u[%w_]*$') then
         return mount.answer(404, { error = 'no such part or action' })
