@@ -23,6 +23,7 @@
 local cjson = require('cjson.safe')
 local uv = require('luv')
 local fs = require('moonstack.core.fs')
+local vevents = require('moonstack.verifier.events')
 
 local errors = require('moonstack.core.errors')
 
@@ -87,28 +88,10 @@ function Gate:entries(hash)
   return entries
 end
 
--- The vm_config object of a request's vm_config text (possibly nested as upstream's), or nil.
-local function vm_config_of(text)
-  local v = text
-  for _ = 1, 3 do
-    if type(v) == 'string' then
-      v = cjson.decode(v)
-    end
-    if type(v) ~= 'table' then
-      return nil
-    end
-    if v.os_image_hash ~= nil then
-      return v
-    end
-    v = v.vm_config
-  end
-  return nil
-end
-
 -- The lite path: true when ctx's vm_config measures to boot's registers; nil, why otherwise
 -- (nil, nil when it carries no measurement document).
 local function lite(boot, hash, ctx)
-  local vc = ctx and vm_config_of(ctx.vm_config)
+  local vc = ctx and vevents.vm_config_object(ctx.vm_config)
   if not vc or type(vc.tdx_measurement) ~= 'table' then
     return nil
   end

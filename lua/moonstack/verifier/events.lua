@@ -125,10 +125,10 @@ local function bytes(report, key, size)
   return unhex(v) or string.rep('\0', size)
 end
 
---- The os_image_hash of a vm_config (a JSON string or table; an object with a nested
---- `vm_config` string, as older attestations embed the whole sys-config, is unwrapped).
---- Returns lowercase hex or nil.
-function M.vm_config_os_image_hash(vm_config)
+--- The vm_config object of a vm_config (a JSON string or table; an object with a nested
+--- `vm_config` string, as older attestations embed the whole sys-config, is unwrapped, up to
+--- three levels): the first level that has an os_image_hash, or nil.
+function M.vm_config_object(vm_config)
   local v = vm_config
   for _ = 1, 3 do
     if type(v) == 'string' then
@@ -137,10 +137,20 @@ function M.vm_config_os_image_hash(vm_config)
     if type(v) ~= 'table' then
       return nil
     end
-    if type(v.os_image_hash) == 'string' then
-      return (v.os_image_hash:lower():gsub('^0x', ''))
+    if v.os_image_hash ~= nil then
+      return v
     end
     v = v.vm_config
+  end
+  return nil
+end
+
+--- The os_image_hash of a vm_config (as vm_config_object unwraps it). Returns lowercase hex
+--- or nil.
+function M.vm_config_os_image_hash(vm_config)
+  local v = M.vm_config_object(vm_config)
+  if v and type(v.os_image_hash) == 'string' then
+    return (v.os_image_hash:lower():gsub('^0x', ''))
   end
   return nil
 end
