@@ -20,6 +20,7 @@ return function(data)
   local msg, err = proto.from_proto(schema, data:sub(2))
   if msg == nil then
     check.check(type(err) == 'string' and #err > 0, 'from_proto error is a message')
+    check.outcome(err)
     return
   end
   local enc = proto.to_proto(schema, msg)
