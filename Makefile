@@ -45,15 +45,23 @@ test-asan: deps
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	ctest --test-dir $(BUILD_ASAN) --output-on-failure -j $(JOBS) -L 'unit-c|binding|functional' -LE vm
 
-## fuzz: the libFuzzer targets (clang) over their seeds, FUZZ_RUNS executions each; a long run:
-## make fuzz FUZZ_TARGETS=proxy_sni FUZZ_RUNS=10000000 (tests/fuzz/README.md)
+## fuzz: the libFuzzer targets (clang) over their seeds, one after the other: FUZZ_SECONDS each
+## (a set time), or FUZZ_RUNS executions each when FUZZ_SECONDS is empty; e.g.
+## make fuzz FUZZ_SECONDS=600, make fuzz FUZZ_TARGETS=proxy_sni FUZZ_SECONDS= FUZZ_RUNS=10000000
+## (tests/fuzz/README.md). FUZZ_FLAGS go to libFuzzer as well.
+FUZZ_SECONDS ?= 60
 FUZZ_RUNS    ?= 20000
-FUZZ_TARGETS ?= proxy_sni proxy_pp proxy_route
+FUZZ_FLAGS   ?=
+FUZZ_TARGETS ?= proxy_sni proxy_pp proxy_route tdx_quote tdx_ccel dcap_json x509_ext \
+  lua_scale lua_msgpack lua_proto lua_prpc_json lua_json lua_eventlog_json lua_app_compose \
+  lua_http_head
 fuzz: build
 	cmake --build $(BUILD) --target fuzzers
 	@for t in $(FUZZ_TARGETS); do \
 	  tests/fuzz/run.sh $(BUILD)/tests/fuzz/fuzz_$$t tests/fuzz/corpus/$$t \
-	    $(BUILD)/tests/fuzz/work-$$t -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; \
+	    $(BUILD)/tests/fuzz/work-$$t \
+	    $(if $(strip $(FUZZ_SECONDS)),-max_total_time=$(FUZZ_SECONDS),-runs=$(FUZZ_RUNS)) \
+	    -print_final_stats=1 $(FUZZ_FLAGS) || exit 1; \
 	done
 
 install: build

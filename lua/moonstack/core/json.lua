@@ -8,7 +8,7 @@
 local M = {}
 
 local byte, char, sub, find, concat = string.byte, string.char, string.sub, string.find, table.concat
-local floor = math.floor
+local floor, HUGE = math.floor, math.huge
 
 local ARRAY_MT = { __name = 'moonstack.core.json.array' }
 local FLOAT_MT = { __name = 'moonstack.core.json.float' } -- canonical(): 1.0 vs 1
@@ -134,6 +134,11 @@ function Parser:number()
   self.pos = pos
   local lit = sub(text, start, pos - 1)
   local n = tonumber(lit)
+  if n == nil or n == HUGE or n == -HUGE then
+    -- past the doubles (1e400), as serde_json says; LuaJIT's tonumber even gives nil for
+    -- exponents of 20 digits or so, and an array would silently lose the element
+    self:fail('number out of range', start)
+  end
   if self.exact and n == floor(n) and find(lit, '[.eE]') then
     return setmetatable({ n }, FLOAT_MT) -- serde_json keeps it a float: 1.0 stays 1.0
   end

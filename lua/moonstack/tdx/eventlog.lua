@@ -54,13 +54,18 @@ local function bytes_field(i, ev, key)
   return b
 end
 
+-- Whether v is a u32 (TdxEvent's imr and event_type): not a fraction, a negative, NaN or inf.
+local function u32(v)
+  return type(v) == 'number' and v >= 0 and v <= 4294967295 and v == math.floor(v)
+end
+
 -- One TdxEvent JSON object to an event table.
 local function decode_event(i, ev)
   if type(ev) ~= 'table' then
     return bad(i, 'not an object')
   end
-  if type(ev.imr) ~= 'number' or type(ev.event_type) ~= 'number' then
-    return bad(i, 'imr and event_type must be numbers')
+  if not u32(ev.imr) or not u32(ev.event_type) then
+    return bad(i, 'imr and event_type must be integers in 0..4294967295')
   end
   local name = ev.event
   if name == nil or name == cjson.null then
