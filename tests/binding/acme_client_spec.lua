@@ -9,6 +9,7 @@ local fs = require('moonstack.core.fs')
 local loop = require('loop')
 local process = require('moonstack.core.process')
 local uv = require('luv')
+local fixtures = require('fixtures')
 local x509 = require('moonstack.x509')
 local acme = require('moonstack.acme.client')
 local dns = require('moonstack.acme.dns')
@@ -17,14 +18,6 @@ local provider = require('moonstack.acme.provider')
 local client = require('moonstack.http.client')
 
 local have = process.which('pebble') and process.which('pebble-challtestsrv') and process.which('openssl')
-
-local function free_port()
-  local s = uv.new_tcp()
-  s:bind('127.0.0.1', 0)
-  local p = s:getsockname().port
-  s:close()
-  return p
-end
 
 local function sh(cmd)
   local r = assert(process.run({ file = 'sh', args = { '-c', cmd }, env = { PATH = os.getenv('PATH') },
@@ -43,7 +36,7 @@ describe_if('acme client against pebble', function()
     os.remove(dir)
     assert(fs.mkdir_p(dir, 448))
     for _, k in ipairs({ 'acme', 'mgmt', 'dns', 'cts', 'http', 'tls' }) do
-      P[k] = free_port()
+      P[k] = fixtures.free_port()
     end
     loop.run_task(function()
       sh(('cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 '

@@ -28,14 +28,6 @@ local function write_file(path, data)
   f:close()
 end
 
-local function free_port()
-  local h = uv.new_tcp()
-  assert(h:bind('127.0.0.1', 0))
-  local port = h:getsockname().port
-  h:close()
-  return port
-end
-
 -- Start QEMU with `args`; returns the process.
 local function start_qemu(args)
   return loop.run_task(function()
@@ -219,7 +211,7 @@ describe('moonstack.qemu with a real QEMU', function()
     assert(native.probe_write_payload(kernel))
     write_file(dir .. '/hda.img', ('\0'):rep(1024 * 1024))
     assert(uv.fs_mkdir(dir .. '/shared', 448))
-    local port = free_port()
+    local port = fixtures.free_port()
     local argv = assert(qemu.argv({ qemu = QEMU, accel = 'tcg', vm_id = 'spec', vcpu = 1,
       memory_mb = 64, kernel = kernel, cmdline = 'probe', serial_log = dir .. '/serial.log',
       qmp_socket = dir .. '/qmp.sock', data_disk = dir .. '/hda.img', data_disk_format = 'raw',

@@ -8,14 +8,6 @@ local fixtures = require('fixtures')
 
 local M = {}
 
-local function free_port()
-  local s = uv.new_tcp()
-  assert(s:bind('127.0.0.1', 0))
-  local port = s:getsockname().port
-  s:close()
-  return port
-end
-
 --- Whether etcd is installed.
 function M.available()
   return uv.fs_stat('/usr/bin/etcd') ~= nil
@@ -49,7 +41,7 @@ function M.start(opts)
   opts = opts or {}
   local base = uv.fs_stat('/dev/shm') and '/dev/shm' or nil
   local dir = base and assert(uv.fs_mkdtemp(base .. '/ms-etcd-XXXXXX')) or fixtures.tmpdir('etcd')
-  local cport, pport = free_port(), free_port()
+  local cport, pport = fixtures.free_port(), fixtures.free_port()
   local scheme = opts.tls and 'https' or 'http'
   local curl, purl = scheme .. '://127.0.0.1:' .. cport, 'http://127.0.0.1:' .. pport
   local log = assert(uv.fs_open(dir .. '.log', 'w', 384))

@@ -1,5 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
--- Test helper: where the shared test vectors are, reading them, and temporary directories.
+-- Test helper: where the shared test vectors are, reading them, temporary directories and free
+-- loopback ports.
 local uv = require('luv')
 
 local M = {}
@@ -61,6 +62,15 @@ function M.cleanup()
     os.execute(('rm -rf %q'):format(dir))
   end
   debug.getregistry().moonstack_test_tmpdirs = {}
+end
+
+--- A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed).
+function M.free_port()
+  local s = uv.new_tcp()
+  assert(s:bind('127.0.0.1', 0))
+  local port = s:getsockname().port
+  s:close()
+  return port
 end
 
 return M
