@@ -13,7 +13,7 @@ build_pkgs=(build-essential cmake pkg-config libluajit-5.1-dev luajit libssl-dev
 test_pkgs=(libcmocka-dev lua-busted lua-check clang-format curl socat valgrind tmux openssl apache2-utils jq nodejs npm
   procps docker.io docker-compose busybox-static qemu-system-x86 wireguard-go wireguard-tools iproute2 wrk
   haproxy dnsmasq-base python3 clang libclang-rt-14-dev chromium etcd-server etcd-client pebble
-  bind9-dnsutils luarocks osslsigncode)
+  bind9-dnsutils luarocks osslsigncode ovmf)
 # what `moonstack image build --kind qemu` runs: depmod, xz, debootstrap and mksquashfs (docker
 # flavour); busybox-static and cpio for the tests that look inside an initramfs
 image_pkgs=(kmod xz-utils debootstrap squashfs-tools busybox-static cpio)

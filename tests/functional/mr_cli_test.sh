@@ -12,6 +12,9 @@
 #  * MRTD equals a second (python3) implementation of §7.2/§7.3 on the crafted firmware;
 #    measurements.json (moonstack.mr.report, what image build writes) agrees with the command;
 #  * the Authenticode digest equals osslsigncode's on the kernel signed with SHA-384;
+#  * a real TDVF (Debian's edk2 OVMF.fd): its sections are dstack's layout (§9.9), its MRTDs
+#    equal the python3 implementation's, and the full path's RTMR0 at 2 GiB with the fixture's
+#    ACPI digests equals the real quote's RTMR0;
 #  * errors name the bad flag or file (exit 2 usage, 1 measurement).
 source "$(dirname "$0")/lib.sh"
 need_tools osslsigncode openssl python3
@@ -108,7 +111,7 @@ check "RTMR2 does not depend on the RAM" "$(val m91 RTMR2)" "$(val m1g RTMR2)"
 check "CPUs change nothing given the ACPI digests" "$(cat "$dir/m91")" "$(cat "$dir/m2g")"
 check "os_image_hash = digest.txt" "$(cat "$img/digest.txt")" "$(val m91 os_image_hash)"
 # MRTD by a second implementation of §7.2/§7.3 (python3, written from the spec text)
-mrtd_py=$(python3 - "$img/ovmf.fd" <<'PY'
+cat >"$dir/mrtd.py" <<'PY'
 import hashlib, struct, sys
 fw = open(sys.argv[1], 'rb').read()
 def guid(g):
@@ -150,7 +153,7 @@ for two in (True, False):
     out.append(h.hexdigest())
 print(' '.join(out))
 PY
-)
+mrtd_py=$(python3 - "$img/ovmf.fd" <"$dir/mrtd.py")
 check "MRTD (two-pass, single-pass) = an independent python3 implementation" "$mrtd_py" \
   "$(val m82 MRTD) $(val m91 MRTD)"
 
@@ -185,6 +188,34 @@ want=$(osslsigncode verify -in "$dir/signed.efi" 2>/dev/null | sed -n 's/^Calcul
   | tr 'A-F' 'a-f')
 check_match "osslsigncode computed a SHA-384 digest" '^[0-9a-f]{96}$' "$want"
 check "Authenticode = osslsigncode's" "$want" "$("$MOONSTACK" run "$FIX" authenticode "$dir/signed.efi")"
+
+# 4b. a real TDVF: Debian's edk2 build (package ovmf, /usr/share/ovmf/OVMF.fd) carries TDVF
+# metadata. Its sections must parse into the layout of spec §9.9 (dstack's OVMF), its MRTDs must
+# equal the python3 implementation's, and the full path over it, at the fixture VM's 2 GiB with
+# the fixture's ACPI digests, must give the real quote's RTMR0.
+OVMF=${MOONSTACK_OVMF:-/usr/share/ovmf/OVMF.fd}
+if [ -f "$OVMF" ]; then
+  real="$dir/real"
+  mkdir -p "$real"
+  cp "$img/metadata.json" "$img/bzImage" "$img/initramfs.cpio.gz" "$real/"
+  cp "$OVMF" "$real/ovmf.fd"
+  secs=$("$MOONSTACK" -e "local t=require('moonstack.mr.tdvf').parse(io.open('$real/ovmf.fd','rb'):read('*a'))
+    local o={} for _,s in ipairs(t.sections) do
+    o[#o+1]=string.format('%x/%x/%d/%d', s.mem_addr, s.mem_size, s.type, s.attributes) end
+    print(table.concat(o,' '))")
+  check "edk2 OVMF.fd: TDVF sections (BFV, CFV, TEMP_MEM, TEMP_MEM, TD_HOB, TEMP_MEM)" \
+    "ffe20000/1e0000/0/1 ffe00000/20000/1/0 810000/10000/3/0 80b000/2000/3/0 809000/2000/2/0 800000/6000/3/0" \
+    "$secs"
+  if run 0 mr --image "$real" -m 2G --qemu-version 8.2.2 --event-log "$F"; then
+    check "edk2 OVMF.fd: full-path RTMR0 at 2G = the real quote's RTMR0" "${Q[1]}" "$(line RTMR0)"
+    m82=$(line MRTD)
+    run 0 mr --image "$real" --qemu-version 9.1.0 --event-log "$F" &&
+      check "edk2 OVMF.fd: MRTD (two-pass, single-pass) = the python3 implementation" \
+        "$(python3 - "$real/ovmf.fd" <"$dir/mrtd.py")" "$m82 $(line MRTD)"
+  fi
+else
+  not_ok "Debian's OVMF.fd is installed (package ovmf)" "no $OVMF"
+fi
 
 # 5. errors name the flag or the file
 err_case() { # NAME WANT_RC PATTERN ARGS...
