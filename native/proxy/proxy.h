@@ -63,6 +63,7 @@ struct proxy_options {
 	unsigned max_connections_per_app; /**< 0 = unlimited */
 	unsigned connect_top_n;		  /**< 0 = one random healthy instance */
 	bool splice;
+	bool io_uring; /**< batch the sends to backends of each event batch (proxy_batch.h) */
 	int backlog;
 };
 
@@ -166,6 +167,8 @@ struct proxy_counters {
 	uint64_t active, total, bytes_in, bytes_out;
 	uint64_t refused[PROXY_R_COUNT];
 	int64_t snapshot_version;
+	uint64_t queued;       /**< sends to backends batched (proxy_batch.h) */
+	uint64_t queued_short; /**< of those, the ones a full socket did not take whole */
 };
 /** Read the totals. */
 void proxy_server_counters(struct proxy_server *s, struct proxy_counters *c);

@@ -77,6 +77,7 @@ struct px_dir {
 	size_t piped;
 	bool eof;	    /**< source reached its end */
 	bool shut;	    /**< the end was passed to the destination */
+	bool queued;	    /**< bytes wait in the worker's batch (proxy_batch.h) */
 	int src_ev, dst_ev; /**< poll events wanted on each side after the last pump */
 };
 

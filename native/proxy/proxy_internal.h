@@ -190,6 +190,8 @@ struct px_worker {
 	uv_timer_t trim_timer; /**< worker 0: gives freed heap back to the system after churn */
 	int epfd;	       /**< the connections' sockets (struct px_watch), level-triggered */
 	uv_poll_t ep_poll;     /**< the loop's watch on epfd */
+	struct px_batch *batch; /**< sends to backends queued while a batch of events runs */
+	bool batching;		/**< inside that batch: sends to backends may be queued */
 };
 
 struct px_miss_q;
@@ -207,6 +209,7 @@ struct proxy_server {
 	atomic_uint_fast64_t active, total, bytes_in, bytes_out;
 	atomic_uint_fast64_t refused[PROXY_R_COUNT];
 	atomic_uint_fast64_t conn_ids;
+	atomic_uint_fast64_t queued, queued_short; /**< proxy_counters */
 	atomic_uint churn; /**< connections opened + closed since the last heap trim */
 	/* route misses and decisions (proxy_miss.c) */
 	pthread_mutex_t miss_mu;

@@ -107,11 +107,12 @@ static bool opt_bool(lua_State *L, int t, const char *k, bool def)
 
 static void read_options(lua_State *L, struct proxy_options *o)
 {
-	static const char *const keys[] = { "listen",	     "workers",
-					    "timeouts",	     "buffer_size",
-					    "inbound_pp",    "max_connections_per_app",
-					    "connect_top_n", "splice",
-					    "backlog",	     NULL };
+	static const char *const keys[] = {
+		"listen",	 "workers",    "timeouts",
+		"buffer_size",	 "inbound_pp", "max_connections_per_app",
+		"connect_top_n", "splice",     "io_uring",
+		"backlog",	 NULL
+	};
 	static const char *const tkeys[] = { "connect", "handshake", "idle", "shutdown",
 					     "total",	"pp_header", NULL };
 	static const char *const lkeys[] = { "host", "port", NULL };
@@ -166,6 +167,7 @@ static void read_options(lua_State *L, struct proxy_options *o)
 	o->connect_top_n =
 		(unsigned)opt_num(L, 1, "connect_top_n", "opts.", 3, 0, PROXY_MAX_TOP_N, true);
 	o->splice = opt_bool(L, 1, "splice", true);
+	o->io_uring = opt_bool(L, 1, "io_uring", true);
 	o->backlog = (int)opt_num(L, 1, "backlog", "opts.", 4096, 1, 65535, true);
 }
 
@@ -343,12 +345,14 @@ static int l_counters(lua_State *L)
 	if (!p->s)
 		return closed(L);
 	proxy_server_counters(p->s, &c);
-	lua_createtable(L, 0, 9);
+	lua_createtable(L, 0, 11);
 	set_num(L, "active", (double)c.active);
 	set_num(L, "total", (double)c.total);
 	set_num(L, "bytes_in", (double)c.bytes_in);
 	set_num(L, "bytes_out", (double)c.bytes_out);
 	set_num(L, "snapshot_version", (double)c.snapshot_version);
+	set_num(L, "queued", (double)c.queued);
+	set_num(L, "queued_short", (double)c.queued_short);
 	lua_createtable(L, 0, PROXY_R_COUNT);
 	for (int i = 0; i < PROXY_R_COUNT; i++) {
 		if (c.refused[i]) {

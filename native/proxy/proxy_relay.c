@@ -9,6 +9,7 @@
  * shutdown (drain) timeouts. Nothing blocks: every step stops at EAGAIN and asks its poll.
  */
 #define _GNU_SOURCE /* splice, pipe2, F_SETPIPE_SZ */
+#include "proxy/proxy_batch.h"
 #include "proxy/proxy_conn.h"
 
 #include <errno.h>
@@ -179,6 +180,8 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 	uint8_t *scratch = c->w->scratch;
 	int want = 0;
 
+	if (d->queued)
+		return 0; /* its bytes wait in the batch (polls as they were): px_relay_settle() */
 	d->src_ev = d->dst_ev = 0;
 	for (;;) {
 		if (d->off < d->len) {
@@ -257,6 +260,17 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 			 * TLS reads one record at a time, so ask OpenSSL what it still holds */
 			more = (size_t)n == cap ||
 			       (tls_src && (SSL_has_pending(c->ssl) || c->rbio_mem || n == 16384));
+			/* the last read of this direction in an event batch: its send to the
+			 * backend joins the batch's (proxy_batch.h); the source is read again
+			 * once it says so. (Sends to passthrough clients could join too: no
+			 * gain measured, the client is not on this CPU.) */
+			if (n > 0 && !more && dst_backend && c->w->batching &&
+			    px_batch_queue(c->w->batch, c, d, true, scratch, (size_t)n)) {
+				moved += (size_t)n;
+				count(c, !src_backend, (size_t)n);
+				d->src_ev = UV_READABLE;
+				return 0;
+			}
 			if (n > 0) {
 				ssize_t w = side_write(c, dst_backend, scratch, (size_t)n, &want);
 				if (w == -EAGAIN)
@@ -343,7 +357,11 @@ static void start_relay(struct px_conn *c)
 	c->phase = PX_PH_RELAY;
 	c->last_ms = px_now_ms(c);
 	arm_relay(c);
-	relay(c, false, 0);
+	/* pump what the client sent (or the queued hello); a backend has not spoken yet as a rule,
+	 * so its POLLIN is awaited rather than a read tried (one system call less per connection) */
+	c->c2s.src_ev = UV_READABLE;
+	c->s2c.src_ev = UV_READABLE;
+	relay(c, false, UV_READABLE);
 }
 
 static void tls_step(struct px_conn *c)
@@ -366,6 +384,25 @@ static void tls_step(struct px_conn *c)
 		px_conn_refuse(c, PROXY_R_TLS);
 		return;
 	}
+}
+
+void px_relay_settle(struct px_conn *c, struct px_dir *d, long sent, const uint8_t *rest,
+		     size_t nrest)
+{
+	if (sent < 0 && sent != -EAGAIN) {
+		px_conn_close(c);
+		return;
+	}
+	/* what the backend's socket did not take waits in the direction's buffer for POLLOUT,
+	 * as after a short write; the client is not read meanwhile */
+	if (keep(d, c->w->s->o.buffer_size, rest, nrest)) {
+		px_conn_close(c);
+		return;
+	}
+	d->dst_ev = UV_WRITABLE;
+	d->src_ev = 0;
+	px_conn_poll(c, false, c->c2s.src_ev | c->s2c.dst_ev);
+	px_conn_poll(c, true, c->c2s.dst_ev | c->s2c.src_ev);
 }
 
 void px_relay_poll(struct px_conn *c, bool backend, int status, int events)

@@ -6,6 +6,7 @@
  * published snapshot (swapped under a short lock; readers take a reference) and the totals.
  */
 #define _GNU_SOURCE /* accept4 */
+#include "proxy/proxy_batch.h"
 #include "proxy/proxy_conn.h"
 
 #include <arpa/inet.h>
@@ -58,6 +59,7 @@ void proxy_options_default(struct proxy_options *o)
 	o->buffer_size = 65536;
 	o->connect_top_n = 3;
 	o->splice = true;
+	o->io_uring = true;
 	o->backlog = 4096;
 }
 
@@ -179,6 +181,7 @@ static void on_epoll(uv_poll_t *h, int status, int events)
 
 	do {
 		n = epoll_wait(w->epfd, evs, 128, 0);
+		w->batching = w->batch != NULL;
 		for (int i = 0; i < n; i++) {
 			struct px_watch *x = evs[i].data.ptr;
 			uint32_t e = evs[i].events;
@@ -187,6 +190,9 @@ static void on_epoll(uv_poll_t *h, int status, int events)
 				ev |= x->events; /* whatever waits learns the error from its call */
 			px_watch_fire(x, e & (EPOLLERR | EPOLLHUP) ? UV_EIO : 0, ev);
 		}
+		w->batching = false;
+		/* the backends hear the whole batch at once (proxy_batch.h) */
+		px_batch_flush(w->batch);
 	} while (n == 128);
 }
 
@@ -271,6 +277,7 @@ static void free_unstarted(struct proxy_server *s)
 		pthread_mutex_destroy(&w->mu);
 		free(w->listeners);
 		free(w->scratch);
+		px_batch_free(w->batch);
 	}
 }
 
@@ -302,6 +309,9 @@ static int setup_worker(struct proxy_server *s, struct px_worker *w, unsigned id
 	uv_poll_init(&w->loop, &w->ep_poll, w->epfd);
 	w->ep_poll.data = w;
 	uv_poll_start(&w->ep_poll, UV_READABLE, on_epoll);
+	/* a batch's queued sends: up to 256, staged in 16 read buffers (none: send at once) */
+	if (s->o.io_uring)
+		w->batch = px_batch_new(256, 16 * s->o.buffer_size);
 	if (idx == 0)
 		uv_timer_start(&w->trim_timer, on_trim_timer, 2000, 2000);
 	for (size_t k = 0; k < s->o.nlisten; k++)
@@ -395,6 +405,8 @@ void proxy_server_counters(struct proxy_server *s, struct proxy_counters *c)
 	for (int i = 0; i < PROXY_R_COUNT; i++)
 		c->refused[i] = atomic_load(&s->refused[i]);
 	c->snapshot_version = proxy_server_version(s);
+	c->queued = atomic_load(&s->queued);
+	c->queued_short = atomic_load(&s->queued_short);
 }
 
 void proxy_server_conns_each(struct proxy_server *s, size_t max,
@@ -452,6 +464,7 @@ void proxy_server_free(struct proxy_server *s)
 		pthread_mutex_destroy(&w->mu);
 		free(w->listeners);
 		free(w->scratch);
+		px_batch_free(w->batch);
 	}
 	proxy_snapshot_unref(s->snap);
 	px_dns_unref(s->dns);

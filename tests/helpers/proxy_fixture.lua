@@ -83,6 +83,31 @@ function M.echo_server(stats)
   end)
 end
 
+--- An echo backend that reads nothing until `ready()` says so (polled every 10 ms; at most
+--- `max_ms`): its socket fills up, and so do the proxy's sends to it. Then it echoes as
+--- M.echo_server. Counts in `stats`.
+function M.paused_echo_server(ready, max_ms, stats)
+  return counted(stats, { bytes = 0 }, function(c, close, st)
+    local t, waited = uv.new_timer(), 0
+    t:start(10, 10, function()
+      waited = waited + 10
+      if not ready() and waited < max_ms then
+        return
+      end
+      t:close()
+      c:read_start(function(_, data)
+        if data then
+          st.bytes = st.bytes + #data
+          c:write(data)
+        else
+          c:read_stop()
+          c:shutdown(close)
+        end
+      end)
+    end)
+  end)
+end
+
 --- A backend that reads to EOF, then answers "got:<bytes>" and closes. Records in `stats`.
 function M.sink_server(stats)
   return counted(stats, { got = {} }, function(c, close, st)

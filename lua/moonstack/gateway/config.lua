@@ -16,6 +16,8 @@
 --     inbound_pp_enabled = false, external_port = 443, agent_port = 8090,
 --     app_address_ns_prefix = '_dstack-app-address', app_address_ns_compat = true,
 --     app_address_dns_servers = {} ('ip:port', system resolver when empty), tcp_splice = true,
+--     io_uring = true                  each event batch's sends to backends in one
+--                                      io_uring_enter (falls back to send(2) without io_uring)
 --     self_signed_cert = false         with no certs: make a self-signed *.<base_domain> at
 --                                      start (local use; clients must not verify it)
 --   }
@@ -127,6 +129,7 @@ M.schema = {
         app_address_dns_servers = { type = 'table', default = {}, items = { type = 'string',
           pattern = '^[%w%.:%[%]]+$' } },
         tcp_splice = { type = 'boolean', default = true },
+        io_uring = { type = 'boolean', default = true },
         self_signed_cert = { type = 'boolean', default = false },
       },
     },

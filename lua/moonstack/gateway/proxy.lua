@@ -96,7 +96,7 @@ function M.options(p)
       total = t.total, pp_header = t.pp_header },
     buffer_size = p.buffer_size, inbound_pp = p.inbound_pp_enabled,
     max_connections_per_app = p.max_connections_per_app, connect_top_n = p.connect_top_n,
-    splice = p.tcp_splice }
+    splice = p.tcp_splice, io_uring = p.io_uring }
 end
 
 --- The certificates of proxy.certs read from their files: { {cert, key} PEMs } or nil, msg,
