@@ -72,6 +72,8 @@ describe('gateway routing policy', function()
       app_address_ns_compat = true, app_address_dns_servers = {} },
       debug = { insecure_localhost_backend = false } }, state = st, certs = {} }, routes, 7)
     assert.are.equal(7, snap.version)
+    -- no certificate: the base domain is still published (its `s` names pass through)
+    assert.are.same({ { domain = 'b' } }, snap.base_domains)
     assert.are.same({ [80] = { pp = false }, [22] = { pp = false } }, snap.instances.i1.ports)
     assert.is_nil(snap.instances.i2.ports) -- no policy known yet: the data path denies
     assert.are.equal('10.0.0.2', snap.instances.i1.ip)

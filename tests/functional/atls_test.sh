@@ -6,6 +6,7 @@
 #     (a man in the middle forwarding the victim's nonce over its own session: ESESSION), a
 #     policy mismatch (EPOLICY), a stale certificate event (a second front on the same CVM
 #     recorded its certificate last: ECERT); raw TCP relays through the front;
+#   * the same through the gateway's passthrough (`s`) route (the session is still end to end);
 #   * the same front with --agent: GetQuote/EmitEvent through a guest agent's dstack.sock;
 #   * `moonstack atls proxy`: refuses to start without an allowlist or with a wildcard; relays
 #     an allowed target (ws and wss), refuses others before the upgrade; /metrics; drops root;
@@ -109,6 +110,28 @@ check_match "fetch: attested, bound, certificate event" \
   'attested: status UpToDate, simulated true, report_data bound to this session, certificate event matches' \
   "$(cat "$dir/err")"
 echo "# fetch with attestation: $((SECONDS - start)) s"
+
+# 1b. through the gateway's passthrough (`s`) route: the TLS session is still the client's
+#     with the front, so the quote binds to it
+run_fix leaf "$dir/ca.pem" "$dir/ca.key" "$dir/g" '*.gw.test'
+PS=$(free_port)
+serve serve_s "$PS" g "$UP"
+PGW=$(free_port)
+cat >"$dir/gateway.lua" <<EOF
+return { proxy = { listen = { host = '127.0.0.1', port = $PGW }, base_domain = 'gw.test',
+  workers = 1 }, debug = { insecure_localhost_backend = true }, log = { level = 'warn' } }
+EOF
+"$MOONSTACK" gateway -c "$dir/gateway.lua" >"$dir/gateway.log" 2>&1 &
+defer "kill $! 2>/dev/null"
+wait_for 15 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PGW" || not_ok "gateway started" "$(tail -5 "$dir/gateway.log")"
+"$MOONSTACK" atls fetch "https://localhost-${PS}s.gw.test/index.html" --connect "127.0.0.1:$PGW" \
+  --policy "$dir/dev.json" --simulator "$dir/sim" --ca "$dir/ca.pem" --report >"$dir/out" 2>"$dir/err"
+rc=$?
+check "fetch through the gateway's s route: exit 0" 0 "$rc"
+[ "$rc" = 0 ] || echo "# $(cat "$dir/err") / $(tail -3 "$dir/gateway.log")"
+check "fetch through the gateway's s route: the upstream's page" "hello from the upstream" "$(cat "$dir/out")"
+check_match "fetch through the gateway's s route: bound to this session, certificate event" \
+  'report_data bound to this session, certificate event matches' "$(cat "$dir/err")"
 
 # a certificate the client does not trust: refused at the handshake, before any quote
 "$MOONSTACK" atls fetch "https://localhost:$PA/index.html" --policy "$dir/dev.json" \

@@ -64,6 +64,11 @@ function M.snapshot(gw, routes, version)
     for _, c in ipairs(gw.certs or {}) do
       domains[#domains + 1] = { domain = p.base_domain, cert = c.cert, key = c.key }
     end
+    -- no certificate (yet): the base domain still routes its passthrough (`s`) names; a name to
+    -- terminate is refused `no-cert`
+    if #(gw.certs or {}) == 0 then
+      domains[#domains + 1] = { domain = p.base_domain }
+    end
   end
   local instances, apps = {}, {}
   for _, inst in ipairs(gw.state:list()) do
