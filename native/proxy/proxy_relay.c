@@ -358,7 +358,7 @@ static void start_relay(struct px_conn *c)
 	c->last_ms = px_now_ms(c);
 	arm_relay(c);
 	/* pump what the client sent (or the queued hello); a backend has not spoken yet as a rule,
-	 * so its POLLIN is awaited rather than a read tried (one system call less per connection) */
+	 * so its POLLIN is awaited rather than a read tried (one system call less each) */
 	c->c2s.src_ev = UV_READABLE;
 	c->s2c.src_ev = UV_READABLE;
 	relay(c, false, UV_READABLE);
