@@ -75,30 +75,50 @@ describe('moonstack.native.proxy relay', function()
   end)
 
   -- proxy_batch.h: the last send to a backend of each event batch waits for the batch's one
-  -- io_uring_enter; one the backend's full socket did not take whole goes on as a short write
+  -- io_uring_enter; one the backend's full socket did not take whole goes on as a short write.
+  -- (Where the kernel refuses io_uring, the proxy sends at once: the batch counts are then 0.)
+  local f = io.open('/proc/sys/kernel/io_uring_disabled')
+  local uring_here = not f or f:read('*n') == 0
+  if f then
+    f:close()
+  end
   for _, uring in ipairs({ true, false }) do
     it(('io_uring %s: 8 MB of 1000-byte records to a backend that stops reading arrive whole '
       .. 'and in order'):format(uring), function()
-      local q = F.proxy({ io_uring = uring })
+      local q = F.proxy({ io_uring = uring, timeouts = { connect = 2, handshake = 2, idle = 30,
+        shutdown = 2, total = 120 } })
       assert.equal(1, q:publish(F.snapshot(1, cert)))
-      -- with io_uring the backend reads once a batched send met its full socket
-      local bport, st = serve(F.paused_echo_server(function()
-        return q:counters().queued_short > 0
-      end, uring and 20000 or 1000))
-      local ops = {}
-      for i = 1, 8000 do
-        ops[i] = { 'send', 1000 }
+      local batching = uring and uring_here
+      -- The backend reads once a batched send met its full socket, or once the proxy stalled
+      -- (the socket filled on a send that was not batched: two records were read in one go).
+      -- Up to 4 tries for a batched send to meet the full socket; each must arrive whole.
+      local c
+      for _ = 1, batching and 4 or 1 do
+        local last, still = -1, 0
+        local bport, st = serve(F.paused_echo_server(function()
+          local k = q:counters()
+          still = k.bytes_in == last and still + 1 or 0
+          last = k.bytes_in
+          return k.queued_short > 0 or still >= 30
+        end, 20000))
+        local ops = {}
+        for i = 1, 8000 do
+          ops[i] = { 'send', 1000 }
+        end
+        ops[#ops + 1] = { 'recv', 8000000 } -- checked byte for byte against what was sent
+        ops[#ops + 1] = { 'shutdown' }
+        ops[#ops + 1] = { 'eof' }
+        local r = F.one({ port = q:port(1), sni = F.sni(bport), ops = ops, timeout = 60 })
+        assert.is_true(r.ok, r.error)
+        assert.equal('clean', r.eof)
+        assert.equal(8000000, st.bytes)
+        c = q:counters()
+        if c.queued_short > 0 then
+          break
+        end
       end
-      ops[#ops + 1] = { 'recv', 8000000 } -- checked byte for byte against what was sent
-      ops[#ops + 1] = { 'shutdown' }
-      ops[#ops + 1] = { 'eof' }
-      local r = F.one({ port = q:port(1), sni = F.sni(bport), ops = ops, timeout = 60 })
-      local c = q:counters()
       q:close()
-      assert.is_true(r.ok, r.error)
-      assert.equal('clean', r.eof)
-      assert.equal(8000000, st.bytes)
-      if uring then
+      if batching then
         assert.is_true(c.queued > 100, 'sends batched: ' .. c.queued)
         assert.is_true(c.queued_short > 0, 'a batched send met a full socket')
       else
@@ -122,7 +142,9 @@ describe('moonstack.native.proxy relay', function()
       assert.is_true(x.ok, x.error)
       assert.equal('clean', x.eof)
     end
-    assert.is_true(p:counters().queued >= 16 * 200, 'each request went through a batch')
+    if uring_here then
+      assert.is_true(p:counters().queued >= 16 * 200, 'each request went through a batch')
+    end
     local bytes = 0
     for i = 1, 200 do
       bytes = bytes + 700 + i
