@@ -68,19 +68,22 @@ local function counted(stats, fields, on_conn)
   return srv, port, stats
 end
 
+-- Echo everything c reads back to it, counting in st.bytes; at EOF shut the write side, then close.
+local function echo(c, close, st)
+  c:read_start(function(_, data)
+    if data then
+      st.bytes = st.bytes + #data
+      c:write(data)
+    else
+      c:read_stop()
+      c:shutdown(close)
+    end
+  end)
+end
+
 --- An echo backend: every byte back; at EOF, shuts its write side and closes. Counts in `stats`.
 function M.echo_server(stats)
-  return counted(stats, { bytes = 0 }, function(c, close, st)
-    c:read_start(function(_, data)
-      if data then
-        st.bytes = st.bytes + #data
-        c:write(data)
-      else
-        c:read_stop()
-        c:shutdown(close)
-      end
-    end)
-  end)
+  return counted(stats, { bytes = 0 }, echo)
 end
 
 --- An echo backend that reads nothing until `ready()` says so (polled every 10 ms; at most
@@ -95,15 +98,7 @@ function M.paused_echo_server(ready, max_ms, stats)
         return
       end
       t:close()
-      c:read_start(function(_, data)
-        if data then
-          st.bytes = st.bytes + #data
-          c:write(data)
-        else
-          c:read_stop()
-          c:shutdown(close)
-        end
-      end)
+      echo(c, close, st)
     end)
   end)
 end
