@@ -234,6 +234,11 @@ static int parse_exts(struct x509_info *info, const STACK_OF(X509_EXTENSION) * e
 		struct x509_ext_info *e = &info->exts[info->n_exts++];
 		ASN1_OBJECT *obj = X509_EXTENSION_get_object(ext);
 		OBJ_obj2txt(e->oid, sizeof(e->oid), obj, 1);
+		/* RFC 5280 4.2: at most one instance of an extension (two would be read as two
+		 * different answers: two key identifiers, two RA-TLS quotes) */
+		for (size_t k = 0; k + 1 < info->n_exts; k++)
+			if (!strcmp(info->exts[k].oid, e->oid))
+				return x509_fail(err, "EPARSE", "duplicate extension %s", e->oid);
 		e->critical = X509_EXTENSION_get_critical(ext) > 0;
 		const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
 		if (x509_buf_set(&e->value, ASN1_STRING_get0_data(v), (size_t)ASN1_STRING_length(v),

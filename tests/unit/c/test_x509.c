@@ -650,6 +650,64 @@ static void test_errors(void **state)
 	EVP_PKEY_free(other);
 }
 
+/* A certificate with the same extension twice (RFC 5280 4.2 forbids it) is refused by
+ * x509_cert_info, naming the OID, with nothing leaked (fuzz_x509_ext found two authority key
+ * identifiers leaking the first); one instance of each is read. */
+static void test_duplicate_extension(void **state)
+{
+	(void)state;
+	static const int nids[] = { NID_authority_key_identifier, NID_subject_key_identifier,
+				    NID_basic_constraints, NID_ext_key_usage };
+	static const char *const vals[] = { "keyid:always", "hash", "CA:FALSE", "serverAuth" };
+	static const char *const oids[] = { "2.5.29.35", "2.5.29.14", "2.5.29.19", "2.5.29.37" };
+	for (int twice = 0; twice < 2; twice++) {
+		for (size_t i = 0; i < sizeof(nids) / sizeof(nids[0]); i++) {
+			EVP_PKEY *k = x509_key_generate(NULL);
+			X509 *x = X509_new();
+			assert_non_null(x);
+			X509_set_version(x, 2);
+			ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+			X509_gmtime_adj(X509_getm_notBefore(x), 0);
+			X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+			X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+						   (const unsigned char *)"dup", -1, -1, 0);
+			X509_set_issuer_name(x, X509_get_subject_name(x));
+			X509_set_pubkey(x, k);
+			X509V3_CTX ctx;
+			X509V3_set_ctx_nodb(&ctx);
+			X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+			/* the key identifier the authority one copies */
+			X509_EXTENSION *ski =
+				X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_key_identifier, "hash");
+			if (nids[i] != NID_subject_key_identifier)
+				X509_add_ext(x, ski, -1);
+			X509_EXTENSION_free(ski);
+			X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nids[i], vals[i]);
+			assert_non_null(e);
+			X509_add_ext(x, e, -1);
+			if (twice)
+				X509_add_ext(x, e, -1);
+			X509_EXTENSION_free(e);
+			assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+			struct x509_info info;
+			struct x509_error err;
+			int rc = x509_cert_info(x, &info, &err);
+			if (twice) {
+				assert_int_equal(rc, -1);
+				assert_string_equal(err.code, "EPARSE");
+				char want[64];
+				snprintf(want, sizeof(want), "duplicate extension %s", oids[i]);
+				assert_non_null(strstr(err.msg, want));
+			} else {
+				assert_int_equal(rc, 0);
+				x509_info_free(&info);
+			}
+			X509_free(x);
+			EVP_PKEY_free(k);
+		}
+	}
+}
+
 /* A DER certificate whose extension carries PEM text (as an RA-TLS quote carries its PCK chain)
  * is still read as DER, not as the PEM inside it. */
 static void test_der_containing_pem_text(void **state)
@@ -688,6 +746,7 @@ int main(void)
 		cmocka_unit_test(test_pem),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_der_containing_pem_text),
+		cmocka_unit_test(test_duplicate_extension),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
