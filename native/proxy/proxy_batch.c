@@ -79,6 +79,44 @@ void px_batch_free(struct px_batch *b)
 	free(b);
 }
 
+/* Whether this kernel settles a MSG_DONTWAIT send inside the submit when the socket is full
+ * (-EAGAIN in the completion) instead of waiting for room: px_batch_flush() relies on it. */
+static bool settles_inline(struct px_batch *b)
+{
+	int sv[2];
+	bool ok = false;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
+		return false;
+	int small = 4096;
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	char fill[4096] = { 0 };
+	for (int i = 0; i < 4096 && send(sv[0], fill, sizeof(fill), MSG_DONTWAIT) > 0; i++)
+		;
+	unsigned tail = atomic_load_explicit(b->sq_tail, memory_order_relaxed);
+	unsigned slot = tail & *b->sq_mask;
+	struct io_uring_sqe *s = &b->sqes[slot];
+	memset(s, 0, sizeof(*s));
+	s->opcode = IORING_OP_SEND;
+	s->fd = sv[0];
+	s->addr = (uint64_t)(uintptr_t)fill;
+	s->len = 1;
+	s->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+	s->user_data = 0;
+	b->sq_array[slot] = slot;
+	atomic_store_explicit(b->sq_tail, tail + 1, memory_order_release);
+	if (sys_enter(b->fd, 1, 0, 0) == 1) {
+		unsigned head = atomic_load_explicit(b->cq_head, memory_order_relaxed);
+		if (head != atomic_load_explicit(b->cq_tail, memory_order_acquire)) {
+			ok = b->cqes[head & *b->cq_mask].res == -EAGAIN;
+			atomic_store_explicit(b->cq_head, head + 1, memory_order_release);
+		}
+	}
+	close(sv[0]);
+	close(sv[1]);
+	return ok; /* false: a send still pending dies with the ring, which the caller closes */
+}
+
 struct px_batch *px_batch_new(unsigned entries, size_t stage_bytes)
 {
 	struct io_uring_params p;
@@ -135,7 +173,7 @@ struct px_batch *px_batch_new(unsigned entries, size_t stage_bytes)
 	b->q = calloc(b->entries, sizeof(*b->q));
 	b->stage_cap = stage_bytes;
 	b->stage = malloc(stage_bytes);
-	if (!b->q || !b->stage)
+	if (!b->q || !b->stage || !settles_inline(b))
 		goto fail;
 	return b;
 fail:
