@@ -79,6 +79,24 @@ void px_batch_free(struct px_batch *b)
 	free(b);
 }
 
+/* Put a send of @p len bytes at @p p to @p fd (MSG_DONTWAIT: settled inside the submit) in the
+ * submission slot of @p tail, tagged @p tag. The caller publishes the tail. */
+static void put_send(struct px_batch *b, unsigned tail, int fd, const void *p, size_t len,
+		     uint64_t tag)
+{
+	unsigned slot = tail & *b->sq_mask;
+	struct io_uring_sqe *s = &b->sqes[slot];
+
+	memset(s, 0, sizeof(*s));
+	s->opcode = IORING_OP_SEND;
+	s->fd = fd;
+	s->addr = (uint64_t)(uintptr_t)p;
+	s->len = (uint32_t)len;
+	s->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+	s->user_data = tag;
+	b->sq_array[slot] = slot;
+}
+
 /* Whether this kernel settles a MSG_DONTWAIT send inside the submit when the socket is full
  * (-EAGAIN in the completion) instead of waiting for room: px_batch_flush() relies on it. */
 static bool settles_inline(struct px_batch *b)
@@ -94,16 +112,7 @@ static bool settles_inline(struct px_batch *b)
 	for (int i = 0; i < 4096 && send(sv[0], fill, sizeof(fill), MSG_DONTWAIT) > 0; i++)
 		;
 	unsigned tail = atomic_load_explicit(b->sq_tail, memory_order_relaxed);
-	unsigned slot = tail & *b->sq_mask;
-	struct io_uring_sqe *s = &b->sqes[slot];
-	memset(s, 0, sizeof(*s));
-	s->opcode = IORING_OP_SEND;
-	s->fd = sv[0];
-	s->addr = (uint64_t)(uintptr_t)fill;
-	s->len = 1;
-	s->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
-	s->user_data = 0;
-	b->sq_array[slot] = slot;
+	put_send(b, tail, sv[0], fill, 1, 0);
 	atomic_store_explicit(b->sq_tail, tail + 1, memory_order_release);
 	if (sys_enter(b->fd, 1, 0, 0) == 1) {
 		unsigned head = atomic_load_explicit(b->cq_head, memory_order_relaxed);
@@ -229,16 +238,7 @@ void px_batch_flush(struct px_batch *b)
 			e->c = NULL;
 			continue;
 		}
-		unsigned slot = tail & *b->sq_mask;
-		struct io_uring_sqe *s = &b->sqes[slot];
-		memset(s, 0, sizeof(*s));
-		s->opcode = IORING_OP_SEND;
-		s->fd = fd;
-		s->addr = (uint64_t)(uintptr_t)(b->stage + e->off);
-		s->len = (uint32_t)e->len;
-		s->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL; /* settled inside the submit */
-		s->user_data = i;
-		b->sq_array[slot] = slot;
+		put_send(b, tail, fd, b->stage + e->off, e->len, i);
 		tail++;
 		order[n++] = i;
 	}

@@ -311,6 +311,13 @@ static int pump(struct px_conn *c, struct px_dir *d, bool src_backend)
 	}
 }
 
+/* Ask each socket's poll for what the directions wait on after their last pump. */
+static void repoll(struct px_conn *c)
+{
+	px_conn_poll(c, false, c->c2s.src_ev | c->s2c.dst_ev);
+	px_conn_poll(c, true, c->c2s.dst_ev | c->s2c.src_ev);
+}
+
 static void arm_relay(struct px_conn *c)
 {
 	struct proxy_server *s = c->w->s;
@@ -348,8 +355,7 @@ static void relay(struct px_conn *c, bool backend, int events)
 		c->drain_deadline_ms = px_now_ms(c) + px_ms(c->w->s->o.t_shutdown);
 		arm_relay(c);
 	}
-	px_conn_poll(c, false, c->c2s.src_ev | c->s2c.dst_ev);
-	px_conn_poll(c, true, c->c2s.dst_ev | c->s2c.src_ev);
+	repoll(c);
 }
 
 static void start_relay(struct px_conn *c)
@@ -401,8 +407,7 @@ void px_relay_settle(struct px_conn *c, struct px_dir *d, long sent, const uint8
 	}
 	d->dst_ev = UV_WRITABLE;
 	d->src_ev = 0;
-	px_conn_poll(c, false, c->c2s.src_ev | c->s2c.dst_ev);
-	px_conn_poll(c, true, c->c2s.dst_ev | c->s2c.src_ev);
+	repoll(c);
 }
 
 void px_relay_poll(struct px_conn *c, bool backend, int status, int events)
