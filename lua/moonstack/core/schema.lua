@@ -148,24 +148,7 @@ local function type_ok(node, v)
 end
 
 local count = require('moonstack.core.tables').count
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys, function(a, b)
-    local ta, tb = type(a), type(b)
-    if ta ~= tb then
-      return ta < tb
-    end
-    if ta == 'number' or ta == 'string' then
-      return a < b
-    end
-    return tostring(a) < tostring(b)
-  end)
-  return keys
-end
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local validate
 

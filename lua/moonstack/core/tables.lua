@@ -1,5 +1,6 @@
 -- SPDX-License-Identifier: Apache-2.0
--- Plain-data table helpers shared by the core: deep copy, deep equality, varargs packing.
+-- Plain-data table helpers shared by the core: deep copy, deep equality, sorted keys, varargs
+-- packing.
 local M = {}
 
 --- A deep copy of plain data (tables copied, cycles preserved; other values shared).
@@ -65,6 +66,26 @@ function M.count(t)
     n = n + 1
   end
   return n
+end
+
+--- The keys of `t` sorted: numbers before strings (by type name, then by value; keys of other
+--- types by their tostring()).
+function M.sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys, function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then
+      return ta < tb
+    end
+    if ta == 'number' or ta == 'string' then
+      return a < b
+    end
+    return tostring(a) < tostring(b)
+  end)
+  return keys
 end
 
 --- Pack varargs with their count: { n = select('#', ...), ... }.

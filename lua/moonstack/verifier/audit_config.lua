@@ -4,21 +4,9 @@
 -- wildcard), its user (root) and listener (plain ws), secrets put on command lines by config
 -- values, and development settings (dev auth, simulators). A config is { file, kind, cfg }:
 -- kind 'kms' | 'gateway' | 'vmm' | 'verifier' | 'agent' | 'proxy', cfg as its daemon loaded it.
-local M = {}
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys, function(a, b)
-    if type(a) == type(b) then
-      return a < b
-    end
-    return type(a) == 'number'
-  end)
-  return keys
-end
+local M = {}
 
 --- Call fn(path, key, value) for every value under table `t` (depth first, keys sorted);
 --- paths read `a.b[2].c`.
