@@ -69,10 +69,11 @@ function M.alive(id)
   return st ~= nil and st.state ~= 'Z' and st.state ~= 'X' and st.start_time == id.start_time
 end
 
---- Every live process as { [pid] = ppid }.
-function M.parents()
-  local out = {}
-  local h = uv.fs_scandir('/proc')
+--- The pids listed under `root` (default '/proc'; another directory laid out as /proc, for
+--- tests), in increasing order.
+function M.pids(root)
+  local pids = {}
+  local h = uv.fs_scandir(root or '/proc')
   while h do
     local name = uv.fs_scandir_next(h)
     if not name then
@@ -80,10 +81,20 @@ function M.parents()
     end
     local pid = tonumber(name)
     if pid then
-      local st = M.stat(pid)
-      if st and st.state ~= 'Z' then
-        out[pid] = st.ppid
-      end
+      pids[#pids + 1] = pid
+    end
+  end
+  table.sort(pids)
+  return pids
+end
+
+--- Every live process as { [pid] = ppid }.
+function M.parents()
+  local out = {}
+  for _, pid in ipairs(M.pids()) do
+    local st = M.stat(pid)
+    if st and st.state ~= 'Z' then
+      out[pid] = st.ppid
     end
   end
   return out

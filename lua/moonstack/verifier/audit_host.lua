@@ -7,6 +7,7 @@
 local bit = require('bit')
 local uv = require('luv')
 local cfgcheck = require('moonstack.verifier.audit_config')
+local procfs = require('moonstack.core.procfs')
 
 local M = {}
 
@@ -155,20 +156,10 @@ end
 --- running as root. This process is skipped.
 function M.processes(proc, out)
   local self_pid = uv.os_getpid()
-  local h = uv.fs_scandir(proc)
-  local pids = {}
-  while h do
-    local name = uv.fs_scandir_next(h)
-    if not name then
-      break
+  for _, pid in ipairs(procfs.pids(proc)) do
+    if pid == self_pid then
+      goto next_pid
     end
-    local pid = tonumber(name)
-    if pid and pid ~= self_pid then
-      pids[#pids + 1] = pid
-    end
-  end
-  table.sort(pids)
-  for _, pid in ipairs(pids) do
     local dir = ('%s/%d'):format(proc, pid)
     local argv = split0(read(dir .. '/cmdline') or '')
     if is_ours(argv) then
@@ -183,6 +174,7 @@ function M.processes(proc, out)
         proxy_process(out, dir, pid, argv)
       end
     end
+    ::next_pid::
   end
 end
 
