@@ -4,6 +4,7 @@
 -- no Docker socket or host paths mounted, ports not published on every interface; and the
 -- ${VAR} references the file makes (for the allowed_envs rule of the app-compose).
 -- Each rule adds { id, severity, field, message, fix, line? } through `add`.
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 local yaml = require('moonstack.compose.yaml')
 
 local M = {}
@@ -91,12 +92,7 @@ function M.variables(doc, lines)
     if type(v) == 'string' then
       local found, defaults = {}, {}
       M.refs(v, found, defaults)
-      local names = {}
-      for n in pairs(found) do
-        names[#names + 1] = n
-      end
-      table.sort(names)
-      for _, n in ipairs(names) do
+      for _, n in ipairs(sorted_keys(found)) do
         if not seen[n] then
           seen[n] = #list + 1
           list[#list + 1] = { name = n, field = path, line = lines[path], has_default = defaults[n] }

@@ -9,6 +9,7 @@
 local uv = require('luv')
 local fs = require('moonstack.core.fs')
 local task = require('moonstack.core.task')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 local state_mod = require('moonstack.gateway.state')
 
 local M = {}
@@ -52,12 +53,7 @@ function M.snapshot(gw, routes, version)
   local domains, acme = {}, gw.acme_certs or {}
   -- the certbot's certificates (moonstack.gateway.certbot) per base domain, then proxy.certs
   -- for the base domain unless the certbot serves it
-  local names = {}
-  for d in pairs(acme) do
-    names[#names + 1] = d
-  end
-  table.sort(names)
-  for _, d in ipairs(names) do
+  for _, d in ipairs(sorted_keys(acme)) do
     domains[#domains + 1] = { domain = d, cert = acme[d].cert, key = acme[d].key }
   end
   if not acme[p.base_domain] then

@@ -207,12 +207,7 @@ local function print_result(opts, res)
     io.stdout:write(require('cjson').encode(res), '\n')
     return
   end
-  local keys = {}
-  for k in pairs(res) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
+  for _, k in ipairs(require('moonstack.core.tables').sorted_keys(res)) do
     io.stdout:write(('%-19s %s\n'):format(k, tostring(res[k])))
   end
 end

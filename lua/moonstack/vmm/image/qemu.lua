@@ -376,11 +376,7 @@ local function build(out, opts)
   if not ok then
     return nil, err, code
   end
-  local names_sorted = {}
-  for name in pairs(files) do
-    names_sorted[#names_sorted + 1] = name
-  end
-  table.sort(names_sorted)
+  local names_sorted = require('moonstack.core.tables').sorted_keys(files)
   for _, name in ipairs(names_sorted) do
     ok, err, code = uv.fs_rename(out .. '/' .. name .. '.tmp', out .. '/' .. name)
     if not ok then
