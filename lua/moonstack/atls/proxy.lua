@@ -9,6 +9,7 @@
 local uv = require('luv')
 local log = require('moonstack.core.log').new('atls-proxy')
 local util = require('moonstack.http.util')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -212,11 +213,7 @@ end
 --- Prometheus text of the counters.
 function Proxy:metrics()
   local lines = { '# TYPE atls_proxy_open gauge', 'atls_proxy_open ' .. self.live }
-  local names = {}
-  for k in pairs(self.counters) do
-    names[#names + 1] = k
-  end
-  table.sort(names)
+  local names = sorted_keys(self.counters)
   for _, k in ipairs(names) do
     lines[#lines + 1] = ('# TYPE atls_proxy_%s_total counter'):format(k)
     lines[#lines + 1] = ('atls_proxy_%s_total %d'):format(k, self.counters[k])

@@ -16,6 +16,7 @@ local uv = require('luv')
 local errors = require('moonstack.core.errors')
 local task = require('moonstack.core.task')
 local log = require('moonstack.core.log').new('agent')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -28,11 +29,7 @@ end
 
 --- An env table { KEY = value } as a sorted list of "KEY=value" strings.
 function M.env_list(env)
-  local keys = {}
-  for k in pairs(env) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
+  local keys = sorted_keys(env)
   local out = {}
   for i, k in ipairs(keys) do
     out[i] = k .. '=' .. env[k]

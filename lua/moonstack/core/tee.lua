@@ -14,6 +14,7 @@
 -- and every failure returns nil, 'CODE: message', CODE. Called inside a task, the slow calls
 -- run on the thread pool and only suspend the task; outside a task they block.
 local errors = require('moonstack.core.errors')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -38,12 +39,7 @@ end
 
 --- The registered backend names, sorted.
 function M.names()
-  local list = {}
-  for name in pairs(registry) do
-    list[#list + 1] = name
-  end
-  table.sort(list)
-  return list
+  return sorted_keys(registry)
 end
 
 --- Create the backend called `name` with `opts`. There is no default and no fallback from

@@ -5,6 +5,7 @@
 local uv = require('luv')
 local cjson = require('cjson.safe')
 local fs = require('moonstack.core.fs')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -42,11 +43,7 @@ function M.allocate(path, taken)
     old = cjson.decode(text) or {}
   end
   local out, used = {}, {}
-  local names = {}
-  for name in pairs(M.WANTED) do
-    names[#names + 1] = name
-  end
-  table.sort(names)
+  local names = sorted_keys(M.WANTED)
   for _, name in ipairs(names) do
     local want = M.WANTED[name]
     local port

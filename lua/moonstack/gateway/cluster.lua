@@ -27,6 +27,7 @@ local lease = require('moonstack.etcd.lease')
 local watch = require('moonstack.etcd.watch')
 local task = require('moonstack.core.task')
 local uv = require('luv')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -439,11 +440,7 @@ end
 --- { etcd = 'up'|'down'|'unknown', since (unix s), node_id, nodes (ids known), endpoint,
 --- error? } for /health, Status and the dashboard.
 function Cluster:status()
-  local ids = {}
-  for id in pairs(self.nodes) do
-    ids[#ids + 1] = id
-  end
-  table.sort(ids)
+  local ids = sorted_keys(self.nodes)
   return { etcd = self.etcd_state, since = self.since, node_id = self.node_id, nodes = ids,
     endpoint = self.client:status().endpoint,
     error = self.etcd_state == 'down' and self.last_error or nil }

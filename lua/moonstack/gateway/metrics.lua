@@ -3,6 +3,7 @@
 -- instances, registrations and their refusals by reason (control plane), connections active and
 -- total per app, refusals by reason and bytes (the data path's counters), the snapshot version,
 -- routing-policy reloads and failures.
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 local M = {}
 
 local Metrics = {}
@@ -29,12 +30,7 @@ local function label(v)
 end
 
 local function sorted(t)
-  local keys = {}
-  for k in pairs(t or {}) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
-  return keys
+  return sorted_keys(t or {})
 end
 
 --- The Prometheus text exposition.

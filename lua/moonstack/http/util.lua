@@ -1,6 +1,7 @@
 -- SPDX-License-Identifier: Apache-2.0
 -- HTTP helpers shared by the server and the client: query strings, URLs, JSON bodies.
 local cjson = require('cjson.safe')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -32,11 +33,7 @@ end
 
 --- Build a query string from a table (keys sorted, for stable output).
 function M.build_query(t)
-  local keys = {}
-  for k in pairs(t) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
+  local keys = sorted_keys(t)
   local parts = {}
   for _, k in ipairs(keys) do
     parts[#parts + 1] = escape(k) .. '=' .. escape(t[k])

@@ -43,6 +43,7 @@ local fail = require('moonstack.core.errors').fail
 local fs = require('moonstack.core.fs')
 
 local deep_equal = require('moonstack.core.tables').equal
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 M.deep_equal = deep_equal
 
 local function show(v)
@@ -78,11 +79,7 @@ local function check_case(case, decision)
   if not ok then
     return 'invalid decision: ' .. derr
   end
-  local keys = {}
-  for k in pairs(case.expect) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
+  local keys = sorted_keys(case.expect)
   for _, k in ipairs(keys) do
     if not deep_equal(decision[k], case.expect[k]) then
       return ('expected %s = %s, got %s'):format(k, show(case.expect[k]), show(decision[k]))

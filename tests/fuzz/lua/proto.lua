@@ -5,12 +5,9 @@
 local check = require('fuzz_check')
 local proto = require('moonstack.core.proto')
 local messages = require('moonstack.agent.api.messages')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
-local names = {}
-for k in pairs(messages) do
-  names[#names + 1] = k
-end
-table.sort(names)
+local names = sorted_keys(messages)
 
 return function(data)
   if #data < 1 then

@@ -8,12 +8,9 @@ local check = require('fuzz_check')
 local prpc = require('moonstack.core.prpc')
 local util = require('moonstack.http.util')
 local messages = require('moonstack.agent.api.messages')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
-local names = {}
-for k in pairs(messages) do
-  names[#names + 1] = k
-end
-table.sort(names)
+local names = sorted_keys(messages)
 local methods = {}
 for i, k in ipairs(names) do
   methods[i] = { input = messages[k], output = messages[k], call = function(args) return args end }

@@ -16,6 +16,7 @@ local crypto = require('moonstack.crypto')
 local dstack = require('moonstack.crypto.dstack')
 local errors = require('moonstack.core.errors')
 local log = require('moonstack.core.log').new('agent')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -103,15 +104,6 @@ local function escape_value(v)
   end
   local escaped = v:gsub('[\n"$`]', { ['\n'] = '\\n', ['"'] = '\\"', ['$'] = '\\$', ['`'] = '\\`' })
   return needs and ('"' .. escaped .. '"') or escaped
-end
-
-local function sorted_keys(env)
-  local keys = {}
-  for k in pairs(env) do
-    keys[#keys + 1] = k
-  end
-  table.sort(keys)
-  return keys
 end
 
 --- The .decrypted-env text: KEY=VALUE lines sorted by key, values quoted/escaped as upstream.

@@ -32,6 +32,7 @@
 --                                                    loopback as 10.0.2.2)
 -- on_exit(handle, { exit_code, signal }) is called once per handle when the CVM ends.
 local errors = require('moonstack.core.errors')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -47,12 +48,7 @@ end
 
 --- The registered names, sorted.
 function M.names()
-  local out = {}
-  for k in pairs(registry) do
-    out[#out + 1] = k
-  end
-  table.sort(out)
-  return out
+  return sorted_keys(registry)
 end
 
 --- Create backend `name` with `opts`. Returns it or nil, msg, code (EINVAL: unknown name;

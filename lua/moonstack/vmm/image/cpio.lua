@@ -12,6 +12,7 @@
 local bit = require('bit')
 local errors = require('moonstack.core.errors')
 local fs = require('moonstack.core.fs')
+local sorted_keys = require('moonstack.core.tables').sorted_keys
 
 local M = {}
 
@@ -91,12 +92,7 @@ end
 
 --- The entry names, sorted.
 function Writer:names()
-  local names = {}
-  for p in pairs(self.entries) do
-    names[#names + 1] = p
-  end
-  table.sort(names)
-  return names
+  return sorted_keys(self.entries)
 end
 
 local TYPE = { dir = S_IFDIR, file = S_IFREG, symlink = S_IFLNK, char = S_IFCHR }
